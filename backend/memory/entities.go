@@ -1,0 +1,116 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton/store"
+)
+
+// EntityStore is an in-memory store.EntityStore. Use NewEntityStore.
+type EntityStore struct {
+	mu       sync.Mutex
+	entities map[string]store.Entity
+	closed   bool
+}
+
+var _ store.EntityStore = (*EntityStore)(nil)
+
+// NewEntityStore returns an empty entity store.
+func NewEntityStore() *EntityStore {
+	return &EntityStore{entities: make(map[string]store.Entity)}
+}
+
+// Load implements store.EntityStore.
+func (s *EntityStore) Load(ctx context.Context, key string) (store.Entity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return store.Entity{}, err
+	}
+	e, ok := s.entities[key]
+	if !ok {
+		return store.Entity{Key: key}, nil
+	}
+	return clone(e), nil
+}
+
+// Commit implements store.EntityStore.
+func (s *EntityStore) Commit(ctx context.Context, e store.Entity) (uint64, error) {
+	if err := store.ValidateEntity(e); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return 0, err
+	}
+	if current := s.entities[e.Key].Version; current != e.Version {
+		return 0, fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, e.Key, current, e.Version)
+	}
+	e = clone(e)
+	e.Version++
+	s.entities[e.Key] = e
+	return e.Version, nil
+}
+
+// Stale implements store.EntityStore.
+func (s *EntityStore) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for key, e := range s.entities {
+		if slices.ContainsFunc(e.Outbox, func(o store.OutboxEntry) bool { return o.CreatedAt.Before(before) }) {
+			keys = append(keys, key)
+		}
+	}
+	slices.Sort(keys)
+	return keys[:min(len(keys), max(limit, 0))], nil
+}
+
+// Keys returns the keys of all committed entities, sorted.
+func (s *EntityStore) Keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.entities))
+	for k := range s.entities {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Close makes every later call fail with store.ErrClosed.
+func (s *EntityStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
+func (s *EntityStore) usable(ctx context.Context) error {
+	if s.closed {
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", store.ErrNotApplied, err)
+	}
+	return nil
+}
+
+// clone deep-copies e so callers never share memory with the store.
+func clone(e store.Entity) store.Entity {
+	e.State = slices.Clone(e.State)
+	e.Outbox = slices.Clone(e.Outbox)
+	for i := range e.Outbox {
+		e.Outbox[i].Signals = slices.Clone(e.Outbox[i].Signals)
+		e.Outbox[i].Reply = slices.Clone(e.Outbox[i].Reply)
+	}
+	return e
+}

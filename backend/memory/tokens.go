@@ -1,0 +1,157 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// TokenStore is an in-memory store.TokenStore. The zero value is not ready;
+// use NewTokenStore.
+type TokenStore struct {
+	mu     sync.Mutex
+	tokens map[baton.TokenID]baton.Token
+	closed bool
+}
+
+var _ store.TokenStore = (*TokenStore)(nil)
+
+// NewTokenStore returns an empty token store.
+func NewTokenStore() *TokenStore {
+	return &TokenStore{tokens: make(map[baton.TokenID]baton.Token)}
+}
+
+// Transition implements store.TokenStore.
+func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	if err := store.ValidateTransition(consume, create); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return false, err
+	}
+	if _, live := s.tokens[consume]; !live {
+		return false, nil
+	}
+	for _, t := range create {
+		if _, exists := s.tokens[t.ID]; exists {
+			return false, fmt.Errorf("%w: token %s", store.ErrExists, t.ID)
+		}
+	}
+	delete(s.tokens, consume)
+	for _, t := range create {
+		s.tokens[t.ID] = t
+	}
+	return true, nil
+}
+
+// Issue implements store.TokenStore.
+func (s *TokenStore) Issue(ctx context.Context, root baton.Token) error {
+	if err := store.ValidateToken(root); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return err
+	}
+	if _, exists := s.tokens[root.ID]; exists {
+		return fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
+	}
+	s.tokens[root.ID] = root
+	return nil
+}
+
+// Get implements store.TokenStore.
+func (s *TokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return baton.Token{}, err
+	}
+	t, ok := s.tokens[id]
+	if !ok {
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrNotFound, id)
+	}
+	return t, nil
+}
+
+// ListByConversation implements store.TokenStore.
+func (s *TokenStore) ListByConversation(ctx context.Context, conversation baton.TokenID, page store.Page) ([]baton.Token, error) {
+	return s.list(ctx, page, func(t baton.Token) bool { return t.Conversation == conversation })
+}
+
+// ListByDestination implements store.TokenStore.
+func (s *TokenStore) ListByDestination(ctx context.Context, destination string, page store.Page) ([]baton.Token, error) {
+	return s.list(ctx, page, func(t baton.Token) bool { return t.Destination == destination })
+}
+
+func (s *TokenStore) list(ctx context.Context, page store.Page, match func(baton.Token) bool) ([]baton.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	var out []baton.Token
+	for id, t := range s.tokens {
+		if match(t) && compareIDs(id, page.After) > 0 {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b baton.Token) int { return compareIDs(a.ID, b.ID) })
+	return out[:min(len(out), page.Size())], nil
+}
+
+// ExpireRoots implements store.TokenStore.
+func (s *TokenStore) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return 0, err
+	}
+	var expired []baton.TokenID
+	for id, t := range s.tokens {
+		if !t.ExpiresAt.IsZero() && t.ExpiresAt.Before(before) {
+			expired = append(expired, id)
+		}
+	}
+	slices.SortFunc(expired, compareIDs)
+	expired = expired[:min(len(expired), max(limit, 0))]
+	for _, id := range expired {
+		delete(s.tokens, id)
+	}
+	return len(expired), nil
+}
+
+// Len returns the number of live tokens.
+func (s *TokenStore) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tokens)
+}
+
+// Close makes every later call fail with store.ErrClosed.
+func (s *TokenStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
+func (s *TokenStore) usable(ctx context.Context) error {
+	if s.closed {
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", store.ErrNotApplied, err)
+	}
+	return nil
+}
+
+func compareIDs(a, b baton.TokenID) int { return slices.Compare(a[:], b[:]) }

@@ -1,0 +1,176 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/transport"
+)
+
+// Publisher sends a signal on its way: a transport, an HTTP client, or
+// Routes choosing between them. Publish returns nil once the medium accepted
+// the signal or the receiver answered that its token is already consumed.
+// An error wrapping ErrRejected means the receiver refused the signal for
+// good; any other error is retried.
+type Publisher interface {
+	Publish(ctx context.Context, sig baton.Signal) error
+}
+
+// Config configures an Engine. Zero values are replaced by the documented
+// defaults; New rejects a Config that lacks a required field.
+type Config struct {
+	// Destination is the name of the system this engine processes signals
+	// for. Required.
+	Destination string
+	// Tokens is the shared token store. Required.
+	Tokens store.TokenStore
+	// Entities is this destination's entity store. Required.
+	Entities store.EntityStore
+	// Dispatch sends emitted signals. Required.
+	Dispatch Publisher
+	// Source is the transport that Run receives signals from. Optional: an
+	// engine fed only by HTTP calls Process directly.
+	Source transport.Transport
+	// Subscriptions maps a topic to the destinations that receive signals
+	// published to it (one signal and one token per destination).
+	Subscriptions map[string][]string
+
+	// Workers is the number of signals Run processes at once. Default 4.
+	Workers int
+	// MaxAttempts is how many deliveries of a signal fail before it is
+	// parked. Default 10.
+	MaxAttempts int
+	// MaxConflictRetries bounds how often one Process call retries after
+	// version conflicts before it gives up (and the delivery is retried).
+	// Default 100.
+	MaxConflictRetries int
+	// DispatchAttempts is how often Process tries to publish one emitted
+	// signal before it leaves the rest to redelivery or the sweeper.
+	// Default 5.
+	DispatchAttempts int
+	// RetryDelay is the first delay of the exponential backoffs (conflicts,
+	// dispatch, redelivery). Default 5ms; the backoff is capped at 200 times
+	// this.
+	RetryDelay time.Duration
+	// SweepAfter is how old an outbox entry must be before the sweeper
+	// finishes it. Default 30s.
+	SweepAfter time.Duration
+	// SweepInterval is how often Run sweeps. Default 10s.
+	SweepInterval time.Duration
+	// RootExpiryGrace is how long after its expiry an unused root token is
+	// deleted. It must exceed the longest processing of one signal, because
+	// a root admitted just before its expiry is consumed after it. Default
+	// 10m.
+	RootExpiryGrace time.Duration
+	// ShutdownTimeout bounds how long Run waits for signals in progress
+	// after its context ends. Default 30s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives structured logs. Nil discards them.
+	Logger *slog.Logger
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Sleep waits for d or until ctx ends. Nil means a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Random is the source of token ids and jitter. Nil means crypto/rand.
+	// Only a deterministic simulation sets it.
+	Random io.Reader
+}
+
+func (c *Config) setDefaults() {
+	defaultInt(&c.Workers, 4)
+	defaultInt(&c.MaxAttempts, 10)
+	defaultInt(&c.MaxConflictRetries, 100)
+	defaultInt(&c.DispatchAttempts, 5)
+	defaultDuration(&c.RetryDelay, 5*time.Millisecond)
+	defaultDuration(&c.SweepAfter, 30*time.Second)
+	defaultDuration(&c.SweepInterval, 10*time.Second)
+	defaultDuration(&c.RootExpiryGrace, 10*time.Minute)
+	defaultDuration(&c.ShutdownTimeout, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleep
+	}
+	if c.Random == nil {
+		c.Random = rand.Reader
+	}
+}
+
+func (c *Config) validate() error {
+	probe := baton.Emit{Destination: c.Destination, Type: "probe"}
+	if err := probe.Validate(); err != nil {
+		return fmt.Errorf("engine: config: destination: %w", err)
+	}
+	switch {
+	case c.Tokens == nil:
+		return fmt.Errorf("engine: config: Tokens is required")
+	case c.Entities == nil:
+		return fmt.Errorf("engine: config: Entities is required")
+	case c.Dispatch == nil:
+		return fmt.Errorf("engine: config: Dispatch is required")
+	}
+	for topic, destinations := range c.Subscriptions {
+		for _, d := range destinations {
+			if err := (baton.Emit{Topic: topic, Type: "probe"}).Validate(); err != nil {
+				return fmt.Errorf("engine: config: subscription: %w", err)
+			}
+			if err := (baton.Emit{Destination: d, Type: "probe"}).Validate(); err != nil {
+				return fmt.Errorf("engine: config: subscription to %q: %w", topic, err)
+			}
+		}
+	}
+	if c.Workers < 0 || c.MaxAttempts < 0 || c.MaxConflictRetries < 0 || c.DispatchAttempts < 0 {
+		return fmt.Errorf("engine: config: counts must not be negative")
+	}
+	return nil
+}
+
+func defaultInt(v *int, d int) {
+	if *v == 0 {
+		*v = d
+	}
+}
+
+func defaultDuration(v *time.Duration, d time.Duration) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Routes is a Publisher that picks a publisher by destination; the entry
+// under "" is the default.
+type Routes map[string]Publisher
+
+// Publish implements Publisher.
+func (r Routes) Publish(ctx context.Context, sig baton.Signal) error {
+	p, ok := r[sig.Destination]
+	if !ok {
+		p, ok = r[""]
+	}
+	if !ok || p == nil {
+		return fmt.Errorf("%w: no route to destination %q", ErrRejected, sig.Destination)
+	}
+	return p.Publish(ctx, sig)
+}

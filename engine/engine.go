@@ -1,0 +1,353 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// Engine processes the signals of one destination.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	mu       sync.RWMutex
+	handlers map[string]handler
+	stats    counters
+	randMu   sync.Mutex
+	// ordering is always correct outside tests; the tests of the model
+	// checker and the simulation switch it to prove they catch the broken
+	// orderings of DESIGN 3.4.
+	ordering ordering
+}
+
+type ordering int
+
+const (
+	orderingCorrect ordering = iota
+	orderingTokenBeforeEntity
+	orderingSplitTransition
+	orderingRemoveBeforeConsume
+)
+
+// New validates cfg and returns an engine with no activities registered.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return &Engine{
+		cfg:      cfg,
+		log:      cfg.Logger.With("destination", cfg.Destination),
+		handlers: make(map[string]handler),
+	}, nil
+}
+
+// Destination returns the destination this engine serves.
+func (e *Engine) Destination() string { return e.cfg.Destination }
+
+// Outcome says what Process did with a signal.
+type Outcome int
+
+const (
+	// Applied: the activity ran and was committed by this call.
+	Applied Outcome = iota + 1
+	// Completed: the activity had been committed before (by an earlier
+	// copy or a crashed attempt); this call finished its pending steps.
+	Completed
+	// Duplicate: the signal's token is not live; nothing was done.
+	Duplicate
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Applied:
+		return "applied"
+	case Completed:
+		return "completed"
+	case Duplicate:
+		return "duplicate"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Result is what Process returns for a signal that it did not refuse.
+type Result struct {
+	Outcome Outcome
+	// Reply is the activity's reply, while its outbox entry is still held;
+	// it is nil for Duplicate.
+	Reply []byte
+	// Emitted are the signals the activity emitted.
+	Emitted []baton.Signal
+}
+
+// Process runs the protocol for one signal (DESIGN 3.2, steps 1 to 7). The
+// caller acknowledges the signal only after Process returns a nil error.
+// Errors for which IsPermanent is true mean the signal can never be
+// processed as it is (park it); any other error means "try again later":
+// every step is safe to repeat.
+func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) {
+	if err := sig.Validate(); err != nil {
+		return Result{}, Permanent(err)
+	}
+	if sig.Destination != e.cfg.Destination {
+		return Result{}, permanentf(ErrMisaddressed, "signal for %q arrived at %q", sig.Destination, e.cfg.Destination)
+	}
+	h, key, err := e.route(sig)
+	if err != nil {
+		return Result{}, err
+	}
+	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type)
+	for attempt := 0; ; attempt++ {
+		var tok baton.Token
+		var tokErr error
+		if e.ordering == orderingTokenBeforeEntity {
+			tok, tokErr = e.cfg.Tokens.Get(ctx, sig.ID)
+		}
+		// Step 1: load the entity. It must be loaded before the token is
+		// read: a copy that read the token first could miss an outbox
+		// entry that was removed in between and apply the activity twice.
+		ent, err := e.cfg.Entities.Load(ctx, key)
+		if err != nil {
+			return Result{}, fmt.Errorf("engine: load %q: %w", key, err)
+		}
+		// Step 2: the activity already happened; finish its pending steps.
+		if entry, ok := ent.Entry(sig.ID); ok {
+			res, err := e.finish(ctx, ent, entry)
+			res.Outcome = Completed
+			return res, err
+		}
+		// Step 3: read the token.
+		if e.ordering != orderingTokenBeforeEntity {
+			tok, tokErr = e.cfg.Tokens.Get(ctx, sig.ID)
+		}
+		if errors.Is(tokErr, store.ErrNotFound) {
+			e.stats.duplicates.Add(1)
+			log.Debug("duplicate dropped")
+			return Result{Outcome: Duplicate}, nil
+		}
+		if tokErr != nil {
+			return Result{}, fmt.Errorf("engine: read token: %w", tokErr)
+		}
+		if err := e.admit(tok, sig); err != nil {
+			return Result{}, err
+		}
+		// Step 4: run the activity and commit its state with the outbox
+		// entry, conditional on the version loaded in step 1.
+		state, effects, err := h.run(ctx, sig, ent.State)
+		if err != nil {
+			e.stats.handlerErrors.Add(1)
+			return Result{}, fmt.Errorf("engine: activity %q: %w", sig.Type, err)
+		}
+		children, err := e.children(sig, effects.Emit)
+		if err != nil {
+			return Result{}, err
+		}
+		entry := store.OutboxEntry{Token: sig.ID, Signals: children, Reply: effects.Reply, CreatedAt: e.cfg.Now()}
+		next := ent
+		next.State = state
+		next.Outbox = append(slices.Clone(ent.Outbox), entry)
+		version, err := e.cfg.Entities.Commit(ctx, next)
+		if errors.Is(err, store.ErrConflict) {
+			e.stats.conflicts.Add(1)
+			if attempt >= e.cfg.MaxConflictRetries {
+				return Result{}, fmt.Errorf("%w: %d on %q", ErrConflictRetries, attempt+1, key)
+			}
+			if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
+				return Result{}, err
+			}
+			continue // nothing was emitted yet: run the activity again on fresh state
+		}
+		if err != nil {
+			// Outcome unknown: a retry finds the entry (step 2) or not.
+			return Result{}, fmt.Errorf("engine: commit %q: %w", key, err)
+		}
+		next.Version = version
+		e.stats.applied.Add(1)
+		log.Debug("activity applied", "entity", key, "emitted", len(children))
+		res, err := e.finish(ctx, next, entry)
+		res.Outcome = Applied
+		return res, err
+	}
+}
+
+// admit refuses a live token that does not authorise this signal. Refused
+// tokens are never consumed: they stay live and visible.
+func (e *Engine) admit(tok baton.Token, sig baton.Signal) error {
+	switch {
+	case tok.Destination != e.cfg.Destination:
+		return permanentf(ErrMisaddressed, "token %s is for %q, not %q", tok.ID, tok.Destination, e.cfg.Destination)
+	case tok.Digest != sig.Digest():
+		return permanentf(ErrDigestMismatch, "token %s", tok.ID)
+	case tok.Expired(e.cfg.Now()):
+		return permanentf(ErrExpired, "token %s expired at %s", tok.ID, tok.ExpiresAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// children turns an activity's emits into signals with fresh token ids,
+// one per destination for a topic (DESIGN 3.6).
+func (e *Engine) children(parent baton.Signal, emits []baton.Emit) ([]baton.Signal, error) {
+	var out []baton.Signal
+	for _, emit := range emits {
+		if err := emit.Validate(); err != nil {
+			return nil, Permanent(fmt.Errorf("engine: activity %q: %w", parent.Type, err))
+		}
+		destinations := []string{emit.Destination}
+		if emit.Topic != "" {
+			destinations = e.cfg.Subscriptions[emit.Topic]
+		}
+		for _, d := range destinations {
+			id, err := e.newTokenID()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, baton.Signal{
+				ID:           id,
+				Conversation: parent.Conversation,
+				Causation:    parent.ID,
+				Destination:  d,
+				Type:         emit.Type,
+				Payload:      emit.Payload,
+				Trace:        parent.Trace,
+			})
+		}
+	}
+	if len(out) > store.MaxTokensPerTransition {
+		return nil, Permanent(fmt.Errorf("engine: activity %q emits %d signals, more than %d", parent.Type, len(out), store.MaxTokensPerTransition))
+	}
+	return out, nil
+}
+
+// finish runs steps 5 to 7 for an outbox entry that is committed in ent.
+// Any worker or the sweeper may run it for any entry, any number of times.
+func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry) (Result, error) {
+	res := Result{Reply: entry.Reply, Emitted: entry.Signals}
+	if e.ordering == orderingRemoveBeforeConsume {
+		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
+			return res, err
+		}
+	}
+	// Step 5: consume the incoming token and create the emitted ones in one
+	// atomic transition. If the token is already absent, another worker did
+	// this for the same entry: carry on.
+	if err := e.transition(ctx, entry); err != nil {
+		return res, err
+	}
+	// Step 6: dispatch.
+	for _, sig := range entry.Signals {
+		if err := e.dispatch(ctx, sig); err != nil {
+			return res, err
+		}
+	}
+	// Step 7: only now may the entry go; before the transition a copy
+	// would see a live token and no entry, and apply the activity again.
+	if e.ordering != orderingRemoveBeforeConsume {
+		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error {
+	tokens := make([]baton.Token, len(entry.Signals))
+	for i, sig := range entry.Signals {
+		tokens[i] = sig.Token()
+		tokens[i].CreatedAt = entry.CreatedAt
+	}
+	if e.ordering == orderingSplitTransition {
+		for _, tok := range tokens {
+			if err := e.cfg.Tokens.Issue(ctx, tok); err != nil && !errors.Is(err, store.ErrExists) {
+				return fmt.Errorf("engine: transition: %w", err)
+			}
+		}
+		tokens = nil
+	}
+	consumed, err := e.cfg.Tokens.Transition(ctx, entry.Token, tokens)
+	if err != nil {
+		return fmt.Errorf("engine: transition: %w", err)
+	}
+	if consumed {
+		e.stats.transitions.Add(1)
+	} else {
+		e.stats.transitionsDone.Add(1)
+	}
+	return nil
+}
+
+func (e *Engine) dispatch(ctx context.Context, sig baton.Signal) error {
+	var err error
+	for attempt := 0; attempt < e.cfg.DispatchAttempts; attempt++ {
+		if attempt > 0 {
+			e.stats.dispatchRetries.Add(1)
+			if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
+				return err
+			}
+		}
+		err = e.cfg.Dispatch.Publish(ctx, sig)
+		if err == nil {
+			e.stats.dispatched.Add(1)
+			return nil
+		}
+		if errors.Is(err, ErrRejected) {
+			return Permanent(fmt.Errorf("engine: dispatch %s to %q: %w", sig.ID, sig.Destination, err))
+		}
+	}
+	return fmt.Errorf("engine: dispatch %s to %q: %w", sig.ID, sig.Destination, err)
+}
+
+// removeEntry drops the outbox entry for token from the entity, reloading
+// and retrying on version conflicts. An entry already gone is fine.
+func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.TokenID) error {
+	for attempt := 0; ; attempt++ {
+		if _, ok := ent.Entry(token); !ok {
+			return nil
+		}
+		_, err := e.cfg.Entities.Commit(ctx, ent.WithoutEntry(token))
+		if err == nil {
+			e.stats.entriesRemoved.Add(1)
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("engine: remove outbox entry from %q: %w", ent.Key, err)
+		}
+		e.stats.conflicts.Add(1)
+		if attempt >= e.cfg.MaxConflictRetries {
+			return fmt.Errorf("%w: removing an outbox entry from %q", ErrConflictRetries, ent.Key)
+		}
+		if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
+			return err
+		}
+		if ent, err = e.cfg.Entities.Load(ctx, ent.Key); err != nil {
+			return fmt.Errorf("engine: reload %q: %w", ent.Key, err)
+		}
+	}
+}
+
+func (e *Engine) newTokenID() (baton.TokenID, error) {
+	e.randMu.Lock()
+	defer e.randMu.Unlock()
+	return baton.ReadTokenID(e.cfg.Random)
+}
+
+// backoff returns an exponential delay with full jitter for a retry.
+func (e *Engine) backoff(attempt int) time.Duration {
+	limit := e.cfg.RetryDelay << min(attempt, 8)
+	limit = min(limit, 200*e.cfg.RetryDelay)
+	var b [8]byte
+	e.randMu.Lock()
+	_, err := e.cfg.Random.Read(b[:])
+	e.randMu.Unlock()
+	if err != nil {
+		return limit
+	}
+	return time.Duration(binary.LittleEndian.Uint64(b[:]) % uint64(limit+1))
+}

@@ -1,0 +1,150 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	memtransport "github.com/batonhq/baton/transport/memory"
+)
+
+// counter is the state of a test entity: how often each signal was applied.
+type counter struct {
+	Applied map[string]int `json:"applied"`
+}
+
+func byConversation(sig baton.Signal) (string, error) { return "c-" + sig.Conversation.String(), nil }
+
+func newEngine(t *testing.T, dest string, tokens *memory.TokenStore, tr *memtransport.Transport) *engine.Engine {
+	t.Helper()
+	e, err := engine.New(engine.Config{
+		Destination:   dest,
+		Tokens:        tokens,
+		Entities:      memory.NewEntityStore(),
+		Dispatch:      tr,
+		Source:        tr,
+		Subscriptions: map[string][]string{"placed": {"billing", "warehouse"}},
+		SweepInterval: 20 * time.Millisecond,
+		SweepAfter:    50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestChainWithDuplicatesAppliesEachActivityOnce(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	tr := memtransport.New(memtransport.Config{DuplicateRate: 0.5, Reorder: true, Seed: 7})
+	var mu sync.Mutex
+	applied := map[string]int{}
+	record := func(ctx context.Context, sig baton.Signal, s *counter) {
+		if s.Applied == nil {
+			s.Applied = map[string]int{}
+		}
+		s.Applied[sig.ID.String()]++
+	}
+	shop := newEngine(t, "shop", tokens, tr)
+	billing := newEngine(t, "billing", tokens, tr)
+	warehouse := newEngine(t, "warehouse", tokens, tr)
+	must(t, engine.Register(shop, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(ctx context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
+			record(ctx, sig, s)
+			return engine.Effects{Emit: []baton.Emit{{Topic: "placed", Type: "placed"}}}, nil
+		}}))
+	for _, e := range []*engine.Engine{billing, warehouse} {
+		must(t, engine.Register(e, engine.Activity[counter]{Type: "placed", Entity: byConversation,
+			Handle: func(ctx context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
+				record(ctx, sig, s)
+				mu.Lock()
+				applied[sig.ID.String()]++
+				mu.Unlock()
+				return engine.Effects{}, nil
+			}}))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for _, e := range []*engine.Engine{shop, billing, warehouse} {
+		wg.Go(func() { _ = e.Run(ctx) })
+	}
+	const orders = 50
+	for i := range orders {
+		sig, err := shop.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order", Payload: fmt.Appendf(nil, "%d", i)}, 0)
+		must(t, err)
+		must(t, tr.Publish(ctx, sig))
+		must(t, tr.Publish(ctx, sig)) // a double submit
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for tokens.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if n := tokens.Len(); n != 0 {
+		t.Fatalf("%d tokens still live", n)
+	}
+	if len(applied) != 2*orders {
+		t.Fatalf("applied %d distinct signals, want %d", len(applied), 2*orders)
+	}
+	for id, n := range applied {
+		if n != 1 {
+			t.Errorf("signal %s applied %d times", id, n)
+		}
+	}
+	st := tr.Stats()
+	if st.Duplicated == 0 {
+		t.Fatal("the transport injected no duplicates")
+	}
+	t.Logf("transport: %+v; shop: %+v", st, shop.Stats())
+}
+
+func TestBadInputGetsClearErrors(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	tr := memtransport.New(memtransport.Config{})
+	if _, err := engine.New(engine.Config{}); err == nil {
+		t.Error("New accepted an empty config")
+	}
+	e := newEngine(t, "shop", tokens, tr)
+	if err := engine.Register(e, engine.Activity[counter]{Type: "x"}); !errors.Is(err, engine.ErrInvalidActivity) {
+		t.Errorf("nil handler: got %v", err)
+	}
+	if err := engine.Register[counter](nil, engine.Activity[counter]{}); !errors.Is(err, engine.ErrInvalidActivity) {
+		t.Errorf("nil engine: got %v", err)
+	}
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order",
+		Entity: func(baton.Signal) (string, error) { return "", errors.New("no order id") },
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
+	sig, err := e.IssueRoot(t.Context(), baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	if _, err := e.Process(t.Context(), sig); !errors.Is(err, engine.ErrUnroutable) || !engine.IsPermanent(err) {
+		t.Errorf("unroutable: got %v", err)
+	}
+	big := sig
+	big.Payload = make([]byte, baton.MaxPayloadBytes+1)
+	if _, err := e.Process(t.Context(), big); !errors.Is(err, baton.ErrInvalidSignal) {
+		t.Errorf("oversized payload: got %v", err)
+	}
+	if _, err := baton.ParseTokenID("not-a-token"); !errors.Is(err, baton.ErrMalformedTokenID) {
+		t.Errorf("malformed id: got %v", err)
+	}
+	unknown := sig
+	unknown.Type = "nope"
+	if _, err := e.Process(t.Context(), unknown); !errors.Is(err, engine.ErrUnknownType) {
+		t.Errorf("unknown type: got %v", err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

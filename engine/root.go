@@ -1,0 +1,37 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton"
+)
+
+// IssueRoot starts a conversation at the edge: it creates a root token for a
+// signal to one destination and returns the signal, which the caller sends
+// (or embeds in a form) only after IssueRoot returned. A ttl above zero lets
+// the token expire unused; expiry only ever rejects the signal.
+func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Duration) (baton.Signal, error) {
+	if emit.Topic != "" {
+		return baton.Signal{}, fmt.Errorf("%w: a root signal goes to one destination, not a topic", baton.ErrInvalidSignal)
+	}
+	if err := emit.Validate(); err != nil {
+		return baton.Signal{}, err
+	}
+	id, err := e.newTokenID()
+	if err != nil {
+		return baton.Signal{}, err
+	}
+	sig := baton.Signal{ID: id, Conversation: id, Destination: emit.Destination, Type: emit.Type, Payload: emit.Payload}
+	tok := sig.Token()
+	tok.CreatedAt = e.cfg.Now()
+	if ttl > 0 {
+		tok.ExpiresAt = tok.CreatedAt.Add(ttl)
+	}
+	if err := e.cfg.Tokens.Issue(ctx, tok); err != nil {
+		return baton.Signal{}, fmt.Errorf("engine: issue root token: %w", err)
+	}
+	e.stats.rootsIssued.Add(1)
+	return sig, nil
+}

@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton/transport"
+)
+
+// Run receives signals for the engine's destination from Config.Source and
+// processes them with Config.Workers workers, and sweeps every
+// SweepInterval, until ctx ends. Then it stops taking signals, waits up to
+// ShutdownTimeout for those in progress, and returns nil. Unacknowledged
+// signals are redelivered by the transport; nothing is lost by stopping.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.cfg.Source == nil {
+		return errors.New("engine: Run needs Config.Source")
+	}
+	sub, err := e.cfg.Source.Subscribe(ctx, e.cfg.Destination)
+	if err != nil {
+		return fmt.Errorf("engine: subscribe to %q: %w", e.cfg.Destination, err)
+	}
+	defer sub.Close()
+
+	// Work in progress gets its own context, cancelled only when the
+	// shutdown timeout runs out after ctx ends.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		time.AfterFunc(e.cfg.ShutdownTimeout, cancelWork)
+	})
+	defer stop()
+
+	var wg sync.WaitGroup
+	for range e.cfg.Workers {
+		wg.Go(func() { e.work(ctx, work, sub) })
+	}
+	wg.Go(func() { e.sweepLoop(ctx, work) })
+	wg.Wait()
+	return nil
+}
+
+func (e *Engine) work(ctx, work context.Context, sub transport.Subscription) {
+	for {
+		d, err := sub.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+				return
+			}
+			e.log.Warn("receive failed", "err", err)
+			if e.cfg.Sleep(ctx, e.backoff(4)) != nil {
+				return
+			}
+			continue
+		}
+		e.HandleDelivery(work, d)
+	}
+}
+
+// HandleDelivery processes one delivery and acknowledges, retries or parks
+// it according to the outcome.
+func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
+	sig := d.Signal()
+	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
+	_, err := e.Process(ctx, sig)
+	switch {
+	case err == nil:
+		if err := d.Ack(ctx); err != nil {
+			log.Warn("ack failed; the signal will be redelivered and dropped as a duplicate", "err", err)
+		}
+	case IsPermanent(err) || d.Attempt() >= e.cfg.MaxAttempts:
+		e.stats.parked.Add(1)
+		log.Error("signal parked; its token stays live", "err", err)
+		if perr := d.Park(ctx, err.Error()); perr != nil {
+			log.Warn("park failed", "err", perr)
+		}
+	default:
+		log.Info("processing failed; will retry", "err", err)
+		if err := d.Nack(ctx, e.backoff(d.Attempt())); err != nil {
+			log.Warn("nack failed", "err", err)
+		}
+	}
+}
+
+func (e *Engine) sweepLoop(ctx, work context.Context) {
+	for e.cfg.Sleep(ctx, e.cfg.SweepInterval) == nil {
+		if n, err := e.Sweep(work); err != nil {
+			e.log.Warn("sweep failed", "err", err, "finished", n)
+		}
+	}
+}

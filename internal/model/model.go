@@ -1,0 +1,177 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Options bound a run of the checker.
+type Options struct {
+	// MaxStates stops the search after this many distinct states, leaving
+	// Result.Complete false. Zero means no limit.
+	MaxStates int
+}
+
+// Result is the outcome of one exhaustive search.
+type Result struct {
+	Variant Variant
+	// States is the number of distinct states reached.
+	States int
+	// Complete reports that every reachable state was explored (or a
+	// violation was found) rather than the search hitting MaxStates.
+	Complete bool
+	// Violation is the first broken invariant found, nil if none. Search
+	// is breadth first, so its trace is a shortest one.
+	Violation *Violation
+}
+
+// Violation is a broken invariant and the interleaving that breaks it.
+type Violation struct {
+	Invariant string
+	// Trace holds one line per atomic action, from the initial state to
+	// the violating state.
+	Trace []string
+}
+
+func (v *Violation) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invariant broken: %s\n", v.Invariant)
+	for i, line := range v.Trace {
+		fmt.Fprintf(&b, "%3d. %s\n", i+1, line)
+	}
+	return b.String()
+}
+
+// Check explores every interleaving of the model for variant v breadth
+// first and checks the invariants of DESIGN 3.3 in every state, and the
+// quiescence ones in every state where no actor can move.
+func Check(v Variant, opts Options) Result {
+	p := programFor(v)
+	res := Result{Variant: v}
+
+	init := initialState(p)
+	states := newStateTable()
+	states.add(init.encode(), -1, 0)
+
+	var buf []action
+	// states.keys grows while it is walked: that is the breadth-first queue.
+	for id := 0; id < states.len(); id++ {
+		s := decode(states.keys[id])
+		buf = s.enabled(p, buf[:0])
+		if len(buf) == 0 {
+			if msg := s.quiescenceViolation(); msg != "" {
+				res.States = states.len()
+				res.Complete = true
+				res.Violation = &Violation{Invariant: msg, Trace: states.trace(p, id, nil)}
+				return res
+			}
+			continue
+		}
+		for _, act := range buf {
+			ns := s
+			ns.apply(p, act, false)
+			if msg := ns.safetyViolation(); msg != "" {
+				res.States = states.len() + 1
+				res.Complete = true
+				res.Violation = &Violation{Invariant: msg, Trace: states.trace(p, id, &act)}
+				return res
+			}
+			if states.add(ns.encode(), int32(id), act) && opts.MaxStates > 0 && states.len() >= opts.MaxStates {
+				res.States = states.len()
+				return res
+			}
+		}
+	}
+	res.States = states.len()
+	res.Complete = true
+	return res
+}
+
+// trace replays the actions that first reached state id, plus last if it
+// is not nil, from the initial state, describing each.
+func (t *stateTable) trace(p program, id int, last *action) []string {
+	var acts []action
+	if last != nil {
+		acts = append(acts, *last)
+	}
+	for i := id; t.parents[i] >= 0; i = int(t.parents[i]) {
+		acts = append(acts, t.actions[i])
+	}
+	s := initialState(p)
+	lines := make([]string, 0, len(acts))
+	for i := len(acts) - 1; i >= 0; i-- {
+		lines = append(lines, s.apply(p, acts[i], true))
+	}
+	return lines
+}
+
+// safetyViolation checks the invariants that must hold in every state and
+// returns the first one broken, or "".
+func (s *state) safetyViolation() string {
+	for sig := range uint8(numSignals) {
+		if s.applied[sig] > 1 {
+			return fmt.Sprintf("activity of %s applied %d times (at most once)", signalName(sig), s.applied[sig])
+		}
+		anyChild := false
+		for g := range uint8(maxGen) {
+			c := &s.child[sig][g]
+			name := func() string { return childName(int(sig), g+1) }
+			if c.created > 0 {
+				anyChild = true
+			}
+			if c.created > 1 {
+				return fmt.Sprintf("token %s created %d times: resurrected after it was consumed (created at most once)", name(), c.created)
+			}
+			// Generations are numbered by commit, so a child of a later
+			// generation than the commits so far came from no committed
+			// activity.
+			if c.created > 0 && g+1 > s.applied[sig] {
+				return fmt.Sprintf("token %s created without a committed activity (garbage token)", name())
+			}
+			if c.dispatched && g+1 > s.applied[sig] {
+				return fmt.Sprintf("signal %s dispatched without a committed activity (ghost)", name())
+			}
+			if c.applied > 1 {
+				return fmt.Sprintf("activity of child signal %s applied %d times (at most once)", name(), c.applied)
+			}
+		}
+		// The parent goes only together with (or after) the creation of
+		// its children; otherwise a crash in between loses them.
+		if !s.parentLive[sig] && !anyChild {
+			return fmt.Sprintf("token %s consumed but no child token created (lost signal)", tokenName(sig))
+		}
+	}
+	return ""
+}
+
+// quiescenceViolation checks, in a state where no actor can move, that
+// all work is done exactly once and nothing is left behind.
+func (s *state) quiescenceViolation() string {
+	for i := range numWorkers {
+		if s.actors[i].pc != stepDone {
+			return fmt.Sprintf("quiet but %s never acked", actorName(i))
+		}
+	}
+	for sig := range uint8(numSignals) {
+		if s.applied[sig] != 1 {
+			return fmt.Sprintf("quiet but %s applied %d times (exactly once)", signalName(sig), s.applied[sig])
+		}
+		if s.parentLive[sig] {
+			return fmt.Sprintf("quiet but token %s of finished %s still live", tokenName(sig), signalName(sig))
+		}
+		if s.outbox[sig] != 0 {
+			return fmt.Sprintf("quiet but outbox[%s] not removed", tokenName(sig))
+		}
+		c := &s.child[sig][0]
+		name := childName(int(sig), 1)
+		switch {
+		case c.created != 1:
+			return fmt.Sprintf("quiet but token %s created %d times (exactly once)", name, c.created)
+		case !c.dispatched:
+			return fmt.Sprintf("quiet but signal %s never dispatched (lost)", name)
+		case c.live || !c.consumed || c.applied != 1:
+			return fmt.Sprintf("quiet but child %s applied %d times (exactly once)", name, c.applied)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,557 @@
+package model
+
+import "fmt"
+
+// Variant selects the ordering of the protocol steps that the model runs.
+// Correct is DESIGN 3.2; the others are the simplifications of DESIGN 3.4,
+// each of which the checker must catch.
+type Variant int
+
+const (
+	// Correct is the protocol of DESIGN 3.2.
+	Correct Variant = iota
+	// TokenBeforeEntity reads the token before loading the entity.
+	TokenBeforeEntity
+	// SplitTransition checks the parent, creates the child tokens and deletes
+	// the parent as three separate token store operations instead of one
+	// atomic transition.
+	SplitTransition
+	// RemoveBeforeConsume removes the outbox entry before the transition.
+	RemoveBeforeConsume
+)
+
+// Variants lists every variant, the correct one first.
+func Variants() []Variant {
+	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume}
+}
+
+func (v Variant) String() string {
+	switch v {
+	case Correct:
+		return "Correct"
+	case TokenBeforeEntity:
+		return "TokenBeforeEntity"
+	case SplitTransition:
+		return "SplitTransition"
+	case RemoveBeforeConsume:
+		return "RemoveBeforeConsume"
+	}
+	return fmt.Sprintf("Variant(%d)", int(v))
+}
+
+// step is an actor's program counter: the next atomic action it will take.
+type step uint8
+
+const (
+	stepLoad            step = iota // load entity: version and outbox snapshot
+	stepCheckOutbox                 // outbox entry for t? then finish it
+	stepReadToken                   // token t live? absent means duplicate
+	stepCommit                      // run handler, CAS commit state + outbox[t]
+	stepTransition                  // atomic: consume t, create children
+	stepCheckParent                 // SplitTransition: is t live?
+	stepCreateChildren              // SplitTransition: create children
+	stepDeleteParent                // SplitTransition: delete t
+	stepDispatch                    // send the children signals
+	stepRemove                      // CAS remove outbox[t]
+	stepReloadForRemove             // after a failed removal CAS
+	stepAck                         // ack the signal to the transport
+	stepDone                        // worker finished (acked)
+	stepIdle                        // sweeper looking for an entry to finish
+	numSteps
+)
+
+// program is the order in which a variant runs the steps.
+type program struct {
+	start  step           // first step of a delivery, and after a commit conflict
+	finish step           // where an existing outbox entry is driven from; the sweeper's entry point
+	next   [numSteps]step // the step after each one on the normal path
+}
+
+func programFor(v Variant) program {
+	var seq []step
+	switch v {
+	case Correct:
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepTransition, stepDispatch, stepRemove, stepAck}
+	case TokenBeforeEntity:
+		seq = []step{stepReadToken, stepLoad, stepCheckOutbox, stepCommit, stepTransition, stepDispatch, stepRemove, stepAck}
+	case SplitTransition:
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepCheckParent, stepCreateChildren, stepDeleteParent, stepDispatch, stepRemove, stepAck}
+	case RemoveBeforeConsume:
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepRemove, stepTransition, stepDispatch, stepAck}
+	default:
+		panic(fmt.Sprintf("model: unknown variant %d", int(v)))
+	}
+	p := program{start: seq[0]}
+	for i := 0; i+1 < len(seq); i++ {
+		p.next[seq[i]] = seq[i+1]
+		if seq[i] == stepCommit {
+			p.finish = seq[i+1]
+		}
+	}
+	p.next[stepAck] = stepDone
+	return p
+}
+
+// The modelled system: one entity, two incoming signals for it, each of
+// which emits one child signal when applied.
+const (
+	numSignals = 2 // S1 (token t1) and S2 (token t2)
+	maxGen     = 2 // child generations kept: a second application is already a violation
+	sweeperID  = numWorkers
+)
+
+// workerSignal is the signal each worker was delivered: two (or three)
+// copies of S1 and one S2.
+var workerSignal = [numWorkers]uint8{0, 0, 1}
+
+const numWorkers = 3
+
+const numActors = numWorkers + 1
+
+// childToken is a token of a signal emitted by an applied activity. A
+// second application of a signal (a violation) would emit a child with a
+// fresh id, so children are indexed by signal and generation.
+type childToken struct {
+	created    uint8 // times it came into existence (absent -> live)
+	applied    uint8 // times its receiver applied its activity
+	live       bool
+	consumed   bool
+	dispatched bool // at least one copy was sent; the transport may duplicate it
+}
+
+// actor is the local state of a worker or the sweeper. A crash wipes it.
+type actor struct {
+	pc      step
+	sig     uint8 // sweeper: the entry being finished; workers: fixed, not used
+	gen     uint8 // outbox entry snapshot for the signal: 0 none, else its generation
+	fresh   bool  // the loaded entity version is still the current one
+	crashed bool  // used its one crash
+}
+
+// state is one global state of the model. Entity versions are abstracted to
+// a "fresh" bit per actor: versions are only ever compared with the current
+// one, so this is exact and keeps the state space finite.
+type state struct {
+	outbox     [numSignals]uint8 // generation of outbox[t], 0 = no entry
+	applied    [numSignals]uint8 // committed applications of each signal's activity
+	parentLive [numSignals]bool  // t1, t2 live in the token store
+	child      [numSignals][maxGen]childToken
+	actors     [numActors]actor
+}
+
+// key is the packed, canonical encoding of a state, used in the visited set.
+type key [2]uint64
+
+type packer struct {
+	k   key
+	bit uint
+}
+
+func (p *packer) put(v uint64, width uint) {
+	w := p.bit / 64
+	off := p.bit % 64
+	p.k[w] |= v << off
+	if off+width > 64 {
+		p.k[w+1] |= v >> (64 - off)
+	}
+	p.bit += width
+}
+
+func (p *packer) get(width uint) uint64 {
+	w := p.bit / 64
+	off := p.bit % 64
+	v := p.k[w] >> off
+	if off+width > 64 {
+		v |= p.k[w+1] << (64 - off)
+	}
+	p.bit += width
+	return v & (1<<width - 1)
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Field widths. Counters saturate well above 1, the largest legal value.
+const (
+	wCount = 2
+	wStep  = 4
+)
+
+func (s *state) encode() key {
+	var p packer
+	for i := range numSignals {
+		p.put(uint64(s.outbox[i]), wCount)
+		p.put(uint64(s.applied[i]), wCount)
+		p.put(b2u(s.parentLive[i]), 1)
+		for g := range maxGen {
+			c := &s.child[i][g]
+			p.put(uint64(c.created), wCount)
+			p.put(uint64(c.applied), wCount)
+			p.put(b2u(c.live), 1)
+			p.put(b2u(c.consumed), 1)
+			p.put(b2u(c.dispatched), 1)
+		}
+	}
+	for i := range numActors {
+		a := &s.actors[i]
+		p.put(uint64(a.pc), wStep)
+		p.put(uint64(a.gen), wCount)
+		p.put(b2u(a.fresh), 1)
+		p.put(b2u(a.crashed), 1)
+		if i == sweeperID {
+			p.put(uint64(a.sig), 1)
+		}
+	}
+	if p.bit > 128 {
+		panic("model: state does not fit its key")
+	}
+	return p.k
+}
+
+func decode(k key) state {
+	var s state
+	p := packer{k: k}
+	for i := range numSignals {
+		s.outbox[i] = uint8(p.get(wCount))
+		s.applied[i] = uint8(p.get(wCount))
+		s.parentLive[i] = p.get(1) == 1
+		for g := range maxGen {
+			c := &s.child[i][g]
+			c.created = uint8(p.get(wCount))
+			c.applied = uint8(p.get(wCount))
+			c.live = p.get(1) == 1
+			c.consumed = p.get(1) == 1
+			c.dispatched = p.get(1) == 1
+		}
+	}
+	for i := range numActors {
+		a := &s.actors[i]
+		a.pc = step(p.get(wStep))
+		a.gen = uint8(p.get(wCount))
+		a.fresh = p.get(1) == 1
+		a.crashed = p.get(1) == 1
+		if i == sweeperID {
+			a.sig = uint8(p.get(1))
+		} else {
+			a.sig = workerSignal[i]
+		}
+	}
+	return s
+}
+
+func initialState(p program) state {
+	var s state
+	for i := range numSignals {
+		s.parentLive[i] = true
+	}
+	for i := range numWorkers {
+		s.actors[i] = actor{pc: p.start, sig: workerSignal[i]}
+	}
+	s.actors[sweeperID] = actor{pc: stepIdle}
+	return s
+}
+
+// An action is one atomic move of one actor, packed into a byte so that the
+// search can keep one per state for rebuilding counterexamples.
+type action uint8
+
+const (
+	kindStep  = iota // the actor's next step
+	kindCrash        // the actor crashes and restarts (redelivery)
+	kindPick         // sweeper picks outbox[t_sig] to finish; receiver: consume child
+)
+
+// Receivers of child signals are actors numActors.. numActors+numSignals*maxGen-1.
+func mkAction(actorID, kind, arg int) action { return action(actorID<<4 | kind<<2 | arg) }
+func (a action) actor() int                  { return int(a >> 4) }
+func (a action) kind() int                   { return int(a>>2) & 3 }
+func (a action) arg() int                    { return int(a) & 3 }
+
+// enabled appends every action possible in s.
+func (s *state) enabled(p program, buf []action) []action {
+	for i := range numWorkers {
+		a := &s.actors[i]
+		if a.pc == stepDone {
+			continue
+		}
+		buf = append(buf, mkAction(i, kindStep, 0))
+		// A crash at the first step with nothing loaded changes nothing.
+		if !a.crashed && a.pc != p.start {
+			buf = append(buf, mkAction(i, kindCrash, 0))
+		}
+	}
+	sw := &s.actors[sweeperID]
+	if sw.pc == stepIdle {
+		for sig := range numSignals {
+			if s.outbox[sig] != 0 {
+				buf = append(buf, mkAction(sweeperID, kindPick, sig))
+			}
+		}
+	} else {
+		buf = append(buf, mkAction(sweeperID, kindStep, 0))
+		if !sw.crashed {
+			buf = append(buf, mkAction(sweeperID, kindCrash, 0))
+		}
+	}
+	for sig := range numSignals {
+		for g := range maxGen {
+			c := &s.child[sig][g]
+			// A duplicate of a child whose token is absent is dropped by its
+			// receiver and changes nothing, so only live ones are actions.
+			if c.dispatched && c.live {
+				buf = append(buf, mkAction(numActors+sig*maxGen+g, kindPick, 0))
+			}
+		}
+	}
+	return buf
+}
+
+func actorName(id int) string {
+	switch {
+	case id < numWorkers:
+		return fmt.Sprintf("W%d", id+1)
+	case id == sweeperID:
+		return "SW"
+	default:
+		r := id - numActors
+		return "R(" + childName(r/maxGen, uint8(r%maxGen+1)) + ")"
+	}
+}
+
+func tokenName(sig uint8) string  { return fmt.Sprintf("t%d", sig+1) }
+func signalName(sig uint8) string { return fmt.Sprintf("S%d", sig+1) }
+
+// childName names the child signal (and token) emitted by the gen-th
+// application of sig: c1, and c1' for a second application.
+func childName(sig int, gen uint8) string {
+	n := fmt.Sprintf("c%d", sig+1)
+	for range int(gen) - 1 {
+		n += "'"
+	}
+	return n
+}
+
+// apply performs action act on s. With describe it also returns one line
+// saying what happened; the search calls it without, for speed.
+func (s *state) apply(p program, act action, describe bool) string {
+	id := act.actor()
+	if id >= numActors {
+		r := id - numActors
+		c := &s.child[r/maxGen][r%maxGen]
+		c.live = false
+		c.consumed = true
+		c.applied++
+		if describe {
+			return fmt.Sprintf("%s: receive %s, token live -> consume it, apply its activity (%dx)",
+				actorName(id), childName(r/maxGen, uint8(r%maxGen+1)), c.applied)
+		}
+		return ""
+	}
+	a := &s.actors[id]
+	switch act.kind() {
+	case kindCrash:
+		what := "redelivery restarts it"
+		*a = actor{pc: p.start, sig: a.sig, crashed: true}
+		if id == sweeperID {
+			a.pc = stepIdle
+			what = "its entry is left to be picked again"
+		}
+		if describe {
+			return fmt.Sprintf("%s: crash, local state lost (%s)", actorName(id), what)
+		}
+		return ""
+	case kindPick:
+		sig := uint8(act.arg())
+		*a = actor{pc: p.finish, sig: sig, gen: s.outbox[sig], fresh: true, crashed: a.crashed}
+		if describe {
+			return fmt.Sprintf("%s: load entity, pick outbox[%s]={%s} to finish", actorName(id), tokenName(sig), childName(int(sig), a.gen))
+		}
+		return ""
+	}
+	return s.step(p, id, describe)
+}
+
+// advance moves an actor to the step after from; past the finishing block a
+// worker goes on to ack, the sweeper goes back to idle.
+func (s *state) advance(p program, id int, from step) {
+	a := &s.actors[id]
+	n := p.next[from]
+	if id == sweeperID && n == stepAck {
+		*a = actor{pc: stepIdle, crashed: a.crashed}
+		return
+	}
+	a.pc = n
+}
+
+// entityCommitted records a successful entity compare-and-set by actor id:
+// every other actor's loaded version is now stale.
+func (s *state) entityCommitted(id int) {
+	for i := range numActors {
+		s.actors[i].fresh = false
+	}
+	s.actors[id].fresh = true
+}
+
+func (s *state) createChild(sig, gen uint8) {
+	c := &s.child[sig][gen-1]
+	if !c.live {
+		c.created++
+		c.live = true
+	}
+}
+
+func (s *state) step(p program, id int, describe bool) string {
+	a := &s.actors[id]
+	sig := a.sig
+	var t, msg string
+	if describe {
+		t = tokenName(sig)
+	}
+	switch pc := a.pc; pc {
+	case stepLoad:
+		a.gen = s.outbox[sig]
+		a.fresh = true
+		s.advance(p, id, pc)
+		if describe {
+			if a.gen == 0 {
+				msg = fmt.Sprintf("load entity (no outbox entry for %s)", t)
+			} else {
+				msg = fmt.Sprintf("load entity (outbox[%s]={%s})", t, childName(int(sig), a.gen))
+			}
+		}
+	case stepCheckOutbox:
+		if a.gen != 0 {
+			a.pc = p.finish
+			if describe {
+				msg = fmt.Sprintf("check outbox: entry for %s exists -> finish it", t)
+			}
+		} else {
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("check outbox: no entry for %s", t)
+			}
+		}
+	case stepReadToken:
+		if s.parentLive[sig] {
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("read token %s -> live", t)
+			}
+		} else {
+			a.pc = stepAck
+			if describe {
+				msg = fmt.Sprintf("read token %s -> absent (duplicate, drop)", t)
+			}
+		}
+	case stepCommit:
+		if a.fresh {
+			s.applied[sig]++
+			gen := s.applied[sig]
+			s.outbox[sig] = gen
+			a.gen = gen
+			s.entityCommitted(id)
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("run handler, commit entity with outbox[%s]={%s} -> ok (%s applied %dx)",
+					t, childName(int(sig), gen), signalName(sig), gen)
+			}
+		} else {
+			a.pc = p.start
+			a.gen = 0
+			if describe {
+				msg = "run handler, commit entity -> version conflict, back to step 1"
+			}
+		}
+	case stepTransition:
+		if s.parentLive[sig] {
+			s.parentLive[sig] = false
+			s.createChild(sig, a.gen)
+			if describe {
+				msg = fmt.Sprintf("transition: consume %s, create %s", t, childName(int(sig), a.gen))
+			}
+		} else {
+			if describe {
+				msg = fmt.Sprintf("transition: %s already absent, carry on", t)
+			}
+		}
+		s.advance(p, id, pc)
+	case stepCheckParent:
+		if s.parentLive[sig] {
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("read token %s before creating children -> live", t)
+			}
+		} else {
+			a.pc = stepDispatch
+			if describe {
+				msg = fmt.Sprintf("read token %s before creating children -> absent, carry on", t)
+			}
+		}
+	case stepCreateChildren:
+		existed := s.child[sig][a.gen-1].live
+		s.createChild(sig, a.gen)
+		s.advance(p, id, pc)
+		if describe {
+			msg = fmt.Sprintf("create token %s", childName(int(sig), a.gen))
+			if existed {
+				msg += " (already live, no-op)"
+			}
+		}
+	case stepDeleteParent:
+		s.parentLive[sig] = false
+		s.advance(p, id, pc)
+		if describe {
+			msg = fmt.Sprintf("delete token %s", t)
+		}
+	case stepDispatch:
+		s.child[sig][a.gen-1].dispatched = true
+		s.advance(p, id, pc)
+		if describe {
+			msg = fmt.Sprintf("dispatch %s", childName(int(sig), a.gen))
+		}
+	case stepRemove:
+		if a.fresh {
+			s.outbox[sig] = 0
+			s.entityCommitted(id)
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("remove outbox[%s] -> ok", t)
+			}
+		} else {
+			a.pc = stepReloadForRemove
+			if describe {
+				msg = fmt.Sprintf("remove outbox[%s] -> version conflict", t)
+			}
+		}
+	case stepReloadForRemove:
+		a.fresh = true
+		if s.outbox[sig] == 0 {
+			s.advance(p, id, stepRemove)
+			if describe {
+				msg = fmt.Sprintf("reload entity: outbox[%s] already gone, fine", t)
+			}
+		} else {
+			a.pc = stepRemove
+			if describe {
+				msg = fmt.Sprintf("reload entity: outbox[%s] still there, retry removal", t)
+			}
+		}
+	case stepAck:
+		// Nothing local matters once acked: clear it so that equal
+		// situations share one state.
+		*a = actor{pc: stepDone, sig: a.sig}
+		if describe {
+			msg = fmt.Sprintf("ack %s", signalName(sig))
+		}
+	default:
+		panic(fmt.Sprintf("model: %s has no step at pc %d", actorName(id), a.pc))
+	}
+	if describe {
+		return actorName(id) + ": " + msg
+	}
+	return ""
+}

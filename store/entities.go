@@ -1,0 +1,81 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/batonhq/baton"
+)
+
+// MaxEntityKeyBytes is the longest entity key every entity store accepts.
+const MaxEntityKeyBytes = 512
+
+// Entity is the unit of consistency in a destination's own data: a document
+// with a version, the business state and the outbox.
+type Entity struct {
+	Key     string
+	Version uint64 // 0: the entity has never been committed
+	State   []byte
+	Outbox  []OutboxEntry // oldest first
+}
+
+// Entry returns the outbox entry recorded for the incoming token, if any.
+func (e Entity) Entry(token baton.TokenID) (OutboxEntry, bool) {
+	for _, entry := range e.Outbox {
+		if entry.Token == token {
+			return entry, true
+		}
+	}
+	return OutboxEntry{}, false
+}
+
+// WithoutEntry returns a copy of e whose outbox lacks the entry for token.
+func (e Entity) WithoutEntry(token baton.TokenID) Entity {
+	kept := make([]OutboxEntry, 0, len(e.Outbox))
+	for _, entry := range e.Outbox {
+		if entry.Token != token {
+			kept = append(kept, entry)
+		}
+	}
+	e.Outbox = kept
+	return e
+}
+
+// OutboxEntry records that the activity for one incoming signal happened:
+// the signals it emits and its reply. It lives until those signals' tokens
+// exist and the signals were dispatched.
+type OutboxEntry struct {
+	Token     baton.TokenID  `json:"token"`
+	Signals   []baton.Signal `json:"signals,omitempty"`
+	Reply     []byte         `json:"reply,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
+}
+
+// EntityStore keeps entities with optimistic concurrency, linearizable per
+// entity (DESIGN R1).
+type EntityStore interface {
+	// Load returns the entity stored under key, or an entity with that key
+	// and Version 0 if there is none.
+	Load(ctx context.Context, key string) (Entity, error)
+
+	// Commit stores e if the stored version is still e.Version (0 for a new
+	// entity) and returns the new version, e.Version+1.
+	//
+	// Not applied: ErrConflict, ErrInvalid, ErrNotApplied, ErrClosed. Any
+	// other error: outcome unknown.
+	Commit(ctx context.Context, e Entity) (version uint64, err error)
+
+	// Stale returns up to limit keys of entities that have an outbox entry
+	// created before the given time, for the sweeper.
+	Stale(ctx context.Context, before time.Time, limit int) ([]string, error)
+}
+
+// CommitTransitioner is implemented by a store that keeps entities and
+// tokens in one database. It runs steps 4 and 5 of the protocol in one
+// atomic operation (the fast path of DESIGN 3.7): commit e as Commit does,
+// and consume token and create the tokens of create as
+// TokenStore.Transition does, both or neither. If token is not live nothing
+// is applied and consumed is false: the signal is a duplicate.
+type CommitTransitioner interface {
+	CommitTransition(ctx context.Context, e Entity, token baton.TokenID, create []baton.Token) (version uint64, consumed bool, err error)
+}

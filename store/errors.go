@@ -1,0 +1,32 @@
+package store
+
+import "errors"
+
+// Sentinel errors. Match them with errors.Is; backends wrap them with %w.
+var (
+	// ErrNotFound: the token or entity does not exist. Not applied.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: a token with this id already exists. Not applied.
+	ErrExists = errors.New("store: already exists")
+	// ErrConflict: an entity's version is not the one the commit expected.
+	// Not applied.
+	ErrConflict = errors.New("store: version conflict")
+	// ErrNotApplied marks any other failure that a backend knows happened
+	// before the write could take effect (for example, the connection was
+	// refused). Every error that does not match ErrNotApplied, ErrNotFound,
+	// ErrExists or ErrConflict means the outcome is unknown.
+	ErrNotApplied = errors.New("store: not applied")
+	// ErrInvalid: the request is malformed (bad key, too many tokens, a
+	// token without an id). Not applied.
+	ErrInvalid = errors.New("store: invalid request")
+	// ErrClosed: the store was closed. Not applied.
+	ErrClosed = errors.New("store: closed")
+)
+
+// NotApplied reports whether err proves that a write did not take effect.
+// A nil error means it did; false means the outcome is unknown.
+func NotApplied(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
+		errors.Is(err, ErrConflict) || errors.Is(err, ErrNotApplied) ||
+		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed)
+}

@@ -1,0 +1,60 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/batonhq/baton"
+)
+
+// ValidateToken checks what every backend requires of a token it stores.
+// Backends call it first, so that all reject the same input with ErrInvalid.
+func ValidateToken(t baton.Token) error {
+	if t.ID.IsZero() {
+		return fmt.Errorf("%w: token without id", ErrInvalid)
+	}
+	if t.Conversation.IsZero() {
+		return fmt.Errorf("%w: token %s without conversation", ErrInvalid, t.ID)
+	}
+	sig := baton.Signal{ID: t.ID, Conversation: t.Conversation, Destination: t.Destination, Type: t.Type}
+	if err := sig.Validate(); err != nil {
+		return fmt.Errorf("%w: token %s: %w", ErrInvalid, t.ID, err)
+	}
+	return nil
+}
+
+// ValidateTransition checks a transition's arguments: a parent id, valid
+// children with distinct ids that differ from the parent, within the limit.
+func ValidateTransition(consume baton.TokenID, create []baton.Token) error {
+	if consume.IsZero() {
+		return fmt.Errorf("%w: transition without a token to consume", ErrInvalid)
+	}
+	if len(create) > MaxTokensPerTransition {
+		return fmt.Errorf("%w: %d tokens in one transition, more than %d", ErrInvalid, len(create), MaxTokensPerTransition)
+	}
+	seen := make(map[baton.TokenID]bool, len(create))
+	for _, t := range create {
+		if err := ValidateToken(t); err != nil {
+			return err
+		}
+		if t.ID == consume || seen[t.ID] {
+			return fmt.Errorf("%w: token %s appears twice in one transition", ErrInvalid, t.ID)
+		}
+		seen[t.ID] = true
+	}
+	return nil
+}
+
+// ValidateEntity checks an entity before a commit.
+func ValidateEntity(e Entity) error {
+	if e.Key == "" || len(e.Key) > MaxEntityKeyBytes {
+		return fmt.Errorf("%w: entity key must be 1 to %d bytes, got %d", ErrInvalid, MaxEntityKeyBytes, len(e.Key))
+	}
+	seen := make(map[baton.TokenID]bool, len(e.Outbox))
+	for _, entry := range e.Outbox {
+		if entry.Token.IsZero() || seen[entry.Token] {
+			return fmt.Errorf("%w: entity %q: outbox entry with a missing or repeated token", ErrInvalid, e.Key)
+		}
+		seen[entry.Token] = true
+	}
+	return nil
+}
