@@ -1,0 +1,17 @@
+package engine
+
+// BrokenOrdering names a broken ordering for test output.
+type BrokenOrdering struct {
+	Name     string
+	Ordering ordering
+}
+
+// BrokenOrderings lists the broken orderings that every proof must catch.
+var BrokenOrderings = []BrokenOrdering{
+	{"token-before-entity", orderingTokenBeforeEntity},
+	{"split-transition", orderingSplitTransition},
+	{"remove-before-consume", orderingRemoveBeforeConsume},
+}
+
+// SetOrdering switches e to a (possibly broken) ordering of the steps.
+func SetOrdering(e *Engine, o ordering) { e.ordering = o }

@@ -1,0 +1,93 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/engine"
+)
+
+// message is one copy of a signal in the simulated broker.
+type message struct {
+	sig      baton.Signal
+	attempt  int
+	inFlight bool
+}
+
+// broker is the simulated at-least-once broker. Publishing is a yield point
+// with faults; the scheduler decides when and in which order copies are
+// delivered, and duplicates some.
+type broker struct{ sim *Sim }
+
+func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
+	s := b.sim
+	if err := s.yield(ctx, fmt.Sprintf("broker.Publish(%s to %s)", short(sig.ID), sig.Destination)); err != nil {
+		return err
+	}
+	if err := s.failBefore(ctx, "publish"); err != nil {
+		return err
+	}
+	if !s.committedSignals[sig.ID] && sig.ID != sig.Conversation {
+		s.violate("ghost message %s: published but no committed activity emitted it", short(sig.ID))
+	}
+	s.enqueue(sig)
+	if s.chance(s.faults.Duplicate) {
+		s.count("fault: broker duplicated a message")
+		s.enqueue(sig)
+	}
+	return s.failAfter(ctx, "publish")
+}
+
+func (s *Sim) enqueue(sig baton.Signal) {
+	s.messages = append(s.messages, &message{sig: sig})
+}
+
+func (s *Sim) ready() []*message {
+	var out []*message
+	for _, m := range s.messages {
+		if !m.inFlight {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *Sim) drop(m *message) {
+	for i, x := range s.messages {
+		if x == m {
+			s.messages = append(s.messages[:i], s.messages[i+1:]...)
+			return
+		}
+	}
+}
+
+// deliver starts a worker that processes one delivery of m and then acks
+// it, or leaves it for redelivery if processing failed or the worker
+// crashed.
+func (s *Sim) deliver(m *message) {
+	m.inFlight = true
+	m.attempt++
+	if m.attempt > 1 {
+		s.count("recovery: redelivered after a failure or crash")
+	}
+	e := s.engines[m.sig.Destination]
+	s.start(&actor{name: "worker@" + m.sig.Destination, run: func(ctx context.Context) {
+		s.trace("deliver %s (%s) attempt %d", short(m.sig.ID), m.sig.Type, m.attempt)
+		res, err := e.Process(ctx, m.sig)
+		m.inFlight = false
+		switch {
+		case err == nil:
+			s.drop(m)
+			s.outcomes[res.Outcome.String()]++
+		case actorFrom(ctx).crashed:
+			// Not acked: the broker redelivers it.
+		default:
+			s.count("recovery: processing failed, retried")
+			if engine.IsPermanent(err) {
+				s.violate("signal %s refused: %v", short(m.sig.ID), err)
+				s.drop(m)
+			}
+		}
+	}})
+}

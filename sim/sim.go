@@ -1,0 +1,350 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+)
+
+// Options configure one simulation run.
+type Options struct {
+	Seed uint64
+	// Conversations is the number of orders of the workload. Default 4.
+	Conversations int
+	// Steps is how many scheduling steps run with faults on before the
+	// simulation turns faults off and waits for quiescence. Default 4000.
+	Steps int
+	// Workers bounds concurrent deliveries. Default 6.
+	Workers int
+	// Configure, if set, is called with every engine before the run; tests
+	// use it to switch engines to broken orderings.
+	Configure func(*engine.Engine)
+}
+
+// Faults are the per-call probabilities of each fault, chosen per seed.
+type Faults struct {
+	Duplicate  float64 // broker enqueues a second copy
+	Reorder    float64 // deliver a random ready copy rather than the oldest
+	FailBefore float64 // a store or broker write fails without applying
+	FailAfter  float64 // a write applies, then reports an error
+	Crash      float64 // the worker dies at this call
+	Sweep      float64 // weight of starting a sweeper at a step
+}
+
+// Report is the outcome of one run.
+type Report struct {
+	Seed       uint64
+	Steps      int
+	Faults     Faults
+	Expected   int // activities the workload must apply
+	Applied    int
+	Lost       int
+	Duplicate  int
+	Unexpected int
+	LiveEnd    int // tokens live at quiescence
+	OutboxEnd  int // outbox entries left at quiescence
+	Counters   map[string]int
+	Violation  string   // empty when every invariant held
+	Trace      []string // the last scheduling events before the violation
+}
+
+// OK reports whether every invariant held.
+func (r Report) OK() bool { return r.Violation == "" }
+
+// Sim is the state of one run. It is driven by one goroutine; the actors it
+// starts run only while it waits for them.
+type Sim struct {
+	opts     Options
+	rng      *rand.Rand
+	faults   Faults
+	faultsOn bool
+	step     int
+	epoch    time.Time
+
+	tokens   *tokenStore
+	entities map[string]*entityStore
+	engines  map[string]*engine.Engine
+	messages []*message
+
+	actors    []*actor
+	nextActor int
+	yielded   chan *actor
+	sweeping  bool
+
+	ledger           map[string]int
+	consumedEver     map[baton.TokenID]bool
+	committedSignals map[baton.TokenID]bool
+	roots            []baton.TokenID
+	counters         map[string]int
+	outcomes         map[string]int
+	violation        string
+	traceLog         []string
+}
+
+// Run runs one simulation with opts and returns its report.
+func Run(opts Options) Report {
+	if opts.Conversations <= 0 {
+		opts.Conversations = 4
+	}
+	if opts.Steps <= 0 {
+		opts.Steps = 4000
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 6
+	}
+	s := &Sim{
+		opts:             opts,
+		rng:              rand.New(rand.NewPCG(opts.Seed, 0x62617430)),
+		epoch:            time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		entities:         map[string]*entityStore{},
+		engines:          map[string]*engine.Engine{},
+		yielded:          make(chan *actor),
+		ledger:           map[string]int{},
+		consumedEver:     map[baton.TokenID]bool{},
+		committedSignals: map[baton.TokenID]bool{},
+		counters:         map[string]int{},
+		outcomes:         map[string]int{},
+	}
+	s.faults = s.chooseFaults()
+	if err := s.setUp(); err != nil {
+		return Report{Seed: opts.Seed, Violation: "set-up failed: " + err.Error()}
+	}
+	s.faultsOn = true
+	for s.step < opts.Steps && s.violation == "" && s.act() {
+	}
+	s.faultsOn = false
+	s.quiesce()
+	return s.report()
+}
+
+func (s *Sim) chooseFaults() Faults {
+	r := s.rng
+	return Faults{
+		Duplicate:  r.Float64() * 0.4,
+		Reorder:    r.Float64(),
+		FailBefore: r.Float64() * 0.05,
+		FailAfter:  r.Float64() * 0.05,
+		Crash:      r.Float64() * 0.04,
+		Sweep:      r.Float64() * 0.1,
+	}
+}
+
+func (s *Sim) now() time.Time { return s.epoch.Add(time.Duration(s.step) * time.Millisecond) }
+
+// randomReader feeds the engines' token ids and jitter from the seed.
+type randomReader struct{ s *Sim }
+
+func (r randomReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r.s.rng.Uint32())
+	}
+	return len(p), nil
+}
+
+func (s *Sim) setUp() error {
+	s.tokens = &tokenStore{sim: s, inner: memory.NewTokenStore()}
+	for _, d := range destinations {
+		s.entities[d] = &entityStore{sim: s, destination: d, inner: memory.NewEntityStore()}
+		e, err := engine.New(engine.Config{
+			Destination:        d,
+			Tokens:             s.tokens,
+			Entities:           s.entities[d],
+			Dispatch:           broker{s},
+			Subscriptions:      map[string][]string{"placed": {"billing", "stock"}},
+			SweepAfter:         50 * time.Millisecond,
+			MaxConflictRetries: 1000,
+			Now:                s.now,
+			Sleep: func(ctx context.Context, d time.Duration) error {
+				return s.yield(ctx, "sleep")
+			},
+			Random: randomReader{s},
+		})
+		if err != nil {
+			return err
+		}
+		if err := register(e); err != nil {
+			return err
+		}
+		if s.opts.Configure != nil {
+			s.opts.Configure(e)
+		}
+		s.engines[d] = e
+	}
+	for range s.opts.Conversations {
+		sig, err := s.engines["order"].IssueRoot(context.Background(), baton.Emit{Destination: "order", Type: "order.place"}, 0)
+		if err != nil {
+			return err
+		}
+		s.roots = append(s.roots, sig.ID)
+		s.enqueue(sig)
+		if s.rng.IntN(2) == 0 {
+			s.count("fault: double submit of a root signal")
+			s.enqueue(sig)
+		}
+	}
+	return nil
+}
+
+// act takes one scheduling step: resume a waiting actor, deliver a message,
+// or start a sweeper. It reports false when nothing can happen.
+func (s *Sim) act() bool {
+	s.step++
+	var choices []func()
+	for _, a := range s.actors {
+		choices = append(choices, func() { s.resume(a) })
+	}
+	if ready := s.ready(); len(ready) > 0 && len(s.actors) < s.opts.Workers {
+		m := ready[0]
+		if len(ready) > 1 && s.chance(s.faults.Reorder) {
+			m = ready[s.rng.IntN(len(ready))]
+			s.count("fault: broker reordered a delivery")
+		}
+		choices = append(choices, func() { s.deliver(m) })
+	}
+	if !s.sweeping && s.chance(s.faults.Sweep) {
+		choices = append(choices, s.startSweeper)
+	}
+	if len(choices) == 0 {
+		return false
+	}
+	choices[s.rng.IntN(len(choices))]()
+	return true
+}
+
+func (s *Sim) startSweeper() { s.startSweeperAt(destinations[s.rng.IntN(len(destinations))]) }
+
+func (s *Sim) startSweeperAt(d string) {
+	s.sweeping = true
+	s.start(&actor{name: "sweeper@" + d, run: func(ctx context.Context) {
+		n, _ := s.engines[d].Sweep(ctx)
+		s.counters["recovery: outbox entries finished by the sweeper"] += n
+		s.sweeping = false
+	}})
+}
+
+// quiesce runs with faults off until nothing is left to do, letting time
+// pass so the sweepers see every abandoned outbox entry as stale.
+func (s *Sim) quiesce() {
+	for limit := s.step + 200000; s.step < limit && s.violation == ""; {
+		if s.act() {
+			continue
+		}
+		if len(s.messages) == 0 && s.outboxEntries() == 0 {
+			return
+		}
+		// Only abandoned outbox entries are left: let them age past
+		// SweepAfter and sweep every destination.
+		s.step += 100
+		for _, d := range destinations {
+			s.startSweeperAt(d)
+		}
+	}
+	if s.violation == "" {
+		s.violate("did not quiesce: %d actors, %d messages, %d outbox entries", len(s.actors), len(s.messages), s.outboxEntries())
+	}
+}
+
+func (s *Sim) outboxEntries() int {
+	n := 0
+	for _, d := range destinations {
+		inner := s.entities[d].inner
+		for _, key := range inner.Keys() {
+			e, _ := inner.Load(context.Background(), key)
+			n += len(e.Outbox)
+		}
+	}
+	return n
+}
+
+func (s *Sim) violate(format string, args ...any) {
+	if s.violation == "" {
+		s.violation = fmt.Sprintf(format, args...)
+		s.trace("VIOLATION: %s", s.violation)
+	}
+}
+
+func (s *Sim) report() Report {
+	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, Counters: map[string]int{}}
+	for k, v := range s.counters {
+		r.Counters[k] = v
+	}
+	for k, v := range s.outcomes {
+		r.Counters["outcome: "+k] = v
+	}
+	for _, d := range destinations {
+		st := s.engines[d].Stats()
+		r.Counters["recovery: duplicates dropped"] += int(st.Duplicates)
+		r.Counters["recovery: version conflicts retried"] += int(st.Conflicts)
+		r.Counters["recovery: transitions found already done"] += int(st.TransitionsDone)
+		r.Counters["recovery: dispatch retries"] += int(st.DispatchRetries)
+	}
+	expected := map[string]bool{}
+	for _, root := range s.roots {
+		for _, t := range expectedTypes {
+			expected[root.String()+"/"+t] = true
+		}
+	}
+	r.Expected = len(expected)
+	for key, n := range s.ledger {
+		switch {
+		case !expected[key]:
+			r.Unexpected += n
+		case n > 1:
+			r.Duplicate += n - 1
+		}
+		r.Applied += n
+	}
+	for key := range expected {
+		if s.ledger[key] == 0 {
+			r.Lost++
+		}
+	}
+	r.LiveEnd = s.tokens.inner.Len()
+	r.OutboxEnd = s.outboxEntries()
+	if s.violation == "" {
+		switch {
+		case r.Lost > 0 || r.Duplicate > 0 || r.Unexpected > 0:
+			s.violate("ledger: %d lost, %d duplicated, %d unexpected", r.Lost, r.Duplicate, r.Unexpected)
+		case r.LiveEnd > 0:
+			s.violate("%d tokens of finished signals still live at quiescence", r.LiveEnd)
+		case r.OutboxEnd > 0:
+			s.violate("%d outbox entries left at quiescence", r.OutboxEnd)
+		}
+	}
+	r.Violation = s.violation
+	if r.Violation != "" {
+		r.Trace = slices.Clone(s.traceLog)
+	}
+	return r
+}
+
+// Summary is the report as one line.
+func (r Report) Summary() string {
+	status := "ok"
+	if !r.OK() {
+		status = "VIOLATION: " + r.Violation
+	}
+	return fmt.Sprintf("seed %d: %s (steps %d, applied %d/%d, lost %d, duplicated %d, unexpected %d)",
+		r.Seed, status, r.Steps, r.Applied, r.Expected, r.Lost, r.Duplicate, r.Unexpected)
+}
+
+// SortedCounters returns the counters as "name: value" lines in name order.
+func SortedCounters(c map[string]int) []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = fmt.Sprintf("%-55s %d", k, c[k])
+	}
+	return out
+}

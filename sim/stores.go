@@ -1,0 +1,171 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/store"
+)
+
+// tokenStore is the memory token store with a yield point and faults at
+// every call, and the checks of token invariants as writes happen.
+type tokenStore struct {
+	sim   *Sim
+	inner *memory.TokenStore
+}
+
+var _ store.TokenStore = (*tokenStore)(nil)
+
+func (t *tokenStore) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	if err := t.sim.yield(ctx, fmt.Sprintf("tokens.Transition(%s, %d children)", short(consume), len(create))); err != nil {
+		return false, err
+	}
+	if err := t.sim.failBefore(ctx, "transition"); err != nil {
+		return false, err
+	}
+	consumed, err := t.inner.Transition(ctx, consume, create)
+	if err != nil {
+		return consumed, err
+	}
+	if consumed {
+		t.sim.consumedEver[consume] = true
+		for _, tok := range create {
+			t.sim.tokenCreated(tok)
+		}
+	}
+	return consumed, t.sim.failAfter(ctx, "transition")
+}
+
+func (t *tokenStore) Issue(ctx context.Context, root baton.Token) error {
+	if err := t.sim.yield(ctx, "tokens.Issue("+short(root.ID)+")"); err != nil {
+		return err
+	}
+	if err := t.sim.failBefore(ctx, "issue"); err != nil {
+		return err
+	}
+	if err := t.inner.Issue(ctx, root); err != nil {
+		return err
+	}
+	t.sim.tokenCreated(root)
+	return t.sim.failAfter(ctx, "issue")
+}
+
+func (t *tokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	if err := t.sim.yield(ctx, "tokens.Get("+short(id)+")"); err != nil {
+		return baton.Token{}, err
+	}
+	if err := t.sim.failBefore(ctx, "token read"); err != nil {
+		return baton.Token{}, err
+	}
+	return t.inner.Get(ctx, id)
+}
+
+func (t *tokenStore) ListByConversation(ctx context.Context, c baton.TokenID, p store.Page) ([]baton.Token, error) {
+	return t.inner.ListByConversation(ctx, c, p)
+}
+
+func (t *tokenStore) ListByDestination(ctx context.Context, d string, p store.Page) ([]baton.Token, error) {
+	return t.inner.ListByDestination(ctx, d, p)
+}
+
+func (t *tokenStore) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := t.sim.yield(ctx, "tokens.ExpireRoots"); err != nil {
+		return 0, err
+	}
+	return t.inner.ExpireRoots(ctx, before, limit)
+}
+
+// entityStore is one destination's memory entity store with yield points,
+// faults, and the ledger of applied activities checked on every commit.
+type entityStore struct {
+	sim         *Sim
+	destination string
+	inner       *memory.EntityStore
+}
+
+var _ store.EntityStore = (*entityStore)(nil)
+
+func (e *entityStore) Load(ctx context.Context, key string) (store.Entity, error) {
+	if err := e.sim.yield(ctx, e.destination+".Load("+key+")"); err != nil {
+		return store.Entity{}, err
+	}
+	if err := e.sim.failBefore(ctx, "entity load"); err != nil {
+		return store.Entity{}, err
+	}
+	return e.inner.Load(ctx, key)
+}
+
+func (e *entityStore) Commit(ctx context.Context, ent store.Entity) (uint64, error) {
+	if err := e.sim.yield(ctx, fmt.Sprintf("%s.Commit(%s@v%d, %d outbox)", e.destination, ent.Key, ent.Version, len(ent.Outbox))); err != nil {
+		return 0, err
+	}
+	if err := e.sim.failBefore(ctx, "entity commit"); err != nil {
+		return 0, err
+	}
+	before, err := e.inner.Load(ctx, ent.Key)
+	if err != nil {
+		return 0, err
+	}
+	version, err := e.inner.Commit(ctx, ent)
+	if err != nil {
+		return 0, err
+	}
+	e.sim.committed(e.destination, before, ent)
+	return version, e.sim.failAfter(ctx, "entity commit")
+}
+
+func (e *entityStore) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if err := e.sim.yield(ctx, e.destination+".Stale"); err != nil {
+		return nil, err
+	}
+	return e.inner.Stale(ctx, before, limit)
+}
+
+// committed checks a successful commit: newly applied activities must each
+// be applied for the first time, and the children recorded in new outbox
+// entries become the only signals that may ever be dispatched.
+func (s *Sim) committed(destination string, before, after store.Entity) {
+	var old, cur ledgerState
+	_ = json.Unmarshal(before.State, &old)
+	_ = json.Unmarshal(after.State, &cur)
+	for _, applied := range cur.Applied[min(len(old.Applied), len(cur.Applied)):] {
+		s.ledger[ledgerKey(applied)]++
+		if s.ledger[ledgerKey(applied)] > 1 {
+			s.violate("activity applied twice: %s at %s", applied, destination)
+		}
+	}
+	for _, entry := range after.Outbox {
+		if _, had := before.Entry(entry.Token); had {
+			continue
+		}
+		for _, sig := range entry.Signals {
+			s.committedSignals[sig.ID] = true
+		}
+	}
+}
+
+// ledgerKey drops the token id: a second, different signal for the same
+// activity of a conversation (a ghost of a losing attempt) is a duplicate too.
+func ledgerKey(applied string) string {
+	for i := len(applied) - 1; i >= 0; i-- {
+		if applied[i] == '/' {
+			return applied[:i]
+		}
+	}
+	return applied
+}
+
+func (s *Sim) tokenCreated(tok baton.Token) {
+	if s.consumedEver[tok.ID] {
+		s.violate("token %s resurrected: created again after it was consumed", short(tok.ID))
+	}
+	if !tok.Root() && !s.committedSignals[tok.ID] {
+		s.violate("garbage token %s: no committed activity emitted it", short(tok.ID))
+	}
+}
+
+func short(id baton.TokenID) string { return id.String()[:8] }
