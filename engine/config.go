@@ -34,6 +34,10 @@ type Config struct {
 	Entities store.EntityStore
 	// Dispatch sends emitted signals. Required.
 	Dispatch Publisher
+	// NoFastPath turns off the fast path, which is otherwise used when
+	// Tokens and Entities are the same store value and it implements
+	// store.CommitTransitioner (one transaction for steps 4 and 5).
+	NoFastPath bool
 	// Source is the transport that Run receives signals from. Optional: an
 	// engine fed only by HTTP calls Process directly.
 	Source transport.Transport

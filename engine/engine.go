@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -22,6 +23,9 @@ type Engine struct {
 	handlers map[string]handler
 	stats    counters
 	randMu   sync.Mutex
+	// fast is set when one database keeps both entities and tokens: steps 4
+	// and 5 then run in one atomic operation (DESIGN 3.7).
+	fast store.CommitTransitioner
 	// ordering is always correct outside tests; the tests of the model
 	// checker and the simulation switch it to prove they catch the broken
 	// orderings of DESIGN 3.4.
@@ -43,11 +47,17 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Engine{
+	e := &Engine{
 		cfg:      cfg,
 		log:      cfg.Logger.With("destination", cfg.Destination),
 		handlers: make(map[string]handler),
-	}, nil
+	}
+	// The fast path is only sound when the transition happens in the token
+	// store every other engine uses, so it needs the very same store value.
+	if ct, ok := cfg.Entities.(store.CommitTransitioner); ok && !cfg.NoFastPath && sameValue(cfg.Entities, cfg.Tokens) {
+		e.fast = ct
+	}
+	return e, nil
 }
 
 // Destination returns the destination this engine serves.
@@ -120,7 +130,7 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 2: the activity already happened; finish its pending steps.
 		if entry, ok := ent.Entry(sig.ID); ok {
-			res, err := e.finish(ctx, ent, entry)
+			res, err := e.finish(ctx, ent, entry, false)
 			res.Outcome = Completed
 			return res, err
 		}
@@ -154,7 +164,13 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 		next := ent
 		next.State = state
 		next.Outbox = append(slices.Clone(ent.Outbox), entry)
-		version, err := e.cfg.Entities.Commit(ctx, next)
+		version, consumed, err := e.commit(ctx, next, entry)
+		if err == nil && !consumed {
+			// Fast path only: the token was consumed after step 3 and
+			// nothing was committed.
+			e.stats.duplicates.Add(1)
+			return Result{Outcome: Duplicate}, nil
+		}
 		if errors.Is(err, store.ErrConflict) {
 			e.stats.conflicts.Add(1)
 			if attempt >= e.cfg.MaxConflictRetries {
@@ -172,7 +188,7 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 		next.Version = version
 		e.stats.applied.Add(1)
 		log.Debug("activity applied", "entity", key, "emitted", len(children))
-		res, err := e.finish(ctx, next, entry)
+		res, err := e.finish(ctx, next, entry, e.fast != nil)
 		res.Outcome = Applied
 		return res, err
 	}
@@ -228,7 +244,8 @@ func (e *Engine) children(parent baton.Signal, emits []baton.Emit) ([]baton.Sign
 
 // finish runs steps 5 to 7 for an outbox entry that is committed in ent.
 // Any worker or the sweeper may run it for any entry, any number of times.
-func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry) (Result, error) {
+// transitioned says step 5 already happened with the commit (fast path).
+func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry, transitioned bool) (Result, error) {
 	res := Result{Reply: entry.Reply, Emitted: entry.Signals}
 	if e.ordering == orderingRemoveBeforeConsume {
 		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
@@ -238,8 +255,10 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 	// Step 5: consume the incoming token and create the emitted ones in one
 	// atomic transition. If the token is already absent, another worker did
 	// this for the same entry: carry on.
-	if err := e.transition(ctx, entry); err != nil {
-		return res, err
+	if !transitioned {
+		if err := e.transition(ctx, entry); err != nil {
+			return res, err
+		}
 	}
 	// Step 6: dispatch.
 	for _, sig := range entry.Signals {
@@ -257,12 +276,34 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 	return res, nil
 }
 
-func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error {
+// commit is step 4: commit the entity with its new outbox entry. On the
+// fast path it is also step 5, in the same atomic operation; consumed is
+// then false if the token was no longer live (nothing was committed).
+func (e *Engine) commit(ctx context.Context, next store.Entity, entry store.OutboxEntry) (version uint64, consumed bool, err error) {
+	if e.fast == nil {
+		version, err = e.cfg.Entities.Commit(ctx, next)
+		return version, true, err
+	}
+	version, consumed, err = e.fast.CommitTransition(ctx, next, entry.Token, childTokens(entry))
+	if err == nil && consumed {
+		e.stats.transitions.Add(1)
+	}
+	return version, consumed, err
+}
+
+// childTokens returns the tokens of an entry's signals. Their creation time
+// is the entry's, so every retry of a transition creates identical tokens.
+func childTokens(entry store.OutboxEntry) []baton.Token {
 	tokens := make([]baton.Token, len(entry.Signals))
 	for i, sig := range entry.Signals {
 		tokens[i] = sig.Token()
 		tokens[i].CreatedAt = entry.CreatedAt
 	}
+	return tokens
+}
+
+func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error {
+	tokens := childTokens(entry)
 	if e.ordering == orderingSplitTransition {
 		for _, tok := range tokens {
 			if err := e.cfg.Tokens.Issue(ctx, tok); err != nil && !errors.Is(err, store.ErrExists) {
@@ -350,4 +391,11 @@ func (e *Engine) backoff(attempt int) time.Duration {
 		return limit
 	}
 	return time.Duration(binary.LittleEndian.Uint64(b[:]) % uint64(limit+1))
+}
+
+// sameValue reports whether a and b are the same comparable value, without
+// the panic that == raises for incomparable dynamic types.
+func sameValue(a, b any) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Comparable() && a == b
 }

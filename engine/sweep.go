@@ -54,7 +54,7 @@ func (e *Engine) sweepEntity(ctx context.Context, key string, cutoff time.Time) 
 			return finished, nil
 		}
 		entry := ent.Outbox[i]
-		if _, err := e.finish(ctx, ent, entry); err != nil {
+		if _, err := e.finish(ctx, ent, entry, false); err != nil {
 			return finished, fmt.Errorf("engine: sweep %q: %w", key, err)
 		}
 		finished++

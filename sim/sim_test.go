@@ -31,3 +31,32 @@ func TestSeedReplaysExactly(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultsAndRecoveriesHappen guards against a simulation that passes
+// because it injects nothing: over a few hundred seeds every fault kind and
+// every recovery path must have occurred.
+func TestFaultsAndRecoveriesHappen(t *testing.T) {
+	t.Parallel()
+	totals := map[string]int{}
+	fast := 0
+	for seed := uint64(1); seed <= 300; seed++ {
+		r := sim.Run(sim.Options{Seed: seed})
+		if !r.OK() {
+			t.Fatal(r.Summary())
+		}
+		if r.FastPath {
+			fast++
+		}
+		for k, v := range r.Counters {
+			totals[k] += v
+		}
+	}
+	for _, want := range sim.RequiredCounters {
+		if totals[want] == 0 {
+			t.Errorf("counter %q stayed 0 over 300 seeds", want)
+		}
+	}
+	if fast == 0 || fast == 300 {
+		t.Errorf("%d of 300 seeds ran the fast path; want both paths covered", fast)
+	}
+}

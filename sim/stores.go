@@ -169,3 +169,44 @@ func (s *Sim) tokenCreated(tok baton.Token) {
 }
 
 func short(id baton.TokenID) string { return id.String()[:8] }
+
+// fastStore is one destination's view of a database that keeps both its
+// entities and the tokens, so the engine takes the fast path (DESIGN 3.7):
+// steps 4 and 5 in one atomic operation.
+type fastStore struct {
+	*tokenStore
+	*entityStore
+}
+
+var _ store.CommitTransitioner = (*fastStore)(nil)
+
+func (f *fastStore) CommitTransition(ctx context.Context, ent store.Entity, token baton.TokenID, create []baton.Token) (uint64, bool, error) {
+	s := f.tokenStore.sim
+	if err := s.yield(ctx, fmt.Sprintf("%s.CommitTransition(%s@v%d, %s)", f.destination, ent.Key, ent.Version, short(token))); err != nil {
+		return 0, false, err
+	}
+	if err := s.failBefore(ctx, "commit+transition"); err != nil {
+		return 0, false, err
+	}
+	if _, err := f.tokenStore.inner.Get(ctx, token); err != nil {
+		return 0, false, nil // not live: nothing applied
+	}
+	before, err := f.entityStore.inner.Load(ctx, ent.Key)
+	if err != nil {
+		return 0, false, err
+	}
+	version, err := f.entityStore.inner.Commit(ctx, ent)
+	if err != nil {
+		return 0, false, err
+	}
+	s.committed(f.destination, before, ent)
+	if consumed, err := f.tokenStore.inner.Transition(ctx, token, create); err != nil || !consumed {
+		s.violate("sim: fast path transition did not apply after its commit: %v", err)
+	}
+	s.consumedEver[token] = true
+	for _, tok := range create {
+		s.tokenCreated(tok)
+	}
+	s.count("path: fast commit+transition")
+	return version, true, s.failAfter(ctx, "commit+transition")
+}

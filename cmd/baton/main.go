@@ -1,0 +1,54 @@
+// Command baton runs baton's demo, token service, simulation and
+// benchmarks. Run `baton --help` for the commands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCommand()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitError carries a specific exit status, for example when a
+// verification failed rather than the command itself.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	if e, ok := err.(exitError); ok {
+		return e.code
+	}
+	return 1
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "baton",
+		Short: "Exactly-once business processes across systems, with one-time tokens",
+		Long: `baton makes a process that spans many systems apply every step exactly once.
+Before a signal is emitted, a token for it is created in a shared token store;
+processing the signal consumes the token; a signal without a token is a
+duplicate and is dropped.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newSimCommand(), newDemoCommand())
+	return root
+}
