@@ -44,10 +44,18 @@ func (v *Violation) String() string {
 
 // Check explores every interleaving of the model for variant v breadth
 // first and checks the invariants of DESIGN 3.3 in every state, and the
-// quiescence ones in every state where no actor can move.
+// quiescence ones in every state where no actor can move. It panics on a
+// variant not listed by Variants.
 func Check(v Variant, opts Options) Result {
-	p := programFor(v)
-	res := Result{Variant: v}
+	res := check(programFor(v), opts)
+	res.Variant = v
+	return res
+}
+
+// check searches the model running program p; tests use it to check the
+// checker on deliberately broken programs.
+func check(p program, opts Options) Result {
+	var res Result
 
 	init := initialState(p)
 	states := newStateTable()
@@ -84,6 +92,7 @@ func Check(v Variant, opts Options) Result {
 	}
 	res.States = states.len()
 	res.Complete = true
+	res.Violation = findCycle(p, states)
 	return res
 }
 
@@ -97,10 +106,18 @@ func (t *stateTable) trace(p program, id int, last *action) []string {
 	for i := id; t.parents[i] >= 0; i = int(t.parents[i]) {
 		acts = append(acts, t.actions[i])
 	}
+	for i, j := 0, len(acts)-1; i < j; i, j = i+1, j-1 {
+		acts[i], acts[j] = acts[j], acts[i]
+	}
+	return replay(p, acts)
+}
+
+// replay applies acts from the initial state, describing each.
+func replay(p program, acts []action) []string {
 	s := initialState(p)
 	lines := make([]string, 0, len(acts))
-	for i := len(acts) - 1; i >= 0; i-- {
-		lines = append(lines, s.apply(p, acts[i], true))
+	for _, act := range acts {
+		lines = append(lines, s.apply(p, act, true))
 	}
 	return lines
 }

@@ -97,16 +97,14 @@ func programFor(v Variant) program {
 const (
 	numSignals = 2 // S1 (token t1) and S2 (token t2)
 	maxGen     = 2 // child generations kept: a second application is already a violation
+	numWorkers = 3
 	sweeperID  = numWorkers
+	numActors  = numWorkers + 1 // workers and the sweeper; receivers come after
 )
 
-// workerSignal is the signal each worker was delivered: two (or three)
-// copies of S1 and one S2.
+// workerSignal is the signal each worker was delivered: W1 and W2 get
+// copies of S1, W3 gets S2.
 var workerSignal = [numWorkers]uint8{0, 0, 1}
-
-const numWorkers = 3
-
-const numActors = numWorkers + 1
 
 // childToken is a token of a signal emitted by an applied activity. A
 // second application of a signal (a violation) would emit a child with a
@@ -262,7 +260,7 @@ type action uint8
 const (
 	kindStep  = iota // the actor's next step
 	kindCrash        // the actor crashes and restarts (redelivery)
-	kindPick         // sweeper picks outbox[t_sig] to finish; receiver: consume child
+	kindPick         // sweeper: pick outbox[t_arg] to finish; receiver: take a delivered child
 )
 
 // Receivers of child signals are actors numActors.. numActors+numSignals*maxGen-1.
@@ -357,7 +355,7 @@ func (s *state) apply(p program, act action, describe bool) string {
 		what := "redelivery restarts it"
 		*a = actor{pc: p.start, sig: a.sig, crashed: true}
 		if id == sweeperID {
-			a.pc = stepIdle
+			*a = actor{pc: stepIdle, crashed: true}
 			what = "its entry is left to be picked again"
 		}
 		if describe {

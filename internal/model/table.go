@@ -50,6 +50,20 @@ func (t *stateTable) add(k key, parent int32, act action) bool {
 	return true
 }
 
+// find returns the position of k, or -1 if it is not there.
+func (t *stateTable) find(k key) int32 {
+	mask := uint64(len(t.slots) - 1)
+	for i := hashKey(k) & mask; ; i = (i + 1) & mask {
+		pos := t.slots[i]
+		if pos == 0 {
+			return -1
+		}
+		if t.keys[pos-1] == k {
+			return pos - 1
+		}
+	}
+}
+
 func (t *stateTable) grow() {
 	t.slots = make([]int32, 2*len(t.slots))
 	mask := uint64(len(t.slots) - 1)
