@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/transport"
@@ -75,6 +78,11 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits for signals in progress
 	// after its context ends. Default 30s.
 	ShutdownTimeout time.Duration
+
+	// TracerProvider and MeterProvider receive spans and metrics. Nil means
+	// the OpenTelemetry globals (no-ops unless the program installs SDKs).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 
 	// Logger receives structured logs. Nil discards them.
 	Logger *slog.Logger

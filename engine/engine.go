@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
 )
@@ -22,6 +24,7 @@ type Engine struct {
 	mu       sync.RWMutex
 	handlers map[string]handler
 	stats    counters
+	tel      telemetry
 	randMu   sync.Mutex
 	// fast is set when one database keeps both entities and tokens: steps 4
 	// and 5 then run in one atomic operation (DESIGN 3.7).
@@ -52,6 +55,7 @@ func New(cfg Config) (*Engine, error) {
 		log:      cfg.Logger.With("destination", cfg.Destination),
 		handlers: make(map[string]handler),
 	}
+	e.initTelemetry()
 	// The fast path is only sound when the transition happens in the token
 	// store every other engine uses, so it needs the very same store value.
 	if ct, ok := cfg.Entities.(store.CommitTransitioner); ok && !cfg.NoFastPath && sameValue(cfg.Entities, cfg.Tokens) {
@@ -103,7 +107,16 @@ type Result struct {
 // Errors for which IsPermanent is true mean the signal can never be
 // processed as it is (park it); any other error means "try again later":
 // every step is safe to repeat.
-func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) {
+func (e *Engine) Process(ctx context.Context, sig baton.Signal) (res Result, err error) {
+	ctx, span := e.startSpan(ctx, "process", sig)
+	defer func() {
+		span.SetAttributes(attribute.String("baton.outcome", res.Outcome.String()))
+		endSpan(span, err)
+	}()
+	return e.process(ctx, sig)
+}
+
+func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) {
 	if err := sig.Validate(); err != nil {
 		return Result{}, Permanent(err)
 	}
@@ -139,7 +152,7 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 			tok, tokErr = e.cfg.Tokens.Get(ctx, sig.ID)
 		}
 		if errors.Is(tokErr, store.ErrNotFound) {
-			e.stats.duplicates.Add(1)
+			e.stats.add(ctx, statDuplicates, 1)
 			log.Debug("duplicate dropped")
 			return Result{Outcome: Duplicate}, nil
 		}
@@ -151,12 +164,14 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 4: run the activity and commit its state with the outbox
 		// entry, conditional on the version loaded in step 1.
+		started := e.cfg.Now()
 		state, effects, err := h.run(ctx, sig, ent.State)
+		e.observeHandler(ctx, started)
 		if err != nil {
-			e.stats.handlerErrors.Add(1)
+			e.stats.add(ctx, statHandlerErrors, 1)
 			return Result{}, fmt.Errorf("engine: activity %q: %w", sig.Type, err)
 		}
-		children, err := e.children(sig, effects.Emit)
+		children, err := e.children(sig, effects.Emit, e.traceContext(ctx))
 		if err != nil {
 			return Result{}, err
 		}
@@ -168,11 +183,11 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 		if err == nil && !consumed {
 			// Fast path only: the token was consumed after step 3 and
 			// nothing was committed.
-			e.stats.duplicates.Add(1)
+			e.stats.add(ctx, statDuplicates, 1)
 			return Result{Outcome: Duplicate}, nil
 		}
 		if errors.Is(err, store.ErrConflict) {
-			e.stats.conflicts.Add(1)
+			e.stats.add(ctx, statConflicts, 1)
 			if attempt >= e.cfg.MaxConflictRetries {
 				return Result{}, fmt.Errorf("%w: %d on %q", ErrConflictRetries, attempt+1, key)
 			}
@@ -186,7 +201,7 @@ func (e *Engine) Process(ctx context.Context, sig baton.Signal) (Result, error) 
 			return Result{}, fmt.Errorf("engine: commit %q: %w", key, err)
 		}
 		next.Version = version
-		e.stats.applied.Add(1)
+		e.stats.add(ctx, statApplied, 1)
 		log.Debug("activity applied", "entity", key, "emitted", len(children))
 		res, err := e.finish(ctx, next, entry, e.fast != nil)
 		res.Outcome = Applied
@@ -210,7 +225,7 @@ func (e *Engine) admit(tok baton.Token, sig baton.Signal) error {
 
 // children turns an activity's emits into signals with fresh token ids,
 // one per destination for a topic (DESIGN 3.6).
-func (e *Engine) children(parent baton.Signal, emits []baton.Emit) ([]baton.Signal, error) {
+func (e *Engine) children(parent baton.Signal, emits []baton.Emit, trace baton.TraceContext) ([]baton.Signal, error) {
 	var out []baton.Signal
 	for _, emit := range emits {
 		if err := emit.Validate(); err != nil {
@@ -232,7 +247,7 @@ func (e *Engine) children(parent baton.Signal, emits []baton.Emit) ([]baton.Sign
 				Destination:  d,
 				Type:         emit.Type,
 				Payload:      emit.Payload,
-				Trace:        parent.Trace,
+				Trace:        trace,
 			})
 		}
 	}
@@ -286,7 +301,7 @@ func (e *Engine) commit(ctx context.Context, next store.Entity, entry store.Outb
 	}
 	version, consumed, err = e.fast.CommitTransition(ctx, next, entry.Token, childTokens(entry))
 	if err == nil && consumed {
-		e.stats.transitions.Add(1)
+		e.stats.add(ctx, statTransitions, 1)
 	}
 	return version, consumed, err
 }
@@ -317,9 +332,9 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 		return fmt.Errorf("engine: transition: %w", err)
 	}
 	if consumed {
-		e.stats.transitions.Add(1)
+		e.stats.add(ctx, statTransitions, 1)
 	} else {
-		e.stats.transitionsDone.Add(1)
+		e.stats.add(ctx, statTransitionsDone, 1)
 	}
 	return nil
 }
@@ -328,14 +343,14 @@ func (e *Engine) dispatch(ctx context.Context, sig baton.Signal) error {
 	var err error
 	for attempt := 0; attempt < e.cfg.DispatchAttempts; attempt++ {
 		if attempt > 0 {
-			e.stats.dispatchRetries.Add(1)
+			e.stats.add(ctx, statDispatchRetries, 1)
 			if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
 				return err
 			}
 		}
 		err = e.cfg.Dispatch.Publish(ctx, sig)
 		if err == nil {
-			e.stats.dispatched.Add(1)
+			e.stats.add(ctx, statDispatched, 1)
 			return nil
 		}
 		if errors.Is(err, ErrRejected) {
@@ -354,13 +369,16 @@ func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.
 		}
 		_, err := e.cfg.Entities.Commit(ctx, ent.WithoutEntry(token))
 		if err == nil {
-			e.stats.entriesRemoved.Add(1)
+			e.stats.add(ctx, statEntriesRemoved, 1)
+			if entry, ok := ent.Entry(token); ok {
+				e.observeOutboxAge(ctx, entry.CreatedAt)
+			}
 			return nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("engine: remove outbox entry from %q: %w", ent.Key, err)
 		}
-		e.stats.conflicts.Add(1)
+		e.stats.add(ctx, statConflicts, 1)
 		if attempt >= e.cfg.MaxConflictRetries {
 			return fmt.Errorf("%w: removing an outbox entry from %q", ErrConflictRetries, ent.Key)
 		}

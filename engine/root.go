@@ -23,7 +23,8 @@ func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Durati
 	if err != nil {
 		return baton.Signal{}, err
 	}
-	sig := baton.Signal{ID: id, Conversation: id, Destination: emit.Destination, Type: emit.Type, Payload: emit.Payload}
+	sig := baton.Signal{ID: id, Conversation: id, Destination: emit.Destination, Type: emit.Type, Payload: emit.Payload,
+		Trace: e.traceContext(ctx)}
 	tok := sig.Token()
 	tok.CreatedAt = e.cfg.Now()
 	if ttl > 0 {
@@ -32,6 +33,6 @@ func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Durati
 	if err := e.cfg.Tokens.Issue(ctx, tok); err != nil {
 		return baton.Signal{}, fmt.Errorf("engine: issue root token: %w", err)
 	}
-	e.stats.rootsIssued.Add(1)
+	e.stats.add(ctx, statRootsIssued, 1)
 	return sig, nil
 }

@@ -72,7 +72,7 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 			log.Warn("ack failed; the signal will be redelivered and dropped as a duplicate", "err", err)
 		}
 	case IsPermanent(err) || d.Attempt() >= e.cfg.MaxAttempts:
-		e.stats.parked.Add(1)
+		e.stats.add(ctx, statParked, 1)
 		log.Error("signal parked; its token stays live", "err", err)
 		if perr := d.Park(ctx, err.Error()); perr != nil {
 			log.Warn("park failed", "err", perr)

@@ -1,6 +1,12 @@
 package engine
 
-import "sync/atomic"
+import (
+	"context"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
 
 // Stats counts what an engine did since it was created.
 type Stats struct {
@@ -19,28 +25,84 @@ type Stats struct {
 	RootsExpired    int64
 }
 
+// stat names one counter; each is kept as an atomic for Stats and exported
+// as an OpenTelemetry counter named baton.<name>.
+type stat int
+
+const (
+	statApplied stat = iota
+	statDuplicates
+	statConflicts
+	statTransitions
+	statTransitionsDone
+	statDispatched
+	statDispatchRetries
+	statEntriesRemoved
+	statSwept
+	statParked
+	statHandlerErrors
+	statRootsIssued
+	statRootsExpired
+	statCount
+)
+
+var statNames = [statCount]struct{ name, help string }{
+	statApplied:         {"activities.applied", "Activities committed."},
+	statDuplicates:      {"duplicates.dropped", "Signals dropped because their token was not live."},
+	statConflicts:       {"conflicts", "Entity version conflicts retried."},
+	statTransitions:     {"transitions", "Transitions that consumed their token."},
+	statTransitionsDone: {"transitions.already_done", "Transitions that found their token already consumed."},
+	statDispatched:      {"signals.dispatched", "Emitted signals accepted by their medium."},
+	statDispatchRetries: {"dispatch.retries", "Retried dispatches of emitted signals."},
+	statEntriesRemoved:  {"outbox.removed", "Outbox entries removed."},
+	statSwept:           {"sweeper.finished", "Outbox entries finished by the sweeper."},
+	statParked:          {"signals.parked", "Deliveries parked."},
+	statHandlerErrors:   {"activity.errors", "Activity runs that returned an error."},
+	statRootsIssued:     {"roots.issued", "Root tokens issued."},
+	statRootsExpired:    {"roots.expired", "Unused root tokens deleted after expiry."},
+}
+
 type counters struct {
-	applied, duplicates, conflicts, transitions, transitionsDone, dispatched,
-	dispatchRetries, entriesRemoved, swept, parked, handlerErrors,
-	rootsIssued, rootsExpired atomic.Int64
+	values      [statCount]atomic.Int64
+	instruments [statCount]metric.Int64Counter
+	attrs       metric.MeasurementOption
+}
+
+func (c *counters) init(meter metric.Meter, destination string) {
+	c.attrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("baton.destination", destination)))
+	for i, s := range statNames {
+		// An instrument that fails to register only loses its export;
+		// the Stats counter still counts.
+		c.instruments[i], _ = meter.Int64Counter("baton."+s.name, metric.WithDescription(s.help))
+	}
+}
+
+func (c *counters) add(ctx context.Context, s stat, n int64) {
+	if n == 0 {
+		return
+	}
+	c.values[s].Add(n)
+	if inst := c.instruments[s]; inst != nil {
+		inst.Add(ctx, n, c.attrs)
+	}
 }
 
 // Stats returns a snapshot of the engine's counters.
 func (e *Engine) Stats() Stats {
-	c := &e.stats
+	v := &e.stats.values
 	return Stats{
-		Applied:         c.applied.Load(),
-		Duplicates:      c.duplicates.Load(),
-		Conflicts:       c.conflicts.Load(),
-		Transitions:     c.transitions.Load(),
-		TransitionsDone: c.transitionsDone.Load(),
-		Dispatched:      c.dispatched.Load(),
-		DispatchRetries: c.dispatchRetries.Load(),
-		EntriesRemoved:  c.entriesRemoved.Load(),
-		Swept:           c.swept.Load(),
-		Parked:          c.parked.Load(),
-		HandlerErrors:   c.handlerErrors.Load(),
-		RootsIssued:     c.rootsIssued.Load(),
-		RootsExpired:    c.rootsExpired.Load(),
+		Applied:         v[statApplied].Load(),
+		Duplicates:      v[statDuplicates].Load(),
+		Conflicts:       v[statConflicts].Load(),
+		Transitions:     v[statTransitions].Load(),
+		TransitionsDone: v[statTransitionsDone].Load(),
+		Dispatched:      v[statDispatched].Load(),
+		DispatchRetries: v[statDispatchRetries].Load(),
+		EntriesRemoved:  v[statEntriesRemoved].Load(),
+		Swept:           v[statSwept].Load(),
+		Parked:          v[statParked].Load(),
+		HandlerErrors:   v[statHandlerErrors].Load(),
+		RootsIssued:     v[statRootsIssued].Load(),
+		RootsExpired:    v[statRootsExpired].Load(),
 	}
 }

@@ -33,7 +33,7 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	expired, err := e.cfg.Tokens.ExpireRoots(ctx, now.Add(-e.cfg.RootExpiryGrace), sweepBatch)
-	e.stats.rootsExpired.Add(int64(expired))
+	e.stats.add(ctx, statRootsExpired, int64(expired))
 	if err != nil {
 		return finished, fmt.Errorf("engine: expire roots: %w", err)
 	}
@@ -58,7 +58,7 @@ func (e *Engine) sweepEntity(ctx context.Context, key string, cutoff time.Time) 
 			return finished, fmt.Errorf("engine: sweep %q: %w", key, err)
 		}
 		finished++
-		e.stats.swept.Add(1)
+		e.stats.add(ctx, statSwept, 1)
 		e.log.Info("sweeper finished an outbox entry", "entity", key, "token", entry.Token, "conversation", conversationOf(entry))
 	}
 }

@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/batonhq/baton"
+)
+
+const instrumentation = "github.com/batonhq/baton/engine"
+
+// telemetry carries trace context across hops inside signals, so a
+// conversation is one trace whose spans follow causation, and records the
+// latencies that counters cannot show.
+type telemetry struct {
+	tracer          trace.Tracer
+	propagator      propagation.TraceContext
+	handlerDuration metric.Float64Histogram
+	outboxAge       metric.Float64Histogram
+}
+
+func (e *Engine) initTelemetry() {
+	tp, mp := e.cfg.TracerProvider, e.cfg.MeterProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(instrumentation)
+	e.tel.tracer = tp.Tracer(instrumentation)
+	e.tel.handlerDuration, _ = meter.Float64Histogram("baton.activity.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time an activity's handler ran."))
+	e.tel.outboxAge, _ = meter.Float64Histogram("baton.outbox.entry_age", metric.WithUnit("s"),
+		metric.WithDescription("Age of outbox entries when they were removed."))
+	e.stats.init(meter, e.cfg.Destination)
+}
+
+// startSpan starts the span of processing sig as a child of the span that
+// emitted it.
+func (e *Engine) startSpan(ctx context.Context, name string, sig baton.Signal) (context.Context, trace.Span) {
+	carrier := propagation.MapCarrier{}
+	if sig.Trace.Parent != "" {
+		carrier["traceparent"] = sig.Trace.Parent
+		carrier["tracestate"] = sig.Trace.State
+		ctx = e.tel.propagator.Extract(ctx, carrier)
+	}
+	return e.tel.tracer.Start(ctx, name+" "+sig.Type, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("baton.destination", e.cfg.Destination),
+			attribute.String("baton.conversation", sig.Conversation.String()),
+			attribute.String("baton.token", sig.ID.String()),
+		))
+}
+
+// traceContext returns the W3C trace context of the span in ctx, for the
+// signals emitted under it.
+func (e *Engine) traceContext(ctx context.Context) baton.TraceContext {
+	carrier := propagation.MapCarrier{}
+	e.tel.propagator.Inject(ctx, carrier)
+	return baton.TraceContext{Parent: carrier["traceparent"], State: carrier["tracestate"]}
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+func (e *Engine) observeHandler(ctx context.Context, started time.Time) {
+	e.tel.handlerDuration.Record(ctx, e.cfg.Now().Sub(started).Seconds(), e.stats.attrs)
+}
+
+func (e *Engine) observeOutboxAge(ctx context.Context, created time.Time) {
+	e.tel.outboxAge.Record(ctx, e.cfg.Now().Sub(created).Seconds(), e.stats.attrs)
+}

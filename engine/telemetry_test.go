@@ -1,0 +1,73 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	memtransport "github.com/batonhq/baton/transport/memory"
+)
+
+// A signal emitted while processing another carries the trace context, so
+// the receiver's span is a child of the sender's: one trace per
+// conversation. Counters are exported as OpenTelemetry metrics.
+func TestTraceFollowsCausationAndMetricsExport(t *testing.T) {
+	t.Parallel()
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	tokens := memory.NewTokenStore()
+	broker := memtransport.New(memtransport.Config{})
+	newEngine := func(dest string) *engine.Engine {
+		e, err := engine.New(engine.Config{Destination: dest, Tokens: tokens, Entities: memory.NewEntityStore(),
+			Dispatch: broker, TracerProvider: tp, MeterProvider: mp})
+		must(t, err)
+		return e
+	}
+	shop, billing := newEngine("shop"), newEngine("billing")
+	must(t, engine.Register(shop, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) {
+			return engine.Effects{Emit: []baton.Emit{{Destination: "billing", Type: "charge"}}}, nil
+		}}))
+	must(t, engine.Register(billing, engine.Activity[counter]{Type: "charge", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
+
+	ctx := t.Context()
+	root, err := shop.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	res, err := shop.Process(ctx, root)
+	must(t, err)
+	if _, err := billing.Process(ctx, res.Emitted[0]); err != nil {
+		t.Fatal(err)
+	}
+	ended := spans.Ended()
+	if len(ended) != 2 {
+		t.Fatalf("got %d spans, want 2", len(ended))
+	}
+	first, second := ended[0], ended[1]
+	if second.Parent().SpanID() != first.SpanContext().SpanID() || second.SpanContext().TraceID() != first.SpanContext().TraceID() {
+		t.Fatalf("charge span is not a child of the order span: parent %v, order span %v", second.Parent(), first.SpanContext())
+	}
+
+	var rm metricdata.ResourceMetrics
+	must(t, reader.Collect(ctx, &rm))
+	found := map[string]bool{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			found[m.Name] = true
+		}
+	}
+	for _, name := range []string{"baton.activities.applied", "baton.transitions", "baton.activity.duration", "baton.outbox.entry_age"} {
+		if !found[name] {
+			t.Errorf("metric %s not exported; got %v", name, found)
+		}
+	}
+}
