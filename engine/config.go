@@ -65,6 +65,10 @@ type Config struct {
 	// dispatch, redelivery). Default 5ms; the backoff is capped at 200 times
 	// this.
 	RetryDelay time.Duration
+	// RedeliveryDelay is the first delay before a signal whose processing
+	// failed is delivered again; it doubles per attempt up to 64 times
+	// this. Default 200ms.
+	RedeliveryDelay time.Duration
 	// SweepAfter is how old an outbox entry must be before the sweeper
 	// finishes it. Default 30s.
 	SweepAfter time.Duration
@@ -101,6 +105,7 @@ func (c *Config) setDefaults() {
 	defaultInt(&c.MaxConflictRetries, 100)
 	defaultInt(&c.DispatchAttempts, 5)
 	defaultDuration(&c.RetryDelay, 5*time.Millisecond)
+	defaultDuration(&c.RedeliveryDelay, 200*time.Millisecond)
 	defaultDuration(&c.SweepAfter, 30*time.Second)
 	defaultDuration(&c.SweepInterval, 10*time.Second)
 	defaultDuration(&c.RootExpiryGrace, 10*time.Minute)

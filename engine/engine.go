@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -400,10 +401,17 @@ func (e *Engine) newTokenID() (baton.TokenID, error) {
 // backoff returns an exponential delay with full jitter for a retry.
 func (e *Engine) backoff(attempt int) time.Duration {
 	limit := e.cfg.RetryDelay << min(attempt, 8)
-	limit = min(limit, 200*e.cfg.RetryDelay)
+	return e.jitter(min(limit, 200*e.cfg.RetryDelay))
+}
+
+// jitter returns a random duration in [0, limit].
+func (e *Engine) jitter(limit time.Duration) time.Duration {
+	if limit <= 0 {
+		return 0
+	}
 	var b [8]byte
 	e.randMu.Lock()
-	_, err := e.cfg.Random.Read(b[:])
+	_, err := io.ReadFull(e.cfg.Random, b[:])
 	e.randMu.Unlock()
 	if err != nil {
 		return limit

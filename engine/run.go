@@ -79,7 +79,7 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 		}
 	default:
 		log.Info("processing failed; will retry", "err", err)
-		if err := d.Nack(ctx, e.backoff(d.Attempt())); err != nil {
+		if err := d.Nack(ctx, e.redeliveryDelay(d.Attempt())); err != nil {
 			log.Warn("nack failed", "err", err)
 		}
 	}
@@ -91,4 +91,11 @@ func (e *Engine) sweepLoop(ctx, work context.Context) {
 			e.log.Warn("sweep failed", "err", err, "finished", n)
 		}
 	}
+}
+
+// redeliveryDelay grows exponentially with the attempt, from RedeliveryDelay
+// up to 64 times it, with jitter so that retries of many signals spread out.
+func (e *Engine) redeliveryDelay(attempt int) time.Duration {
+	limit := e.cfg.RedeliveryDelay << min(max(attempt-1, 0), 6)
+	return limit/2 + e.jitter(limit/2)
 }

@@ -1,0 +1,98 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	memtransport "github.com/batonhq/baton/transport/memory"
+)
+
+func TestPoisonSignalIsParkedWithItsTokenLive(t *testing.T) {
+	t.Parallel()
+	for _, permanent := range []bool{false, true} {
+		tokens := memory.NewTokenStore()
+		broker := memtransport.New(memtransport.Config{})
+		e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
+			Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond})
+		must(t, err)
+		var runs atomic.Int32
+		must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+			Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) {
+				runs.Add(1)
+				err := errors.New("card service down")
+				if permanent {
+					return engine.Effects{}, engine.Permanent(err)
+				}
+				return engine.Effects{}, err
+			}}))
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { _ = e.Run(ctx); close(done) }()
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+		deadline := time.Now().Add(10 * time.Second)
+		for len(broker.Parked()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		parked := broker.Parked()
+		if len(parked) != 1 || parked[0].Signal.ID != sig.ID {
+			t.Fatalf("permanent=%v: parked %v, want the signal", permanent, parked)
+		}
+		want := int32(3)
+		if permanent {
+			want = 1
+		}
+		if runs.Load() != want {
+			t.Errorf("permanent=%v: handler ran %d times, want %d", permanent, runs.Load(), want)
+		}
+		if _, err := tokens.Get(t.Context(), sig.ID); err != nil {
+			t.Errorf("permanent=%v: the parked signal's token is gone: %v", permanent, err)
+		}
+		if e.Stats().Parked != 1 {
+			t.Errorf("parked counter = %d", e.Stats().Parked)
+		}
+	}
+}
+
+func TestRunFinishesWorkInProgressOnShutdown(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	broker := memtransport.New(memtransport.Config{})
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
+		Dispatch: broker, Source: broker})
+	must(t, err)
+	started := make(chan struct{})
+	var once sync.Once
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(ctx context.Context, _ baton.Signal, _ *counter) (engine.Effects, error) {
+			once.Do(func() { close(started) })
+			time.Sleep(100 * time.Millisecond) // still running when shutdown begins
+			return engine.Effects{}, ctx.Err()
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	must(t, broker.Publish(ctx, sig))
+	<-started
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if e.Stats().Applied != 1 || tokens.Len() != 0 {
+		t.Fatalf("the signal in progress was not finished: %+v, %d tokens live", e.Stats(), tokens.Len())
+	}
+}
