@@ -88,6 +88,10 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 
+	// OnEvent, if set, is called synchronously for every Event; it must be
+	// quick and must not block. Dashboards use it to draw conversations.
+	OnEvent func(Event)
+
 	// Logger receives structured logs. Nil discards them.
 	Logger *slog.Logger
 	// Now is the clock. Nil means time.Now.

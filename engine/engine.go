@@ -154,6 +154,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		if errors.Is(tokErr, store.ErrNotFound) {
 			e.stats.add(ctx, statDuplicates, 1)
+			e.emitEvent(Event{Kind: EventDuplicate, Signal: sig})
 			log.Debug("duplicate dropped")
 			return Result{Outcome: Duplicate}, nil
 		}
@@ -185,6 +186,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 			// Fast path only: the token was consumed after step 3 and
 			// nothing was committed.
 			e.stats.add(ctx, statDuplicates, 1)
+			e.emitEvent(Event{Kind: EventDuplicate, Signal: sig})
 			return Result{Outcome: Duplicate}, nil
 		}
 		if errors.Is(err, store.ErrConflict) {
@@ -203,6 +205,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		next.Version = version
 		e.stats.add(ctx, statApplied, 1)
+		e.emitEvent(Event{Kind: EventApplied, Signal: sig, Children: children})
 		log.Debug("activity applied", "entity", key, "emitted", len(children))
 		res, err := e.finish(ctx, next, entry, e.fast != nil)
 		res.Outcome = Applied
@@ -303,6 +306,7 @@ func (e *Engine) commit(ctx context.Context, next store.Entity, entry store.Outb
 	version, consumed, err = e.fast.CommitTransition(ctx, next, entry.Token, childTokens(entry))
 	if err == nil && consumed {
 		e.stats.add(ctx, statTransitions, 1)
+		e.emitEvent(Event{Kind: EventTransitioned, Signal: baton.Signal{ID: entry.Token}, Children: entry.Signals})
 	}
 	return version, consumed, err
 }
@@ -334,6 +338,7 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 	}
 	if consumed {
 		e.stats.add(ctx, statTransitions, 1)
+		e.emitEvent(Event{Kind: EventTransitioned, Signal: baton.Signal{ID: entry.Token}, Children: entry.Signals})
 	} else {
 		e.stats.add(ctx, statTransitionsDone, 1)
 	}

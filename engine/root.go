@@ -34,5 +34,6 @@ func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Durati
 		return baton.Signal{}, fmt.Errorf("engine: issue root token: %w", err)
 	}
 	e.stats.add(ctx, statRootsIssued, 1)
+	e.emitEvent(Event{Kind: EventRootIssued, Signal: sig})
 	return sig, nil
 }

@@ -73,6 +73,7 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 		}
 	case IsPermanent(err) || d.Attempt() >= e.cfg.MaxAttempts:
 		e.stats.add(ctx, statParked, 1)
+		e.emitEvent(Event{Kind: EventParked, Signal: sig, Reason: err.Error()})
 		log.Error("signal parked; its token stays live", "err", err)
 		if perr := d.Park(ctx, err.Error()); perr != nil {
 			log.Warn("park failed", "err", perr)
