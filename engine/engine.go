@@ -219,6 +219,10 @@ func (e *Engine) admit(tok baton.Token, sig baton.Signal) error {
 	switch {
 	case tok.Destination != e.cfg.Destination:
 		return permanentf(ErrMisaddressed, "token %s is for %q, not %q", tok.ID, tok.Destination, e.cfg.Destination)
+	case tok.Type != sig.Type || tok.Conversation != sig.Conversation || tok.Causation != sig.Causation:
+		// A signal from outside must not borrow a live token to run another
+		// activity or reach another conversation's entities.
+		return permanentf(ErrTokenMismatch, "token %s was issued for %q in conversation %s", tok.ID, tok.Type, tok.Conversation)
 	case tok.Digest != sig.Digest():
 		return permanentf(ErrDigestMismatch, "token %s", tok.ID)
 	case tok.Expired(e.cfg.Now()):

@@ -135,6 +135,15 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	if _, err := baton.ParseTokenID("not-a-token"); !errors.Is(err, baton.ErrMalformedTokenID) {
 		t.Errorf("malformed id: got %v", err)
 	}
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "pay", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
+	pay, err := e.IssueRoot(t.Context(), baton.Emit{Destination: "shop", Type: "pay"}, 0)
+	must(t, err)
+	borrowed := pay
+	borrowed.Conversation = baton.NewTokenID()
+	if _, err := e.Process(t.Context(), borrowed); !errors.Is(err, engine.ErrTokenMismatch) || !engine.IsPermanent(err) {
+		t.Errorf("signal borrowing a token of another conversation: got %v", err)
+	}
 	unknown := sig
 	unknown.Type = "nope"
 	if _, err := e.Process(t.Context(), unknown); !errors.Is(err, engine.ErrUnknownType) {

@@ -12,6 +12,7 @@ var (
 	ErrUnroutable      = errors.New("engine: signal does not route to an entity")
 	ErrMisaddressed    = errors.New("engine: token is addressed to another destination")
 	ErrDigestMismatch  = errors.New("engine: payload does not match the token's digest")
+	ErrTokenMismatch   = errors.New("engine: signal does not match its token's type, conversation or causation")
 	ErrExpired         = errors.New("engine: root token expired")
 	ErrConflictRetries = errors.New("engine: too many version conflicts")
 	ErrRejected        = errors.New("engine: dispatch rejected by the receiver")

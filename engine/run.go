@@ -15,15 +15,18 @@ import (
 // SweepInterval, until ctx ends. Then it stops taking signals, waits up to
 // ShutdownTimeout for those in progress, and returns nil. Unacknowledged
 // signals are redelivered by the transport; nothing is lost by stopping.
+//
+// Without a Source (a destination fed only by HTTP), Run only sweeps.
 func (e *Engine) Run(ctx context.Context) error {
-	if e.cfg.Source == nil {
-		return errors.New("engine: Run needs Config.Source")
+	var sub transport.Subscription
+	if e.cfg.Source != nil {
+		var err error
+		sub, err = e.cfg.Source.Subscribe(ctx, e.cfg.Destination)
+		if err != nil {
+			return fmt.Errorf("engine: subscribe to %q: %w", e.cfg.Destination, err)
+		}
+		defer sub.Close()
 	}
-	sub, err := e.cfg.Source.Subscribe(ctx, e.cfg.Destination)
-	if err != nil {
-		return fmt.Errorf("engine: subscribe to %q: %w", e.cfg.Destination, err)
-	}
-	defer sub.Close()
 
 	// Work in progress gets its own context, cancelled only when the
 	// shutdown timeout runs out after ctx ends.
@@ -35,8 +38,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	for range e.cfg.Workers {
-		wg.Go(func() { e.work(ctx, work, sub) })
+	if sub != nil {
+		for range e.cfg.Workers {
+			wg.Go(func() { e.work(ctx, work, sub) })
+		}
 	}
 	wg.Go(func() { e.sweepLoop(ctx, work) })
 	wg.Wait()
