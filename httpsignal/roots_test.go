@@ -1,0 +1,330 @@
+package httpsignal_test
+
+import (
+	"context"
+	"encoding/json"
+	"html/template"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/httpsignal"
+)
+
+// order is the state of a shop's order entity, keyed by conversation.
+type order struct {
+	ledger
+	Customer string `json:"customer"`
+}
+
+// shopSite serves a form page (GET /form) and its POST (/order).
+type shopSite struct {
+	*system
+	server  *httpsignal.Server
+	clock   *clock
+	url     string
+	entered chan struct{} // closed when the first order activity starts
+	release chan struct{} // the first order activity waits for it
+}
+
+var page = template.Must(template.New("page").Parse(
+	`<form method="post" action="/order">{{.}}<input name="customer"></form>`))
+
+func newShopSite(t *testing.T, block bool) *shopSite {
+	t.Helper()
+	s := &shopSite{clock: newClock(), entered: make(chan struct{}), release: make(chan struct{})}
+	if !block {
+		close(s.release)
+	}
+	s.system = newSystem(t, "shop", memory.NewTokenStore(), nil, s.clock.Now)
+	var once sync.Once
+	must(t, engine.Register(s.e, engine.Activity[order]{Type: "order", Entity: byConversation,
+		Handle: func(ctx context.Context, sig baton.Signal, o *order) (engine.Effects, error) {
+			once.Do(func() { close(s.entered); <-s.release })
+			o.record(sig)
+			o.Customer = httpsignal.FormValues(ctx).Get("customer")
+			return engine.Effects{Reply: []byte("Thank you, " + o.Customer + ", for cart " + string(sig.Payload))}, nil
+		}}))
+	var err error
+	s.server, err = httpsignal.NewServer(s.e, httpsignal.Options{})
+	must(t, err)
+	form, err := s.server.Form(httpsignal.FormOptions{Type: "order"})
+	must(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("POST /order", form)
+	mux.HandleFunc("GET /form", func(w http.ResponseWriter, r *http.Request) {
+		fields, err := httpsignal.FormToken(r.Context(), s.e, baton.Emit{Type: "order", Payload: []byte("cart-7")}, time.Hour)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_ = page.Execute(w, fields.HTML())
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	s.url = srv.URL
+	return s
+}
+
+var hiddenInput = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]+)">`)
+
+// render fetches the form page and returns its hidden fields, as a browser
+// would submit them.
+func (s *shopSite) render(t *testing.T) url.Values {
+	t.Helper()
+	resp, err := http.Get(s.url + "/form")
+	must(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	v := url.Values{}
+	for _, m := range hiddenInput.FindAllStringSubmatch(string(body), -1) {
+		v.Set(m[1], m[2])
+	}
+	if len(v) != 3 {
+		t.Fatalf("form page %s lacks the hidden token fields", body)
+	}
+	return v
+}
+
+func (s *shopSite) submit(ctx context.Context, hidden url.Values, customer string) (*http.Response, string, error) {
+	v := url.Values{"customer": {customer}}
+	for k, vs := range hidden {
+		v[k] = vs
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/order", strings.NewReader(v.Encode()))
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, string(body), err
+}
+
+func (s *shopSite) orders(t *testing.T) []order {
+	t.Helper()
+	var out []order
+	for _, key := range s.entities.Keys() {
+		ent, err := s.entities.Load(t.Context(), key)
+		must(t, err)
+		var o order
+		must(t, json.Unmarshal(ent.State, &o))
+		out = append(out, o)
+	}
+	return out
+}
+
+func TestFormDoubleSubmitIsAppliedOnce(t *testing.T) {
+	t.Parallel()
+	s := newShopSite(t, false)
+	hidden := s.render(t)
+
+	resp, body, err := s.submit(t.Context(), hidden, "Alice")
+	must(t, err)
+	if resp.StatusCode != 200 || !strings.Contains(body, "Thank you, Alice, for cart cart-7") {
+		t.Fatalf("first submit: %d %s", resp.StatusCode, body)
+	}
+	resp, body, err = s.submit(t.Context(), hidden, "Mallory")
+	must(t, err)
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, "Already submitted") ||
+		resp.Header.Get(httpsignal.HeaderOutcome) != httpsignal.OutcomeDuplicate {
+		t.Fatalf("second submit: %d %s", resp.StatusCode, body)
+	}
+	orders := s.orders(t)
+	if len(orders) != 1 || orders[0].Customer != "Alice" || orders[0].Applied[hidden.Get(httpsignal.FieldToken)] != 1 {
+		t.Errorf("orders %+v, want one for Alice", orders)
+	}
+}
+
+// A double click sends the second POST while the first is processed: the
+// person sees the first submission's result.
+func TestFormDoubleClickShowsFirstResult(t *testing.T) {
+	t.Parallel()
+	s := newShopSite(t, true)
+	hidden := s.render(t)
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	first, second := make(chan result, 1), make(chan result, 1)
+	go func() { r, b, err := s.submit(t.Context(), hidden, "Alice"); first <- result{r, b, err} }()
+	<-s.entered
+	go func() { r, b, err := s.submit(t.Context(), hidden, "Bob"); second <- result{r, b, err} }()
+	waitFor(t, "the second click to wait", func() bool { return s.server.Waiting() == 1 })
+	close(s.release)
+	for _, ch := range []chan result{first, second} {
+		r := <-ch
+		must(t, r.err)
+		if r.resp.StatusCode != 200 || !strings.Contains(r.body, "Thank you, Alice") {
+			t.Errorf("got %d %s, want Alice's result", r.resp.StatusCode, r.body)
+		}
+	}
+	if n := len(s.orders(t)); n != 1 {
+		t.Errorf("%d orders, want 1", n)
+	}
+}
+
+func TestFormRefusesTamperedAndExpiredTokens(t *testing.T) {
+	t.Parallel()
+	s := newShopSite(t, false)
+
+	tampered := s.render(t)
+	tampered.Set(httpsignal.FieldPayload, "Y2FydC04") // "cart-8"
+	resp, body, err := s.submit(t.Context(), tampered, "Eve")
+	must(t, err)
+	if resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("tampered payload: %d %s", resp.StatusCode, body)
+	}
+
+	missing := s.render(t)
+	missing.Del(httpsignal.FieldToken)
+	resp, body, err = s.submit(t.Context(), missing, "Eve")
+	must(t, err)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("missing token: %d %s", resp.StatusCode, body)
+	}
+
+	expired := s.render(t)
+	s.clock.Advance(2 * time.Hour)
+	resp, body, err = s.submit(t.Context(), expired, "Late")
+	must(t, err)
+	if resp.StatusCode != http.StatusGone || !strings.Contains(body, "Form expired") {
+		t.Errorf("expired form: %d %s", resp.StatusCode, body)
+	}
+	if n := len(s.orders(t)); n != 0 {
+		t.Errorf("%d orders from refused forms", n)
+	}
+}
+
+func TestFormFieldsEscape(t *testing.T) {
+	t.Parallel()
+	f := httpsignal.FormFields{Token: baton.NewTokenID(), Conversation: baton.NewTokenID(), Payload: []byte(`"><script>`)}
+	html := string(f.HTML())
+	if strings.Contains(html, "<script>") || strings.Count(html, "<input") != 3 {
+		t.Errorf("HTML() = %s", html)
+	}
+}
+
+// rootsSite serves POST /roots and the billing signal endpoint.
+type rootsSite struct {
+	*billing
+	roots *httptest.Server
+}
+
+func newRootsSite(t *testing.T, limiter httpsignal.Limiter) *rootsSite {
+	t.Helper()
+	b := newBilling(t, httpsignal.Options{})
+	roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{
+		Tokens:   b.tokens,
+		Identify: httpsignal.APIKeys("X-Api-Key", map[string]string{"key-a": "client-a", "key-b": "client-b"}),
+		Limiter:  limiter,
+		Now:      b.clock.Now,
+		MaxTTL:   time.Hour,
+	})
+	must(t, err)
+	srv := httptest.NewServer(roots)
+	t.Cleanup(srv.Close)
+	return &rootsSite{billing: b, roots: srv}
+}
+
+func (s *rootsSite) ask(t *testing.T, key, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.roots.URL, strings.NewReader(body))
+	must(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Api-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	must(t, err)
+	return resp, out
+}
+
+func TestRootTokenForAPIClients(t *testing.T) {
+	t.Parallel()
+	s := newRootsSite(t, nil)
+	payload := []byte(`{"amount":12}`)
+	digest := baton.DigestOf(payload)
+	resp, body := s.ask(t, "key-a", `{"destination":"billing","type":"charge","ttl_seconds":60,"payload_digest":"`+digest.String()+`"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var root httpsignal.RootResponse
+	must(t, json.Unmarshal(body, &root))
+	if root.Token != root.Conversation || root.PayloadDigest != digest || !root.ExpiresAt.Equal(s.clock.Now().Add(time.Minute)) {
+		t.Errorf("root %+v", root)
+	}
+	sig := baton.Signal{ID: root.Token, Conversation: root.Conversation, Destination: "billing", Type: "charge", Payload: payload}
+	r, b := send(t, s.url, sig, nil)
+	wantReply(t, r, b, httpsignal.OutcomeApplied, `charged {"amount":12}`)
+
+	// An unused root expires: the signal is refused, never admitted.
+	resp, body = s.ask(t, "key-a", `{"destination":"billing","type":"charge","ttl_seconds":60}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	must(t, json.Unmarshal(body, &root))
+	s.clock.Advance(61 * time.Second)
+	sig = baton.Signal{ID: root.Token, Conversation: root.Conversation, Destination: "billing", Type: "charge"}
+	r, b = send(t, s.url, sig, nil)
+	wantProblem(t, r, b, http.StatusGone, httpsignal.ProblemExpired)
+
+	for _, bad := range []string{
+		`{"destination":"billing"}`,
+		`{"destination":"billing","type":"charge","ttl_seconds":7200}`,
+		`{"destination":"billing","type":"charge","ttl_seconds":-1}`,
+		`{"destination":"billing","type":"charge","payload_digest":"ABC"}`,
+		`{"destination":"billing","type":"charge","extra":1}`,
+		`{"destination":"billing","type":"charge"} {}`,
+		`not json`,
+	} {
+		resp, body := s.ask(t, "key-b", bad)
+		wantProblem(t, resp, body, http.StatusBadRequest, httpsignal.ProblemMalformed)
+	}
+	resp, body = s.ask(t, "stolen", `{"destination":"billing","type":"charge"}`)
+	wantProblem(t, resp, body, http.StatusUnauthorized, httpsignal.ProblemUnauthorized)
+}
+
+func TestRootTokensAreRateLimitedPerClient(t *testing.T) {
+	t.Parallel()
+	limiter := httpsignal.NewRateLimiter(1, 2) // 1 per second, bursts of 2
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	limiter.SetClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	s := newRootsSite(t, limiter)
+	ask := `{"destination":"billing","type":"charge"}`
+	for i := range 2 {
+		if resp, body := s.ask(t, "key-a", ask); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	resp, body := s.ask(t, "key-a", ask)
+	wantProblem(t, resp, body, http.StatusTooManyRequests, httpsignal.ProblemRateLimited)
+	if resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q, want 1", resp.Header.Get("Retry-After"))
+	}
+	if resp, body := s.ask(t, "key-b", ask); resp.StatusCode != http.StatusCreated {
+		t.Errorf("another client was limited: %d %s", resp.StatusCode, body)
+	}
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	if resp, body := s.ask(t, "key-a", ask); resp.StatusCode != http.StatusCreated {
+		t.Errorf("after a second: %d %s", resp.StatusCode, body)
+	}
+}

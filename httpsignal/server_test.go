@@ -1,0 +1,314 @@
+package httpsignal_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/httpsignal"
+)
+
+// billing is a destination served over HTTP, with a fault-injecting token
+// store and a settable clock.
+type billing struct {
+	*system
+	tokens *faultyTokens
+	clock  *clock
+	server *httpsignal.Server
+	url    string
+}
+
+func newBilling(t *testing.T, opts httpsignal.Options) *billing {
+	t.Helper()
+	b := &billing{tokens: &faultyTokens{TokenStore: memory.NewTokenStore()}, clock: newClock()}
+	b.system = newSystem(t, "billing", b.tokens, nil, b.clock.Now)
+	registerCharge(t, b.e)
+	must(t, engine.Register(b.e, engine.Activity[ledger]{Type: "lost", Entity: func(baton.Signal) (string, error) {
+		return "", errors.New("no entity for this signal")
+	}, Handle: func(context.Context, baton.Signal, *ledger) (engine.Effects, error) { return engine.Effects{}, nil }}))
+	var err error
+	b.server, err = httpsignal.NewServer(b.e, opts)
+	must(t, err)
+	srv := httptest.NewServer(b.server)
+	t.Cleanup(srv.Close)
+	b.url = srv.URL
+	return b
+}
+
+func (b *billing) root(t *testing.T, dest, typ, payload string, ttl time.Duration) baton.Signal {
+	t.Helper()
+	sig, err := b.e.IssueRoot(t.Context(), baton.Emit{Destination: dest, Type: typ, Payload: []byte(payload)}, ttl)
+	must(t, err)
+	return sig
+}
+
+func TestAppliedThenAlreadyProcessed(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	sig := b.root(t, "billing", "charge", "42", 0)
+
+	resp, body := send(t, b.url, sig, nil)
+	wantReply(t, resp, body, httpsignal.OutcomeApplied, "charged 42")
+	if got := resp.Header.Get(httpsignal.HeaderToken); got != sig.ID.String() {
+		t.Errorf("answer names token %q, want %s", got, sig.ID)
+	}
+
+	resp, body = send(t, b.url, sig, nil)
+	p := wantProblem(t, resp, body, http.StatusConflict, httpsignal.ProblemAlreadyProcessed)
+	if resp.Header.Get(httpsignal.HeaderOutcome) != httpsignal.OutcomeDuplicate || p.Token != sig.ID.String() {
+		t.Errorf("duplicate answer: outcome %q, problem %+v", resp.Header.Get(httpsignal.HeaderOutcome), p)
+	}
+	if n := b.applied(t)[sig.ID.String()]; n != 1 {
+		t.Errorf("applied %d times, want 1", n)
+	}
+	if n := b.tokens.TokenStore.(*memory.TokenStore).Len(); n != 0 {
+		t.Errorf("%d tokens left", n)
+	}
+}
+
+// A retry while the outbox entry (and so the reply) is stored gets the
+// same reply, marked replayed.
+func TestRetryWhileEntryStoredGetsReplay(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{RetryAfter: 3 * time.Second})
+	sig := b.root(t, "billing", "charge", "7", 0)
+	b.tokens.failTransitions.Store(1) // committed, then step 5 fails
+
+	resp, body := send(t, b.url, sig, nil)
+	wantProblem(t, resp, body, http.StatusServiceUnavailable, httpsignal.ProblemUnavailable)
+	if got := resp.Header.Get("Retry-After"); got != "3" {
+		t.Errorf("Retry-After %q, want 3", got)
+	}
+	resp, body = send(t, b.url, sig, nil)
+	wantReply(t, resp, body, httpsignal.OutcomeReplayed, "charged 7")
+	resp, body = send(t, b.url, sig, nil)
+	wantProblem(t, resp, body, http.StatusConflict, httpsignal.ProblemAlreadyProcessed)
+	if n := b.applied(t)[sig.ID.String()]; n != 1 {
+		t.Errorf("applied %d times, want 1", n)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{MaxBody: 16})
+	live := b.root(t, "billing", "charge", "1", 0)
+	setHeader := func(name, value string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set(name, value) }
+	}
+	cases := []struct {
+		name   string
+		sig    baton.Signal
+		edit   func(*http.Request)
+		status int
+		typ    string
+	}{
+		{"no token header", live, func(r *http.Request) { r.Header.Del(httpsignal.HeaderToken) }, 400, httpsignal.ProblemMalformed},
+		{"malformed token", live, setHeader(httpsignal.HeaderToken, "not-a-token"), 400, httpsignal.ProblemMalformed},
+		{"uppercase token", live, setHeader(httpsignal.HeaderToken, strings.ToUpper(live.ID.String())), 400, httpsignal.ProblemMalformed},
+		{"two token headers", live, func(r *http.Request) { r.Header.Add(httpsignal.HeaderToken, live.ID.String()) }, 400, httpsignal.ProblemMalformed},
+		{"no conversation", live, func(r *http.Request) { r.Header.Del(httpsignal.HeaderConversation) }, 400, httpsignal.ProblemMalformed},
+		{"no type", live, func(r *http.Request) { r.Header.Del(httpsignal.HeaderType) }, 400, httpsignal.ProblemMalformed},
+		{"idempotency key of another token", live, setHeader(httpsignal.HeaderIdempotencyKey, `"`+baton.NewTokenID().String()+`"`), 400, httpsignal.ProblemMalformed},
+		{"payload differs from the digest", withPayload(live, "2"), nil, 422, httpsignal.ProblemDigestMismatch},
+		{"body over the limit", withPayload(live, strings.Repeat("x", 17)), nil, 413, httpsignal.ProblemTooLarge},
+		{"token for another destination", b.root(t, "shipping", "charge", "", 0), setHeader(httpsignal.HeaderDestination, "billing"), 403, httpsignal.ProblemMisaddressed},
+		{"signal for another destination", b.root(t, "shipping", "charge", "", 0), nil, 403, httpsignal.ProblemMisaddressed},
+		{"unknown type", b.root(t, "billing", "refund", "", 0), nil, 404, httpsignal.ProblemUnknownType},
+		{"unroutable", b.root(t, "billing", "lost", "", 0), nil, 422, httpsignal.ProblemUnroutable},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := send(t, b.url, c.sig, c.edit)
+			wantProblem(t, resp, body, c.status, c.typ)
+		})
+	}
+	// None of the refusals consumed the live token: it still works.
+	resp, body := send(t, b.url, live, nil)
+	wantReply(t, resp, body, httpsignal.OutcomeApplied, "charged 1")
+
+	t.Run("GET", func(t *testing.T) {
+		resp, err := http.Get(b.url)
+		must(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		wantProblem(t, resp, body, http.StatusMethodNotAllowed, httpsignal.ProblemMethod)
+		if resp.Header.Get("Allow") != http.MethodPost {
+			t.Errorf("Allow %q", resp.Header.Get("Allow"))
+		}
+	})
+}
+
+func withPayload(sig baton.Signal, payload string) baton.Signal {
+	sig.Payload = []byte(payload)
+	return sig
+}
+
+func TestExpiredRootIsGone(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	sig := b.root(t, "billing", "charge", "", time.Minute)
+	b.clock.Advance(time.Minute)
+	resp, body := send(t, b.url, sig, nil)
+	wantProblem(t, resp, body, http.StatusGone, httpsignal.ProblemExpired)
+	if n := len(b.applied(t)); n != 0 {
+		t.Errorf("an expired root was applied")
+	}
+}
+
+func TestStoreUnavailableAsksToRetry(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	sig := b.root(t, "billing", "charge", "5", 0)
+	b.tokens.failGets.Store(1)
+	resp, body := send(t, b.url, sig, nil)
+	wantProblem(t, resp, body, http.StatusServiceUnavailable, httpsignal.ProblemUnavailable)
+	if resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q, want 1", resp.Header.Get("Retry-After"))
+	}
+	resp, body = send(t, b.url, sig, nil)
+	wantReply(t, resp, body, httpsignal.OutcomeApplied, "charged 5")
+}
+
+func TestUnsignedRequestsPassOrAreRefused(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "next") })
+	for _, pass := range []bool{false, true} {
+		srv := httptest.NewServer(httpsignal.Middleware(b.e, httpsignal.Options{PassUnsigned: pass})(next))
+		t.Cleanup(srv.Close)
+		resp, err := http.Post(srv.URL, "text/plain", strings.NewReader("hello"))
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if pass && (resp.StatusCode != 200 || string(body) != "next") {
+			t.Errorf("PassUnsigned: got %d %q, want the next handler", resp.StatusCode, body)
+		}
+		if !pass {
+			wantProblem(t, resp, body, http.StatusBadRequest, httpsignal.ProblemMalformed)
+		}
+		// A signal is processed either way.
+		sig := b.root(t, "billing", "charge", "x", 0)
+		resp, body = send(t, srv.URL, sig, nil)
+		wantReply(t, resp, body, httpsignal.OutcomeApplied, "charged x")
+	}
+}
+
+// blocking registers "slow", whose first run waits for release.
+func blocking(t *testing.T, e *engine.Engine) (entered chan struct{}, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	must(t, engine.Register(e, engine.Activity[ledger]{Type: "slow", Entity: byConversation,
+		Handle: func(ctx context.Context, sig baton.Signal, l *ledger) (engine.Effects, error) {
+			once.Do(func() { close(entered); <-release })
+			l.record(sig)
+			return engine.Effects{Reply: []byte("slow done")}, nil
+		}}))
+	return entered, release
+}
+
+// sent is the result of an asynchronous send.
+type sent struct {
+	resp *http.Response
+	body []byte
+	err  error
+}
+
+func (s sent) must(t *testing.T) sent {
+	t.Helper()
+	must(t, s.err)
+	return s
+}
+
+func goSend(ctx context.Context, url string, sig baton.Signal) chan sent {
+	ch := make(chan sent, 1)
+	go func() {
+		resp, body, err := trySend(ctx, url, sig, nil)
+		ch <- sent{resp, body, err}
+	}()
+	return ch
+}
+
+func TestConcurrentCopyWaitsForFirst(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	entered, release := blocking(t, b.e)
+	sig := b.root(t, "billing", "slow", "", 0)
+
+	first, second := goSend(t.Context(), b.url, sig), make(chan sent, 1)
+	<-entered
+	second = goSend(t.Context(), b.url, sig)
+	waitFor(t, "the copy to wait", func() bool { return b.server.Waiting() == 1 })
+	close(release)
+	r1, r2 := (<-first).must(t), (<-second).must(t)
+	wantReply(t, r1.resp, r1.body, httpsignal.OutcomeApplied, "slow done")
+	wantReply(t, r2.resp, r2.body, httpsignal.OutcomeReplayed, "slow done")
+	if n := b.applied(t)[sig.ID.String()]; n != 1 {
+		t.Errorf("applied %d times, want 1", n)
+	}
+}
+
+func TestConcurrentCopyRejectedInProgress(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{Concurrency: httpsignal.RejectInProgress, RetryAfter: 2 * time.Second})
+	entered, release := blocking(t, b.e)
+	sig := b.root(t, "billing", "slow", "", 0)
+	first := goSend(t.Context(), b.url, sig)
+	<-entered
+	resp, body := send(t, b.url, sig, nil)
+	wantProblem(t, resp, body, http.StatusConflict, httpsignal.ProblemInProgress)
+	if resp.Header.Get(httpsignal.HeaderOutcome) != httpsignal.OutcomeInProgress || resp.Header.Get("Retry-After") != "2" {
+		t.Errorf("in-progress answer headers %v", resp.Header)
+	}
+	close(release)
+	if r := (<-first).must(t); r.resp.StatusCode != http.StatusOK {
+		t.Errorf("first copy got %d", r.resp.StatusCode)
+	}
+}
+
+func TestInvalidOptionsAreRefused(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	for _, opts := range []httpsignal.Options{{MaxBody: -1}, {ProcessTimeout: -1}, {Concurrency: 7}} {
+		if _, err := httpsignal.NewServer(b.e, opts); err == nil {
+			t.Errorf("NewServer accepted %+v", opts)
+		}
+	}
+	if _, err := httpsignal.NewServer(nil, httpsignal.Options{}); err == nil {
+		t.Error("NewServer accepted a nil engine")
+	}
+}
+
+// When an emitted signal is refused downstream, the incoming signal was
+// still processed: the answer is its reply, and the refused child stays in
+// the outbox for the sweeper and an operator.
+func TestAppliedWithRefusedChildStillAnswersTheReply(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	must(t, engine.Register(b.e, engine.Activity[ledger]{Type: "notify", Entity: byConversation,
+		Handle: func(ctx context.Context, sig baton.Signal, l *ledger) (engine.Effects, error) {
+			l.record(sig)
+			return engine.Effects{Emit: []baton.Emit{{Destination: "nowhere", Type: "mail"}}, Reply: []byte("noted")}, nil
+		}}))
+	sig := b.root(t, "billing", "notify", "", 0)
+	resp, body := send(t, b.url, sig, nil)
+	wantReply(t, resp, body, httpsignal.OutcomeApplied, "noted")
+	resp, body = send(t, b.url, sig, nil)
+	wantReply(t, resp, body, httpsignal.OutcomeReplayed, "noted")
+	ent, err := b.entities.Load(t.Context(), "c-"+sig.Conversation.String())
+	must(t, err)
+	var l ledger
+	must(t, json.Unmarshal(ent.State, &l))
+	if l.Applied[sig.ID.String()] != 1 || len(ent.Outbox) != 1 {
+		t.Errorf("applied %d times with %d outbox entries, want 1 and 1", l.Applied[sig.ID.String()], len(ent.Outbox))
+	}
+}
