@@ -110,6 +110,9 @@ func clone(e store.Entity) store.Entity {
 	e.Outbox = slices.Clone(e.Outbox)
 	for i := range e.Outbox {
 		e.Outbox[i].Signals = slices.Clone(e.Outbox[i].Signals)
+		for j := range e.Outbox[i].Signals {
+			e.Outbox[i].Signals[j].Payload = slices.Clone(e.Outbox[i].Signals[j].Payload)
+		}
 		e.Outbox[i].Reply = slices.Clone(e.Outbox[i].Reply)
 	}
 	return e
