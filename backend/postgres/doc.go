@@ -1,0 +1,118 @@
+// Package postgres keeps baton's tokens and entities in PostgreSQL, with
+// pgx (github.com/jackc/pgx/v5). One *Store implements store.TokenStore,
+// store.EntityStore and store.CommitTransitioner over one schema; use it
+// as either store alone when the other lives elsewhere (tokens in Redis,
+// entities here, for example). Open connects from a DSN and owns its pool;
+// New uses a *pgxpool.Pool that the caller owns.
+//
+// # Guarantees
+//
+//   - Atomic: Transition is one SQL statement that deletes the token and,
+//     only if it deleted it, inserts the children; a child id that exists
+//     fails the statement (store.ErrExists) and nothing changes.
+//     CommitTransition (the fast path of DESIGN 3.7) is one statement too:
+//     token, entity and children together or not at all. Commit is one
+//     statement: an insert that does nothing on conflict for version 0, an
+//     update conditional on the version otherwise.
+//   - Linearizable: every write is a single statement in its own
+//     transaction. Concurrent transitions of one token serialize on the
+//     token's row lock; under READ COMMITTED the later one re-reads the
+//     row, finds it deleted and creates nothing, so exactly one consumes
+//     the token. Concurrent commits of one entity serialize on its row and
+//     re-check the version, so exactly one wins.
+//   - Durable: a call returns after PostgreSQL committed it, and New
+//     refuses a server whose commits are not flushed (see Required server
+//     settings).
+//   - One round trip per call, one commit per write; no advisory locks,
+//     LISTEN/NOTIFY or server-side functions on the hot path.
+//   - Times round-trip with nanosecond precision, in UTC: each time is
+//     stored as a timestamptz truncated to the microsecond plus a smallint
+//     of the remaining nanoseconds, and cutoffs (ExpireRoots, Stale)
+//     compare both, exactly as time.Time does.
+//
+// # Schema and migrations
+//
+// Config.Schema (default "baton") holds the tables tokens, entities,
+// commit_guard and schema_migrations. Migrate creates the schema and
+// applies the SQL files embedded from migrations/ in one transaction, under
+// an advisory lock derived from the schema name, so processes that start
+// together wait for each other; each applied version is recorded in
+// schema_migrations. The lock is a session lock taken before the
+// transaction begins (pg_advisory_lock), not pg_advisory_xact_lock:
+// PostgreSQL refreshes a session's catalog caches when a transaction
+// starts, not when it is granted an advisory lock, so a transaction that
+// waited inside for the lock could still believe that the schema the
+// previous holder created is missing, and fail creating it again. SchemaVersion reads the version;
+// LatestSchemaVersion is what this code needs. New and Open migrate unless
+// Config.SkipMigrate is set, and refuse a schema at another version
+// (ErrSchemaVersion), so old code never writes to a newer schema.
+//
+// The entities table carries oldest_outbox_at/_ns, the CreatedAt of the
+// entity's oldest outbox entry (NULL for an empty outbox), set by every
+// commit and indexed where not NULL: Stale is an index range scan that
+// returns the entities with the oldest entries first. The outbox itself is
+// stored as JSON (the json tags of store.OutboxEntry) in a bytea column.
+// commit_guard never holds a row: CommitTransition inserts one when it
+// consumed the token but the entity's compare-and-set failed, and the
+// table's CHECK (false) constraint, entity_version_conflict, aborts the
+// whole statement, which is how one statement can undo its own deletion.
+//
+// # Required server settings
+//
+//   - synchronous_commit not off (on, the default, or local, remote_write,
+//     remote_apply) and fsync on. New reads both on one connection at
+//     startup and fails with ErrUnsafeServer otherwise, unless
+//     Config.AllowUnsafe. Set them for the database or role, not per
+//     session: New cannot see settings that other connections change.
+//     For replicas to hold acknowledged tokens after a failover, use
+//     synchronous replication (synchronous_standby_names with
+//     synchronous_commit on or remote_apply).
+//   - default_transaction_isolation READ COMMITTED (the default).
+//     REPEATABLE READ and SERIALIZABLE stay correct, but concurrent calls
+//     on one token or entity then fail with serialization failures, which
+//     this package reports as store.ErrNotApplied for the caller to retry.
+//   - A UTF8 database. Entity keys, destinations and types are text, so
+//     keys, destinations and types that are not valid UTF-8 or contain NUL
+//     are refused with store.ErrInvalid (Load of such a key finds nothing).
+//   - pgx caches prepared statements per connection. Behind a pooler in
+//     transaction mode that cannot track them, add
+//     default_query_exec_mode=exec to the DSN.
+//
+// # Failure semantics
+//
+// As the store package defines them. Not applied: store.ErrConflict,
+// store.ErrExists (PostgreSQL unique_violation, SQLSTATE 23505),
+// store.ErrInvalid, store.ErrClosed (after Close), store.ErrNotFound, and
+// store.ErrNotApplied, which wraps a context that ended before the call
+// started, a failure to get a connection, an error pgx proves was raised
+// before the request was sent (pgconn.SafeToRetry), and the server's
+// rollback of the statement for serialization_failure (40001) or
+// deadlock_detected (40P01). Every other error means the outcome is
+// unknown, in particular a connection lost or a context cancelled after
+// the statement was sent (pgx then reports the context's error or the
+// server's query_canceled); retrying is safe because every operation of
+// the protocol is.
+//
+// # Several engine processes, one PostgreSQL
+//
+// Any number of processes may open Stores over the same schema: each has
+// its own pool, every write is one self-contained statement, and the
+// database's row locks do all the coordination, so no process needs to
+// know of the others. The first to start migrates, the rest wait on the
+// advisory lock and then find the schema current. Every process may run
+// the sweeper: finishing an outbox entry twice is harmless by design. Keep
+// the sum of the pools' sizes (pgxpool's pool_max_conns, default the
+// larger of 4 and the number of CPUs) under the server's max_connections.
+// Separate schemas are separate stores.
+//
+// # Supported databases
+//
+// Tested: PostgreSQL 15. The SQL is plain PostgreSQL (data-modifying CTEs,
+// INSERT ... ON CONFLICT, unnest, row-value comparisons), so 12 and later
+// should work; they are not tested here. CockroachDB and YugabyteDB speak
+// the same protocol and accept most of this SQL, but neither is tested:
+// Migrate takes pg_advisory_lock, which they may not support (migrate
+// with another tool and set SkipMigrate), CockroachDB runs SERIALIZABLE
+// (see above) and may restrict statements that change one table twice,
+// and their durability settings differ from the ones New checks.
+package postgres

@@ -1,0 +1,173 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// Load implements store.EntityStore.
+func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
+	e := store.Entity{Key: key}
+	if !storableText(key) {
+		return e, nil // no stored entity can have this key
+	}
+	var version int64
+	var outbox []byte
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		return conn.QueryRow(ctx, s.sql.load, key).Scan(&version, &e.State, &outbox)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Entity{Key: key}, nil
+	}
+	if err != nil {
+		return store.Entity{}, fmt.Errorf("postgres: load %q: %w", key, err)
+	}
+	if err := json.Unmarshal(outbox, &e.Outbox); err != nil {
+		return store.Entity{}, fmt.Errorf("postgres: load %q: decode outbox: %w", key, err)
+	}
+	e.Version = uint64(version)
+	return e, nil
+}
+
+// Commit implements store.EntityStore: an insert for version 0, else an
+// update conditional on the version, one statement either way.
+func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
+	row, err := newEntityRow(e)
+	if err != nil {
+		return 0, err
+	}
+	var applied int64
+	err = s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		var tag pgconn.CommandTag
+		var err error
+		if e.Version == 0 {
+			tag, err = conn.Exec(ctx, s.sql.insertEntity, e.Key, e.State, row.outbox, row.oldestAt, row.oldestNs)
+		} else {
+			tag, err = conn.Exec(ctx, s.sql.updateEntity, e.Key, int64(e.Version), e.State, row.outbox, row.oldestAt, row.oldestNs)
+		}
+		applied = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: commit %q: %w", e.Key, err)
+	}
+	if applied != 1 {
+		return 0, fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, e.Key, e.Version)
+	}
+	return e.Version + 1, nil
+}
+
+// CommitTransition implements store.CommitTransitioner in one SQL
+// statement (one round trip, one commit): consume token, commit e, create
+// the children, all or nothing. If token is not live it returns
+// consumed false and changes nothing, whatever the entity's version.
+func (s *Store) CommitTransition(ctx context.Context, e store.Entity, token baton.TokenID, create []baton.Token) (uint64, bool, error) {
+	row, err := newEntityRow(e)
+	if err != nil {
+		return 0, false, err
+	}
+	if err := store.ValidateTransition(token, create); err != nil {
+		return 0, false, err
+	}
+	if err := checkTokenText(create...); err != nil {
+		return 0, false, err
+	}
+	query := s.sql.commitTransitionUpdate
+	if e.Version == 0 {
+		query = s.sql.commitTransitionInsert
+	}
+	args := append([]any{token[:]}, tokenArrays(create)...)
+	args = append(args, e.Key, int64(e.Version), e.State, row.outbox, row.oldestAt, row.oldestNs)
+	var consumed int
+	err = s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		err := conn.QueryRow(ctx, query, args...).Scan(&consumed)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "entity_version_conflict" {
+			return fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, e.Key, e.Version)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("postgres: commit %q and transition %s: %w", e.Key, token, err)
+	}
+	if consumed != 1 {
+		return 0, false, nil
+	}
+	return e.Version + 1, true, nil
+}
+
+// Stale implements store.EntityStore. It returns the entities with the
+// oldest outbox entries first.
+func (s *Store) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	at, ns := splitTime(before)
+	var keys []string
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, s.sql.stale, at, ns, limit)
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: stale: %w", err)
+	}
+	return keys, nil
+}
+
+// entityRow is what a commit writes besides key, version and state.
+type entityRow struct {
+	outbox   []byte     // JSON of store.Entity.Outbox
+	oldestAt *time.Time // NULL: empty outbox
+	oldestNs *int16
+}
+
+// newEntityRow validates e and encodes its outbox.
+func newEntityRow(e store.Entity) (entityRow, error) {
+	if err := store.ValidateEntity(e); err != nil {
+		return entityRow{}, err
+	}
+	if !storableText(e.Key) {
+		return entityRow{}, fmt.Errorf("%w: entity key %q must be valid UTF-8 without NUL to be stored in PostgreSQL", store.ErrInvalid, e.Key)
+	}
+	if e.Version >= math.MaxInt64 {
+		return entityRow{}, fmt.Errorf("%w: entity %q: version %d does not fit a bigint", store.ErrInvalid, e.Key, e.Version)
+	}
+	outbox := e.Outbox
+	var oldest time.Time
+	if len(outbox) > 0 {
+		// Times go to JSON in UTC so that they decode as they were.
+		outbox = make([]store.OutboxEntry, len(e.Outbox))
+		for i, entry := range e.Outbox {
+			entry.CreatedAt = entry.CreatedAt.UTC()
+			outbox[i] = entry
+			if i == 0 || entry.CreatedAt.Before(oldest) {
+				oldest = entry.CreatedAt
+			}
+		}
+	}
+	encoded, err := json.Marshal(outbox)
+	if err != nil {
+		return entityRow{}, fmt.Errorf("%w: entity %q: encode outbox: %w", store.ErrInvalid, e.Key, err)
+	}
+	row := entityRow{outbox: encoded}
+	if len(outbox) > 0 {
+		at, ns := splitTime(oldest)
+		row.oldestAt, row.oldestNs = &at, &ns
+	}
+	return row, nil
+}

@@ -1,0 +1,222 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// Transition implements store.TokenStore in one SQL statement (one round
+// trip, one commit).
+func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	if err := store.ValidateTransition(consume, create); err != nil {
+		return false, err
+	}
+	if err := checkTokenText(create...); err != nil {
+		return false, err
+	}
+	args := append([]any{consume[:]}, tokenArrays(create)...)
+	var consumed int
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		return conn.QueryRow(ctx, s.sql.transition, args...).Scan(&consumed)
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: transition %s: %w", consume, err)
+	}
+	return consumed == 1, nil
+}
+
+// Issue implements store.TokenStore.
+func (s *Store) Issue(ctx context.Context, root baton.Token) error {
+	if err := store.ValidateToken(root); err != nil {
+		return err
+	}
+	if err := checkTokenText(root); err != nil {
+		return err
+	}
+	createdAt, createdNs := splitTime(root.CreatedAt)
+	expiresAt, expiresNs := splitOptionalTime(root.ExpiresAt)
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		_, err := conn.Exec(ctx, s.sql.issue, root.ID[:], root.Conversation[:], optionalID(root.Causation),
+			root.Destination, root.Type, root.Digest[:], createdAt, createdNs, expiresAt, expiresNs)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: issue %s: %w", root.ID, err)
+	}
+	return nil
+}
+
+// Get implements store.TokenStore.
+func (s *Store) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	var t baton.Token
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		var err error
+		t, err = scanToken(conn.QueryRow(ctx, s.sql.get, id[:]))
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrNotFound, id)
+	}
+	if err != nil {
+		return baton.Token{}, fmt.Errorf("postgres: get %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListByConversation implements store.TokenStore.
+func (s *Store) ListByConversation(ctx context.Context, conversation baton.TokenID, page store.Page) ([]baton.Token, error) {
+	tokens, err := s.list(ctx, s.sql.listByConversation, conversation[:], page)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list conversation %s: %w", conversation, err)
+	}
+	return tokens, nil
+}
+
+// ListByDestination implements store.TokenStore.
+func (s *Store) ListByDestination(ctx context.Context, destination string, page store.Page) ([]baton.Token, error) {
+	if !storableText(destination) {
+		return nil, nil // no stored token can have this destination
+	}
+	tokens, err := s.list(ctx, s.sql.listByDestination, destination, page)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list destination %q: %w", destination, err)
+	}
+	return tokens, nil
+}
+
+func (s *Store) list(ctx context.Context, query string, key any, page store.Page) ([]baton.Token, error) {
+	var tokens []baton.Token
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, query, key, page.After[:], page.Size())
+		if err != nil {
+			return err
+		}
+		tokens, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (baton.Token, error) { return scanToken(row) })
+		return err
+	})
+	return tokens, err
+}
+
+// ExpireRoots implements store.TokenStore. It deletes the earliest
+// expiries first.
+func (s *Store) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	at, ns := splitTime(before)
+	var deleted int64
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		tag, err := conn.Exec(ctx, s.sql.expireRoots, at, ns, limit)
+		deleted = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: expire roots: %w", err)
+	}
+	return int(deleted), nil
+}
+
+// scanToken reads one row of tokenColumns.
+func scanToken(row pgx.Row) (baton.Token, error) {
+	var (
+		t                    baton.Token
+		id, conv, cause, dig []byte
+		createdAt            time.Time
+		createdNs            int16
+		expiresAt            *time.Time
+		expiresNs            *int16
+	)
+	if err := row.Scan(&id, &conv, &cause, &t.Destination, &t.Type, &dig, &createdAt, &createdNs, &expiresAt, &expiresNs); err != nil {
+		return baton.Token{}, err
+	}
+	if len(id) != len(t.ID) || len(conv) != len(t.Conversation) || (cause != nil && len(cause) != len(t.Causation)) || len(dig) != len(t.Digest) {
+		return baton.Token{}, fmt.Errorf("postgres: malformed token row (id of %d bytes)", len(id))
+	}
+	copy(t.ID[:], id)
+	copy(t.Conversation[:], conv)
+	copy(t.Causation[:], cause)
+	copy(t.Digest[:], dig)
+	t.CreatedAt = joinTime(createdAt, createdNs)
+	if expiresAt != nil && expiresNs != nil {
+		t.ExpiresAt = joinTime(*expiresAt, *expiresNs)
+	}
+	return t, nil
+}
+
+// tokenArrays returns the column arrays that statements unnest into token
+// rows (parameters $2 to $11).
+func tokenArrays(tokens []baton.Token) []any {
+	n := len(tokens)
+	var (
+		ids, convs, causes, digests = make([][]byte, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
+		dests, types                = make([]string, n), make([]string, n)
+		createdAt, expiresAt        = make([]time.Time, n), make([]pgtype.Timestamptz, n)
+		createdNs, expiresNs        = make([]int16, n), make([]pgtype.Int2, n)
+	)
+	for i := range tokens {
+		t := &tokens[i]
+		ids[i], convs[i], causes[i], digests[i] = t.ID[:], t.Conversation[:], optionalID(t.Causation), t.Digest[:]
+		dests[i], types[i] = t.Destination, t.Type
+		createdAt[i], createdNs[i] = splitTime(t.CreatedAt)
+		at, ns := splitOptionalTime(t.ExpiresAt)
+		if at != nil {
+			expiresAt[i] = pgtype.Timestamptz{Time: *at, Valid: true}
+			expiresNs[i] = pgtype.Int2{Int16: *ns, Valid: true}
+		}
+	}
+	return []any{ids, convs, causes, dests, types, digests, createdAt, createdNs, expiresAt, expiresNs}
+}
+
+// optionalID stores the zero id (a root token's causation) as NULL.
+func optionalID(id baton.TokenID) []byte {
+	if id.IsZero() {
+		return nil
+	}
+	return id[:]
+}
+
+// splitTime splits t into the microsecond that PostgreSQL stores and the
+// remaining nanoseconds, so times round-trip exactly and compare in
+// (at, ns) order exactly as time.Time does.
+func splitTime(t time.Time) (time.Time, int16) {
+	ns := t.Nanosecond() % 1000
+	return t.Add(-time.Duration(ns)), int16(ns)
+}
+
+// splitOptionalTime stores the zero time (no expiry) as NULL.
+func splitOptionalTime(t time.Time) (*time.Time, *int16) {
+	if t.IsZero() {
+		return nil, nil
+	}
+	at, ns := splitTime(t)
+	return &at, &ns
+}
+
+// joinTime undoes splitTime. Times come back in UTC.
+func joinTime(at time.Time, ns int16) time.Time {
+	return at.Add(time.Duration(ns)).UTC()
+}
+
+// checkTokenText refuses names that PostgreSQL text cannot hold (invalid
+// UTF-8, NUL), which the baton package's validation lets through.
+func checkTokenText(tokens ...baton.Token) error {
+	for _, t := range tokens {
+		if !storableText(t.Destination) || !storableText(t.Type) {
+			return fmt.Errorf("%w: token %s: destination and type must be valid UTF-8 without NUL to be stored in PostgreSQL", store.ErrInvalid, t.ID)
+		}
+	}
+	return nil
+}
+
+func storableText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }

@@ -1,0 +1,130 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton"
+)
+
+// BenchmarkTransition compares, in one run, the protocol's transition (one
+// script: check, consume the parent, create the child with its index
+// entries) with the raw writes a system without the protocol would do (a
+// plain pipeline: HSET the child, DEL the parent; no check, no atomicity,
+// no indexes). Each worker walks its own chain parent -> child -> ...
+//
+// Reported: script-ops/s, raw-ops/s and script/raw (throughput ratio).
+// "shared" is the machine's Redis (no fsync); "durable" is a redis-server
+// with appendfsync always started by the benchmark.
+func BenchmarkTransition(b *testing.B) {
+	targets := []struct {
+		name string
+		open func(b *testing.B) *TokenStore
+	}{
+		{"shared", func(b *testing.B) *TokenStore { return sharedStore(b) }},
+		{"durable", func(b *testing.B) *TokenStore {
+			return openTest(b, startRedisServer(b, durableArgs...).url(), false)
+		}},
+	}
+	for _, target := range targets {
+		b.Run(target.name, func(b *testing.B) {
+			s := target.open(b)
+			for _, workers := range []int{1, 8} {
+				b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+					script := newChains(b, workers, func(ctx context.Context, root baton.Token) error { return s.Issue(ctx, root) },
+						func(ctx context.Context, parent, child baton.Token) error {
+							consumed, err := s.Transition(ctx, parent.ID, []baton.Token{child})
+							if err == nil && !consumed {
+								err = fmt.Errorf("token %s was not live", parent.ID)
+							}
+							return err
+						})
+					raw := newChains(b, workers, func(ctx context.Context, root baton.Token) error {
+						return s.client.HSet(ctx, s.keys.token(root.Conversation, root.ID), rawFields(root)...).Err()
+					}, func(ctx context.Context, parent, child baton.Token) error {
+						_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+							p.HSet(ctx, s.keys.token(child.Conversation, child.ID), rawFields(child)...)
+							p.Del(ctx, s.keys.token(parent.Conversation, parent.ID))
+							return nil
+						})
+						return err
+					})
+					// Alternate in rounds so that load from elsewhere on
+					// the machine hits both sides alike.
+					const rounds = 10
+					for r := range rounds {
+						n := b.N/rounds + boolInt(r < b.N%rounds)
+						script.run(b, n)
+						raw.run(b, n)
+					}
+					b.ReportMetric(script.rate(), "script-ops/s")
+					b.ReportMetric(raw.rate(), "raw-ops/s")
+					b.ReportMetric(script.rate()/raw.rate(), "script/raw")
+				})
+			}
+		})
+	}
+}
+
+// chains are one chain parent -> child -> ... per worker, advanced by step.
+type chains struct {
+	step    func(ctx context.Context, parent, child baton.Token) error
+	heads   []baton.Token
+	steps   int
+	elapsed time.Duration
+}
+
+func newChains(b *testing.B, workers int, start func(ctx context.Context, root baton.Token) error, step func(ctx context.Context, parent, child baton.Token) error) *chains {
+	c := &chains{step: step, heads: make([]baton.Token, workers)}
+	for w := range c.heads {
+		c.heads[w] = testRoot("bench")
+		if err := start(b.Context(), c.heads[w]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return c
+}
+
+// run advances the chains by n steps in all, split over the workers.
+func (c *chains) run(b *testing.B, n int) {
+	ctx := b.Context()
+	workers := len(c.heads)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for w := range workers {
+		share := n/workers + boolInt(w < n%workers)
+		wg.Go(func() {
+			for range share {
+				child := testChild(c.heads[w], "bench")
+				if err := c.step(ctx, c.heads[w], child); err != nil {
+					b.Error(err)
+					return
+				}
+				c.heads[w] = child
+			}
+		})
+	}
+	wg.Wait()
+	c.elapsed += time.Since(began)
+	c.steps += n
+}
+
+// rate returns steps per second.
+func (c *chains) rate() float64 { return float64(c.steps) / c.elapsed.Seconds() }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func rawFields(t baton.Token) []any {
+	f := appendTokenFields(nil, t)
+	return []any{"cause", f[2], "dest", f[3], "type", f[4], "digest", f[5], "created", f[6], "expires", f[7]}
+}

@@ -1,0 +1,249 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// expireBatch bounds how many tokens one expiry script deletes, so that a
+// large ExpireRoots does not block the server for long.
+const expireBatch = 1000
+
+// TokenStore is a store.TokenStore kept in Redis. Use Open to create one.
+type TokenStore struct {
+	client *goredis.Client
+	keys   keyLayout
+	logger *slog.Logger
+	closed atomic.Bool
+}
+
+var _ store.TokenStore = (*TokenStore)(nil)
+
+// Open connects to the server, checks that it can run the store (Redis 7.0
+// or later, not Redis Cluster) and that it fsyncs every write before
+// acknowledging it, and returns the store. It returns an error wrapping
+// ErrUnsafeDurability for a server without appendonly yes and appendfsync
+// always unless cfg.AllowUnsafeDurability is set, and ErrUnsupportedServer
+// for a server it cannot run on.
+func Open(ctx context.Context, cfg Config) (*TokenStore, error) {
+	prefix, opts, logger, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	s := newTokenStore(prefix, opts, logger)
+	if err := s.checkServer(ctx, cfg.AllowUnsafeDurability); err != nil {
+		s.client.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// newTokenStore builds a store without talking to the server.
+func newTokenStore(prefix string, opts *goredis.Options, logger *slog.Logger) *TokenStore {
+	client := goredis.NewClient(opts)
+	client.AddHook(dialMarker{})
+	return &TokenStore{client: client, keys: keyLayout{prefix: prefix}, logger: logger}
+}
+
+// checkServer verifies the server version, that it is not a cluster node,
+// and its durability settings.
+func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
+	info, err := s.client.Info(ctx, "server", "cluster").Result()
+	if err != nil {
+		return fmt.Errorf("redis: open: INFO: %w", err)
+	}
+	fields := parseInfo(info)
+	version := fields["redis_version"]
+	if major, _, _ := strings.Cut(version, "."); atoiOr(major, 0) < 7 {
+		return fmt.Errorf("%w: server reports redis_version %q; the store's scripts need Redis 7.0 or later", ErrUnsupportedServer, version)
+	}
+	if fields["cluster_enabled"] == "1" {
+		return fmt.Errorf("%w: the server runs in cluster mode; the store keeps cross-conversation indexes that a cluster script cannot reach (see the package documentation)", ErrUnsupportedServer)
+	}
+
+	reason, err := s.durabilityProblem(ctx)
+	if err != nil {
+		return err
+	}
+	if reason == "" {
+		return nil
+	}
+	if !allowUnsafe {
+		return fmt.Errorf("%w: %s; set them in redis.conf (or with CONFIG SET), or set Config.AllowUnsafeDurability to accept that a crash may lose acknowledged tokens", ErrUnsafeDurability, reason)
+	}
+	s.logger.Warn("redis token store: durability is not guaranteed: a server crash may lose acknowledged tokens, and a lost token drops its signal as a duplicate",
+		"reason", reason, "required", "appendonly yes, appendfsync always")
+	return nil
+}
+
+// durabilityProblem returns why the server's settings do not make every
+// acknowledged write durable, or "" if they do.
+func (s *TokenStore) durabilityProblem(ctx context.Context) (string, error) {
+	want := [][2]string{{"appendonly", "yes"}, {"appendfsync", "always"}}
+	for _, w := range want {
+		got, err := s.client.ConfigGet(ctx, w[0]).Result()
+		if err != nil {
+			var reply goredis.Error
+			if errors.As(err, &reply) {
+				return fmt.Sprintf("CONFIG GET %s is not available (%v), so the settings cannot be checked", w[0], err), nil
+			}
+			return "", fmt.Errorf("redis: open: CONFIG GET %s: %w", w[0], err)
+		}
+		value, ok := got[w[0]]
+		if !ok {
+			return fmt.Sprintf("CONFIG GET %s returned no value, so the settings cannot be checked", w[0]), nil
+		}
+		if !strings.EqualFold(value, w[1]) {
+			return fmt.Sprintf("the server has %s %q, want %q", w[0], value, w[1]), nil
+		}
+	}
+	return "", nil
+}
+
+// Close releases the connections. Later calls fail with store.ErrClosed.
+func (s *TokenStore) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.client.Close()
+}
+
+// usable returns a not-applied error if the call must not start.
+func (s *TokenStore) usable(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("redis: %s: %w", op, store.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redis: %s: %w: %w", op, store.ErrNotApplied, err)
+	}
+	return nil
+}
+
+// Transition implements store.TokenStore with one script.
+func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	if err := store.ValidateTransition(consume, create); err != nil {
+		return false, err
+	}
+	if err := s.usable(ctx, "transition"); err != nil {
+		return false, err
+	}
+	args := make([]any, 0, 2+tokenFields*len(create))
+	args = append(args, s.keys.prefix, consume.String())
+	for _, t := range create {
+		args = appendTokenFields(args, t)
+	}
+	n, err := transitionScript.Run(ctx, s.client, nil, args...).Int()
+	if err != nil {
+		return false, classify("transition "+consume.String(), err)
+	}
+	return n == 1, nil
+}
+
+// Issue implements store.TokenStore.
+func (s *TokenStore) Issue(ctx context.Context, root baton.Token) error {
+	if err := store.ValidateToken(root); err != nil {
+		return err
+	}
+	if err := s.usable(ctx, "issue"); err != nil {
+		return err
+	}
+	args := appendTokenFields([]any{s.keys.prefix}, root)
+	if err := issueScript.Run(ctx, s.client, nil, args...).Err(); err != nil {
+		return classify("issue "+root.ID.String(), err)
+	}
+	return nil
+}
+
+// Get implements store.TokenStore.
+func (s *TokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	if err := s.usable(ctx, "get"); err != nil {
+		return baton.Token{}, err
+	}
+	reply, err := getScript.Run(ctx, s.client, nil, s.keys.prefix, id.String()).Result()
+	if errors.Is(err, goredis.Nil) {
+		return baton.Token{}, fmt.Errorf("redis: get: %w: token %s", store.ErrNotFound, id)
+	}
+	if err != nil {
+		return baton.Token{}, classify("get "+id.String(), err)
+	}
+	return decodeToken(reply)
+}
+
+// ListByConversation implements store.TokenStore.
+func (s *TokenStore) ListByConversation(ctx context.Context, conversation baton.TokenID, page store.Page) ([]baton.Token, error) {
+	return s.list(ctx, listConversationScript, conversation.String(), page)
+}
+
+// ListByDestination implements store.TokenStore.
+func (s *TokenStore) ListByDestination(ctx context.Context, destination string, page store.Page) ([]baton.Token, error) {
+	return s.list(ctx, listDestinationScript, destination, page)
+}
+
+func (s *TokenStore) list(ctx context.Context, script *goredis.Script, index string, page store.Page) ([]baton.Token, error) {
+	if err := s.usable(ctx, "list"); err != nil {
+		return nil, err
+	}
+	from := "-"
+	if !page.After.IsZero() {
+		from = "(" + page.After.String()
+	}
+	reply, err := script.Run(ctx, s.client, nil, s.keys.prefix, index, from, page.Size()).Result()
+	if err != nil {
+		return nil, classify("list", err)
+	}
+	return decodeTokens(reply)
+}
+
+// ExpireRoots implements store.TokenStore. It works at microsecond
+// precision: a token expires when its ExpiresAt, truncated to the
+// microsecond, is before the given time truncated likewise. It deletes in
+// batches of at most 1000 tokens, each batch atomic; an error after some
+// batches returns their count with the error.
+func (s *TokenStore) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := s.usable(ctx, "expire roots"); err != nil {
+		return 0, err
+	}
+	total := 0
+	for total < limit {
+		batch := min(limit-total, expireBatch)
+		n, err := expireScript.Run(ctx, s.client, nil, s.keys.prefix, before.UnixMicro(), batch).Int()
+		if err != nil {
+			return total, classify("expire roots", err)
+		}
+		total += n
+		if n < batch {
+			break
+		}
+	}
+	return total, nil
+}
+
+// parseInfo reads the "field:value" lines of an INFO reply.
+func parseInfo(info string) map[string]string {
+	fields := make(map[string]string)
+	for line := range strings.Lines(info) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			fields[k] = v
+		}
+	}
+	return fields
+}
+
+func atoiOr(s string, fallback int) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fallback
+	}
+	return n
+}
