@@ -26,6 +26,11 @@ type Harness struct {
 	// configures it, redelivers it. Keep it short (well under a second):
 	// several checks wait for it.
 	AckWait time.Duration
+	// MaxPayload is the largest payload the transport, as New configures
+	// it, carries; 0 means baton.MaxPayloadBytes. A transport whose medium
+	// allows less (a NATS server with the default max_payload) must refuse
+	// a larger payload on Publish, never truncate it.
+	MaxPayload int
 }
 
 // Run checks that the transports h opens implement transport.Transport as
@@ -230,10 +235,21 @@ func testPayloadSizes(t *testing.T, h Harness) {
 	for i := range allBytes.Payload {
 		allBytes.Payload[i] = byte(i)
 	}
+	limit := h.MaxPayload
+	if limit <= 0 || limit > baton.MaxPayloadBytes {
+		limit = baton.MaxPayloadBytes
+	}
 	largest := newSignal(destination)
-	largest.Payload = randomBytes(baton.MaxPayloadBytes)
+	largest.Payload = randomBytes(limit)
 	sub := subscribe(ctx, t, tr, destination)
 	publish(ctx, t, tr, empty, allBytes, largest)
+	if limit < baton.MaxPayloadBytes {
+		tooLarge := newSignal(destination)
+		tooLarge.Payload = randomBytes(limit + 1)
+		if err := tr.Publish(ctx, tooLarge); err == nil {
+			t.Errorf("Publish of a %d-byte payload, over the transport's limit of %d, returned nil", limit+1, limit)
+		}
+	}
 
 	want := map[baton.TokenID]baton.Signal{empty.ID: empty, allBytes.ID: allBytes, largest.ID: largest}
 	for len(want) > 0 {

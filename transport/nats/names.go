@@ -1,0 +1,94 @@
+package nats
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/batonhq/baton"
+)
+
+// subjectToken turns a destination name into one NATS subject token that
+// is also a valid consumer name. Destinations may contain '.', '*', '>' and
+// other bytes that mean something to NATS, so every byte outside
+// [A-Za-z0-9_-] becomes '~' and two uppercase hex digits. The encoding is
+// injective: two destinations never share a subject or a consumer.
+func subjectToken(destination string) string {
+	var b strings.Builder
+	for i := 0; i < len(destination); i++ {
+		c := destination[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "~%02X", c)
+	}
+	return b.String()
+}
+
+// maxConsumerName keeps consumer names well under JetStream's 255 and
+// short enough for file names on every platform.
+const maxConsumerName = 128
+
+// consumerName is the durable consumer shared by every subscriber of
+// destination. Long names are hashed; "~h" never occurs in subjectToken's
+// output ('~' is always followed by uppercase hex), so a hashed name never
+// equals a plain one.
+func consumerName(destination string) string {
+	token := subjectToken(destination)
+	if len(token) <= maxConsumerName {
+		return token
+	}
+	sum := sha256.Sum256([]byte(destination))
+	return "~h" + hex.EncodeToString(sum[:16])
+}
+
+// validSubjectPrefix reports whether prefix is one or more literal subject
+// tokens (no wildcards, no empty tokens, no whitespace).
+func validSubjectPrefix(prefix string) error {
+	if prefix == "" {
+		return fmt.Errorf("empty subject prefix")
+	}
+	for _, token := range strings.Split(prefix, ".") {
+		if token == "" {
+			return fmt.Errorf("subject prefix %q has an empty token", prefix)
+		}
+		if token == "*" || token == ">" || strings.ContainsAny(token, "*> \t\r\n") {
+			return fmt.Errorf("subject prefix %q contains a wildcard or whitespace", prefix)
+		}
+	}
+	return nil
+}
+
+// validStreamName applies JetStream's rules for stream names, which become
+// directory names on the server.
+func validStreamName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty stream name")
+	}
+	if len(name) > 255 {
+		return fmt.Errorf("stream name longer than 255 bytes")
+	}
+	if strings.ContainsAny(name, ".*> /\\\t\r\n\x00") {
+		return fmt.Errorf("stream name %q contains '.', '*', '>', a path separator or whitespace", name)
+	}
+	return nil
+}
+
+// validDestination applies baton's rules for destination names (as
+// baton.Signal.Validate does), so Subscribe refuses what Publish would.
+func validDestination(destination string) error {
+	if destination == "" {
+		return fmt.Errorf("%w: missing destination", baton.ErrInvalidSignal)
+	}
+	if len(destination) > baton.MaxNameBytes {
+		return fmt.Errorf("%w: destination longer than %d bytes", baton.ErrInvalidSignal, baton.MaxNameBytes)
+	}
+	for _, r := range destination {
+		if r <= ' ' || r == 0x7f {
+			return fmt.Errorf("%w: destination %q contains a space or control character", baton.ErrInvalidSignal, destination)
+		}
+	}
+	return nil
+}

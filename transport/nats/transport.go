@@ -1,0 +1,293 @@
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/transport"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxMsgSize is the stream's limit on one message, headers included.
+const maxMsgSize = baton.MaxPayloadBytes + headerAllowance
+
+// Transport is a transport.Transport over NATS JetStream.
+type Transport struct {
+	cfg      Config
+	log      *slog.Logger
+	nc       *nats.Conn
+	ownsConn bool
+	js       jetstream.JetStream
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[*subscription]struct{}
+}
+
+var _ transport.Transport = (*Transport)(nil)
+
+// New connects (or uses cfg.Conn), creates or updates the stream, and
+// returns the transport. The stream keeps signals in files, holds each
+// until it is acknowledged (work-queue retention), never discards one to
+// make room (publishes fail instead), and has no age limit.
+func New(ctx context.Context, cfg Config) (*Transport, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	t := &Transport{cfg: cfg, log: cfg.Logger, nc: cfg.Conn, subs: make(map[*subscription]struct{})}
+	if t.nc == nil {
+		opts := append([]nats.Option{
+			nats.Name("baton"),
+			nats.MaxReconnects(-1), // a transport outlives server restarts
+		}, cfg.ConnectOptions...)
+		nc, err := nats.Connect(cfg.URL, opts...)
+		if err != nil {
+			// The URL may hold credentials: name only its host.
+			return nil, fmt.Errorf("nats transport: connect to %s: %w", redactURL(cfg.URL), err)
+		}
+		t.nc, t.ownsConn = nc, true
+	}
+	js, err := jetstream.New(t.nc)
+	if err != nil {
+		t.closeConn()
+		return nil, fmt.Errorf("nats transport: jetstream: %w", err)
+	}
+	t.js = js
+	if err := t.ensureStream(ctx); err != nil {
+		t.closeConn()
+		return nil, err
+	}
+	t.checkServer(ctx)
+	return t, nil
+}
+
+func (t *Transport) ensureStream(ctx context.Context) error {
+	_, err := t.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        t.cfg.Stream,
+		Description: "baton signals",
+		Subjects:    []string{t.cfg.Prefix + ".sig.>", t.cfg.Prefix + ".parked.>"},
+		// A signal stays until a consumer acknowledges it; parked signals
+		// have no consumer and stay until an operator takes them.
+		Retention: jetstream.WorkQueuePolicy,
+		// Never drop a stored signal to make room: refuse new ones.
+		Discard:    jetstream.DiscardNew,
+		Storage:    jetstream.FileStorage,
+		Replicas:   t.cfg.Replicas,
+		MaxMsgSize: maxMsgSize,
+		MaxMsgs:    -1,
+		MaxBytes:   -1,
+		Duplicates: t.cfg.DuplicateWindow,
+	})
+	if err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("nats transport: the server has no JetStream (start it with -js or a jetstream block): %w", err)
+		}
+		return fmt.Errorf("nats transport: create or update stream %q: %w", t.cfg.Stream, err)
+	}
+	return nil
+}
+
+// checkServer warns about server settings that weaken the guarantees. It
+// never fails New: the operator may know better.
+func (t *Transport) checkServer(ctx context.Context) {
+	if mp := t.nc.MaxPayload(); mp < maxMsgSize {
+		t.log.Warn("the NATS server's max_payload is below baton's message limit; signals with large payloads will be refused on publish (set max_payload to at least 2MB)",
+			"max_payload", mp, "needed", maxMsgSize)
+	}
+	switch {
+	case t.cfg.syncVerified:
+	case t.cfg.MonitorURL != "":
+		always, err := serverSyncsAlways(ctx, t.cfg.MonitorURL)
+		switch {
+		case err != nil:
+			t.log.Warn("cannot check the NATS server's sync setting; a server crash may lose acknowledged signals unless it has jetstream { sync_interval: always }", "err", err)
+		case !always:
+			t.log.Warn("the NATS server does not sync every write: a server crash may lose acknowledged signals; set jetstream { sync_interval: always } in its config")
+		}
+	default:
+		t.log.Info("baton cannot see the NATS server's sync setting over a client connection; durability needs jetstream { sync_interval: always } in the server config (set MonitorURL to check it)")
+	}
+}
+
+// serverSyncsAlways reads the server's /varz and reports whether JetStream
+// syncs every write.
+func serverSyncsAlways(ctx context.Context, monitorURL string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(monitorURL, "/")+"/varz", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("GET /varz: %s", resp.Status)
+	}
+	var varz struct {
+		JetStream struct {
+			Config struct {
+				SyncAlways bool `json:"sync_always"`
+			} `json:"config"`
+		} `json:"jetstream"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&varz); err != nil {
+		return false, fmt.Errorf("decode /varz: %w", err)
+	}
+	return varz.JetStream.Config.SyncAlways, nil
+}
+
+func (t *Transport) signalSubject(destination string) string {
+	return t.cfg.Prefix + ".sig." + subjectToken(destination)
+}
+
+func (t *Transport) parkedSubject(destination string) string {
+	return t.cfg.Prefix + ".parked." + subjectToken(destination)
+}
+
+// Publish implements transport.Transport. It returns nil once JetStream
+// has stored the signal (with the server's sync setting deciding whether
+// stored means on disk). The token id is the message id, so JetStream
+// drops a republish within DuplicateWindow.
+func (t *Transport) Publish(ctx context.Context, sig baton.Signal) error {
+	if t.isClosed() {
+		return transport.ErrClosed
+	}
+	if err := sig.Validate(); err != nil {
+		return err
+	}
+	if limit := t.MaxPayload(); len(sig.Payload) > limit {
+		return fmt.Errorf("nats transport: publish %s: payload of %d bytes exceeds the %d this server carries (raise its max_payload to at least 2MB)", sig.ID, len(sig.Payload), limit)
+	}
+	h, err := encodeHeaders(sig)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: t.signalSubject(sig.Destination), Header: h, Data: sig.Payload}
+	_, err = t.js.PublishMsg(ctx, msg, jetstream.WithMsgID(sig.ID.String()), jetstream.WithExpectStream(t.cfg.Stream))
+	if err != nil {
+		return fmt.Errorf("nats transport: publish %s to %q: %w", sig.ID, sig.Destination, err)
+	}
+	return nil
+}
+
+// MaxPayload returns the largest payload this transport carries: baton's
+// limit, or less when the server's max_payload leaves less room.
+func (t *Transport) MaxPayload() int {
+	return int(min(int64(baton.MaxPayloadBytes), t.nc.MaxPayload()-headerAllowance))
+}
+
+// Subscribe implements transport.Transport. Every subscriber of a
+// destination, in this process or another, shares the destination's
+// durable pull consumer, so they compete for its signals.
+func (t *Transport) Subscribe(ctx context.Context, destination string) (transport.Subscription, error) {
+	if err := validDestination(destination); err != nil {
+		return nil, fmt.Errorf("nats transport: subscribe: %w", err)
+	}
+	s := &subscription{t: t, destination: destination, turn: make(chan struct{}, 1), done: make(chan struct{})}
+	if _, err := s.consumer(ctx); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, transport.ErrClosed
+	}
+	t.subs[s] = struct{}{}
+	return s, nil
+}
+
+func (t *Transport) consumerConfig(destination string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       consumerName(destination),
+		Description:   truncate("baton destination "+destination, 1024),
+		FilterSubject: t.signalSubject(destination),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.cfg.AckWait,
+		// Unlimited: the transport parks a message delivered more than
+		// Config.MaxDeliver times itself. JetStream's own limit would leave
+		// it in the stream, delivered to nobody and seen by nobody.
+		MaxDeliver: -1,
+	}
+}
+
+func (t *Transport) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+func (t *Transport) forget(s *subscription) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.subs, s)
+}
+
+// Close closes every subscription and, if New opened the connection, the
+// connection. Unacknowledged deliveries are redelivered by JetStream.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	subs := make([]*subscription, 0, len(t.subs))
+	for s := range t.subs {
+		subs = append(subs, s)
+	}
+	t.mu.Unlock()
+	for _, s := range subs {
+		s.Close()
+	}
+	t.closeConn()
+	return nil
+}
+
+func (t *Transport) closeConn() {
+	if t.ownsConn {
+		// Drain would wait for subscriptions we already closed; flush
+		// outstanding acks and close.
+		_ = t.nc.FlushTimeout(time.Second)
+		t.nc.Close()
+	}
+}
+
+// redactURL keeps the scheme and hosts of a server URL list and drops any
+// user information, so logs and errors never show a password.
+func redactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if scheme, rest, ok := strings.Cut(p, "://"); ok {
+			if at := strings.LastIndex(rest, "@"); at >= 0 {
+				rest = "REDACTED@" + rest[at+1:]
+			}
+			p = scheme + "://" + rest
+		} else if at := strings.LastIndex(p, "@"); at >= 0 {
+			p = "REDACTED@" + p[at+1:]
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
