@@ -50,5 +50,6 @@ duplicate and is dropped.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newSimCommand(), newDemoCommand())
+	root.AddCommand(newServeCommand())
 	return root
 }

@@ -1,0 +1,509 @@
+/**
+ * Client for the baton token service (`baton serve`) and helpers for baton
+ * HTTP signals, so that a Node service takes part in baton conversations.
+ *
+ * A service that receives a signal:
+ *   1. reads it from the request (parseSignal),
+ *   2. reads its token (client.get); no live token means a duplicate,
+ *   3. does its work and consumes the token in one transition that creates
+ *      the tokens of the signals it emits (client.transition); consumed=false
+ *      means another copy got there first: a duplicate,
+ *   4. sends the emitted signals (sendSignal).
+ *
+ * See docs/token-service.md for the API and docs/protocol.md for the
+ * protocol; the Go engine does the same steps with an outbox so that a crash
+ * between 3 and 4 loses nothing.
+ */
+import { createHash, randomBytes } from "node:crypto";
+
+/** Limits that every baton component enforces (baton.MaxPayloadBytes, MaxNameBytes). */
+export const MAX_PAYLOAD_BYTES = 1 << 20;
+export const MAX_NAME_BYTES = 200;
+
+/** Header names of a signal request and of the answers to it (httpsignal). */
+export const SignalHeaders = {
+  token: "Baton-Token",
+  conversation: "Baton-Conversation",
+  causation: "Baton-Causation",
+  type: "Baton-Type",
+  destination: "Baton-Destination",
+  idempotencyKey: "Idempotency-Key",
+  traceparent: "traceparent",
+  tracestate: "tracestate",
+  outcome: "Baton-Outcome",
+} as const;
+
+/** Values of the Baton-Outcome answer header. */
+export const Outcomes = {
+  /** This request ran the activity. */
+  applied: "applied",
+  /** An earlier copy ran the activity; the answer is its reply. */
+  replayed: "replayed",
+  /** The token was consumed already (or never existed): already processed. */
+  duplicate: "duplicate",
+  /** Another copy is being processed right now; retry later. */
+  inProgress: "in-progress",
+} as const;
+
+const problemBase = "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-";
+
+/** Problem types of the token service (RFC 9457 "type"); match on these. */
+export const ProblemTypes = {
+  invalid: problemBase + "invalid-request",
+  unauthorized: problemBase + "unauthorized",
+  forbidden: problemBase + "forbidden",
+  notYourToken: problemBase + "not-your-token",
+  notAChild: problemBase + "not-a-child",
+  notFound: problemBase + "not-found",
+  noRoute: problemBase + "no-such-route",
+  method: problemBase + "method-not-allowed",
+  exists: problemBase + "token-exists",
+  tooLarge: problemBase + "body-too-large",
+  mediaType: problemBase + "unsupported-media-type",
+  outcomeUnknown: problemBase + "outcome-unknown",
+  notApplied: problemBase + "not-applied",
+} as const;
+
+/** A token as the service reads and writes it; ids are 32 lowercase hex digits. */
+export interface Token {
+  id: string;
+  conversation: string;
+  /** Absent on root tokens. */
+  causation?: string;
+  destination: string;
+  type: string;
+  /** SHA-256 of the signal's payload, 64 lowercase hex digits. */
+  digest: string;
+  /** RFC 3339; the service sets it when absent. */
+  createdAt?: string;
+  /** Root tokens only. */
+  expiresAt?: string;
+}
+
+/** One page of a listing; pass nextAfter as `after` for the next page. */
+export interface TokenPage {
+  tokens: Token[];
+  nextAfter?: string;
+}
+
+/** A signal: a request to one destination to do one activity. */
+export interface Signal {
+  id: string;
+  conversation: string;
+  causation?: string;
+  destination: string;
+  type: string;
+  payload: Uint8Array;
+  traceparent?: string;
+  tracestate?: string;
+}
+
+/** Returns a fresh token id: 128 bits from crypto.randomBytes, as 32 lowercase hex digits. */
+export function newTokenId(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/** Returns the SHA-256 of a payload as lowercase hex, the digest a token records. */
+export function digestOf(payload: Uint8Array | string): string {
+  return createHash("sha256").update(payload).digest("hex");
+}
+
+/** Writes a time as the service does: RFC 3339 in UTC with microseconds. */
+export function formatTime(d: Date): string {
+  return d.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+}
+
+const idPattern = /^[0-9a-f]{32}$/;
+const zeroId = "0".repeat(32);
+
+/** Reports whether s is a token id: 32 lowercase hex digits, not all zero. */
+export function isTokenId(s: unknown): s is string {
+  return typeof s === "string" && idPattern.test(s) && s !== zeroId;
+}
+
+/** Error of parseSignal and the signal helpers: the signal is malformed. */
+export class SignalError extends Error {
+  override name = "SignalError";
+}
+
+function checkName(what: string, name: string): void {
+  if (name === "") throw new SignalError(`missing ${what}`);
+  if (Buffer.byteLength(name, "utf8") > MAX_NAME_BYTES) {
+    throw new SignalError(`${what} longer than ${MAX_NAME_BYTES} bytes`);
+  }
+  for (const ch of name) {
+    const cp = ch.codePointAt(0)!;
+    if (cp <= 0x20 || cp === 0x7f) throw new SignalError(`${what} ${JSON.stringify(name)} contains a space or control character`);
+  }
+}
+
+/** Checks a signal as baton.Signal.Validate does; throws SignalError. */
+export function validateSignal(sig: Signal): void {
+  if (!isTokenId(sig.id)) throw new SignalError("token id must be 32 lowercase hex digits, not all zero");
+  if (!isTokenId(sig.conversation)) throw new SignalError("conversation id must be 32 lowercase hex digits, not all zero");
+  if (sig.causation !== undefined && !isTokenId(sig.causation)) throw new SignalError("causation id must be 32 lowercase hex digits");
+  checkName("destination", sig.destination);
+  checkName("type", sig.type);
+  if (sig.payload.length > MAX_PAYLOAD_BYTES) {
+    throw new SignalError(`payload of ${sig.payload.length} bytes exceeds the limit of ${MAX_PAYLOAD_BYTES}`);
+  }
+}
+
+/** What an activity asks to send: the engine's Emit. */
+export interface Emit {
+  destination: string;
+  type: string;
+  payload?: Uint8Array | string;
+}
+
+function bytesOf(payload: Uint8Array | string | undefined): Uint8Array {
+  if (payload === undefined) return new Uint8Array();
+  return typeof payload === "string" ? Buffer.from(payload, "utf8") : payload;
+}
+
+/** Returns the signal that starts a new conversation: its id is the conversation's. */
+export function rootSignal(emit: Emit): Signal {
+  const id = newTokenId();
+  const sig: Signal = { id, conversation: id, destination: emit.destination, type: emit.type, payload: bytesOf(emit.payload) };
+  validateSignal(sig);
+  return sig;
+}
+
+/**
+ * Returns a signal that processing parent emits: a fresh token id, parent's
+ * conversation, parent as causation, and parent's trace context.
+ */
+export function childSignal(parent: Signal, emit: Emit): Signal {
+  const sig: Signal = {
+    id: newTokenId(),
+    conversation: parent.conversation,
+    causation: parent.id,
+    destination: emit.destination,
+    type: emit.type,
+    payload: bytesOf(emit.payload),
+  };
+  if (parent.traceparent !== undefined) sig.traceparent = parent.traceparent;
+  if (parent.tracestate !== undefined) sig.tracestate = parent.tracestate;
+  validateSignal(sig);
+  return sig;
+}
+
+/** Returns the token that authorises sig. */
+export function tokenFor(sig: Signal, createdAt: Date = new Date()): Token {
+  const t: Token = {
+    id: sig.id,
+    conversation: sig.conversation,
+    destination: sig.destination,
+    type: sig.type,
+    digest: digestOf(sig.payload),
+    createdAt: formatTime(createdAt),
+  };
+  if (sig.causation !== undefined) t.causation = sig.causation;
+  return t;
+}
+
+const traceparentPattern = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+function validTraceparent(s: string): boolean {
+  return traceparentPattern.test(s) && !/^00-0{32}-/.test(s) && !/^00-[0-9a-f]{32}-0{16}-/.test(s);
+}
+
+/** Returns the request headers that carry sig (without its payload, the body). */
+export function signalHeaders(sig: Signal): Record<string, string> {
+  validateSignal(sig);
+  const h: Record<string, string> = {
+    [SignalHeaders.token]: sig.id,
+    [SignalHeaders.conversation]: sig.conversation,
+    [SignalHeaders.type]: sig.type,
+    [SignalHeaders.destination]: sig.destination,
+    // A Structured Field string (RFC 8941), as the IETF Idempotency-Key draft asks.
+    [SignalHeaders.idempotencyKey]: `"${sig.id}"`,
+    "Content-Type": "application/octet-stream",
+  };
+  if (sig.causation !== undefined) h[SignalHeaders.causation] = sig.causation;
+  if (sig.traceparent !== undefined && validTraceparent(sig.traceparent)) {
+    h[SignalHeaders.traceparent] = sig.traceparent;
+    if (sig.tracestate) h[SignalHeaders.tracestate] = sig.tracestate;
+  }
+  return h;
+}
+
+type HeaderBag = Record<string, string | string[] | undefined>;
+
+function single(headers: HeaderBag, name: string): string | undefined {
+  const v = headers[name.toLowerCase()];
+  if (v === undefined) return undefined;
+  if (Array.isArray(v)) {
+    if (v.length === 0) return undefined;
+    if (v.length > 1) throw new SignalError(`${v.length} ${name} headers, want one`);
+    return v[0];
+  }
+  return v;
+}
+
+/**
+ * Reads the signal that a request carries. Pass req.headersDistinct (so that
+ * a repeated header is refused) or req.headers, and the body. Throws
+ * SignalError for a request that is not a well-formed signal.
+ */
+export function parseSignal(headers: HeaderBag, body: Uint8Array): Signal {
+  const id = single(headers, SignalHeaders.token);
+  if (id === undefined) throw new SignalError(`missing ${SignalHeaders.token} header`);
+  const conversation = single(headers, SignalHeaders.conversation);
+  if (conversation === undefined) throw new SignalError(`missing ${SignalHeaders.conversation} header`);
+  const type = single(headers, SignalHeaders.type);
+  const destination = single(headers, SignalHeaders.destination);
+  if (type === undefined || destination === undefined) {
+    throw new SignalError(`${SignalHeaders.type} and ${SignalHeaders.destination} headers are required`);
+  }
+  const sig: Signal = { id, conversation, type, destination, payload: body };
+  const causation = single(headers, SignalHeaders.causation);
+  if (causation !== undefined) sig.causation = causation;
+  const key = single(headers, SignalHeaders.idempotencyKey);
+  if (key !== undefined && key.replace(/^"(.*)"$/, "$1") !== id) {
+    throw new SignalError(`${SignalHeaders.idempotencyKey} ${JSON.stringify(key)} differs from ${SignalHeaders.token} ${id}`);
+  }
+  // An invalid trace context is dropped, not refused: the trace restarts.
+  try {
+    const tp = single(headers, SignalHeaders.traceparent);
+    if (tp !== undefined && validTraceparent(tp)) {
+      sig.traceparent = tp;
+      const ts = single(headers, SignalHeaders.tracestate);
+      if (ts !== undefined && ts.length <= 512 && /^[\x20-\x7e]*$/.test(ts)) sig.tracestate = ts;
+    }
+  } catch {
+    // repeated trace headers: drop the trace context
+  }
+  validateSignal(sig);
+  return sig;
+}
+
+/** The answer to a signal sent with sendSignal. */
+export interface SignalAnswer {
+  status: number;
+  /** Baton-Outcome of the answer, if the receiver set it. */
+  outcome: string | null;
+  body: Uint8Array;
+}
+
+/** Options of sendSignal and of the client. */
+export interface RequestOptions {
+  /** Aborts the request after this many milliseconds. Default 30000. */
+  timeoutMs?: number;
+  /** The fetch to use. Default the global fetch. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * Sends sig to url as an HTTP signal (POST, Baton headers, payload as body).
+ * The caller retries until the answer is 2xx, or says the token was already
+ * consumed (Baton-Outcome: duplicate): both mean the signal was delivered.
+ */
+export async function sendSignal(url: string, sig: Signal, options: RequestOptions = {}): Promise<SignalAnswer> {
+  const doFetch = options.fetch ?? fetch;
+  const res = await doFetch(url, {
+    method: "POST",
+    headers: signalHeaders(sig),
+    body: sig.payload,
+    signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+  });
+  const body = new Uint8Array(await res.arrayBuffer());
+  return { status: res.status, outcome: res.headers.get(SignalHeaders.outcome), body };
+}
+
+/** Reports whether an answer means the signal was delivered. */
+export function delivered(answer: SignalAnswer): boolean {
+  return (answer.status >= 200 && answer.status < 300) || answer.outcome === Outcomes.duplicate;
+}
+
+/** An RFC 9457 problem document. */
+export interface Problem {
+  type?: string;
+  title?: string;
+  status?: number;
+  detail?: string;
+  token?: string;
+}
+
+/** Types whose problem proves nothing was written. */
+const notAppliedTypes = new Set<string>([
+  ProblemTypes.invalid,
+  ProblemTypes.unauthorized,
+  ProblemTypes.forbidden,
+  ProblemTypes.notYourToken,
+  ProblemTypes.notAChild,
+  ProblemTypes.notFound,
+  ProblemTypes.exists,
+  ProblemTypes.tooLarge,
+  ProblemTypes.mediaType,
+  ProblemTypes.notApplied,
+]);
+
+/**
+ * A failed call to the token service. notApplied is true when the failure
+ * proves nothing was written (a refusal, or no connection); otherwise the
+ * outcome is unknown, and retrying the same call is safe.
+ */
+export class TokenServiceError extends Error {
+  override name = "TokenServiceError";
+  readonly status: number;
+  readonly type: string | undefined;
+  readonly detail: string | undefined;
+  readonly token: string | undefined;
+  readonly notApplied: boolean;
+
+  constructor(message: string, init: { status: number; problem?: Problem; notApplied: boolean; cause?: unknown }) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.status = init.status;
+    this.type = init.problem?.type;
+    this.detail = init.problem?.detail;
+    this.token = init.problem?.token;
+    this.notApplied = init.notApplied;
+  }
+}
+
+interface WireToken {
+  id: string;
+  conversation: string;
+  causation?: string;
+  destination: string;
+  type: string;
+  digest: string;
+  created_at?: string;
+  expires_at?: string;
+}
+
+function toWire(t: Token): WireToken {
+  const w: WireToken = { id: t.id, conversation: t.conversation, destination: t.destination, type: t.type, digest: t.digest };
+  if (t.causation !== undefined) w.causation = t.causation;
+  if (t.createdAt !== undefined) w.created_at = t.createdAt;
+  if (t.expiresAt !== undefined) w.expires_at = t.expiresAt;
+  return w;
+}
+
+function fromWire(w: WireToken): Token {
+  const t: Token = { id: w.id, conversation: w.conversation, destination: w.destination, type: w.type, digest: w.digest };
+  if (w.causation) t.causation = w.causation;
+  if (w.created_at) t.createdAt = w.created_at;
+  if (w.expires_at) t.expiresAt = w.expires_at;
+  return t;
+}
+
+/** Whether a fetch failure proves the request was never sent. */
+function connectionNotMade(err: unknown): boolean {
+  const code = (err as { cause?: { code?: string } })?.cause?.code;
+  return code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EHOSTUNREACH";
+}
+
+/**
+ * Client of the token service. It authenticates as one registered system
+ * with its API key (Authorization: Bearer). Safe to share: it holds no
+ * state between calls.
+ */
+export class TokenServiceClient {
+  private readonly base: string;
+  private readonly auth: string;
+  private readonly timeoutMs: number;
+  private readonly doFetch: typeof fetch;
+
+  constructor(baseUrl: string, apiKey: string, options: RequestOptions = {}) {
+    const u = new URL(baseUrl);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new TypeError(`base URL ${baseUrl} must be http or https`);
+    if (/\s/.test(apiKey) || apiKey === "") throw new TypeError("the API key must be non-empty and contain no whitespace");
+    this.base = baseUrl.replace(/\/+$/, "");
+    this.auth = `Bearer ${apiKey}`;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.doFetch = options.fetch ?? fetch;
+  }
+
+  /** Issues a root token (the system needs issue_roots). Resolves to the stored token. */
+  async issueRoot(token: Token): Promise<Token> {
+    return fromWire(await this.call<WireToken>("POST", "/v1/roots", 201, toWire(token)));
+  }
+
+  /**
+   * Consumes the token `consume` and creates `create` (its children) in one
+   * atomic step. Resolves to false if the token was not live: the signal is
+   * a duplicate and nothing was created.
+   */
+  async transition(consume: string, create: Token[] = []): Promise<boolean> {
+    const answer = await this.call<{ consumed: boolean }>("POST", "/v1/transitions", 200, {
+      consume,
+      create: create.map(toWire),
+    });
+    return answer.consumed === true;
+  }
+
+  /** Reads a live token; resolves to undefined if it is not live. */
+  async get(id: string): Promise<Token | undefined> {
+    try {
+      return fromWire(await this.call<WireToken>("GET", `/v1/tokens/${encodeURIComponent(id)}`, 200));
+    } catch (err) {
+      if (err instanceof TokenServiceError && err.type === ProblemTypes.notFound) return undefined;
+      throw err;
+    }
+  }
+
+  /** Lists a conversation's live tokens in ascending id order (the system needs observe). */
+  async listByConversation(conversation: string, page: { after?: string; limit?: number } = {}): Promise<TokenPage> {
+    return this.list(`/v1/conversations/${encodeURIComponent(conversation)}/tokens`, page);
+  }
+
+  /** Lists a destination's live tokens in ascending id order. */
+  async listByDestination(destination: string, page: { after?: string; limit?: number } = {}): Promise<TokenPage> {
+    return this.list(`/v1/destinations/${encodeURIComponent(destination)}/tokens`, page);
+  }
+
+  private async list(path: string, page: { after?: string; limit?: number }): Promise<TokenPage> {
+    const q = new URLSearchParams();
+    if (page.after) q.set("after", page.after);
+    if (page.limit !== undefined) q.set("limit", String(page.limit));
+    const query = q.toString();
+    const answer = await this.call<{ tokens: WireToken[]; next_after?: string }>("GET", query ? `${path}?${query}` : path, 200);
+    const out: TokenPage = { tokens: answer.tokens.map(fromWire) };
+    if (answer.next_after) out.nextAfter = answer.next_after;
+    return out;
+  }
+
+  private async call<T>(method: string, path: string, want: number, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { Authorization: this.auth, Accept: "application/json, application/problem+json" };
+    const init: RequestInit = { method, headers, signal: AbortSignal.timeout(this.timeoutMs) };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let res: Response;
+    try {
+      res = await this.doFetch(this.base + path, init);
+    } catch (err) {
+      const notApplied = connectionNotMade(err);
+      throw new TokenServiceError(`${method} ${path}: ${notApplied ? "no connection" : "outcome unknown"}: ${String(err)}`, {
+        status: 0,
+        notApplied,
+        cause: err,
+      });
+    }
+    const text = await res.text();
+    if (res.status !== want) {
+      let problem: Problem | undefined;
+      if ((res.headers.get("Content-Type") ?? "").startsWith("application/problem+json")) {
+        try {
+          problem = JSON.parse(text) as Problem;
+        } catch {
+          problem = undefined;
+        }
+      }
+      const notApplied = problem?.type !== undefined && notAppliedTypes.has(problem.type);
+      throw new TokenServiceError(`${method} ${path}: ${res.status} ${problem?.title ?? res.statusText}${problem?.detail ? ": " + problem.detail : ""}`, {
+        status: res.status,
+        ...(problem === undefined ? {} : { problem }),
+        notApplied,
+      });
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch (err) {
+      throw new TokenServiceError(`${method} ${path}: unreadable answer`, { status: res.status, notApplied: false, cause: err });
+    }
+  }
+}

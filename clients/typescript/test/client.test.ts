@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+
+import {
+  childSignal,
+  digestOf,
+  formatTime,
+  isTokenId,
+  newTokenId,
+  parseSignal,
+  ProblemTypes,
+  rootSignal,
+  SignalError,
+  signalHeaders,
+  tokenFor,
+  TokenServiceClient,
+  TokenServiceError,
+} from "../src/index.js";
+
+describe("token ids and digests", () => {
+  it("makes 128-bit lowercase hex ids that differ", () => {
+    const ids = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      const id = newTokenId();
+      assert.match(id, /^[0-9a-f]{32}$/);
+      ids.add(id);
+    }
+    assert.equal(ids.size, 1000);
+  });
+  it("digests payloads with SHA-256", () => {
+    assert.equal(digestOf(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert.equal(digestOf(Buffer.from("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  });
+  it("refuses ids that are not 32 lowercase hex digits", () => {
+    assert.equal(isTokenId("0".repeat(32)), false);
+    assert.equal(isTokenId("A".repeat(32)), false);
+    assert.equal(isTokenId("a".repeat(31)), false);
+    assert.equal(isTokenId("a".repeat(32)), true);
+  });
+  it("writes times with microseconds in UTC", () => {
+    assert.equal(formatTime(new Date(Date.UTC(2025, 0, 31, 12, 0, 0, 123))), "2025-01-31T12:00:00.123000Z");
+  });
+});
+
+describe("signal headers", () => {
+  const parent = rootSignal({ destination: "billing", type: "invoice.request", payload: '{"order":"o-1"}' });
+  parent.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+  it("round-trips a signal through its headers", () => {
+    const child = childSignal(parent, { destination: "shipping", type: "invoice.issued", payload: "x" });
+    const headers = Object.fromEntries(Object.entries(signalHeaders(child)).map(([k, v]) => [k.toLowerCase(), v]));
+    assert.equal(headers["baton-token"], child.id);
+    assert.equal(headers["baton-causation"], parent.id);
+    assert.equal(headers["idempotency-key"], `"${child.id}"`);
+    assert.equal(headers["traceparent"], parent.traceparent);
+    const back = parseSignal(headers, child.payload);
+    assert.deepEqual(back, child);
+  });
+
+  it("makes children in the parent's conversation", () => {
+    const child = childSignal(parent, { destination: "shipping", type: "t" });
+    assert.equal(child.conversation, parent.conversation);
+    assert.equal(child.causation, parent.id);
+    assert.notEqual(child.id, parent.id);
+    const token = tokenFor(child);
+    assert.equal(token.digest, digestOf(child.payload));
+    assert.equal(token.causation, parent.id);
+  });
+
+  it("refuses malformed signals", () => {
+    const good = Object.fromEntries(Object.entries(signalHeaders(parent)).map(([k, v]) => [k.toLowerCase(), v]));
+    const cases: Record<string, Record<string, string | string[] | undefined>> = {
+      "no token": { ...good, "baton-token": undefined },
+      "uppercase token": { ...good, "baton-token": parent.id.toUpperCase(), "idempotency-key": undefined },
+      "two tokens": { ...good, "baton-token": [parent.id, newTokenId()] },
+      "no type": { ...good, "baton-type": undefined },
+      "destination with a space": { ...good, "baton-destination": "a b" },
+      "idempotency key of another token": { ...good, "idempotency-key": `"${newTokenId()}"` },
+      "zero conversation": { ...good, "baton-conversation": "0".repeat(32) },
+    };
+    for (const [name, headers] of Object.entries(cases)) {
+      assert.throws(() => parseSignal(headers, parent.payload), SignalError, name);
+    }
+    assert.throws(() => parseSignal(good, new Uint8Array((1 << 20) + 1)), SignalError, "payload too large");
+  });
+
+  it("drops an invalid trace context instead of refusing the signal", () => {
+    const headers = Object.fromEntries(Object.entries(signalHeaders(parent)).map(([k, v]) => [k.toLowerCase(), v]));
+    headers["traceparent"] = "00-zz";
+    assert.equal(parseSignal(headers, parent.payload).traceparent, undefined);
+  });
+});
+
+describe("TokenServiceClient", () => {
+  let server: Server;
+  let base: string;
+  const seen: { method: string; url: string; auth: string | undefined; type: string | undefined; body: string }[] = [];
+  const problem = (type: string, status: number) => ({ type, title: "t", status, detail: "d" });
+
+  before(async () => {
+    server = createServer(async (req: IncomingMessage, res) => {
+      let body = "";
+      for await (const chunk of req) body += chunk;
+      seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, type: req.headers["content-type"], body });
+      const reply = (status: number, doc: unknown, ct = "application/json") =>
+        res.writeHead(status, { "Content-Type": ct }).end(JSON.stringify(doc));
+      if (req.url === "/v1/transitions") {
+        const parsed = JSON.parse(body) as { consume: string };
+        if (parsed.consume === "f".repeat(32)) return reply(403, problem(ProblemTypes.notYourToken, 403), "application/problem+json");
+        if (parsed.consume === "e".repeat(32)) return reply(500, problem(ProblemTypes.outcomeUnknown, 500), "application/problem+json");
+        return reply(200, { consumed: parsed.consume === "a".repeat(32) });
+      }
+      if (req.url?.startsWith("/v1/tokens/")) return reply(404, problem(ProblemTypes.notFound, 404), "application/problem+json");
+      if (req.url?.startsWith("/v1/destinations/")) {
+        return reply(200, { tokens: [{ id: "b".repeat(32), conversation: "b".repeat(32), destination: "a/b", type: "t", digest: "0".repeat(64), created_at: "2025-01-31T12:00:00.123456Z" }], next_after: "b".repeat(32) });
+      }
+      reply(404, problem(ProblemTypes.noRoute, 404), "application/problem+json");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())));
+
+  it("sends snake_case JSON with the bearer key", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    const parent = rootSignal({ destination: "billing", type: "t" });
+    const child = tokenFor(childSignal(parent, { destination: "shipping", type: "u" }), new Date(Date.UTC(2025, 0, 1)));
+    assert.equal(await client.transition("a".repeat(32), [child]), true);
+    assert.equal(await client.transition("c".repeat(32)), false);
+    const req = seen.find((s) => s.url === "/v1/transitions")!;
+    assert.equal(req.auth, "Bearer bk_test");
+    assert.equal(req.type, "application/json");
+    assert.deepEqual(JSON.parse(req.body), {
+      consume: "a".repeat(32),
+      create: [{ id: child.id, conversation: parent.conversation, causation: parent.id, destination: "shipping", type: "u", digest: child.digest, created_at: "2025-01-01T00:00:00.000000Z" }],
+    });
+  });
+
+  it("maps problems to errors that say whether anything was applied", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    await assert.rejects(client.transition("f".repeat(32)), (err: unknown) => {
+      assert.ok(err instanceof TokenServiceError);
+      assert.equal(err.status, 403);
+      assert.equal(err.type, ProblemTypes.notYourToken);
+      assert.equal(err.notApplied, true);
+      return true;
+    });
+    await assert.rejects(client.transition("e".repeat(32)), (err: unknown) => err instanceof TokenServiceError && !err.notApplied);
+    assert.equal(await client.get("d".repeat(32)), undefined);
+  });
+
+  it("escapes destinations and reads pages", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    const page = await client.listByDestination("a/b", { limit: 1 });
+    assert.equal(seen.at(-1)!.url, "/v1/destinations/a%2Fb/tokens?limit=1");
+    assert.equal(page.tokens[0]!.createdAt, "2025-01-31T12:00:00.123456Z");
+    assert.equal(page.nextAfter, "b".repeat(32));
+  });
+
+  it("reports a refused connection as not applied", async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const client = new TokenServiceClient(`http://127.0.0.1:${port}`, "bk_test");
+    await assert.rejects(client.transition("a".repeat(32)), (err: unknown) => err instanceof TokenServiceError && err.notApplied);
+  });
+});

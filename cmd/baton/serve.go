@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/postgres"
+	batonredis "github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+)
+
+// defaultServeAddr is baton's own port: no well-known service uses 7451,
+// so `baton serve` never collides with PostgreSQL, Redis or NATS.
+const defaultServeAddr = "127.0.0.1:7451"
+
+// serveEnv maps flags to the environment variables that set them when the
+// flag is not given.
+var serveEnv = map[string]string{
+	"addr":                    "BATON_ADDR",
+	"store":                   "BATON_STORE",
+	"data-dir":                "BATON_DATA_DIR",
+	"postgres-dsn":            "BATON_POSTGRES_DSN",
+	"postgres-schema":         "BATON_POSTGRES_SCHEMA",
+	"redis-url":               "BATON_REDIS_URL",
+	"allow-unsafe-durability": "BATON_ALLOW_UNSAFE_DURABILITY",
+	"systems":                 "BATON_SYSTEMS",
+	"tls-cert":                "BATON_TLS_CERT",
+	"tls-key":                 "BATON_TLS_KEY",
+	"client-ca":               "BATON_CLIENT_CA",
+	"max-body":                "BATON_MAX_BODY",
+	"log-level":               "BATON_LOG_LEVEL",
+}
+
+// bootstrapEnv holds one system as JSON, in the form of a systems file
+// entry: enough to start a service without a file.
+const bootstrapEnv = "BATON_SYSTEM"
+
+type serveOptions struct {
+	addr, store, dataDir        string
+	postgresDSN, postgresSchema string
+	redisURL                    string
+	allowUnsafe                 bool
+	systems                     string
+	tlsCert, tlsKey, clientCA   string
+	maxBody                     int64
+	logLevel                    string
+}
+
+func newServeCommand() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the token service: baton's HTTP API for systems in any language",
+		Long: `serve runs the token service over a token store, so that systems written in any
+language issue, consume and create tokens over HTTP (docs/token-service.md).
+
+Callers authenticate as a registered system with "Authorization: Bearer <api key>"
+or a client certificate (--client-ca). Register systems in a JSON file (--systems)
+or one in the BATON_SYSTEM variable; create keys with "baton serve keygen".
+
+Every flag can also be set by its environment variable, shown in brackets.
+The service keeps no state of its own: run as many instances over one shared
+store (--store postgres or redis) as you like.`,
+		Example: `  baton serve keygen --system billing
+  baton serve --systems systems.json
+  baton serve --addr 127.0.0.1:0 --store postgres --postgres-dsn postgres://baton@db/baton --systems systems.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			return runServe(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.addr, "addr", defaultServeAddr, "listen address; port 0 picks a free port and prints it")
+	f.StringVar(&o.store, "store", "embedded", "token store: embedded, postgres or redis")
+	f.StringVar(&o.dataDir, "data-dir", "baton-data", "directory of the embedded store's file (--store embedded)")
+	f.StringVar(&o.postgresDSN, "postgres-dsn", "", "PostgreSQL URL or key=value DSN (--store postgres)")
+	f.StringVar(&o.postgresSchema, "postgres-schema", postgres.DefaultSchema, "PostgreSQL schema of the store's tables")
+	f.StringVar(&o.redisURL, "redis-url", "", "Redis URL, redis://host:port/db (--store redis)")
+	f.BoolVar(&o.allowUnsafe, "allow-unsafe-durability", false, "accept a PostgreSQL or Redis server that acknowledges writes before they are on disk (tests only)")
+	f.StringVar(&o.systems, "systems", "", "JSON file of the registered systems")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA certificates that sign client certificates; a certificate's common name names its system")
+	f.Int64Var(&o.maxBody, "max-body", tokenservice.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	f.VisitAll(func(fl *pflag.Flag) {
+		if env, ok := serveEnv[fl.Name]; ok {
+			fl.Usage += " [" + env + "]"
+		}
+	})
+	cmd.AddCommand(newKeygenCommand())
+	return cmd
+}
+
+// applyEnv sets every flag that was not given from its environment
+// variable, if that is set.
+func applyEnv(flags *pflag.FlagSet) error {
+	var err error
+	flags.VisitAll(func(fl *pflag.Flag) {
+		env, ok := serveEnv[fl.Name]
+		if !ok || fl.Changed || err != nil {
+			return
+		}
+		if v, set := os.LookupEnv(env); set {
+			if e := flags.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	systems, err := loadSystems(o.systems)
+	if err != nil {
+		return err
+	}
+	if o.maxBody <= 0 {
+		return fmt.Errorf("--max-body must be positive, got %d", o.maxBody)
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if o.clientCA != "" && o.tlsCert == "" {
+		return errors.New("--client-ca needs --tls-cert and --tls-key: client certificates need TLS")
+	}
+	var tlsCfg *tls.Config
+	if o.tlsCert != "" {
+		if tlsCfg, err = tokenservice.TLSConfig(o.tlsCert, o.tlsKey, o.clientCA); err != nil {
+			return err
+		}
+	}
+	tokens, closeStore, err := openStore(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	handler, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log})
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %v", o.addr, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+		srv.TLSConfig = tlsCfg
+	}
+	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, l.Addr())
+	log.Info("token service started", "addr", l.Addr().String(), "store", o.store, "systems", len(systems),
+		"tls", tlsCfg != nil, "client_certificates", o.clientCA != "")
+
+	served := make(chan error, 1)
+	go func() {
+		if tlsCfg != nil {
+			served <- srv.ServeTLS(l, "", "")
+		} else {
+			served <- srv.Serve(l)
+		}
+	}()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %v", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %v", err)
+	}
+	log.Info("token service stopped")
+	return nil
+}
+
+// loadSystems reads the systems file and the bootstrap system.
+func loadSystems(path string) ([]tokenservice.System, error) {
+	var systems []tokenservice.System
+	if path != "" {
+		s, err := tokenservice.LoadSystems(path)
+		if err != nil {
+			return nil, err
+		}
+		systems = s
+	}
+	if v := strings.TrimSpace(os.Getenv(bootstrapEnv)); v != "" {
+		s, err := tokenservice.ParseSystem([]byte(v))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", bootstrapEnv, err)
+		}
+		systems = append(systems, s)
+	}
+	if len(systems) == 0 {
+		return nil, fmt.Errorf("no systems registered: pass --systems FILE or set %s (create keys with: baton serve keygen --system NAME)", bootstrapEnv)
+	}
+	return systems, nil
+}
+
+// openStore opens the token store that o selects and returns its closer.
+func openStore(ctx context.Context, o serveOptions, log *slog.Logger) (store.TokenStore, func(), error) {
+	openCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	switch o.store {
+	case "embedded":
+		if o.dataDir == "" {
+			return nil, nil, errors.New("--data-dir must not be empty")
+		}
+		if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("data dir: %v", err)
+		}
+		s, err := embedded.Open(filepath.Join(o.dataDir, "tokens.db"), embedded.Config{Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open embedded token store: %v", err)
+		}
+		return s, func() { s.Close() }, nil
+	case "postgres":
+		if o.postgresDSN == "" {
+			return nil, nil, errors.New("--store postgres needs --postgres-dsn")
+		}
+		s, err := postgres.Open(openCtx, o.postgresDSN, postgres.Config{Schema: o.postgresSchema, AllowUnsafe: o.allowUnsafe, Logger: log})
+		if err != nil {
+			return nil, nil, storeError("postgres", err, errors.Is(err, postgres.ErrUnsafeServer))
+		}
+		return s, func() { s.Close() }, nil
+	case "redis":
+		if o.redisURL == "" {
+			return nil, nil, errors.New("--store redis needs --redis-url")
+		}
+		s, err := batonredis.Open(openCtx, batonredis.Config{URL: o.redisURL, AllowUnsafeDurability: o.allowUnsafe, Logger: log})
+		if err != nil {
+			return nil, nil, storeError("redis", err, errors.Is(err, batonredis.ErrUnsafeDurability))
+		}
+		return s, func() { s.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("--store %q: want embedded, postgres or redis", o.store)
+}
+
+// storeError reports a store that could not be opened on one line (pgx
+// lists each address it tried on a line of its own), with a hint for a
+// server that is not durable.
+func storeError(kind string, err error, unsafe bool) error {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if unsafe {
+		msg += " (--allow-unsafe-durability accepts it, for tests only)"
+	}
+	return fmt.Errorf("open %s token store: %s", kind, msg)
+}
+
+func newKeygenCommand() *cobra.Command {
+	var (
+		entry        tokenservice.System
+		destinations []string
+	)
+	cmd := &cobra.Command{
+		Use:   "keygen",
+		Short: "Print a new API key for a system and its entry for the systems file",
+		Long: `keygen prints a new random API key (256 bits) and the entry to add to the
+systems file. The entry holds only the key's SHA-256: the service never stores
+the key, so give it to the system now; it cannot be shown again.`,
+		Example: "  baton serve keygen --system billing\n  baton serve keygen --system shop --issue-roots",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if entry.Name == "" {
+				return errors.New("--system NAME is required")
+			}
+			key, hash := tokenservice.NewAPIKey()
+			entry.KeySHA256 = hash
+			entry.Destinations = destinations
+			if _, err := tokenservice.ParseSystem(mustJSON(entry)); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "# API key for system %q: give it to that system now and keep it secret; it is not stored anywhere.\n", entry.Name)
+			fmt.Fprintln(out, key)
+			fmt.Fprintln(out, "# Entry for the systems file (--systems) or BATON_SYSTEM; it holds only the key's SHA-256:")
+			fmt.Fprintln(out, string(mustJSON(entry)))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&entry.Name, "system", "", "name of the system (required)")
+	f.StringSliceVar(&destinations, "destination", nil, "destinations it may consume (default: its own name; * for all)")
+	f.BoolVar(&entry.IssueRoots, "issue-roots", false, "it may issue root tokens")
+	f.BoolVar(&entry.Observe, "observe", false, "it may read and list every token")
+	f.BoolVar(&entry.ExpireRoots, "expire-roots", false, "it may delete expired root tokens")
+	return cmd
+}
+
+func mustJSON(v any) []byte {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return data
+}

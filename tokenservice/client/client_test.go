@@ -1,0 +1,242 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/storetest"
+	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/tokenservice/client"
+)
+
+// service starts a token service over a fresh memory store with one
+// all-powerful system and returns its URL and that system's key.
+func service(t *testing.T, systems ...tokenservice.System) (url, key string, tokens *memory.TokenStore) {
+	t.Helper()
+	key, hash := tokenservice.NewAPIKey()
+	systems = append(systems, tokenservice.System{Name: "ops", KeySHA256: hash,
+		Destinations: []string{tokenservice.AnyDestination}, IssueRoots: true, Observe: true, ExpireRoots: true})
+	tokens = memory.NewTokenStore()
+	h, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: systems})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL, key, tokens
+}
+
+func newClient(t *testing.T, url, key string) *client.Client {
+	t.Helper()
+	c, err := client.New(url, key, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// The client over the service over a memory store passes the token store
+// conformance suite: the service keeps the store's semantics exactly.
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	type endpoint struct{ url, key string }
+	var endpoints sync.Map // store.TokenStore -> endpoint
+	storetest.RunTokenStore(t, storetest.TokenHarness{
+		New: func(t *testing.T) store.TokenStore {
+			url, key, _ := service(t)
+			c := newClient(t, url, key)
+			endpoints.Store(c, endpoint{url, key})
+			return c
+		},
+		// The data lives behind the service: a new client sees it all.
+		Reopen: func(t *testing.T, s store.TokenStore) store.TokenStore {
+			s.(*client.Client).Close()
+			e, _ := endpoints.Load(s)
+			return newClient(t, e.(endpoint).url, e.(endpoint).key)
+		},
+	})
+}
+
+func root(destination string) baton.Token {
+	id := baton.NewTokenID()
+	return baton.Token{ID: id, Conversation: id, Destination: destination, Type: "t",
+		Digest: baton.DigestOf([]byte("p")), CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
+}
+
+// Errors map back to the sentinels of package store, and refusals to the
+// client's own as well.
+func TestErrorMapping(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	billingKey, billingHash := tokenservice.NewAPIKey()
+	url, opsKey, tokens := service(t, tokenservice.System{Name: "billing", KeySHA256: billingHash})
+	ops, billing := newClient(t, url, opsKey), newClient(t, url, billingKey)
+	stranger := newClient(t, url, "bk_not-a-registered-key")
+
+	orders := root("orders")
+	if err := ops.Issue(ctx, orders); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, err error, want ...error) {
+		t.Helper()
+		for _, w := range want {
+			if !errors.Is(err, w) {
+				t.Errorf("%s: error %v does not match %v", what, err, w)
+			}
+		}
+		var p *client.ProblemError
+		if err != nil && !errors.As(err, &p) {
+			t.Errorf("%s: error %v is not a *client.ProblemError", what, err)
+		}
+	}
+	_, err := stranger.Get(ctx, orders.ID)
+	check("unknown key", err, client.ErrUnauthorized, store.ErrNotApplied)
+	_, err = billing.Get(ctx, orders.ID)
+	check("reading another destination's token", err, client.ErrForbidden, store.ErrNotApplied)
+	_, err = billing.Transition(ctx, orders.ID, nil)
+	check("consuming another destination's token", err, client.ErrForbidden, store.ErrNotApplied)
+	check("issuing a root without permission", billing.Issue(ctx, root("billing")), client.ErrForbidden)
+	_, err = billing.ListByConversation(ctx, orders.Conversation, store.Page{})
+	check("listing without observe", err, client.ErrForbidden)
+	check("issuing an existing token", ops.Issue(ctx, orders), store.ErrExists)
+	_, err = ops.Get(ctx, baton.NewTokenID())
+	check("getting an absent token", err, store.ErrNotFound)
+	stray := root("billing")
+	stray.Causation = orders.ID
+	_, err = ops.Transition(ctx, orders.ID, []baton.Token{stray})
+	check("creating a token in another conversation", err, client.ErrForbidden)
+	if _, err := tokens.Get(ctx, orders.ID); err != nil {
+		t.Errorf("after the refusals the root is gone: %v", err)
+	}
+	if tokens.Len() != 1 {
+		t.Errorf("after the refusals the store holds %d tokens, want 1", tokens.Len())
+	}
+
+	// billing may read and list its own tokens.
+	child := root("billing")
+	child.Conversation, child.Causation = orders.Conversation, orders.ID
+	if consumed, err := ops.Transition(ctx, orders.ID, []baton.Token{child}); err != nil || !consumed {
+		t.Fatalf("Transition = %v, %v", consumed, err)
+	}
+	if _, err := billing.Get(ctx, child.ID); err != nil {
+		t.Errorf("billing reading its own token: %v", err)
+	}
+	if got, err := billing.ListByDestination(ctx, "billing", store.Page{}); err != nil || len(got) != 1 {
+		t.Errorf("billing listing its own destination = %d tokens, %v", len(got), err)
+	}
+}
+
+// A connection that cannot be made proves nothing was sent.
+func TestConnectionRefusedIsNotApplied(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c := newClient(t, "http://"+addr, "bk_key")
+	_, err = c.Transition(t.Context(), baton.NewTokenID(), nil)
+	if !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("Transition against a closed port = %v, want an error matching store.ErrNotApplied", err)
+	}
+}
+
+// failingStore fails every transition with the given error.
+type failingStore struct {
+	*memory.TokenStore
+	err error
+}
+
+func (s failingStore) Transition(context.Context, baton.TokenID, []baton.Token) (bool, error) {
+	return false, s.err
+}
+
+// The store's own failure semantics survive the trip: not applied stays
+// not applied, an unknown outcome stays unknown.
+func TestStoreFailures(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name       string
+		err        error
+		notApplied bool
+	}{
+		{"not applied", store.ErrNotApplied, true},
+		{"closed", store.ErrClosed, true},
+		{"outcome unknown", errors.New("connection reset after commit was sent"), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			key, hash := tokenservice.NewAPIKey()
+			mem := memory.NewTokenStore()
+			h, err := tokenservice.New(tokenservice.Config{Tokens: failingStore{mem, c.err},
+				Systems: []tokenservice.System{{Name: "orders", KeySHA256: hash}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			r := root("orders")
+			if err := mem.Issue(t.Context(), r); err != nil {
+				t.Fatal(err)
+			}
+			_, err = newClient(t, srv.URL, key).Transition(t.Context(), r.ID, nil)
+			if err == nil {
+				t.Fatal("Transition over a failing store returned no error")
+			}
+			if got := store.NotApplied(err); got != c.notApplied {
+				t.Errorf("store.NotApplied(%v) = %v, want %v", err, got, c.notApplied)
+			}
+		})
+	}
+}
+
+// A connection lost after the request was sent leaves the outcome unknown.
+func TestLostAnswerIsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer srv.Close()
+	_, err := newClient(t, srv.URL, "bk_key").Transition(t.Context(), baton.NewTokenID(), nil)
+	if err == nil || store.NotApplied(err) {
+		t.Errorf("Transition whose answer was lost = %v, want an error of unknown outcome", err)
+	}
+}
+
+// A cancelled context fails before anything is sent.
+func TestCancelledContext(t *testing.T) {
+	t.Parallel()
+	url, key, _ := service(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := newClient(t, url, key).Transition(ctx, baton.NewTokenID(), nil)
+	if !errors.Is(err, store.ErrNotApplied) || !errors.Is(err, context.Canceled) {
+		t.Errorf("Transition with a cancelled context = %v", err)
+	}
+}
+
+func TestNewRefusesBadURLs(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"", "127.0.0.1:7451", "ftp://host", "http://", "http://host/?q=1", "::"} {
+		if _, err := client.New(u, "bk_key", client.Options{}); !errors.Is(err, client.ErrInvalidConfig) {
+			t.Errorf("New(%q) = %v, want ErrInvalidConfig", u, err)
+		}
+	}
+	if _, err := client.New("http://host", "bk key", client.Options{}); !errors.Is(err, client.ErrInvalidConfig) {
+		t.Errorf("New with a key containing a space = %v, want ErrInvalidConfig", err)
+	}
+}

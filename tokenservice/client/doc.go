@@ -1,0 +1,21 @@
+// Package client is the Go client of the token service (package
+// tokenservice, `baton serve`). A *Client is a store.TokenStore, so an
+// engine whose tokens live behind the service uses it as it would any
+// other token store:
+//
+//	tokens, err := client.New("https://baton.internal:7451", os.Getenv("BATON_API_KEY"), client.Options{})
+//	eng, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, ...})
+//
+// Errors keep the store's failure semantics across the network: a problem
+// document from the service maps back to the sentinel of package store
+// (404 store.ErrNotFound, 409 store.ErrExists, 400 and 413
+// store.ErrInvalid, 503 store.ErrNotApplied), and so does a connection
+// that could not be made, since then nothing was sent. 401 and 403 match
+// ErrUnauthorized and ErrForbidden, and also store.ErrNotApplied: the
+// service refused before touching the store. Every other failure (a 500,
+// a connection lost after the request was sent, an unreadable answer)
+// leaves the outcome unknown and matches none of the sentinels; retrying
+// is safe, as the protocol makes every store operation.
+//
+// A Client is safe for concurrent use by many goroutines.
+package client

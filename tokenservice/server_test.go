@@ -1,0 +1,383 @@
+package tokenservice_test
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/tokenservice"
+)
+
+func TestIssueGetTransition(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	root := rootToken("orders")
+	root.ExpiresAt = root.CreatedAt.Add(time.Hour)
+	a := call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root))
+	var issued tokenservice.Token
+	a.decode(t, http.StatusCreated, &issued)
+	if loc := a.header.Get("Location"); loc != "/v1/tokens/"+root.ID.String() {
+		t.Errorf("Location %q", loc)
+	}
+	if issued != tokenservice.EncodeToken(root) {
+		t.Errorf("issued %+v, want %+v", issued, tokenservice.EncodeToken(root))
+	}
+	// Times are RFC 3339 in UTC with microseconds.
+	if !strings.HasSuffix(issued.CreatedAt, "Z") || len(issued.CreatedAt) != len("2006-01-02T15:04:05.000000Z") {
+		t.Errorf("created_at %q is not RFC 3339 UTC with microseconds", issued.CreatedAt)
+	}
+
+	var got tokenservice.Token
+	call(t, "GET", f.url+"/v1/tokens/"+root.ID.String(), f.orders, nil).decode(t, http.StatusOK, &got)
+	if got != issued {
+		t.Errorf("GET = %+v, want %+v", got, issued)
+	}
+
+	// A child without created_at gets the service's time.
+	child := childOf(root, "billing")
+	body := transitionBody(root.ID, child)
+	body.Create[0].CreatedAt = ""
+	var tr tokenservice.TransitionResponse
+	call(t, "POST", f.url+"/v1/transitions", f.orders, body).decode(t, http.StatusOK, &tr)
+	if !tr.Consumed {
+		t.Fatal("the transition did not consume the root")
+	}
+	stored, err := f.tokens.Get(t.Context(), child.ID)
+	if err != nil || stored.CreatedAt.IsZero() || time.Since(stored.CreatedAt) > time.Minute {
+		t.Errorf("child = %+v, %v; want a created_at of now", stored, err)
+	}
+	// Consuming it again is the protocol's duplicate: consumed=false.
+	call(t, "POST", f.url+"/v1/transitions", f.orders, transitionBody(root.ID, childOf(root, "billing"))).decode(t, http.StatusOK, &tr)
+	if tr.Consumed {
+		t.Error("a second transition of the same token consumed it")
+	}
+	call(t, "GET", f.url+"/v1/tokens/"+root.ID.String(), f.orders, nil).wantProblem(t, 404, tokenservice.ProblemNotFound)
+	if f.tokens.Len() != 1 {
+		t.Errorf("store holds %d tokens, want the one child", f.tokens.Len())
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	target := f.url + "/v1/tokens/" + baton.NewTokenID().String()
+	for name, header := range map[string]string{
+		"none":         "",
+		"wrong key":    "Bearer bk_wrong",
+		"basic scheme": "Basic " + f.orders,
+		"empty bearer": "Bearer ",
+		"hash as key":  "Bearer " + tokenservice.HashAPIKey(f.orders),
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", target, nil)
+		if header != "" {
+			req.Header.Set("Authorization", header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" || resp.Header.Get("Content-Type") != tokenservice.ProblemContentType {
+			t.Errorf("%s: status %d, WWW-Authenticate %q, Content-Type %q; want a 401 problem", name, resp.StatusCode,
+				resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Content-Type"))
+		}
+	}
+	// The scheme is case-insensitive (RFC 9110 11.1).
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", target, nil)
+	req.Header.Set("Authorization", "bearer "+f.orders)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("lowercase bearer: status %d, want 404 (authenticated, token absent)", resp.StatusCode)
+	}
+	// Two Authorization headers are refused.
+	req, _ = http.NewRequestWithContext(t.Context(), "GET", target, nil)
+	req.Header.Add("Authorization", "Bearer "+f.orders)
+	req.Header.Add("Authorization", "Bearer "+f.billing)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("two Authorization headers: status %d, want 401", resp.StatusCode)
+	}
+	// Public routes need no credentials.
+	if a := call(t, "GET", f.url+"/healthz", "", nil); a.status != 200 {
+		t.Errorf("/healthz: %d %s", a.status, a.body)
+	}
+	if a := call(t, "GET", f.url+"/v1/openapi.yaml", "", nil); a.status != 200 || !strings.HasPrefix(string(a.body), "openapi: 3.1") {
+		t.Errorf("/v1/openapi.yaml: %d", a.status)
+	}
+}
+
+// Only a token's destination consumes or reads it; only children of the
+// consumed token are created; permissions gate roots, listings, expiry.
+func TestAuthorization(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	root := rootToken("orders")
+	call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root)).decode(t, 201, new(tokenservice.Token))
+
+	// billing may not issue roots.
+	call(t, "POST", f.url+"/v1/roots", f.billing, tokenservice.EncodeToken(rootToken("billing"))).
+		wantProblem(t, 403, tokenservice.ProblemForbidden)
+	// billing may neither consume nor read orders' token.
+	p := call(t, "POST", f.url+"/v1/transitions", f.billing, transitionBody(root.ID, childOf(root, "billing"))).
+		wantProblem(t, 403, tokenservice.ProblemNotYourToken)
+	if p.Token != root.ID.String() {
+		t.Errorf("problem names token %q, want %s", p.Token, root.ID)
+	}
+	call(t, "GET", f.url+"/v1/tokens/"+root.ID.String(), f.billing, nil).wantProblem(t, 403, tokenservice.ProblemNotYourToken)
+	// ops observes: it may read it.
+	call(t, "GET", f.url+"/v1/tokens/"+root.ID.String(), f.ops, nil).decode(t, 200, new(tokenservice.Token))
+
+	// orders may not plant a token in another conversation, nor one whose
+	// causation is not the consumed token.
+	foreign := rootToken("billing")
+	foreign.Causation = root.ID
+	call(t, "POST", f.url+"/v1/transitions", f.orders, transitionBody(root.ID, childOf(root, "billing"), foreign)).
+		wantProblem(t, 403, tokenservice.ProblemNotAChild)
+	stepchild := childOf(root, "billing")
+	stepchild.Causation = baton.NewTokenID()
+	call(t, "POST", f.url+"/v1/transitions", f.orders, transitionBody(root.ID, stepchild)).
+		wantProblem(t, 403, tokenservice.ProblemNotAChild)
+	if _, err := f.tokens.Get(ctx, root.ID); err != nil || f.tokens.Len() != 1 {
+		t.Fatalf("refused transitions changed the store: root %v, %d tokens", err, f.tokens.Len())
+	}
+
+	// Listings: conversations need observe; a destination's own list is
+	// open to it.
+	call(t, "GET", f.url+"/v1/conversations/"+root.Conversation.String()+"/tokens", f.orders, nil).
+		wantProblem(t, 403, tokenservice.ProblemForbidden)
+	var list tokenservice.TokenList
+	call(t, "GET", f.url+"/v1/conversations/"+root.Conversation.String()+"/tokens", f.ops, nil).decode(t, 200, &list)
+	if len(list.Tokens) != 1 {
+		t.Errorf("ops lists %d tokens, want 1", len(list.Tokens))
+	}
+	call(t, "GET", f.url+"/v1/destinations/orders/tokens", f.orders, nil).decode(t, 200, &list)
+	call(t, "GET", f.url+"/v1/destinations/orders/tokens", f.billing, nil).wantProblem(t, 403, tokenservice.ProblemForbidden)
+	// Expiry needs expire_roots.
+	limit := 10
+	exp := tokenservice.ExpirationRequest{Before: tokenservice.FormatTime(time.Now().Add(1000 * time.Hour)), Limit: &limit}
+	call(t, "POST", f.url+"/v1/expirations", f.orders, exp).wantProblem(t, 403, tokenservice.ProblemForbidden)
+	var er tokenservice.ExpirationResponse
+	call(t, "POST", f.url+"/v1/expirations", f.ops, exp).decode(t, 200, &er)
+	if er.Expired != 0 {
+		t.Errorf("expired %d roots without expiry", er.Expired)
+	}
+}
+
+func TestMalformedRequests(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *tokenservice.Config) { c.MaxBodyBytes = 4096 })
+	root := rootToken("orders")
+	call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root)).decode(t, 201, new(tokenservice.Token))
+	id := root.ID.String()
+	child := tokenservice.EncodeToken(childOf(root, "billing"))
+	childJSON := `{"id":"` + child.ID + `","conversation":"` + child.Conversation + `","causation":"` + id +
+		`","destination":"billing","type":"t","digest":"` + child.Digest + `"}`
+	for name, body := range map[string]string{
+		"not JSON":            `{"consume":`,
+		"unknown field":       `{"consume":"` + id + `","creates":[]}`,
+		"two values":          `{"consume":"` + id + `"} {"consume":"` + id + `"}`,
+		"trailing garbage":    `{"consume":"` + id + `"} x`,
+		"array":               `[]`,
+		"null":                `null`,
+		"uppercase id":        `{"consume":"` + strings.ToUpper(id) + `"}`,
+		"short id":            `{"consume":"` + id[:30] + `"}`,
+		"zero id":             `{"consume":"00000000000000000000000000000000"}`,
+		"missing consume":     `{"create":[]}`,
+		"child unknown field": `{"consume":"` + id + `","create":[` + strings.Replace(childJSON, `{`, `{"payload":"x",`, 1) + `]}`,
+		"child bad digest":    `{"consume":"` + id + `","create":[` + strings.Replace(childJSON, child.Digest, "abc", 1) + `]}`,
+		"child bad time":      `{"consume":"` + id + `","create":[` + strings.Replace(childJSON, `"type":"t"`, `"type":"t","created_at":"yesterday"`, 1) + `]}`,
+		"child expires":       `{"consume":"` + id + `","create":[` + strings.Replace(childJSON, `"type":"t"`, `"type":"t","expires_at":"2030-01-01T00:00:00Z"`, 1) + `]}`,
+		"child twice":         `{"consume":"` + id + `","create":[` + childJSON + `,` + childJSON + `]}`,
+		"child no type":       `{"consume":"` + id + `","create":[` + strings.Replace(childJSON, `"type":"t"`, `"type":""`, 1) + `]}`,
+	} {
+		a := call(t, "POST", f.url+"/v1/transitions", f.orders, body)
+		if a.status != 400 {
+			t.Errorf("%s: status %d, want 400; body %s", name, a.status, a.body)
+			continue
+		}
+		if p := a.problem(t); p.Type != tokenservice.ProblemInvalid {
+			t.Errorf("%s: type %q", name, p.Type)
+		}
+	}
+	// A root with a causation is refused.
+	withCause := tokenservice.EncodeToken(rootToken("orders"))
+	withCause.Causation = id
+	call(t, "POST", f.url+"/v1/roots", f.orders, withCause).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	// Oversized: by Content-Length and by a body that lies about none.
+	big := `{"consume":"` + id + `","create":[` + strings.Repeat(childJSON+",", 40) + childJSON + `]}`
+	call(t, "POST", f.url+"/v1/transitions", f.orders, big).wantProblem(t, 413, tokenservice.ProblemTooLarge)
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", f.url+"/v1/transitions", strings.NewReader(big))
+	req.ContentLength = -1 // chunked: the limit applies while reading
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+f.orders)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("chunked oversized body: status %d, want 413", resp.StatusCode)
+	}
+	// Not JSON by media type.
+	req, _ = http.NewRequestWithContext(t.Context(), "POST", f.url+"/v1/transitions", strings.NewReader(`{"consume":"`+id+`"}`))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+f.orders)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 415 {
+		t.Errorf("form body: status %d, want 415", resp.StatusCode)
+	}
+	// Path and query.
+	call(t, "GET", f.url+"/v1/tokens/xyz", f.orders, nil).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	call(t, "GET", f.url+"/v1/tokens/"+id+"?x=1", f.orders, nil).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	call(t, "GET", f.url+"/v1/destinations/orders/tokens?limit=-1", f.orders, nil).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	call(t, "GET", f.url+"/v1/destinations/orders/tokens?after=zz", f.orders, nil).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	call(t, "GET", f.url+"/v1/destinations/orders/tokens?cursor=1", f.orders, nil).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	call(t, "GET", f.url+"/v1/destinations/orders/tokens?limit=1&limit=2", f.orders, nil).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	call(t, "GET", f.url+"/v1/nothing", f.orders, nil).wantProblem(t, 404, tokenservice.ProblemNoRoute)
+	a := call(t, "DELETE", f.url+"/v1/tokens/"+id, f.orders, nil)
+	a.wantProblem(t, 405, tokenservice.ProblemMethod)
+	if a.header.Get("Allow") != "GET" {
+		t.Errorf("405 Allow %q, want GET", a.header.Get("Allow"))
+	}
+	// None of this changed the store.
+	if _, err := f.tokens.Get(t.Context(), root.ID); err != nil || f.tokens.Len() != 1 {
+		t.Errorf("malformed requests changed the store: %v, %d tokens", err, f.tokens.Len())
+	}
+}
+
+// Listings page by id, and destinations with any characters round-trip
+// through the path.
+func TestListing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *tokenservice.Config) { c.Systems[2].Destinations = []string{tokenservice.AnyDestination} })
+	ctx := t.Context()
+	odd := "a/b%c?d#e"
+	root := rootToken("orders")
+	if err := f.tokens.Issue(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	var children []baton.Token
+	for range 5 {
+		children = append(children, childOf(root, odd))
+	}
+	if ok, err := f.tokens.Transition(ctx, root.ID, children); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	var all []tokenservice.Token
+	after := ""
+	for pages := 0; ; pages++ {
+		var list tokenservice.TokenList
+		call(t, "GET", f.url+"/v1/destinations/"+url.PathEscape(odd)+"/tokens?limit=2&after="+after, f.ops, nil).decode(t, 200, &list)
+		all = append(all, list.Tokens...)
+		if list.NextAfter == "" {
+			if len(list.Tokens) == 2 {
+				t.Error("a full page without next_after")
+			}
+			break
+		}
+		after = list.NextAfter
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(all) != 5 {
+		t.Fatalf("paged %d tokens, want 5", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].ID >= all[i].ID {
+			t.Errorf("not in ascending id order: %s, %s", all[i-1].ID, all[i].ID)
+		}
+	}
+	if all[0].Destination != odd {
+		t.Errorf("destination %q, want %q", all[0].Destination, odd)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	_, hash := tokenservice.NewAPIKey()
+	tokens := memory.NewTokenStore()
+	for name, cfg := range map[string]tokenservice.Config{
+		"no store":         {Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}}},
+		"no systems":       {Tokens: tokens},
+		"bad name":         {Tokens: tokens, Systems: []tokenservice.System{{Name: "a b", KeySHA256: hash}}},
+		"bad hash":         {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: "bk_plaintextkey"}}},
+		"same name":        {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}, {Name: "a"}}},
+		"same key":         {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}, {Name: "b", KeySHA256: hash}}},
+		"bad destination":  {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", Destinations: []string{""}}}},
+		"negative maxbody": {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}}, MaxBodyBytes: -1},
+	} {
+		if _, err := tokenservice.New(cfg); !errors.Is(err, tokenservice.ErrInvalidConfig) {
+			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}
+
+func TestLoadSystems(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, hash := tokenservice.NewAPIKey()
+	good := filepath.Join(dir, "good.json")
+	os.WriteFile(good, []byte(`{"systems":[{"name":"billing","key_sha256":"`+hash+`"},{"name":"ops","destinations":["*"],"observe":true}]}`), 0o600)
+	systems, err := tokenservice.LoadSystems(good)
+	if err != nil || len(systems) != 2 || systems[1].Name != "ops" || !systems[1].Observe {
+		t.Fatalf("LoadSystems = %+v, %v", systems, err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"systems":[{"name":"billing","obsreve":true}]}`), 0o600)
+	if _, err := tokenservice.LoadSystems(bad); !errors.Is(err, tokenservice.ErrInvalidConfig) || !strings.Contains(err.Error(), "obsreve") {
+		t.Errorf("LoadSystems with a misspelt field = %v", err)
+	}
+	if _, err := tokenservice.LoadSystems(filepath.Join(dir, "missing.json")); !errors.Is(err, tokenservice.ErrInvalidConfig) {
+		t.Errorf("LoadSystems of a missing file = %v", err)
+	}
+	s, err := tokenservice.ParseSystem([]byte(` {"name":"ops","key_sha256":"` + hash + `","issue_roots":true} `))
+	if err != nil || s.Name != "ops" || !s.IssueRoots {
+		t.Errorf("ParseSystem = %+v, %v", s, err)
+	}
+	if _, err := tokenservice.ParseSystem([]byte(`{"name":"ops","key":"bk_x"}`)); !errors.Is(err, tokenservice.ErrInvalidConfig) {
+		t.Errorf("ParseSystem with a plaintext key field = %v", err)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	t.Parallel()
+	k1, h1 := tokenservice.NewAPIKey()
+	k2, h2 := tokenservice.NewAPIKey()
+	if k1 == k2 || h1 == h2 || len(h1) != 64 || tokenservice.HashAPIKey(k1) != h1 || !strings.HasPrefix(k1, "bk_") || len(k1) != 3+43 {
+		t.Errorf("keys %q %q hashes %q %q", k1, k2, h1, h2)
+	}
+}
+
+// A store that is down makes the health check fail.
+func TestHealthzStoreDown(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.tokens.Close()
+	call(t, "GET", f.url+"/healthz", "", nil).wantProblem(t, 503, tokenservice.ProblemNotApplied)
+	root := rootToken("orders")
+	a := call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root))
+	a.wantProblem(t, 503, tokenservice.ProblemNotApplied)
+	if a.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+}

@@ -1,0 +1,271 @@
+package tokenservice
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// TimeFormat is how the API writes times: RFC 3339 in UTC with exactly six
+// fractional digits (microseconds, the precision every token store keeps).
+// The API reads any RFC 3339 time and truncates it to microseconds.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// MaxExpireLimit caps how many roots one expiration request deletes.
+const MaxExpireLimit = 10000
+
+// Token is a token as the API reads and writes it. Ids are 32 lowercase
+// hex digits, the digest 64; causation is absent on root tokens and
+// expires_at on tokens that do not expire. created_at may be left out of a
+// request, and the service then sets its own clock's time.
+type Token struct {
+	ID           string `json:"id"`
+	Conversation string `json:"conversation"`
+	Causation    string `json:"causation,omitempty"`
+	Destination  string `json:"destination"`
+	Type         string `json:"type"`
+	Digest       string `json:"digest"`
+	CreatedAt    string `json:"created_at,omitempty"`
+	ExpiresAt    string `json:"expires_at,omitempty"`
+}
+
+// TransitionRequest is the body of POST /v1/transitions.
+type TransitionRequest struct {
+	Consume string  `json:"consume"`
+	Create  []Token `json:"create,omitempty"`
+}
+
+// TransitionResponse answers a transition: whether it consumed the token.
+type TransitionResponse struct {
+	Consumed bool `json:"consumed"`
+}
+
+// ExpirationRequest is the body of POST /v1/expirations: delete up to
+// limit roots whose expiry is before before.
+type ExpirationRequest struct {
+	Before string `json:"before"`
+	Limit  *int   `json:"limit"`
+}
+
+// ExpirationResponse says how many roots an expiration request deleted.
+type ExpirationResponse struct {
+	Expired int `json:"expired"`
+}
+
+// TokenList is one page of a listing. NextAfter is set when the page is
+// full: pass it as ?after= to get the next page.
+type TokenList struct {
+	Tokens    []Token `json:"tokens"`
+	NextAfter string  `json:"next_after,omitempty"`
+}
+
+// EncodeToken returns t as the API writes it.
+func EncodeToken(t baton.Token) Token {
+	return Token{
+		ID:           encodeID(t.ID),
+		Conversation: encodeID(t.Conversation),
+		Causation:    encodeID(t.Causation),
+		Destination:  t.Destination,
+		Type:         t.Type,
+		Digest:       t.Digest.String(),
+		CreatedAt:    FormatTime(t.CreatedAt),
+		ExpiresAt:    FormatTime(t.ExpiresAt),
+	}
+}
+
+// Decode parses a token as the API reads it. It checks the syntax of every
+// field (ids, digest, times); store.ValidateToken checks the rest. Errors
+// wrap store.ErrInvalid.
+func (j Token) Decode() (baton.Token, error) {
+	var t baton.Token
+	var err error
+	if t.ID, err = parseID("id", j.ID, true); err != nil {
+		return t, err
+	}
+	if t.Conversation, err = parseID("conversation", j.Conversation, true); err != nil {
+		return t, err
+	}
+	if t.Causation, err = parseID("causation", j.Causation, false); err != nil {
+		return t, err
+	}
+	t.Destination, t.Type = j.Destination, j.Type
+	if t.Digest, err = parseDigest(j.Digest); err != nil {
+		return t, err
+	}
+	if t.CreatedAt, err = ParseTime("created_at", j.CreatedAt); err != nil {
+		return t, err
+	}
+	if t.ExpiresAt, err = ParseTime("expires_at", j.ExpiresAt); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// FormatTime writes t in TimeFormat; the zero time is the empty string.
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Truncate(time.Microsecond).Format(TimeFormat)
+}
+
+// ParseTime reads an RFC 3339 time, in UTC and truncated to microseconds;
+// the empty string is the zero time. Errors wrap store.ErrInvalid.
+func ParseTime(field, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time", store.ErrInvalid, field, s)
+	}
+	return t.UTC().Truncate(time.Microsecond), nil
+}
+
+func encodeID(id baton.TokenID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
+// parseID reads a token id: 32 lowercase hex digits, not all zero.
+func parseID(field, s string, required bool) (baton.TokenID, error) {
+	if s == "" {
+		if required {
+			return baton.TokenID{}, fmt.Errorf("%w: %s is required", store.ErrInvalid, field)
+		}
+		return baton.TokenID{}, nil
+	}
+	id, err := baton.ParseTokenID(s)
+	if err != nil {
+		return id, fmt.Errorf("%w: %s: %w", store.ErrInvalid, field, err)
+	}
+	if id.IsZero() {
+		return id, fmt.Errorf("%w: %s is the zero id, which no token has", store.ErrInvalid, field)
+	}
+	return id, nil
+}
+
+func parseDigest(s string) (baton.Digest, error) {
+	var d baton.Digest
+	if len(s) != 2*len(d) || !lowerHex(s) {
+		return d, fmt.Errorf("%w: digest must be %d lowercase hex digits", store.ErrInvalid, 2*len(d))
+	}
+	_, err := hex.Decode(d[:], []byte(s))
+	return d, err
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data. Errors wrap store.ErrInvalid.
+func decodeStrict(data []byte, v any) error {
+	if err := decodeJSON(data, v); err != nil {
+		return fmt.Errorf("%w: body: %w", store.ErrInvalid, err)
+	}
+	return nil
+}
+
+// decodeJSON decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data.
+func decodeJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("more than one JSON value")
+	}
+	return nil
+}
+
+// decodeRoot reads the body of POST /v1/roots: one root token, valid as
+// store.ValidateToken requires.
+func decodeRoot(data []byte) (baton.Token, error) {
+	var j Token
+	if err := decodeStrict(data, &j); err != nil {
+		return baton.Token{}, err
+	}
+	t, err := j.Decode()
+	if err != nil {
+		return baton.Token{}, err
+	}
+	if !t.Causation.IsZero() {
+		return baton.Token{}, fmt.Errorf("%w: a root token has no causation; a transition creates children", store.ErrInvalid)
+	}
+	if err := store.ValidateToken(t); err != nil {
+		return baton.Token{}, err
+	}
+	return t, nil
+}
+
+// decodeTransition reads the body of POST /v1/transitions, valid as
+// store.ValidateTransition requires. Children never expire (DESIGN 3.6).
+func decodeTransition(data []byte) (baton.TokenID, []baton.Token, error) {
+	var req TransitionRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return baton.TokenID{}, nil, err
+	}
+	consume, err := parseID("consume", req.Consume, true)
+	if err != nil {
+		return baton.TokenID{}, nil, err
+	}
+	if len(req.Create) > store.MaxTokensPerTransition {
+		return baton.TokenID{}, nil, fmt.Errorf("%w: %d tokens in one transition, more than %d", store.ErrInvalid, len(req.Create), store.MaxTokensPerTransition)
+	}
+	var create []baton.Token
+	if len(req.Create) > 0 {
+		create = make([]baton.Token, len(req.Create))
+	}
+	for i, j := range req.Create {
+		if create[i], err = j.Decode(); err != nil {
+			return baton.TokenID{}, nil, fmt.Errorf("create[%d]: %w", i, err)
+		}
+		if !create[i].ExpiresAt.IsZero() {
+			return baton.TokenID{}, nil, fmt.Errorf("%w: create[%d]: only root tokens expire", store.ErrInvalid, i)
+		}
+	}
+	if err := store.ValidateTransition(consume, create); err != nil {
+		return baton.TokenID{}, nil, err
+	}
+	return consume, create, nil
+}
+
+// decodeExpiration reads the body of POST /v1/expirations. The limit is
+// capped at MaxExpireLimit.
+func decodeExpiration(data []byte) (before time.Time, limit int, err error) {
+	var req ExpirationRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return time.Time{}, 0, err
+	}
+	if req.Before == "" {
+		return time.Time{}, 0, fmt.Errorf("%w: before is required", store.ErrInvalid)
+	}
+	if before, err = ParseTime("before", req.Before); err != nil {
+		return time.Time{}, 0, err
+	}
+	switch {
+	case req.Limit == nil:
+		return time.Time{}, 0, fmt.Errorf("%w: limit is required", store.ErrInvalid)
+	case *req.Limit < 0:
+		return time.Time{}, 0, fmt.Errorf("%w: limit %d is negative", store.ErrInvalid, *req.Limit)
+	}
+	return before, min(*req.Limit, MaxExpireLimit), nil
+}
