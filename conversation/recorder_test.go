@@ -79,3 +79,26 @@ func TestRecorderKeepsOnlyTheLimit(t *testing.T) {
 		t.Fatalf("kept %d conversations, want 3", n)
 	}
 }
+
+func TestRecordTokensSeesRootsAndTransitions(t *testing.T) {
+	t.Parallel()
+	rec := conversation.NewRecorder(0)
+	tokens := conversation.RecordTokens(memory.NewTokenStore(), rec, nil)
+	ctx := t.Context()
+	root := baton.Signal{ID: baton.NewTokenID(), Destination: "shop", Type: "order.place"}
+	root.Conversation = root.ID
+	if err := tokens.Issue(ctx, root.Token()); err != nil {
+		t.Fatal(err)
+	}
+	child := baton.Signal{ID: baton.NewTokenID(), Conversation: root.ID, Causation: root.ID, Destination: "billing", Type: "charge"}
+	if _, err := tokens.Transition(ctx, root.ID, []baton.Token{child.Token()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Transition(ctx, root.ID, nil); err != nil { // already consumed: not recorded
+		t.Fatal(err)
+	}
+	c, ok := rec.Get(root.ID)
+	if !ok || len(c.Nodes) != 2 || c.Nodes[0].State != conversation.Done || c.Nodes[1].State != conversation.InFlight {
+		t.Fatalf("conversation = %+v", c)
+	}
+}

@@ -144,6 +144,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 2: the activity already happened; finish its pending steps.
 		if entry, ok := ent.Entry(sig.ID); ok {
+			e.stats.add(ctx, statCompleted, 1)
 			res, err := e.finish(ctx, ent, entry, false)
 			res.Outcome = Completed
 			return res, err

@@ -12,6 +12,7 @@ import (
 type Stats struct {
 	Applied         int64 // activities committed
 	Duplicates      int64 // signals dropped because their token was not live
+	Completed       int64 // copies that found the activity committed and finished its steps
 	Conflicts       int64 // entity version conflicts retried
 	Transitions     int64 // transitions that consumed their token
 	TransitionsDone int64 // transitions that found their token already consumed
@@ -32,6 +33,7 @@ type stat int
 const (
 	statApplied stat = iota
 	statDuplicates
+	statCompleted
 	statConflicts
 	statTransitions
 	statTransitionsDone
@@ -49,6 +51,7 @@ const (
 var statNames = [statCount]struct{ name, help string }{
 	statApplied:         {"activities.applied", "Activities committed."},
 	statDuplicates:      {"duplicates.dropped", "Signals dropped because their token was not live."},
+	statCompleted:       {"signals.completed", "Copies of signals that found the activity committed and finished its pending steps."},
 	statConflicts:       {"conflicts", "Entity version conflicts retried."},
 	statTransitions:     {"transitions", "Transitions that consumed their token."},
 	statTransitionsDone: {"transitions.already_done", "Transitions that found their token already consumed."},
@@ -89,20 +92,47 @@ func (c *counters) add(ctx context.Context, s stat, n int64) {
 
 // Stats returns a snapshot of the engine's counters.
 func (e *Engine) Stats() Stats {
-	v := &e.stats.values
-	return Stats{
-		Applied:         v[statApplied].Load(),
-		Duplicates:      v[statDuplicates].Load(),
-		Conflicts:       v[statConflicts].Load(),
-		Transitions:     v[statTransitions].Load(),
-		TransitionsDone: v[statTransitionsDone].Load(),
-		Dispatched:      v[statDispatched].Load(),
-		DispatchRetries: v[statDispatchRetries].Load(),
-		EntriesRemoved:  v[statEntriesRemoved].Load(),
-		Swept:           v[statSwept].Load(),
-		Parked:          v[statParked].Load(),
-		HandlerErrors:   v[statHandlerErrors].Load(),
-		RootsIssued:     v[statRootsIssued].Load(),
-		RootsExpired:    v[statRootsExpired].Load(),
+	var v [statCount]int64
+	for i := range v {
+		v[i] = e.stats.values[i].Load()
 	}
+	return statsOf(v)
+}
+
+// fields lists the Stats field of each stat, so conversions stay in one place.
+func (s *Stats) fields() [statCount]*int64 {
+	return [statCount]*int64{
+		statApplied: &s.Applied, statDuplicates: &s.Duplicates, statCompleted: &s.Completed,
+		statConflicts: &s.Conflicts, statTransitions: &s.Transitions, statTransitionsDone: &s.TransitionsDone,
+		statDispatched: &s.Dispatched, statDispatchRetries: &s.DispatchRetries, statEntriesRemoved: &s.EntriesRemoved,
+		statSwept: &s.Swept, statParked: &s.Parked, statHandlerErrors: &s.HandlerErrors,
+		statRootsIssued: &s.RootsIssued, statRootsExpired: &s.RootsExpired,
+	}
+}
+
+func statsOf(v [statCount]int64) Stats {
+	var s Stats
+	for i, f := range s.fields() {
+		*f = v[i]
+	}
+	return s
+}
+
+// Plus returns the sum of s and o, for totals over several engines.
+func (s Stats) Plus(o Stats) Stats {
+	of := o.fields()
+	for i, f := range s.fields() {
+		*f += *of[i]
+	}
+	return s
+}
+
+// Counters returns the counters by their metric names without the
+// "baton." prefix (for example "duplicates.dropped").
+func (s Stats) Counters() map[string]int64 {
+	out := make(map[string]int64, statCount)
+	for i, f := range s.fields() {
+		out[statNames[i].name] = *f
+	}
+	return out
 }

@@ -51,5 +51,6 @@ duplicate and is dropped.`,
 	}
 	root.AddCommand(newSimCommand(), newDemoCommand())
 	root.AddCommand(newServeCommand())
+	root.AddCommand(newBenchCommand())
 	return root
 }

@@ -1,0 +1,51 @@
+package conversation
+
+import (
+	"context"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/store"
+)
+
+// RecordTokens returns a token store that passes every call to inner and
+// reports issued roots and applied transitions to r. A token service uses
+// it to draw the conversations of every system that calls it, without the
+// systems' engines reporting anything themselves.
+func RecordTokens(inner store.TokenStore, r *Recorder, now func() time.Time) store.TokenStore {
+	if now == nil {
+		now = time.Now
+	}
+	return &recordingTokens{TokenStore: inner, rec: r, now: now}
+}
+
+type recordingTokens struct {
+	store.TokenStore
+	rec *Recorder
+	now func() time.Time
+}
+
+func (t *recordingTokens) Issue(ctx context.Context, root baton.Token) error {
+	err := t.TokenStore.Issue(ctx, root)
+	if err == nil {
+		t.rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t.now(), Destination: root.Destination, Signal: signalOf(root)})
+	}
+	return err
+}
+
+func (t *recordingTokens) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	consumed, err := t.TokenStore.Transition(ctx, consume, create)
+	if err == nil && consumed {
+		children := make([]baton.Signal, len(create))
+		for i, tok := range create {
+			children[i] = signalOf(tok)
+		}
+		t.rec.Observe(engine.Event{Kind: engine.EventTransitioned, Time: t.now(), Signal: baton.Signal{ID: consume}, Children: children})
+	}
+	return consumed, err
+}
+
+func signalOf(t baton.Token) baton.Signal {
+	return baton.Signal{ID: t.ID, Conversation: t.Conversation, Causation: t.Causation, Destination: t.Destination, Type: t.Type}
+}
