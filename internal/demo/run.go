@@ -343,13 +343,13 @@ func (d *demo) counters() map[string]int64 {
 // starts it again at once, as a crashing container would be restarted.
 func (d *demo) killAtRandom(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(d.opts.Seed, 0x6b696c6c))
-	tick := time.NewTicker(d.opts.KillEvery)
-	defer tick.Stop()
 	for {
+		// The pause starts when the last restart finished, so a system
+		// always gets time to work between kills.
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-time.After(d.opts.KillEvery):
 		}
 		c := d.systems[roles[rng.IntN(len(roles))]]
 		if err := c.kill(); err != nil {
