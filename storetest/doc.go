@@ -60,6 +60,16 @@
 //   - Every method fails on a cancelled context, and errors are matched
 //     with errors.Is against the sentinels of package store.
 //
+// RunLinearizability (DESIGN section 8, layer 5) checks a token store with
+// porcupine: concurrent clients issue, consume and read a few colliding
+// token ids, and every recorded history must be explained by the
+// sequential specification of Issue, Transition and Get, with each
+// operation taking effect at one instant within its call. An operation
+// whose error does not prove "not applied" stays in the history as one
+// that may or may not have taken effect. Faulty wraps a store to inject
+// such failures, before the call (store.ErrNotApplied) or after it
+// (outcome unknown), so that every backend's histories include them.
+//
 // Where a check runs operations concurrently, the suite retries an
 // operation that fails with store.ErrNotApplied (nothing happened), as the
 // engine does; any other unexpected error fails the check.
