@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
 )
 
 const instrumentation = "github.com/batonhq/baton/engine"
@@ -41,6 +42,18 @@ func (e *Engine) initTelemetry() {
 	e.tel.outboxAge, _ = meter.Float64Histogram("baton.outbox.entry_age", metric.WithUnit("s"),
 		metric.WithDescription("Age of outbox entries when they were removed."))
 	e.stats.init(meter, e.cfg.Destination)
+	// Live tokens are the signals in flight to this destination; counting
+	// them on each collection costs as much as there is work in flight.
+	_, _ = meter.Int64ObservableGauge("baton.tokens.live",
+		metric.WithDescription("Live tokens addressed to this destination: its signals in flight, capped at 100000."),
+		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+			n, err := store.CountByDestination(ctx, e.cfg.Tokens, e.cfg.Destination, 100000)
+			if err != nil {
+				return err
+			}
+			o.Observe(int64(n), e.stats.attrs)
+			return nil
+		}))
 }
 
 // startSpan starts the span of processing sig as a child of the span that

@@ -65,7 +65,7 @@ func TestTraceFollowsCausationAndMetricsExport(t *testing.T) {
 			found[m.Name] = true
 		}
 	}
-	for _, name := range []string{"baton.activities.applied", "baton.transitions", "baton.activity.duration", "baton.outbox.entry_age"} {
+	for _, name := range []string{"baton.activities.applied", "baton.transitions", "baton.activity.duration", "baton.outbox.entry_age", "baton.tokens.live"} {
 		if !found[name] {
 			t.Errorf("metric %s not exported; got %v", name, found)
 		}

@@ -381,3 +381,20 @@ func TestHealthzStoreDown(t *testing.T) {
 		t.Error("503 without Retry-After")
 	}
 }
+
+// A client that sends no id gets one drawn by the service, and the root
+// starts its own conversation.
+func TestIssueRootWithoutID(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var issued tokenservice.Token
+	call(t, "POST", f.url+"/v1/roots", f.orders, map[string]string{"destination": "orders", "type": "order.place"}).
+		decode(t, http.StatusCreated, &issued)
+	id, err := baton.ParseTokenID(issued.ID)
+	if err != nil || issued.Conversation != issued.ID || issued.Digest != baton.DigestOf(nil).String() {
+		t.Fatalf("issued %+v (%v): want a fresh id that is also the conversation, and the empty payload's digest", issued, err)
+	}
+	if _, err := f.tokens.Get(t.Context(), id); err != nil {
+		t.Fatalf("the issued root is not in the store: %v", err)
+	}
+}

@@ -203,6 +203,17 @@ func decodeRoot(data []byte) (baton.Token, error) {
 	if err := decodeStrict(data, &j); err != nil {
 		return baton.Token{}, err
 	}
+	// A client that does not make its own ids gets one from the server's
+	// cryptographic source; a root starts its own conversation.
+	if j.ID == "" {
+		j.ID = baton.NewTokenID().String()
+		if j.Conversation == "" {
+			j.Conversation = j.ID
+		}
+	}
+	if j.Digest == "" {
+		j.Digest = baton.DigestOf(nil).String()
+	}
 	t, err := j.Decode()
 	if err != nil {
 		return baton.Token{}, err

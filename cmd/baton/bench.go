@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -17,7 +18,7 @@ func newBenchCommand() *cobra.Command {
 		cfg                 bench.Config
 		quick, noScaling    bool
 		variants, scaleVars string
-		svgPath             string
+		svgPath, cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -58,6 +59,17 @@ directory, removed at the end.`,
 			cfg.ScalingVariants = splitList(scaleVars)
 			cfg.Progress = cmd.ErrOrStderr()
 			fmt.Fprintln(cmd.ErrOrStderr(), "baton bench: running; one line per finished measurement")
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			rep, err := bench.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -80,8 +92,8 @@ directory, removed at the end.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", envOr("BATON_BENCH_POSTGRES", bench.DefaultPostgresDSN), "PostgreSQL to benchmark against (default from BATON_BENCH_POSTGRES)")
-	f.StringVar(&cfg.RedisURL, "redis-url", envOr("BATON_BENCH_REDIS", bench.DefaultRedisURL), "Redis of the baton-redis variant (default from BATON_BENCH_REDIS)")
+	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", envOr("BATON_BENCH_POSTGRES", bench.DefaultPostgresDSN), "PostgreSQL to benchmark against; BATON_BENCH_POSTGRES sets the default")
+	f.StringVar(&cfg.RedisURL, "redis-url", envOr("BATON_BENCH_REDIS", bench.DefaultRedisURL), "Redis of the baton-redis variant; BATON_BENCH_REDIS sets the default")
 	f.StringVar(&cfg.RedisServer, "redis-server", "", "redis-server binary for baton-redis-fsync (default: found on PATH)")
 	f.BoolVar(&quick, "quick", false, "short run of everything (about two minutes): 10s per variant, 4s per scaling point")
 	f.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured time per variant, split over --rounds")
@@ -99,6 +111,7 @@ directory, removed at the end.`,
 	f.IntVar(&cfg.LongSignals, "long-signals", 1_000_000, "signals per variant in the long run")
 	f.IntVar(&cfg.LongWindow, "long-window", 100_000, "signals per reported window of the long run")
 	f.StringVar(&svgPath, "svg", defaultSVGPath(), `write the picture of stored dedup data here ("" for none)`)
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	return cmd
 }
 

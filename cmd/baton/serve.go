@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ import (
 	"github.com/batonhq/baton/backend/embedded"
 	"github.com/batonhq/baton/backend/postgres"
 	batonredis "github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/conversation"
+	"github.com/batonhq/baton/dashboard"
+	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
 )
@@ -45,6 +49,7 @@ var serveEnv = map[string]string{
 	"client-ca":               "BATON_CLIENT_CA",
 	"max-body":                "BATON_MAX_BODY",
 	"log-level":               "BATON_LOG_LEVEL",
+	"dashboard":               "BATON_DASHBOARD",
 }
 
 // bootstrapEnv holds one system as JSON, in the form of a systems file
@@ -60,6 +65,7 @@ type serveOptions struct {
 	tlsCert, tlsKey, clientCA   string
 	maxBody                     int64
 	logLevel                    string
+	dashboard                   bool
 }
 
 func newServeCommand() *cobra.Command {
@@ -73,6 +79,9 @@ language issue, consume and create tokens over HTTP (docs/token-service.md).
 Callers authenticate as a registered system with "Authorization: Bearer <api key>"
 or a client certificate (--client-ca). Register systems in a JSON file (--systems)
 or one in the BATON_SYSTEM variable; create keys with "baton serve keygen".
+
+The dashboard at / draws the conversations of every system from the transitions
+the service sees; Prometheus metrics are at /metrics.
 
 Every flag can also be set by its environment variable, shown in brackets.
 The service keeps no state of its own: run as many instances over one shared
@@ -102,6 +111,7 @@ store (--store postgres or redis) as you like.`,
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA certificates that sign client certificates; a certificate's common name names its system")
 	f.Int64Var(&o.maxBody, "max-body", tokenservice.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	f.BoolVar(&o.dashboard, "dashboard", true, "serve the dashboard at / (it shows every conversation's signals: keep the address private)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
 			fl.Usage += " [" + env + "]"
@@ -159,7 +169,7 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 		return err
 	}
 	defer closeStore()
-	handler, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log})
+	handler, err := serveHandler(tokens, systems, o, log)
 	if err != nil {
 		return err
 	}
@@ -207,6 +217,55 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	}
 	log.Info("token service stopped")
 	return nil
+}
+
+// serveHandler puts the token service under /v1/ and /healthz, Prometheus
+// metrics at /metrics, and, unless disabled, the dashboard at /, which draws
+// the conversations of every system from the transitions the service sees.
+func serveHandler(tokens store.TokenStore, systems []tokenservice.System, o serveOptions, log *slog.Logger) (http.Handler, error) {
+	recorder := conversation.NewRecorder(0)
+	api, err := tokenservice.New(tokenservice.Config{Tokens: conversation.RecordTokens(tokens, recorder, nil),
+		Systems: systems, MaxBodyBytes: o.maxBody, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	destinations := knownDestinations(systems)
+	provider, metrics, err := telemetry.Prometheus()
+	if err != nil {
+		return nil, err
+	}
+	if err := telemetry.LiveTokens(provider.Meter("github.com/batonhq/baton/cmd/baton"), tokens, destinations); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	mux.Handle("/healthz", api)
+	mux.Handle("GET /metrics", metrics)
+	if o.dashboard {
+		board, err := dashboard.New(dashboard.Config{Recorder: recorder, Tokens: tokens, Destinations: destinations, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/", board)
+	}
+	return mux, nil
+}
+
+// knownDestinations lists the destinations of the registered systems, for
+// the dashboard's and the metrics' live tokens by destination.
+func knownDestinations(systems []tokenservice.System) func() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, sys := range systems {
+		for _, d := range append([]string{sys.Name}, sys.Destinations...) {
+			if d != tokenservice.AnyDestination && !seen[d] {
+				seen[d] = true
+				out = append(out, d)
+			}
+		}
+	}
+	slices.Sort(out)
+	return func() []string { return out }
 }
 
 // loadSystems reads the systems file and the bootstrap system.

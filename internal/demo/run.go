@@ -286,18 +286,11 @@ func (d *demo) sample(ctx context.Context) {
 func (d *demo) liveTokens(ctx context.Context) (int, error) {
 	total := 0
 	for _, role := range roles {
-		page := store.Page{Limit: store.MaxPageLimit}
-		for {
-			toks, err := d.tokens.ListByDestination(ctx, role, page)
-			if err != nil {
-				return 0, err
-			}
-			total += len(toks)
-			if len(toks) < page.Size() {
-				break
-			}
-			page.After = toks[len(toks)-1].ID
+		n, err := store.CountByDestination(ctx, d.tokens, role, 0)
+		if err != nil {
+			return 0, err
 		}
+		total += n
 	}
 	return total, nil
 }

@@ -1,0 +1,71 @@
+package telemetry_test
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/internal/telemetry"
+)
+
+type nothing struct{}
+
+// An engine's counters and the live-token gauge reach the Prometheus
+// endpoint under their documented names.
+func TestPrometheusExposesEngineMetrics(t *testing.T) {
+	t.Parallel()
+	provider, handler, err := telemetry.Prometheus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := memory.NewTokenStore()
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
+		Dispatch: engine.Routes{}, MeterProvider: provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.Register(e, engine.Activity[nothing]{Type: "order",
+		Entity: func(s baton.Signal) (string, error) { return s.Conversation.String(), nil },
+		Handle: func(context.Context, baton.Signal, *nothing) (engine.Effects, error) { return engine.Effects{}, nil }}); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := e.IssueRoot(t.Context(), baton.Emit{Destination: "shop", Type: "order"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.IssueRoot(t.Context(), baton.Emit{Destination: "shop", Type: "order"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second is a duplicate
+		if _, err := e.Process(t.Context(), sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	text := string(body)
+	for _, want := range []string{
+		`baton_activities_applied_total{baton_destination="shop"`,
+		`baton_duplicates_dropped_total{baton_destination="shop"`,
+		`baton_transitions_total{baton_destination="shop"`,
+		`baton_activity_duration_seconds_bucket{baton_destination="shop"`,
+		`baton_tokens_live{baton_destination="shop"`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(text)
+	}
+}
