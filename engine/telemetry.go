@@ -59,18 +59,36 @@ func (e *Engine) initTelemetry() {
 // startSpan starts the span of processing sig as a child of the span that
 // emitted it.
 func (e *Engine) startSpan(ctx context.Context, name string, sig baton.Signal) (context.Context, trace.Span) {
-	carrier := propagation.MapCarrier{}
 	if sig.Trace.Parent != "" {
-		carrier["traceparent"] = sig.Trace.Parent
-		carrier["tracestate"] = sig.Trace.State
+		carrier := propagation.MapCarrier{"traceparent": sig.Trace.Parent, "tracestate": sig.Trace.State}
 		ctx = e.tel.propagator.Extract(ctx, carrier)
+	} else if !trace.SpanContextFromContext(ctx).IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, ConversationSpanContext(sig.Conversation))
 	}
 	return e.tel.tracer.Start(ctx, name+" "+sig.Type, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("baton.destination", e.cfg.Destination),
 			attribute.String("baton.conversation", sig.Conversation.String()),
 			attribute.String("baton.token", sig.ID.String()),
+			attribute.String("baton.causation", sig.Causation.String()),
 		))
+}
+
+// ConversationSpanContext is the parent of the spans of a signal that
+// arrives without trace context (a root signal from a form, say): the trace
+// id is the conversation id, so every copy and retry of that signal, in any
+// process, joins the conversation's one trace. Its span id names no real
+// span; the spans of emitted signals carry their sender's span instead.
+func ConversationSpanContext(conversation baton.TokenID) trace.SpanContext {
+	var span trace.SpanID
+	copy(span[:], conversation[8:])
+	span[0] |= 1 // never the invalid zero id
+	return trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID(conversation),
+		SpanID:     span,
+		TraceFlags: trace.FlagsSampled,
+		Remote:     true,
+	})
 }
 
 // traceContext returns the W3C trace context of the span in ctx, for the

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
@@ -55,6 +56,10 @@ func TestTraceFollowsCausationAndMetricsExport(t *testing.T) {
 	first, second := ended[0], ended[1]
 	if second.Parent().SpanID() != first.SpanContext().SpanID() || second.SpanContext().TraceID() != first.SpanContext().TraceID() {
 		t.Fatalf("charge span is not a child of the order span: parent %v, order span %v", second.Parent(), first.SpanContext())
+	}
+	// The root arrived without trace context: its trace is the conversation.
+	if first.SpanContext().TraceID() != trace.TraceID(root.Conversation) || !first.Parent().Equal(engine.ConversationSpanContext(root.Conversation)) {
+		t.Fatalf("root span: trace %v parent %v; want the conversation's trace", first.SpanContext().TraceID(), first.Parent())
 	}
 
 	var rm metricdata.ResourceMetrics

@@ -18,6 +18,7 @@ import (
 	"github.com/batonhq/baton/backend/embedded"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/tokenservice/client"
 	"github.com/batonhq/baton/transport"
 	natstransport "github.com/batonhq/baton/transport/nats"
@@ -67,6 +68,7 @@ type system struct {
 	log        *slog.Logger
 	engine     *engine.Engine
 	entities   *embedded.Store
+	metrics    http.Handler
 	duplicated atomic.Int64
 	lost       atomic.Int64
 	rngMu      sync.Mutex
@@ -109,15 +111,28 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 	}
 	defer broker.Close()
 
+	tracer, closeTracer, err := spanFile(filepath.Join(cfg.DataDir, cfg.Role+".spans"), cfg.Role)
+	if err != nil {
+		return err
+	}
+	defer closeTracer()
+	meters, metrics, err := telemetry.Prometheus()
+	if err != nil {
+		return err
+	}
+	s.metrics = metrics
+
 	ecfg := engine.Config{
-		Destination:   cfg.Role,
-		Tokens:        tokens,
-		Entities:      entities,
-		Dispatch:      broker,
-		SweepAfter:    sweepAfter,
-		SweepInterval: time.Second,
-		MaxAttempts:   100, // the demo never gives up on a signal
-		Logger:        log,
+		TracerProvider: tracer,
+		MeterProvider:  meters,
+		Destination:    cfg.Role,
+		Tokens:         tokens,
+		Entities:       entities,
+		Dispatch:       broker,
+		SweepAfter:     sweepAfter,
+		SweepInterval:  time.Second,
+		MaxAttempts:    100, // the demo never gives up on a signal
+		Logger:         log,
 	}
 	var register func(*engine.Engine) error
 	switch cfg.Role {
@@ -166,6 +181,7 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 
 func (s *system) routes() (*http.ServeMux, error) {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		pending, err := s.entities.Stale(r.Context(), time.Now().Add(time.Hour), 1)

@@ -34,6 +34,8 @@ type Report struct {
 	Crashes            int64 `json:"crashes"`
 	SweptEntries       int64 `json:"swept_entries"`
 
+	TracedConversations int `json:"traced_conversations"` // each one trace across the systems
+
 	PeakLiveTokens int64 `json:"peak_live_tokens"`
 	ClassicRows    int   `json:"classic_rows"` // rows a processed-message table would hold
 	LiveTokensEnd  int   `json:"live_tokens_at_end"`
@@ -171,6 +173,18 @@ func (d *demo) verify(started time.Time) Report {
 	if r.LiveTokensEnd = live; live > 0 {
 		fail("%d tokens still live", live)
 	}
+	// Tracing: the trace context travels in the signals over HTTP and NATS,
+	// so each conversation is one trace across the systems.
+	traced, split, orphans, err := traceCheck(d.dataDir)
+	switch {
+	case err != nil:
+		fail("read spans: %v", err)
+	case len(split) > 0:
+		fail("%d conversations split over several traces, e.g. %s", len(split), split[0])
+	case len(orphans) > 0:
+		fail("%d spans of emitted signals lost their sender's trace context, e.g. token %s", len(orphans), orphans[0])
+	}
+	r.TracedConversations = traced
 	// A classic processed-message table keeps one row per processed
 	// signal for its retention window (days), far longer than this run.
 	r.ClassicRows = r.Activities
@@ -214,6 +228,7 @@ func (r Report) Write(w io.Writer) {
 		{"", nil},
 		{"double charges", r.DoubleCharges}, {"lost orders", r.LostOrders},
 		{"live tokens at the end", r.LiveTokensEnd}, {"outbox entries at the end", r.OutboxEnd},
+		{"conversations traced as one trace", r.TracedConversations},
 		{"", nil},
 		{"peak live tokens", r.PeakLiveTokens},
 		{"classic inbox table rows", fmt.Sprintf("%d (one per processed signal, kept for days)", r.ClassicRows)},
