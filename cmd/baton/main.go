@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,11 @@ func main() {
 	defer stop()
 	root := newRootCommand()
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "baton:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "baton: ") {
+			msg = "baton: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(exitCode(err))
 	}
 }
@@ -50,7 +55,6 @@ duplicate and is dropped.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newSimCommand(), newDemoCommand())
-	root.AddCommand(newServeCommand())
-	root.AddCommand(newBenchCommand())
+	root.AddCommand(newServeCommand(), newTokensCommand(), newConversationsCommand())
 	return root
 }

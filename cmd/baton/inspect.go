@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/conversation"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice/client"
+)
+
+// serverFlags locate a running baton serve (or baton demo) for the
+// commands that inspect it.
+type serverFlags struct {
+	server string
+	key    string
+}
+
+func (s *serverFlags) register(cmd *cobra.Command, needsKey bool) {
+	cmd.PersistentFlags().StringVar(&s.server, "server", envOr("BATON_SERVER", "http://"+defaultServeAddr),
+		"address of baton serve or baton demo [BATON_SERVER]")
+	if needsKey {
+		cmd.PersistentFlags().StringVar(&s.key, "key", "", "API key of a system allowed to read the tokens (an observe system to see all) [BATON_API_KEY]")
+	}
+}
+
+func (s *serverFlags) apiKey() (string, error) {
+	if s.key == "" {
+		s.key = os.Getenv("BATON_API_KEY")
+	}
+	if s.key == "" {
+		return "", errors.New("no API key: pass --key or set BATON_API_KEY (create one with: baton serve keygen --system NAME --observe)")
+	}
+	return s.key, nil
+}
+
+func newTokensCommand() *cobra.Command {
+	var srv serverFlags
+	cmd := &cobra.Command{
+		Use:   "tokens",
+		Short: "List and read live tokens of a running token service",
+		Long: `tokens reads live tokens from a running "baton serve" over its API. Live tokens
+are exactly the signals still in flight: a token that is listed here long after
+it was created belongs to a signal that is stuck or parked.`,
+	}
+	srv.register(cmd, true)
+
+	var conv, dest string
+	var limit int
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "List the live tokens of a conversation or a destination",
+		Example: "  baton tokens list --destination billing\n  baton tokens list --conversation 5f0c...",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (conv == "") == (dest == "") {
+				return errors.New("give exactly one of --conversation and --destination")
+			}
+			c, err := srv.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			page := store.Page{Limit: min(limit, store.MaxPageLimit)}
+			var toks []baton.Token
+			for limit <= 0 || len(toks) < limit {
+				var batch []baton.Token
+				if conv != "" {
+					id, err := baton.ParseTokenID(conv)
+					if err != nil {
+						return fmt.Errorf("--conversation: %w", err)
+					}
+					batch, err = c.ListByConversation(ctx, id, page)
+					if err != nil {
+						return serverError(srv.server, err)
+					}
+				} else if batch, err = c.ListByDestination(ctx, dest, page); err != nil {
+					return serverError(srv.server, err)
+				}
+				toks = append(toks, batch...)
+				if len(batch) < page.Size() {
+					break
+				}
+				page.After = batch[len(batch)-1].ID
+			}
+			writeTokens(cmd.OutOrStdout(), toks, time.Now())
+			return nil
+		},
+	}
+	list.Flags().StringVar(&conv, "conversation", "", "conversation id")
+	list.Flags().StringVar(&dest, "destination", "", "destination name")
+	list.Flags().IntVar(&limit, "limit", 1000, "list at most this many (0: all)")
+
+	get := &cobra.Command{
+		Use:   "get TOKEN-ID",
+		Short: "Show one live token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := baton.ParseTokenID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := srv.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			tok, err := c.Get(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("token %s is not live: never issued, or already consumed (its signal was processed)", id)
+			}
+			if err != nil {
+				return serverError(srv.server, err)
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(tok)
+		},
+	}
+	cmd.AddCommand(list, get)
+	return cmd
+}
+
+func (s *serverFlags) client() (*client.Client, error) {
+	key, err := s.apiKey()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(s.server, key, client.Options{})
+}
+
+func writeTokens(w io.Writer, toks []baton.Token, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOKEN\tDESTINATION\tTYPE\tCONVERSATION\tAGE")
+	for _, t := range toks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Destination, t.Type, t.Conversation, now.Sub(t.CreatedAt).Round(time.Second))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d live tokens\n", len(toks))
+}
+
+// serverError says in one line that the server could not be asked.
+func serverError(server string, err error) error {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if errors.Is(err, store.ErrNotApplied) && strings.Contains(msg, "connect") {
+		return fmt.Errorf("cannot reach %s: is baton serve running? (%s)", server, msg)
+	}
+	return errors.New(msg)
+}
+
+func newConversationsCommand() *cobra.Command {
+	var srv serverFlags
+	cmd := &cobra.Command{
+		Use:   "conversations",
+		Short: "List recent conversations of a running baton serve or demo, or draw one",
+		Long: `conversations reads the conversations that a running "baton serve" or
+"baton demo" recorded from the transitions it saw, from its dashboard API.`,
+	}
+	srv.register(cmd, false)
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the most recently active conversations",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp struct {
+				Total         int                    `json:"total"`
+				Conversations []conversation.Summary `json:"conversations"`
+			}
+			if err := getJSON(cmd.Context(), srv.server, fmt.Sprintf("/api/conversations?limit=%d", limit), &resp); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CONVERSATION\tSIGNALS\tIN FLIGHT\tPARKED\tDUPLICATES\tUPDATED")
+			for _, c := range resp.Conversations {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", c.ID, c.Signals, c.InFlight, c.Parked, c.Duplicates, c.Updated.Format(time.TimeOnly))
+			}
+			tw.Flush()
+			fmt.Fprintf(cmd.OutOrStdout(), "%d of %d recorded conversations\n", len(resp.Conversations), resp.Total)
+			return nil
+		},
+	}
+	list.Flags().IntVar(&limit, "limit", 20, "how many to list (at most 500)")
+	show := &cobra.Command{
+		Use:   "show CONVERSATION-ID",
+		Short: "Draw a conversation as a text graph of its signals",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := baton.ParseTokenID(args[0])
+			if err != nil {
+				return err
+			}
+			var c conversation.Conversation
+			if err := getJSON(cmd.Context(), srv.server, "/api/conversations/"+id.String(), &c); err != nil {
+				return err
+			}
+			return c.WriteText(cmd.OutOrStdout())
+		},
+	}
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+// getJSON reads one document of the dashboard API.
+func getJSON(ctx context.Context, server, path string, into any) error {
+	base, err := url.Parse(server)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return fmt.Errorf("--server %q: want http://host:port", server)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(server, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: is baton serve or baton demo running? (%v)", server, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(body, &e)
+		return fmt.Errorf("%s: %s %s", server, resp.Status, e.Error)
+	}
+	return json.Unmarshal(body, into)
+}
