@@ -117,6 +117,11 @@ func (c *Client) Transition(ctx context.Context, consume baton.TokenID, create [
 
 // Issue implements store.TokenStore.
 func (c *Client) Issue(ctx context.Context, root baton.Token) error {
+	// The service would draw an id for a root without one; a TokenStore
+	// caller names its token, so a missing id is the caller's mistake.
+	if err := store.ValidateToken(root); err != nil {
+		return fmt.Errorf("client: issue: %w", err)
+	}
 	if err := c.do(ctx, http.MethodPost, "/v1/roots", nil, tokenservice.EncodeToken(root), http.StatusCreated, nil); err != nil {
 		return fmt.Errorf("client: issue %s: %w", root.ID, err)
 	}
