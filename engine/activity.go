@@ -40,6 +40,9 @@ type handler struct {
 	run    func(ctx context.Context, sig baton.Signal, state []byte) ([]byte, Effects, error)
 }
 
+// ErrActivityPanic wraps the panic of an activity's Handle or Entity.
+var ErrActivityPanic = errors.New("engine: activity panicked")
+
 // ErrInvalidActivity is returned by Register for an incomplete activity.
 var ErrInvalidActivity = errors.New("engine: invalid activity")
 
@@ -56,7 +59,14 @@ func Register[S any](e *Engine, a Activity[S]) error {
 	case a.Handle == nil:
 		return fmt.Errorf("%w: %q has no Handle function", ErrInvalidActivity, a.Type)
 	}
-	run := func(ctx context.Context, sig baton.Signal, raw []byte) ([]byte, Effects, error) {
+	run := func(ctx context.Context, sig baton.Signal, raw []byte) (_ []byte, _ Effects, err error) {
+		// A panicking activity is a bug in it: the signal is parked with
+		// the panic as its reason instead of taking the process down.
+		defer func() {
+			if p := recover(); p != nil {
+				err = Permanent(fmt.Errorf("%w: %q panicked: %v", ErrActivityPanic, a.Type, p))
+			}
+		}()
 		var state S
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &state); err != nil {
@@ -89,7 +99,7 @@ func (e *Engine) route(sig baton.Signal) (handler, string, error) {
 	if !ok {
 		return handler{}, "", permanentf(ErrUnknownType, "%q at %q", sig.Type, e.cfg.Destination)
 	}
-	key, err := h.entity(sig)
+	key, err := safeEntity(h.entity, sig)
 	if err != nil {
 		return handler{}, "", permanentf(ErrUnroutable, "%q: %v", sig.Type, err)
 	}
@@ -97,4 +107,13 @@ func (e *Engine) route(sig baton.Signal) (handler, string, error) {
 		return handler{}, "", permanentf(ErrUnroutable, "%q: entity key must be 1 to %d bytes, got %d", sig.Type, store.MaxEntityKeyBytes, len(key))
 	}
 	return h, key, nil
+}
+
+func safeEntity(entity func(baton.Signal) (string, error), sig baton.Signal) (key string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: routing %q panicked: %v", ErrActivityPanic, sig.Type, p)
+		}
+	}()
+	return entity(sig)
 }

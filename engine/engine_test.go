@@ -144,6 +144,16 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	if _, err := e.Process(t.Context(), borrowed); !errors.Is(err, engine.ErrTokenMismatch) || !engine.IsPermanent(err) {
 		t.Errorf("signal borrowing a token of another conversation: got %v", err)
 	}
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "crash", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { panic("nil map") }}))
+	crash, err := e.IssueRoot(t.Context(), baton.Emit{Destination: "shop", Type: "crash"}, 0)
+	must(t, err)
+	if _, err := e.Process(t.Context(), crash); !errors.Is(err, engine.ErrActivityPanic) || !engine.IsPermanent(err) {
+		t.Errorf("panicking activity: got %v", err)
+	}
+	if _, err := tokens.Get(t.Context(), crash.ID); err != nil {
+		t.Errorf("the token of a signal whose activity panicked is gone: %v", err)
+	}
 	unknown := sig
 	unknown.Type = "nope"
 	if _, err := e.Process(t.Context(), unknown); !errors.Is(err, engine.ErrUnknownType) {
