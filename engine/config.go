@@ -79,6 +79,10 @@ type Config struct {
 	// a root admitted just before its expiry is consumed after it. Default
 	// 10m.
 	RootExpiryGrace time.Duration
+	// CallTimeout bounds each call to a store or to Dispatch; a call that
+	// runs out is an error whose outcome is unknown, and is retried.
+	// Default 30s.
+	CallTimeout time.Duration
 	// ShutdownTimeout bounds how long Run waits for signals in progress
 	// after its context ends. Default 30s.
 	ShutdownTimeout time.Duration
@@ -113,6 +117,7 @@ func (c *Config) setDefaults() {
 	defaultDuration(&c.SweepAfter, 30*time.Second)
 	defaultDuration(&c.SweepInterval, 10*time.Second)
 	defaultDuration(&c.RootExpiryGrace, 10*time.Minute)
+	defaultDuration(&c.CallTimeout, 30*time.Second)
 	defaultDuration(&c.ShutdownTimeout, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -133,12 +133,12 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		var tok baton.Token
 		var tokErr error
 		if e.ordering == orderingTokenBeforeEntity {
-			tok, tokErr = e.cfg.Tokens.Get(ctx, sig.ID)
+			tok, tokErr = e.getToken(ctx, sig.ID)
 		}
 		// Step 1: load the entity. It must be loaded before the token is
 		// read: a copy that read the token first could miss an outbox
 		// entry that was removed in between and apply the activity twice.
-		ent, err := e.cfg.Entities.Load(ctx, key)
+		ent, err := e.load(ctx, key)
 		if err != nil {
 			return Result{}, fmt.Errorf("engine: load %q: %w", key, err)
 		}
@@ -151,7 +151,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 3: read the token.
 		if e.ordering != orderingTokenBeforeEntity {
-			tok, tokErr = e.cfg.Tokens.Get(ctx, sig.ID)
+			tok, tokErr = e.getToken(ctx, sig.ID)
 		}
 		if errors.Is(tokErr, store.ErrNotFound) {
 			e.stats.add(ctx, statDuplicates, 1)
@@ -305,10 +305,10 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 // then false if the token was no longer live (nothing was committed).
 func (e *Engine) commit(ctx context.Context, next store.Entity, entry store.OutboxEntry) (version uint64, consumed bool, err error) {
 	if e.fast == nil {
-		version, err = e.cfg.Entities.Commit(ctx, next)
+		version, err = e.commitEntity(ctx, next)
 		return version, true, err
 	}
-	version, consumed, err = e.fast.CommitTransition(ctx, next, entry.Token, childTokens(entry))
+	version, consumed, err = e.commitTransition(ctx, next, entry.Token, childTokens(entry))
 	if err == nil && consumed {
 		e.stats.add(ctx, statTransitions, 1)
 		e.emitEvent(Event{Kind: EventTransitioned, Signal: baton.Signal{ID: entry.Token}, Children: entry.Signals})
@@ -331,13 +331,13 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 	tokens := childTokens(entry)
 	if e.ordering == orderingSplitTransition {
 		for _, tok := range tokens {
-			if err := e.cfg.Tokens.Issue(ctx, tok); err != nil && !errors.Is(err, store.ErrExists) {
+			if err := e.issue(ctx, tok); err != nil && !errors.Is(err, store.ErrExists) {
 				return fmt.Errorf("engine: transition: %w", err)
 			}
 		}
 		tokens = nil
 	}
-	consumed, err := e.cfg.Tokens.Transition(ctx, entry.Token, tokens)
+	consumed, err := e.transitionTokens(ctx, entry.Token, tokens)
 	if err != nil {
 		return fmt.Errorf("engine: transition: %w", err)
 	}
@@ -359,7 +359,7 @@ func (e *Engine) dispatch(ctx context.Context, sig baton.Signal) error {
 				return err
 			}
 		}
-		err = e.cfg.Dispatch.Publish(ctx, sig)
+		err = e.publish(ctx, sig)
 		if err == nil {
 			e.stats.add(ctx, statDispatched, 1)
 			return nil
@@ -378,7 +378,7 @@ func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.
 		if _, ok := ent.Entry(token); !ok {
 			return nil
 		}
-		_, err := e.cfg.Entities.Commit(ctx, ent.WithoutEntry(token))
+		_, err := e.commitEntity(ctx, ent.WithoutEntry(token))
 		if err == nil {
 			e.stats.add(ctx, statEntriesRemoved, 1)
 			if entry, ok := ent.Entry(token); ok {
@@ -396,7 +396,7 @@ func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.
 		if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
 			return err
 		}
-		if ent, err = e.cfg.Entities.Load(ctx, ent.Key); err != nil {
+		if ent, err = e.load(ctx, ent.Key); err != nil {
 			return fmt.Errorf("engine: reload %q: %w", ent.Key, err)
 		}
 	}

@@ -30,7 +30,7 @@ func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Durati
 	if ttl > 0 {
 		tok.ExpiresAt = tok.CreatedAt.Add(ttl)
 	}
-	if err := e.cfg.Tokens.Issue(ctx, tok); err != nil {
+	if err := e.issue(ctx, tok); err != nil {
 		return baton.Signal{}, fmt.Errorf("engine: issue root token: %w", err)
 	}
 	e.stats.add(ctx, statRootsIssued, 1)

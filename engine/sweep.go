@@ -20,7 +20,7 @@ const sweepBatch = 100
 func (e *Engine) Sweep(ctx context.Context) (int, error) {
 	now := e.cfg.Now()
 	cutoff := now.Add(-e.cfg.SweepAfter)
-	keys, err := e.cfg.Entities.Stale(ctx, cutoff, sweepBatch)
+	keys, err := e.stale(ctx, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("engine: sweep: %w", err)
 	}
@@ -32,7 +32,7 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 			return finished, err
 		}
 	}
-	expired, err := e.cfg.Tokens.ExpireRoots(ctx, now.Add(-e.cfg.RootExpiryGrace), sweepBatch)
+	expired, err := e.expireRoots(ctx, now.Add(-e.cfg.RootExpiryGrace))
 	e.stats.add(ctx, statRootsExpired, int64(expired))
 	if err != nil {
 		return finished, fmt.Errorf("engine: expire roots: %w", err)
@@ -45,7 +45,7 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 func (e *Engine) sweepEntity(ctx context.Context, key string, cutoff time.Time) (int, error) {
 	finished := 0
 	for {
-		ent, err := e.cfg.Entities.Load(ctx, key)
+		ent, err := e.load(ctx, key)
 		if err != nil {
 			return finished, fmt.Errorf("engine: sweep: load %q: %w", key, err)
 		}

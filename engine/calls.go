@@ -1,0 +1,72 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// Every call to a store or a publisher gets its own deadline
+// (Config.CallTimeout): a request that a network swallowed must end as an
+// error whose outcome is unknown, which the protocol retries, rather than
+// hold a worker forever.
+
+func (e *Engine) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.cfg.CallTimeout)
+}
+
+func (e *Engine) load(ctx context.Context, key string) (store.Entity, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Entities.Load(ctx, key)
+}
+
+func (e *Engine) commitEntity(ctx context.Context, ent store.Entity) (uint64, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Entities.Commit(ctx, ent)
+}
+
+func (e *Engine) commitTransition(ctx context.Context, ent store.Entity, token baton.TokenID, create []baton.Token) (uint64, bool, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.fast.CommitTransition(ctx, ent, token, create)
+}
+
+func (e *Engine) stale(ctx context.Context, before time.Time) ([]string, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Entities.Stale(ctx, before, sweepBatch)
+}
+
+func (e *Engine) getToken(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Tokens.Get(ctx, id)
+}
+
+func (e *Engine) issue(ctx context.Context, tok baton.Token) error {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Tokens.Issue(ctx, tok)
+}
+
+func (e *Engine) transitionTokens(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Tokens.Transition(ctx, consume, create)
+}
+
+func (e *Engine) expireRoots(ctx context.Context, before time.Time) (int, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Tokens.ExpireRoots(ctx, before, sweepBatch)
+}
+
+func (e *Engine) publish(ctx context.Context, sig baton.Signal) error {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Dispatch.Publish(ctx, sig)
+}
