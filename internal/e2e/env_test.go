@@ -1,0 +1,403 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/postgres"
+	"github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/transport"
+	"github.com/batonhq/baton/transport/nats"
+)
+
+// natsDuplicateWindow is the JetStream deduplication window of the e2e
+// stream: the shortest JetStream allows. The transport sends the token id
+// as Nats-Msg-Id, so with the default window (2m) JetStream itself would
+// drop the duplicates that the test publishes, and they would never reach
+// the engines. Copies are published at least duplicateGap apart.
+const (
+	natsDuplicateWindow = 100 * time.Millisecond
+	duplicateGap        = 250 * time.Millisecond
+)
+
+// namespace names everything one run creates on the shared services, so
+// that runs (and other tests) never see each other's data.
+type namespace struct {
+	id          string
+	pgSchema    string
+	redisPrefix string
+	natsStream  string
+	natsPrefix  string
+	amqpPrefix  string
+}
+
+func newNamespace() namespace {
+	var b [5]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	return namespace{
+		id:          id,
+		pgSchema:    "e2e_" + id,
+		redisPrefix: "e2e-" + id,
+		natsStream:  "E2E_" + id,
+		natsPrefix:  "e2e_" + id,
+		amqpPrefix:  "e2e-" + id,
+	}
+}
+
+// services are the test's own, direct connections (no proxy) for one run.
+type services struct {
+	ns namespace
+
+	pgURL, redisURL, natsURL, amqpURL string
+
+	pg     *postgres.Store                    // when tokens or entities are in PostgreSQL
+	redis  *redis.TokenStore                  // when tokens are in Redis
+	pub    transport.Transport                // the test publishes root signals with it
+	tokens store.TokenStore                   // direct token store, nil for embedded
+	ents   store.EntityStore                  // direct entity store, nil for embedded
+	drain  func(context.Context) (int, error) // signals still queued
+}
+
+// connect finds the services that row needs (skipping or failing as
+// testenv decides), opens the test's own connections and registers the
+// removal of everything the run creates.
+func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
+	t.Helper()
+	s := &services{ns: ns}
+	if r.tokens == "postgres" || r.entities == "postgres" {
+		s.pgURL = testenv.Addr(t, testenv.Postgres)
+	}
+	if r.tokens == "redis" {
+		s.redisURL = testenv.Addr(t, testenv.Redis)
+	}
+	switch r.transport {
+	case "nats":
+		s.natsURL = testenv.Addr(t, testenv.NATS)
+	case "rabbitmq":
+		s.amqpURL = testenv.Addr(t, testenv.RabbitMQ)
+	}
+
+	if s.pgURL != "" {
+		pg, err := postgres.Open(ctx, s.pgURL, postgres.Config{Schema: ns.pgSchema})
+		if err != nil {
+			t.Fatalf("postgres: %v", err)
+		}
+		t.Cleanup(func() { pg.Close() })
+		t.Cleanup(func() {
+			if _, err := pg.Pool().Exec(context.Background(), "DROP SCHEMA "+quoteIdent(ns.pgSchema)+" CASCADE"); err != nil {
+				t.Errorf("drop schema %s: %v", ns.pgSchema, err)
+			}
+		})
+		s.pg = pg
+		if r.tokens == "postgres" {
+			s.tokens = pg
+		}
+		if r.entities == "postgres" {
+			s.ents = pg
+		}
+	}
+	if s.redisURL != "" {
+		rs, err := redis.Open(ctx, redis.Config{URL: s.redisURL, Prefix: ns.redisPrefix, AllowUnsafeDurability: true})
+		if err != nil {
+			t.Fatalf("redis: %v", err)
+		}
+		t.Cleanup(func() { rs.Close() })
+		t.Cleanup(func() {
+			keys, err := redisKeys(context.Background(), s.redisURL, ns.redisPrefix)
+			if err == nil && len(keys) > 0 {
+				err = withRedis(context.Background(), s.redisURL, func(c *goredis.Client) error {
+					return c.Del(context.Background(), keys...).Err()
+				})
+			}
+			if err != nil {
+				t.Errorf("remove redis keys %s:*: %v", ns.redisPrefix, err)
+			}
+		})
+		s.redis, s.tokens = rs, rs
+	}
+	switch r.transport {
+	case "nats":
+		tr, err := nats.New(ctx, nats.Config{URL: s.natsURL, Stream: ns.natsStream, Prefix: ns.natsPrefix,
+			DuplicateWindow: natsDuplicateWindow, MaxDeliver: 1 << 20})
+		if err != nil {
+			t.Fatalf("nats: %v", err)
+		}
+		t.Cleanup(func() { tr.Close() })
+		nc, err := natsgo.Connect(s.natsURL)
+		if err != nil {
+			t.Fatalf("nats: %v", err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatalf("nats: %v", err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := js.DeleteStream(ctx, ns.natsStream); err != nil {
+				t.Errorf("delete stream %s: %v", ns.natsStream, err)
+			}
+			nc.Close()
+		})
+		s.pub = tr
+		s.drain = func(ctx context.Context) (int, error) {
+			stream, err := js.Stream(ctx, ns.natsStream)
+			if err != nil {
+				return 0, err
+			}
+			info, err := stream.Info(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return int(info.State.Msgs), nil
+		}
+	case "rabbitmq":
+		s.pub, s.drain = connectRabbitMQ(t, ctx, s.amqpURL, ns)
+	default:
+		t.Fatalf("unknown transport %q", r.transport)
+	}
+	return s
+}
+
+// issue creates the root token of sig in tokens, as engine.IssueRoot does.
+// A retry after an unknown outcome may find it created (ErrExists).
+func issue(ctx context.Context, tokens store.TokenStore, sig baton.Signal) error {
+	tok := sig.Token()
+	tok.CreatedAt = time.Now()
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		err = tokens.Issue(ctx, tok)
+		if err == nil || (attempt > 0 && errors.Is(err, store.ErrExists)) {
+			return nil
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	return fmt.Errorf("issue root %s: %w", sig.ID, err)
+}
+
+// publish sends sig, retrying: every error means "outcome unknown", and a
+// second copy is harmless by design.
+func publish(ctx context.Context, tr transport.Transport, sig baton.Signal) error {
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = tr.Publish(pctx, sig)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	return fmt.Errorf("publish %s: %w", sig.ID, err)
+}
+
+// A reader reads part of a snapshot: the entities under keys and the live
+// tokens of destinations.
+type reader interface {
+	read(ctx context.Context, keys, destinations []string) (part, error)
+}
+
+type part struct {
+	Entities  []store.Entity `json:"entities"`
+	Tokens    []baton.Token  `json:"tokens"`
+	StaleKeys []string       `json:"stale_keys"`
+}
+
+// storeReader reads stores directly; either may be nil.
+type storeReader struct {
+	tokens   store.TokenStore
+	entities store.EntityStore
+}
+
+func (r storeReader) read(ctx context.Context, keys, destinations []string) (part, error) {
+	var p part
+	if r.entities != nil {
+		for _, key := range keys {
+			e, err := r.entities.Load(ctx, key)
+			if err != nil {
+				return p, err
+			}
+			if e.Version > 0 {
+				p.Entities = append(p.Entities, e)
+			}
+		}
+		stale, err := r.entities.Stale(ctx, time.Now().Add(24*time.Hour), store.MaxPageLimit)
+		if err != nil {
+			return p, err
+		}
+		p.StaleKeys = stale
+	}
+	if r.tokens != nil {
+		for _, d := range destinations {
+			page := store.Page{Limit: store.MaxPageLimit}
+			for {
+				tokens, err := r.tokens.ListByDestination(ctx, d, page)
+				if err != nil {
+					return p, err
+				}
+				p.Tokens = append(p.Tokens, tokens...)
+				if len(tokens) < page.Limit {
+					break
+				}
+				page.After = tokens[len(tokens)-1].ID
+			}
+		}
+	}
+	return p, nil
+}
+
+// workerReader asks a worker process to read its own (embedded) stores.
+type workerReader struct{ slot *workerSlot }
+
+func (r workerReader) read(ctx context.Context, keys, destinations []string) (part, error) {
+	var p part
+	addr, err := r.slot.waitReady(ctx)
+	if err != nil {
+		return p, err
+	}
+	body, _ := json.Marshal(map[string][]string{"keys": keys, "destinations": destinations})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/snapshot", bytes.NewReader(body))
+	if err != nil {
+		return p, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return p, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return p, fmt.Errorf("%s: snapshot: %s", r.slot.name, resp.Status)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&p)
+	return p, err
+}
+
+// readJob is one reader with what to read through it.
+type readJob struct {
+	reader       reader
+	keys         []string
+	destinations []string
+}
+
+// snapshot runs the jobs and merges their parts.
+func snapshot(ctx context.Context, jobs []readJob) (Snapshot, error) {
+	snap := Snapshot{Entities: map[string]store.Entity{}}
+	for _, j := range jobs {
+		p, err := j.reader.read(ctx, j.keys, j.destinations)
+		if err != nil {
+			return snap, err
+		}
+		for _, e := range p.Entities {
+			snap.Entities[e.Key] = e
+		}
+		snap.Tokens = append(snap.Tokens, p.Tokens...)
+		snap.StaleKeys = append(snap.StaleKeys, p.StaleKeys...)
+	}
+	return snap, nil
+}
+
+// residue lists what the shared backends hold beyond what the workload's
+// keys and destinations show: entity rows under other keys, token rows for
+// other destinations, and Redis keys of the run's prefix (none may be left
+// once every token is consumed).
+func (s *services) residue(ctx context.Context, known []string) ([]string, error) {
+	var extra []string
+	if s.ents == store.EntityStore(s.pg) && s.pg != nil {
+		rows, err := s.pg.Pool().Query(ctx, "SELECT key FROM "+quoteIdent(s.ns.pgSchema)+".entities")
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var key string
+			if err := rows.Scan(&key); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if !slices.Contains(known, key) {
+				extra = append(extra, "entity "+key)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if s.tokens == store.TokenStore(s.pg) && s.pg != nil {
+		var n int
+		err := s.pg.Pool().QueryRow(ctx, "SELECT count(*) FROM "+quoteIdent(s.ns.pgSchema)+".tokens").Scan(&n)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			extra = append(extra, fmt.Sprintf("%d rows in the tokens table", n))
+		}
+	}
+	if s.redis != nil {
+		keys, err := redisKeys(ctx, s.redisURL, s.ns.redisPrefix)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			extra = append(extra, "redis key "+k)
+		}
+	}
+	return extra, nil
+}
+
+func redisKeys(ctx context.Context, url, prefix string) ([]string, error) {
+	var keys []string
+	err := withRedis(ctx, url, func(c *goredis.Client) error {
+		iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		return iter.Err()
+	})
+	return keys, err
+}
+
+func withRedis(ctx context.Context, url string, fn func(*goredis.Client) error) error {
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		return err
+	}
+	c := goredis.NewClient(opts)
+	defer c.Close()
+	return fn(c)
+}
+
+// openFile opens an embedded store file in the test process; the worker
+// that uses it must be stopped.
+func openFile(t *testing.T, path string) *embedded.Store {
+	t.Helper()
+	s, err := embedded.Open(path, embedded.Config{OpenTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	return s
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/postgres"
+	"github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/transport"
+	"github.com/batonhq/baton/transport/nats"
+	"github.com/batonhq/baton/transport/rabbitmq"
+)
+
+// stores are the token and entity stores of one worker process, each
+// bounded by a deadline per call. When one backend keeps both, tokens and
+// entities are the same value, so the engine takes the fast path.
+type stores struct {
+	tokens   *bounded
+	entities *bounded
+	closers  []func() error
+}
+
+func (s *stores) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, err error) {
+	s := &stores{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	var pg *postgres.Store
+	var file *embedded.Store
+	openPostgres := func() (*postgres.Store, error) {
+		if pg != nil {
+			return pg, nil
+		}
+		if o.postgres == "" || o.pgSchema == "" {
+			return nil, fmt.Errorf("-postgres and -pg-schema are required")
+		}
+		var err error
+		pg, err = postgres.Open(ctx, o.postgres, postgres.Config{Schema: o.pgSchema, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, pg.Close)
+		return pg, nil
+	}
+	openFile := func() (*embedded.Store, error) {
+		if file != nil {
+			return file, nil
+		}
+		if o.file == "" {
+			return nil, fmt.Errorf("-file is required")
+		}
+		var err error
+		file, err = embedded.Open(o.file, embedded.Config{OpenTimeout: 5 * time.Second, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, file.Close)
+		return file, nil
+	}
+
+	var tokens store.TokenStore
+	switch o.tokens {
+	case "postgres":
+		if tokens, err = openPostgres(); err != nil {
+			return nil, err
+		}
+	case "embedded":
+		if tokens, err = openFile(); err != nil {
+			return nil, err
+		}
+	case "redis":
+		if o.redis == "" || o.redisPrefix == "" {
+			return nil, fmt.Errorf("-redis and -redis-prefix are required")
+		}
+		// The machine's Redis keeps nothing on disk. The tests kill
+		// workers, not Redis, so durability of Redis itself is not what
+		// they check (backend/redis's own tests do, with appendfsync
+		// always).
+		rs, err := redis.Open(ctx, redis.Config{URL: o.redis, Prefix: o.redisPrefix, AllowUnsafeDurability: true})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, rs.Close)
+		tokens = rs
+	default:
+		return nil, fmt.Errorf("-tokens: want postgres, redis or embedded, got %q", o.tokens)
+	}
+
+	var entities store.EntityStore
+	switch o.entities {
+	case "postgres":
+		if entities, err = openPostgres(); err != nil {
+			return nil, err
+		}
+	case "embedded":
+		if entities, err = openFile(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("-entities: want postgres or embedded, got %q", o.entities)
+	}
+
+	if sameStore(tokens, entities) {
+		s.tokens = &bounded{tokens: tokens, entities: entities, timeout: o.storeTimeout}
+		s.entities = s.tokens
+	} else {
+		s.tokens = &bounded{tokens: tokens, timeout: o.storeTimeout}
+		s.entities = &bounded{entities: entities, timeout: o.storeTimeout}
+	}
+	return s, nil
+}
+
+func sameStore(tokens store.TokenStore, entities store.EntityStore) bool {
+	switch t := tokens.(type) {
+	case *postgres.Store:
+		e, ok := entities.(*postgres.Store)
+		return ok && e == t
+	case *embedded.Store:
+		e, ok := entities.(*embedded.Store)
+		return ok && e == t
+	}
+	return false
+}
+
+type openedTransport struct {
+	transport transport.Transport
+	close     func() error
+}
+
+func openTransport(ctx context.Context, o options, log *slog.Logger) (openedTransport, error) {
+	switch o.transport {
+	case "nats":
+		if o.nats == "" || o.natsStream == "" || o.natsPrefix == "" {
+			return openedTransport{}, fmt.Errorf("-nats, -nats-stream and -nats-prefix are required")
+		}
+		t, err := nats.New(ctx, nats.Config{
+			URL:             o.nats,
+			ConnectOptions:  []natsgo.Option{natsgo.ReconnectWait(200 * time.Millisecond), natsgo.Timeout(5 * time.Second)},
+			Stream:          o.natsStream,
+			Prefix:          o.natsPrefix,
+			AckWait:         o.ackWait,
+			MaxDeliver:      1 << 20, // never park: every signal must get through
+			DuplicateWindow: o.natsDupWindow,
+			Logger:          log,
+		})
+		if err != nil {
+			return openedTransport{}, err
+		}
+		return openedTransport{t, t.Close}, nil
+	case "rabbitmq":
+		if o.rabbitmq == "" || o.rabbitName == "" {
+			return openedTransport{}, fmt.Errorf("-rabbitmq and -rabbitmq-prefix are required")
+		}
+		t, err := rabbitmq.New(ctx, rabbitmq.Config{
+			URL:     o.rabbitmq,
+			Prefix:  o.rabbitName,
+			AckWait: o.ackWait,
+			Logger:  log,
+		})
+		if err != nil {
+			return openedTransport{}, err
+		}
+		return openedTransport{t, t.Close}, nil
+	}
+	return openedTransport{}, fmt.Errorf("-transport: want nats or rabbitmq, got %q", o.transport)
+}
