@@ -56,5 +56,6 @@ duplicate and is dropped.`,
 	}
 	root.AddCommand(newSimCommand(), newDemoCommand())
 	root.AddCommand(newServeCommand(), newTokensCommand(), newConversationsCommand())
+	root.AddCommand(newBenchCommand())
 	return root
 }

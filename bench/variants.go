@@ -1,0 +1,90 @@
+package bench
+
+import (
+	"context"
+	"strings"
+)
+
+// Variant is one way of running the process.
+type Variant struct {
+	Name  string
+	Label string
+	// Note is said under the table when the variant is in it.
+	Note string
+
+	postgres, redis, redisServer bool
+	open                         func(ctx context.Context, env *env, name string) (system, error)
+}
+
+// Variants lists every variant the benchmark knows, in table order.
+var Variants = []Variant{
+	{
+		Name: "ceiling", Label: "at-least-once, no dedup (ceiling)", postgres: true,
+		Note: "ceiling: consume, load the entity, run the handler, update the entity (one autocommit statement, conditional on its version), publish the next signal, ack. Duplicates are applied again.",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openSQLSystem(ctx, env, false, name)
+		},
+	},
+	{
+		Name: "classic", Label: "classic: processed table + outbox", postgres: true,
+		Note: "classic: processed-message table and outbox rows written in the business transaction (3 round trips, 1 commit), a relay that publishes outbox rows and deletes them in batches, and a cleanup job with 7-day retention (the table grows for the whole run).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openSQLSystem(ctx, env, true, name)
+		},
+	},
+	{
+		Name: "baton-pg", Label: "baton, PostgreSQL (fast path)", postgres: true,
+		Note: "baton-pg: tokens and entities in one postgres.Store, so steps 4 and 5 are one statement (fast path).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonPostgres(ctx, env, name, false)
+		},
+	},
+	{
+		Name: "baton-pg-plain", Label: "baton, PostgreSQL (plain path)", postgres: true,
+		Note: "baton-pg-plain: as baton-pg with engine.Config.NoFastPath: commit and transition are two statements.",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonPostgres(ctx, env, name, true)
+		},
+	},
+	{
+		Name: "baton-embedded", Label: "baton, embedded store (bbolt)",
+		Note: "baton-embedded: tokens and entities in one bbolt file (fast path, group commit, fsync per group).",
+		open: openBatonEmbedded,
+	},
+	{
+		Name: "baton-redis", Label: "baton, Redis tokens (no fsync) + PG entities", postgres: true, redis: true,
+		Note: "baton-redis: tokens on the machine's Redis, opened with AllowUnsafeDurability because it does not fsync (appendonly no): NOT durable, an upper bound. Entities in PostgreSQL; plain path (commit and transition are two calls to two servers).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonRedis(ctx, env, name, env.cfg.RedisURL, true, env.machineRedisPIDs)
+		},
+	},
+	{
+		Name: "baton-redis-fsync", Label: "baton, Redis tokens (fsync always) + PG entities", postgres: true, redisServer: true,
+		Note: "baton-redis-fsync: tokens on a redis-server the benchmark starts with appendonly yes and appendfsync always (durable, as the Redis backend requires by default). Entities in PostgreSQL; plain path.",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonRedis(ctx, env, name, env.redisServer.url(), false, env.redisServer.pids)
+		},
+	},
+	{
+		Name: "baton-memory", Label: "baton, in-memory stores (not durable)",
+		Note: "baton-memory: the in-memory reference stores; nothing is durable. For tests of the benchmark.",
+		open: openBatonMemory,
+	},
+}
+
+func variantByName(name string) (Variant, bool) {
+	for _, v := range Variants {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return Variant{}, false
+}
+
+func variantNames() string {
+	names := make([]string, len(Variants))
+	for i, v := range Variants {
+		names[i] = v.Name
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batonhq/baton/bench"
+)
+
+func newBenchCommand() *cobra.Command {
+	var (
+		cfg                 bench.Config
+		quick, noScaling    bool
+		variants, scaleVars string
+		svgPath, cpuProfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Compare baton with at-least-once and the classic processed-table approach",
+		Long: `bench runs one two-step process (order -> charge) over the same broker
+(embedded NATS JetStream, in process) and the same data under:
+
+  ceiling            at-least-once, no deduplication
+  classic            processed-message table + transactional outbox + relay
+  baton-pg           baton, tokens and entities in PostgreSQL (fast path)
+  baton-embedded     baton, embedded single-file store
+  baton-redis        baton, tokens in the machine's Redis (not fsynced) + PostgreSQL entities
+  baton-redis-fsync  baton, tokens in a redis-server started with appendfsync always
+
+and prints throughput, latency, CPU per signal and the deduplication data
+each stores, with ratios from the same run; then a scaling run with 1, 2
+and 4 workers, and with --long a run of a million signals per variant.
+Each variant gets a fresh PostgreSQL schema, Redis key prefix and data
+directory, removed at the end.`,
+		Example: "  baton bench --quick\n  baton bench --duration 60s --svg docs/bench-dedup.svg\n  baton bench --long --no-scaling --variants classic,baton-pg",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if quick {
+				q := bench.Quick()
+				f := cmd.Flags()
+				if !f.Changed("duration") {
+					cfg.Duration = q.Duration
+				}
+				if !f.Changed("warmup") {
+					cfg.Warmup = q.Warmup
+				}
+				if !f.Changed("scaling-duration") {
+					cfg.ScalingDuration = q.ScalingDuration
+				}
+			}
+			cfg.NoScaling = noScaling
+			cfg.Variants = benchSplitList(variants)
+			cfg.ScalingVariants = benchSplitList(scaleVars)
+			cfg.Progress = cmd.ErrOrStderr()
+			fmt.Fprintln(cmd.ErrOrStderr(), "baton bench: running; one line per finished measurement")
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
+			rep, err := bench.Run(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if err := rep.WriteText(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if svgPath != "" {
+				if err := writeBenchSVG(rep, svgPath); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "picture of stored deduplication data: %s\n", svgPath)
+			}
+			for _, res := range rep.Results {
+				if res.Variant != "ceiling" && res.Check != "ok" {
+					return exitError{code: 1, msg: fmt.Sprintf("bench: %s failed its check: %s", res.Variant, res.Check)}
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", benchEnvOr("BATON_BENCH_POSTGRES", bench.DefaultPostgresDSN), "PostgreSQL to benchmark against; BATON_BENCH_POSTGRES sets the default")
+	f.StringVar(&cfg.RedisURL, "redis-url", benchEnvOr("BATON_BENCH_REDIS", bench.DefaultRedisURL), "Redis of the baton-redis variant; BATON_BENCH_REDIS sets the default")
+	f.StringVar(&cfg.RedisServer, "redis-server", "", "redis-server binary for baton-redis-fsync (default: found on PATH)")
+	f.BoolVar(&quick, "quick", false, "short run of everything (about two minutes): 10s per variant, 4s per scaling point")
+	f.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured time per variant, split over --rounds")
+	f.IntVar(&cfg.Signals, "signals", 0, "measure each variant until this many signals finished, instead of --duration")
+	f.IntVar(&cfg.Rounds, "rounds", 2, "interleaved rounds of the comparison")
+	f.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up before each measurement")
+	f.IntVar(&cfg.Workers, "workers", 4, "consumers per destination")
+	f.IntVar(&cfg.InFlight, "in-flight", 64, "conversations kept in flight (closed loop)")
+	f.IntVar(&cfg.Accounts, "accounts", 100, "billing accounts that charges contend for")
+	f.StringVar(&variants, "variants", strings.Join(bench.DefaultVariants, ","), "variants to compare: "+benchVariantList())
+	f.BoolVar(&noScaling, "no-scaling", false, "skip the scaling run")
+	f.IntSliceVar(&cfg.ScalingWorkers, "scaling-workers", []int{1, 2, 4}, "worker counts of the scaling run")
+	f.StringVar(&scaleVars, "scaling-variants", "ceiling,classic,baton-pg", "variants of the scaling run")
+	f.DurationVar(&cfg.ScalingDuration, "scaling-duration", 10*time.Second, "measured time per scaling point")
+	f.BoolVar(&cfg.Long, "long", false, "add the long run: --long-signals per variant (classic, baton-pg), reported per --long-window")
+	f.IntVar(&cfg.LongSignals, "long-signals", 1_000_000, "signals per variant in the long run")
+	f.IntVar(&cfg.LongWindow, "long-window", 100_000, "signals per reported window of the long run")
+	f.StringVar(&svgPath, "svg", defaultBenchSVGPath(), `write the picture of stored dedup data here ("" for none)`)
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	return cmd
+}
+
+func writeBenchSVG(rep *bench.Report, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := rep.WriteSVG(f); err != nil {
+		f.Close()
+		return fmt.Errorf("bench: write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// defaultSVGPath is docs/bench-dedup.svg inside the baton repository and
+// bench-dedup.svg elsewhere.
+func defaultBenchSVGPath() string {
+	if raw, err := os.ReadFile("go.mod"); err == nil && strings.Contains(string(raw), "module github.com/batonhq/baton\n") {
+		if st, err := os.Stat("docs"); err == nil && st.IsDir() {
+			return filepath.Join("docs", "bench-dedup.svg")
+		}
+	}
+	return "bench-dedup.svg"
+}
+
+func benchEnvOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+func benchSplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func benchVariantList() string {
+	names := make([]string, len(bench.Variants))
+	for i, v := range bench.Variants {
+		names[i] = v.Name
+	}
+	return strings.Join(names, ", ")
+}
