@@ -158,8 +158,11 @@ func Register(e *engine.Engine) error {
 			return engine.Effects{Emit: emits}, nil
 		}
 	}
-	forward := func(emit baton.Emit) func(OrderPayload) []baton.Emit {
+	forward := func(template baton.Emit) func(OrderPayload) []baton.Emit {
 		return func(p OrderPayload) []baton.Emit {
+			// A copy per call: handlers run concurrently, and writing the
+			// payload into the captured template raced between them.
+			emit := template
 			emit.Payload, _ = json.Marshal(p)
 			return []baton.Emit{emit}
 		}
