@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
 )
 
@@ -24,38 +26,58 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("engine: sweep: %w", err)
 	}
+	// An entry that cannot be finished (its receiver rejects it, say) must
+	// not keep the sweeper from the other entities: go on and report every
+	// failure at the end.
 	finished := 0
+	var errs []error
 	for _, key := range keys {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
 		n, err := e.sweepEntity(ctx, key, cutoff)
 		finished += n
 		if err != nil {
-			return finished, err
+			errs = append(errs, err)
 		}
 	}
 	expired, err := e.expireRoots(ctx, now.Add(-e.cfg.RootExpiryGrace))
 	e.stats.add(ctx, statRootsExpired, int64(expired))
 	if err != nil {
-		return finished, fmt.Errorf("engine: expire roots: %w", err)
+		errs = append(errs, fmt.Errorf("engine: expire roots: %w", err))
 	}
-	return finished, nil
+	return finished, errors.Join(errs...)
 }
 
 // sweepEntity finishes the entity's entries created before cutoff, one at a
-// time, reloading after each because finishing one changes the entity.
+// time, reloading after each because finishing one changes the entity. An
+// entry that fails is skipped for this sweep, so it does not block the
+// entity's other entries.
 func (e *Engine) sweepEntity(ctx context.Context, key string, cutoff time.Time) (int, error) {
 	finished := 0
+	failed := map[baton.TokenID]bool{}
+	var errs []error
 	for {
 		ent, err := e.load(ctx, key)
 		if err != nil {
-			return finished, fmt.Errorf("engine: sweep: load %q: %w", key, err)
+			errs = append(errs, fmt.Errorf("engine: sweep: load %q: %w", key, err))
+			return finished, errors.Join(errs...)
 		}
-		i := slices.IndexFunc(ent.Outbox, func(entry store.OutboxEntry) bool { return entry.CreatedAt.Before(cutoff) })
+		i := slices.IndexFunc(ent.Outbox, func(entry store.OutboxEntry) bool {
+			return entry.CreatedAt.Before(cutoff) && !failed[entry.Token]
+		})
 		if i < 0 {
-			return finished, nil
+			return finished, errors.Join(errs...)
 		}
 		entry := ent.Outbox[i]
 		if _, err := e.finish(ctx, ent, entry, false); err != nil {
-			return finished, fmt.Errorf("engine: sweep %q: %w", key, err)
+			failed[entry.Token] = true
+			errs = append(errs, fmt.Errorf("engine: sweep %q: %w", key, err))
+			if ctx.Err() != nil {
+				return finished, errors.Join(errs...)
+			}
+			continue
 		}
 		finished++
 		e.stats.add(ctx, statSwept, 1)
