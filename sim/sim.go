@@ -14,10 +14,16 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
+// DefaultConversations is the workload's size when Options leave it unset;
+// `baton sim` uses it too, so a seed means the same run in a test and on
+// the command line.
+const DefaultConversations = 6
+
 // Options configure one simulation run.
 type Options struct {
 	Seed uint64
-	// Conversations is the number of orders of the workload. Default 4.
+	// Conversations is the number of orders of the workload. Default
+	// DefaultConversations.
 	Conversations int
 	// Steps is how many scheduling steps run with faults on before the
 	// simulation turns faults off and waits for quiescence. Default 4000.
@@ -94,7 +100,7 @@ type Sim struct {
 // Run runs one simulation with opts and returns its report.
 func Run(opts Options) Report {
 	if opts.Conversations <= 0 {
-		opts.Conversations = 4
+		opts.Conversations = DefaultConversations
 	}
 	if opts.Steps <= 0 {
 		opts.Steps = 4000

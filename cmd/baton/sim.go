@@ -42,7 +42,7 @@ A failing seed replays exactly: baton sim --seed N.`,
 	f.IntVar(&seeds, "seeds", 100, "number of seeds to run")
 	f.Uint64Var(&from, "from", 1, "first seed of a --seeds run")
 	f.Uint64Var(&seed, "seed", 0, "replay this one seed, with its counters and trace")
-	f.IntVar(&conversations, "conversations", 6, "conversations (orders) per seed")
+	f.IntVar(&conversations, "conversations", sim.DefaultConversations, "conversations (orders) per seed")
 	f.IntVar(&steps, "steps", 4000, "scheduling steps with faults on, per seed")
 	f.BoolVar(&verbose, "verbose", false, "print every seed's summary and counters")
 	return cmd
