@@ -154,6 +154,11 @@ func liveTokensMatchRecorder(r *shopRun) func() any {
 	}
 }
 
+// TestDashboardInBrowser drives the dashboard in headless Chromium: the page
+// loads, the graph renders, and the numbers shown equal the API's. The
+// README's screenshot comes from it:
+//
+//	BATON_SCREENSHOT=$PWD/docs/dashboard.png go test -run Browser ./dashboard
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
 	if _, err := os.Stat(chromiumPath); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/conversation"
+	"github.com/batonhq/baton/internal/demo"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice/client"
 )
@@ -29,8 +30,11 @@ type serverFlags struct {
 }
 
 func (s *serverFlags) register(cmd *cobra.Command, needsKey bool) {
-	cmd.PersistentFlags().StringVar(&s.server, "server", envOr("BATON_SERVER", "http://"+defaultServeAddr),
-		"address of baton serve or baton demo [BATON_SERVER]")
+	usage := "address of baton serve, or of baton demo's dashboard (http://" + demo.DefaultAddr + ") [BATON_SERVER]"
+	if needsKey { // the demo's systems' keys are never shown: tokens reads a baton serve
+		usage = "address of baton serve [BATON_SERVER]"
+	}
+	cmd.PersistentFlags().StringVar(&s.server, "server", envOr("BATON_SERVER", "http://"+defaultServeAddr), usage)
 	if needsKey {
 		cmd.PersistentFlags().StringVar(&s.key, "key", "", "API key of a system allowed to read the tokens (an observe system to see all) [BATON_API_KEY]")
 	}

@@ -77,7 +77,8 @@ type demo struct {
 	natsURL  string
 	systems  map[string]*child
 
-	peakLive     atomic.Int64
+	peakLive     atomic.Int64 // the larger of the sampled and the counted peak
+	liveCount    atomic.Int64 // live tokens, counted from the token service's writes
 	doubleClicks atomic.Int64
 	kills        atomic.Int64
 	statusMu     sync.Mutex
@@ -136,6 +137,9 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{}, err
 	}
 	defer d.tokens.Close()
+	if live, err := d.liveTokens(ctx); err == nil { // tokens left in a reused --data directory
+		d.liveCount.Store(int64(live))
+	}
 	broker, err := natstransport.StartEmbedded(natstransport.EmbeddedConfig{DataDir: filepath.Join(d.dataDir, "nats"), Listen: true})
 	if err != nil {
 		return Report{}, err
@@ -238,7 +242,7 @@ func (d *demo) services() (map[string]string, http.Handler, error) {
 		systems = append(systems, tokenservice.System{Name: role, KeySHA256: hash, IssueRoots: role == Shop, ExpireRoots: true})
 	}
 	api, err := tokenservice.New(tokenservice.Config{
-		Tokens:  conversation.RecordTokens(d.tokens, d.recorder, nil),
+		Tokens:  conversation.RecordTokens(&countingTokens{TokenStore: d.tokens, live: &d.liveCount, peak: &d.peakLive}, d.recorder, nil),
 		Systems: systems,
 		Logger:  d.log,
 	})
@@ -273,8 +277,8 @@ func (d *demo) sample(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if live, err := d.liveTokens(ctx); err == nil && int64(live) > d.peakLive.Load() {
-			d.peakLive.Store(int64(live))
+		if live, err := d.liveTokens(ctx); err == nil {
+			raisePeak(&d.peakLive, int64(live))
 		}
 		if n++; n%3 == 0 {
 			d.pollStatuses(ctx)
