@@ -1846,6 +1846,13 @@ func TestSenderReadsAnswersAsSpecified(t *testing.T) {
 			w.Header().Set("Retry-After", "0")
 			problem(w, 409, httpsignal.ProblemInProgress)
 		}, ok}, true, false, 2},
+		{"409 in-progress behind a proxy that strips headers, then 2xx", []answer{func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "0")
+			problem(w, 409, httpsignal.ProblemInProgress)
+		}, ok}, true, false, 2},
+		{"409 in-progress behind a proxy that strips headers, until the last attempt", []answer{func(w http.ResponseWriter, r *http.Request) {
+			problem(w, 409, httpsignal.ProblemInProgress)
+		}}, false, false, 3},
 		{"408, then 2xx", []answer{status(408), ok}, true, false, 2},
 		{"429, then 2xx", []answer{status(429), ok}, true, false, 2},
 		{"500, then 2xx", []answer{status(500), ok}, true, false, 2},

@@ -3,11 +3,13 @@ package httpsignal
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -126,6 +128,29 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// inProgress recognises the 409 answer to a copy that arrives while
+// another copy is processed: by its Baton-Outcome header or, behind a proxy
+// that strips unknown headers, by its problem type. For the latter it reads
+// the problem document and puts it back, so the caller still reads it.
+func inProgress(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusConflict {
+		return false
+	}
+	if outcome := resp.Header.Get(HeaderOutcome); outcome != "" {
+		return outcome == OutcomeInProgress
+	}
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != ProblemContentType || resp.Body == nil {
+		return false
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxProblemBytes))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+	var p Problem
+	return json.Unmarshal(body, &p) == nil && p.Type == ProblemInProgress
+}
+
 func statusOf(resp *http.Response) int {
 	if resp == nil {
 		return 0
@@ -141,7 +166,7 @@ func (t *Transport) retry(ctx context.Context, resp *http.Response, err error, a
 	}
 	switch {
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests,
-		resp.StatusCode == http.StatusConflict && resp.Header.Get(HeaderOutcome) == OutcomeInProgress:
+		inProgress(resp):
 	default:
 		return 0, false
 	}
@@ -318,7 +343,7 @@ func (p *Publisher) Call(ctx context.Context, sig baton.Signal) ([]byte, string,
 		p.log.Debug("signal already processed", "token", sig.ID, "destination", sig.Destination)
 		return nil, OutcomeDuplicate, nil
 	}
-	return nil, outcome, &StatusError{Destination: sig.Destination, Token: sig.ID, Problem: problem, permanent: permanentStatus(resp)}
+	return nil, outcome, &StatusError{Destination: sig.Destination, Token: sig.ID, Problem: problem, permanent: permanentStatus(resp, problem)}
 }
 
 // alreadyProcessed recognises the answer to a signal whose token is gone.
@@ -332,10 +357,10 @@ func alreadyProcessed(resp *http.Response, p *Problem) bool {
 // permanentStatus reports whether an answer means the signal can never be
 // delivered as it is: a 4xx other than those that ask to retry, or a
 // redirect, which signals do not follow (the endpoint is misconfigured).
-func permanentStatus(resp *http.Response) bool {
+func permanentStatus(resp *http.Response, p *Problem) bool {
 	switch code := resp.StatusCode; {
 	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests,
-		code == http.StatusConflict && resp.Header.Get(HeaderOutcome) == OutcomeInProgress:
+		code == http.StatusConflict && (resp.Header.Get(HeaderOutcome) == OutcomeInProgress || p.Type == ProblemInProgress):
 		return false
 	case code >= 300 && code < 500:
 		return true
