@@ -402,8 +402,8 @@ func TestNodeServiceInConversation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.status != 200 || a.outcome != httpsignal.OutcomeDuplicate || !strings.Contains(a.body, "already processed") {
-			t.Fatalf("duplicate %d: %d %q %s, want 200 duplicate \"already processed\"", i, a.status, a.outcome, a.body)
+		if a.status != http.StatusConflict || a.outcome != httpsignal.OutcomeDuplicate || !strings.Contains(a.body, httpsignal.ProblemAlreadyProcessed) {
+			t.Fatalf("duplicate %d: %d %q %s, want 409 duplicate with problem type already-processed (docs/protocol.md 5.2)", i, a.status, a.outcome, a.body)
 		}
 		if i == 0 {
 			t.Logf("duplicate -> billing (node): %d %s %s", a.status, a.outcome, strings.TrimSpace(a.body))

@@ -6,7 +6,9 @@
  * creates the token of the signal it emits ("invoice.issued" to shipping),
  * and then sends that signal to the shipping service. A copy of a signal
  * that was already processed finds its token consumed and is answered
- * "already processed" (Baton-Outcome: duplicate), without doing anything.
+ * 409 "already processed" (Baton-Outcome: duplicate), without doing
+ * anything. Every answer other than a reply is an RFC 9457 problem document
+ * with the status and type of docs/protocol.md section 5.2.
  *
  * Configuration (environment):
  *   BATON_TOKEN_SERVICE_URL  the token service, e.g. http://127.0.0.1:7451
@@ -30,6 +32,7 @@ import {
   childSignal,
   delivered,
   digestOf,
+  isTokenId,
   MAX_PAYLOAD_BYTES,
   Outcomes,
   parseSignal,
@@ -59,10 +62,42 @@ function log(msg: string): void {
   console.log(`billing-service: ${msg}`);
 }
 
-function answer(res: ServerResponse, status: number, outcome: string | null, body: unknown): void {
-  const headers: Record<string, string> = { "Content-Type": "application/json" };
+function answer(res: ServerResponse, status: number, outcome: string | null, body: unknown, token?: string): void {
+  const headers: Record<string, string> = { "Content-Type": "application/json", "Cache-Control": "no-store" };
   if (outcome !== null) headers[SignalHeaders.outcome] = outcome;
+  if (token !== undefined) headers[SignalHeaders.token] = token;
   res.writeHead(status, headers).end(JSON.stringify(body) + "\n");
+}
+
+/** Problem types of signal answers: docs/protocol.md section 5.2. */
+const signalProblemBase = "https://github.com/batonhq/baton/blob/main/docs/protocol.md#problem-";
+
+/**
+ * Answers with an RFC 9457 problem document, as docs/protocol.md section
+ * 5.2 specifies for every answer that is not a reply.
+ */
+function problem(
+  res: ServerResponse,
+  status: number,
+  name: string,
+  title: string,
+  detail: string,
+  opts: { token?: string; outcome?: string; retryAfter?: number } = {},
+): void {
+  const headers: Record<string, string> = { "Content-Type": "application/problem+json", "Cache-Control": "no-store" };
+  if (opts.token !== undefined) headers[SignalHeaders.token] = opts.token;
+  if (opts.outcome !== undefined) headers[SignalHeaders.outcome] = opts.outcome;
+  if (opts.retryAfter !== undefined) headers["Retry-After"] = String(opts.retryAfter);
+  const doc: Record<string, unknown> = { type: signalProblemBase + name, title, status, detail };
+  if (opts.token !== undefined) doc.token = opts.token;
+  res.writeHead(status, headers).end(JSON.stringify(doc) + "\n");
+}
+
+/** The 409 answer to a signal whose token is not live: delivered, nothing done. */
+function alreadyProcessed(res: ServerResponse, token: string): void {
+  problem(res, 409, "already-processed", "Already Processed",
+    "this signal's token is not live: the signal was already processed (or never issued); it counts as delivered",
+    { token, outcome: Outcomes.duplicate });
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -95,52 +130,85 @@ async function dispatch(url: string, sig: Parameters<typeof sendSignal>[1]): Pro
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (req.method !== "POST" || req.url !== "/signals") {
+  if (req.url !== "/signals") {
     answer(res, 404, null, { error: "POST /signals only" });
+    return;
+  }
+  if (req.method !== "POST") {
+    res.setHeader("Allow", "POST");
+    problem(res, 405, "method-not-allowed", "Method Not Allowed", "a signal is sent with POST");
     return;
   }
   const sig = parseSignal(req.headersDistinct, await readBody(req));
   if (sig.destination !== destination) {
-    answer(res, 421, null, { error: `signal for ${sig.destination} arrived at ${destination}` });
+    problem(res, 403, "misaddressed", "Misaddressed", `signal for ${sig.destination} arrived at ${destination}`, { token: sig.id });
     return;
   }
   // Read the token: absent means this signal was processed already (or never issued).
   const token = await tokens.get(sig.id);
   if (token === undefined) {
     log(`${sig.type} ${sig.id}: already processed`);
-    answer(res, 200, Outcomes.duplicate, { outcome: Outcomes.duplicate, detail: "already processed" });
+    alreadyProcessed(res, sig.id);
+    return;
+  }
+  if (token.destination !== destination) {
+    problem(res, 403, "misaddressed", "Misaddressed", `token ${sig.id} is addressed to ${token.destination}`, { token: sig.id });
+    return;
+  }
+  if (token.expiresAt !== undefined && Date.parse(token.expiresAt) <= Date.now()) {
+    problem(res, 410, "expired", "Expired", `root token ${sig.id} expired unused`, { token: sig.id });
     return;
   }
   if (token.digest !== digestOf(sig.payload)) {
-    answer(res, 422, null, { error: `payload does not match token ${sig.id}` });
+    problem(res, 422, "digest-mismatch", "Digest Mismatch", `payload does not match token ${sig.id}`, { token: sig.id });
+    return;
+  }
+  if (token.type !== sig.type || token.conversation !== sig.conversation || token.causation !== sig.causation) {
+    problem(res, 422, "rejected", "Rejected", `the signal's type, conversation or causation differ from token ${sig.id}`, { token: sig.id });
+    return;
+  }
+  if (sig.type !== "invoice.request") {
+    problem(res, 404, "unknown-type", "Unknown Type", `no activity for ${sig.type} here`, { token: sig.id });
     return;
   }
   // The activity: issue an invoice for the order.
-  const order = JSON.parse(Buffer.from(sig.payload).toString("utf8")) as { order: string; amount: number };
+  let order: { order: string; amount: number };
+  try {
+    order = JSON.parse(Buffer.from(sig.payload).toString("utf8")) as { order: string; amount: number };
+  } catch {
+    problem(res, 422, "rejected", "Rejected", `the payload of ${sig.id} is not a JSON order`, { token: sig.id });
+    return;
+  }
   const invoice = { invoice: `INV-${sig.conversation.slice(0, 8)}`, order: order.order, amount: order.amount };
   const next = childSignal(sig, { destination: "shipping", type: "invoice.issued", payload: JSON.stringify(invoice) });
   // Consume our token and create the next signal's, atomically.
   const consumed = await tokens.transition(sig.id, [tokenFor(next)]);
   if (!consumed) {
     log(`${sig.type} ${sig.id}: already processed (another copy consumed it first)`);
-    answer(res, 200, Outcomes.duplicate, { outcome: Outcomes.duplicate, detail: "already processed" });
+    alreadyProcessed(res, sig.id);
     return;
   }
   await dispatch(shippingUrl, next);
   log(`${sig.type} ${sig.id}: applied; sent ${next.type} ${next.id} to shipping`);
-  answer(res, 200, Outcomes.applied, invoice);
+  answer(res, 200, Outcomes.applied, invoice, sig.id);
 }
 
 const server = createServer((req, res) => {
   handle(req, res).catch((err: unknown) => {
+    const token = req.headers[SignalHeaders.token.toLowerCase()];
+    const id = typeof token === "string" && isTokenId(token) ? token : undefined;
     if (err instanceof SignalError) {
-      answer(res, 400, null, { error: err.message });
+      if (err.message === "payload too large") {
+        problem(res, 413, "payload-too-large", "Payload Too Large", err.message, id === undefined ? {} : { token: id });
+      } else {
+        problem(res, 400, "malformed-signal", "Malformed Signal", err.message);
+      }
     } else if (err instanceof TokenServiceError && err.status === 403) {
-      answer(res, 403, null, { error: err.message });
+      problem(res, 403, "misaddressed", "Misaddressed", err.message, id === undefined ? {} : { token: id });
     } else {
       log(`error: ${String(err)}`);
       // Retryable: the sender tries again; every step is safe to repeat.
-      answer(res, 503, null, { error: String(err) });
+      problem(res, 503, "unavailable", "Service Unavailable", String(err), { ...(id === undefined ? {} : { token: id }), retryAfter: 1 });
     }
   });
 });
