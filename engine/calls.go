@@ -23,6 +23,12 @@ func (e *Engine) load(ctx context.Context, key string) (store.Entity, error) {
 	return e.cfg.Entities.Load(ctx, key)
 }
 
+func (e *Engine) loadWithToken(ctx context.Context, key string, token baton.TokenID) (store.Entity, baton.Token, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.snapshot.LoadWithToken(ctx, key, token)
+}
+
 func (e *Engine) commitEntity(ctx context.Context, ent store.Entity) (uint64, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
@@ -33,6 +39,12 @@ func (e *Engine) commitTransition(ctx context.Context, ent store.Entity, token b
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
 	return e.fast.CommitTransition(ctx, ent, token, create)
+}
+
+func (e *Engine) commitBatch(ctx context.Context, bc store.BatchCommitter, entities []store.Entity) ([]error, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return bc.CommitBatch(ctx, entities)
 }
 
 func (e *Engine) stale(ctx context.Context, before time.Time) ([]string, error) {

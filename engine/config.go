@@ -41,6 +41,15 @@ type Config struct {
 	// Tokens and Entities are the same store value and it implements
 	// store.CommitTransitioner (one transaction for steps 4 and 5).
 	NoFastPath bool
+	// DeferRemovals lets Process return, and Run acknowledge the signal,
+	// once the emitted signals are dispatched, before the outbox entry is
+	// removed (step 7, which DESIGN 3.2 lets happen later). The removal is
+	// queued; Run removes queued entries in the background, in batches (one
+	// operation for many when the entity store is a store.BatchCommitter),
+	// and RemovePending does it on demand. A removal lost to a crash leaves
+	// its entry to the sweeper, which finishes it as any entry. The zero
+	// value removes the entry inside Process.
+	DeferRemovals bool
 	// Source is the transport that Run receives signals from. Optional: an
 	// engine fed only by HTTP calls Process directly.
 	Source transport.Transport

@@ -30,6 +30,12 @@ type Engine struct {
 	// fast is set when one database keeps both entities and tokens: steps 4
 	// and 5 then run in one atomic operation (DESIGN 3.7).
 	fast store.CommitTransitioner
+	// snapshot is set on the fast path when the store reads an entity and
+	// a token in one call (steps 1 and 3 together).
+	snapshot store.TokenLoader
+	// removals holds the outbox removals that Process deferred
+	// (Config.DeferRemovals).
+	removals *removalQueue
 	// ordering is always correct outside tests; the tests of the model
 	// checker and the simulation switch it to prove they catch the broken
 	// orderings of DESIGN 3.4.
@@ -55,12 +61,14 @@ func New(cfg Config) (*Engine, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("destination", cfg.Destination),
 		handlers: make(map[string]handler),
+		removals: newRemovalQueue(),
 	}
 	e.initTelemetry()
 	// The fast path is only sound when the transition happens in the token
 	// store every other engine uses, so it needs the very same store value.
 	if ct, ok := cfg.Entities.(store.CommitTransitioner); ok && !cfg.NoFastPath && sameValue(cfg.Entities, cfg.Tokens) {
 		e.fast = ct
+		e.snapshot, _ = cfg.Entities.(store.TokenLoader)
 	}
 	return e, nil
 }
@@ -138,19 +146,28 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		// Step 1: load the entity. It must be loaded before the token is
 		// read: a copy that read the token first could miss an outbox
 		// entry that was removed in between and apply the activity twice.
-		ent, err := e.load(ctx, key)
-		if err != nil {
+		// A store that reads both at one instant does steps 1 and 3 at once.
+		var ent store.Entity
+		var err error
+		tokenRead := false
+		if e.snapshot != nil && e.ordering != orderingTokenBeforeEntity {
+			ent, tok, tokErr = e.loadWithToken(ctx, key, sig.ID)
+			if tokErr != nil && !errors.Is(tokErr, store.ErrNotFound) {
+				return Result{}, fmt.Errorf("engine: load %q with token: %w", key, tokErr)
+			}
+			tokenRead = true
+		} else if ent, err = e.load(ctx, key); err != nil {
 			return Result{}, fmt.Errorf("engine: load %q: %w", key, err)
 		}
 		// Step 2: the activity already happened; finish its pending steps.
 		if entry, ok := ent.Entry(sig.ID); ok {
 			e.stats.add(ctx, statCompleted, 1)
-			res, err := e.finish(ctx, ent, entry, false)
+			res, err := e.finish(ctx, ent, entry, false, e.cfg.DeferRemovals)
 			res.Outcome = Completed
 			return res, err
 		}
 		// Step 3: read the token.
-		if e.ordering != orderingTokenBeforeEntity {
+		if e.ordering != orderingTokenBeforeEntity && !tokenRead {
 			tok, tokErr = e.getToken(ctx, sig.ID)
 		}
 		if errors.Is(tokErr, store.ErrNotFound) {
@@ -208,7 +225,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		e.stats.add(ctx, statApplied, 1)
 		e.emitEvent(Event{Kind: EventApplied, Signal: sig, Children: children})
 		log.Debug("activity applied", "entity", key, "emitted", len(children))
-		res, err := e.finish(ctx, next, entry, e.fast != nil)
+		res, err := e.finish(ctx, next, entry, e.fast != nil, e.cfg.DeferRemovals)
 		res.Outcome = Applied
 		return res, err
 	}
@@ -268,8 +285,9 @@ func (e *Engine) children(parent baton.Signal, emits []baton.Emit, trace baton.T
 
 // finish runs steps 5 to 7 for an outbox entry that is committed in ent.
 // Any worker or the sweeper may run it for any entry, any number of times.
-// transitioned says step 5 already happened with the commit (fast path).
-func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry, transitioned bool) (Result, error) {
+// transitioned says step 5 already happened with the commit (fast path);
+// deferRemoval queues step 7 instead of running it (Config.DeferRemovals).
+func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry, transitioned, deferRemoval bool) (Result, error) {
 	res := Result{Reply: entry.Reply, Emitted: entry.Signals}
 	if e.ordering == orderingRemoveBeforeConsume {
 		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
@@ -293,6 +311,9 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 	// Step 7: only now may the entry go; before the transition a copy
 	// would see a live token and no entry, and apply the activity again.
 	if e.ordering != orderingRemoveBeforeConsume {
+		if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
+			return res, nil
+		}
 		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
 			return res, err
 		}

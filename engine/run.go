@@ -44,7 +44,15 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 	}
 	wg.Go(func() { e.sweepLoop(ctx, work) })
+	workersDone := make(chan struct{})
+	removing := make(chan struct{})
+	go func() {
+		defer close(removing)
+		e.removeLoop(work, workersDone)
+	}()
 	wg.Wait()
+	close(workersDone)
+	<-removing
 	return nil
 }
 

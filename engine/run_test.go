@@ -96,3 +96,49 @@ func TestRunFinishesWorkInProgressOnShutdown(t *testing.T) {
 		t.Fatalf("the signal in progress was not finished: %+v, %d tokens live", e.Stats(), tokens.Len())
 	}
 }
+
+// With DeferRemovals, Run acknowledges before step 7 and removes the
+// entries in the background; once quiet and stopped, none is left.
+func TestDeferredRemovalsLeaveNoEntry(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	entities := memory.NewEntityStore()
+	broker := memtransport.New(memtransport.Config{DuplicateRate: 0.3, Seed: 3})
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: entities,
+		Dispatch: broker, Source: broker, DeferRemovals: true})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(_ context.Context, sig baton.Signal, c *counter) (engine.Effects, error) {
+			if c.Applied == nil {
+				c.Applied = map[string]int{}
+			}
+			c.Applied[sig.ID.String()]++
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	const orders = 40
+	for range orders {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for (tokens.Len() > 0 || e.Stats().EntriesRemoved < orders) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	st := e.Stats()
+	if tokens.Len() != 0 || st.Applied != orders || st.EntriesRemoved != orders {
+		t.Fatalf("live tokens %d, applied %d, entries removed %d; want 0, %d, %d", tokens.Len(), st.Applied, st.EntriesRemoved, orders, orders)
+	}
+	for _, key := range entities.Keys() {
+		ent, err := entities.Load(t.Context(), key)
+		must(t, err)
+		if len(ent.Outbox) != 0 {
+			t.Errorf("%s still holds %d outbox entries", key, len(ent.Outbox))
+		}
+	}
+}

@@ -71,7 +71,8 @@ func (e *Engine) sweepEntity(ctx context.Context, key string, cutoff time.Time) 
 			return finished, errors.Join(errs...)
 		}
 		entry := ent.Outbox[i]
-		if _, err := e.finish(ctx, ent, entry, false); err != nil {
+		// Inline removal: the loop reloads and must not find the entry again.
+		if _, err := e.finish(ctx, ent, entry, false, false); err != nil {
 			failed[entry.Token] = true
 			errs = append(errs, fmt.Errorf("engine: sweep %q: %w", key, err))
 			if ctx.Err() != nil {

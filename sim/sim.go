@@ -47,20 +47,25 @@ type Faults struct {
 
 // Report is the outcome of one run.
 type Report struct {
-	Seed       uint64
-	Steps      int
-	Faults     Faults
-	FastPath   bool // the seed ran the fast path (DESIGN 3.7)
-	Expected   int  // activities the workload must apply
-	Applied    int
-	Lost       int
-	Duplicate  int
-	Unexpected int
-	LiveEnd    int // tokens live at quiescence
-	OutboxEnd  int // outbox entries left at quiescence
-	Counters   map[string]int
-	Violation  string   // empty when every invariant held
-	Trace      []string // the last scheduling events before the violation
+	Seed     uint64
+	Steps    int
+	Faults   Faults
+	FastPath bool // the seed ran the fast path (DESIGN 3.7)
+	// SnapshotReads: on the fast path, the seed read the entity and the
+	// token in one call (store.TokenLoader).
+	SnapshotReads bool
+	// DeferRemovals: the engines ran with Config.DeferRemovals.
+	DeferRemovals bool
+	Expected      int // activities the workload must apply
+	Applied       int
+	Lost          int
+	Duplicate     int
+	Unexpected    int
+	LiveEnd       int // tokens live at quiescence
+	OutboxEnd     int // outbox entries left at quiescence
+	Counters      map[string]int
+	Violation     string   // empty when every invariant held
+	Trace         []string // the last scheduling events before the violation
 }
 
 // OK reports whether every invariant held.
@@ -74,8 +79,14 @@ type Sim struct {
 	faults   Faults
 	faultsOn bool
 	fastPath bool // entities and tokens in one store: steps 4 and 5 fused
-	step     int
-	epoch    time.Time
+	// snapshotReads: on the fast path, steps 1 and 3 in one read too
+	snapshotReads bool
+	// deferRemovals: Process queues outbox removals, and remover actors
+	// (which may crash) run them, as Run's remover does.
+	deferRemovals bool
+	removing      bool
+	step          int
+	epoch         time.Time
 
 	tokens   *tokenStore
 	entities map[string]*entityStore
@@ -123,6 +134,8 @@ func Run(opts Options) Report {
 	}
 	s.faults = s.chooseFaults()
 	s.fastPath = s.rng.IntN(2) == 0
+	s.snapshotReads = s.fastPath && s.rng.IntN(2) == 0
+	s.deferRemovals = s.rng.IntN(2) == 0
 	if err := s.setUp(); err != nil {
 		return Report{Seed: opts.Seed, Violation: "set-up failed: " + err.Error()}
 	}
@@ -167,6 +180,9 @@ func (s *Sim) setUp() error {
 		if s.fastPath {
 			fast := &fastStore{s.tokens, s.entities[d]}
 			tokens, entities = fast, fast
+			if s.snapshotReads {
+				tokens, entities = snapshotStore{fast}, snapshotStore{fast}
+			}
 		}
 		e, err := engine.New(engine.Config{
 			Destination:        d,
@@ -176,6 +192,7 @@ func (s *Sim) setUp() error {
 			Subscriptions:      map[string][]string{"placed": {"billing", "stock"}},
 			SweepAfter:         50 * time.Millisecond,
 			MaxConflictRetries: 1000,
+			DeferRemovals:      s.deferRemovals,
 			Now:                s.now,
 			Sleep: func(ctx context.Context, d time.Duration) error {
 				return s.yield(ctx, "sleep")
@@ -227,6 +244,9 @@ func (s *Sim) act() bool {
 	if !s.sweeping && s.chance(s.faults.Sweep) {
 		choices = append(choices, s.startSweeper)
 	}
+	if s.deferRemovals && !s.removing && s.chance(0.3) {
+		choices = append(choices, s.startRemover)
+	}
 	if len(choices) == 0 {
 		return false
 	}
@@ -242,6 +262,18 @@ func (s *Sim) startSweeperAt(d string) {
 		n, _ := s.engines[d].Sweep(ctx)
 		s.counters["recovery: outbox entries finished by the sweeper"] += n
 		s.sweeping = false
+	}})
+}
+
+// startRemover runs the deferred outbox removals of one destination, as
+// Run's remover does in the background.
+func (s *Sim) startRemover() {
+	d := destinations[s.rng.IntN(len(destinations))]
+	s.removing = true
+	s.start(&actor{name: "remover@" + d, run: func(ctx context.Context) {
+		n, _ := s.engines[d].RemovePending(ctx)
+		s.counters["recovery: deferred outbox removals"] += n
+		s.removing = false
 	}})
 }
 
@@ -287,7 +319,7 @@ func (s *Sim) violate(format string, args ...any) {
 }
 
 func (s *Sim) report() Report {
-	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, FastPath: s.fastPath, Counters: map[string]int{}}
+	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, FastPath: s.fastPath, SnapshotReads: s.snapshotReads, DeferRemovals: s.deferRemovals, Counters: map[string]int{}}
 	for k, v := range s.counters {
 		r.Counters[k] = v
 	}
@@ -351,6 +383,12 @@ func (r Report) Summary() string {
 	if r.FastPath {
 		path = "fast"
 	}
+	if r.SnapshotReads {
+		path = "fast+snapshot"
+	}
+	if r.DeferRemovals {
+		path += ", deferred removal"
+	}
 	return fmt.Sprintf("seed %d: %s (%s path, steps %d, applied %d/%d, lost %d, duplicated %d, unexpected %d)",
 		r.Seed, status, path, r.Steps, r.Applied, r.Expected, r.Lost, r.Duplicate, r.Unexpected)
 }
@@ -384,6 +422,9 @@ var RequiredCounters = []string{
 	"fault: publish failed before applying",
 	"fault: publish failed after applying",
 	"path: fast commit+transition",
+	"path: snapshot load with token",
+	"recovery: deferred outbox removals",
+	"fault: entity load with token failed before applying",
 	"outcome: completed",
 	"recovery: duplicates dropped",
 	"recovery: version conflicts retried",

@@ -210,3 +210,27 @@ func (f *fastStore) CommitTransition(ctx context.Context, ent store.Entity, toke
 	s.count("path: fast commit+transition")
 	return version, true, s.failAfter(ctx, "commit+transition")
 }
+
+// snapshotStore is a fastStore that also reads an entity and a token at one
+// instant (store.TokenLoader), as the PostgreSQL and embedded stores do:
+// the engine then does steps 1 and 3 in one call.
+type snapshotStore struct{ *fastStore }
+
+var _ store.TokenLoader = snapshotStore{}
+
+func (f snapshotStore) LoadWithToken(ctx context.Context, key string, token baton.TokenID) (store.Entity, baton.Token, error) {
+	s := f.tokenStore.sim
+	if err := s.yield(ctx, fmt.Sprintf("%s.LoadWithToken(%s, %s)", f.destination, key, short(token))); err != nil {
+		return store.Entity{}, baton.Token{}, err
+	}
+	if err := s.failBefore(ctx, "entity load with token"); err != nil {
+		return store.Entity{}, baton.Token{}, err
+	}
+	ent, err := f.entityStore.inner.Load(ctx, key)
+	if err != nil {
+		return store.Entity{}, baton.Token{}, err
+	}
+	tok, err := f.tokenStore.inner.Get(ctx, token)
+	s.count("path: snapshot load with token")
+	return ent, tok, err
+}

@@ -79,3 +79,37 @@ type EntityStore interface {
 type CommitTransitioner interface {
 	CommitTransition(ctx context.Context, e Entity, token baton.TokenID, create []baton.Token) (version uint64, consumed bool, err error)
 }
+
+// TokenLoader is implemented by a store that keeps entities and tokens in
+// one database and can read both at one instant. The engine then does
+// steps 1 and 3 of the protocol in one call on the fast path.
+//
+// LoadWithToken returns what Load(key) and Get(token) would return if both
+// ran at the same instant (one snapshot, one transaction). Reading at one
+// instant keeps the rule that the token is never read before the entity:
+// a token live at that instant was not yet consumed, so an outbox entry
+// for it that was committed before then is in the entity returned, and one
+// committed after then makes the engine's compare-and-set fail.
+//
+// An error matching ErrNotFound means the entity was loaded and is
+// returned, and the token is not live. Other errors are those of Load and
+// Get; nothing is written either way.
+type TokenLoader interface {
+	LoadWithToken(ctx context.Context, key string, token baton.TokenID) (Entity, baton.Token, error)
+}
+
+// BatchCommitter is implemented by an entity store that commits several
+// entities in one operation, each as Commit would alone: one entity's
+// failed compare-and-set does not stop the others (DESIGN 3.7, group
+// commit). The engine uses it to remove finished outbox entries in batches.
+//
+// The entities must have distinct keys and a Version above 0 (updates of
+// committed entities), else nothing is applied and the error matches
+// ErrInvalid. On a nil error, results[i] is nil when entities[i] was
+// committed at Version+1, or matches ErrConflict when it was not. A non-nil
+// error is for the whole call: ErrInvalid, ErrNotApplied or ErrClosed mean
+// nothing was applied, any other error that the outcome of each commit is
+// unknown.
+type BatchCommitter interface {
+	CommitBatch(ctx context.Context, entities []Entity) (results []error, err error)
+}

@@ -55,6 +55,8 @@ func RunEntityStore(t *testing.T, h EntityHarness) {
 		{"StaleLimit", testStaleLimit},
 		{"CancelledContext", testEntityCancelledContext},
 		{"Durability", testEntityDurability},
+		{"LoadWithToken", testLoadWithToken},
+		{"CommitBatch", testCommitBatch},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {

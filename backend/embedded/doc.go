@@ -2,12 +2,15 @@
 // store in one single file, kept with bbolt (go.etcd.io/bbolt). No server is
 // needed. One *Store implements store.TokenStore, store.EntityStore and
 // store.CommitTransitioner, so the engine can run steps 4 and 5 of the
-// protocol in one transaction (the fast path of DESIGN 3.7).
+// protocol in one transaction (the fast path of DESIGN 3.7), and also
+// store.TokenLoader (an entity and a token in one read transaction) and
+// store.BatchCommitter (many entity commits in one write transaction).
 //
 // # Guarantees
 //
 //   - Linearizable: bbolt runs one write transaction at a time and every
-//     write (Transition, Issue, Commit, CommitTransition, ExpireRoots) is
+//     write (Transition, Issue, Commit, CommitBatch, CommitTransition,
+//     ExpireRoots) is
 //     one transaction that checks and changes records together. Reads run
 //     in read transactions that see the last committed state.
 //   - Durable: a call returns only after its transaction was written and

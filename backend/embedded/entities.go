@@ -36,6 +36,34 @@ func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
 	return e, nil
 }
 
+// LoadWithToken implements store.TokenLoader: both reads in one read
+// transaction.
+func (s *Store) LoadWithToken(ctx context.Context, key string, token baton.TokenID) (store.Entity, baton.Token, error) {
+	e := store.Entity{Key: key}
+	var t baton.Token
+	var live bool
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		if key != "" && len(key) <= store.MaxEntityKeyBytes { // no commit accepts other keys
+			if v := tx.Bucket(bucketEntities).Get([]byte(key)); v != nil {
+				var err error
+				if e, err = decodeEntity(key, v); err != nil {
+					return err
+				}
+			}
+		}
+		var err error
+		t, live, err = bucketsOf(tx).getToken(token)
+		return err
+	})
+	if err != nil {
+		return store.Entity{}, baton.Token{}, err
+	}
+	if !live {
+		return e, baton.Token{}, fmt.Errorf("%w: token %s", store.ErrNotFound, token)
+	}
+	return e, t, nil
+}
+
 // Commit implements store.EntityStore.
 func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 	if err := store.ValidateEntity(e); err != nil {
@@ -55,6 +83,40 @@ func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 		return 0, refused
 	}
 	return e.Version + 1, nil
+}
+
+// CommitBatch implements store.BatchCommitter in one bbolt transaction
+// (one fsync): each entity is committed as Commit would, and one that is
+// refused leaves the others applied.
+func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	seen := make(map[string]bool, len(entities))
+	for _, e := range entities {
+		if err := store.ValidateEntity(e); err != nil {
+			return nil, err
+		}
+		if e.Version == 0 || seen[e.Key] {
+			return nil, fmt.Errorf("%w: CommitBatch takes committed entities with distinct keys (%q at version %d)", store.ErrInvalid, e.Key, e.Version)
+		}
+		seen[e.Key] = true
+	}
+	if len(entities) == 0 {
+		return nil, nil
+	}
+	results := make([]error, len(entities))
+	err := s.write(ctx, "commit batch", func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		for i, e := range entities {
+			var err error
+			if results[i], err = b.commit(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
 }
 
 // CommitTransition implements store.CommitTransitioner: Commit and

@@ -99,6 +99,8 @@ var (
 	_ store.TokenStore         = (*Store)(nil)
 	_ store.EntityStore        = (*Store)(nil)
 	_ store.CommitTransitioner = (*Store)(nil)
+	_ store.TokenLoader        = (*Store)(nil)
+	_ store.BatchCommitter     = (*Store)(nil)
 )
 
 // Open opens the store file at path, creating it if needed. It fails with

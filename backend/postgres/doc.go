@@ -13,7 +13,11 @@
 //     CommitTransition (the fast path of DESIGN 3.7) is one statement too:
 //     token, entity and children together or not at all. Commit is one
 //     statement: an insert that does nothing on conflict for version 0, an
-//     update conditional on the version otherwise.
+//     update conditional on the version otherwise. CommitBatch
+//     (store.BatchCommitter, which the engine uses to remove finished
+//     outbox entries in batches) is one update statement in which each row
+//     is its own compare-and-set. LoadWithToken (store.TokenLoader) reads an
+//     entity and a token in one statement, so both come from one snapshot.
 //   - Linearizable: every write is a single statement in its own
 //     transaction. Concurrent transitions of one token serialize on the
 //     token's row lock; under READ COMMITTED the later one re-reads the

@@ -40,6 +40,40 @@ func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
 	return e, nil
 }
 
+// LoadWithToken implements store.TokenLoader in one statement, so both
+// reads see one snapshot.
+func (s *Store) LoadWithToken(ctx context.Context, key string, token baton.TokenID) (store.Entity, baton.Token, error) {
+	if !storableText(key) {
+		// No stored entity can have this key; the token is read alone.
+		tok, err := s.Get(ctx, token)
+		return store.Entity{Key: key}, tok, err
+	}
+	var version *int64
+	var state, outbox []byte
+	var tr tokenRow
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		return conn.QueryRow(ctx, s.sql.loadWithToken, key, token[:]).Scan(append([]any{&version, &state, &outbox}, tr.fields()...)...)
+	})
+	if err != nil {
+		return store.Entity{}, baton.Token{}, fmt.Errorf("postgres: load %q with token %s: %w", key, token, err)
+	}
+	e := store.Entity{Key: key}
+	if version != nil {
+		e.Version, e.State = uint64(*version), state
+		if err := json.Unmarshal(outbox, &e.Outbox); err != nil {
+			return store.Entity{}, baton.Token{}, fmt.Errorf("postgres: load %q: decode outbox: %w", key, err)
+		}
+	}
+	if tr.id == nil {
+		return e, baton.Token{}, fmt.Errorf("%w: token %s", store.ErrNotFound, token)
+	}
+	tok, err := tr.token()
+	if err != nil {
+		return store.Entity{}, baton.Token{}, err
+	}
+	return e, tok, nil
+}
+
 // Commit implements store.EntityStore: an insert for version 0, else an
 // update conditional on the version, one statement either way.
 func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
@@ -66,6 +100,54 @@ func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 		return 0, fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, e.Key, e.Version)
 	}
 	return e.Version + 1, nil
+}
+
+// CommitBatch implements store.BatchCommitter in one SQL statement (one
+// round trip, one commit): an update of every entity conditional on its
+// own version, so one entity's conflict leaves the others applied.
+func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	n := len(entities)
+	keys, versions := make([]string, n), make([]int64, n)
+	states, outboxes := make([][]byte, n), make([][]byte, n)
+	oldestAt, oldestNs := make([]*time.Time, n), make([]*int16, n)
+	seen := make(map[string]bool, n)
+	for i, e := range entities {
+		row, err := newEntityRow(e)
+		if err != nil {
+			return nil, err
+		}
+		if e.Version == 0 || seen[e.Key] {
+			return nil, fmt.Errorf("%w: CommitBatch takes committed entities with distinct keys (%q at version %d)", store.ErrInvalid, e.Key, e.Version)
+		}
+		seen[e.Key] = true
+		keys[i], versions[i], states[i], outboxes[i] = e.Key, int64(e.Version), e.State, row.outbox
+		oldestAt[i], oldestNs[i] = row.oldestAt, row.oldestNs
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	committed := make(map[string]bool, n)
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, s.sql.commitBatch, keys, versions, states, outboxes, oldestAt, oldestNs)
+		if err != nil {
+			return err
+		}
+		updated, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, key := range updated {
+			committed[key] = true
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: commit batch of %d: %w", n, err)
+	}
+	results := make([]error, n)
+	for i, e := range entities {
+		if !committed[e.Key] {
+			results[i] = fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, e.Key, e.Version)
+		}
+	}
+	return results, nil
 }
 
 // CommitTransition implements store.CommitTransitioner in one SQL

@@ -15,7 +15,7 @@ const unnestTokens = `SELECT * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[]
 // schema name in it was validated and quoted by Config.
 type statements struct {
 	transition, issue, get, listByConversation, listByDestination, expireRoots string
-	load, insertEntity, updateEntity, stale                                    string
+	load, loadWithToken, insertEntity, updateEntity, commitBatch, stale        string
 	commitTransitionInsert, commitTransitionUpdate                             string
 }
 
@@ -56,11 +56,26 @@ WHERE destination = $1 AND id > $2 ORDER BY id LIMIT $3`),
 )`),
 
 		load: r.Replace(`SELECT version, state, outbox FROM {entities} WHERE key = $1`),
+		// One statement reads both at one snapshot (store.TokenLoader);
+		// the outer joins return one row whether or not either exists.
+		loadWithToken: r.Replace(`SELECT e.version, e.state, e.outbox, t.id, t.conversation, t.causation, t.destination, t.type,
+	t.digest, t.created_at, t.created_ns, t.expires_at, t.expires_ns
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN {entities} e ON e.key = $1
+LEFT JOIN {tokens} t ON t.id = $2`),
 		insertEntity: r.Replace(`INSERT INTO {entities} (key, version, state, outbox, oldest_outbox_at, oldest_outbox_ns)
 VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING`),
 		updateEntity: r.Replace(`UPDATE {entities}
 SET version = version + 1, state = $3, outbox = $4, oldest_outbox_at = $5, oldest_outbox_ns = $6
 WHERE key = $1 AND version = $2`),
+		// Each row is its own compare-and-set; keys are distinct, so no
+		// target row joins two source rows.
+		commitBatch: r.Replace(`UPDATE {entities} AS e
+SET version = e.version + 1, state = v.state, outbox = v.outbox, oldest_outbox_at = v.oldest_at, oldest_outbox_ns = v.oldest_ns
+FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::timestamptz[], $6::int2[])
+	AS v (key, version, state, outbox, oldest_at, oldest_ns)
+WHERE e.key = v.key AND e.version = v.version
+RETURNING e.key`),
 		stale: r.Replace(`SELECT key FROM {entities}
 WHERE oldest_outbox_at IS NOT NULL AND (oldest_outbox_at, oldest_outbox_ns) < ($1, $2)
 ORDER BY oldest_outbox_at, oldest_outbox_ns LIMIT $3`),

@@ -34,6 +34,8 @@ var (
 	_ store.TokenStore         = (*Store)(nil)
 	_ store.EntityStore        = (*Store)(nil)
 	_ store.CommitTransitioner = (*Store)(nil)
+	_ store.TokenLoader        = (*Store)(nil)
+	_ store.BatchCommitter     = (*Store)(nil)
 )
 
 // Open connects to the database that dsn names (a PostgreSQL URL or

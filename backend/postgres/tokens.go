@@ -129,27 +129,40 @@ func (s *Store) ExpireRoots(ctx context.Context, before time.Time, limit int) (i
 
 // scanToken reads one row of tokenColumns.
 func scanToken(row pgx.Row) (baton.Token, error) {
-	var (
-		t                    baton.Token
-		id, conv, cause, dig []byte
-		createdAt            time.Time
-		createdNs            int16
-		expiresAt            *time.Time
-		expiresNs            *int16
-	)
-	if err := row.Scan(&id, &conv, &cause, &t.Destination, &t.Type, &dig, &createdAt, &createdNs, &expiresAt, &expiresNs); err != nil {
+	var r tokenRow
+	if err := row.Scan(r.fields()...); err != nil {
 		return baton.Token{}, err
 	}
-	if len(id) != len(t.ID) || len(conv) != len(t.Conversation) || (cause != nil && len(cause) != len(t.Causation)) || len(dig) != len(t.Digest) {
-		return baton.Token{}, fmt.Errorf("postgres: malformed token row (id of %d bytes)", len(id))
+	return r.token()
+}
+
+// tokenRow receives the tokens table's columns (tokenColumns). Every field
+// is nullable so that an outer join that found no token scans too (id nil).
+type tokenRow struct {
+	id, conv, cause, digest []byte
+	destination, typ        *string
+	createdAt, expiresAt    *time.Time
+	createdNs, expiresNs    *int16
+}
+
+func (r *tokenRow) fields() []any {
+	return []any{&r.id, &r.conv, &r.cause, &r.destination, &r.typ, &r.digest, &r.createdAt, &r.createdNs, &r.expiresAt, &r.expiresNs}
+}
+
+func (r *tokenRow) token() (baton.Token, error) {
+	var t baton.Token
+	if len(r.id) != len(t.ID) || len(r.conv) != len(t.Conversation) || (r.cause != nil && len(r.cause) != len(t.Causation)) ||
+		len(r.digest) != len(t.Digest) || r.destination == nil || r.typ == nil || r.createdAt == nil || r.createdNs == nil {
+		return baton.Token{}, fmt.Errorf("postgres: malformed token row (id of %d bytes)", len(r.id))
 	}
-	copy(t.ID[:], id)
-	copy(t.Conversation[:], conv)
-	copy(t.Causation[:], cause)
-	copy(t.Digest[:], dig)
-	t.CreatedAt = joinTime(createdAt, createdNs)
-	if expiresAt != nil && expiresNs != nil {
-		t.ExpiresAt = joinTime(*expiresAt, *expiresNs)
+	copy(t.ID[:], r.id)
+	copy(t.Conversation[:], r.conv)
+	copy(t.Causation[:], r.cause)
+	copy(t.Digest[:], r.digest)
+	t.Destination, t.Type = *r.destination, *r.typ
+	t.CreatedAt = joinTime(*r.createdAt, *r.createdNs)
+	if r.expiresAt != nil && r.expiresNs != nil {
+		t.ExpiresAt = joinTime(*r.expiresAt, *r.expiresNs)
 	}
 	return t, nil
 }

@@ -68,6 +68,10 @@ type row struct {
 	entities  string // postgres or embedded
 	transport string // nats or rabbitmq
 	procs     []proc
+	// deferRemovals runs the engines with Config.DeferRemovals: acks
+	// before the outbox entry goes, which a SIGKILL then leaves to the
+	// sweeper.
+	deferRemovals bool
 }
 
 type proc struct {
@@ -104,11 +108,11 @@ var chaos = plan{
 // starts several processes, and the machine has two cores.
 func TestExactlyOnceMatrix(t *testing.T) {
 	rows := []row{
-		{name: "pg-tokens+pg-entities/nats/3-procs", tokens: "postgres", entities: "postgres", transport: "nats",
+		{name: "pg-tokens+pg-entities/nats/3-procs/deferred-removals", tokens: "postgres", entities: "postgres", transport: "nats", deferRemovals: true,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+pg-entities/rabbitmq/3-procs", tokens: "redis", entities: "postgres", transport: "rabbitmq",
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Shipping}}, {serve: []string{Order, Stock, Shipping}}}},
-		{name: "embedded-tokens+entities/nats/1-proc", tokens: "embedded", entities: "embedded", transport: "nats",
+		{name: "embedded-tokens+entities/nats/1-proc/deferred-removals", tokens: "embedded", entities: "embedded", transport: "nats", deferRemovals: true,
 			procs: []proc{{serve: all, file: "all.db"}}},
 		{name: "pg-tokens+embedded-entities/nats/4-procs", tokens: "postgres", entities: "embedded", transport: "nats",
 			procs: []proc{{serve: []string{Order}, file: "order.db"}, {serve: []string{Billing}, file: "billing.db"},
@@ -208,7 +212,8 @@ func runRow(t *testing.T, r row, p plan) Report {
 	slots := make([]*workerSlot, len(r.procs))
 	for i, pr := range r.procs {
 		args := []string{"-tokens", r.tokens, "-entities", r.entities, "-transport", r.transport,
-			"-serve", strings.Join(pr.serve, ","), "-sweep-after", "1s", "-sweep-interval", "500ms", "-broken", p.broken}
+			"-serve", strings.Join(pr.serve, ","), "-sweep-after", "1s", "-sweep-interval", "500ms", "-broken", p.broken,
+			fmt.Sprintf("-defer-removals=%t", r.deferRemovals)}
 		if pr.file != "" {
 			args = append(args, "-file", filepath.Join(dir, pr.file))
 		}

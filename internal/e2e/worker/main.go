@@ -53,6 +53,7 @@ type options struct {
 	redeliveryDelay time.Duration
 	storeTimeout    time.Duration
 	broken          string
+	deferRemovals   bool
 	logLevel        string
 }
 
@@ -79,6 +80,7 @@ func main() {
 	flag.DurationVar(&o.sweepInterval, "sweep-interval", time.Second, "how often to sweep")
 	flag.DurationVar(&o.redeliveryDelay, "redelivery-delay", 100*time.Millisecond, "first delay before a failed signal is redelivered")
 	flag.DurationVar(&o.storeTimeout, "store-timeout", 10*time.Second, "deadline of each store call")
+	flag.BoolVar(&o.deferRemovals, "defer-removals", false, "remove outbox entries after the ack, in batches (engine.Config.DeferRemovals)")
 	flag.StringVar(&o.broken, "broken", "", "test only: skip-token-check runs a worker that breaks the protocol")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
 	flag.Parse()
@@ -137,6 +139,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			Dispatch:        tr.transport,
 			Source:          source,
 			NoFastPath:      o.broken != "",
+			DeferRemovals:   o.deferRemovals,
 			Subscriptions:   e2e.Subscriptions,
 			Workers:         o.workers,
 			MaxAttempts:     1 << 20, // never park: every signal must get through

@@ -29,6 +29,7 @@ var (
 	_ store.TokenStore         = (*bounded)(nil)
 	_ store.EntityStore        = (*bounded)(nil)
 	_ store.CommitTransitioner = (*bounded)(nil)
+	_ store.TokenLoader        = (*bounded)(nil)
 )
 
 func (b *bounded) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -102,6 +103,18 @@ func (b *bounded) CommitTransition(ctx context.Context, e store.Entity, token ba
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	return ct.CommitTransition(ctx, e, token, create)
+}
+
+// LoadWithToken is offered with the fast path, whose stores (PostgreSQL,
+// embedded) all read an entity and a token in one call.
+func (b *bounded) LoadWithToken(ctx context.Context, key string, token baton.TokenID) (store.Entity, baton.Token, error) {
+	tl, ok := b.entities.(store.TokenLoader)
+	if !ok {
+		return store.Entity{}, baton.Token{}, errNoFastPath
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return tl.LoadWithToken(ctx, key, token)
 }
 
 // The deliberately broken mode (-broken=skip-token-check) exists only so

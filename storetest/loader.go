@@ -1,0 +1,120 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// snapshotStore is what testLoadWithToken needs: a store of entities and
+// tokens that reads both in one call.
+type snapshotStore interface {
+	store.EntityStore
+	store.TokenStore
+	store.TokenLoader
+}
+
+// testLoadWithToken checks store.TokenLoader, for entity stores that offer
+// it (and are token stores too); others skip it.
+func testLoadWithToken(t *testing.T, h EntityHarness) {
+	ctx := testContext(t)
+	s, ok := h.New(t).(snapshotStore)
+	if !ok {
+		t.Skip("the store does not implement store.TokenLoader and store.TokenStore")
+	}
+	key := uniqueName("order")
+	root := newRoot(baton.NewTokenID(), "shop")
+
+	// Neither exists: the entity at version 0, and ErrNotFound.
+	ent, _, err := s.LoadWithToken(ctx, key, root.ID)
+	if !errors.Is(err, store.ErrNotFound) || ent.Key != key || ent.Version != 0 {
+		t.Fatalf("LoadWithToken of nothing = %+v, %v; want version 0 and ErrNotFound", ent, err)
+	}
+
+	// Both exist: what Load and Get return.
+	issue(ctx, t, s, root)
+	want := commit(ctx, t, s, store.Entity{Key: key, State: []byte("placed"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Minute), 2)}})
+	ent, tok, err := s.LoadWithToken(ctx, key, root.ID)
+	if err != nil {
+		t.Fatalf("LoadWithToken = %v", err)
+	}
+	if d := entityDiff(ent, want); d != "" {
+		t.Errorf("LoadWithToken entity: %s", d)
+	}
+	if d := tokenDiff(tok, root); d != "" {
+		t.Errorf("LoadWithToken token: %s", d)
+	}
+
+	// The token consumed: the entity still, and ErrNotFound.
+	if consumed, err := s.Transition(ctx, root.ID, nil); err != nil || !consumed {
+		t.Fatalf("Transition = %v, %v", consumed, err)
+	}
+	ent, _, err = s.LoadWithToken(ctx, key, root.ID)
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("LoadWithToken of a consumed token = %v, want ErrNotFound", err)
+	}
+	if d := entityDiff(ent, want); d != "" {
+		t.Errorf("LoadWithToken entity after the token was consumed: %s", d)
+	}
+
+	// A cancelled context is an error, and not ErrNotFound: the caller
+	// must not take the signal for a duplicate.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := s.LoadWithToken(cancelled, key, root.ID); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LoadWithToken with a cancelled context = %v, want an error other than ErrNotFound", err)
+	}
+}
+
+// testCommitBatch checks store.BatchCommitter, for entity stores that
+// offer it; others skip it.
+func testCommitBatch(t *testing.T, h EntityHarness) {
+	ctx := testContext(t)
+	s := h.New(t)
+	bc, ok := s.(store.BatchCommitter)
+	if !ok {
+		t.Skip("the store does not implement store.BatchCommitter")
+	}
+	a := commit(ctx, t, s, store.Entity{Key: uniqueName("a"), State: []byte("a1"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Minute), 1)}})
+	b := commit(ctx, t, s, store.Entity{Key: uniqueName("b"), State: []byte("b1")})
+	c := commit(ctx, t, s, store.Entity{Key: uniqueName("c"), State: []byte("c1")})
+	c = commit(ctx, t, s, store.Entity{Key: c.Key, Version: c.Version, State: []byte("c2")})
+
+	// a and b at their versions, c at a stale one.
+	nextA := store.Entity{Key: a.Key, Version: a.Version, State: []byte("a2")} // its outbox entry removed
+	nextB := store.Entity{Key: b.Key, Version: b.Version, State: []byte("b2"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Second), 2)}}
+	staleC := store.Entity{Key: c.Key, Version: 1, State: []byte("lost")}
+	results, err := bc.CommitBatch(ctx, []store.Entity{nextA, staleC, nextB})
+	if err != nil || len(results) != 3 {
+		t.Fatalf("CommitBatch = %v, %v; want three results", results, err)
+	}
+	if results[0] != nil || results[2] != nil || !errors.Is(results[1], store.ErrConflict) {
+		t.Fatalf("CommitBatch results = %v; want nil, ErrConflict, nil", results)
+	}
+	nextA.Version, nextB.Version = a.Version+1, b.Version+1
+	requireEntity(ctx, t, s, nextA)
+	requireEntity(ctx, t, s, nextB)
+	requireEntity(ctx, t, s, c)
+	if stale, err := s.Stale(ctx, time.Now().Add(time.Hour), 10); err != nil || !slices.Contains(stale, b.Key) || slices.Contains(stale, a.Key) {
+		t.Errorf("Stale after CommitBatch = %v, %v; want b (an entry) and not a (none)", stale, err)
+	}
+
+	// Refused whole: two commits of one key, or a new entity.
+	for name, batch := range map[string][]store.Entity{
+		"same key twice": {{Key: c.Key, Version: c.Version, State: []byte("x")}, {Key: c.Key, Version: c.Version, State: []byte("y")}},
+		"new entity":     {{Key: c.Key, Version: c.Version, State: []byte("x")}, {Key: uniqueName("new"), State: []byte("n")}},
+	} {
+		if _, err := bc.CommitBatch(ctx, batch); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("CommitBatch with %s = %v, want ErrInvalid", name, err)
+		}
+		requireEntity(ctx, t, s, c)
+	}
+	if results, err := bc.CommitBatch(ctx, nil); err != nil || len(results) != 0 {
+		t.Errorf("CommitBatch of nothing = %v, %v", results, err)
+	}
+}
