@@ -29,8 +29,10 @@ type batonSystem struct {
 	tokens     store.TokenStore
 	entities   store.EntityStore
 	noFastPath bool
-	b          *broker
-	log        *slog.Logger
+	// inlineRemovals turns off engine.Config.DeferRemovals.
+	inlineRemovals bool
+	b              *broker
+	log            *slog.Logger
 
 	// countTokens counts live tokens; nil counts them through the token
 	// store's listings.
@@ -53,7 +55,10 @@ func (s *batonSystem) newEngine(destination string, workers int, obs *observer) 
 		Source:      observed{s.b.tr, obs},
 		Workers:     workers,
 		NoFastPath:  s.noFastPath,
-		Logger:      s.log,
+		// Run removes finished outbox entries in batches, off the path
+		// of each signal (DESIGN 3.2 step 7, 3.7).
+		DeferRemovals: !s.inlineRemovals,
+		Logger:        s.log,
 	})
 	if err != nil {
 		return nil, err
@@ -249,8 +254,8 @@ func countPostgresTokens(monitor *pgxpool.Pool, schema string) func(ctx context.
 	}
 }
 
-func openBatonPostgres(ctx context.Context, env *env, name string, noFastPath bool) (system, error) {
-	s := &batonSystem{w: env.workload, log: env.log, noFastPath: noFastPath}
+func openBatonPostgres(ctx context.Context, env *env, name string, noFastPath, inlineRemovals bool) (system, error) {
+	s := &batonSystem{w: env.workload, log: env.log, noFastPath: noFastPath, inlineRemovals: inlineRemovals}
 	st, app, err := openPostgresStore(ctx, env, s, name)
 	if err != nil {
 		return nil, err

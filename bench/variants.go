@@ -34,16 +34,23 @@ var Variants = []Variant{
 	},
 	{
 		Name: "baton-pg", Label: "baton, PostgreSQL (fast path)", postgres: true,
-		Note: "baton-pg: tokens and entities in one postgres.Store, so steps 4 and 5 are one statement (fast path).",
+		Note: "baton-pg: tokens and entities in one postgres.Store: steps 1 and 3 are one read (LoadWithToken), steps 4 and 5 one statement (fast path); every baton variant runs with engine.Config.DeferRemovals (outbox entries removed in batches after the ack).",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonPostgres(ctx, env, name, false)
+			return openBatonPostgres(ctx, env, name, false, false)
+		},
+	},
+	{
+		Name: "baton-pg-inline", Label: "baton, PostgreSQL (fast path, inline removal)", postgres: true,
+		Note: "baton-pg-inline: as baton-pg without DeferRemovals: each signal removes its outbox entry itself before the ack (one more commit per signal).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonPostgres(ctx, env, name, false, true)
 		},
 	},
 	{
 		Name: "baton-pg-plain", Label: "baton, PostgreSQL (plain path)", postgres: true,
 		Note: "baton-pg-plain: as baton-pg with engine.Config.NoFastPath: commit and transition are two statements.",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonPostgres(ctx, env, name, true)
+			return openBatonPostgres(ctx, env, name, true, false)
 		},
 	},
 	{
