@@ -15,11 +15,14 @@ const DefaultPrefix = "baton"
 // maxPrefixBytes keeps key names short; a prefix is a namespace, not data.
 const maxPrefixBytes = 64
 
-// Config configures a TokenStore. Exactly one of URL and Options is set.
+// Config configures a TokenStore. Exactly one of URL, Options and
+// ClusterOptions is set.
 type Config struct {
 	// URL locates the server, as goredis.ParseURL reads it:
 	// redis://[user:password@]host:port/db, or rediss:// for TLS. A store
-	// opened from a URL bounds every call by its context's deadline.
+	// opened from a URL bounds every call by its context's deadline. If the
+	// server runs in cluster mode, it is the seed node of a cluster client
+	// with the same credentials and timeouts (the database must be 0).
 	URL string
 
 	// Options configures the client directly, for settings a URL cannot
@@ -27,6 +30,16 @@ type Config struct {
 	// client's own retries would re-run a transition whose first attempt
 	// may have applied and turn "outcome unknown" into a wrong answer.
 	Options *goredis.Options
+
+	// ClusterOptions configures a Redis Cluster client directly, for
+	// several seed addresses or settings a URL cannot express. The store
+	// copies it and always sets MaxRetries and MaxRedirects to -1, for the
+	// reason given at Options: a redirect is refused (not applied) rather
+	// than followed, and the next call uses the reloaded slot map. It also
+	// always sets ReadOnly, RouteByLatency and RouteRandomly to false:
+	// every command goes to the master of its slot, because a replica may
+	// lag and a stale read would report a live token as absent.
+	ClusterOptions *goredis.ClusterOptions
 
 	// Prefix starts every key, so several stores (or tests) share one
 	// server without seeing each other's tokens. Empty means DefaultPrefix.
@@ -47,37 +60,97 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// clientConfig is a validated Config: exactly one of opts and cluster is set.
+type clientConfig struct {
+	prefix  string
+	opts    *goredis.Options
+	cluster *goredis.ClusterOptions
+	logger  *slog.Logger
+}
+
 // resolve validates c and returns the client options the store uses.
-func (c Config) resolve() (prefix string, opts *goredis.Options, logger *slog.Logger, err error) {
-	prefix = c.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
+func (c Config) resolve() (clientConfig, error) {
+	cc := clientConfig{prefix: c.Prefix}
+	if cc.prefix == "" {
+		cc.prefix = DefaultPrefix
 	}
-	if err := validatePrefix(prefix); err != nil {
-		return "", nil, nil, err
+	if err := validatePrefix(cc.prefix); err != nil {
+		return clientConfig{}, err
+	}
+	set := 0
+	for _, ok := range []bool{c.URL != "", c.Options != nil, c.ClusterOptions != nil} {
+		if ok {
+			set++
+		}
 	}
 	switch {
-	case c.URL != "" && c.Options != nil:
-		return "", nil, nil, fmt.Errorf("redis: config sets both URL and Options; set one")
+	case set > 1:
+		return clientConfig{}, fmt.Errorf("redis: config sets more than one of URL, Options and ClusterOptions; set one")
 	case c.URL != "":
-		opts, err = goredis.ParseURL(c.URL)
+		opts, err := goredis.ParseURL(c.URL)
 		if err != nil {
 			// ParseURL's message may quote the URL, password included.
-			return "", nil, nil, fmt.Errorf("redis: config URL is not a valid redis:// or rediss:// URL")
+			return clientConfig{}, fmt.Errorf("redis: config URL is not a valid redis:// or rediss:// URL")
 		}
 		opts.ContextTimeoutEnabled = true
+		cc.opts = opts
 	case c.Options != nil:
 		copied := *c.Options
-		opts = &copied
+		cc.opts = &copied
+	case c.ClusterOptions != nil:
+		copied := *c.ClusterOptions
+		copied.MaxRetries, copied.MaxRedirects = -1, -1
+		// Reads from replicas could miss a live token (Get reporting
+		// ErrNotFound, a transition seeing its parent absent).
+		copied.ReadOnly, copied.RouteByLatency, copied.RouteRandomly = false, false, false
+		cc.cluster = &copied
 	default:
-		return "", nil, nil, fmt.Errorf("redis: config sets neither URL nor Options")
+		return clientConfig{}, fmt.Errorf("redis: config sets neither URL nor Options nor ClusterOptions")
 	}
-	opts.MaxRetries = -1
-	logger = c.Logger
-	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cc.opts != nil {
+		cc.opts.MaxRetries = -1
 	}
-	return prefix, opts, logger, nil
+	cc.logger = c.Logger
+	if cc.logger == nil {
+		cc.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return cc, nil
+}
+
+// clusterOptions turns the options of one node (from a URL or Options)
+// into those of a cluster client seeded with that node, when Open finds
+// that the node runs in cluster mode.
+func clusterOptions(o *goredis.Options) (*goredis.ClusterOptions, error) {
+	if o.DB != 0 {
+		return nil, fmt.Errorf("%w: the server runs in cluster mode, which has only database 0, but the config selects database %d", ErrUnsupportedServer, o.DB)
+	}
+	return &goredis.ClusterOptions{
+		Addrs:                 []string{o.Addr},
+		ClientName:            o.ClientName,
+		Dialer:                o.Dialer,
+		OnConnect:             o.OnConnect,
+		Protocol:              o.Protocol,
+		Username:              o.Username,
+		Password:              o.Password,
+		CredentialsProvider:   o.CredentialsProvider,
+		MaxRetries:            -1,
+		MaxRedirects:          -1,
+		DialTimeout:           o.DialTimeout,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		PoolFIFO:              o.PoolFIFO,
+		PoolSize:              o.PoolSize,
+		PoolTimeout:           o.PoolTimeout,
+		MinIdleConns:          o.MinIdleConns,
+		MaxIdleConns:          o.MaxIdleConns,
+		MaxActiveConns:        o.MaxActiveConns,
+		ConnMaxIdleTime:       o.ConnMaxIdleTime,
+		ConnMaxLifetime:       o.ConnMaxLifetime,
+		TLSConfig:             o.TLSConfig,
+		DisableIdentity:       o.DisableIdentity,
+		IdentitySuffix:        o.IdentitySuffix,
+	}, nil
 }
 
 func validatePrefix(p string) error {

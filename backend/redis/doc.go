@@ -1,9 +1,10 @@
 // Package redis is a token store (store.TokenStore) kept in Redis 7.0 or
-// later, on one standalone server. Entities live elsewhere.
+// later, on one standalone server or on Redis Cluster (see "Redis
+// Cluster" below). Entities live elsewhere.
 //
 // # Guarantees
 //
-// Transition is one Lua script, run atomically by the server: if the
+// On a standalone server, Transition is one Lua script, run atomically by the server: if the
 // parent token is live it deletes the parent with its index entries and
 // creates every child with theirs; if a child already exists it applies
 // nothing and returns an error matching store.ErrExists; if the parent is
@@ -12,7 +13,9 @@
 // back. Issue, Get, the listings and ExpireRoots are scripts too, so every
 // operation is atomic and the store is linearizable on one server. The
 // scripts are sent with EVALSHA and fall back to EVAL when the server does
-// not have them cached.
+// not have them cached. On Redis Cluster the transition is still one
+// script, in the conversation's slot; see "Redis Cluster" for what
+// changes around it.
 //
 // # Required server settings
 //
@@ -31,8 +34,8 @@
 // refuses when CONFIG is disabled (as on many managed services), since it
 // cannot check. Config.AllowUnsafeDurability opens the store anyway and
 // logs a warning once; a crash may then lose acknowledged tokens. The
-// settings are checked at Open only; changing them later with CONFIG SET
-// goes unnoticed.
+// settings are checked at Open only, on every master of a cluster;
+// changing them later with CONFIG SET goes unnoticed.
 //
 // Replication is out of scope: the store does not use WAIT or WAITAOF, so
 // an acknowledgement means "fsynced on the primary". A replica promoted by
@@ -61,7 +64,8 @@
 //
 // # Key layout
 //
-// With the prefix p (Config.Prefix, default "baton"):
+// With the prefix p (Config.Prefix, default "baton"), on a standalone
+// server:
 //
 //	p:{<conv>}:t:<id>   hash: a token's fields (cause, dest, type, digest,
 //	                    created, expires)
@@ -76,19 +80,112 @@
 // token is consumed or expired no key is left: space is proportional to
 // the signals in flight.
 //
+// On Redis Cluster the same keys hold a little more, because every write
+// names one creation attempt by a nonce (16 hex digits of the client's
+// unix µs, 16 random):
+//
+//	p:{<conv>}:t:<id>   hash: as above, plus nonce (of the attempt that
+//	                    created it)
+//	p:{<conv>}:conv     sorted set: as above
+//	p:id:<id>           set: members "<conv> <nonce>", one per attempt
+//	                    that created, or may still create, a token with
+//	                    this id; all name one conversation
+//	p:dest:<dest>       sorted set: members "<id>:<conv>:<nonce>", score 0
+//	p:exp               sorted set: members "<id>:<conv>:<nonce>",
+//	                    score = expiry in µs
+//
 // # Redis Cluster
 //
-// Not supported: Open refuses a server with cluster mode enabled (error
-// matching ErrUnsupportedServer). The keys of one conversation share the
-// hash tag {<conv>}, so the core of a transition (the parent and children
-// of one conversation with its index) fits one slot. But the id lookup,
-// the destination index and the expiry index span conversations and hash
-// to other slots, and the scripts derive key names from the lookup instead
-// of declaring them in KEYS; a cluster rejects both (CROSSSLOT). A cluster
-// mode would need the caller to pass the parent's conversation, a
-// transition script limited to that slot, and the cross-conversation
-// indexes kept outside it (written before a token is created, deleted after
-// it is consumed, and checked against the conversation's keys on read).
-// Children in a conversation other than their parent's would then need a
-// second slot; on one server they work.
+// Open switches to cluster mode when the server at Config.URL reports
+// cluster_enabled:1 (it then seeds a cluster client with that node), or
+// when Config.ClusterOptions is set. Every command goes to the master of
+// its slot: the store forces ReadOnly, RouteByLatency and RouteRandomly
+// off, since a lagging replica would report a live token as absent. The
+// keys tagged {<conv>} share one hash slot; they are the only truth. The
+// lookup and the two indexes hash elsewhere, so they cannot change in the
+// same script; they are kept so that no live token is ever unreachable,
+// and readers treat an entry without its token as absent:
+//
+//   - Issue and Transition first claim each new token's lookup (a script
+//     on that key: add the attempt's member "<conv> <nonce>" unless the set
+//     names another conversation) and add its index members, in one
+//     pipelined round trip that also reads the parent's lookup. Then one
+//     script in the conversation's slot, with every key in KEYS, does what
+//     the standalone script does: if the parent is live, and no child
+//     exists, delete the parent and create the children, atomically.
+//   - A lookup naming another conversation is left alone: Issue then
+//     reports store.ErrExists if that token is live, and otherwise fails
+//     as not applied (store.ErrNotApplied). Transition fails as not
+//     applied whenever a child's id is held by another conversation, live
+//     or not (a standalone server reports store.ErrExists for a live
+//     one): the token of the other conversation cannot be read in the
+//     same step.
+//   - After the parent is consumed (or a root expired), the member and
+//     index members of the attempt that created it are removed. A call
+//     that certainly created nothing (the parent was absent, a child
+//     existed, the claims were stale, or the request was never sent)
+//     removes its own. Members of other attempts stay, each removed by
+//     its own attempt, so a repeated step 5 (a redelivered copy, the
+//     sweeper, a retry) or a repeated Issue leaves nothing behind; a set
+//     with no member left is deleted by the server.
+//   - Get reads one member of the lookup, then the token in its slot.
+//     ListByConversation is one script in the slot (it derives the token
+//     keys, all in the slot, from the set). ListByDestination and
+//     ExpireRoots walk their index and read or expire each token in its
+//     slot, one atomic script per token; they are not snapshots across
+//     conversations.
+//
+// Transition, Issue and Get stay linearizable: a token's lookup holds the
+// member of the attempt that created it from before the token is created
+// until after it is gone, and all members name the conversation of every
+// live token with that id. Transition reports consumed=true at most once
+// per token, never recreates a consumed token (the children's creation is
+// the consuming script's), and never loses a live one.
+//
+// A transition's children must share their parent's conversation (the
+// engine's children always do): others are refused with an error
+// matching store.ErrInvalid, before anything changes. On a standalone
+// server they work.
+//
+// Garbage and its cleanup: entries are left without a token only by a
+// call whose outcome stays unknown: a client that crashes (or loses its
+// connection, or times out) between the claim and the end of the script,
+// or after a transition and before removing the parent's entries. There
+// is at most one such set of entries per call in flight at the failure.
+// No reader deletes an entry while the creation it may belong to could
+// still apply: the creation script refuses (not applied) an attempt whose
+// nonce is more than claimTTL (one minute) old by the clock of its node,
+// and entries are pruned only when their nonce is more than pruneAge (15
+// minutes) old by the pruner's clock and their token is not live with
+// that nonce: by Get, Issue and Transition (lookup members, when they
+// find a lookup without its token), ListByDestination (destination members) and ExpireRoots
+// (expiry members). A lookup of an id that nobody reads again stays until
+// it is deleted by hand (SCAN p:id:* on every master and remove members
+// whose token hash, with that nonce, is absent and whose nonce is old).
+//
+// Clocks. The nonce carries the client's clock; the creation script
+// compares it with the clock of the node that owns the conversation's
+// slot, and pruners compare it with their own.
+//
+//   - Liveness: a client whose clock is more than about claimTTL (1
+//     minute) behind a node's clock has every creation in that node's
+//     slots (Issue, and Transition with children) refused as not applied,
+//     and a caller that retries not-applied calls retries forever.
+//   - Safety: if a pruner's clock is ahead of the clock of the
+//     conversation's node by more than pruneAge - claimTTL (about 14
+//     minutes), or a node's clock steps back, a stalled creation may
+//     apply after its lookup member (or index member) was pruned: the
+//     token is then live but Get (or the listing, or ExpireRoots) cannot
+//     find it. Keep every client and node on NTP, with steps forbidden.
+//
+// Topology. The durability settings are checked at Open on the masters
+// that the cluster reports then; masters added later (by resharding or
+// failover) are not checked. The cluster client follows no redirects
+// (MaxRedirects -1, like MaxRetries): a MOVED or ASK reply is a refusal
+// before running (not applied) and the next call uses the reloaded slot
+// map. Since ASK is not followed, every creation in a slot that is being
+// migrated is refused as not applied (its keys live on two nodes) until
+// the migration ends. Replication and failover are out of scope as
+// described above; run masters without replicas, or accept that a
+// failover can break exactly-once.
 package redis

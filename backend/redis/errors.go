@@ -19,7 +19,7 @@ var (
 	ErrUnsafeDurability = errors.New(`redis: server may lose acknowledged writes in a crash; it needs "appendonly yes" and "appendfsync always"`)
 
 	// ErrUnsupportedServer: the server cannot run this store (older than
-	// Redis 7.0, or Redis Cluster).
+	// Redis 7.0, or a cluster addressed with a database other than 0).
 	ErrUnsupportedServer = errors.New("redis: unsupported server")
 )
 
@@ -68,6 +68,9 @@ func classify(op string, err error) error {
 	if goredis.HasErrorPrefix(err, errExistsPrefix) {
 		id := strings.TrimSpace(strings.TrimPrefix(err.Error(), errExistsPrefix))
 		return fmt.Errorf("redis: %s: %w: token %s", op, store.ErrExists, id)
+	}
+	if goredis.HasErrorPrefix(err, errStalePrefix) {
+		return fmt.Errorf("redis: %s: %w: the creation reached the server more than %s after it started", op, store.ErrNotApplied, claimTTL)
 	}
 	if errors.Is(err, goredis.ErrClosed) {
 		return fmt.Errorf("redis: %s: %w", op, store.ErrClosed)

@@ -12,10 +12,11 @@ import goredis "github.com/redis/go-redis/v9"
 // read-only replicas and the like once, before the script starts, instead
 // of at its first write: a script is either refused whole or runs to the end.
 //
-// Scripts derive key names from ARGV[1] (the prefix) and from a token's
-// lookup key, rather than receiving them all in KEYS. A standalone server
-// allows this; a cluster does not, which is one reason Open refuses Redis
-// Cluster (see doc.go).
+// These are the standalone scripts. They derive key names from ARGV[1]
+// (the prefix) and from a token's lookup key, rather than receiving them
+// all in KEYS, so that one script spans conversations. A standalone server
+// allows this; a cluster does not, so cluster mode uses the scripts of
+// cluster_scripts.go instead.
 
 // Every token travels between Go and Lua as tokenFields strings, in this
 // order: id, conversation, causation, destination, type, digest, created,

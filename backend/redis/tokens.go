@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,26 +23,48 @@ const expireBatch = 1000
 
 // TokenStore is a store.TokenStore kept in Redis. Use Open to create one.
 type TokenStore struct {
-	client *goredis.Client
-	keys   keyLayout
-	logger *slog.Logger
-	closed atomic.Bool
+	client  goredis.UniversalClient
+	cluster bool // Redis Cluster: see cluster.go
+	keys    keyLayout
+	logger  *slog.Logger
+	now     func() time.Time // draws the time in cluster-mode nonces
+	closed  atomic.Bool
 }
 
 var _ store.TokenStore = (*TokenStore)(nil)
 
 // Open connects to the server, checks that it can run the store (Redis 7.0
-// or later, not Redis Cluster) and that it fsyncs every write before
-// acknowledging it, and returns the store. It returns an error wrapping
-// ErrUnsafeDurability for a server without appendonly yes and appendfsync
-// always unless cfg.AllowUnsafeDurability is set, and ErrUnsupportedServer
-// for a server it cannot run on.
+// or later) and that it fsyncs every write before acknowledging it, and
+// returns the store. A server in cluster mode (or cfg.ClusterOptions)
+// opens the store in cluster mode, and every master of the cluster is
+// checked. It returns an error wrapping ErrUnsafeDurability for a server
+// without appendonly yes and appendfsync always unless
+// cfg.AllowUnsafeDurability is set, and ErrUnsupportedServer for a server
+// it cannot run on.
 func Open(ctx context.Context, cfg Config) (*TokenStore, error) {
-	prefix, opts, logger, err := cfg.resolve()
+	cc, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
-	s := newTokenStore(prefix, opts, logger)
+	var s *TokenStore
+	if cc.cluster != nil {
+		s = newClusterStore(cc.prefix, cc.cluster, cc.logger)
+	} else {
+		s = newTokenStore(cc.prefix, cc.opts, cc.logger)
+		info, err := s.client.Info(ctx, "cluster").Result()
+		if err != nil {
+			s.client.Close()
+			return nil, fmt.Errorf("redis: open: INFO: %w", err)
+		}
+		if parseInfo(info)["cluster_enabled"] == "1" {
+			s.client.Close()
+			opts, err := clusterOptions(cc.opts)
+			if err != nil {
+				return nil, err
+			}
+			s = newClusterStore(cc.prefix, opts, cc.logger)
+		}
+	}
 	if err := s.checkServer(ctx, cfg.AllowUnsafeDurability); err != nil {
 		s.client.Close()
 		return nil, err
@@ -49,36 +72,62 @@ func Open(ctx context.Context, cfg Config) (*TokenStore, error) {
 	return s, nil
 }
 
-// newTokenStore builds a store without talking to the server.
+// newTokenStore builds a store on one standalone server without talking
+// to it.
 func newTokenStore(prefix string, opts *goredis.Options, logger *slog.Logger) *TokenStore {
 	client := goredis.NewClient(opts)
 	client.AddHook(dialMarker{})
-	return &TokenStore{client: client, keys: keyLayout{prefix: prefix}, logger: logger}
+	return &TokenStore{client: client, keys: keyLayout{prefix: prefix}, logger: logger, now: time.Now}
 }
 
-// checkServer verifies the server version, that it is not a cluster node,
-// and its durability settings.
-func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
-	info, err := s.client.Info(ctx, "server", "cluster").Result()
-	if err != nil {
-		return fmt.Errorf("redis: open: INFO: %w", err)
-	}
-	fields := parseInfo(info)
-	version := fields["redis_version"]
-	if major, _, _ := strings.Cut(version, "."); atoiOr(major, 0) < 7 {
-		return fmt.Errorf("%w: server reports redis_version %q; the store's scripts need Redis 7.0 or later", ErrUnsupportedServer, version)
-	}
-	if fields["cluster_enabled"] == "1" {
-		return fmt.Errorf("%w: the server runs in cluster mode; the store keeps cross-conversation indexes that a cluster script cannot reach (see the package documentation)", ErrUnsupportedServer)
-	}
+// newClusterStore builds a store on Redis Cluster without talking to it.
+func newClusterStore(prefix string, opts *goredis.ClusterOptions, logger *slog.Logger) *TokenStore {
+	client := goredis.NewClusterClient(opts)
+	// Dial failures happen in the node clients; mark them there.
+	client.OnNewNode(func(node *goredis.Client) { node.AddHook(dialMarker{}) })
+	return &TokenStore{client: client, cluster: true, keys: keyLayout{prefix: prefix}, logger: logger, now: time.Now}
+}
 
-	reason, err := s.durabilityProblem(ctx)
-	if err != nil {
-		return err
+// checkServer verifies the version and durability settings of the
+// server, or of every master of a cluster: each holds some slots, so each
+// must keep every acknowledged write.
+func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
+	var nodes []*goredis.Client
+	switch c := s.client.(type) {
+	case *goredis.ClusterClient:
+		var mu sync.Mutex
+		err := c.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			nodes = append(nodes, node)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("redis: open: list the cluster's masters: %w", err)
+		}
+		if len(nodes) == 0 {
+			return fmt.Errorf("%w: the cluster reports no masters", ErrUnsupportedServer)
+		}
+	case *goredis.Client:
+		nodes = []*goredis.Client{c}
 	}
-	if reason == "" {
+	var reasons []string
+	for _, node := range nodes {
+		reason, err := s.checkNode(ctx, node)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			if s.cluster {
+				reason = "master " + node.Options().Addr + ": " + reason
+			}
+			reasons = append(reasons, reason)
+		}
+	}
+	if len(reasons) == 0 {
 		return nil
 	}
+	reason := strings.Join(reasons, "; ")
 	if !allowUnsafe {
 		return fmt.Errorf("%w: %s; set them in redis.conf (or with CONFIG SET), or set Config.AllowUnsafeDurability to accept that a crash may lose acknowledged tokens", ErrUnsafeDurability, reason)
 	}
@@ -87,12 +136,30 @@ func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
 	return nil
 }
 
+// checkNode checks one server's version and mode, and returns why its
+// settings do not make every acknowledged write durable, or "".
+func (s *TokenStore) checkNode(ctx context.Context, node *goredis.Client) (string, error) {
+	info, err := node.Info(ctx, "server", "cluster").Result()
+	if err != nil {
+		return "", fmt.Errorf("redis: open: INFO: %w", err)
+	}
+	fields := parseInfo(info)
+	version := fields["redis_version"]
+	if major, _, _ := strings.Cut(version, "."); atoiOr(major, 0) < 7 {
+		return "", fmt.Errorf("%w: server reports redis_version %q; the store's scripts need Redis 7.0 or later", ErrUnsupportedServer, version)
+	}
+	if clustered := fields["cluster_enabled"] == "1"; clustered != s.cluster {
+		return "", fmt.Errorf("%w: server %s reports cluster_enabled %q, but the store was opened for the other mode (a cluster needs ClusterOptions or a URL of one of its nodes)", ErrUnsupportedServer, node.Options().Addr, fields["cluster_enabled"])
+	}
+	return s.durabilityProblem(ctx, node)
+}
+
 // durabilityProblem returns why the server's settings do not make every
 // acknowledged write durable, or "" if they do.
-func (s *TokenStore) durabilityProblem(ctx context.Context) (string, error) {
+func (s *TokenStore) durabilityProblem(ctx context.Context, node *goredis.Client) (string, error) {
 	want := [][2]string{{"appendonly", "yes"}, {"appendfsync", "always"}}
 	for _, w := range want {
-		got, err := s.client.ConfigGet(ctx, w[0]).Result()
+		got, err := node.ConfigGet(ctx, w[0]).Result()
 		if err != nil {
 			var reply goredis.Error
 			if errors.As(err, &reply) {
@@ -138,6 +205,9 @@ func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 	if err := s.usable(ctx, "transition"); err != nil {
 		return false, err
 	}
+	if s.cluster {
+		return s.clusterTransition(ctx, consume, create)
+	}
 	args := make([]any, 0, 2+tokenFields*len(create))
 	args = append(args, s.keys.prefix, consume.String())
 	for _, t := range create {
@@ -158,6 +228,9 @@ func (s *TokenStore) Issue(ctx context.Context, root baton.Token) error {
 	if err := s.usable(ctx, "issue"); err != nil {
 		return err
 	}
+	if s.cluster {
+		return s.clusterIssue(ctx, root)
+	}
 	args := appendTokenFields([]any{s.keys.prefix}, root)
 	if err := issueScript.Run(ctx, s.client, nil, args...).Err(); err != nil {
 		return classify("issue "+root.ID.String(), err)
@@ -169,6 +242,9 @@ func (s *TokenStore) Issue(ctx context.Context, root baton.Token) error {
 func (s *TokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
 	if err := s.usable(ctx, "get"); err != nil {
 		return baton.Token{}, err
+	}
+	if s.cluster {
+		return s.clusterGet(ctx, id)
 	}
 	reply, err := getScript.Run(ctx, s.client, nil, s.keys.prefix, id.String()).Result()
 	if errors.Is(err, goredis.Nil) {
@@ -182,11 +258,23 @@ func (s *TokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, er
 
 // ListByConversation implements store.TokenStore.
 func (s *TokenStore) ListByConversation(ctx context.Context, conversation baton.TokenID, page store.Page) ([]baton.Token, error) {
+	if s.cluster {
+		if err := s.usable(ctx, "list"); err != nil {
+			return nil, err
+		}
+		return s.clusterListByConversation(ctx, conversation, page)
+	}
 	return s.list(ctx, listConversationScript, conversation.String(), page)
 }
 
 // ListByDestination implements store.TokenStore.
 func (s *TokenStore) ListByDestination(ctx context.Context, destination string, page store.Page) ([]baton.Token, error) {
+	if s.cluster {
+		if err := s.usable(ctx, "list"); err != nil {
+			return nil, err
+		}
+		return s.clusterListByDestination(ctx, destination, page)
+	}
 	return s.list(ctx, listDestinationScript, destination, page)
 }
 
@@ -213,6 +301,9 @@ func (s *TokenStore) list(ctx context.Context, script *goredis.Script, index str
 func (s *TokenStore) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
 	if err := s.usable(ctx, "expire roots"); err != nil {
 		return 0, err
+	}
+	if s.cluster {
+		return s.clusterExpireRoots(ctx, before, limit)
 	}
 	total := 0
 	for total < limit {

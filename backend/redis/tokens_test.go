@@ -93,6 +93,32 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// Cluster mode reads only from masters: a replica may lag, and a stale
+// read would report a live token as absent (or a live parent as gone).
+func TestClusterOptionsReadFromMasters(t *testing.T) {
+	t.Parallel()
+	cc, err := Config{ClusterOptions: &goredis.ClusterOptions{
+		Addrs:    []string{"127.0.0.1:1"},
+		ReadOnly: true, RouteByLatency: true, RouteRandomly: true,
+		MaxRetries: 3, MaxRedirects: 8,
+	}}.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cc.cluster
+	if o.ReadOnly || o.RouteByLatency || o.RouteRandomly || o.MaxRetries != -1 || o.MaxRedirects != -1 {
+		t.Errorf("resolved cluster options: ReadOnly %v, RouteByLatency %v, RouteRandomly %v, MaxRetries %d, MaxRedirects %d; want false, false, false, -1, -1",
+			o.ReadOnly, o.RouteByLatency, o.RouteRandomly, o.MaxRetries, o.MaxRedirects)
+	}
+	from, err := clusterOptions(&goredis.Options{Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from.ReadOnly || from.RouteByLatency || from.RouteRandomly {
+		t.Errorf("cluster options from a URL read from replicas: %+v", from)
+	}
+}
+
 // The documented key layout: a conversation's keys share its hash tag.
 func TestKeyLayout(t *testing.T) {
 	t.Parallel()
