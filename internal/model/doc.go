@@ -30,7 +30,10 @@
 //
 // The variants of DESIGN 3.4 (TokenBeforeEntity, SplitTransition,
 // RemoveBeforeConsume) run the same model with the steps reordered or split;
-// each must be caught.
+// each must be caught. DeferredRemoval is a second correct ordering, the
+// one of engine.Config.DeferRemovals: the worker acks before it removes the
+// outbox entry, and a crash after the ack is not redelivered; it must hold
+// every invariant too.
 //
 // Abstracted away: payloads, handler logic and the entity's business state
 // (only how often each activity was applied matters); entity versions (each
@@ -41,7 +44,8 @@
 // child may be delivered any number of times; delivering a copy whose token
 // is gone changes nothing, so it is not an action); destination and digest
 // checks, root token expiry, fan-out to several children, replies, and the
-// fast path and group commit of DESIGN 3.7. The stores are linearizable
+// fused store calls of DESIGN 3.7 (the fast path, one-snapshot reads,
+// batched removals), which the simulation covers. The stores are linearizable
 // and durable, as R1 and R2 require; what happens when they are not is for
 // the simulation and the suites.
 package model

@@ -26,6 +26,21 @@ func TestProtocolModel(t *testing.T) {
 		}
 	})
 
+	// Acking before the removal (engine.Config.DeferRemovals) is correct
+	// too: a crash after the ack leaves the entry to the sweeper.
+	t.Run("DeferredRemoval", func(t *testing.T) {
+		t.Parallel()
+		start := time.Now()
+		res := Check(DeferredRemoval, Options{})
+		t.Logf("explored %d states in %v", res.States, time.Since(start).Round(time.Millisecond))
+		if res.Violation != nil {
+			t.Fatalf("deferred removal violates an invariant:\n%s", res.Violation)
+		}
+		if !res.Complete || res.States < 1_000_000 {
+			t.Fatalf("explored %d states (complete %t), want a complete search of at least 1,000,000", res.States, res.Complete)
+		}
+	})
+
 	// Each broken variant must fail for the reason DESIGN 3.4 gives.
 	broken := []struct {
 		variant Variant

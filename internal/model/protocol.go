@@ -18,11 +18,16 @@ const (
 	SplitTransition
 	// RemoveBeforeConsume removes the outbox entry before the transition.
 	RemoveBeforeConsume
+	// DeferredRemoval is the correct protocol with step 7 after step 8
+	// (engine.Config.DeferRemovals): the worker acks once it dispatched and
+	// removes the entry afterwards; a crash after the ack is not
+	// redelivered and leaves the entry to the sweeper.
+	DeferredRemoval
 )
 
 // Variants lists every variant, the correct one first.
 func Variants() []Variant {
-	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume}
+	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume, DeferredRemoval}
 }
 
 func (v Variant) String() string {
@@ -35,6 +40,8 @@ func (v Variant) String() string {
 		return "SplitTransition"
 	case RemoveBeforeConsume:
 		return "RemoveBeforeConsume"
+	case DeferredRemoval:
+		return "DeferredRemoval"
 	}
 	return fmt.Sprintf("Variant(%d)", int(v))
 }
@@ -55,6 +62,7 @@ const (
 	stepRemove                      // CAS remove outbox[t]
 	stepReloadForRemove             // after a failed removal CAS
 	stepAck                         // ack the signal to the transport
+	stepAckEarly                    // DeferredRemoval: ack, then go on to remove
 	stepDone                        // worker finished (acked)
 	stepIdle                        // sweeper looking for an entry to finish
 	numSteps
@@ -65,6 +73,9 @@ type program struct {
 	start  step           // first step of a delivery, and after a commit conflict
 	finish step           // where an existing outbox entry is driven from; the sweeper's entry point
 	next   [numSteps]step // the step after each one on the normal path
+	// ackedBeforeRemove: a worker at the removal steps has acked already,
+	// so a crash there is not redelivered.
+	ackedBeforeRemove bool
 }
 
 func programFor(v Variant) program {
@@ -78,10 +89,12 @@ func programFor(v Variant) program {
 		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepCheckParent, stepCreateChildren, stepDeleteParent, stepDispatch, stepRemove, stepAck}
 	case RemoveBeforeConsume:
 		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepRemove, stepTransition, stepDispatch, stepAck}
+	case DeferredRemoval:
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepTransition, stepDispatch, stepAckEarly, stepRemove, stepDone}
 	default:
 		panic(fmt.Sprintf("model: unknown variant %d", int(v)))
 	}
-	p := program{start: seq[0]}
+	p := program{start: seq[0], ackedBeforeRemove: v == DeferredRemoval}
 	for i := 0; i+1 < len(seq); i++ {
 		p.next[seq[i]] = seq[i+1]
 		if seq[i] == stepCommit {
@@ -353,10 +366,15 @@ func (s *state) apply(p program, act action, describe bool) string {
 	switch act.kind() {
 	case kindCrash:
 		what := "redelivery restarts it"
+		acked := p.ackedBeforeRemove && (a.pc == stepRemove || a.pc == stepReloadForRemove)
 		*a = actor{pc: p.start, sig: a.sig, crashed: true}
-		if id == sweeperID {
+		switch {
+		case id == sweeperID:
 			*a = actor{pc: stepIdle, crashed: true}
 			what = "its entry is left to be picked again"
+		case acked:
+			*a = actor{pc: stepDone, sig: a.sig}
+			what = "acked already, so no redelivery: its entry is left to the sweeper"
 		}
 		if describe {
 			return fmt.Sprintf("%s: crash, local state lost (%s)", actorName(id), what)
@@ -378,8 +396,18 @@ func (s *state) apply(p program, act action, describe bool) string {
 func (s *state) advance(p program, id int, from step) {
 	a := &s.actors[id]
 	n := p.next[from]
-	if id == sweeperID && n == stepAck {
-		*a = actor{pc: stepIdle, crashed: a.crashed}
+	if id == sweeperID {
+		if n == stepAckEarly { // the sweeper has nothing to ack
+			n = p.next[n]
+		}
+		if n == stepAck || n == stepDone {
+			*a = actor{pc: stepIdle, crashed: a.crashed}
+			return
+		}
+	}
+	if n == stepDone {
+		// As after stepAck: nothing local matters any more.
+		*a = actor{pc: stepDone, sig: a.sig}
 		return
 	}
 	a.pc = n
@@ -537,6 +565,11 @@ func (s *state) step(p program, id int, describe bool) string {
 			if describe {
 				msg = fmt.Sprintf("reload entity: outbox[%s] still there, retry removal", t)
 			}
+		}
+	case stepAckEarly:
+		s.advance(p, id, pc)
+		if describe {
+			msg = fmt.Sprintf("ack %s (the outbox entry is removed next)", signalName(sig))
 		}
 	case stepAck:
 		// Nothing local matters once acked: clear it so that equal
