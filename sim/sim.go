@@ -424,6 +424,8 @@ var RequiredCounters = []string{
 	"path: fast commit+transition",
 	"path: snapshot load with token",
 	"recovery: deferred outbox removals",
+	"path: batch commit of deferred removals",
+	"fault: entity batch commit failed after applying",
 	"fault: entity load with token failed before applying",
 	"outcome: completed",
 	"recovery: duplicates dropped",

@@ -87,7 +87,10 @@ type entityStore struct {
 	inner       *memory.EntityStore
 }
 
-var _ store.EntityStore = (*entityStore)(nil)
+var (
+	_ store.EntityStore    = (*entityStore)(nil)
+	_ store.BatchCommitter = (*entityStore)(nil)
+)
 
 func (e *entityStore) Load(ctx context.Context, key string) (store.Entity, error) {
 	if err := e.sim.yield(ctx, e.destination+".Load("+key+")"); err != nil {
@@ -116,6 +119,30 @@ func (e *entityStore) Commit(ctx context.Context, ent store.Entity) (uint64, err
 	}
 	e.sim.committed(e.destination, before, ent)
 	return version, e.sim.failAfter(ctx, "entity commit")
+}
+
+// CommitBatch commits each entity as Commit does, in one atomic step with
+// one yield point and the same faults (store.BatchCommitter), so deferred
+// removals run the engine's batch path.
+func (e *entityStore) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	if err := e.sim.yield(ctx, fmt.Sprintf("%s.CommitBatch(%d entities)", e.destination, len(entities))); err != nil {
+		return nil, err
+	}
+	if err := e.sim.failBefore(ctx, "entity batch commit"); err != nil {
+		return nil, err
+	}
+	results := make([]error, len(entities))
+	for i, ent := range entities {
+		before, err := e.inner.Load(ctx, ent.Key)
+		if err != nil {
+			return nil, err
+		}
+		if _, results[i] = e.inner.Commit(ctx, ent); results[i] == nil {
+			e.sim.committed(e.destination, before, ent)
+		}
+	}
+	e.sim.count("path: batch commit of deferred removals")
+	return results, e.sim.failAfter(ctx, "entity batch commit")
 }
 
 func (e *entityStore) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
