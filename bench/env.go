@@ -33,6 +33,9 @@ type env struct {
 	tmp         string
 	runID       string
 	redisServer *redisServer
+	// vacuum: the server has autovacuum off, so the run vacuums its own
+	// tables (see vacuum.go).
+	vacuum bool
 }
 
 // uniqueName is a schema name or key prefix of this run for a variant.

@@ -36,13 +36,17 @@ func describeMachine(ctx context.Context, e *env) Machine {
 	m := Machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), Go: runtime.Version(),
 		Kernel: readTrim("/proc/sys/kernel/osrelease"), Load: loadAverage()}
 	if e.monitor != nil {
-		var version, fsync, syncCommit, walSync, fpw string
+		var version, fsync, syncCommit, walSync, fpw, autovacuum string
 		err := e.monitor.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
-			current_setting('synchronous_commit'), current_setting('wal_sync_method'), current_setting('full_page_writes')`).
-			Scan(&version, &fsync, &syncCommit, &walSync, &fpw)
+			current_setting('synchronous_commit'), current_setting('wal_sync_method'), current_setting('full_page_writes'),
+			current_setting('autovacuum')`).
+			Scan(&version, &fsync, &syncCommit, &walSync, &fpw, &autovacuum)
 		if err == nil {
-			m.Postgres = fmt.Sprintf("PostgreSQL %s (fsync %s, synchronous_commit %s, wal_sync_method %s, full_page_writes %s)",
-				version, fsync, syncCommit, walSync, fpw)
+			if autovacuum == "off" {
+				autovacuum = "off, so the benchmark vacuums its tables every " + vacuumEvery.String()
+			}
+			m.Postgres = fmt.Sprintf("PostgreSQL %s (fsync %s, synchronous_commit %s, wal_sync_method %s, full_page_writes %s, autovacuum %s)",
+				version, fsync, syncCommit, walSync, fpw, autovacuum)
 		}
 	}
 	if needRedis := slicesContains(e.cfg.Variants, "baton-redis"); needRedis {

@@ -35,6 +35,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer monitor.Close()
 		e.monitor = monitor
+		if e.vacuum = e.autovacuumOff(ctx); e.vacuum {
+			vacuumCtx, stopVacuum := context.WithCancel(ctx)
+			defer stopVacuum()
+			go e.vacuumLoop(vacuumCtx)
+		}
 	}
 	if needRedis {
 		if err := checkRedis(ctx, cfg.RedisURL); err != nil {
