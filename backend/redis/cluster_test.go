@@ -67,30 +67,22 @@ func TestCluster(t *testing.T) {
 			Wrap: func(s store.TokenStore) store.TokenStore { return storetest.Faulty(s, 1, 0.1) },
 		})
 	})
-	t.Run("NoKeysLeftWhenQuiet", func(t *testing.T) {
-		t.Parallel()
-		testClusterNoKeysLeft(t, shared)
-	})
-	t.Run("NoKeysLeftAfterRepeatedTransition", func(t *testing.T) {
-		t.Parallel()
-		testClusterRepeatedTransition(t, shared)
-	})
-	t.Run("NoKeysLeftAfterRepeatedIssue", func(t *testing.T) {
-		t.Parallel()
-		testClusterRepeatedIssue(t, shared)
-	})
-	t.Run("IssueOverlappingConsumption", func(t *testing.T) {
-		t.Parallel()
-		testClusterIssueOverlappingConsumption(t, shared)
-	})
-	t.Run("ChildrenOfAnotherConversation", func(t *testing.T) {
-		t.Parallel()
-		testClusterForeignChildren(t, shared)
-	})
-	t.Run("CrashGarbage", func(t *testing.T) {
-		t.Parallel()
-		testClusterCrashGarbage(t, shared)
-	})
+	for _, c := range []struct {
+		name string
+		run  func(*testing.T, *redisCluster)
+	}{
+		{"NoKeysLeftWhenQuiet", testClusterNoKeysLeft},
+		{"NoKeysLeftAfterRepeatedTransition", testClusterRepeatedTransition},
+		{"NoKeysLeftAfterRepeatedIssue", testClusterRepeatedIssue},
+		{"IssueOverlappingConsumption", testClusterIssueOverlappingConsumption},
+		{"ChildrenOfAnotherConversation", testClusterForeignChildren},
+		{"CrashGarbage", testClusterCrashGarbage},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.run(t, shared)
+		})
+	}
 	t.Run("DurabilityOfEveryMaster", func(t *testing.T) {
 		t.Parallel()
 		testClusterUnsafeMaster(t)
