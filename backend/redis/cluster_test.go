@@ -92,14 +92,7 @@ func TestCluster(t *testing.T) {
 // Once every token is consumed or expired, no key is left on any master.
 func testClusterNoKeysLeft(t *testing.T, c *redisCluster) {
 	ctx, s := t.Context(), openCluster(t, c)
-	root := testRoot("orders")
-	expiring := testRoot("orders")
-	expiring.ExpiresAt = time.Now().Add(-time.Minute)
-	for _, r := range []baton.Token{root, expiring} {
-		if err := s.Issue(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root := issueRootAndExpired(ctx, t, s)
 	children := []baton.Token{testChild(root, "billing"), testChild(root, "shipping")}
 	if _, err := s.Transition(ctx, root.ID, children); err != nil {
 		t.Fatal(err)
@@ -116,16 +109,12 @@ func testClusterNoKeysLeft(t *testing.T, c *redisCluster) {
 		t.Errorf("keys tagged %s = %d, want 3: %q", tag, tagged, keys)
 	}
 	for _, ch := range children {
-		if consumed, err := s.Transition(ctx, ch.ID, nil); err != nil || !consumed {
-			t.Fatalf("Transition(%s) = %v, %v", ch.ID, consumed, err)
-		}
+		mustConsume(ctx, t, s, ch.ID)
 	}
 	if n, err := s.ExpireRoots(ctx, time.Now(), 10); err != nil || n != 1 {
 		t.Fatalf("ExpireRoots = %d, %v; want 1", n, err)
 	}
-	if keys := clusterKeys(t, c, s.keys); len(keys) != 0 {
-		t.Errorf("keys left with no live token: %q", keys)
-	}
+	requireNoKeys(t, clusterKeys(t, c, s.keys))
 }
 
 // A second run of step 5 (a redelivered copy, the sweeper, a retry after
@@ -147,13 +136,9 @@ func testClusterRepeatedTransition(t *testing.T, c *redisCluster) {
 		if _, err := s.Get(ctx, ch.ID); err != nil {
 			t.Fatalf("Get(child %s) after repeated transitions: %v", ch.ID, err)
 		}
-		if consumed, err := s.Transition(ctx, ch.ID, nil); err != nil || !consumed {
-			t.Fatalf("Transition(%s) = %v, %v", ch.ID, consumed, err)
-		}
+		mustConsume(ctx, t, s, ch.ID)
 	}
-	if keys := clusterKeys(t, c, s.keys); len(keys) != 0 {
-		t.Errorf("keys left with no live token: %q", keys)
-	}
+	requireNoKeys(t, clusterKeys(t, c, s.keys))
 }
 
 // Issue retried for a root that exists (ErrExists) leaves nothing behind
@@ -179,9 +164,7 @@ func testClusterRepeatedIssue(t *testing.T, c *redisCluster) {
 	if n, err := s.ExpireRoots(ctx, time.Now(), 10); err != nil || n != 1 {
 		t.Fatalf("ExpireRoots = %d, %v; want 1", n, err)
 	}
-	if keys := clusterKeys(t, c, s.keys); len(keys) != 0 {
-		t.Errorf("keys left with no live token: %q", keys)
-	}
+	requireNoKeys(t, clusterKeys(t, c, s.keys))
 }
 
 // An Issue of an id whose claim precedes the consumption of a live token
@@ -212,9 +195,7 @@ func testClusterIssueOverlappingConsumption(t *testing.T, c *redisCluster) {
 	if consumed, err := s.Transition(ctx, root.ID, nil); err != nil || !consumed {
 		t.Fatalf("Transition(root created again) = %v, %v", consumed, err)
 	}
-	if keys := clusterKeys(t, c, s.keys); len(keys) != 0 {
-		t.Errorf("keys left with no live token: %q", keys)
-	}
+	requireNoKeys(t, clusterKeys(t, c, s.keys))
 }
 
 // A transition's script runs in one slot: children of another

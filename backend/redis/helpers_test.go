@@ -18,6 +18,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/testenv"
 )
 
@@ -217,4 +218,35 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// mustConsume consumes a live token that emits nothing.
+func mustConsume(ctx context.Context, t *testing.T, s *TokenStore, id baton.TokenID) {
+	t.Helper()
+	if consumed, err := s.Transition(ctx, id, nil); err != nil || !consumed {
+		t.Fatalf("Transition(%s) = %v, %v", id, consumed, err)
+	}
+}
+
+// issueRootAndExpired issues a root, and a second one whose expiry has
+// passed (for ExpireRoots to delete), for the "no keys left" checks.
+func issueRootAndExpired(ctx context.Context, t *testing.T, s *TokenStore) baton.Token {
+	t.Helper()
+	root := testRoot("orders")
+	expiring := testRoot("orders")
+	expiring.ExpiresAt = time.Now().Add(-time.Minute)
+	for _, r := range []baton.Token{root, expiring} {
+		if err := s.Issue(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// requireNoKeys fails t if the listed keys are not empty.
+func requireNoKeys(t *testing.T, keys []string) {
+	t.Helper()
+	if len(keys) != 0 {
+		t.Errorf("keys left with no live token: %q", keys)
+	}
 }

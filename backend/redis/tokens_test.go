@@ -161,29 +161,18 @@ func TestKeyLayout(t *testing.T) {
 func TestNoKeysLeftWhenQuiet(t *testing.T) {
 	t.Parallel()
 	ctx, s := t.Context(), sharedStore(t)
-	root := testRoot("orders")
-	expiring := testRoot("orders")
-	expiring.ExpiresAt = time.Now().Add(-time.Minute)
-	for _, r := range []baton.Token{root, expiring} {
-		if err := s.Issue(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root := issueRootAndExpired(ctx, t, s)
 	children := []baton.Token{testChild(root, "billing"), testChild(root, "shipping")}
 	if _, err := s.Transition(ctx, root.ID, children); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range children {
-		if consumed, err := s.Transition(ctx, c.ID, nil); err != nil || !consumed {
-			t.Fatalf("Transition(%s) = %v, %v", c.ID, consumed, err)
-		}
+		mustConsume(ctx, t, s, c.ID)
 	}
 	if n, err := s.ExpireRoots(ctx, time.Now(), 10); err != nil || n != 1 {
 		t.Fatalf("ExpireRoots = %d, %v; want 1", n, err)
 	}
-	if keys := keysOf(t, s); len(keys) != 0 {
-		t.Errorf("keys left with no live token: %q", keys)
-	}
+	requireNoKeys(t, keysOf(t, s))
 }
 
 func TestTimesMicrosecondsUTC(t *testing.T) {
