@@ -290,7 +290,7 @@ func (e *Engine) children(parent baton.Signal, emits []baton.Emit, trace baton.T
 func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry, transitioned, deferRemoval bool) (Result, error) {
 	res := Result{Reply: entry.Reply, Emitted: entry.Signals}
 	if e.ordering == orderingRemoveBeforeConsume {
-		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
+		if _, err := e.removeEntry(ctx, ent, entry.Token); err != nil {
 			return res, err
 		}
 	}
@@ -314,7 +314,7 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 		if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
 			return res, nil
 		}
-		if err := e.removeEntry(ctx, ent, entry.Token); err != nil {
+		if _, err := e.removeEntry(ctx, ent, entry.Token); err != nil {
 			return res, err
 		}
 	}
@@ -393,34 +393,39 @@ func (e *Engine) dispatch(ctx context.Context, sig baton.Signal) error {
 }
 
 // removeEntry drops the outbox entry for token from the entity, reloading
-// and retrying on version conflicts. An entry already gone is fine.
-func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.TokenID) error {
+// and retrying on version conflicts, and reports whether this call removed
+// it. An entry already gone is fine.
+func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.TokenID) (bool, error) {
 	for attempt := 0; ; attempt++ {
-		if _, ok := ent.Entry(token); !ok {
-			return nil
+		entry, ok := ent.Entry(token)
+		if !ok {
+			return false, nil
 		}
 		_, err := e.commitEntity(ctx, ent.WithoutEntry(token))
 		if err == nil {
-			e.stats.add(ctx, statEntriesRemoved, 1)
-			if entry, ok := ent.Entry(token); ok {
-				e.observeOutboxAge(ctx, entry.CreatedAt)
-			}
-			return nil
+			e.entryRemoved(ctx, entry)
+			return true, nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
-			return fmt.Errorf("engine: remove outbox entry from %q: %w", ent.Key, err)
+			return false, fmt.Errorf("engine: remove outbox entry from %q: %w", ent.Key, err)
 		}
 		e.stats.add(ctx, statConflicts, 1)
 		if attempt >= e.cfg.MaxConflictRetries {
-			return fmt.Errorf("%w: removing an outbox entry from %q", ErrConflictRetries, ent.Key)
+			return false, fmt.Errorf("%w: removing an outbox entry from %q", ErrConflictRetries, ent.Key)
 		}
 		if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
-			return err
+			return false, err
 		}
 		if ent, err = e.load(ctx, ent.Key); err != nil {
-			return fmt.Errorf("engine: reload %q: %w", ent.Key, err)
+			return false, fmt.Errorf("engine: reload %q: %w", ent.Key, err)
 		}
 	}
+}
+
+// entryRemoved counts a removed outbox entry and observes its age.
+func (e *Engine) entryRemoved(ctx context.Context, entry store.OutboxEntry) {
+	e.stats.add(ctx, statEntriesRemoved, 1)
+	e.observeOutboxAge(ctx, entry.CreatedAt)
 }
 
 func (e *Engine) newTokenID() (baton.TokenID, error) {

@@ -138,8 +138,8 @@ func (e *Engine) RemovePending(ctx context.Context) (int, error) {
 		for _, t := range tokens[key] {
 			ent, err := e.load(ctx, key)
 			if err == nil {
-				had := hasEntry(ent, t)
-				if err = e.removeEntry(ctx, ent, t); err == nil && had {
+				var ok bool
+				if ok, err = e.removeEntry(ctx, ent, t); ok {
 					removed++
 				}
 			}
@@ -158,16 +158,10 @@ func (e *Engine) removed(ctx context.Context, ent store.Entity, tokens []baton.T
 	for _, t := range tokens {
 		if entry, ok := ent.Entry(t); ok {
 			n++
-			e.stats.add(ctx, statEntriesRemoved, 1)
-			e.observeOutboxAge(ctx, entry.CreatedAt)
+			e.entryRemoved(ctx, entry)
 		}
 	}
 	return n
-}
-
-func hasEntry(ent store.Entity, token baton.TokenID) bool {
-	_, ok := ent.Entry(token)
-	return ok
 }
 
 // removeLoop drains the queue while Run runs, then once more after the

@@ -46,10 +46,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Go(func() { e.sweepLoop(ctx, work) })
 	workersDone := make(chan struct{})
 	removing := make(chan struct{})
-	go func() {
-		defer close(removing)
-		e.removeLoop(work, workersDone)
-	}()
+	if e.cfg.DeferRemovals {
+		go func() {
+			defer close(removing)
+			e.removeLoop(work, workersDone)
+		}()
+	} else {
+		close(removing)
+	}
 	wg.Wait()
 	close(workersDone)
 	<-removing

@@ -1,5 +1,8 @@
 package storetest
 
+// Checks of the optional capabilities of entity stores (store.TokenLoader,
+// store.BatchCommitter), which RunEntityStore runs where a store has them.
+
 import (
 	"context"
 	"errors"
