@@ -89,15 +89,8 @@ func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 // (one fsync): each entity is committed as Commit would, and one that is
 // refused leaves the others applied.
 func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
-	seen := make(map[string]bool, len(entities))
-	for _, e := range entities {
-		if err := store.ValidateEntity(e); err != nil {
-			return nil, err
-		}
-		if e.Version == 0 || seen[e.Key] {
-			return nil, fmt.Errorf("%w: CommitBatch takes committed entities with distinct keys (%q at version %d)", store.ErrInvalid, e.Key, e.Version)
-		}
-		seen[e.Key] = true
+	if err := store.ValidateBatch(entities); err != nil {
+		return nil, err
 	}
 	if len(entities) == 0 {
 		return nil, nil

@@ -106,20 +106,18 @@ func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 // round trip, one commit): an update of every entity conditional on its
 // own version, so one entity's conflict leaves the others applied.
 func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	if err := store.ValidateBatch(entities); err != nil {
+		return nil, err
+	}
 	n := len(entities)
 	keys, versions := make([]string, n), make([]int64, n)
 	states, outboxes := make([][]byte, n), make([][]byte, n)
 	oldestAt, oldestNs := make([]*time.Time, n), make([]*int16, n)
-	seen := make(map[string]bool, n)
 	for i, e := range entities {
 		row, err := newEntityRow(e)
 		if err != nil {
 			return nil, err
 		}
-		if e.Version == 0 || seen[e.Key] {
-			return nil, fmt.Errorf("%w: CommitBatch takes committed entities with distinct keys (%q at version %d)", store.ErrInvalid, e.Key, e.Version)
-		}
-		seen[e.Key] = true
 		keys[i], versions[i], states[i], outboxes[i] = e.Key, int64(e.Version), e.State, row.outbox
 		oldestAt[i], oldestNs[i] = row.oldestAt, row.oldestNs
 	}
