@@ -13,10 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/embedded"
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/dashboard"
@@ -299,6 +301,65 @@ func (d *demo) liveTokens(ctx context.Context) (int, error) {
 	return total, nil
 }
 
+// unfinished counts the live tokens of signals that were sent, and apart
+// from them the roots of order forms that no person submitted: a form
+// whose page never reached its person (the shop was killed after
+// rendering it) is loaded again with a new token, and the first one stays
+// unused until it expires (formTTL). Expiry only ever rejects, so an
+// unused root is no unfinished work; a live root of a submitted form is.
+func (d *demo) unfinished(ctx context.Context) (live, unusedForms int, err error) {
+	for _, role := range roles {
+		for page := (store.Page{}); ; {
+			toks, err := d.tokens.ListByDestination(ctx, role, page)
+			if err != nil {
+				return 0, 0, err
+			}
+			for _, t := range toks {
+				if d.unusedForm(t) {
+					unusedForms++
+				} else {
+					live++
+				}
+			}
+			if len(toks) < page.Size() {
+				break
+			}
+			page.After = toks[len(toks)-1].ID
+		}
+	}
+	return live, unusedForms, nil
+}
+
+// unusedForm reports whether t is the root of a form no person got.
+func (d *demo) unusedForm(t baton.Token) bool {
+	_, got := d.roots.Load(t.Conversation.String())
+	return t.Root() && !got
+}
+
+// describeLive names up to limit live tokens, for a report that says
+// which signal did not finish.
+func (d *demo) describeLive(ctx context.Context, limit int) string {
+	var parts []string
+	for _, role := range roles {
+		toks, err := d.tokens.ListByDestination(ctx, role, store.Page{Limit: limit})
+		if err != nil {
+			return err.Error()
+		}
+		for _, t := range toks {
+			if d.unusedForm(t) {
+				continue
+			}
+			kind := "child of " + t.Causation.String()
+			if t.Root() {
+				kind = "root"
+			}
+			parts = append(parts, fmt.Sprintf("%s for %s (%s, %s, conversation %s, created %s)",
+				t.ID, t.Destination, t.Type, kind, t.Conversation, t.CreatedAt.Format("15:04:05.000")))
+		}
+	}
+	return strings.Join(parts[:min(len(parts), limit)], "; ")
+}
+
 func (d *demo) pollStatuses(ctx context.Context) {
 	for _, c := range d.systems {
 		st, err := c.status(ctx)
@@ -368,11 +429,11 @@ func (d *demo) waitQuiet(ctx context.Context) error {
 	for calm < 2 {
 		select {
 		case <-ctx.Done():
-			live, _ := d.liveTokens(context.Background())
+			live, _, _ := d.unfinished(context.Background())
 			return fmt.Errorf("not finished within %s: %d tokens still live", d.opts.Timeout, live)
 		case <-time.After(250 * time.Millisecond):
 		}
-		live, err := d.liveTokens(ctx)
+		live, _, err := d.unfinished(ctx)
 		if err != nil || live > 0 || d.pendingOutboxes(ctx) {
 			calm = 0
 			continue
