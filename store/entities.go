@@ -113,3 +113,47 @@ type TokenLoader interface {
 type BatchCommitter interface {
 	CommitBatch(ctx context.Context, entities []Entity) (results []error, err error)
 }
+
+// TransitionBatcher is implemented by a store on the fast path that also
+// runs the steps of many signals in one round trip and one commit (DESIGN
+// 3.7, group commit). The engine uses it with Config.Batch.
+//
+// LoadWithTokens does what LoadWithToken does for each read, all at one
+// instant. Reads may repeat a key. Loaded[i].Live is false where
+// reads[i].Token is not live.
+//
+// CommitTransitions runs each transition as CommitTransition would alone
+// and independently of the others: transition i is applied, all of it, only
+// if its token is live and its entity is at Entity.Version; else none of it
+// is. On a nil error, results[i] is nil when transitions[i] was applied, or
+// matches ErrNotFound (its token was not live) or ErrConflict (its entity
+// was at another version) when it was not. Entities must have distinct keys
+// and tokens must be distinct, else the error matches ErrInvalid. A non-nil
+// error is for the whole call: ErrInvalid, ErrExists (a token to create
+// exists), ErrNotApplied or ErrClosed mean nothing was applied, any other
+// error that the outcome of each transition is unknown.
+type TransitionBatcher interface {
+	LoadWithTokens(ctx context.Context, reads []TokenRead) ([]Loaded, error)
+	CommitTransitions(ctx context.Context, transitions []Transition) (results []error, err error)
+}
+
+// TokenRead asks for an entity and a token read together.
+type TokenRead struct {
+	Key   string
+	Token baton.TokenID
+}
+
+// Loaded is the answer to one TokenRead.
+type Loaded struct {
+	Entity Entity
+	Token  baton.Token // zero unless Live
+	Live   bool
+}
+
+// Transition is one signal's steps 4 and 5: commit Entity, consume Token,
+// create Create.
+type Transition struct {
+	Entity Entity
+	Token  baton.TokenID
+	Create []baton.Token
+}

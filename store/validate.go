@@ -75,3 +75,39 @@ func ValidateBatch(entities []Entity) error {
 	}
 	return nil
 }
+
+// ValidateTransitions checks the transitions of a
+// TransitionBatcher.CommitTransitions: each as ValidateEntity and
+// ValidateTransition do, with distinct entity keys, and no token consumed
+// or created twice in the batch.
+func ValidateTransitions(transitions []Transition) error {
+	keys := make(map[string]bool, len(transitions))
+	tokens := make(map[baton.TokenID]bool, len(transitions))
+	for _, t := range transitions {
+		if err := ValidateEntity(t.Entity); err != nil {
+			return err
+		}
+		if err := ValidateTransition(t.Token, t.Create); err != nil {
+			return err
+		}
+		if keys[t.Entity.Key] {
+			return fmt.Errorf("%w: entity %q appears twice in one batch", ErrInvalid, t.Entity.Key)
+		}
+		keys[t.Entity.Key] = true
+		for _, id := range append([]baton.TokenID{t.Token}, tokenIDs(t.Create)...) {
+			if tokens[id] {
+				return fmt.Errorf("%w: token %s appears twice in one batch", ErrInvalid, id)
+			}
+			tokens[id] = true
+		}
+	}
+	return nil
+}
+
+func tokenIDs(tokens []baton.Token) []baton.TokenID {
+	ids := make([]baton.TokenID, len(tokens))
+	for i, t := range tokens {
+		ids[i] = t.ID
+	}
+	return ids
+}

@@ -57,6 +57,9 @@ func RunEntityStore(t *testing.T, h EntityHarness) {
 		{"Durability", testEntityDurability},
 		{"LoadWithToken", testLoadWithToken},
 		{"CommitBatch", testCommitBatch},
+		{"LoadWithTokens", testLoadWithTokens},
+		{"CommitTransitions", testCommitTransitions},
+		{"ConcurrentBatches", testConcurrentBatches},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {

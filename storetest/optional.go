@@ -1,7 +1,8 @@
 package storetest
 
 // Checks of the optional capabilities of entity stores (store.TokenLoader,
-// store.BatchCommitter), which RunEntityStore runs where a store has them.
+// store.BatchCommitter), which RunEntityStore runs where a store has them;
+// store.TransitionBatcher has its own in batch.go.
 
 import (
 	"context"

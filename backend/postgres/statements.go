@@ -17,6 +17,7 @@ type statements struct {
 	transition, issue, get, listByConversation, listByDestination, expireRoots string
 	load, loadWithToken, insertEntity, updateEntity, commitBatch, stale        string
 	commitTransitionInsert, commitTransitionUpdate                             string
+	loadWithTokens, commitTransitions                                          string
 }
 
 func newStatements(cfg Config) statements {
@@ -70,15 +71,76 @@ SET version = version + 1, state = $3, outbox = $4, oldest_outbox_at = $5, oldes
 WHERE key = $1 AND version = $2`),
 		// Each row is its own compare-and-set; keys are distinct, so no
 		// target row joins two source rows.
-		commitBatch: r.Replace(`UPDATE {entities} AS e
+		// The rows are locked in key order first, as commitTransitions
+		// locks them, so that two batches never wait for each other in a
+		// cycle (a deadlock costs a second before PostgreSQL breaks it).
+		commitBatch: r.Replace(`WITH locked AS (
+	SELECT key FROM {entities} WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
+)
+UPDATE {entities} AS e
 SET version = e.version + 1, state = v.state, outbox = v.outbox, oldest_outbox_at = v.oldest_at, oldest_outbox_ns = v.oldest_ns
 FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::timestamptz[], $6::int2[])
 	AS v (key, version, state, outbox, oldest_at, oldest_ns)
-WHERE e.key = v.key AND e.version = v.version
+WHERE e.key = v.key AND e.version = v.version AND e.key IN (SELECT key FROM locked)
 RETURNING e.key`),
 		stale: r.Replace(`SELECT key FROM {entities}
 WHERE oldest_outbox_at IS NOT NULL AND (oldest_outbox_at, oldest_outbox_ns) < ($1, $2)
 ORDER BY oldest_outbox_at, oldest_outbox_ns LIMIT $3`),
+
+		// LoadWithTokens: one row per read, in one snapshot.
+		loadWithTokens: r.Replace(`SELECT r.n, e.version, e.state, e.outbox, t.id, t.conversation, t.causation, t.destination, t.type,
+	t.digest, t.created_at, t.created_ns, t.expires_at, t.expires_ns
+FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r (key, token, n)
+LEFT JOIN {entities} e ON e.key = r.key
+LEFT JOIN {tokens} t ON t.id = r.token`),
+
+		// Many fast paths in one statement, each applied or not on its
+		// own (so no guard: one refused transition must not abort the
+		// others). The live tokens are locked first, then the entities,
+		// each in key order, so concurrent batches cannot deadlock; a
+		// transition is ready when its token is live, committed when its
+		// entity's compare-and-set (or insert of a new entity) succeeded,
+		// and only then is its token deleted and are its children created.
+		// A token deleted or an entity changed by a concurrent commit is
+		// seen as such once its lock is granted (READ COMMITTED rechecks
+		// the row). Parameters: $1-$8 one row per transition, $9-$19 the
+		// children, each with its transition's item number.
+		commitTransitions: r.Replace(`WITH input AS (
+	SELECT * FROM unnest($1::int4[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[], $7::timestamptz[], $8::int2[])
+		AS i (item, token, key, version, state, outbox, oldest_at, oldest_ns)
+), live AS (
+	SELECT id FROM {tokens} WHERE id = ANY($2::bytea[]) ORDER BY id FOR UPDATE
+), locked AS (
+	SELECT key FROM {entities} WHERE key = ANY($3::text[]) ORDER BY key FOR UPDATE
+), ready AS (
+	SELECT i.* FROM input i
+	WHERE i.token IN (SELECT id FROM live) AND (i.version = 0 OR i.key IN (SELECT key FROM locked))
+), updated AS (
+	UPDATE {entities} AS e
+	SET version = e.version + 1, state = r.state, outbox = r.outbox, oldest_outbox_at = r.oldest_at, oldest_outbox_ns = r.oldest_ns
+	FROM ready r
+	WHERE r.version > 0 AND e.key = r.key AND e.version = r.version
+	RETURNING r.item
+), inserted AS (
+	INSERT INTO {entities} (key, version, state, outbox, oldest_outbox_at, oldest_outbox_ns)
+	SELECT key, 1, state, outbox, oldest_at, oldest_ns FROM ready WHERE version = 0
+	ON CONFLICT (key) DO NOTHING
+	RETURNING key
+), committed AS (
+	SELECT item FROM updated
+	UNION ALL
+	SELECT r.item FROM ready r JOIN inserted n ON n.key = r.key WHERE r.version = 0
+), consumed AS (
+	DELETE FROM {tokens} t USING input i WHERE t.id = i.token AND i.item IN (SELECT item FROM committed)
+), created AS (
+	INSERT INTO {tokens} ({columns})
+	SELECT id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns
+	FROM unnest($9::int4[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[], $14::text[],
+		$15::bytea[], $16::timestamptz[], $17::int2[], $18::timestamptz[], $19::int2[])
+		AS c (item, id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns)
+	WHERE c.item IN (SELECT item FROM committed)
+)
+SELECT i.item, i.item IN (SELECT item FROM ready), i.item IN (SELECT item FROM committed) FROM input i`),
 
 		// The fast path, in one statement: consume the token; commit the
 		// entity only if the token was consumed; create the children only

@@ -1,0 +1,110 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/batonhq/baton/store"
+)
+
+var _ store.TransitionBatcher = (*Store)(nil)
+
+// LoadWithTokens implements store.TransitionBatcher: every read in one
+// read transaction.
+func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]store.Loaded, error) {
+	out := make([]store.Loaded, len(reads))
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		for i, r := range reads {
+			l := store.Loaded{Entity: store.Entity{Key: r.Key}}
+			if r.Key != "" && len(r.Key) <= store.MaxEntityKeyBytes { // no commit accepts other keys
+				if v := b.entities.Get([]byte(r.Key)); v != nil {
+					var err error
+					if l.Entity, err = decodeEntity(r.Key, v); err != nil {
+						return err
+					}
+				}
+			}
+			var err error
+			if l.Token, l.Live, err = b.getToken(r.Token); err != nil {
+				return err
+			}
+			out[i] = l
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CommitTransitions implements store.TransitionBatcher in one bbolt
+// transaction (one fsync): each transition is checked (token live, entity
+// at its version) before anything of it is written, and applied as
+// CommitTransition would alone.
+func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+	if err := store.ValidateTransitions(transitions); err != nil {
+		return nil, err
+	}
+	if len(transitions) == 0 {
+		return nil, nil
+	}
+	results := make([]error, len(transitions))
+	var exists error
+	err := s.write(ctx, "commit and transition batch", func(tx *bolt.Tx) error {
+		clear(results)
+		exists = nil
+		b := bucketsOf(tx)
+		// A child that exists refuses the whole batch before any write.
+		for _, t := range transitions {
+			for _, c := range t.Create {
+				if b.tokens.Get(c.ID[:]) != nil {
+					exists = fmt.Errorf("%w: token %s", store.ErrExists, c.ID)
+					return nil
+				}
+			}
+		}
+		for i, t := range transitions {
+			if b.tokens.Get(t.Token[:]) == nil {
+				results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, t.Token)
+				continue
+			}
+			refused, err := b.checkVersion(t.Entity)
+			if err != nil {
+				return err
+			}
+			if refused != nil {
+				results[i] = refused
+				continue
+			}
+			if err := b.apply(t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case exists != nil:
+		return nil, exists
+	}
+	return results, nil
+}
+
+// apply writes a transition whose token is live and whose entity is at
+// its version; anything refused now fails the whole write transaction.
+func (b buckets) apply(t store.Transition) error {
+	consumed, refused, err := b.transition(t.Token, t.Create)
+	if err != nil || refused != nil || !consumed {
+		return errors.Join(err, refused, fmt.Errorf("embedded: token %s was checked live but not consumed", t.Token))
+	}
+	if conflict, err := b.commit(t.Entity); err != nil || conflict != nil {
+		return errors.Join(err, conflict)
+	}
+	return nil
+}
