@@ -82,3 +82,15 @@ func (e *Engine) publish(ctx context.Context, sig baton.Signal) error {
 	defer cancel()
 	return e.cfg.Dispatch.Publish(ctx, sig)
 }
+
+func (e *Engine) loadWithTokens(ctx context.Context, reads []store.TokenRead) ([]store.Loaded, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.batcher.LoadWithTokens(ctx, reads)
+}
+
+func (e *Engine) commitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.batcher.CommitTransitions(ctx, transitions)
+}

@@ -57,8 +57,17 @@ type Config struct {
 	// published to it (one signal and one token per destination).
 	Subscriptions map[string][]string
 
-	// Workers is the number of signals Run processes at once. Default 4.
+	// Workers is the number of signals (or batches, with Batch) Run
+	// processes at once. Default 4.
 	Workers int
+	// Batch is the most deliveries one worker of Run takes together, of
+	// those already received, when the store is on the fast path and
+	// implements store.TransitionBatcher: their entities and tokens are
+	// read in one call and their commits made in one (ProcessBatch). A
+	// worker never waits for a batch to fill, so a quiet engine processes
+	// signals one by one as before. 0 or 1: one signal at a time; Run then
+	// receives as it always did.
+	Batch int
 	// MaxAttempts is how many deliveries of a signal fail before it is
 	// parked. Default 10.
 	MaxAttempts int
@@ -165,11 +174,17 @@ func (c *Config) validate() error {
 			}
 		}
 	}
-	if c.Workers < 0 || c.MaxAttempts < 0 || c.MaxConflictRetries < 0 || c.DispatchAttempts < 0 {
+	if c.Workers < 0 || c.Batch < 0 || c.MaxAttempts < 0 || c.MaxConflictRetries < 0 || c.DispatchAttempts < 0 {
 		return fmt.Errorf("engine: config: counts must not be negative")
+	}
+	if c.Batch > MaxBatch {
+		return fmt.Errorf("engine: config: Batch %d is above %d", c.Batch, MaxBatch)
 	}
 	return nil
 }
+
+// MaxBatch is the largest Config.Batch.
+const MaxBatch = 256
 
 func defaultInt(v *int, d int) {
 	if *v == 0 {

@@ -33,6 +33,9 @@ type Engine struct {
 	// snapshot is set on the fast path when the store reads an entity and
 	// a token in one call (steps 1 and 3 together).
 	snapshot store.TokenLoader
+	// batcher is set on the fast path when Config.Batch is above 1 and the
+	// store reads and commits many signals at once.
+	batcher store.TransitionBatcher
 	// removals holds the outbox removals that Process deferred
 	// (Config.DeferRemovals).
 	removals *removalQueue
@@ -69,6 +72,9 @@ func New(cfg Config) (*Engine, error) {
 	if ct, ok := cfg.Entities.(store.CommitTransitioner); ok && !cfg.NoFastPath && sameValue(cfg.Entities, cfg.Tokens) {
 		e.fast = ct
 		e.snapshot, _ = cfg.Entities.(store.TokenLoader)
+		if cfg.Batch > 1 {
+			e.batcher, _ = cfg.Entities.(store.TransitionBatcher)
+		}
 	}
 	return e, nil
 }
@@ -136,7 +142,6 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type)
 	for attempt := 0; ; attempt++ {
 		var tok baton.Token
 		var tokErr error
@@ -171,10 +176,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 			tok, tokErr = e.getToken(ctx, sig.ID)
 		}
 		if errors.Is(tokErr, store.ErrNotFound) {
-			e.stats.add(ctx, statDuplicates, 1)
-			e.emitEvent(Event{Kind: EventDuplicate, Signal: sig})
-			log.Debug("duplicate dropped")
-			return Result{Outcome: Duplicate}, nil
+			return e.duplicate(ctx, sig), nil
 		}
 		if tokErr != nil {
 			return Result{}, fmt.Errorf("engine: read token: %w", tokErr)
@@ -184,28 +186,15 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 4: run the activity and commit its state with the outbox
 		// entry, conditional on the version loaded in step 1.
-		started := e.cfg.Now()
-		state, effects, err := h.run(ctx, sig, ent.State)
-		e.observeHandler(ctx, started)
-		if err != nil {
-			e.stats.add(ctx, statHandlerErrors, 1)
-			return Result{}, fmt.Errorf("engine: activity %q: %w", sig.Type, err)
-		}
-		children, err := e.children(sig, effects.Emit, e.traceContext(ctx))
+		next, entry, err := e.runActivity(ctx, h, sig, ent)
 		if err != nil {
 			return Result{}, err
 		}
-		entry := store.OutboxEntry{Token: sig.ID, Signals: children, Reply: effects.Reply, CreatedAt: e.cfg.Now()}
-		next := ent
-		next.State = state
-		next.Outbox = append(slices.Clone(ent.Outbox), entry)
 		version, consumed, err := e.commit(ctx, next, entry)
 		if err == nil && !consumed {
 			// Fast path only: the token was consumed after step 3 and
 			// nothing was committed.
-			e.stats.add(ctx, statDuplicates, 1)
-			e.emitEvent(Event{Kind: EventDuplicate, Signal: sig})
-			return Result{Outcome: Duplicate}, nil
+			return e.duplicate(ctx, sig), nil
 		}
 		if errors.Is(err, store.ErrConflict) {
 			e.stats.add(ctx, statConflicts, 1)
@@ -222,13 +211,48 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 			return Result{}, fmt.Errorf("engine: commit %q: %w", key, err)
 		}
 		next.Version = version
-		e.stats.add(ctx, statApplied, 1)
-		e.emitEvent(Event{Kind: EventApplied, Signal: sig, Children: children})
-		log.Debug("activity applied", "entity", key, "emitted", len(children))
+		e.applied(ctx, sig, next, entry)
 		res, err := e.finish(ctx, next, entry, e.fast != nil, e.cfg.DeferRemovals)
 		res.Outcome = Applied
 		return res, err
 	}
+}
+
+// runActivity is step 4 up to the commit: it runs the activity on ent's
+// state and returns the entity to commit, with the new outbox entry.
+func (e *Engine) runActivity(ctx context.Context, h handler, sig baton.Signal, ent store.Entity) (store.Entity, store.OutboxEntry, error) {
+	started := e.cfg.Now()
+	state, effects, err := h.run(ctx, sig, ent.State)
+	e.observeHandler(ctx, started)
+	if err != nil {
+		e.stats.add(ctx, statHandlerErrors, 1)
+		return store.Entity{}, store.OutboxEntry{}, fmt.Errorf("engine: activity %q: %w", sig.Type, err)
+	}
+	children, err := e.children(sig, effects.Emit, e.traceContext(ctx))
+	if err != nil {
+		return store.Entity{}, store.OutboxEntry{}, err
+	}
+	entry := store.OutboxEntry{Token: sig.ID, Signals: children, Reply: effects.Reply, CreatedAt: e.cfg.Now()}
+	next := ent
+	next.State = state
+	next.Outbox = append(slices.Clone(ent.Outbox), entry)
+	return next, entry, nil
+}
+
+// duplicate counts and reports a signal whose token is not live.
+func (e *Engine) duplicate(ctx context.Context, sig baton.Signal) Result {
+	e.stats.add(ctx, statDuplicates, 1)
+	e.emitEvent(Event{Kind: EventDuplicate, Signal: sig})
+	e.log.Debug("duplicate dropped", "conversation", sig.Conversation, "token", sig.ID, "type", sig.Type)
+	return Result{Outcome: Duplicate}
+}
+
+// applied counts and reports an activity committed in next.
+func (e *Engine) applied(ctx context.Context, sig baton.Signal, next store.Entity, entry store.OutboxEntry) {
+	e.stats.add(ctx, statApplied, 1)
+	e.emitEvent(Event{Kind: EventApplied, Signal: sig, Children: entry.Signals})
+	e.log.Debug("activity applied", "conversation", sig.Conversation, "token", sig.ID, "type", sig.Type,
+		"entity", next.Key, "emitted", len(entry.Signals))
 }
 
 // admit refuses a live token that does not authorise this signal. Refused
@@ -331,10 +355,15 @@ func (e *Engine) commit(ctx context.Context, next store.Entity, entry store.Outb
 	}
 	version, consumed, err = e.commitTransition(ctx, next, entry.Token, childTokens(entry))
 	if err == nil && consumed {
-		e.stats.add(ctx, statTransitions, 1)
-		e.emitEvent(Event{Kind: EventTransitioned, Signal: baton.Signal{ID: entry.Token}, Children: entry.Signals})
+		e.transitioned(ctx, entry)
 	}
 	return version, consumed, err
+}
+
+// transitioned counts and reports the transition of an entry's token.
+func (e *Engine) transitioned(ctx context.Context, entry store.OutboxEntry) {
+	e.stats.add(ctx, statTransitions, 1)
+	e.emitEvent(Event{Kind: EventTransitioned, Signal: baton.Signal{ID: entry.Token}, Children: entry.Signals})
 }
 
 // childTokens returns the tokens of an entry's signals. Their creation time
@@ -363,8 +392,7 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 		return fmt.Errorf("engine: transition: %w", err)
 	}
 	if consumed {
-		e.stats.add(ctx, statTransitions, 1)
-		e.emitEvent(Event{Kind: EventTransitioned, Signal: baton.Signal{ID: entry.Token}, Children: entry.Signals})
+		e.transitioned(ctx, entry)
 	} else {
 		e.stats.add(ctx, statTransitionsDone, 1)
 	}

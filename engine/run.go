@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/transport"
 )
 
@@ -38,7 +39,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	if sub != nil {
+	switch {
+	case sub != nil && e.batcher != nil:
+		wg.Go(func() { e.workInBatches(ctx, work, sub) })
+	case sub != nil:
 		for range e.cfg.Workers {
 			wg.Go(func() { e.work(ctx, work, sub) })
 		}
@@ -62,27 +66,98 @@ func (e *Engine) Run(ctx context.Context) error {
 
 func (e *Engine) work(ctx, work context.Context, sub transport.Subscription) {
 	for {
-		d, err := sub.Next(ctx)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
-				return
-			}
-			e.log.Warn("receive failed", "err", err)
-			if e.cfg.Sleep(ctx, e.backoff(4)) != nil {
-				return
-			}
-			continue
+		d, ok := e.receive(ctx, sub)
+		if !ok {
+			return
 		}
 		e.HandleDelivery(work, d)
 	}
 }
 
+// receive returns the next delivery, retrying failures to receive, until
+// ctx ends or sub is closed (false).
+func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (transport.Delivery, bool) {
+	for {
+		d, err := sub.Next(ctx)
+		if err == nil {
+			return d, true
+		}
+		if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+			return nil, false
+		}
+		e.log.Warn("receive failed", "err", err)
+		if e.cfg.Sleep(ctx, e.backoff(4)) != nil {
+			return nil, false
+		}
+	}
+}
+
+// workInBatches receives with Workers receivers into a buffer that Workers
+// workers drain, each taking what is there, up to Batch deliveries, and
+// never waiting for more. After ctx ends the receivers stop and the
+// workers finish what the buffer holds.
+func (e *Engine) workInBatches(ctx, work context.Context, sub transport.Subscription) {
+	received := make(chan transport.Delivery, e.cfg.Workers*e.cfg.Batch)
+	var receivers, workers sync.WaitGroup
+	for range e.cfg.Workers {
+		receivers.Go(func() {
+			for {
+				d, ok := e.receive(ctx, sub)
+				if !ok {
+					return
+				}
+				received <- d
+			}
+		})
+		workers.Go(func() {
+			for d := range received {
+				batch := []transport.Delivery{d}
+			gather:
+				for len(batch) < e.cfg.Batch {
+					select {
+					case d, ok := <-received:
+						if !ok {
+							break gather
+						}
+						batch = append(batch, d)
+					default:
+						break gather
+					}
+				}
+				e.HandleDeliveries(work, batch)
+			}
+		})
+	}
+	receivers.Wait()
+	close(received)
+	workers.Wait()
+}
+
 // HandleDelivery processes one delivery and acknowledges, retries or parks
 // it according to the outcome.
 func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
+	_, err := e.Process(ctx, d.Signal())
+	e.settle(ctx, d, err)
+}
+
+// HandleDeliveries processes deliveries together (ProcessBatch) and
+// acknowledges, retries or parks each according to its outcome.
+func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
+	sigs := make([]baton.Signal, len(ds))
+	for i, d := range ds {
+		sigs[i] = d.Signal()
+	}
+	_, errs := e.ProcessBatch(ctx, sigs)
+	for i, d := range ds {
+		e.settle(ctx, d, errs[i])
+	}
+}
+
+// settle acknowledges, retries or parks a delivery whose processing ended
+// with err.
+func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 	sig := d.Signal()
 	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
-	_, err := e.Process(ctx, sig)
 	switch {
 	case err == nil:
 		if err := d.Ack(ctx); err != nil {

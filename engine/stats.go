@@ -24,6 +24,8 @@ type Stats struct {
 	HandlerErrors   int64
 	RootsIssued     int64
 	RootsExpired    int64
+	Batched         int64 // activities committed by a batch commit (Config.Batch)
+	Batches         int64 // batch commits that committed at least one
 }
 
 // stat names one counter; each is kept as an atomic for Stats and exported
@@ -45,6 +47,8 @@ const (
 	statHandlerErrors
 	statRootsIssued
 	statRootsExpired
+	statBatched
+	statBatches
 	statCount
 )
 
@@ -63,6 +67,8 @@ var statNames = [statCount]struct{ name, help string }{
 	statHandlerErrors:   {"activity.errors", "Activity runs that returned an error."},
 	statRootsIssued:     {"roots.issued", "Root tokens issued."},
 	statRootsExpired:    {"roots.expired", "Unused root tokens deleted after expiry."},
+	statBatched:         {"activities.batched", "Activities committed by a batch commit (Config.Batch)."},
+	statBatches:         {"batches", "Batch commits that committed at least one activity."},
 }
 
 type counters struct {
@@ -107,6 +113,7 @@ func (s *Stats) fields() [statCount]*int64 {
 		statDispatched: &s.Dispatched, statDispatchRetries: &s.DispatchRetries, statEntriesRemoved: &s.EntriesRemoved,
 		statSwept: &s.Swept, statParked: &s.Parked, statHandlerErrors: &s.HandlerErrors,
 		statRootsIssued: &s.RootsIssued, statRootsExpired: &s.RootsExpired,
+		statBatched: &s.Batched, statBatches: &s.Batches,
 	}
 }
 

@@ -1,0 +1,191 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// ProcessBatch processes several signals and returns, for each, what
+// Process would have returned for it. With Config.Batch above 1 and a
+// store.TransitionBatcher on the fast path, the signals for distinct
+// entities share one read of their entities and tokens (steps 1 and 3) and
+// one commit (steps 4 and 5, each signal's applied or refused on its own,
+// DESIGN 3.7 group commit). A signal that needs more than that (its
+// activity was committed before, its entity is taken by another signal of
+// the batch, its commit was refused or failed) goes through Process, as
+// does every signal otherwise.
+func (e *Engine) ProcessBatch(ctx context.Context, sigs []baton.Signal) ([]Result, []error) {
+	results, errs := make([]Result, len(sigs)), make([]error, len(sigs))
+	alone := e.processTogether(ctx, sigs, results, errs)
+	for _, i := range alone {
+		results[i], errs[i] = e.Process(ctx, sigs[i])
+	}
+	return results, errs
+}
+
+// batchItem is one signal of a batch on its way through steps 1 to 7.
+type batchItem struct {
+	i    int // index in the batch
+	sig  baton.Signal
+	h    handler
+	key  string
+	ctx  context.Context // carries the signal's span
+	span trace.Span
+	next store.Entity
+	out  store.OutboxEntry
+}
+
+// processTogether does what ProcessBatch promises for the signals it can
+// take together, records their outcomes, and returns the indexes of the
+// others, left for Process.
+func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, results []Result, errs []error) (alone []int) {
+	if e.batcher == nil || len(sigs) < 2 || e.ordering != orderingCorrect {
+		return allIndexes(len(sigs))
+	}
+	items, alone := e.pickBatch(sigs)
+	if len(items) < 2 {
+		return allIndexes(len(sigs))
+	}
+	done := func(it *batchItem, res Result, err error) {
+		results[it.i], errs[it.i] = res, err
+		it.span.SetAttributes(attribute.String("baton.outcome", res.Outcome.String()))
+		endSpan(it.span, err)
+	}
+	giveUp := func(it *batchItem) {
+		it.span.End()
+		alone = append(alone, it.i)
+	}
+	for i := range items {
+		items[i].ctx, items[i].span = e.startSpan(ctx, "process", items[i].sig)
+	}
+
+	// Steps 1 and 3 for all, at one instant.
+	reads := make([]store.TokenRead, len(items))
+	for i, it := range items {
+		reads[i] = store.TokenRead{Key: it.key, Token: it.sig.ID}
+	}
+	loaded, err := e.loadWithTokens(ctx, reads)
+	if err != nil {
+		e.log.Info("batch load failed; processing the signals one by one", "signals", len(items), "err", err)
+		for i := range items {
+			giveUp(&items[i])
+		}
+		return alone
+	}
+
+	// Step 2, 3 and 4 up to the commit, for each.
+	var ready []*batchItem
+	for j := range items {
+		it, l := &items[j], loaded[j]
+		if _, ok := l.Entity.Entry(it.sig.ID); ok {
+			giveUp(it) // committed before: Process finishes it
+			continue
+		}
+		if !l.Live {
+			done(it, e.duplicate(it.ctx, it.sig), nil)
+			continue
+		}
+		if err := e.admit(l.Token, it.sig); err != nil {
+			done(it, Result{}, err)
+			continue
+		}
+		if it.next, it.out, err = e.runActivity(it.ctx, it.h, it.sig, l.Entity); err != nil {
+			done(it, Result{}, err)
+			continue
+		}
+		ready = append(ready, it)
+	}
+	if len(ready) == 0 {
+		return alone
+	}
+
+	// Steps 4 and 5 for all, in one commit.
+	transitions := make([]store.Transition, len(ready))
+	for i, it := range ready {
+		transitions[i] = store.Transition{Entity: it.next, Token: it.sig.ID, Create: childTokens(it.out)}
+	}
+	refused, err := e.commitTransitions(ctx, transitions)
+	if err != nil {
+		// Nothing applied, or outcome unknown: Process finds the outbox
+		// entry of a signal whose commit happened (step 2), and runs the
+		// activity of one whose commit did not.
+		e.log.Info("batch commit failed; processing the signals one by one", "signals", len(ready), "err", err)
+		for _, it := range ready {
+			giveUp(it)
+		}
+		return alone
+	}
+	var committed []*batchItem
+	for i, it := range ready {
+		switch {
+		case refused[i] == nil:
+			it.next.Version++
+			e.transitioned(it.ctx, it.out)
+			e.applied(it.ctx, it.sig, it.next, it.out)
+			committed = append(committed, it)
+		case errors.Is(refused[i], store.ErrNotFound):
+			// The token was consumed after the read: nothing committed.
+			done(it, e.duplicate(it.ctx, it.sig), nil)
+		default:
+			if errors.Is(refused[i], store.ErrConflict) {
+				e.stats.add(ctx, statConflicts, 1)
+			}
+			giveUp(it) // Process runs the activity again on fresh state
+		}
+	}
+
+	if len(committed) > 0 {
+		e.stats.add(ctx, statBatches, 1)
+		e.stats.add(ctx, statBatched, int64(len(committed)))
+	}
+
+	// Steps 6 and 7 for each, side by side: each waits on its own
+	// dispatches.
+	var wg sync.WaitGroup
+	for _, it := range committed {
+		wg.Go(func() {
+			res, err := e.finish(it.ctx, it.next, it.out, true, e.cfg.DeferRemovals)
+			res.Outcome = Applied
+			done(it, res, err)
+		})
+	}
+	wg.Wait()
+	return alone
+}
+
+// pickBatch routes the signals and returns those that can share a batch
+// (valid, routed, each to an entity and with a token no other of the
+// batch has), and the indexes of the rest.
+func (e *Engine) pickBatch(sigs []baton.Signal) (items []batchItem, alone []int) {
+	keys := make(map[string]bool, len(sigs))
+	tokens := make(map[baton.TokenID]bool, len(sigs))
+	for i, sig := range sigs {
+		if sig.Validate() != nil || sig.Destination != e.cfg.Destination || tokens[sig.ID] {
+			alone = append(alone, i) // Process refuses or drops it
+			continue
+		}
+		h, key, err := e.route(sig)
+		if err != nil || keys[key] {
+			alone = append(alone, i)
+			continue
+		}
+		keys[key], tokens[sig.ID] = true, true
+		items = append(items, batchItem{i: i, sig: sig, h: h, key: key})
+	}
+	return items, alone
+}
+
+func allIndexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
