@@ -187,7 +187,7 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 				var batch []store.Transition
 				for i, l := range loaded {
 					if seen[l.Entity.Key] {
-						liveTokens = appendLocked(&mu, liveTokens, roots[i].ID)
+						appendLocked(&mu, &liveTokens, roots[i].ID)
 						continue
 					}
 					seen[l.Entity.Key] = true
@@ -243,8 +243,8 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 	t.Logf("%d of %d transitions applied", total, total+len(liveTokens))
 }
 
-func appendLocked(mu *sync.Mutex, ids []baton.TokenID, id baton.TokenID) []baton.TokenID {
+func appendLocked(mu *sync.Mutex, ids *[]baton.TokenID, id baton.TokenID) {
 	mu.Lock()
 	defer mu.Unlock()
-	return append(ids, id)
+	*ids = append(*ids, id)
 }
