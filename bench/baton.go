@@ -22,16 +22,26 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
-// batonSystem runs the process on two engines (orders and billing) over
-// a token store and an entity store.
-type batonSystem struct {
-	w          workload
-	tokens     store.TokenStore
-	entities   store.EntityStore
+// batchSize is engine.Config.Batch of the variants that batch: the most
+// deliveries a worker takes together.
+const batchSize = 16
+
+// batonOptions are the engine settings that tell baton variants apart.
+type batonOptions struct {
 	noFastPath bool
 	// inlineRemovals turns off engine.Config.DeferRemovals.
 	inlineRemovals bool
-	b              *broker
+	batch          int // engine.Config.Batch
+}
+
+// batonSystem runs the process on two engines (orders and billing) over
+// a token store and an entity store.
+type batonSystem struct {
+	w        workload
+	tokens   store.TokenStore
+	entities store.EntityStore
+	opts     batonOptions
+	b        *broker
 	log            *slog.Logger
 
 	// countTokens counts live tokens; nil counts them through the token
@@ -54,10 +64,11 @@ func (s *batonSystem) newEngine(destination string, workers int, obs *observer) 
 		Dispatch:    s.b.tr,
 		Source:      observed{s.b.tr, obs},
 		Workers:     workers,
-		NoFastPath:  s.noFastPath,
+		NoFastPath:  s.opts.noFastPath,
+		Batch:       s.opts.batch,
 		// Run removes finished outbox entries in batches, off the path
 		// of each signal (DESIGN 3.2 step 7, 3.7).
-		DeferRemovals: !s.inlineRemovals,
+		DeferRemovals: !s.opts.inlineRemovals,
 		Logger:        s.log,
 	})
 	if err != nil {
@@ -254,8 +265,8 @@ func countPostgresTokens(monitor *pgxpool.Pool, schema string) func(ctx context.
 	}
 }
 
-func openBatonPostgres(ctx context.Context, env *env, name string, noFastPath, inlineRemovals bool) (system, error) {
-	s := &batonSystem{w: env.workload, log: env.log, noFastPath: noFastPath, inlineRemovals: inlineRemovals}
+func openBatonPostgres(ctx context.Context, env *env, name string, opts batonOptions) (system, error) {
+	s := &batonSystem{w: env.workload, log: env.log, opts: opts}
 	st, app, err := openPostgresStore(ctx, env, s, name)
 	if err != nil {
 		return nil, err
@@ -271,7 +282,7 @@ func openBatonPostgres(ctx context.Context, env *env, name string, noFastPath, i
 }
 
 func openBatonEmbedded(ctx context.Context, env *env, name string) (system, error) {
-	s := &batonSystem{w: env.workload, log: env.log}
+	s := &batonSystem{w: env.workload, log: env.log, opts: batonOptions{batch: batchSize}}
 	st, err := embedded.Open(filepath.Join(env.dir(name), "baton.db"), embedded.Config{Logger: env.log})
 	if err != nil {
 		return nil, err

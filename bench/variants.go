@@ -33,29 +33,36 @@ var Variants = []Variant{
 		},
 	},
 	{
-		Name: "baton-pg", Label: "baton, PostgreSQL (fast path)", postgres: true,
-		Note: "baton-pg: tokens and entities in one postgres.Store: steps 1 and 3 are one read (LoadWithToken), steps 4 and 5 one statement (fast path); every baton variant runs with engine.Config.DeferRemovals (outbox entries removed in batches after the ack).",
+		Name: "baton-pg", Label: "baton, PostgreSQL (fast path, batches)", postgres: true,
+		Note: "baton-pg: tokens and entities in one postgres.Store on the fast path, with engine.Config.Batch 16: a worker takes the deliveries already received (up to 16, never waiting for more), reads their entities and tokens in one statement and commits them in one (each signal applied or refused on its own); every baton variant runs with engine.Config.DeferRemovals (outbox entries removed in batches after the ack).",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonPostgres(ctx, env, name, false, false)
+			return openBatonPostgres(ctx, env, name, batonOptions{batch: batchSize})
+		},
+	},
+	{
+		Name: "baton-pg-single", Label: "baton, PostgreSQL (fast path, one by one)", postgres: true,
+		Note: "baton-pg-single: as baton-pg one signal at a time: steps 1 and 3 are one read (LoadWithToken), steps 4 and 5 one statement.",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonPostgres(ctx, env, name, batonOptions{})
 		},
 	},
 	{
 		Name: "baton-pg-inline", Label: "baton, PostgreSQL (fast path, inline removal)", postgres: true,
-		Note: "baton-pg-inline: as baton-pg without DeferRemovals: each signal removes its outbox entry itself before the ack (one more commit per signal).",
+		Note: "baton-pg-inline: as baton-pg-single without DeferRemovals: each signal removes its outbox entry itself before the ack (one more commit per signal).",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonPostgres(ctx, env, name, false, true)
+			return openBatonPostgres(ctx, env, name, batonOptions{inlineRemovals: true})
 		},
 	},
 	{
 		Name: "baton-pg-plain", Label: "baton, PostgreSQL (plain path)", postgres: true,
-		Note: "baton-pg-plain: as baton-pg with engine.Config.NoFastPath: commit and transition are two statements.",
+		Note: "baton-pg-plain: as baton-pg-single with engine.Config.NoFastPath: commit and transition are two statements.",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonPostgres(ctx, env, name, true, false)
+			return openBatonPostgres(ctx, env, name, batonOptions{noFastPath: true})
 		},
 	},
 	{
 		Name: "baton-embedded", Label: "baton, embedded store (bbolt)",
-		Note: "baton-embedded: tokens and entities in one bbolt file (fast path, group commit, fsync per group).",
+		Note: "baton-embedded: tokens and entities in one bbolt file (fast path, batches of up to 16 as baton-pg, group commit, fsync per group).",
 		open: openBatonEmbedded,
 	},
 	{

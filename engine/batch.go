@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -146,17 +145,12 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		e.stats.add(ctx, statBatched, int64(len(committed)))
 	}
 
-	// Steps 6 and 7 for each, side by side: each waits on its own
-	// dispatches.
-	var wg sync.WaitGroup
+	// Steps 6 and 7 for each.
 	for _, it := range committed {
-		wg.Go(func() {
-			res, err := e.finish(it.ctx, it.next, it.out, true, e.cfg.DeferRemovals)
-			res.Outcome = Applied
-			done(it, res, err)
-		})
+		res, err := e.finish(it.ctx, it.next, it.out, true, e.cfg.DeferRemovals)
+		res.Outcome = Applied
+		done(it, res, err)
 	}
-	wg.Wait()
 	return alone
 }
 

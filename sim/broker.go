@@ -75,19 +75,75 @@ func (s *Sim) deliver(m *message) {
 	s.start(&actor{name: "worker@" + m.sig.Destination, run: func(ctx context.Context) {
 		s.trace("deliver %s (%s) attempt %d", short(m.sig.ID), m.sig.Type, m.attempt)
 		res, err := e.Process(ctx, m.sig)
-		m.inFlight = false
-		switch {
-		case err == nil:
+		s.settle(ctx, m, res, err)
+	}})
+}
+
+// settle acks m if its processing succeeded, else leaves it for
+// redelivery.
+func (s *Sim) settle(ctx context.Context, m *message, res engine.Result, err error) {
+	m.inFlight = false
+	switch {
+	case err == nil:
+		s.drop(m)
+		s.outcomes[res.Outcome.String()]++
+	case actorFrom(ctx).crashed:
+		// Not acked: the broker redelivers it.
+	default:
+		s.count("recovery: processing failed, retried")
+		if engine.IsPermanent(err) {
+			s.violate("signal %s refused: %v", short(m.sig.ID), err)
 			s.drop(m)
-			s.outcomes[res.Outcome.String()]++
-		case actorFrom(ctx).crashed:
-			// Not acked: the broker redelivers it.
-		default:
-			s.count("recovery: processing failed, retried")
-			if engine.IsPermanent(err) {
-				s.violate("signal %s refused: %v", short(m.sig.ID), err)
-				s.drop(m)
-			}
+		}
+	}
+}
+
+// simBatch is the most deliveries a simulated worker takes together.
+const simBatch = 4
+
+func batchSize(on bool) int {
+	if on {
+		return simBatch
+	}
+	return 0
+}
+
+// batchWith returns m and up to simBatch-1 other ready copies for its
+// destination, in queue order: what a worker of Run takes at once.
+func (s *Sim) batchWith(m *message, ready []*message) []*message {
+	if !s.batches {
+		return nil
+	}
+	batch := []*message{m}
+	for _, r := range ready {
+		if len(batch) == simBatch {
+			break
+		}
+		if r != m && r.sig.Destination == m.sig.Destination {
+			batch = append(batch, r)
+		}
+	}
+	return batch
+}
+
+// deliverBatch starts a worker that processes deliveries of ms together
+// (engine.ProcessBatch) and then acks each that succeeded.
+func (s *Sim) deliverBatch(ms []*message) {
+	sigs := make([]baton.Signal, len(ms))
+	for i, m := range ms {
+		m.inFlight = true
+		m.attempt++
+		if m.attempt > 1 {
+			s.count("recovery: redelivered after a failure or crash")
+		}
+		sigs[i] = m.sig
+	}
+	e := s.engines[ms[0].sig.Destination]
+	s.start(&actor{name: "batch worker@" + ms[0].sig.Destination, run: func(ctx context.Context) {
+		s.trace("deliver a batch of %d to %s", len(ms), ms[0].sig.Destination)
+		results, errs := e.ProcessBatch(ctx, sigs)
+		for i, m := range ms {
+			s.settle(ctx, m, results[i], errs[i])
 		}
 	}})
 }

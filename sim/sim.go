@@ -56,16 +56,18 @@ type Report struct {
 	SnapshotReads bool
 	// DeferRemovals: the engines ran with Config.DeferRemovals.
 	DeferRemovals bool
-	Expected      int // activities the workload must apply
-	Applied       int
-	Lost          int
-	Duplicate     int
-	Unexpected    int
-	LiveEnd       int // tokens live at quiescence
-	OutboxEnd     int // outbox entries left at quiescence
-	Counters      map[string]int
-	Violation     string   // empty when every invariant held
-	Trace         []string // the last scheduling events before the violation
+	// Batches: the engines processed batches of deliveries (Config.Batch).
+	Batches    bool
+	Expected   int // activities the workload must apply
+	Applied    int
+	Lost       int
+	Duplicate  int
+	Unexpected int
+	LiveEnd    int // tokens live at quiescence
+	OutboxEnd  int // outbox entries left at quiescence
+	Counters   map[string]int
+	Violation  string   // empty when every invariant held
+	Trace      []string // the last scheduling events before the violation
 }
 
 // OK reports whether every invariant held.
@@ -84,9 +86,12 @@ type Sim struct {
 	// deferRemovals: Process queues outbox removals, and remover actors
 	// (which may crash) run them, as Run's remover does.
 	deferRemovals bool
-	removing      bool
-	step          int
-	epoch         time.Time
+	// batches: on the fast path with snapshot reads, the engines process
+	// batches of deliveries (Config.Batch) and workers take several.
+	batches  bool
+	removing bool
+	step     int
+	epoch    time.Time
 
 	tokens   *tokenStore
 	entities map[string]*entityStore
@@ -136,6 +141,9 @@ func Run(opts Options) Report {
 	s.fastPath = s.rng.IntN(2) == 0
 	s.snapshotReads = s.fastPath && s.rng.IntN(2) == 0
 	s.deferRemovals = s.rng.IntN(2) == 0
+	// From the seed, not the generator, so that adding batches left the
+	// draws of every seed as they were.
+	s.batches = s.snapshotReads && opts.Seed%2 == 1
 	if err := s.setUp(); err != nil {
 		return Report{Seed: opts.Seed, Violation: "set-up failed: " + err.Error()}
 	}
@@ -183,6 +191,9 @@ func (s *Sim) setUp() error {
 			if s.snapshotReads {
 				tokens, entities = snapshotStore{fast}, snapshotStore{fast}
 			}
+			if s.batches {
+				tokens, entities = batchStore{snapshotStore{fast}}, batchStore{snapshotStore{fast}}
+			}
 		}
 		e, err := engine.New(engine.Config{
 			Destination:        d,
@@ -193,6 +204,7 @@ func (s *Sim) setUp() error {
 			SweepAfter:         50 * time.Millisecond,
 			MaxConflictRetries: 1000,
 			DeferRemovals:      s.deferRemovals,
+			Batch:              batchSize(s.batches),
 			Now:                s.now,
 			Sleep: func(ctx context.Context, d time.Duration) error {
 				return s.yield(ctx, "sleep")
@@ -240,6 +252,9 @@ func (s *Sim) act() bool {
 			s.count("fault: broker reordered a delivery")
 		}
 		choices = append(choices, func() { s.deliver(m) })
+		if batch := s.batchWith(m, ready); len(batch) > 1 {
+			choices = append(choices, func() { s.deliverBatch(batch) })
+		}
 	}
 	if !s.sweeping && s.chance(s.faults.Sweep) {
 		choices = append(choices, s.startSweeper)
@@ -319,7 +334,7 @@ func (s *Sim) violate(format string, args ...any) {
 }
 
 func (s *Sim) report() Report {
-	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, FastPath: s.fastPath, SnapshotReads: s.snapshotReads, DeferRemovals: s.deferRemovals, Counters: map[string]int{}}
+	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, FastPath: s.fastPath, SnapshotReads: s.snapshotReads, DeferRemovals: s.deferRemovals, Batches: s.batches, Counters: map[string]int{}}
 	for k, v := range s.counters {
 		r.Counters[k] = v
 	}
@@ -388,6 +403,9 @@ func (r Report) Summary() string {
 	}
 	if r.DeferRemovals {
 		path += ", deferred removal"
+	}
+	if r.Batches {
+		path += ", batches"
 	}
 	return fmt.Sprintf("seed %d: %s (%s path, steps %d, applied %d/%d, lost %d, duplicated %d, unexpected %d)",
 		r.Seed, status, path, r.Steps, r.Applied, r.Expected, r.Lost, r.Duplicate, r.Unexpected)

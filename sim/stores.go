@@ -261,3 +261,73 @@ func (f snapshotStore) LoadWithToken(ctx context.Context, key string, token bato
 	s.count("path: snapshot load with token")
 	return ent, tok, err
 }
+
+// batchStore is a snapshotStore that also reads and commits many signals
+// at once (store.TransitionBatcher), as the PostgreSQL and embedded stores
+// do: the engine then processes batches of deliveries (Config.Batch).
+// Each call is one atomic step, faults included.
+type batchStore struct{ snapshotStore }
+
+var _ store.TransitionBatcher = batchStore{}
+
+func (f batchStore) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]store.Loaded, error) {
+	s := f.tokenStore.sim
+	if err := s.yield(ctx, fmt.Sprintf("%s.LoadWithTokens(%d)", f.destination, len(reads))); err != nil {
+		return nil, err
+	}
+	if err := s.failBefore(ctx, "batch load"); err != nil {
+		return nil, err
+	}
+	out := make([]store.Loaded, len(reads))
+	for i, r := range reads {
+		ent, err := f.entityStore.inner.Load(ctx, r.Key)
+		if err != nil {
+			return nil, err
+		}
+		tok, err := f.tokenStore.inner.Get(ctx, r.Token)
+		out[i] = store.Loaded{Entity: ent, Token: tok, Live: err == nil}
+	}
+	s.count("path: batch load")
+	return out, nil
+}
+
+func (f batchStore) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+	s := f.tokenStore.sim
+	if err := s.yield(ctx, fmt.Sprintf("%s.CommitTransitions(%d)", f.destination, len(transitions))); err != nil {
+		return nil, err
+	}
+	if err := store.ValidateTransitions(transitions); err != nil {
+		return nil, err
+	}
+	if err := s.failBefore(ctx, "batch commit"); err != nil {
+		return nil, err
+	}
+	results := make([]error, len(transitions))
+	for i, t := range transitions {
+		if _, err := f.tokenStore.inner.Get(ctx, t.Token); err != nil {
+			results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, t.Token)
+			continue
+		}
+		before, err := f.entityStore.inner.Load(ctx, t.Entity.Key)
+		if err != nil {
+			return nil, err
+		}
+		if before.Version != t.Entity.Version {
+			results[i] = fmt.Errorf("%w: %s", store.ErrConflict, t.Entity.Key)
+			continue
+		}
+		if _, err := f.entityStore.inner.Commit(ctx, t.Entity); err != nil {
+			s.violate("sim: batch commit of %s refused after its check: %v", t.Entity.Key, err)
+		}
+		s.committed(f.destination, before, t.Entity)
+		if consumed, err := f.tokenStore.inner.Transition(ctx, t.Token, t.Create); err != nil || !consumed {
+			s.violate("sim: batch transition did not apply after its commit: %v", err)
+		}
+		s.consumedEver[t.Token] = true
+		for _, tok := range t.Create {
+			s.tokenCreated(tok)
+		}
+	}
+	s.count(fmt.Sprintf("path: batch commit of %d", len(transitions)))
+	return results, s.failAfter(ctx, "batch commit")
+}
