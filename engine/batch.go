@@ -9,6 +9,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/transport"
 )
 
 // ProcessBatch processes several signals and returns, for each, what
@@ -145,10 +146,24 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		e.stats.add(ctx, statBatched, int64(len(committed)))
 	}
 
-	// Steps 6 and 7 for each.
+	// Step 6 for all, pipelined where Dispatch can, then step 7 for each
+	// whose signals all went.
+	var emitted []baton.Signal
 	for _, it := range committed {
-		res, err := e.finish(it.ctx, it.next, it.out, true, e.cfg.DeferRemovals)
-		res.Outcome = Applied
+		emitted = append(emitted, it.out.Signals...)
+	}
+	failed := e.dispatchAll(ctx, emitted)
+	for _, it := range committed {
+		res := Result{Outcome: Applied, Reply: it.out.Reply, Emitted: it.out.Signals}
+		var err error
+		for _, sig := range it.out.Signals {
+			if err = failed[sig.ID]; err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = e.removeFinished(it.ctx, it.next, it.out, e.cfg.DeferRemovals)
+		}
 		done(it, res, err)
 	}
 	return alone
@@ -182,4 +197,35 @@ func allIndexes(n int) []int {
 		out[i] = i
 	}
 	return out
+}
+
+// dispatchAll is step 6 for the signals of a batch: with a Dispatch that
+// is a transport.BatchPublisher, one pipelined publish of all, then the
+// usual retries of those that failed; else one dispatch after another. It
+// returns the error of each signal that could not be dispatched.
+func (e *Engine) dispatchAll(ctx context.Context, sigs []baton.Signal) map[baton.TokenID]error {
+	failed := make(map[baton.TokenID]error)
+	bp, ok := e.cfg.Dispatch.(transport.BatchPublisher)
+	if !ok || len(sigs) < 2 {
+		for _, sig := range sigs {
+			if err := e.dispatch(ctx, sig); err != nil {
+				failed[sig.ID] = err
+			}
+		}
+		return failed
+	}
+	bctx, cancel := e.bounded(ctx)
+	errs := bp.PublishBatch(bctx, sigs)
+	cancel()
+	for i, sig := range sigs {
+		if errs[i] == nil {
+			e.stats.add(ctx, statDispatched, 1)
+			continue
+		}
+		e.stats.add(ctx, statDispatchRetries, 1)
+		if err := e.dispatch(ctx, sig); err != nil {
+			failed[sig.ID] = err
+		}
+	}
+	return failed
 }

@@ -332,17 +332,22 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 			return res, err
 		}
 	}
-	// Step 7: only now may the entry go; before the transition a copy
-	// would see a live token and no entry, and apply the activity again.
-	if e.ordering != orderingRemoveBeforeConsume {
-		if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
-			return res, nil
-		}
-		if _, err := e.removeEntry(ctx, ent, entry.Token); err != nil {
-			return res, err
-		}
+	if e.ordering == orderingRemoveBeforeConsume {
+		return res, nil
 	}
-	return res, nil
+	return res, e.removeFinished(ctx, ent, entry, deferRemoval)
+}
+
+// removeFinished is step 7 for an entry whose signals were dispatched:
+// only now may the entry go; before the transition a copy would see a live
+// token and no entry, and apply the activity again. deferRemoval queues it
+// (Config.DeferRemovals) where the queue has room.
+func (e *Engine) removeFinished(ctx context.Context, ent store.Entity, entry store.OutboxEntry, deferRemoval bool) error {
+	if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
+		return nil
+	}
+	_, err := e.removeEntry(ctx, ent, entry.Token)
+	return err
 }
 
 // commit is step 4: commit the entity with its new outbox entry. On the

@@ -24,6 +24,14 @@ type Transport interface {
 	Subscribe(ctx context.Context, destination string) (Subscription, error)
 }
 
+// BatchPublisher is implemented by a transport that publishes many signals
+// in one pipelined exchange. errs[i] is what Publish(sigs[i]) would have
+// returned; the engine publishes a batch's signals this way (engine.Config
+// Batch).
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, sigs []baton.Signal) (errs []error)
+}
+
 // Subscription yields deliveries until it is closed.
 type Subscription interface {
 	// Next blocks until a delivery is available, ctx ends, or the

@@ -58,6 +58,7 @@ func Run(t *testing.T, h Harness) {
 		{"ManyConcurrentPublishes", testManyConcurrentPublishes},
 		{"NextHonoursContext", testNextHonoursContext},
 		{"CloseSubscription", testCloseSubscription},
+		{"PublishBatch", testPublishBatch},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -602,5 +603,59 @@ func testCloseSubscription(t *testing.T, h Harness) {
 	d := receive(ctx, t, other, h.AckWait+h.patience(), sig, 1)
 	if err := d.Ack(ctx); err != nil {
 		t.Fatalf("Ack = %v", err)
+	}
+}
+
+// testPublishBatch checks transport.BatchPublisher, for transports that
+// offer it: every valid signal of a batch is delivered, as published, and
+// an invalid one is refused alone.
+func testPublishBatch(t *testing.T, h Harness) {
+	ctx, tr := testContext(t), h.New(t)
+	bp, ok := tr.(transport.BatchPublisher)
+	if !ok {
+		t.Skip("the transport does not implement transport.BatchPublisher")
+	}
+	destination := uniqueDestination("batch")
+	sub := subscribe(ctx, t, tr, destination)
+	sigs := make([]baton.Signal, 50)
+	want := map[baton.TokenID]baton.Signal{}
+	for i := range sigs {
+		sigs[i] = newSignal(destination)
+		want[sigs[i].ID] = sigs[i]
+	}
+	invalid := newSignal(destination)
+	invalid.Type = "" // Validate refuses it
+	delete(want, sigs[7].ID)
+	sigs[7] = invalid
+	errs := bp.PublishBatch(ctx, sigs)
+	if len(errs) != len(sigs) {
+		t.Fatalf("PublishBatch returned %d errors for %d signals", len(errs), len(sigs))
+	}
+	for i, err := range errs {
+		if (err != nil) != (i == 7) {
+			t.Errorf("PublishBatch error %d = %v; want an error only for the invalid signal (7)", i, err)
+		}
+	}
+	deadline := time.Now().Add(h.patience() + 10*time.Second)
+	for len(want) > 0 && time.Now().Before(deadline) {
+		d, err := next(ctx, sub, time.Until(deadline))
+		if err != nil {
+			break
+		}
+		got := d.Signal()
+		if w, ok := want[got.ID]; ok {
+			if diff := signalDiff(got, w); diff != "" {
+				t.Errorf("signal %s delivered differently: %s", got.ID, diff)
+			}
+			delete(want, got.ID)
+		} else if got.ID == invalid.ID {
+			t.Errorf("the invalid signal %s was delivered", got.ID)
+		}
+		if err := d.Ack(ctx); err != nil {
+			t.Fatalf("Ack = %v", err)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("%d of %d signals published in a batch were never delivered", len(want), len(sigs)-1)
 	}
 }

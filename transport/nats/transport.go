@@ -33,7 +33,10 @@ type Transport struct {
 	subs   map[*subscription]struct{}
 }
 
-var _ transport.Transport = (*Transport)(nil)
+var (
+	_ transport.Transport      = (*Transport)(nil)
+	_ transport.BatchPublisher = (*Transport)(nil)
+)
 
 // New connects (or uses cfg.Conn), creates or updates the stream, and
 // returns the transport. The stream keeps signals in files, holds each
@@ -165,22 +168,67 @@ func (t *Transport) Publish(ctx context.Context, sig baton.Signal) error {
 	if t.isClosed() {
 		return transport.ErrClosed
 	}
-	if err := sig.Validate(); err != nil {
-		return err
-	}
-	if limit := t.MaxPayload(); len(sig.Payload) > limit {
-		return fmt.Errorf("nats transport: publish %s: payload of %d bytes exceeds the %d this server carries (raise its max_payload to at least 2MB)", sig.ID, len(sig.Payload), limit)
-	}
-	h, err := encodeHeaders(sig)
+	msg, err := t.message(sig)
 	if err != nil {
 		return err
 	}
-	msg := &nats.Msg{Subject: t.signalSubject(sig.Destination), Header: h, Data: sig.Payload}
 	_, err = t.js.PublishMsg(ctx, msg, jetstream.WithMsgID(sig.ID.String()), jetstream.WithExpectStream(t.cfg.Stream))
 	if err != nil {
 		return fmt.Errorf("nats transport: publish %s to %q: %w", sig.ID, sig.Destination, err)
 	}
 	return nil
+}
+
+// message checks sig and encodes it as a NATS message.
+func (t *Transport) message(sig baton.Signal) (*nats.Msg, error) {
+	if err := sig.Validate(); err != nil {
+		return nil, err
+	}
+	if limit := t.MaxPayload(); len(sig.Payload) > limit {
+		return nil, fmt.Errorf("nats transport: publish %s: payload of %d bytes exceeds the %d this server carries (raise its max_payload to at least 2MB)", sig.ID, len(sig.Payload), limit)
+	}
+	h, err := encodeHeaders(sig)
+	if err != nil {
+		return nil, err
+	}
+	return &nats.Msg{Subject: t.signalSubject(sig.Destination), Header: h, Data: sig.Payload}, nil
+}
+
+// PublishBatch implements transport.BatchPublisher: every signal is sent
+// before the first acknowledgement is awaited, so JetStream stores them
+// together (one fsync for many with sync always), and each error is what
+// Publish would have returned for that signal.
+func (t *Transport) PublishBatch(ctx context.Context, sigs []baton.Signal) []error {
+	errs := make([]error, len(sigs))
+	futures := make([]jetstream.PubAckFuture, len(sigs))
+	for i, sig := range sigs {
+		if t.isClosed() {
+			errs[i] = transport.ErrClosed
+			continue
+		}
+		msg, err := t.message(sig)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		futures[i], err = t.js.PublishMsgAsync(msg, jetstream.WithMsgID(sig.ID.String()), jetstream.WithExpectStream(t.cfg.Stream))
+		if err != nil {
+			errs[i] = fmt.Errorf("nats transport: publish %s to %q: %w", sig.ID, sig.Destination, err)
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("nats transport: publish %s to %q: %w", sigs[i].ID, sigs[i].Destination, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("nats transport: publish %s to %q: %w", sigs[i].ID, sigs[i].Destination, ctx.Err())
+		}
+	}
+	return errs
 }
 
 // MaxPayload returns the largest payload this transport carries: baton's
