@@ -93,7 +93,7 @@ type Config struct {
 }
 
 // DefaultVariants are the variants of a full comparison.
-var DefaultVariants = []string{"ceiling", "classic", "baton-pg", "baton-pg-inline", "baton-embedded", "baton-redis", "baton-redis-fsync"}
+var DefaultVariants = []string{"ceiling", "classic", "baton-pg", "baton-pg-single", "baton-embedded", "baton-redis", "baton-redis-fsync"}
 
 // Quick returns the settings of `baton bench --quick`: every variant of
 // the full run, shorter, so the whole run takes about two minutes.

@@ -72,6 +72,10 @@ type row struct {
 	// before the outbox entry goes, which a SIGKILL then leaves to the
 	// sweeper.
 	deferRemovals bool
+	// batch is engine.Config.Batch: workers take up to this many
+	// deliveries together. Such a row runs one worker per destination in
+	// each process, so that deliveries wait for it and batches form.
+	batch int
 }
 
 type proc struct {
@@ -108,11 +112,11 @@ var chaos = plan{
 // starts several processes, and the machine has two cores.
 func TestExactlyOnceMatrix(t *testing.T) {
 	rows := []row{
-		{name: "pg-tokens+pg-entities/nats/3-procs/deferred-removals", tokens: "postgres", entities: "postgres", transport: "nats", deferRemovals: true,
+		{name: "pg-tokens+pg-entities/nats/3-procs/deferred-removals/batches", tokens: "postgres", entities: "postgres", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+pg-entities/rabbitmq/3-procs", tokens: "redis", entities: "postgres", transport: "rabbitmq",
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Shipping}}, {serve: []string{Order, Stock, Shipping}}}},
-		{name: "embedded-tokens+entities/nats/1-proc/deferred-removals", tokens: "embedded", entities: "embedded", transport: "nats", deferRemovals: true,
+		{name: "embedded-tokens+entities/nats/1-proc/deferred-removals/batches", tokens: "embedded", entities: "embedded", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all, file: "all.db"}}},
 		{name: "pg-tokens+embedded-entities/nats/4-procs", tokens: "postgres", entities: "embedded", transport: "nats",
 			procs: []proc{{serve: []string{Order}, file: "order.db"}, {serve: []string{Billing}, file: "billing.db"},
@@ -213,7 +217,10 @@ func runRow(t *testing.T, r row, p plan) Report {
 	for i, pr := range r.procs {
 		args := []string{"-tokens", r.tokens, "-entities", r.entities, "-transport", r.transport,
 			"-serve", strings.Join(pr.serve, ","), "-sweep-after", "1s", "-sweep-interval", "500ms", "-broken", p.broken,
-			fmt.Sprintf("-defer-removals=%t", r.deferRemovals)}
+			fmt.Sprintf("-defer-removals=%t", r.deferRemovals), fmt.Sprintf("-batch=%d", r.batch)}
+		if r.batch > 1 {
+			args = append(args, "-workers=1")
+		}
 		if pr.file != "" {
 			args = append(args, "-file", filepath.Join(dir, pr.file))
 		}
@@ -265,24 +272,42 @@ func runRow(t *testing.T, r row, p plan) Report {
 		background.Wait()
 		publishers.Wait()
 	})
-	gap := p.publishOver / time.Duration(len(roots))
-	for _, sig := range roots {
+	// Roots go out in bursts of the row's batch size, published side by
+	// side (one by one without batches), so that batching workers find
+	// deliveries to take together.
+	burst := max(1, r.batch)
+	gap := p.publishOver * time.Duration(burst) / time.Duration(len(roots))
+	for start := 0; start < len(roots); start += burst {
+		chunk := roots[start:min(start+burst, len(roots))]
 		if svc.tokens != nil {
-			if err := issue(ctx, svc.tokens, sig); err != nil {
-				t.Fatal(err)
+			for _, sig := range chunk {
+				if err := issue(ctx, svc.tokens, sig); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		if err := publish(ctx, svc.pub, sig); err != nil {
-			t.Fatal(err)
+		var sent sync.WaitGroup
+		for _, sig := range chunk {
+			sent.Go(func() {
+				if err := publish(ctx, svc.pub, sig); err != nil {
+					t.Error(err)
+				}
+			})
 		}
-		publishers.Go(func() {
-			time.Sleep(duplicateGap + time.Duration(rand.IntN(2000))*time.Millisecond)
-			if err := publish(ctx, svc.pub, sig); err != nil {
-				t.Error(err)
-				return
-			}
-			duringRun.Add(1)
-		})
+		sent.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		for _, sig := range chunk {
+			publishers.Go(func() {
+				time.Sleep(duplicateGap + time.Duration(rand.IntN(2000))*time.Millisecond)
+				if err := publish(ctx, svc.pub, sig); err != nil {
+					t.Error(err)
+					return
+				}
+				duringRun.Add(1)
+			})
+		}
 		time.Sleep(gap)
 	}
 	publishers.Wait()
@@ -348,8 +373,12 @@ func runRow(t *testing.T, r row, p plan) Report {
 		r.name, len(roots), report.Applied, report.Expected, len(slots), sum.kills, sum.restarts, sum.failedStarts, sum.crashes,
 		duringRun.Load()+afterRun.Load(), duringRun.Load(), afterRun.Load(),
 		faultCount, faultKinds, f.names(), chaosEnded.Sub(started).Seconds(), quietAt.Sub(chaosEnded).Seconds(), time.Since(started).Seconds())
-	t.Logf("RUN %s: engine counters summed over every process life (as last reported before it ended): applied=%d duplicates_dropped=%d conflicts=%d transitions_already_done=%d swept=%d parked=%d dispatch_retries=%d",
-		r.name, stats.Applied, stats.Duplicates, stats.Conflicts, stats.TransitionsDone, stats.Swept, stats.Parked, stats.DispatchRetries)
+	t.Logf("RUN %s: engine counters summed over every process life (as last reported before it ended): applied=%d duplicates_dropped=%d conflicts=%d transitions_already_done=%d swept=%d parked=%d dispatch_retries=%d batched=%d in %d batch commits",
+		r.name, stats.Applied, stats.Duplicates, stats.Conflicts, stats.TransitionsDone, stats.Swept, stats.Parked, stats.DispatchRetries, stats.Batched, stats.Batches)
+	if r.batch > 1 && stats.Batched == 0 {
+		// The row would prove nothing about batches.
+		t.Errorf("RUN %s: no activity was committed in a batch", r.name)
+	}
 	t.Logf("RUN %s: ledger check: %s", r.name, report.Summary())
 	if r.tokens == "redis" {
 		t.Logf("RUN %s: Redis runs here without appendfsync always (AllowUnsafeDurability): this test kills workers, not Redis; Redis durability itself is proven by backend/redis's own tests", r.name)

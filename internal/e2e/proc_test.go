@@ -236,19 +236,7 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
-func addStats(total *engine.Stats, s engine.Stats) {
-	total.Applied += s.Applied
-	total.Duplicates += s.Duplicates
-	total.Conflicts += s.Conflicts
-	total.Transitions += s.Transitions
-	total.TransitionsDone += s.TransitionsDone
-	total.Dispatched += s.Dispatched
-	total.DispatchRetries += s.DispatchRetries
-	total.EntriesRemoved += s.EntriesRemoved
-	total.Swept += s.Swept
-	total.Parked += s.Parked
-	total.HandlerErrors += s.HandlerErrors
-}
+func addStats(total *engine.Stats, s engine.Stats) { *total = total.Plus(s) }
 
 // tail returns the last n lines of a file.
 func tail(path string, n int) string {

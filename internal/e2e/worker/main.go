@@ -54,6 +54,7 @@ type options struct {
 	storeTimeout    time.Duration
 	broken          string
 	deferRemovals   bool
+	batch           int
 	logLevel        string
 }
 
@@ -81,6 +82,7 @@ func main() {
 	flag.DurationVar(&o.redeliveryDelay, "redelivery-delay", 100*time.Millisecond, "first delay before a failed signal is redelivered")
 	flag.DurationVar(&o.storeTimeout, "store-timeout", 10*time.Second, "deadline of each store call")
 	flag.BoolVar(&o.deferRemovals, "defer-removals", false, "remove outbox entries after the ack, in batches (engine.Config.DeferRemovals)")
+	flag.IntVar(&o.batch, "batch", 0, "most deliveries a worker processes together (engine.Config.Batch)")
 	flag.StringVar(&o.broken, "broken", "", "test only: skip-token-check runs a worker that breaks the protocol")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
 	flag.Parse()
@@ -140,6 +142,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			Source:          source,
 			NoFastPath:      o.broken != "",
 			DeferRemovals:   o.deferRemovals,
+			Batch:           o.batch,
 			Subscriptions:   e2e.Subscriptions,
 			Workers:         o.workers,
 			MaxAttempts:     1 << 20, // never park: every signal must get through
@@ -202,18 +205,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 func printStats(engines []*engine.Engine) {
 	var total engine.Stats
 	for _, e := range engines {
-		s := e.Stats()
-		total.Applied += s.Applied
-		total.Duplicates += s.Duplicates
-		total.Conflicts += s.Conflicts
-		total.Transitions += s.Transitions
-		total.TransitionsDone += s.TransitionsDone
-		total.Dispatched += s.Dispatched
-		total.DispatchRetries += s.DispatchRetries
-		total.EntriesRemoved += s.EntriesRemoved
-		total.Swept += s.Swept
-		total.Parked += s.Parked
-		total.HandlerErrors += s.HandlerErrors
+		total = total.Plus(e.Stats())
 	}
 	line, _ := json.Marshal(total)
 	fmt.Printf("STATS %s\n", line)

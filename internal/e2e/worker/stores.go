@@ -30,6 +30,8 @@ var (
 	_ store.EntityStore        = (*bounded)(nil)
 	_ store.CommitTransitioner = (*bounded)(nil)
 	_ store.TokenLoader        = (*bounded)(nil)
+	_ store.BatchCommitter     = (*bounded)(nil)
+	_ store.TransitionBatcher  = (*bounded)(nil)
 )
 
 func (b *bounded) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -115,6 +117,38 @@ func (b *bounded) LoadWithToken(ctx context.Context, key string, token baton.Tok
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	return tl.LoadWithToken(ctx, key, token)
+}
+
+// CommitBatch, LoadWithTokens and CommitTransitions are offered with the
+// fast path too: its stores implement them all.
+func (b *bounded) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	bc, ok := b.entities.(store.BatchCommitter)
+	if !ok {
+		return nil, errNoFastPath
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return bc.CommitBatch(ctx, entities)
+}
+
+func (b *bounded) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]store.Loaded, error) {
+	tb, ok := b.entities.(store.TransitionBatcher)
+	if !ok {
+		return nil, errNoFastPath
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return tb.LoadWithTokens(ctx, reads)
+}
+
+func (b *bounded) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+	tb, ok := b.entities.(store.TransitionBatcher)
+	if !ok {
+		return nil, errNoFastPath
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return tb.CommitTransitions(ctx, transitions)
 }
 
 // The deliberately broken mode (-broken=skip-token-check) exists only so
