@@ -33,15 +33,9 @@ func TestBatchesApplyEachActivityOnce(t *testing.T) {
 		return e
 	}
 	shop, billing := newBatchEngine("shop"), newBatchEngine("billing")
-	record := func(sig baton.Signal, s *counter) {
-		if s.Applied == nil {
-			s.Applied = map[string]int{}
-		}
-		s.Applied[sig.ID.String()]++
-	}
 	must(t, engine.Register(shop, engine.Activity[counter]{Type: "order", Entity: byConversation,
 		Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
-			record(sig, s)
+			s.record(sig)
 			return engine.Effects{Emit: []baton.Emit{{Destination: "billing", Type: "charge", Payload: sig.Payload}}}, nil
 		}}))
 	byAccount := func(sig baton.Signal) (string, error) {
@@ -53,20 +47,13 @@ func TestBatchesApplyEachActivityOnce(t *testing.T) {
 	}
 	must(t, engine.Register(billing, engine.Activity[counter]{Type: "charge", Entity: byAccount,
 		Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
-			record(sig, s)
+			s.record(sig)
 			return engine.Effects{}, nil
 		}}))
 
 	ctx, cancel := context.WithCancel(t.Context())
 	const orders = 200
-	var conversations []baton.TokenID
-	for i := range orders {
-		sig, err := shop.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order", Payload: fmt.Appendf(nil, "%d", i)}, 0)
-		must(t, err)
-		conversations = append(conversations, sig.Conversation)
-		must(t, tr.Publish(ctx, sig))
-		must(t, tr.Publish(ctx, sig)) // a double submit
-	}
+	conversations := submitOrders(ctx, t, shop, tr, orders)
 	// Every signal is queued before the engines start, so that workers
 	// find batches to take.
 	var wg sync.WaitGroup

@@ -20,6 +20,29 @@ type counter struct {
 	Applied map[string]int `json:"applied"`
 }
 
+// record counts one application of sig.
+func (s *counter) record(sig baton.Signal) {
+	if s.Applied == nil {
+		s.Applied = map[string]int{}
+	}
+	s.Applied[sig.ID.String()]++
+}
+
+// submitOrders issues n roots of "order" signals to the shop and
+// publishes each twice (a double submit); it returns their conversations.
+func submitOrders(ctx context.Context, t *testing.T, shop *engine.Engine, tr *memtransport.Transport, n int) []baton.TokenID {
+	t.Helper()
+	var conversations []baton.TokenID
+	for i := range n {
+		sig, err := shop.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order", Payload: fmt.Appendf(nil, "%d", i)}, 0)
+		must(t, err)
+		conversations = append(conversations, sig.Conversation)
+		must(t, tr.Publish(ctx, sig))
+		must(t, tr.Publish(ctx, sig))
+	}
+	return conversations
+}
+
 func byConversation(sig baton.Signal) (string, error) { return "c-" + sig.Conversation.String(), nil }
 
 func newEngine(t *testing.T, dest string, tokens *memory.TokenStore, tr *memtransport.Transport) *engine.Engine {
@@ -49,25 +72,19 @@ func TestChainWithDuplicatesAppliesEachActivityOnce(t *testing.T) {
 	t.Parallel()
 	tokens := memory.NewTokenStore()
 	tr := memtransport.New(memtransport.Config{DuplicateRate: 0.5, Reorder: true, Seed: 7})
-	record := func(sig baton.Signal, s *counter) {
-		if s.Applied == nil {
-			s.Applied = map[string]int{}
-		}
-		s.Applied[sig.ID.String()]++
-	}
 	shopEntities, billingEntities, warehouseEntities := memory.NewEntityStore(), memory.NewEntityStore(), memory.NewEntityStore()
 	shop := newEngineWith(t, "shop", tokens, shopEntities, tr)
 	billing := newEngineWith(t, "billing", tokens, billingEntities, tr)
 	warehouse := newEngineWith(t, "warehouse", tokens, warehouseEntities, tr)
 	must(t, engine.Register(shop, engine.Activity[counter]{Type: "order", Entity: byConversation,
 		Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
-			record(sig, s)
+			s.record(sig)
 			return engine.Effects{Emit: []baton.Emit{{Topic: "placed", Type: "placed"}}}, nil
 		}}))
 	for _, e := range []*engine.Engine{billing, warehouse} {
 		must(t, engine.Register(e, engine.Activity[counter]{Type: "placed", Entity: byConversation,
 			Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
-				record(sig, s)
+				s.record(sig)
 				return engine.Effects{}, nil
 			}}))
 	}
@@ -76,15 +93,7 @@ func TestChainWithDuplicatesAppliesEachActivityOnce(t *testing.T) {
 	for _, e := range []*engine.Engine{shop, billing, warehouse} {
 		wg.Go(func() { _ = e.Run(ctx) })
 	}
-	const orders = 50
-	var conversations []baton.TokenID
-	for i := range orders {
-		sig, err := shop.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order", Payload: fmt.Appendf(nil, "%d", i)}, 0)
-		must(t, err)
-		conversations = append(conversations, sig.Conversation)
-		must(t, tr.Publish(ctx, sig))
-		must(t, tr.Publish(ctx, sig)) // a double submit
-	}
+	conversations := submitOrders(ctx, t, shop, tr, 50)
 	deadline := time.Now().Add(20 * time.Second)
 	for tokens.Len() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
