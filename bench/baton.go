@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +41,7 @@ type batonSystem struct {
 	entities store.EntityStore
 	opts     batonOptions
 	b        *broker
-	log            *slog.Logger
+	log      *slog.Logger
 
 	// countTokens counts live tokens; nil counts them through the token
 	// store's listings.
@@ -51,9 +50,9 @@ type batonSystem struct {
 	closers     []func() error
 	pools       []*pgxpool.Pool
 
-	mu            sync.Mutex
-	edge          *engine.Engine // issues root tokens
-	conflictCount atomic.Int64
+	mu     sync.Mutex
+	edge   *engine.Engine // issues root tokens
+	totals engine.Stats   // of the engines of past runs
 }
 
 func (s *batonSystem) newEngine(destination string, workers int, obs *observer) (*engine.Engine, error) {
@@ -138,8 +137,10 @@ func (s *batonSystem) start(ctx context.Context, workers int, obs *observer) (fu
 	}
 	return func() {
 		wg.Wait()
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		for _, e := range engines {
-			s.conflictCount.Add(e.Stats().Conflicts)
+			s.totals = s.totals.Plus(e.Stats())
 		}
 	}, nil
 }
@@ -208,7 +209,11 @@ func (s *batonSystem) serverPIDs(ctx context.Context) []int {
 	return s.pids(ctx)
 }
 
-func (s *batonSystem) conflicts() int64 { return s.conflictCount.Load() }
+func (s *batonSystem) counts() counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return counts{conflicts: s.totals.Conflicts, applied: s.totals.Applied, batched: s.totals.Batched, batches: s.totals.Batches}
+}
 
 func (s *batonSystem) idle() {
 	for _, p := range s.pools {

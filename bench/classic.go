@@ -473,7 +473,7 @@ func (s *sqlSystem) leftover(ctx context.Context) (string, error) {
 }
 
 func (s *sqlSystem) serverPIDs(ctx context.Context) []int { return backendPIDs(ctx, s.monitor, s.app) }
-func (s *sqlSystem) conflicts() int64                     { return s.conflictCount.Load() }
+func (s *sqlSystem) counts() counts                       { return counts{conflicts: s.conflictCount.Load()} }
 func (s *sqlSystem) idle()                                { s.pool.Reset() }
 
 func (s *sqlSystem) close() error {

@@ -41,6 +41,9 @@ type Result struct {
 	ServerCPUSeen      bool
 
 	Conflicts int64 // version conflicts retried
+	// Applied, Batched and Batches are baton's: activities applied, and
+	// how many of them batch commits committed, in how many commits.
+	Applied, Batched, Batches int64
 
 	// Samples of stored deduplication data over the variant's running
 	// time (warm-up, measurement and drain of every round). StoredEnd is
@@ -152,6 +155,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	b.WriteString("\n")
 	for _, res := range r.Results {
 		fmt.Fprintf(&b, "- %s\n", res.Note)
+	}
+	for _, res := range r.Results {
+		if res.Batches > 0 && res.Applied > 0 {
+			fmt.Fprintf(&b, "- %s: %.0f%% of its activities were committed by batch commits, %.1f per commit on average.\n",
+				res.Variant, 100*float64(res.Batched)/float64(res.Applied), float64(res.Batched)/float64(res.Batches))
+		}
 	}
 	b.WriteString("- signals/s: both signals of a conversation count. Latency: from the sender's decision to send (before the root token is issued, or when the activity emitted the signal) to the ack after processing.\n")
 	b.WriteString("- CPU/signal: this process (engine, handlers, drivers, the embedded NATS server). server CPU/signal: the variant's own PostgreSQL backends (by application_name) and Redis server, from /proc; PostgreSQL's background processes (WAL writer, checkpointer, autovacuum) are not counted.\n")

@@ -169,7 +169,8 @@ func (r *running) finish() {
 			res.ServerCPUSeen = true
 		}
 	}
-	res.Conflicts = r.sys.conflicts()
+	c := r.sys.counts()
+	res.Conflicts, res.Applied, res.Batched, res.Batches = c.conflicts, c.applied, c.batched, c.batches
 	for _, s := range res.Samples {
 		res.StoredMax = max(res.StoredMax, s.Stored)
 		res.InFlightMax = max(res.InFlightMax, s.InFlight)

@@ -35,11 +35,19 @@ type system interface {
 	leftover(ctx context.Context) (string, error)
 	// serverPIDs are the server processes working for this variant.
 	serverPIDs(ctx context.Context) []int
-	// conflicts counts version conflicts retried so far.
-	conflicts() int64
+	// counts are the variant's counters of the runs that ended.
+	counts() counts
 	// idle releases connections between runs.
 	idle()
 	close() error
+}
+
+// counts are what a variant counted while it ran.
+type counts struct {
+	conflicts int64 // version conflicts retried
+	// Baton only: activities applied, how many of them a batch commit
+	// committed (engine.Config.Batch), and such commits.
+	applied, batched, batches int64
 }
 
 // broker is one variant's embedded NATS JetStream server and transport.
@@ -55,7 +63,9 @@ func startBroker(ctx context.Context, dir string) (*broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := srv.NewTransport(ctx, natstransport.Config{Stream: "BENCH", Prefix: "bench"})
+	// Every variant pulls batchSize messages ahead, as the batching
+	// variants want (natstransport.Config.Prefetch).
+	tr, err := srv.NewTransport(ctx, natstransport.Config{Stream: "BENCH", Prefix: "bench", Prefetch: batchSize})
 	if err != nil {
 		srv.Shutdown()
 		return nil, err

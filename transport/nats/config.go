@@ -56,6 +56,12 @@ type Config struct {
 	// more often is parked by the transport instead of being handed out.
 	// Default 20; the engine usually parks sooner (engine.Config.MaxAttempts).
 	MaxDeliver int
+	// Prefetch is how many messages a subscription pulls before Next asks
+	// for them. Default 1: a subscriber holds no message that ages against
+	// AckWait while another subscriber waits. An engine that takes
+	// deliveries in batches (engine.Config.Batch) wants about Batch here,
+	// so that a batch's deliveries are already in the process.
+	Prefetch int
 	// DuplicateWindow is how long JetStream remembers published token ids
 	// to drop quick republishes (Nats-Msg-Id). Default 2m. It only saves
 	// work: receivers drop duplicates with the token store in any case.
@@ -92,6 +98,9 @@ func (c *Config) setDefaults() {
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = DefaultMaxDeliver
 	}
+	if c.Prefetch == 0 {
+		c.Prefetch = 1
+	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
 	}
@@ -99,6 +108,9 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// maxPrefetch bounds Config.Prefetch.
+const maxPrefetch = 1000
 
 func (c *Config) validate() error {
 	if c.URL == "" && c.Conn == nil {
@@ -121,6 +133,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxDeliver < 1 {
 		return fmt.Errorf("%w: MaxDeliver must be positive, got %d", ErrConfig, c.MaxDeliver)
+	}
+	if c.Prefetch < 1 || c.Prefetch > maxPrefetch {
+		return fmt.Errorf("%w: Prefetch must be 1 to %d, got %d", ErrConfig, maxPrefetch, c.Prefetch)
 	}
 	if c.DuplicateWindow < 0 {
 		return fmt.Errorf("%w: negative DuplicateWindow", ErrConfig)

@@ -81,6 +81,20 @@ func TestConformanceEmbedded(t *testing.T) {
 	})
 }
 
+// TestConformancePrefetch runs the suite with subscriptions that pull
+// several messages ahead (Config.Prefetch), as batching engines use them.
+func TestConformancePrefetch(t *testing.T) {
+	t.Parallel()
+	transporttest.Run(t, transporttest.Harness{
+		New: func(t *testing.T) transport.Transport {
+			cfg := testConfig(t)
+			cfg.Prefetch = 8
+			return newEmbeddedTransport(t, startEmbedded(t, EmbeddedConfig{}), cfg)
+		},
+		AckWait: testAckWait,
+	})
+}
+
 func TestConformanceExternal(t *testing.T) {
 	t.Parallel()
 	url := testenv.Addr(t, testenv.NATS)
@@ -387,6 +401,8 @@ func TestConfigValidation(t *testing.T) {
 		{URL: "nats://x:1", Prefix: "a..b"},
 		{URL: "nats://x:1", Replicas: 7},
 		{URL: "nats://x:1", MaxDeliver: -1},
+		{URL: "nats://x:1", Prefetch: -1},
+		{URL: "nats://x:1", Prefetch: 1001},
 		{URL: "nats://x:1", AckWait: time.Microsecond},
 	} {
 		if _, err := New(t.Context(), cfg); !errors.Is(err, ErrConfig) {

@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// subscription reads one destination's durable consumer. It pulls one
-// message at a time, when Next asks for it, so a subscriber holds no
-// prefetched messages that would age against AckWait while other
-// subscribers wait.
+// subscription reads one destination's durable consumer. It pulls
+// Config.Prefetch messages ahead (by default one at a time, when Next asks
+// for it, so that a subscriber holds no prefetched messages that would
+// age against AckWait while other subscribers wait).
 type subscription struct {
 	t           *Transport
 	destination string
@@ -32,6 +32,9 @@ type subscription struct {
 }
 
 var _ transport.Subscription = (*subscription)(nil)
+
+// pullExpiry is how long one pull request waits on the server.
+const pullExpiry = 5 * time.Second
 
 func (s *subscription) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	c, err := s.t.js.CreateOrUpdateConsumer(ctx, s.t.cfg.Stream, s.t.consumerConfig(s.destination))
@@ -60,7 +63,11 @@ func (s *subscription) iterator(ctx context.Context) (jetstream.MessagesContext,
 	if err != nil {
 		return nil, err
 	}
-	it, err := c.Messages(jetstream.PullMaxMessages(1))
+	// A short expiry renews the pull request often: with one message per
+	// pull, the iterator was seen to wait out a whole pull (30s by
+	// default) with messages in the stream when its reader asked for the
+	// next one right away.
+	it, err := c.Messages(jetstream.PullMaxMessages(s.t.cfg.Prefetch), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return nil, fmt.Errorf("nats transport: pull from %q: %w", s.destination, err)
 	}

@@ -155,6 +155,7 @@ func openTransport(ctx context.Context, o options, log *slog.Logger) (openedTran
 			AckWait:         o.ackWait,
 			MaxDeliver:      1 << 20, // never park: every signal must get through
 			DuplicateWindow: o.natsDupWindow,
+			Prefetch:        max(1, o.batch), // a batch's deliveries already here
 			Logger:          log,
 		})
 		if err != nil {
