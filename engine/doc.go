@@ -17,6 +17,20 @@
 // instant (steps 1 and 3), store.CommitTransitioner commits and
 // transitions in one operation (steps 4 and 5). With
 // Config.DeferRemovals, Run removes outbox entries after the ack, many in
-// one operation (store.BatchCommitter). Each is optional, found by type
-// assertion, and the simulation runs every combination.
+// one operation (store.BatchCommitter). With Config.Batch, a worker takes
+// the deliveries already received (never waiting for more) and
+// ProcessBatch reads their entities and tokens in one call and commits
+// them in one (store.TransitionBatcher, DESIGN 3.7 group commit), then
+// publishes their signals pipelined (transport.BatchPublisher). Each is
+// optional, found by type assertion, and the simulation runs every
+// combination.
+//
+// A batch changes the cost, not the protocol: its read is the reads of its
+// signals at one instant, and its commit is their fast-path commits at one
+// instant, each applied or refused on its own. That is one of the
+// interleavings the model checker (internal/model) already explores for
+// single signals, so the invariants it proves hold for batches too. A
+// signal that needs more than the plain first processing (its activity was
+// committed before, another signal of the batch has its entity, its commit
+// was refused) goes through Process, the path the model describes.
 package engine
