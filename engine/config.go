@@ -65,8 +65,10 @@ type Config struct {
 	// implements store.TransitionBatcher: their entities and tokens are
 	// read in one call and their commits made in one (ProcessBatch). A
 	// worker never waits for a batch to fill, so a quiet engine processes
-	// signals one by one as before. 0 or 1: one signal at a time; Run then
-	// receives as it always did.
+	// signals one by one as before. Run keeps up to Workers*Batch received
+	// deliveries waiting for a worker (they age against the transport's
+	// redelivery timeout). 0 or 1: one signal at a time; Run then receives
+	// as it always did.
 	Batch int
 	// MaxAttempts is how many deliveries of a signal fail before it is
 	// parked. Default 10.

@@ -94,8 +94,11 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 
 // workInBatches receives with Workers receivers into a buffer that Workers
 // workers drain, each taking what is there, up to Batch deliveries, and
-// never waiting for more. After ctx ends the receivers stop and the
-// workers finish what the buffer holds.
+// never waiting for more. The buffer holds up to Workers*Batch received
+// deliveries, which age against the transport's redelivery timeout (NATS
+// AckWait) while they wait. After ctx ends the receivers stop and the
+// workers finish what the buffer holds, with the work context that
+// ShutdownTimeout ends.
 func (e *Engine) workInBatches(ctx, work context.Context, sub transport.Subscription) {
 	received := make(chan transport.Delivery, e.cfg.Workers*e.cfg.Batch)
 	var receivers, workers sync.WaitGroup
@@ -140,16 +143,29 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 	e.settle(ctx, d, err)
 }
 
-// HandleDeliveries processes deliveries together (ProcessBatch) and
-// acknowledges, retries or parks each according to its outcome.
+// HandleDeliveries processes deliveries together, as ProcessBatch does,
+// and acknowledges, retries or parks each according to its outcome: those
+// the batch finished at once, then each of the others as HandleDelivery
+// does, so that a slow one (conflict retries on a hot entity) holds back
+// only itself.
 func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
 	sigs := make([]baton.Signal, len(ds))
 	for i, d := range ds {
 		sigs[i] = d.Signal()
 	}
-	_, errs := e.ProcessBatch(ctx, sigs)
+	results, errs := make([]Result, len(ds)), make([]error, len(ds))
+	alone := e.processTogether(ctx, sigs, results, errs)
+	left := make([]bool, len(ds))
+	for _, i := range alone {
+		left[i] = true
+	}
 	for i, d := range ds {
-		e.settle(ctx, d, errs[i])
+		if !left[i] {
+			e.settle(ctx, d, errs[i])
+		}
+	}
+	for _, i := range alone {
+		e.HandleDelivery(ctx, ds[i])
 	}
 }
 

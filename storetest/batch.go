@@ -147,17 +147,32 @@ func testLoadWithTokens(t *testing.T, h EntityHarness) {
 }
 
 // testConcurrentBatches runs batches over shared entities from several
-// goroutines, each batch naming the entities in another order: every
-// transition reported applied must be applied exactly once (the entity's
-// version counts them, its token is gone), every one refused must have
-// left its token live, and no batch may wait for another forever.
+// goroutines, each batch naming the entities in another order, and every
+// round's batches creating the same new entities in other orders too:
+// every transition reported applied must be applied exactly once (the
+// entity's version counts them, its token is gone), every one refused must
+// have left its token live, and no batch may fail as a whole (as one that
+// waited for another in a cycle, a deadlock, would).
 func testConcurrentBatches(t *testing.T, h EntityHarness) {
 	ctx := testContext(t)
 	s := newBatchStore(t, h)
-	const workers, batches, keys = 4, 15, 6
-	names := make([]string, keys)
+	const workers, batches, existing, created = 4, 15, 6, 3
+	const keys = existing + created
+	names := make([]string, existing)
 	for i := range names {
 		names[i] = commit(ctx, t, s, store.Entity{Key: uniqueName(fmt.Sprintf("account%d", i)), State: []byte("0")}).Key
+	}
+	fresh := make([][]string, batches) // the entities round n creates
+	for n := range fresh {
+		for i := range created {
+			fresh[n] = append(fresh[n], uniqueName(fmt.Sprintf("new%d-%d", n, i)))
+		}
+	}
+	keyOf := func(w, n, i int) string {
+		if i < existing {
+			return names[(i*(w+1)+n)%existing]
+		}
+		return fresh[n][(i-existing+w)%created]
 	}
 	dest := uniqueName("billing")
 	var mu sync.Mutex
@@ -176,7 +191,7 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 						return
 					}
 					// Each worker and round names the keys in another order.
-					reads[i] = store.TokenRead{Key: names[(i*(w+1)+n)%keys], Token: roots[i].ID}
+					reads[i] = store.TokenRead{Key: keyOf(w, n, i), Token: roots[i].ID}
 				}
 				loaded, err := s.LoadWithTokens(ctx, reads)
 				if err != nil {
@@ -197,14 +212,8 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 				}
 				results, err := s.CommitTransitions(ctx, batch)
 				if err != nil {
-					if !store.NotApplied(err) {
-						t.Errorf("CommitTransitions = %v", err)
-						return
-					}
-					results = make([]error, len(batch))
-					for i := range results {
-						results[i] = err
-					}
+					t.Errorf("CommitTransitions failed as a whole: %v", err)
+					return
 				}
 				mu.Lock()
 				for i, tr := range batch {
@@ -221,15 +230,23 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 	}
 	wg.Wait()
 	total := 0
-	for _, key := range names {
+	check := func(key string, committedBefore int) {
 		e, err := s.Load(ctx, key)
 		if err != nil {
 			t.Fatalf("Load = %v", err)
 		}
-		if e.Version != uint64(1+applied[key]) {
-			t.Errorf("entity %s at version %d after %d applied transitions, want %d", key, e.Version, applied[key], 1+applied[key])
+		if want := uint64(committedBefore + applied[key]); e.Version != want {
+			t.Errorf("entity %s at version %d after %d applied transitions, want %d", key, e.Version, applied[key], want)
 		}
 		total += applied[key]
+	}
+	for _, key := range names {
+		check(key, 1)
+	}
+	for _, round := range fresh {
+		for _, key := range round {
+			check(key, 0)
+		}
 	}
 	if total == 0 {
 		t.Errorf("no transition of %d batches was applied", workers*batches)

@@ -36,7 +36,9 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 			return err
 		}
 		defer rows.Close()
+		seen := 0
 		for rows.Next() {
+			seen++
 			var item int64
 			var version *int64
 			var state, outbox []byte
@@ -61,7 +63,14 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 				l.Live = true
 			}
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if seen != n {
+			// A missing answer must not pass for a token that is not live.
+			return fmt.Errorf("postgres: load batch answered %d of %d reads", seen, n)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: load batch of %d: %w", n, err)

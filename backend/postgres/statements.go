@@ -97,7 +97,11 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 		// Many fast paths in one statement, each applied or not on its
 		// own (so no guard: one refused transition must not abort the
 		// others). The live tokens are locked first, then the entities,
-		// each in key order, so concurrent batches cannot deadlock; a
+		// each in key order, and new entities are inserted in key order,
+		// as the single fast path too takes its token before its entity,
+		// so that concurrent statements wait for each other in one
+		// direction only (a deadlock costs a second before PostgreSQL
+		// breaks it, and sends the batch down the single path); a
 		// transition is ready when its token is live, committed when its
 		// entity's compare-and-set (or insert of a new entity) succeeded,
 		// and only then is its token deleted and are its children created.
@@ -111,7 +115,10 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 ), live AS (
 	SELECT id FROM {tokens} WHERE id = ANY($2::bytea[]) ORDER BY id FOR UPDATE
 ), locked AS (
-	SELECT key FROM {entities} WHERE key = ANY($3::text[]) ORDER BY key FOR UPDATE
+	-- The count runs live to its end (every token locked) before the
+	-- first entity is locked, whatever plan the planner picks.
+	SELECT key FROM {entities} WHERE key = ANY($3::text[]) AND (SELECT count(*) FROM live) >= 0
+	ORDER BY key FOR UPDATE
 ), ready AS (
 	SELECT i.* FROM input i
 	WHERE i.token IN (SELECT id FROM live) AND (i.version = 0 OR i.key IN (SELECT key FROM locked))
@@ -123,7 +130,7 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 	RETURNING r.item
 ), inserted AS (
 	INSERT INTO {entities} (key, version, state, outbox, oldest_outbox_at, oldest_outbox_ns)
-	SELECT key, 1, state, outbox, oldest_at, oldest_ns FROM ready WHERE version = 0
+	SELECT key, 1, state, outbox, oldest_at, oldest_ns FROM ready WHERE version = 0 ORDER BY key
 	ON CONFLICT (key) DO NOTHING
 	RETURNING key
 ), committed AS (
@@ -140,7 +147,7 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 		AS c (item, id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns)
 	WHERE c.item IN (SELECT item FROM committed)
 )
-SELECT i.item, i.item IN (SELECT item FROM ready), i.item IN (SELECT item FROM committed) FROM input i`),
+SELECT i.item, i.token IN (SELECT id FROM live), i.item IN (SELECT item FROM committed) FROM input i`),
 
 		// The fast path, in one statement: consume the token; commit the
 		// entity only if the token was consumed; create the children only

@@ -60,7 +60,9 @@ type Config struct {
 	// for them. Default 1: a subscriber holds no message that ages against
 	// AckWait while another subscriber waits. An engine that takes
 	// deliveries in batches (engine.Config.Batch) wants about Batch here,
-	// so that a batch's deliveries are already in the process.
+	// so that a batch's deliveries are already in the process. Messages
+	// pulled but not yet handed out when a subscription closes (or a
+	// process dies) come back only after AckWait.
 	Prefetch int
 	// DuplicateWindow is how long JetStream remembers published token ids
 	// to drop quick republishes (Nats-Msg-Id). Default 2m. It only saves

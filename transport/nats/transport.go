@@ -60,7 +60,10 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		}
 		t.nc, t.ownsConn = nc, true
 	}
-	js, err := jetstream.New(t.nc)
+	// An asynchronous publish (PublishBatch) whose ack never comes is
+	// given up after publishAckTimeout, so it leaves the client's pending
+	// list instead of counting against its limit for ever.
+	js, err := jetstream.New(t.nc, jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		t.closeConn()
 		return nil, fmt.Errorf("nats transport: jetstream: %w", err)
@@ -194,6 +197,10 @@ func (t *Transport) message(sig baton.Signal) (*nats.Msg, error) {
 	return &nats.Msg{Subject: t.signalSubject(sig.Destination), Header: h, Data: sig.Payload}, nil
 }
 
+// publishAckTimeout bounds the wait for JetStream's ack of an
+// asynchronous publish.
+const publishAckTimeout = 10 * time.Second
+
 // PublishBatch implements transport.BatchPublisher: every signal is sent
 // before the first acknowledgement is awaited, so JetStream stores them
 // together (one fsync for many with sync always), and each error is what
@@ -204,6 +211,10 @@ func (t *Transport) PublishBatch(ctx context.Context, sigs []baton.Signal) []err
 	for i, sig := range sigs {
 		if t.isClosed() {
 			errs[i] = transport.ErrClosed
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			errs[i] = fmt.Errorf("nats transport: publish %s to %q: %w", sig.ID, sig.Destination, err)
 			continue
 		}
 		msg, err := t.message(sig)
