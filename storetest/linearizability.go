@@ -682,6 +682,24 @@ func visualize(h linHistory, info porcupine.LinearizationInfo) string {
 // ErrInjected marks the failures that Faulty injects.
 var ErrInjected = errors.New("storetest: injected fault")
 
+// RunLinearizabilityWithFaults runs RunLinearizability twice, as parallel
+// subtests: "Plain" on the stores h opens, and "Faulty" with Faulty
+// failing a tenth of the calls, so that the checker also meets operations
+// whose outcome is unknown.
+func RunLinearizabilityWithFaults(t *testing.T, h TokenHarness) {
+	t.Helper()
+	t.Run("Plain", func(t *testing.T) {
+		t.Parallel()
+		RunLinearizability(t, h, LinearizabilityOptions{})
+	})
+	t.Run("Faulty", func(t *testing.T) {
+		t.Parallel()
+		RunLinearizability(t, h, LinearizabilityOptions{
+			Wrap: func(s store.TokenStore) store.TokenStore { return Faulty(s, 1, 0.1) },
+		})
+	})
+}
+
 // Faulty returns a store that passes every call to inner but fails about a
 // fraction rate of them: half before calling inner, with an error that
 // matches store.ErrNotApplied (nothing happened), and half after inner

@@ -15,14 +15,5 @@ func TestLinearizability(t *testing.T) {
 	harness := storetest.TokenHarness{
 		New: func(t *testing.T) store.TokenStore { return newStore(t) },
 	}
-	t.Run("Plain", func(t *testing.T) {
-		t.Parallel()
-		storetest.RunLinearizability(t, harness, storetest.LinearizabilityOptions{})
-	})
-	t.Run("Faulty", func(t *testing.T) {
-		t.Parallel()
-		storetest.RunLinearizability(t, harness, storetest.LinearizabilityOptions{
-			Wrap: func(s store.TokenStore) store.TokenStore { return storetest.Faulty(s, 1, 0.1) },
-		})
-	})
+	storetest.RunLinearizabilityWithFaults(t, harness)
 }

@@ -56,15 +56,10 @@ func TestCluster(t *testing.T) {
 		t.Parallel()
 		storetest.RunTokenStore(t, harness)
 	})
-	lin := storetest.TokenHarness{New: func(t *testing.T) store.TokenStore { return openCluster(t, shared) }}
 	t.Run("Linearizability", func(t *testing.T) {
 		t.Parallel()
-		storetest.RunLinearizability(t, lin, storetest.LinearizabilityOptions{})
-	})
-	t.Run("LinearizabilityFaulty", func(t *testing.T) {
-		t.Parallel()
-		storetest.RunLinearizability(t, lin, storetest.LinearizabilityOptions{
-			Wrap: func(s store.TokenStore) store.TokenStore { return storetest.Faulty(s, 1, 0.1) },
+		storetest.RunLinearizabilityWithFaults(t, storetest.TokenHarness{
+			New: func(t *testing.T) store.TokenStore { return openCluster(t, shared) },
 		})
 	})
 	for _, c := range []struct {
