@@ -87,7 +87,7 @@ func TestCluster(t *testing.T) {
 // Once every token is consumed or expired, no key is left on any master.
 func testClusterNoKeysLeft(t *testing.T, c *redisCluster) {
 	ctx, s := t.Context(), openCluster(t, c)
-	root := issueRootAndExpired(ctx, t, s)
+	root, _ := issueRootAndExpired(ctx, t, s)
 	children := []baton.Token{testChild(root, "billing"), testChild(root, "shipping")}
 	if _, err := s.Transition(ctx, root.ID, children); err != nil {
 		t.Fatal(err)
@@ -140,13 +140,8 @@ func testClusterRepeatedTransition(t *testing.T, c *redisCluster) {
 // once the root is consumed, or once it expires.
 func testClusterRepeatedIssue(t *testing.T, c *redisCluster) {
 	ctx, s := t.Context(), openCluster(t, c)
-	root := testRoot("orders")
-	expiring := testRoot("orders")
-	expiring.ExpiresAt = time.Now().Add(-time.Minute)
-	for _, r := range []baton.Token{root, expiring} {
-		if err := s.Issue(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+	root, expired := issueRootAndExpired(ctx, t, s)
+	for _, r := range []baton.Token{root, expired} {
 		for range 2 {
 			if err := s.Issue(ctx, r); !errors.Is(err, store.ErrExists) {
 				t.Fatalf("Issue(%s) again = %v, want store.ErrExists", r.ID, err)

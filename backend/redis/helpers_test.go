@@ -230,17 +230,17 @@ func mustConsume(ctx context.Context, t *testing.T, s *TokenStore, id baton.Toke
 
 // issueRootAndExpired issues a root, and a second one whose expiry has
 // passed (for ExpireRoots to delete), for the "no keys left" checks.
-func issueRootAndExpired(ctx context.Context, t *testing.T, s *TokenStore) baton.Token {
+func issueRootAndExpired(ctx context.Context, t *testing.T, s *TokenStore) (root, expired baton.Token) {
 	t.Helper()
-	root := testRoot("orders")
-	expiring := testRoot("orders")
-	expiring.ExpiresAt = time.Now().Add(-time.Minute)
-	for _, r := range []baton.Token{root, expiring} {
+	root = testRoot("orders")
+	expired = testRoot("orders")
+	expired.ExpiresAt = time.Now().Add(-time.Minute)
+	for _, r := range []baton.Token{root, expired} {
 		if err := s.Issue(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return root
+	return root, expired
 }
 
 // requireNoKeys fails t if the listed keys are not empty.

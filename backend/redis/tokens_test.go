@@ -161,7 +161,7 @@ func TestKeyLayout(t *testing.T) {
 func TestNoKeysLeftWhenQuiet(t *testing.T) {
 	t.Parallel()
 	ctx, s := t.Context(), sharedStore(t)
-	root := issueRootAndExpired(ctx, t, s)
+	root, _ := issueRootAndExpired(ctx, t, s)
 	children := []baton.Token{testChild(root, "billing"), testChild(root, "shipping")}
 	if _, err := s.Transition(ctx, root.ID, children); err != nil {
 		t.Fatal(err)
