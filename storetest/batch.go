@@ -200,9 +200,10 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 				}
 				seen := make(map[string]bool)
 				var batch []store.Transition
+				var skipped []baton.TokenID // a key taken: not in this batch, so still live
 				for i, l := range loaded {
 					if seen[l.Entity.Key] {
-						appendLocked(&mu, &liveTokens, roots[i].ID)
+						skipped = append(skipped, roots[i].ID)
 						continue
 					}
 					seen[l.Entity.Key] = true
@@ -216,6 +217,7 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 					return
 				}
 				mu.Lock()
+				liveTokens = append(liveTokens, skipped...)
 				for i, tr := range batch {
 					if results[i] == nil {
 						applied[tr.Entity.Key]++
@@ -258,10 +260,4 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 		}
 	}
 	t.Logf("%d of %d transitions applied", total, total+len(liveTokens))
-}
-
-func appendLocked(mu *sync.Mutex, ids *[]baton.TokenID, id baton.TokenID) {
-	mu.Lock()
-	defer mu.Unlock()
-	*ids = append(*ids, id)
 }

@@ -365,7 +365,7 @@ func runRow(t *testing.T, r row, p plan) Report {
 		sum.restarts += c.restarts
 		sum.crashes += c.crashes
 		sum.failedStarts += c.failedStarts
-		addStats(&sum.stats, c.stats)
+		sum.stats = sum.stats.Plus(c.stats)
 	}
 	stats := sum.stats
 	faultCount, faultKinds := f.summary()

@@ -129,7 +129,7 @@ func (s *workerSlot) runOnce() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cmd = nil
-	addStats(&s.stats, life)
+	s.stats = s.stats.Plus(life)
 	switch {
 	case s.killed || s.stopping:
 	case !isClosed(ready):
@@ -235,8 +235,6 @@ func isClosed(ch chan struct{}) bool {
 		return false
 	}
 }
-
-func addStats(total *engine.Stats, s engine.Stats) { *total = total.Plus(s) }
 
 // tail returns the last n lines of a file.
 func tail(path string, n int) string {
