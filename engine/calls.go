@@ -59,10 +59,16 @@ func (e *Engine) getToken(ctx context.Context, id baton.TokenID) (baton.Token, e
 	return e.cfg.Tokens.Get(ctx, id)
 }
 
-func (e *Engine) issue(ctx context.Context, tok baton.Token) error {
+func (e *Engine) issue(ctx context.Context, root baton.Token) (baton.Token, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return e.cfg.Tokens.Issue(ctx, tok)
+	return e.cfg.Tokens.Issue(ctx, root)
+}
+
+func (e *Engine) claimRoot(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.cfg.Tokens.ClaimRoot(ctx, id, e.cfg.Now())
 }
 
 func (e *Engine) transitionTokens(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {

@@ -165,7 +165,13 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 			return Result{}, fmt.Errorf("engine: load %q: %w", key, err)
 		}
 		// Step 2: the activity already happened; finish its pending steps.
+		// Only the very signal that the entry records may drive it and get
+		// its reply: a copy altered in anything is refused, and the entry
+		// stays as it was.
 		if entry, ok := ent.Entry(sig.ID); ok {
+			if err := e.sameSignal(entryToken(entry, e.cfg.Destination), sig); err != nil {
+				return Result{}, err
+			}
 			e.stats.add(ctx, statCompleted, 1)
 			res, err := e.finish(ctx, ent, entry, false, e.cfg.DeferRemovals)
 			res.Outcome = Completed
@@ -183,6 +189,14 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		if err := e.admit(tok, sig); err != nil {
 			return Result{}, err
+		}
+		// On the plain path the commit and the transition are two
+		// operations: an expiring root is claimed first, so that expiry
+		// cannot delete it between them, however long that takes.
+		if e.fast == nil && !tok.ExpiresAt.IsZero() {
+			if dup, err := e.claim(ctx, sig); dup || err != nil {
+				return e.duplicateOr(ctx, sig, dup, err)
+			}
 		}
 		// Step 4: run the activity and commit its state with the outbox
 		// entry, conditional on the version loaded in step 1.
@@ -232,7 +246,7 @@ func (e *Engine) runActivity(ctx context.Context, h handler, sig baton.Signal, e
 	if err != nil {
 		return store.Entity{}, store.OutboxEntry{}, err
 	}
-	entry := store.OutboxEntry{Token: sig.ID, Signals: children, Reply: effects.Reply, CreatedAt: e.cfg.Now()}
+	entry := store.EntryFor(sig, children, effects.Reply, e.cfg.Now())
 	next := ent
 	next.State = state
 	next.Outbox = append(slices.Clone(ent.Outbox), entry)
@@ -258,6 +272,19 @@ func (e *Engine) applied(ctx context.Context, sig baton.Signal, next store.Entit
 // admit refuses a live token that does not authorise this signal. Refused
 // tokens are never consumed: they stay live and visible.
 func (e *Engine) admit(tok baton.Token, sig baton.Signal) error {
+	if err := e.sameSignal(tok, sig); err != nil {
+		return err
+	}
+	if tok.Expired(e.cfg.Now()) {
+		return permanentf(ErrExpired, "token %s expired at %s", tok.ID, tok.ExpiresAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// sameSignal refuses sig unless it is the signal that tok authorises (or
+// that an outbox entry recorded): same destination, type, conversation,
+// causation and payload digest, checked in this order.
+func (e *Engine) sameSignal(tok baton.Token, sig baton.Signal) error {
 	switch {
 	case tok.Destination != e.cfg.Destination:
 		return permanentf(ErrMisaddressed, "token %s is for %q, not %q", tok.ID, tok.Destination, e.cfg.Destination)
@@ -267,10 +294,44 @@ func (e *Engine) admit(tok baton.Token, sig baton.Signal) error {
 		return permanentf(ErrTokenMismatch, "token %s was issued for %q in conversation %s", tok.ID, tok.Type, tok.Conversation)
 	case tok.Digest != sig.Digest():
 		return permanentf(ErrDigestMismatch, "token %s", tok.ID)
-	case tok.Expired(e.cfg.Now()):
-		return permanentf(ErrExpired, "token %s expired at %s", tok.ID, tok.ExpiresAt.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// entryToken is the token that the signal of entry was admitted with, as
+// far as the entry records it; an entry that records nothing of it (written
+// before baton did) stands for any signal with its token id.
+func entryToken(entry store.OutboxEntry, destination string) baton.Token {
+	if !entry.Recorded() {
+		return baton.Token{}
+	}
+	return baton.Token{ID: entry.Token, Conversation: entry.Conversation, Causation: entry.Causation,
+		Destination: destination, Type: entry.Type, Digest: entry.Digest}
+}
+
+// claim claims sig's expiring root token before its activity is
+// committed on the plain path (store.TokenStore.ClaimRoot). dup reports a
+// root that is no longer live: consumed by another copy, or expired and
+// deleted; either way this copy is dropped.
+func (e *Engine) claim(ctx context.Context, sig baton.Signal) (dup bool, err error) {
+	_, err = e.claimRoot(ctx, sig.ID)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, store.ErrNotFound):
+		return true, nil
+	case errors.Is(err, store.ErrExpired):
+		return false, permanentf(ErrExpired, "root token %s expired before it was claimed", sig.ID)
+	}
+	return false, fmt.Errorf("engine: claim root token: %w", err)
+}
+
+// duplicateOr reports sig as a duplicate when dup, and err otherwise.
+func (e *Engine) duplicateOr(ctx context.Context, sig baton.Signal, dup bool, err error) (Result, error) {
+	if dup {
+		return e.duplicate(ctx, sig), nil
+	}
+	return Result{}, err
 }
 
 // children turns an activity's emits into signals with fresh token ids,
@@ -386,7 +447,7 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 	tokens := childTokens(entry)
 	if e.ordering == orderingSplitTransition {
 		for _, tok := range tokens {
-			if err := e.issue(ctx, tok); err != nil && !errors.Is(err, store.ErrExists) {
+			if err := e.createApart(ctx, tok); err != nil {
 				return fmt.Errorf("engine: transition: %w", err)
 			}
 		}
@@ -402,6 +463,21 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 		e.stats.add(ctx, statTransitionsDone, 1)
 	}
 	return nil
+}
+
+// createApart creates tok in an operation of its own, apart from the
+// consumption of its parent: the broken ordering of the tests. A token
+// store creates tokens only in transitions, so it consumes a scratch root.
+func (e *Engine) createApart(ctx context.Context, tok baton.Token) error {
+	scratch, err := e.issue(ctx, baton.Token{Conversation: tok.Conversation, Destination: tok.Destination, Type: "scratch", Digest: baton.DigestOf(nil)})
+	if err != nil {
+		return err
+	}
+	_, err = e.transitionTokens(ctx, scratch.ID, []baton.Token{tok})
+	if errors.Is(err, store.ErrExists) {
+		_, err = e.transitionTokens(ctx, scratch.ID, nil)
+	}
+	return err
 }
 
 func (e *Engine) dispatch(ctx context.Context, sig baton.Signal) error {

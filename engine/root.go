@@ -10,8 +10,9 @@ import (
 
 // IssueRoot starts a conversation at the edge: it creates a root token for a
 // signal to one destination and returns the signal, which the caller sends
-// (or embeds in a form) only after IssueRoot returned. A ttl above zero lets
-// the token expire unused; expiry only ever rejects the signal.
+// (or embeds in a form) only after IssueRoot returned. The token store
+// chooses the token id. A ttl above zero lets the token expire unused;
+// expiry only ever rejects the signal.
 func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Duration) (baton.Signal, error) {
 	if emit.Topic != "" {
 		return baton.Signal{}, fmt.Errorf("%w: a root signal goes to one destination, not a topic", baton.ErrInvalidSignal)
@@ -19,20 +20,16 @@ func (e *Engine) IssueRoot(ctx context.Context, emit baton.Emit, ttl time.Durati
 	if err := emit.Validate(); err != nil {
 		return baton.Signal{}, err
 	}
-	id, err := e.newTokenID()
-	if err != nil {
-		return baton.Signal{}, err
-	}
-	sig := baton.Signal{ID: id, Conversation: id, Destination: emit.Destination, Type: emit.Type, Payload: emit.Payload,
-		Trace: e.traceContext(ctx)}
-	tok := sig.Token()
-	tok.CreatedAt = e.cfg.Now()
+	root := baton.Token{Destination: emit.Destination, Type: emit.Type, Digest: baton.DigestOf(emit.Payload), CreatedAt: e.cfg.Now()}
 	if ttl > 0 {
-		tok.ExpiresAt = tok.CreatedAt.Add(ttl)
+		root.ExpiresAt = root.CreatedAt.Add(ttl)
 	}
-	if err := e.issue(ctx, tok); err != nil {
+	tok, err := e.issue(ctx, root)
+	if err != nil {
 		return baton.Signal{}, fmt.Errorf("engine: issue root token: %w", err)
 	}
+	sig := baton.Signal{ID: tok.ID, Conversation: tok.Conversation, Destination: emit.Destination, Type: emit.Type, Payload: emit.Payload,
+		Trace: e.traceContext(ctx)}
 	e.stats.add(ctx, statRootsIssued, 1)
 	e.emitEvent(Event{Kind: EventRootIssued, Signal: sig})
 	return sig, nil

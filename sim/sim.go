@@ -180,7 +180,7 @@ func (r randomReader) Read(p []byte) (int, error) {
 }
 
 func (s *Sim) setUp() error {
-	s.tokens = &tokenStore{sim: s, inner: memory.NewTokenStore()}
+	s.tokens = &tokenStore{sim: s, inner: memory.NewTokenStoreFrom(randomReader{s})}
 	for _, d := range destinations {
 		s.entities[d] = &entityStore{sim: s, destination: d, inner: memory.NewEntityStore()}
 		var tokens store.TokenStore = s.tokens

@@ -40,18 +40,33 @@ func (t *tokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 	return consumed, t.sim.failAfter(ctx, "transition")
 }
 
-func (t *tokenStore) Issue(ctx context.Context, root baton.Token) error {
-	if err := t.sim.yield(ctx, "tokens.Issue("+short(root.ID)+")"); err != nil {
-		return err
+func (t *tokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if err := t.sim.yield(ctx, "tokens.Issue("+root.Destination+")"); err != nil {
+		return baton.Token{}, err
 	}
 	if err := t.sim.failBefore(ctx, "issue"); err != nil {
-		return err
+		return baton.Token{}, err
 	}
-	if err := t.inner.Issue(ctx, root); err != nil {
-		return err
+	tok, err := t.inner.Issue(ctx, root)
+	if err != nil {
+		return baton.Token{}, err
 	}
-	t.sim.tokenCreated(root)
-	return t.sim.failAfter(ctx, "issue")
+	t.sim.tokenCreated(tok)
+	return tok, t.sim.failAfter(ctx, "issue")
+}
+
+func (t *tokenStore) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	if err := t.sim.yield(ctx, "tokens.ClaimRoot("+short(id)+")"); err != nil {
+		return baton.Token{}, err
+	}
+	if err := t.sim.failBefore(ctx, "claim"); err != nil {
+		return baton.Token{}, err
+	}
+	tok, err := t.inner.ClaimRoot(ctx, id, now)
+	if err != nil {
+		return baton.Token{}, err
+	}
+	return tok, t.sim.failAfter(ctx, "claim")
 }
 
 func (t *tokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {

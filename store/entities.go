@@ -44,11 +44,55 @@ func (e Entity) WithoutEntry(token baton.TokenID) Entity {
 // OutboxEntry records that the activity for one incoming signal happened:
 // the signals it emits and its reply. It lives until those signals' tokens
 // exist and the signals were dispatched.
+//
+// It also records which signal it is for, beyond the token id: a copy of
+// that signal finds the entry (step 2 of the protocol) only if its
+// conversation, causation, type and payload digest are those recorded
+// (Matches), so a copy altered in any of them never gets the reply and
+// never drives the entry. Entries written before baton recorded this have
+// a zero Digest and match by token id alone.
 type OutboxEntry struct {
-	Token     baton.TokenID  `json:"token"`
-	Signals   []baton.Signal `json:"signals,omitempty"`
-	Reply     []byte         `json:"reply,omitempty"`
-	CreatedAt time.Time      `json:"created_at"`
+	Token        baton.TokenID  `json:"token"`
+	Conversation baton.TokenID  `json:"conversation,omitzero"`
+	Causation    baton.TokenID  `json:"causation,omitzero"`
+	Type         string         `json:"type,omitempty"`
+	Digest       baton.Digest   `json:"digest,omitzero"`
+	Signals      []baton.Signal `json:"signals,omitempty"`
+	Reply        []byte         `json:"reply,omitempty"`
+	CreatedAt    time.Time      `json:"created_at"`
+}
+
+// EntryFor returns an outbox entry for the incoming signal sig that records
+// sig's identity, the emitted signals and the reply.
+func EntryFor(sig baton.Signal, emitted []baton.Signal, reply []byte, created time.Time) OutboxEntry {
+	return OutboxEntry{
+		Token:        sig.ID,
+		Conversation: sig.Conversation,
+		Causation:    sig.Causation,
+		Type:         sig.Type,
+		Digest:       sig.Digest(),
+		Signals:      emitted,
+		Reply:        reply,
+		CreatedAt:    created,
+	}
+}
+
+// Recorded reports whether o records the identity of its signal (see
+// OutboxEntry); entries written before baton did match by token alone.
+func (o OutboxEntry) Recorded() bool { return o.Digest != baton.Digest{} }
+
+// Matches reports whether sig is the signal whose activity o records: the
+// same token id and, where o records them, the same conversation,
+// causation, type and payload digest.
+func (o OutboxEntry) Matches(sig baton.Signal) bool {
+	if sig.ID != o.Token {
+		return false
+	}
+	if !o.Recorded() {
+		return true
+	}
+	return sig.Conversation == o.Conversation && sig.Causation == o.Causation &&
+		sig.Type == o.Type && sig.Digest() == o.Digest
 }
 
 // EntityStore keeps entities with optimistic concurrency, linearizable per

@@ -13,14 +13,16 @@ var (
 	ErrConflict = errors.New("store: version conflict")
 	// ErrNotApplied marks any other failure that a backend knows happened
 	// before the write could take effect (for example, the connection was
-	// refused). Every error that does not match ErrNotApplied, ErrNotFound,
-	// ErrExists or ErrConflict means the outcome is unknown.
+	// refused). Every error that NotApplied does not recognise means the
+	// outcome is unknown.
 	ErrNotApplied = errors.New("store: not applied")
 	// ErrInvalid: the request is malformed (bad key, too many tokens, a
 	// token without an id). Not applied.
 	ErrInvalid = errors.New("store: invalid request")
 	// ErrClosed: the store was closed. Not applied.
 	ErrClosed = errors.New("store: closed")
+	// ErrExpired: ClaimRoot found the root token expired. Not applied.
+	ErrExpired = errors.New("store: root token expired")
 )
 
 // NotApplied reports whether err proves that a write did not take effect.
@@ -28,5 +30,5 @@ var (
 func NotApplied(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
 		errors.Is(err, ErrConflict) || errors.Is(err, ErrNotApplied) ||
-		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed)
+		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed) || errors.Is(err, ErrExpired)
 }

@@ -21,17 +21,42 @@ type TokenStore interface {
 	// is live, delete it and create every token of create, and report true;
 	// if it is absent, create nothing and report false with a nil error.
 	// An expired root token is still live for Transition: expiry is
-	// enforced when a signal is admitted, not after its activity committed.
+	// enforced when a signal is admitted, not after its activity committed
+	// (see ClaimRoot).
 	//
 	// Not applied: ErrExists (a token of create already exists), ErrInvalid,
 	// ErrNotApplied, ErrClosed. Any other error: outcome unknown.
 	Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (consumed bool, err error)
 
-	// Issue creates a root token, one that no transition creates.
+	// Issue creates a root token, one that no transition creates, under a
+	// fresh id that the store draws from a cryptographic source, and
+	// returns the token as stored. root.ID must be zero: no caller chooses
+	// a root's id, so no caller, however careless, can issue the id of a
+	// consumed token again and bring it back (a redelivered copy of its
+	// signal would then be applied a second time). A zero
+	// root.Conversation becomes the new id, so the root starts its own
+	// conversation; root.Causation must be zero.
 	//
-	// Not applied: ErrExists, ErrInvalid, ErrNotApplied, ErrClosed. Any
-	// other error: outcome unknown.
-	Issue(ctx context.Context, root baton.Token) error
+	// Not applied: ErrInvalid, ErrNotApplied, ErrClosed. Any other error:
+	// outcome unknown; issuing again is safe, and a root that the lost
+	// answer created stays unused (it expires if it has an expiry).
+	Issue(ctx context.Context, root baton.Token) (baton.Token, error)
+
+	// ClaimRoot makes a live root token that may expire stop expiring,
+	// and returns the token as stored after the claim (ExpiresAt zero).
+	// A destination whose activity commit and transition are separate
+	// operations claims an expiring root after admitting its signal and
+	// before committing the activity: from then on the transition finds
+	// the root however long it takes (a destination may be down for
+	// hours), so expiry only ever rejects a signal and never loses the
+	// children of one whose activity committed. A live token without an
+	// expiry is returned unchanged, so claiming twice is harmless.
+	//
+	// Not applied: ErrNotFound (not live), ErrExpired (its ExpiresAt is
+	// at or before now: the signal is refused, the token stays as it
+	// was), ErrInvalid, ErrNotApplied, ErrClosed. Any other error: outcome
+	// unknown.
+	ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error)
 
 	// Get returns a live token. It returns ErrNotFound if the token is not
 	// live (never created, consumed, or expired and removed).
@@ -47,9 +72,10 @@ type TokenStore interface {
 
 	// ExpireRoots deletes up to limit root tokens whose ExpiresAt is before
 	// the given time and reports how many it deleted. Tokens without an
-	// expiry are never deleted. Callers pass a time well in the past (a
-	// grace period) so that a root admitted just before its expiry can
-	// still be consumed by its transition.
+	// expiry, claimed roots included, are never deleted. Callers pass a
+	// time somewhat in the past (a grace period), so that a signal on the
+	// fast path admitted just before its root's expiry is still consumed
+	// by its commit rather than refused as a duplicate.
 	//
 	// Outcome unknown on any error, as for Transition.
 	ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error)

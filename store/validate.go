@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/batonhq/baton"
 )
@@ -20,6 +21,32 @@ func ValidateToken(t baton.Token) error {
 		return fmt.Errorf("%w: token %s: %w", ErrInvalid, t.ID, err)
 	}
 	return nil
+}
+
+// NewRoot checks a root token for TokenStore.Issue and returns it as the
+// store keeps it: under a fresh id read from random (crypto/rand outside
+// simulations), in a conversation of its own unless root names one.
+// Backends call it first, so that all refuse the same input with
+// ErrInvalid.
+func NewRoot(root baton.Token, random io.Reader) (baton.Token, error) {
+	switch {
+	case !root.ID.IsZero():
+		return baton.Token{}, fmt.Errorf("%w: a root token's id is chosen by the store, not the caller (got %s)", ErrInvalid, root.ID)
+	case !root.Causation.IsZero():
+		return baton.Token{}, fmt.Errorf("%w: a root token has no causation; a transition creates children", ErrInvalid)
+	}
+	id, err := baton.ReadTokenID(random)
+	if err != nil {
+		return baton.Token{}, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	root.ID = id
+	if root.Conversation.IsZero() {
+		root.Conversation = id
+	}
+	if err := ValidateToken(root); err != nil {
+		return baton.Token{}, err
+	}
+	return root, nil
 }
 
 // ValidateTransition checks a transition's arguments: a parent id, valid

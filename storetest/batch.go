@@ -41,9 +41,9 @@ func testCommitTransitions(t *testing.T, h EntityHarness) {
 	b = commit(ctx, t, s, store.Entity{Key: b.Key, Version: b.Version, State: []byte("b2")})
 	stale := commit(ctx, t, s, store.Entity{Key: uniqueName("stale"), State: []byte("s1")})
 	stale = commit(ctx, t, s, store.Entity{Key: stale.Key, Version: stale.Version, State: []byte("s2")})
-	ta, tb, tn, tStale := newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest)
-	dead := newRoot(baton.TokenID{}, dest) // never issued
-	issue(ctx, t, s, ta, tb, tn, tStale)
+	roots := issueAll(ctx, t, s, newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest))
+	ta, tb, tn, tStale := roots[0], roots[1], roots[2], roots[3]
+	dead := unissued(baton.TokenID{}, dest)
 
 	aKids, nKids, staleKids, deadKids := newChildren(ta, "billing", 1), newChildren(tn, "billing", 2), newChildren(tStale, "billing", 1), newChildren(dead, "billing", 1)
 	nextA := store.Entity{Key: a.Key, Version: a.Version, State: []byte("a2"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Second), 1)}}
@@ -76,8 +76,7 @@ func testCommitTransitions(t *testing.T, h EntityHarness) {
 	requireAbsent(ctx, t, s, append(idsOf(staleKids), idsOf(deadKids)...)...)
 
 	// A child that exists refuses the whole batch.
-	tx, ty := newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest)
-	issue(ctx, t, s, tx, ty)
+	tx, ty := issue(ctx, t, s, newRoot(baton.TokenID{}, dest)), issue(ctx, t, s, newRoot(baton.TokenID{}, dest))
 	_, err = s.CommitTransitions(ctx, []store.Transition{
 		{Entity: store.Entity{Key: nextB.Key, Version: nextB.Version, State: []byte("b4")}, Token: tx.ID},
 		{Entity: store.Entity{Key: nextA.Key, Version: nextA.Version, State: []byte("a3")}, Token: ty.ID, Create: aKids[:1]},
@@ -115,8 +114,7 @@ func testLoadWithTokens(t *testing.T, h EntityHarness) {
 	s := newBatchStore(t, h)
 	dest := uniqueName("orders")
 	a := commit(ctx, t, s, store.Entity{Key: uniqueName("a"), State: []byte("a1"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Minute), 1)}})
-	live, consumed := newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest)
-	issue(ctx, t, s, live, consumed)
+	live, consumed := issue(ctx, t, s, newRoot(baton.TokenID{}, dest)), issue(ctx, t, s, newRoot(baton.TokenID{}, dest))
 	transition(ctx, t, s, consumed.ID, nil)
 	missing := uniqueName("missing")
 	got, err := s.LoadWithTokens(ctx, []store.TokenRead{
@@ -185,8 +183,8 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 				reads := make([]store.TokenRead, keys)
 				roots := make([]baton.Token, keys)
 				for i := range reads {
-					roots[i] = newRoot(baton.TokenID{}, dest)
-					if err := s.Issue(ctx, roots[i]); err != nil {
+					var err error
+					if roots[i], err = s.Issue(ctx, newRoot(baton.TokenID{}, dest)); err != nil {
 						t.Errorf("Issue = %v", err)
 						return
 					}

@@ -49,14 +49,11 @@ func uniqueName(prefix string) string {
 	return fmt.Sprintf("%s-%x", prefix, randomBytes(6))
 }
 
-// newRoot returns a root token of conversation (which may be zero for a
-// fresh one) addressed to destination.
+// newRoot returns a root token to issue, addressed to destination, in
+// conversation (zero: a conversation of its own). Its id is zero: the
+// store chooses it.
 func newRoot(conversation baton.TokenID, destination string) baton.Token {
-	if conversation.IsZero() {
-		conversation = baton.NewTokenID()
-	}
 	return baton.Token{
-		ID:           baton.NewTokenID(),
 		Conversation: conversation,
 		Destination:  destination,
 		Type:         uniqueName("type"),
@@ -65,9 +62,21 @@ func newRoot(conversation baton.TokenID, destination string) baton.Token {
 	}
 }
 
+// unissued returns a root token with an id that no store holds: the token
+// of a signal that was never issued, or was consumed long ago.
+func unissued(conversation baton.TokenID, destination string) baton.Token {
+	t := newRoot(conversation, destination)
+	t.ID = baton.NewTokenID()
+	if t.Conversation.IsZero() {
+		t.Conversation = t.ID
+	}
+	return t
+}
+
 // newChild returns a token that a transition consuming parent may create.
 func newChild(parent baton.Token, destination string) baton.Token {
 	child := newRoot(parent.Conversation, destination)
+	child.ID = baton.NewTokenID()
 	child.Causation = parent.ID
 	return child
 }
@@ -199,12 +208,43 @@ func requireConversation(ctx context.Context, t *testing.T, s store.TokenStore, 
 	requireTokens(t, "ListByConversation", got, sortTokens(want))
 }
 
-func issue(ctx context.Context, t *testing.T, s store.TokenStore, tokens ...baton.Token) {
+// issue issues root, which must succeed, and returns the token as the
+// store keeps it, after checking it is root under a fresh id.
+func issue(ctx context.Context, t *testing.T, s store.TokenStore, root baton.Token) baton.Token {
 	t.Helper()
-	for _, tok := range tokens {
-		if err := s.Issue(ctx, tok); err != nil {
-			t.Fatalf("Issue(%s) = %v", tok.ID, err)
-		}
+	got, err := s.Issue(ctx, root)
+	if err != nil {
+		t.Fatalf("Issue(%s root to %q) = %v", root.Type, root.Destination, err)
+	}
+	requireIssued(t, got, root)
+	return got
+}
+
+// issueAll issues every root and returns them as issued, in order.
+func issueAll(ctx context.Context, t *testing.T, s store.TokenStore, roots ...baton.Token) []baton.Token {
+	t.Helper()
+	out := make([]baton.Token, len(roots))
+	for i, root := range roots {
+		out[i] = issue(ctx, t, s, root)
+	}
+	return out
+}
+
+// requireIssued fails t unless got is what Issue must return for root: the
+// store's fresh id, the conversation root named (or the new id), and
+// every other field as given.
+func requireIssued(t *testing.T, got, root baton.Token) {
+	t.Helper()
+	if got.ID.IsZero() {
+		t.Fatalf("Issue returned a token without id: %+v", got)
+	}
+	want := root
+	want.ID = got.ID
+	if want.Conversation.IsZero() {
+		want.Conversation = got.ID
+	}
+	if d := tokenDiff(got, want); d != "" {
+		t.Fatalf("Issue returned another token than it was given: %s", d)
 	}
 }
 
@@ -229,11 +269,11 @@ func transitionRetrying(ctx context.Context, s store.TokenStore, consume baton.T
 	}
 }
 
-func issueRetrying(ctx context.Context, s store.TokenStore, root baton.Token) error {
+func issueRetrying(ctx context.Context, s store.TokenStore, root baton.Token) (baton.Token, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.Issue(ctx, root)
+		tok, err := s.Issue(ctx, root)
 		if err == nil || !errors.Is(err, store.ErrNotApplied) || attempt == retryLimit || ctx.Err() != nil {
-			return err
+			return tok, err
 		}
 		time.Sleep(time.Duration(mathrand.IntN(attempt)+1) * time.Millisecond)
 	}

@@ -23,7 +23,8 @@ import (
 )
 
 // LinearizabilityOptions configures RunLinearizability. The zero value runs
-// 16 histories of 8 clients doing 25 operations each over 8 token ids.
+// 16 histories of 8 clients doing 25 operations each over 8 token ids for
+// children and up to 8 roots.
 type LinearizabilityOptions struct {
 	// Histories is how many independent histories run at once over the
 	// store, each over token ids of its own. Zero means 16.
@@ -34,8 +35,10 @@ type LinearizabilityOptions struct {
 	// OpsPerClient is how many operations each client runs. Zero means 25.
 	// Histories stay short because checking is NP-hard in their length.
 	OpsPerClient int
-	// IDs is how many token ids one history uses, 3 to 16. Few ids make
-	// operations collide. Zero means 8.
+	// IDs is how many token ids the transitions of one history create
+	// children under, 3 to 16. Few ids make operations collide. Roots get
+	// ids of the store's choosing, as many as the rest of the model's 24
+	// slots hold. Zero means 8.
 	IDs int
 	// Seed seeds the choice of operations. Zero means a random seed, which
 	// is logged. With one client and a deterministic store a seed replays
@@ -68,19 +71,20 @@ func (o LinearizabilityOptions) withDefaults() (LinearizabilityOptions, error) {
 	switch {
 	case o.Histories < 0 || o.Clients < 0 || o.OpsPerClient < 0 || o.CheckTimeout < 0:
 		return o, fmt.Errorf("storetest: negative LinearizabilityOptions: %+v", o)
-	case o.IDs < 3 || o.IDs > maxLinIDs:
-		return o, fmt.Errorf("storetest: LinearizabilityOptions.IDs is %d, want 3 to %d", o.IDs, maxLinIDs)
+	case o.IDs < 3 || o.IDs > maxLinChildIDs:
+		return o, fmt.Errorf("storetest: LinearizabilityOptions.IDs is %d, want 3 to %d", o.IDs, maxLinChildIDs)
 	}
 	return o, nil
 }
 
 // RunLinearizability checks that a store from h.New is linearizable for
-// Issue, Transition and Get (DESIGN R2, section 8 layer 5).
+// Issue, Transition and Get (R2 of docs/protocol.md).
 //
 // Several independent histories run at once over one store. In each,
-// concurrent clients issue, consume and read a handful of token ids, so
-// that operations collide: a transition creates children drawn from the
-// same ids that later operations issue, consume and read. Every call's
+// concurrent clients issue roots and consume and read a handful of token
+// ids, so that operations collide: a transition creates children drawn
+// from the same ids that later operations consume and read again, and
+// consumes roots that Issue returned. Every call's
 // invocation and response times are recorded on the monotonic clock, and
 // porcupine searches for an order of the operations, each taking effect at
 // one instant within its call, that the sequential specification of
@@ -89,10 +93,12 @@ func (o LinearizabilityOptions) withDefaults() (LinearizabilityOptions, error) {
 //
 // An operation that failed with an error proving nothing happened
 // (store.NotApplied) is left out of the history. Any other failure of
-// Issue or Transition leaves its outcome unknown: the operation stays in
-// the history with no response time (it may take effect at any instant
-// after its call, or never), as a crashed client's operation would. A
-// failed Get observed nothing and is left out.
+// Transition leaves its outcome unknown: the operation stays in the
+// history with no response time (it may take effect at any instant after
+// its call, or never), as a crashed client's operation would. An Issue
+// whose outcome is unknown is left out too: the root it may have created
+// has an id nobody learnt, so no other operation can observe it. A failed
+// Get observed nothing and is left out.
 //
 // On failure the test reports the operations of the history that has no
 // linearization and writes porcupine's visualization of it to an HTML file
@@ -138,16 +144,22 @@ func RunLinearizability(t *testing.T, h TokenHarness, opts LinearizabilityOption
 	}
 }
 
-// maxLinIDs and maxLinChildren bound a history's token ids and a
-// transition's children; the model's state is an array of maxLinIDs.
+// maxLinIDs bounds a history's token ids (children's and roots'),
+// maxLinChildIDs those that children are created under, and
+// maxLinChildren a transition's children; the model's state is an array
+// of maxLinIDs.
 const (
-	maxLinIDs      = 16
+	maxLinIDs      = 24
+	maxLinChildIDs = 16
 	maxLinChildren = 2
 )
 
-// linState is the model's state: for each token id of a history, 0 if it
-// was never created, linGone once it was consumed, or the tag (> 0) of the
-// live token. Tags tell apart the tokens that one id may name over time.
+// linState is the model's state: for each token id of a history (its
+// slot), 0 if it was never created, linGone once it was consumed, or the
+// tag (> 0) of the live token. Tags tell apart the tokens that one id may
+// name over time. The first slots hold the ids that children are created
+// under; the others are bound, in the order Issue returns them, to the
+// roots' ids.
 type linState [maxLinIDs]int32
 
 const linGone int32 = -1
@@ -160,8 +172,8 @@ const (
 	linGet
 )
 
-// linInput is one operation. id is the issued root, the consumed parent or
-// the read token; tag is the issued root's.
+// linInput is one operation. id is the consumed parent or the read token's
+// slot; tag is the issued root's.
 type linInput struct {
 	kind     linKind
 	id       int8
@@ -179,8 +191,8 @@ type linChild struct {
 type linOutcome uint8
 
 const (
-	linIssued      linOutcome = iota // Issue returned nil
-	linExists                        // Issue or Transition: store.ErrExists
+	linIssued      linOutcome = iota // Issue returned nil, the root's id bound to slot
+	linExists                        // Transition: store.ErrExists
 	linConsumed                      // Transition: true, nil
 	linNotConsumed                   // Transition: false, nil
 	linFound                         // Get: the token with tag
@@ -191,6 +203,7 @@ const (
 type linOutput struct {
 	outcome linOutcome
 	tag     int32 // of the token Get returned
+	slot    int8  // where Issue's id was bound
 }
 
 // linEffect is one response the specification allows, and the state after.
@@ -200,23 +213,21 @@ type linEffect struct {
 }
 
 // linEffects is the sequential specification of store.TokenStore for the
-// three operations, as backend/memory implements it. Whether an id may be
-// used again after its token was consumed the interface leaves open (the
-// protocol never does it; memory allows it, a store keeping tombstones
-// would refuse with ErrExists), so both answers are allowed there.
-func linEffects(s linState, in linInput) []linEffect {
+// three operations, as backend/memory implements it. Issue creates the
+// root under an id that no token ever had, which the history binds to the
+// slot out names. Whether a child's id may be used again after its token
+// was consumed the interface leaves open (the protocol never does it;
+// memory allows it, a store keeping tombstones would refuse with
+// ErrExists), so both answers are allowed there.
+func linEffects(s linState, in linInput, out linOutput) []linEffect {
 	switch in.kind {
 	case linIssue:
-		issued := s
-		issued[in.id] = in.tag
-		switch {
-		case s[in.id] > 0:
-			return []linEffect{{linOutput{outcome: linExists}, s}}
-		case s[in.id] == linGone:
-			return []linEffect{{linOutput{outcome: linIssued}, issued}, {linOutput{outcome: linExists}, s}}
-		default:
-			return []linEffect{{linOutput{outcome: linIssued}, issued}}
+		if out.outcome != linIssued || s[out.slot] != 0 {
+			return nil
 		}
+		issued := s
+		issued[out.slot] = in.tag
+		return []linEffect{{out, issued}}
 	case linTransition:
 		if s[in.id] <= 0 {
 			// An absent parent: nothing is created, whatever the children.
@@ -258,7 +269,7 @@ var tokenModel = (&porcupine.NondeterministicModel{
 	Step: func(state, input, output any) []any {
 		s, in, out := state.(linState), input.(linInput), output.(linOutput)
 		var next []any
-		for _, e := range linEffects(s, in) {
+		for _, e := range linEffects(s, in, out) {
 			if out.outcome == linUnknown || e.out == out {
 				next = append(next, e.next)
 			}
@@ -300,7 +311,7 @@ func describeOp(in linInput, out linOutput) string {
 	var call string
 	switch in.kind {
 	case linIssue:
-		call = fmt.Sprintf("Issue(t%d#%d)", in.id, in.tag)
+		call = fmt.Sprintf("Issue(#%d)", in.tag)
 	case linTransition:
 		children := make([]string, in.n)
 		for i, c := range in.children[:in.n] {
@@ -313,7 +324,7 @@ func describeOp(in linInput, out linOutput) string {
 	var result string
 	switch out.outcome {
 	case linIssued:
-		result = "ok"
+		result = fmt.Sprintf("t%d", out.slot)
 	case linExists:
 		result = "ErrExists"
 	case linConsumed:
@@ -342,7 +353,7 @@ type linStats struct {
 	overlapping                          int // ops concurrent with another of their history
 	issued, exists, consumed, notConsumd int
 	found, notFound, unknown             int
-	dropped                              int // not applied (left out)
+	dropped                              int // not applied, or an Issue of unknown outcome (left out)
 	failedReads                          int // Get errors (left out)
 }
 
@@ -380,7 +391,7 @@ func recordLinearizability(ctx context.Context, s store.TokenStore, opts Lineari
 			st := &run.stats
 			st.ops += len(r.ops)
 			st.overlapping += overlapping(r.ops)
-			st.dropped += r.dropped
+			st.dropped += r.dropped + r.unknownIssues
 			st.failedReads += r.failedReads
 			for _, op := range r.ops {
 				switch op.Output.(linOutput).outcome {
@@ -427,17 +438,19 @@ type linRecorder struct {
 	index        int
 	opts         LinearizabilityOptions
 	conversation baton.TokenID
-	ids          []baton.TokenID
 	destination  string
 
-	mu          sync.Mutex
-	tokens      map[int32]baton.Token // by tag: every token an operation asked to create
-	nextTag     int32
-	nextClient  int
-	ops         []porcupine.Operation
-	problems    []string
-	dropped     int
-	failedReads int
+	mu            sync.Mutex
+	ids           []baton.TokenID       // by slot: children's ids, then roots' as Issue returned them
+	issuing       int                   // Issue calls in flight, each holding a slot
+	tokens        map[int32]baton.Token // by tag: every token an operation asked to create
+	nextTag       int32
+	nextClient    int
+	ops           []porcupine.Operation
+	problems      []string
+	dropped       int
+	unknownIssues int
+	failedReads   int
 }
 
 func newLinRecorder(index int, opts LinearizabilityOptions) *linRecorder {
@@ -488,14 +501,13 @@ func (r *linRecorder) run(ctx context.Context, s store.TokenStore, clock func() 
 }
 
 // newToken records and returns the token with a fresh tag for id, a root
-// if parent is negative.
+// (whose id the store chooses) if parent is negative.
 func (r *linRecorder) newToken(id, parent int8) int32 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.nextTag++
 	tag := r.nextTag
 	t := baton.Token{
-		ID:           r.ids[id],
 		Conversation: r.conversation,
 		Destination:  r.destination,
 		Type:         "lin." + strconv.Itoa(int(tag)),
@@ -503,10 +515,61 @@ func (r *linRecorder) newToken(id, parent int8) int32 {
 		CreatedAt:    timestamp(0),
 	}
 	if parent >= 0 {
+		t.ID = r.ids[id]
 		t.Causation = r.ids[parent]
 	}
 	r.tokens[tag] = t
 	return tag
+}
+
+// bound returns the id of slot and how many slots are bound.
+func (r *linRecorder) bound(slot int8) (baton.TokenID, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if int(slot) >= len(r.ids) {
+		return baton.TokenID{}, len(r.ids)
+	}
+	return r.ids[slot], len(r.ids)
+}
+
+// reserveIssue reports whether a slot is free for one more Issue, and
+// holds it until releaseIssue.
+func (r *linRecorder) reserveIssue() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ids)+r.issuing >= maxLinIDs {
+		return false
+	}
+	r.issuing++
+	return true
+}
+
+// releaseIssue gives back a reserved slot, binding it to the issued root
+// if Issue returned one, and returns its index.
+func (r *linRecorder) releaseIssue(tag int32, issued baton.Token, ok bool) int8 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.issuing--
+	if !ok {
+		return -1
+	}
+	for slot, id := range r.ids {
+		if id == issued.ID {
+			r.problems = append(r.problems, fmt.Sprintf("history %d: Issue returned id %s, which slot t%d already has", r.index, issued.ID, slot))
+			return -1
+		}
+	}
+	r.ids = append(r.ids, issued.ID)
+	want := r.tokens[tag]
+	want.ID = issued.ID
+	if want.Conversation.IsZero() {
+		want.Conversation = issued.ID
+	}
+	if d := tokenDiff(issued, want); d != "" {
+		r.problems = append(r.problems, fmt.Sprintf("history %d: Issue returned another token than it was given: %s", r.index, d))
+	}
+	r.tokens[tag] = want
+	return int8(len(r.ids) - 1)
 }
 
 func (r *linRecorder) token(tag int32) (baton.Token, bool) {
@@ -522,19 +585,20 @@ func (r *linRecorder) problem(format string, args ...any) {
 	r.problems = append(r.problems, fmt.Sprintf("history %d: ", r.index)+fmt.Sprintf(format, args...))
 }
 
-// choose picks the next operation: 25% Issue, 45% Transition with 0 to 2
-// children (1 on average, so that the number of live tokens stays level),
-// 30% Get, all over the history's few ids.
+// choose picks the next operation: 25% Issue (while slots are free), 45%
+// Transition with 0 to 2 children (1 on average, so that the number of
+// live tokens stays level), 30% Get, all over the history's few ids.
 func (r *linRecorder) choose(rng *mathrand.Rand) linInput {
-	id := int8(rng.IntN(len(r.ids)))
+	_, bound := r.bound(0)
+	id := int8(rng.IntN(bound))
 	switch x := rng.IntN(20); {
-	case x < 5:
-		return linInput{kind: linIssue, id: id, tag: r.newToken(id, -1)}
+	case x < 5 && r.reserveIssue():
+		return linInput{kind: linIssue, tag: r.newToken(0, -1)}
 	case x < 14:
 		in := linInput{kind: linTransition, id: id}
 		want := [...]int8{0, 1, 1, 1, 2}[rng.IntN(5)]
 		for in.n < want {
-			child := int8(rng.IntN(len(r.ids)))
+			child := int8(rng.IntN(r.opts.IDs))
 			if child == id || slices.ContainsFunc(in.children[:in.n], func(c linChild) bool { return c.id == child }) {
 				continue
 			}
@@ -559,22 +623,38 @@ func (r *linRecorder) call(ctx context.Context, s store.TokenStore, in linInput,
 	switch in.kind {
 	case linIssue:
 		root, _ := r.token(in.tag)
-		err = s.Issue(ctx, root)
-		out.outcome = linIssued
+		var issued baton.Token
+		issued, err = s.Issue(ctx, root)
+		op.Return = clock()
+		out = linOutput{outcome: linIssued, slot: r.releaseIssue(in.tag, issued, err == nil)}
+		switch {
+		case err == nil && out.slot >= 0:
+			op.Output = out
+			return op, true
+		case err == nil:
+			return op, false // a problem, reported
+		case !store.NotApplied(err):
+			r.mu.Lock()
+			r.unknownIssues++
+			r.mu.Unlock()
+			return op, false
+		}
 	case linTransition:
 		create := make([]baton.Token, in.n)
 		for i, c := range in.children[:in.n] {
 			create[i], _ = r.token(c.tag)
 		}
+		parent, _ := r.bound(in.id)
 		var consumed bool
-		consumed, err = s.Transition(ctx, r.ids[in.id], create)
+		consumed, err = s.Transition(ctx, parent, create)
 		out.outcome = linNotConsumed
 		if consumed {
 			out.outcome = linConsumed
 		}
 	default:
 		var got baton.Token
-		got, err = s.Get(ctx, r.ids[in.id])
+		id, _ := r.bound(in.id)
+		got, err = s.Get(ctx, id)
 		op.Return = clock()
 		switch {
 		case err == nil:
@@ -623,7 +703,7 @@ func (r *linRecorder) checkToken(id int8, got baton.Token) int32 {
 		return 0
 	}
 	want, ok := r.token(int32(tag))
-	if !ok || want.ID != r.ids[id] {
+	if slotID, _ := r.bound(id); !ok || want.ID != slotID {
 		r.problem("Get(t%d) returned a token that no operation created for this id: %+v", id, got)
 		return 0
 	}
@@ -767,9 +847,12 @@ func (f *faultyStore) Transition(ctx context.Context, consume baton.TokenID, cre
 	return faulty(f, "Transition", func() (bool, error) { return f.inner.Transition(ctx, consume, create) })
 }
 
-func (f *faultyStore) Issue(ctx context.Context, root baton.Token) error {
-	_, err := faulty(f, "Issue", func() (struct{}, error) { return struct{}{}, f.inner.Issue(ctx, root) })
-	return err
+func (f *faultyStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	return faulty(f, "Issue", func() (baton.Token, error) { return f.inner.Issue(ctx, root) })
+}
+
+func (f *faultyStore) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	return faulty(f, "ClaimRoot", func() (baton.Token, error) { return f.inner.ClaimRoot(ctx, id, now) })
 }
 
 func (f *faultyStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -21,7 +22,8 @@ import (
 func TestLinearizabilityModel(t *testing.T) {
 	t.Parallel()
 	const open = math.MaxInt64 // no response: outcome unknown
-	issue := func(id int8, tag int32) linInput { return linInput{kind: linIssue, id: id, tag: tag} }
+	issue := func(tag int32) linInput { return linInput{kind: linIssue, tag: tag} }
+	issued := func(slot int8) linOutput { return linOutput{outcome: linIssued, slot: slot} }
 	transition := func(id int8, children ...linChild) linInput {
 		in := linInput{kind: linTransition, id: id, n: int8(len(children))}
 		copy(in.children[:], children)
@@ -39,126 +41,136 @@ func TestLinearizabilityModel(t *testing.T) {
 		ops  []porcupine.Operation
 	}{
 		{"a transition consumes its parent and creates its children", true, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(0, 2, 3, transition(0, linChild{1, 2}, linChild{2, 3}), out(linConsumed)),
 			op(0, 4, 5, get(1), found(2)),
 			op(0, 6, 7, get(2), found(3)),
 			op(0, 8, 9, get(0), out(linNotFound)),
 		}},
 		{"a token consumed twice", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(0, 2, 3, transition(0), out(linConsumed)),
 			op(0, 4, 5, transition(0), out(linConsumed)),
 		}},
 		{"two concurrent transitions both consume", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, 10, transition(0, linChild{1, 2}), out(linConsumed)),
 			op(2, 3, 9, transition(0, linChild{2, 3}), out(linConsumed)),
 		}},
 		{"two concurrent transitions, one consumes", true, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, 10, transition(0, linChild{1, 2}), out(linNotConsumed)),
 			op(2, 3, 9, transition(0, linChild{2, 3}), out(linConsumed)),
 			op(1, 11, 12, get(2), found(3)),
 			op(1, 13, 14, get(1), out(linNotFound)),
 		}},
 		{"a transition refused with ErrExists consumed its parent", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
-			op(0, 2, 3, issue(1, 2), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
+			op(0, 2, 3, issue(2), issued(1)),
 			op(0, 4, 5, transition(0, linChild{1, 3}), out(linExists)),
 			op(0, 6, 7, get(0), out(linNotFound)),
 		}},
 		{"a transition refused with ErrExists created a child", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
-			op(0, 2, 3, issue(1, 2), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
+			op(0, 2, 3, issue(2), issued(1)),
 			op(0, 4, 5, transition(0, linChild{1, 3}, linChild{2, 4}), out(linExists)),
 			op(0, 6, 7, get(2), found(4)),
 		}},
 		{"an absent parent with a live child is not consumed, not ErrExists", false, []porcupine.Operation{
-			op(0, 0, 1, issue(1, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(1)),
 			op(0, 2, 3, transition(0, linChild{1, 2}), out(linExists)),
 		}},
 		{"a child is visible before its parent is consumed", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, 20, transition(0, linChild{1, 2}), out(linConsumed)),
 			op(0, 3, 4, get(1), found(2)),
 			op(0, 5, 6, get(0), found(1)),
 		}},
 		{"a consumed child comes back", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(0, 2, 3, transition(0, linChild{1, 2}), out(linConsumed)),
 			op(0, 4, 5, transition(1), out(linConsumed)),
 			op(0, 6, 7, get(1), found(2)),
 		}},
 		{"a stale read", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, 3, get(0), out(linNotFound)),
 		}},
 		{"a read of a token that is yet to be issued", false, []porcupine.Operation{
 			op(1, 0, 1, get(0), found(1)),
-			op(0, 2, 3, issue(0, 1), out(linIssued)),
+			op(0, 2, 3, issue(1), issued(0)),
 		}},
 		{"a concurrent read may see an issue or not", true, []porcupine.Operation{
-			op(0, 0, 10, issue(0, 1), out(linIssued)),
+			op(0, 0, 10, issue(1), issued(0)),
 			op(1, 2, 3, get(0), found(1)),
 			op(2, 4, 5, get(0), found(1)),
 		}},
-		{"a read sees an old token under a reused id", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+		{"Issue returns the id of a consumed root", false, []porcupine.Operation{
+			op(0, 0, 1, issue(1), issued(0)),
 			op(0, 2, 3, transition(0), out(linConsumed)),
-			op(0, 4, 5, issue(0, 3), out(linIssued)),
-			op(0, 6, 7, get(0), found(1)),
+			op(0, 4, 5, issue(3), issued(0)),
 		}},
-		{"a consumed id may be issued again", true, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
-			op(0, 2, 3, transition(0), out(linConsumed)),
-			op(0, 4, 5, issue(0, 3), out(linIssued)),
-			op(0, 6, 7, get(0), found(3)),
+		{"Issue returns the id of a consumed child", false, []porcupine.Operation{
+			op(0, 0, 1, issue(1), issued(0)),
+			op(0, 2, 3, transition(0, linChild{1, 2}), out(linConsumed)),
+			op(0, 4, 5, transition(1), out(linConsumed)),
+			op(0, 6, 7, issue(3), issued(1)),
+		}},
+		{"a consumed child's id may be created again by a transition", true, []porcupine.Operation{
+			op(0, 0, 1, issue(1), issued(0)),
+			op(0, 2, 3, issue(2), issued(2)),
+			op(0, 4, 5, transition(0, linChild{1, 3}), out(linConsumed)),
+			op(0, 6, 7, transition(1), out(linConsumed)),
+			op(0, 8, 9, transition(2, linChild{1, 4}), out(linConsumed)),
+			op(0, 10, 11, get(1), found(4)),
 		}},
 		{"or refused, as a store keeping tombstones would", true, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
-			op(0, 2, 3, transition(0), out(linConsumed)),
-			op(0, 4, 5, issue(0, 3), out(linExists)),
-			op(0, 6, 7, get(0), out(linNotFound)),
+			op(0, 0, 1, issue(1), issued(0)),
+			op(0, 2, 3, issue(2), issued(2)),
+			op(0, 4, 5, transition(0, linChild{1, 3}), out(linConsumed)),
+			op(0, 6, 7, transition(1), out(linConsumed)),
+			op(0, 8, 9, transition(2, linChild{1, 4}), out(linExists)),
+			op(0, 10, 11, get(2), found(2)),
 		}},
 		{"a live id is never issued again", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
-			op(0, 2, 3, issue(0, 2), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
+			op(0, 2, 3, issue(2), issued(0)),
 		}},
 		{"an unknown transition may have taken effect", true, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, open, transition(0, linChild{1, 2}), out(linUnknown)),
 			op(0, 5, 6, get(1), found(2)),
 			op(0, 7, 8, get(0), out(linNotFound)),
 		}},
 		{"or not", true, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, open, transition(0, linChild{1, 2}), out(linUnknown)),
 			op(0, 5, 6, get(0), found(1)),
 			op(0, 7, 8, get(1), out(linNotFound)),
 		}},
 		{"but not half of it", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, open, transition(0, linChild{1, 2}), out(linUnknown)),
 			op(0, 5, 6, get(0), out(linNotFound)),
 			op(0, 7, 8, get(1), out(linNotFound)),
 		}},
 		{"and not before its call", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(0, 2, 3, get(1), found(2)),
 			op(1, 4, open, transition(0, linChild{1, 2}), out(linUnknown)),
 		}},
 		{"and not undone", false, []porcupine.Operation{
-			op(0, 0, 1, issue(0, 1), out(linIssued)),
+			op(0, 0, 1, issue(1), issued(0)),
 			op(1, 2, open, transition(0, linChild{1, 2}), out(linUnknown)),
 			op(0, 5, 6, get(1), found(2)),
 			op(0, 7, 8, get(1), out(linNotFound)),
 		}},
-		{"an unknown issue that took effect late", true, []porcupine.Operation{
-			op(1, 0, open, issue(0, 1), out(linUnknown)),
-			op(0, 5, 6, get(0), out(linNotFound)),
-			op(0, 7, 8, get(0), found(1)),
-			op(0, 9, 10, transition(0), out(linConsumed)),
+		{"an unknown transition that took effect late", true, []porcupine.Operation{
+			op(0, 0, 1, issue(1), issued(0)),
+			op(1, 2, open, transition(0, linChild{1, 2}), out(linUnknown)),
+			op(0, 5, 6, get(1), out(linNotFound)),
+			op(0, 7, 8, get(1), found(2)),
+			op(0, 9, 10, transition(1), out(linConsumed)),
 		}},
 	}
 	for _, c := range cases {
@@ -326,14 +338,15 @@ func (s *racyStore) Transition(ctx context.Context, consume baton.TokenID, creat
 	return true, nil
 }
 
-func (s *racyStore) Issue(ctx context.Context, root baton.Token) error {
+func (s *racyStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	tok, err := store.NewRoot(root, rand.Reader)
+	if err != nil {
+		return baton.Token{}, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, exists := s.tokens[root.ID]; exists {
-		return fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
-	}
-	s.tokens[root.ID] = root
-	return nil
+	s.tokens[tok.ID] = tok
+	return tok, nil
 }
 
 func (s *racyStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
@@ -353,7 +366,7 @@ type countingStore struct {
 	calls int
 }
 
-func (s *countingStore) Issue(ctx context.Context, root baton.Token) error {
+func (s *countingStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
 	s.mu.Lock()
 	s.calls++
 	s.mu.Unlock()
@@ -370,11 +383,11 @@ func TestFaulty(t *testing.T) {
 	const calls = 400
 	var ok, before, after int
 	for i := range calls {
-		root := newRoot(baton.TokenID{}, "orders")
 		reached := inner.calls
-		err := s.Issue(ctx, root)
-		_, getErr := inner.Get(ctx, root.ID)
-		applied := getErr == nil
+		live, _ := inner.ListByDestination(ctx, "orders", store.Page{Limit: store.MaxPageLimit})
+		_, err := s.Issue(ctx, newRoot(baton.TokenID{}, "orders"))
+		now, _ := inner.ListByDestination(ctx, "orders", store.Page{Limit: store.MaxPageLimit})
+		applied := len(now) > len(live)
 		switch {
 		case err == nil:
 			ok++

@@ -32,7 +32,7 @@ func testLoadWithToken(t *testing.T, h EntityHarness) {
 		t.Skip("the store does not implement store.TokenLoader and store.TokenStore")
 	}
 	key := uniqueName("order")
-	root := newRoot(baton.NewTokenID(), "shop")
+	root := unissued(baton.NewTokenID(), "shop")
 
 	// Neither exists: the entity at version 0, and ErrNotFound.
 	ent, _, err := s.LoadWithToken(ctx, key, root.ID)
@@ -41,7 +41,7 @@ func testLoadWithToken(t *testing.T, h EntityHarness) {
 	}
 
 	// Both exist: what Load and Get return.
-	issue(ctx, t, s, root)
+	root = issue(ctx, t, s, newRoot(root.Conversation, root.Destination))
 	want := commit(ctx, t, s, store.Entity{Key: key, State: []byte("placed"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Minute), 2)}})
 	ent, tok, err := s.LoadWithToken(ctx, key, root.ID)
 	if err != nil {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ func RunTokenStore(t *testing.T, h TokenHarness) {
 		{"ConcurrentTransitionsOfOneToken", testConcurrentTransitionsOfOneToken},
 		{"ConcurrentTransitionsOfDistinctTokens", testConcurrentTransitionsOfDistinctTokens},
 		{"Issue", testIssue},
-		{"IssueExisting", testIssueExisting},
+		{"IssueChoosesFreshIDs", testIssueChoosesFreshIDs},
 		{"GetAbsent", testGetAbsent},
 		{"ListByConversation", testListByConversation},
 		{"ListByDestination", testListByDestination},
@@ -54,6 +55,9 @@ func RunTokenStore(t *testing.T, h TokenHarness) {
 		{"ExpireRoots", testExpireRoots},
 		{"ExpireRootsLimit", testExpireRootsLimit},
 		{"ExpiredRootStillConsumable", testExpiredRootStillConsumable},
+		{"ClaimRoot", testClaimRoot},
+		{"ClaimRootRaces", testClaimRootRaces},
+		{"TransitionAtomicForReaders", testTransitionAtomicForReaders},
 		{"CancelledContext", testTokenCancelledContext},
 		{"Durability", testTokenDurability},
 	}
@@ -67,8 +71,7 @@ func RunTokenStore(t *testing.T, h TokenHarness) {
 
 func testTransitionConsumesAndCreates(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, parent)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	children := []baton.Token{
 		newChild(parent, uniqueName("billing")),
 		newChild(parent, uniqueName("shipping")),
@@ -83,8 +86,7 @@ func testTransitionConsumesAndCreates(t *testing.T, h TokenHarness) {
 
 func testTransitionWithoutChildren(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, parent)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	transition(ctx, t, s, parent.ID, nil)
 	requireAbsent(ctx, t, s, parent.ID)
 	requireConversation(ctx, t, s, parent.Conversation)
@@ -92,12 +94,11 @@ func testTransitionWithoutChildren(t *testing.T, h TokenHarness) {
 
 func testTransitionOfAbsentToken(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	other := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, other)
+	other := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 
 	// The absent token belongs to the same conversation as a live one, so a
 	// store that keeps a conversation's tokens together is exercised too.
-	absent := newRoot(other.Conversation, other.Destination)
+	absent := unissued(other.Conversation, other.Destination)
 	children := newChildren(absent, uniqueName("billing"), 3)
 	consumed, err := s.Transition(ctx, absent.ID, children)
 	if err != nil || consumed {
@@ -106,7 +107,7 @@ func testTransitionOfAbsentToken(t *testing.T, h TokenHarness) {
 	requireAbsent(ctx, t, s, idsOf(children)...)
 	requireConversation(ctx, t, s, other.Conversation, other)
 
-	fresh := newRoot(baton.TokenID{}, uniqueName("orders"))
+	fresh := unissued(baton.TokenID{}, uniqueName("orders"))
 	consumed, err = s.Transition(ctx, fresh.ID, newChildren(fresh, fresh.Destination, 1))
 	if err != nil || consumed {
 		t.Fatalf("Transition of a token of an unknown conversation = %v, %v; want false, nil", consumed, err)
@@ -116,8 +117,7 @@ func testTransitionOfAbsentToken(t *testing.T, h TokenHarness) {
 
 func testTransitionTwice(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, parent)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	first := newChildren(parent, uniqueName("billing"), 2)
 	transition(ctx, t, s, parent.ID, first)
 
@@ -143,9 +143,8 @@ func testTransitionTwice(t *testing.T, h TokenHarness) {
 
 func testTransitionChildExists(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	existing := newRoot(parent.Conversation, uniqueName("billing"))
-	issue(ctx, t, s, parent, existing)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
+	existing := issue(ctx, t, s, newRoot(parent.Conversation, uniqueName("billing")))
 
 	clash := newChild(parent, uniqueName("shipping"))
 	clash.ID = existing.ID
@@ -164,8 +163,7 @@ func testTransitionChildExists(t *testing.T, h TokenHarness) {
 
 func testTransitionInvalid(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, parent)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	destination := uniqueName("billing")
 
 	valid := newChild(parent, destination)
@@ -206,22 +204,28 @@ func testTransitionInvalid(t *testing.T, h TokenHarness) {
 	requireAbsent(ctx, t, s, valid.ID, tooMany[0].ID, tooMany[len(tooMany)-1].ID)
 	requireConversation(ctx, t, s, parent.Conversation, parent)
 
-	invalidRoot := newRoot(parent.Conversation, destination)
-	invalidRoot.ID = baton.TokenID{}
-	if err := s.Issue(ctx, invalidRoot); !errors.Is(err, store.ErrInvalid) {
-		t.Errorf("Issue of a token without id = %v, want an error matching store.ErrInvalid", err)
+	before, err := s.ListByConversation(ctx, parent.Conversation, store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		t.Fatalf("ListByConversation = %v", err)
 	}
-	invalidRoot = newRoot(baton.TokenID{}, "")
-	if err := s.Issue(ctx, invalidRoot); !errors.Is(err, store.ErrInvalid) {
-		t.Errorf("Issue of a token without destination = %v, want an error matching store.ErrInvalid", err)
+	withCausation := newRoot(parent.Conversation, destination)
+	withCausation.Causation = parent.ID
+	invalidRoots := map[string]baton.Token{
+		"without destination": newRoot(parent.Conversation, ""),
+		"without type":        func() baton.Token { r := newRoot(parent.Conversation, destination); r.Type = ""; return r }(),
+		"with a causation":    withCausation,
 	}
-	requireAbsent(ctx, t, s, invalidRoot.ID)
+	for name, root := range invalidRoots {
+		if got, err := s.Issue(ctx, root); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Issue of a root %s = %+v, %v; want an error matching store.ErrInvalid", name, got, err)
+		}
+	}
+	requireConversation(ctx, t, s, parent.Conversation, before...)
 }
 
 func testTransitionMaxChildren(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, parent)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	children := newChildren(parent, uniqueName("billing"), store.MaxTokensPerTransition)
 	transition(ctx, t, s, parent.ID, children)
 	requireAbsent(ctx, t, s, parent.ID)
@@ -231,8 +235,7 @@ func testTransitionMaxChildren(t *testing.T, h TokenHarness) {
 
 func testConcurrentTransitionsOfOneToken(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	parent := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, parent)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 
 	const racers = 32
 	destination := uniqueName("billing")
@@ -283,24 +286,26 @@ func testConcurrentTransitionsOfDistinctTokens(t *testing.T, h TokenHarness) {
 			parents = append(parents, newRoot(conversation, destination))
 		}
 	}
-	children := make([][]baton.Token, len(parents))
-	for i, p := range parents {
-		children[i] = newChildren(p, destination, 2)
-	}
 
 	// Issue and transition concurrently, many in the same conversation, so
 	// that a store which serialises per conversation is contended.
 	var wg sync.WaitGroup
-	for _, p := range parents {
+	for i, p := range parents {
 		wg.Go(func() {
-			if err := issueRetrying(ctx, s, p); err != nil {
-				t.Errorf("concurrent Issue(%s) = %v", p.ID, err)
+			tok, err := issueRetrying(ctx, s, p)
+			if err != nil {
+				t.Errorf("concurrent Issue(%s root) = %v", p.Type, err)
 			}
+			parents[i] = tok
 		})
 	}
 	wg.Wait()
 	if t.Failed() {
 		return
+	}
+	children := make([][]baton.Token, len(parents))
+	for i, p := range parents {
+		children[i] = newChildren(p, destination, 2)
 	}
 	start := make(chan struct{})
 	for i, p := range parents {
@@ -329,10 +334,14 @@ func testIssue(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
 	expiring := newRoot(baton.TokenID{}, uniqueName("orders"))
 	expiring.ExpiresAt = timestamp(time.Hour)
-	lasting := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, expiring, lasting)
-	requireLive(ctx, t, s, expiring, lasting)
-	requireConversation(ctx, t, s, expiring.Conversation, expiring)
+	expiring = issue(ctx, t, s, expiring)
+	lasting := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
+	joining := issue(ctx, t, s, newRoot(expiring.Conversation, uniqueName("orders")))
+	requireLive(ctx, t, s, expiring, lasting, joining)
+	requireConversation(ctx, t, s, expiring.Conversation, expiring, joining)
+	if expiring.Conversation != expiring.ID {
+		t.Errorf("a root issued without a conversation is in conversation %s, want its own id %s", expiring.Conversation, expiring.ID)
+	}
 
 	got, err := s.Get(ctx, lasting.ID)
 	if err == nil && !got.ExpiresAt.IsZero() {
@@ -343,37 +352,40 @@ func testIssue(t *testing.T, h TokenHarness) {
 	}
 }
 
-func testIssueExisting(t *testing.T, h TokenHarness) {
+// testIssueChoosesFreshIDs: the store chooses every root's id, so no
+// caller can issue the id of a live or consumed token again: a consumed
+// root brought back would let a redelivered copy of its signal be
+// applied a second time.
+func testIssueChoosesFreshIDs(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	original := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, original)
-
-	again := newRoot(baton.TokenID{}, uniqueName("billing"))
-	again.ID = original.ID
-	if err := s.Issue(ctx, again); !errors.Is(err, store.ErrExists) {
-		t.Errorf("Issue of an existing id = %v, want an error matching store.ErrExists", err)
-	}
-	if err := s.Issue(ctx, original); !errors.Is(err, store.ErrExists) {
-		t.Errorf("Issue of the same token twice = %v, want an error matching store.ErrExists", err)
-	}
-	requireLive(ctx, t, s, original)
-	requireConversation(ctx, t, s, again.Conversation)
-
-	// A child of a transition exists just as much as a root does.
+	original := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	children := newChildren(original, original.Destination, 1)
 	transition(ctx, t, s, original.ID, children)
-	root := newRoot(original.Conversation, original.Destination)
-	root.ID = children[0].ID
-	if err := s.Issue(ctx, root); !errors.Is(err, store.ErrExists) {
-		t.Errorf("Issue with the id of a live child = %v, want an error matching store.ErrExists", err)
+
+	for _, id := range []baton.TokenID{original.ID, children[0].ID, baton.NewTokenID()} {
+		again := newRoot(baton.TokenID{}, original.Destination)
+		again.ID = id
+		if got, err := s.Issue(ctx, again); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("Issue naming id %s = %+v, %v; want an error matching store.ErrInvalid", id, got, err)
+		}
 	}
+	requireAbsent(ctx, t, s, original.ID)
 	requireLive(ctx, t, s, children...)
+
+	seen := map[baton.TokenID]bool{original.ID: true, children[0].ID: true}
+	template := newRoot(baton.TokenID{}, original.Destination)
+	for range 20 {
+		tok := issue(ctx, t, s, template)
+		if seen[tok.ID] {
+			t.Fatalf("Issue returned id %s twice", tok.ID)
+		}
+		seen[tok.ID] = true
+	}
 }
 
 func testGetAbsent(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
-	live := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(ctx, t, s, live)
+	live := issue(ctx, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 	requireAbsent(ctx, t, s, baton.NewTokenID())
 	transition(ctx, t, s, live.ID, nil)
 	requireAbsent(ctx, t, s, live.ID)
@@ -469,21 +481,18 @@ func testListByConversation(t *testing.T, h TokenHarness) {
 
 	// 250 tokens in the conversation, made by a transition and by issues,
 	// with two destinations; other conversations share those destinations.
-	root := newRoot(baton.TokenID{}, destinations[0])
-	issue(ctx, t, s, root)
+	root := issue(ctx, t, s, newRoot(baton.TokenID{}, destinations[0]))
 	var want []baton.Token
 	for i := range 240 {
 		want = append(want, newChild(root, destinations[i%2]))
 	}
 	transition(ctx, t, s, root.ID, want)
 	for i := range 10 {
-		extra := newRoot(root.Conversation, destinations[i%2])
-		issue(ctx, t, s, extra)
+		extra := issue(ctx, t, s, newRoot(root.Conversation, destinations[i%2]))
 		want = append(want, extra)
 	}
 	for range 3 {
-		other := newRoot(baton.TokenID{}, destinations[0])
-		issue(ctx, t, s, other)
+		other := issue(ctx, t, s, newRoot(baton.TokenID{}, destinations[0]))
 		transition(ctx, t, s, other.ID, newChildren(other, destinations[1], 10))
 	}
 
@@ -515,15 +524,13 @@ func testListByDestination(t *testing.T, h TokenHarness) {
 	// 250 tokens for destination, spread over several conversations.
 	var want []baton.Token
 	for c := range 5 {
-		root := newRoot(baton.TokenID{}, others[c])
-		issue(ctx, t, s, root)
+		root := issue(ctx, t, s, newRoot(baton.TokenID{}, others[c]))
 		children := newChildren(root, destination, 45)
 		children = append(children, newChildren(root, others[c+1], 5)...)
 		transition(ctx, t, s, root.ID, children)
 		want = append(want, children[:45]...)
 		for range 5 {
-			extra := newRoot(root.Conversation, destination)
-			issue(ctx, t, s, extra)
+			extra := issue(ctx, t, s, newRoot(root.Conversation, destination))
 			want = append(want, extra)
 		}
 	}
@@ -544,9 +551,8 @@ func testListByDestination(t *testing.T, h TokenHarness) {
 func testListLimitCapped(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
 	destination := uniqueName("orders")
-	first := newRoot(baton.TokenID{}, destination)
-	second := newRoot(first.Conversation, destination)
-	issue(ctx, t, s, first, second)
+	first := issue(ctx, t, s, newRoot(baton.TokenID{}, destination))
+	second := issue(ctx, t, s, newRoot(first.Conversation, destination))
 	want := newChildren(first, destination, store.MaxTokensPerTransition)
 	transition(ctx, t, s, first.ID, want)
 	more := newChildren(second, destination, 100)
@@ -573,15 +579,14 @@ func testExpireRoots(t *testing.T, h TokenHarness) {
 	expiringAt := func(at time.Time) baton.Token {
 		root := newRoot(baton.TokenID{}, destination)
 		root.ExpiresAt = at
-		return root
+		return issue(ctx, t, s, root)
 	}
 	longExpired := expiringAt(now.Add(-48 * time.Hour))
 	justExpired := expiringAt(now.Add(-time.Microsecond))
 	atCutoff := expiringAt(now) // not before now: kept
 	future := expiringAt(now.Add(time.Hour))
-	lasting := newRoot(baton.TokenID{}, destination)
-	parent := newRoot(baton.TokenID{}, destination)
-	issue(ctx, t, s, longExpired, justExpired, atCutoff, future, lasting, parent)
+	lasting := issue(ctx, t, s, newRoot(baton.TokenID{}, destination))
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, destination))
 	children := newChildren(parent, destination, 3)
 	transition(ctx, t, s, parent.ID, children)
 
@@ -621,9 +626,8 @@ func testExpireRootsLimit(t *testing.T, h TokenHarness) {
 	for i := range 5 {
 		root := newRoot(baton.TokenID{}, destination)
 		root.ExpiresAt = now.Add(-time.Duration(i+1) * time.Minute)
-		expired = append(expired, root)
+		expired = append(expired, issue(ctx, t, s, root))
 	}
-	issue(ctx, t, s, expired...)
 
 	total := 0
 	for _, want := range []int{2, 2, 1, 0} {
@@ -650,7 +654,7 @@ func testExpiredRootStillConsumable(t *testing.T, h TokenHarness) {
 	ctx, s := testContext(t), h.New(t)
 	root := newRoot(baton.TokenID{}, uniqueName("orders"))
 	root.ExpiresAt = timestamp(-time.Hour)
-	issue(ctx, t, s, root)
+	root = issue(ctx, t, s, root)
 	requireLive(ctx, t, s, root)
 	children := newChildren(root, uniqueName("billing"), 2)
 	transition(ctx, t, s, root.ID, children)
@@ -658,10 +662,194 @@ func testExpiredRootStillConsumable(t *testing.T, h TokenHarness) {
 	requireLive(ctx, t, s, children...)
 }
 
+// testClaimRoot: a claimed root stops expiring and is otherwise the same
+// token; an expired, absent or unexpiring token is refused or unchanged.
+func testClaimRoot(t *testing.T, h TokenHarness) {
+	ctx, s := testContext(t), h.New(t)
+	destination := uniqueName("orders")
+	now := timestamp(0)
+	expiringAt := func(at time.Time) baton.Token {
+		root := newRoot(baton.TokenID{}, destination)
+		root.ExpiresAt = at
+		return issue(ctx, t, s, root)
+	}
+	pending := expiringAt(now.Add(time.Hour))
+	expired := expiringAt(now.Add(-time.Microsecond))
+	atNow := expiringAt(now) // expires at now: too late
+	lasting := issue(ctx, t, s, newRoot(baton.TokenID{}, destination))
+
+	claimed, err := s.ClaimRoot(ctx, pending.ID, now)
+	want := pending
+	want.ExpiresAt = time.Time{}
+	if err != nil {
+		t.Fatalf("ClaimRoot of a pending root = %v", err)
+	}
+	if d := tokenDiff(claimed, want); d != "" {
+		t.Errorf("ClaimRoot returned another token: %s", d)
+	}
+	requireLive(ctx, t, s, want)
+	again, err := s.ClaimRoot(ctx, pending.ID, now.Add(2*time.Hour))
+	if err != nil || tokenDiff(again, want) != "" {
+		t.Errorf("ClaimRoot of a claimed root, after its old expiry = %+v, %v; want it unchanged", again, err)
+	}
+	if got, err := s.ClaimRoot(ctx, lasting.ID, now); err != nil || tokenDiff(got, lasting) != "" {
+		t.Errorf("ClaimRoot of a root without expiry = %+v, %v; want it unchanged", got, err)
+	}
+	for name, tok := range map[string]baton.Token{"expired": expired, "expiring at now": atNow} {
+		if got, err := s.ClaimRoot(ctx, tok.ID, now); !errors.Is(err, store.ErrExpired) {
+			t.Errorf("ClaimRoot of a root %s = %+v, %v; want an error matching store.ErrExpired", name, got, err)
+		}
+	}
+	requireLive(ctx, t, s, expired, atNow)
+	if got, err := s.ClaimRoot(ctx, unissued(baton.TokenID{}, destination).ID, now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ClaimRoot of an absent token = %+v, %v; want an error matching store.ErrNotFound", got, err)
+	}
+
+	// Expiry takes the unclaimed ones only, and the claimed root goes on
+	// to its transition.
+	n, err := s.ExpireRoots(ctx, now.Add(1000*time.Hour), 100)
+	if err != nil || n != 2 {
+		t.Fatalf("ExpireRoots(far future) = %d, %v; want 2 (the unclaimed expiring roots), nil", n, err)
+	}
+	requireAbsent(ctx, t, s, expired.ID, atNow.ID)
+	requireLive(ctx, t, s, want, lasting)
+	children := newChildren(want, destination, 2)
+	transition(ctx, t, s, want.ID, children)
+	if got, err := s.ClaimRoot(ctx, want.ID, now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ClaimRoot of a consumed root = %+v, %v; want an error matching store.ErrNotFound", got, err)
+	}
+}
+
+// testClaimRootRaces runs ClaimRoot against ExpireRoots and Transition for
+// many roots at once. A claimed root is never deleted by expiry (else the
+// transition after its activity's commit would find nothing to consume),
+// and a consumed root never comes back (else a redelivered copy would be
+// applied again): a store whose ClaimRoot reads and writes in two steps
+// breaks one or the other.
+func testClaimRootRaces(t *testing.T, h TokenHarness) {
+	ctx, s := testContext(t), h.New(t)
+	destination := uniqueName("orders")
+	now := timestamp(0)
+	const roots = 64
+	tokens := make([]baton.Token, roots)
+	for i := range tokens {
+		root := newRoot(baton.TokenID{}, destination)
+		root.ExpiresAt = now.Add(time.Hour)
+		tokens[i] = issue(ctx, t, s, root)
+	}
+	claimed, consumed := make([]bool, roots), make([]bool, roots)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, tok := range tokens {
+		wg.Go(func() {
+			<-start
+			_, err := s.ClaimRoot(ctx, tok.ID, now)
+			switch {
+			case err == nil:
+				claimed[i] = true
+			case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotApplied):
+			default:
+				t.Errorf("ClaimRoot(%s) = %v", tok.ID, err)
+			}
+		})
+		if i%2 == 0 {
+			wg.Go(func() {
+				<-start
+				ok, err := transitionRetrying(ctx, s, tok.ID, nil)
+				if err != nil {
+					t.Errorf("Transition(%s) = %v", tok.ID, err)
+				}
+				consumed[i] = ok
+			})
+		}
+	}
+	for range 4 {
+		wg.Go(func() {
+			<-start
+			// Expiry far in the future deletes every root not yet claimed.
+			for range 8 {
+				if _, err := s.ExpireRoots(ctx, now.Add(1000*time.Hour), 8); err != nil && !errors.Is(err, store.ErrNotApplied) {
+					t.Errorf("ExpireRoots = %v", err)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, tok := range tokens {
+		_, err := s.Get(ctx, tok.ID)
+		switch {
+		case consumed[i] && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("root %s: consumed, then Get = %v: it came back", tok.ID, err)
+		case consumed[i]:
+		case claimed[i] && err != nil:
+			t.Errorf("root %s: ClaimRoot succeeded, then the root was gone: %v", tok.ID, err)
+		case claimed[i]:
+			if ok, err := s.Transition(ctx, tok.ID, nil); err != nil || !ok {
+				t.Errorf("root %s: claimed but its transition = %v, %v", tok.ID, ok, err)
+			}
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("Get(%s) = %v", tok.ID, err)
+		}
+	}
+}
+
+// testTransitionAtomicForReaders: readers of a conversation whose one live
+// token is consumed by a transition that creates one child must always
+// see exactly one of the two. A store that deletes the parent and creates
+// the children in two steps shows a moment with neither, in which a
+// redelivered copy of the parent's signal is a duplicate and the child's
+// signal is one too: the child's activity is lost.
+func testTransitionAtomicForReaders(t *testing.T, h TokenHarness) {
+	ctx, s := testContext(t), h.New(t)
+	destination := uniqueName("orders")
+	const rounds, readers = 200, 16
+	for round := range rounds {
+		parent := issue(ctx, t, s, newRoot(baton.TokenID{}, destination))
+		child := newChild(parent, destination)
+		done := make(chan struct{})
+		problems := make(chan string, readers)
+		var wg, reading sync.WaitGroup
+		reading.Add(readers)
+		for range readers {
+			wg.Go(func() {
+				for first := true; ; first = false {
+					if first {
+						reading.Done()
+					}
+					select {
+					case <-done:
+						return
+					default:
+					}
+					live, err := s.ListByConversation(ctx, parent.Conversation, store.Page{})
+					switch {
+					case errors.Is(err, store.ErrNotApplied):
+					case err != nil:
+						problems <- fmt.Sprintf("ListByConversation = %v", err)
+						return
+					case len(live) != 1 || live[0].ID != parent.ID && live[0].ID != child.ID:
+						problems <- fmt.Sprintf("the conversation held %d tokens %v, want the parent or its child: the transition was seen half done", len(live), idsOf(live))
+						return
+					}
+				}
+			})
+		}
+		reading.Wait() // the readers contend with the transition
+		transition(ctx, t, s, parent.ID, []baton.Token{child})
+		close(done)
+		wg.Wait()
+		close(problems)
+		for p := range problems {
+			t.Fatalf("round %d of %d: %s", round+1, rounds, p)
+		}
+		transition(ctx, t, s, child.ID, nil)
+	}
+}
+
 func testTokenCancelledContext(t *testing.T, h TokenHarness) {
 	live, s := testContext(t), h.New(t)
-	root := newRoot(baton.TokenID{}, uniqueName("orders"))
-	issue(live, t, s, root)
+	root := issue(live, t, s, newRoot(baton.TokenID{}, uniqueName("orders")))
 
 	ctx, cancel := context.WithCancel(live)
 	cancel()
@@ -669,7 +857,7 @@ func testTokenCancelledContext(t *testing.T, h TokenHarness) {
 	if _, err := s.Transition(ctx, root.ID, newChildren(root, root.Destination, 1)); err == nil {
 		t.Error("Transition with a cancelled context returned no error")
 	}
-	if err := s.Issue(ctx, fresh); err == nil {
+	if _, err := s.Issue(ctx, fresh); err == nil {
 		t.Error("Issue with a cancelled context returned no error")
 	}
 	if _, err := s.Get(ctx, root.ID); err == nil {
@@ -684,6 +872,9 @@ func testTokenCancelledContext(t *testing.T, h TokenHarness) {
 	if _, err := s.ExpireRoots(ctx, time.Now().Add(time.Hour), 10); err == nil {
 		t.Error("ExpireRoots with a cancelled context returned no error")
 	}
+	if _, err := s.ClaimRoot(ctx, root.ID, time.Now()); err == nil {
+		t.Error("ClaimRoot with a cancelled context returned no error")
+	}
 }
 
 func testTokenDurability(t *testing.T, h TokenHarness) {
@@ -692,19 +883,29 @@ func testTokenDurability(t *testing.T, h TokenHarness) {
 	}
 	ctx, s := testContext(t), h.New(t)
 	destination := uniqueName("orders")
-	parent := newRoot(baton.TokenID{}, destination)
+	parent := issue(ctx, t, s, newRoot(baton.TokenID{}, destination))
 	expiring := newRoot(parent.Conversation, destination)
 	expiring.ExpiresAt = timestamp(time.Hour)
-	issue(ctx, t, s, parent)
 	children := newChildren(parent, uniqueName("billing"), 3)
 	transition(ctx, t, s, parent.ID, children)
-	issue(ctx, t, s, expiring)
+	expiring = issue(ctx, t, s, expiring)
+	claimed := newRoot(parent.Conversation, destination)
+	claimed.ExpiresAt = timestamp(time.Hour)
+	claimed = issue(ctx, t, s, claimed)
+	claimed, err := s.ClaimRoot(ctx, claimed.ID, timestamp(0))
+	if err != nil {
+		t.Fatalf("ClaimRoot = %v", err)
+	}
 
 	s = h.Reopen(t, s)
 	requireAbsent(ctx, t, s, parent.ID)
-	requireLive(ctx, t, s, expiring)
+	requireLive(ctx, t, s, expiring, claimed)
+	if n, err := s.ExpireRoots(ctx, timestamp(1000*time.Hour), 10); err != nil || n != 1 {
+		t.Errorf("ExpireRoots after the reopen = %d, %v; want 1 (the unclaimed root), nil", n, err)
+	}
+	requireAbsent(ctx, t, s, expiring.ID)
 	requireLive(ctx, t, s, children...)
-	requireConversation(ctx, t, s, parent.Conversation, append([]baton.Token{expiring}, children...)...)
+	requireConversation(ctx, t, s, parent.Conversation, append([]baton.Token{claimed}, children...)...)
 
 	// The reopened store keeps enforcing the transition rule.
 	consumed, err := s.Transition(ctx, parent.ID, newChildren(parent, destination, 1))

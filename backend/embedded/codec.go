@@ -11,13 +11,17 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
-// Record format. Every value in the tokens and entities buckets starts with
-// this byte, so a later version can read old records and convert them.
-// The file as a whole records fileFormat in the meta bucket; Open refuses a
-// file whose format it does not know.
+// Record formats. Every value in the tokens and entities buckets starts
+// with its format byte, so a later version can read old records. The file
+// as a whole records fileFormat in the meta bucket; Open refuses a file
+// whose format it does not know, and raises an older file's format to the
+// current one, so that an older version refuses a file it cannot read.
 const (
-	recordFormat byte = 1
-	fileFormat   byte = 1
+	recordFormat byte = 1 // tokens; entities written before format 2
+	// entityFormat 2 records in each outbox entry the identity of its
+	// signal (store.OutboxEntry.Matches); format 1 entities still decode.
+	entityFormat byte = 2
+	fileFormat   byte = 2
 )
 
 // errCorrupt wraps every failure to decode a stored record.
@@ -34,9 +38,11 @@ var errCorrupt = errors.New("embedded: corrupt record")
 //	token:  format, id[16], conversation[16], causation[16], digest[32],
 //	        created time, expires time, destination string, type string
 //	entity: format, version uint64, state bytes, outbox list of
-//	        token[16], created time, reply bytes, signals list of
-//	        id[16], conversation[16], causation[16], destination string,
-//	        type string, payload bytes, traceparent string, tracestate string
+//	        token[16], (format 2: conversation[16], causation[16],
+//	        digest[32], type string,) created time, reply bytes, signals
+//	        list of id[16], conversation[16], causation[16], destination
+//	        string, type string, payload bytes, traceparent string,
+//	        tracestate string
 
 const timeLen = 12
 
@@ -81,7 +87,7 @@ func encodeToken(t baton.Token) []byte {
 
 func decodeToken(v []byte) (baton.Token, error) {
 	d := decoder{buf: v}
-	d.format()
+	d.format(recordFormat)
 	var t baton.Token
 	d.fixed(t.ID[:])
 	d.fixed(t.Conversation[:])
@@ -100,18 +106,22 @@ func decodeToken(v []byte) (baton.Token, error) {
 func encodeEntity(e store.Entity) []byte {
 	size := 1 + 8 + 10 + len(e.State) + 10
 	for _, o := range e.Outbox {
-		size += 16 + timeLen + 10 + len(o.Reply) + 10
+		size += 3*16 + 32 + 10 + len(o.Type) + timeLen + 10 + len(o.Reply) + 10
 		for _, s := range o.Signals {
 			size += 3*16 + 5*10 + len(s.Destination) + len(s.Type) + len(s.Payload) + len(s.Trace.Parent) + len(s.Trace.State)
 		}
 	}
 	b := make([]byte, 0, size)
-	b = append(b, recordFormat)
+	b = append(b, entityFormat)
 	b = binary.BigEndian.AppendUint64(b, e.Version)
 	b = appendBytes(b, e.State)
 	b = appendListLen(b, len(e.Outbox), e.Outbox == nil)
 	for _, o := range e.Outbox {
 		b = append(b, o.Token[:]...)
+		b = append(b, o.Conversation[:]...)
+		b = append(b, o.Causation[:]...)
+		b = append(b, o.Digest[:]...)
+		b = appendString(b, o.Type)
 		b = appendTime(b, o.CreatedAt)
 		b = appendBytes(b, o.Reply)
 		b = appendListLen(b, len(o.Signals), o.Signals == nil)
@@ -132,7 +142,7 @@ func encodeEntity(e store.Entity) []byte {
 // decodeEntity decodes a stored entity; the key is not part of the value.
 func decodeEntity(key string, v []byte) (store.Entity, error) {
 	d := decoder{buf: v}
-	d.format()
+	format := d.format(recordFormat, entityFormat)
 	e := store.Entity{Key: key}
 	e.Version = d.uint64()
 	e.State = d.bytes()
@@ -142,6 +152,12 @@ func decodeEntity(key string, v []byte) (store.Entity, error) {
 	for i := range e.Outbox {
 		o := &e.Outbox[i]
 		d.fixed(o.Token[:])
+		if format >= entityFormat {
+			d.fixed(o.Conversation[:])
+			d.fixed(o.Causation[:])
+			d.fixed(o.Digest[:])
+			o.Type = d.string()
+		}
 		o.CreatedAt = d.time()
 		o.Reply = d.bytes()
 		if n, ok := d.listLen(); ok {
@@ -192,10 +208,16 @@ func (d *decoder) take(n int) []byte {
 	return b
 }
 
-func (d *decoder) format() {
-	if b := d.take(1); b != nil && b[0] != recordFormat {
-		d.fail("record format %d, this version reads %d", b[0], recordFormat)
+// format reads a record's format byte, one of accepted.
+func (d *decoder) format(accepted ...byte) byte {
+	b := d.take(1)
+	if b == nil {
+		return 0
 	}
+	if !bytes.Contains(accepted, b) {
+		d.fail("record format %d, this version reads %v", b[0], accepted)
+	}
+	return b[0]
 }
 
 func (d *decoder) fixed(dst []byte) { copy(dst, d.take(len(dst))) }

@@ -197,7 +197,7 @@ func (b buckets) checkVersion(e store.Entity) (refused, err error) {
 	var current uint64
 	if v := b.entities.Get([]byte(e.Key)); v != nil {
 		d := decoder{buf: v}
-		d.format()
+		d.format(recordFormat, entityFormat)
 		if current = d.uint64(); d.err != nil {
 			return nil, fmt.Errorf("entity %q: %w", e.Key, d.err)
 		}

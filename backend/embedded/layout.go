@@ -37,8 +37,13 @@ func initLayout(tx *bolt.Tx) error {
 	switch format := meta.Get(keyFormat); {
 	case format == nil:
 		return meta.Put(keyFormat, []byte{fileFormat})
-	case len(format) != 1 || format[0] != fileFormat:
-		return fmt.Errorf("%w: file format %v, this version reads %d", ErrUnsupportedFormat, format, fileFormat)
+	case len(format) != 1 || format[0] == 0 || format[0] > fileFormat:
+		return fmt.Errorf("%w: file format %v, this version reads 1 to %d", ErrUnsupportedFormat, format, fileFormat)
+	case format[0] < fileFormat:
+		// Every older record still decodes; new writes use the current
+		// formats, which older versions cannot read, so they must refuse
+		// the file from now on.
+		return meta.Put(keyFormat, []byte{fileFormat})
 	}
 	return nil
 }

@@ -2,8 +2,10 @@ package embedded
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"sync"
@@ -52,6 +54,10 @@ type Config struct {
 
 	// Logger receives open, close and failed-commit events. Nil discards.
 	Logger *slog.Logger
+
+	// Random is the source of root token ids. Nil means crypto/rand; only
+	// a deterministic simulation sets it, since ids must be unguessable.
+	Random io.Reader
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -74,6 +80,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Random == nil {
+		c.Random = rand.Reader
 	}
 	return c, nil
 }

@@ -59,24 +59,64 @@ func (b buckets) transition(consume baton.TokenID, create []baton.Token) (consum
 }
 
 // Issue implements store.TokenStore.
-func (s *Store) Issue(ctx context.Context, root baton.Token) error {
-	if err := store.ValidateToken(root); err != nil {
-		return err
+func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	for {
+		tok, err := store.NewRoot(root, s.cfg.Random)
+		if err != nil {
+			return baton.Token{}, err
+		}
+		taken := false
+		err = s.write(ctx, "issue", func(tx *bolt.Tx) error {
+			b := bucketsOf(tx)
+			if taken = b.tokens.Get(tok.ID[:]) != nil; taken {
+				return nil
+			}
+			return b.putToken(tok)
+		})
+		if err != nil {
+			return baton.Token{}, err
+		}
+		if !taken {
+			return tok, nil
+		}
 	}
+}
+
+// ClaimRoot implements store.TokenStore.
+func (s *Store) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	var claimed baton.Token
 	var refused error
-	err := s.write(ctx, "issue", func(tx *bolt.Tx) error {
+	err := s.write(ctx, "claim root", func(tx *bolt.Tx) error {
 		refused = nil
 		b := bucketsOf(tx)
-		if b.tokens.Get(root.ID[:]) != nil {
-			refused = fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
+		t, live, err := b.getToken(id)
+		switch {
+		case err != nil:
+			return err
+		case !live:
+			refused = fmt.Errorf("%w: token %s", store.ErrNotFound, id)
+			return nil
+		case t.Expired(now):
+			refused = fmt.Errorf("%w: token %s expired at %s", store.ErrExpired, id, t.ExpiresAt)
+			return nil
+		case t.ExpiresAt.IsZero():
+			claimed = t
 			return nil
 		}
-		return b.putToken(root)
+		if err := b.rootExpiry.Delete(expiryKey(t.ExpiresAt, t.ID)); err != nil {
+			return err
+		}
+		t.ExpiresAt = time.Time{}
+		claimed = t
+		return b.tokens.Put(append([]byte{}, t.ID[:]...), encodeToken(t))
 	})
-	if err != nil {
-		return err
+	switch {
+	case err != nil:
+		return baton.Token{}, err
+	case refused != nil:
+		return baton.Token{}, refused
 	}
-	return refused
+	return claimed, nil
 }
 
 // Get implements store.TokenStore.

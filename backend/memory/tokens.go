@@ -2,7 +2,9 @@ package memory
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -16,14 +18,21 @@ import (
 type TokenStore struct {
 	mu     sync.Mutex
 	tokens map[baton.TokenID]baton.Token
+	random io.Reader // root token ids
 	closed bool
 }
 
 var _ store.TokenStore = (*TokenStore)(nil)
 
-// NewTokenStore returns an empty token store.
-func NewTokenStore() *TokenStore {
-	return &TokenStore{tokens: make(map[baton.TokenID]baton.Token)}
+// NewTokenStore returns an empty token store that draws root token ids
+// from crypto/rand.
+func NewTokenStore() *TokenStore { return NewTokenStoreFrom(rand.Reader) }
+
+// NewTokenStoreFrom returns an empty token store that draws root token ids
+// from random. Only a deterministic simulation passes anything but
+// crypto/rand: ids must be unguessable.
+func NewTokenStoreFrom(random io.Reader) *TokenStore {
+	return &TokenStore{tokens: make(map[baton.TokenID]baton.Token), random: random}
 }
 
 // Transition implements store.TokenStore.
@@ -52,20 +61,41 @@ func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 }
 
 // Issue implements store.TokenStore.
-func (s *TokenStore) Issue(ctx context.Context, root baton.Token) error {
-	if err := store.ValidateToken(root); err != nil {
-		return err
-	}
+func (s *TokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(ctx); err != nil {
-		return err
+		return baton.Token{}, err
 	}
-	if _, exists := s.tokens[root.ID]; exists {
-		return fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
+	for {
+		tok, err := store.NewRoot(root, s.random)
+		if err != nil {
+			return baton.Token{}, err
+		}
+		if _, exists := s.tokens[tok.ID]; !exists {
+			s.tokens[tok.ID] = tok
+			return tok, nil
+		}
 	}
-	s.tokens[root.ID] = root
-	return nil
+}
+
+// ClaimRoot implements store.TokenStore.
+func (s *TokenStore) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return baton.Token{}, err
+	}
+	t, ok := s.tokens[id]
+	switch {
+	case !ok:
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrNotFound, id)
+	case t.Expired(now):
+		return baton.Token{}, fmt.Errorf("%w: token %s expired at %s", store.ErrExpired, id, t.ExpiresAt)
+	}
+	t.ExpiresAt = time.Time{}
+	s.tokens[id] = t
+	return t, nil
 }
 
 // Get implements store.TokenStore.
