@@ -52,6 +52,9 @@ const (
 	orderingTokenBeforeEntity
 	orderingSplitTransition
 	orderingRemoveBeforeConsume
+	// orderingNoClaim commits an expiring root's activity on the plain
+	// path without claiming the root first, as baton did before ClaimRoot.
+	orderingNoClaim
 )
 
 // New validates cfg and returns an engine with no activities registered.
@@ -193,7 +196,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		// On the plain path the commit and the transition are two
 		// operations: an expiring root is claimed first, so that expiry
 		// cannot delete it between them, however long that takes.
-		if e.fast == nil && !tok.ExpiresAt.IsZero() {
+		if e.fast == nil && !tok.ExpiresAt.IsZero() && e.ordering != orderingNoClaim {
 			if dup, err := e.claim(ctx, sig); dup || err != nil {
 				return e.duplicateOr(ctx, sig, dup, err)
 			}

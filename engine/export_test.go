@@ -11,6 +11,7 @@ var BrokenOrderings = []BrokenOrdering{
 	{"token-before-entity", orderingTokenBeforeEntity},
 	{"split-transition", orderingSplitTransition},
 	{"remove-before-consume", orderingRemoveBeforeConsume},
+	{"expiry-without-claim", orderingNoClaim},
 }
 
 // SetOrdering switches e to a (possibly broken) ordering of the steps.
