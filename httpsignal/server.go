@@ -95,8 +95,23 @@ type Server struct {
 	log  *slog.Logger
 
 	mu       sync.Mutex
-	inflight map[baton.TokenID]*call
+	inflight map[copyKey]*call
 	waiting  atomic.Int64 // copies waiting for a first copy; tests watch it
+}
+
+// copyKey identifies a signal by everything its token binds: two requests
+// are copies of one signal only if all of it matches. Keyed by the token id
+// alone, a copy with another payload, type or conversation would get the
+// genuine copy's reply, or hand the genuine copy its own refusal.
+type copyKey struct {
+	id, conversation, causation baton.TokenID
+	destination, typ            string
+	digest                      baton.Digest
+}
+
+func copyKeyOf(sig baton.Signal) copyKey {
+	return copyKey{id: sig.ID, conversation: sig.Conversation, causation: sig.Causation,
+		destination: sig.Destination, typ: sig.Type, digest: sig.Digest()}
 }
 
 // call is one Process call that later copies of the same signal can wait
@@ -125,7 +140,7 @@ func NewServer(e *engine.Engine, opts Options) (*Server, error) {
 		e:        e,
 		opts:     opts,
 		log:      opts.Logger.With("destination", e.Destination()),
-		inflight: make(map[baton.TokenID]*call),
+		inflight: make(map[copyKey]*call),
 	}, nil
 }
 
@@ -217,10 +232,13 @@ func (s *Server) write(w http.ResponseWriter, a answer) {
 }
 
 // run processes sig, or waits for the copy of it that this Server is
-// already processing, and returns the answer.
+// already processing, and returns the answer. A request that reuses the
+// token id with anything else changed is not a copy: it is processed on
+// its own, and the engine refuses it.
 func (s *Server) run(ctx context.Context, sig baton.Signal) answer {
+	key := copyKeyOf(sig)
 	s.mu.Lock()
-	if c, busy := s.inflight[sig.ID]; busy {
+	if c, busy := s.inflight[key]; busy {
 		s.mu.Unlock()
 		if s.opts.Concurrency == RejectInProgress {
 			a := problemAnswer(http.StatusConflict, ProblemInProgress, "In Progress",
@@ -238,11 +256,11 @@ func (s *Server) run(ctx context.Context, sig baton.Signal) answer {
 		}
 	}
 	c := &call{done: make(chan struct{}), err: errAbandoned}
-	s.inflight[sig.ID] = c
+	s.inflight[key] = c
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.inflight, sig.ID)
+		delete(s.inflight, key)
 		s.mu.Unlock()
 		close(c.done)
 	}()

@@ -16,6 +16,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/store"
 )
 
 // billing is a destination served over HTTP, with a fault-injecting token
@@ -311,4 +312,103 @@ func TestAppliedWithRefusedChildStillAnswersTheReply(t *testing.T) {
 	if l.Applied[sig.ID.String()] != 1 || len(ent.Outbox) != 1 {
 		t.Errorf("applied %d times with %d outbox entries, want 1 and 1", l.Applied[sig.ID.String()], len(ent.Outbox))
 	}
+}
+
+// TestTamperedCopyIsNotACopy: requests that reuse a signal's token id with
+// another payload, type or conversation are not copies of it. While the
+// genuine copy is processed, they are refused on their own and never get
+// its reply; and a tampered request that is itself in progress never hands
+// the genuine copy its refusal. Before, the Server merged concurrent
+// requests by token id alone.
+func TestTamperedCopyIsNotACopy(t *testing.T) {
+	t.Parallel()
+	t.Run("while the genuine copy is processed", func(t *testing.T) {
+		t.Parallel()
+		b := newBilling(t, httpsignal.Options{})
+		entered, release := blocking(t, b.e)
+		sig := b.root(t, "billing", "slow", "7", 0)
+		genuine := goSend(t.Context(), b.url, sig)
+		<-entered
+
+		payload, typ, conversation := sig, sig, sig
+		payload.Payload = []byte("700")
+		typ.Type = "charge"
+		conversation.Conversation = baton.NewTokenID()
+		for name, c := range map[string]struct {
+			sig     baton.Signal
+			problem string
+		}{
+			"another payload":      {payload, httpsignal.ProblemDigestMismatch},
+			"another type":         {typ, httpsignal.ProblemRejected},
+			"another conversation": {conversation, httpsignal.ProblemRejected},
+		} {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			resp, body, err := trySend(ctx, b.url, c.sig, nil)
+			cancel()
+			if err != nil {
+				t.Errorf("a request with %s got no answer while the genuine copy was processed: %v", name, err)
+				continue
+			}
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("a request with %s got the genuine copy's answer: %d %q", name, resp.StatusCode, body)
+				continue
+			}
+			wantProblem(t, resp, body, http.StatusUnprocessableEntity, c.problem)
+		}
+		close(release)
+		r := (<-genuine).must(t)
+		wantReply(t, r.resp, r.body, httpsignal.OutcomeApplied, "slow done")
+		if n := b.applied(t)[sig.ID.String()]; n != 1 {
+			t.Errorf("applied %d times, want 1", n)
+		}
+	})
+	t.Run("while a tampered request is processed", func(t *testing.T) {
+		t.Parallel()
+		tokens := &gatedTokens{TokenStore: memory.NewTokenStore(), entered: make(chan struct{}), release: make(chan struct{})}
+		sys := newSystem(t, "billing", tokens, nil, newClock().Now)
+		registerCharge(t, sys.e)
+		server, err := httpsignal.NewServer(sys.e, httpsignal.Options{})
+		must(t, err)
+		srv := httptest.NewServer(server)
+		t.Cleanup(srv.Close)
+		sig, err := sys.e.IssueRoot(t.Context(), baton.Emit{Destination: "billing", Type: "charge", Payload: []byte("7")}, 0)
+		must(t, err)
+
+		tampered := sig
+		tampered.Payload = []byte("700")
+		first := goSend(t.Context(), srv.URL, tampered)
+		<-tokens.entered // the tampered request waits in its token read
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		resp, body, err := trySend(ctx, srv.URL, sig, nil)
+		cancel()
+		close(tokens.release)
+		if err != nil {
+			t.Fatalf("the genuine copy got no answer while the tampered request was in progress: %v", err)
+		}
+		wantReply(t, resp, body, httpsignal.OutcomeApplied, "charged 7")
+		r := (<-first).must(t)
+		if r.resp.StatusCode == http.StatusOK {
+			t.Errorf("the tampered request got %d %q", r.resp.StatusCode, r.body)
+		}
+		if n := sys.applied(t)[sig.ID.String()]; n != 1 {
+			t.Errorf("applied %d times, want 1", n)
+		}
+	})
+}
+
+// gatedTokens holds the first token read until release is closed.
+type gatedTokens struct {
+	store.TokenStore
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (g *gatedTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	if first {
+		close(g.entered)
+		<-g.release
+	}
+	return g.TokenStore.Get(ctx, id)
 }
