@@ -34,11 +34,12 @@ type Config struct {
 	// LatestSchemaVersion.
 	SkipMigrate bool
 
-	// AllowUnsafe lets New and Open accept a server whose commits are not
-	// durable (synchronous_commit or fsync off). Acknowledged tokens and
-	// entity commits may then be lost in a server crash, which breaks
-	// DESIGN R2. The zero value, false, refuses such a server with
-	// ErrUnsafeServer. Only for tests and throw-away data.
+	// AllowUnsafe lets the store use connections whose commits are not
+	// durable (synchronous_commit or fsync off), logging one warning.
+	// Acknowledged tokens and entity commits may then be lost in a server
+	// crash, which breaks DESIGN R2. The zero value, false, refuses such a
+	// server in New and Open, and such a connection opened later in every
+	// call, with ErrUnsafeServer. Only for tests and throw-away data.
 	AllowUnsafe bool
 
 	// Logger receives migration and startup events. Nil discards. The DSN

@@ -24,9 +24,9 @@
 //     row, finds it deleted and creates nothing, so exactly one consumes
 //     the token. Concurrent commits of one entity serialize on its row and
 //     re-check the version, so exactly one wins.
-//   - Durable: a call returns after PostgreSQL committed it, and New
-//     refuses a server whose commits are not flushed (see Required server
-//     settings).
+//   - Durable: a call returns after PostgreSQL committed it, and the store
+//     writes on no connection whose commits are not flushed (see Required
+//     server settings).
 //   - One round trip per call, one commit per write; no advisory locks,
 //     LISTEN/NOTIFY or server-side functions on the hot path.
 //   - Times round-trip with nanosecond precision, in UTC: each time is
@@ -64,10 +64,16 @@
 // # Required server settings
 //
 //   - synchronous_commit not off (on, the default, or local, remote_write,
-//     remote_apply) and fsync on. New reads both on one connection at
-//     startup and fails with ErrUnsafeServer otherwise, unless
-//     Config.AllowUnsafe. Set them for the database or role, not per
-//     session: New cannot see settings that other connections change.
+//     remote_apply) and fsync on. Both are settings of the session, fixed
+//     when a connection opens (from the server, database and role), so the
+//     store reads them on every connection before it first uses it: New
+//     on one connection, failing with ErrUnsafeServer; every call on a
+//     connection opened later (after an ALTER ROLE or ALTER DATABASE, by a
+//     hook of the caller's pool), refusing it with an error matching
+//     ErrUnsafeServer and store.ErrNotApplied, closing it and logging an
+//     error. Config.AllowUnsafe accepts such connections instead and logs
+//     one warning per Store. A SET in a session the store already checked
+//     goes unseen: set them for the database or role, not per session.
 //     For replicas to hold acknowledged tokens after a failover, use
 //     synchronous replication (synchronous_standby_names with
 //     synchronous_commit on or remote_apply).

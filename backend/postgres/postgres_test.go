@@ -623,7 +623,7 @@ func TestUnreachableServerIsNotApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	s := &Store{pool: pool, schema: "baton", sql: newStatements(Config{Schema: "baton"})}
+	s := &Store{pool: pool, schema: "baton", sql: newStatements(Config{Schema: "baton"}), durability: newDurability(Config{Schema: "baton"})}
 	root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
 	if _, err := s.Transition(t.Context(), root.ID, nil); !errors.Is(err, store.ErrNotApplied) {
 		t.Errorf("Transition against an unreachable server = %v, want store.ErrNotApplied", err)

@@ -14,7 +14,9 @@ import (
 
 // ErrUnsafeServer is returned by New and Open when the server acknowledges
 // commits before they are durable (synchronous_commit or fsync off) and
-// Config.AllowUnsafe is not set.
+// Config.AllowUnsafe is not set. A call whose connection turns out to be
+// such a connection (one opened after the settings changed) fails with an
+// error matching both ErrUnsafeServer and store.ErrNotApplied.
 var ErrUnsafeServer = errors.New("postgres: server does not make commits durable")
 
 // Store is a token store and an entity store in one PostgreSQL schema. It
@@ -23,11 +25,12 @@ var ErrUnsafeServer = errors.New("postgres: server does not make commits durable
 // lives elsewhere. It is safe for concurrent use, and any number of Stores
 // in any number of processes may share one schema.
 type Store struct {
-	pool     *pgxpool.Pool
-	ownsPool bool
-	closed   atomic.Bool
-	schema   string
-	sql      statements
+	pool       *pgxpool.Pool
+	ownsPool   bool
+	closed     atomic.Bool
+	schema     string
+	sql        statements
+	durability *durability // checks each connection before its first use
 }
 
 var (
@@ -72,10 +75,12 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 // LatestSchemaVersion (ErrSchemaVersion). Close leaves pool open: it
 // belongs to the caller.
 //
-// The durability check reads the settings of one connection at startup;
-// a pool whose connections change synchronous_commit later (an
-// AfterConnect hook, a role setting that differs) is the caller's
-// responsibility.
+// The durability settings are checked on one connection at startup and
+// then on every other connection before the store first uses it (see
+// "Required server settings" in the package doc), so a pool whose new
+// connections come with synchronous_commit off (a role or database
+// setting changed later, a hook of the caller's pool) is refused from then
+// on.
 func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -84,7 +89,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
-	if err := checkDurability(ctx, pool, cfg); err != nil {
+	durability := newDurability(cfg)
+	if err := durability.checkPool(ctx, pool); err != nil {
 		return nil, err
 	}
 	if !cfg.SkipMigrate {
@@ -102,32 +108,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	connCfg := pool.Config().ConnConfig
 	cfg.Logger.Info("postgres: store ready", "host", connCfg.Host, "port", connCfg.Port,
 		"database", connCfg.Database, "user", connCfg.User, "schema", cfg.Schema, "schema_version", version)
-	return &Store{pool: pool, schema: cfg.Schema, sql: newStatements(cfg)}, nil
-}
-
-// checkDurability refuses a server that acknowledges commits before they
-// reach disk, unless the config allows it.
-func checkDurability(ctx context.Context, pool *pgxpool.Pool, cfg Config) error {
-	var syncCommit string
-	var fsync *string // NULL where the server has no such setting
-	err := pool.QueryRow(ctx, "SELECT current_setting('synchronous_commit'), current_setting('fsync', true)").Scan(&syncCommit, &fsync)
-	if err != nil {
-		return fmt.Errorf("postgres: read durability settings: %w", err)
-	}
-	var unsafe string
-	switch {
-	case syncCommit == "off":
-		unsafe = "synchronous_commit is off"
-	case fsync != nil && *fsync == "off":
-		unsafe = "fsync is off"
-	default:
-		return nil
-	}
-	if !cfg.AllowUnsafe {
-		return fmt.Errorf("%w: %s; turn it on for this database or role, or set Config.AllowUnsafe for throw-away data", ErrUnsafeServer, unsafe)
-	}
-	cfg.Logger.Warn("postgres: commits are not durable; acknowledged tokens may be lost in a server crash", "reason", unsafe, "schema", cfg.Schema)
-	return nil
+	return &Store{pool: pool, schema: cfg.Schema, sql: newStatements(cfg), durability: durability}, nil
 }
 
 // Schema returns the schema that holds the store's tables.
@@ -149,7 +130,8 @@ func (s *Store) Close() error {
 }
 
 // withConn runs fn on a pooled connection and maps its error. A failure to
-// get a connection is "not applied": nothing was sent.
+// get a connection, or a connection that fails the durability check, is
+// "not applied": nothing of fn was sent.
 func (s *Store) withConn(ctx context.Context, fn func(*pgxpool.Conn) error) error {
 	if s.closed.Load() {
 		return store.ErrClosed
@@ -163,6 +145,9 @@ func (s *Store) withConn(ctx context.Context, fn func(*pgxpool.Conn) error) erro
 			return store.ErrClosed
 		}
 		return fmt.Errorf("%w: acquire connection: %w", store.ErrNotApplied, err)
+	}
+	if err := s.durability.checkAcquired(ctx, conn); err != nil {
+		return fmt.Errorf("%w: %w", store.ErrNotApplied, err)
 	}
 	defer conn.Release()
 	return classify(fn(conn))

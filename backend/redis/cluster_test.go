@@ -285,4 +285,17 @@ func testClusterUnsafeMaster(t *testing.T) {
 		t.Fatalf("Open with AllowUnsafeDurability: %v", err)
 	}
 	s.Close()
+
+	// appendfsync always is not enough: a master that skips the fsync
+	// during rewrites is refused too.
+	if err := node.ConfigSet(t.Context(), "appendfsync", "always").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.ConfigSet(t.Context(), "no-appendfsync-on-rewrite", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), Config{URL: c.url()})
+	if !errors.Is(err, ErrUnsafeDurability) || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "no-appendfsync-on-rewrite") {
+		t.Fatalf("Open of a cluster with master %s on no-appendfsync-on-rewrite yes = %v, want ErrUnsafeDurability naming that master and setting", addr, err)
+	}
 }

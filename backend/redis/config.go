@@ -49,11 +49,12 @@ type Config struct {
 	Prefix string
 
 	// AllowUnsafeDurability opens the store even if the server does not
-	// fsync every write before acknowledging it (appendonly yes and
-	// appendfsync always), or does not let the store check (CONFIG
-	// disabled). Acknowledged tokens can then be lost in a crash: a lost
-	// token drops its signal as a duplicate. The store logs a warning.
-	// Zero value: refuse with ErrUnsafeDurability.
+	// fsync every write before acknowledging it (appendonly yes,
+	// appendfsync always and no-appendfsync-on-rewrite no), or does not
+	// let the store check (CONFIG disabled). Acknowledged tokens can then
+	// be lost in a crash: a lost token drops its signal as a duplicate, a
+	// consumed one that comes back lets a duplicate through. The store
+	// logs a warning. Zero value: refuse with ErrUnsafeDurability.
 	AllowUnsafeDurability bool
 
 	// Logger receives the warning about unsafe durability. Nil discards.

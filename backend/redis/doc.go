@@ -24,16 +24,22 @@
 //
 //	appendonly yes
 //	appendfsync always
+//	no-appendfsync-on-rewrite no
 //
 // With these, Redis writes each script's effects to the append-only file
 // (wrapped in MULTI/EXEC) and fsyncs it before it replies; a crash during
 // the write leaves a torn tail that Redis drops when it loads the file
 // (aof-load-truncated yes, the default), so a transition survives whole or
-// not at all. Open reads both settings with CONFIG GET and refuses any
-// other configuration with an error matching ErrUnsafeDurability. It also
-// refuses when CONFIG is disabled (as on many managed services), since it
-// cannot check. Config.AllowUnsafeDurability opens the store anyway and
-// logs a warning once; a crash may then lose acknowledged tokens. The
+// not at all. The third is the default, but some configurations set it to
+// yes to smooth latency: Redis then skips the fsync while an AOF rewrite
+// or RDB save runs in the background (rewrites start by themselves as the
+// file grows), and the writes it acknowledges meanwhile are lost if the
+// machine crashes. Open reads the three settings with CONFIG GET and
+// refuses any other configuration with an error matching
+// ErrUnsafeDurability that names the setting. It also refuses when CONFIG
+// is disabled (as on many managed services), since it cannot check.
+// Config.AllowUnsafeDurability opens the store anyway and logs a warning
+// (level WARN) at Open; a crash may then lose acknowledged tokens. The
 // settings are checked at Open only, on every master of a cluster;
 // changing them later with CONFIG SET goes unnoticed.
 //

@@ -65,6 +65,27 @@ func TestRefusesEverysec(t *testing.T) {
 	s.Close()
 }
 
+// no-appendfsync-on-rewrite yes skips the fsync of every write that is
+// acknowledged while an AOF rewrite or RDB save runs in the background, so
+// appendfsync always alone does not make a server durable.
+func TestRefusesNoAppendfsyncOnRewrite(t *testing.T) {
+	t.Parallel()
+	srv := startRedisServer(t, append(durableArgs, "--no-appendfsync-on-rewrite", "yes")...)
+	_, err := Open(t.Context(), Config{URL: srv.url()})
+	if !errors.Is(err, ErrUnsafeDurability) || !strings.Contains(err.Error(), `no-appendfsync-on-rewrite "yes"`) {
+		t.Fatalf("Open of a server with no-appendfsync-on-rewrite yes = %v, want ErrUnsafeDurability naming no-appendfsync-on-rewrite", err)
+	}
+	var logged strings.Builder
+	s, err := Open(t.Context(), Config{URL: srv.url(), AllowUnsafeDurability: true, Logger: newTextLogger(&logged)})
+	if err != nil {
+		t.Fatalf("Open with AllowUnsafeDurability: %v", err)
+	}
+	s.Close()
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "no-appendfsync-on-rewrite") {
+		t.Errorf("Open with AllowUnsafeDurability did not warn about no-appendfsync-on-rewrite:\n%s", logged.String())
+	}
+}
+
 // TestCrashMidStream kills the server while transitions stream in. After a
 // restart, every acknowledged transition is there, the one in flight is
 // either wholly applied or not at all, and its error did not claim "not

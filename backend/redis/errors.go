@@ -16,7 +16,7 @@ var (
 	// ErrUnsafeDurability: the server does not fsync every write before it
 	// acknowledges it, or does not let Open check. Open refuses such a
 	// server unless Config.AllowUnsafeDurability is set.
-	ErrUnsafeDurability = errors.New(`redis: server may lose acknowledged writes in a crash; it needs "appendonly yes" and "appendfsync always"`)
+	ErrUnsafeDurability = errors.New("redis: server may lose acknowledged writes in a crash; it needs " + requiredSettingsText)
 
 	// ErrUnsupportedServer: the server cannot run this store (older than
 	// Redis 7.0, or a cluster addressed with a database other than 0).

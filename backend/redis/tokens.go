@@ -38,8 +38,8 @@ var _ store.TokenStore = (*TokenStore)(nil)
 // returns the store. A server in cluster mode (or cfg.ClusterOptions)
 // opens the store in cluster mode, and every master of the cluster is
 // checked. It returns an error wrapping ErrUnsafeDurability for a server
-// without appendonly yes and appendfsync always unless
-// cfg.AllowUnsafeDurability is set, and ErrUnsupportedServer for a server
+// without appendonly yes, appendfsync always and no-appendfsync-on-rewrite
+// no unless cfg.AllowUnsafeDurability is set, and ErrUnsupportedServer for a server
 // it cannot run on.
 func Open(ctx context.Context, cfg Config) (*TokenStore, error) {
 	cc, err := cfg.resolve()
@@ -132,7 +132,7 @@ func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
 		return fmt.Errorf("%w: %s; set them in redis.conf (or with CONFIG SET), or set Config.AllowUnsafeDurability to accept that a crash may lose acknowledged tokens", ErrUnsafeDurability, reason)
 	}
 	s.logger.Warn("redis token store: durability is not guaranteed: a server crash may lose acknowledged tokens, and a lost token drops its signal as a duplicate",
-		"reason", reason, "required", "appendonly yes, appendfsync always")
+		"reason", reason, "required", requiredSettingsText)
 	return nil
 }
 
@@ -157,8 +157,7 @@ func (s *TokenStore) checkNode(ctx context.Context, node *goredis.Client) (strin
 // durabilityProblem returns why the server's settings do not make every
 // acknowledged write durable, or "" if they do.
 func (s *TokenStore) durabilityProblem(ctx context.Context, node *goredis.Client) (string, error) {
-	want := [][2]string{{"appendonly", "yes"}, {"appendfsync", "always"}}
-	for _, w := range want {
+	for _, w := range requiredSettings {
 		got, err := node.ConfigGet(ctx, w[0]).Result()
 		if err != nil {
 			var reply goredis.Error

@@ -46,7 +46,8 @@ func (d *demo) startSystems(ctx context.Context, keys map[string]string, chaos C
 			opts: &d.opts,
 			log:  filepath.Join(d.dataDir, role+".log"),
 			cfg: SystemConfig{
-				Role: role, DataDir: d.dataDir, TokenService: d.tsURL, APIKey: keys[role], NATSURL: d.natsURL,
+				Role: role, DataDir: d.dataDir, TokenService: d.tsURL, APIKey: keys[role],
+				NATSURL: d.natsURL, NATSMonitor: d.natsMonitor,
 				Listen: addrs[role], BillingURL: "http://" + addrs[Billing] + "/signals",
 				Chaos: chaos, Seed: d.opts.Seed + uint64(i),
 			},

@@ -70,14 +70,15 @@ var roles = []string{Shop, Billing, Warehouse}
 
 // demo is the state of one run of the parent process.
 type demo struct {
-	opts     Options
-	log      *slog.Logger
-	dataDir  string
-	tokens   *embedded.Store
-	recorder *conversation.Recorder
-	tsURL    string
-	natsURL  string
-	systems  map[string]*child
+	opts        Options
+	log         *slog.Logger
+	dataDir     string
+	tokens      *embedded.Store
+	recorder    *conversation.Recorder
+	tsURL       string
+	natsURL     string
+	natsMonitor string // SystemConfig.NATSMonitor
+	systems     map[string]*child
 
 	peakLive     atomic.Int64 // the larger of the sampled and the counted peak
 	liveCount    atomic.Int64 // live tokens, counted from the token service's writes
@@ -147,7 +148,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{}, err
 	}
 	defer broker.Shutdown()
-	d.natsURL = broker.ClientURL()
+	d.natsURL, d.natsMonitor = broker.ClientURL(), broker.MonitorURL()
 
 	keys, handler, err := d.services()
 	if err != nil {

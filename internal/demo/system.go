@@ -40,6 +40,7 @@ type SystemConfig struct {
 	TokenService string // base URL of the token service
 	APIKey       string // the system's key for the token service
 	NATSURL      string
+	NATSMonitor  string // the NATS server's monitoring URL: the transport checks there that it syncs every write
 	Listen       string // HTTP address: the shop's page, billing's signals, everyone's /status
 	BillingURL   string // where the shop sends billing's signals
 	Chaos        Chaos
@@ -104,8 +105,8 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 		return err
 	}
 	defer tokens.Close()
-	broker, err := natstransport.New(ctx, natstransport.Config{URL: cfg.NATSURL, Stream: "BATON_DEMO", Prefix: "demo",
-		AckWait: ackWait, Logger: log})
+	broker, err := natstransport.New(ctx, natstransport.Config{URL: cfg.NATSURL, MonitorURL: cfg.NATSMonitor,
+		Stream: "BATON_DEMO", Prefix: "demo", AckWait: ackWait, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -69,19 +70,33 @@ type Config struct {
 	// work: receivers drop duplicates with the token store in any case.
 	DuplicateWindow time.Duration
 
-	// MonitorURL is the external server's HTTP monitoring address (for
-	// example http://127.0.0.1:8222). When set, New reads /varz and warns
-	// if the server does not sync every write (sync_interval: always).
-	// The setting cannot be seen from a client connection otherwise.
+	// MonitorURL is the external server's HTTP monitoring address (its
+	// http_port, for example http://127.0.0.1:8222), or the addresses of
+	// every server of a cluster that may hold the stream, comma separated.
+	// New reads /varz of each and refuses with ErrUnsafeDurability unless
+	// every one syncs every write (jetstream { sync_interval: always }):
+	// a client connection cannot see the setting. Empty, or an address
+	// that does not answer, is refused the same way, unless
+	// AllowUnsafeDurability. Not used by Embedded.NewTransport, which
+	// reads its server's config directly.
 	MonitorURL string
+
+	// AllowUnsafeDurability lets New use a server that it cannot show
+	// syncs every write before acknowledging it: one without
+	// sync_interval: always, or one whose setting it cannot read (no
+	// MonitorURL, monitoring unreachable). A server crash may then lose
+	// acknowledged signals; each lost signal's token stays live for ever
+	// (see "When a server loses a signal" in the package doc). New logs a
+	// warning. Zero value: New refuses with ErrUnsafeDurability.
+	AllowUnsafeDurability bool
 
 	// Logger receives warnings and parked or malformed messages. Nil
 	// discards.
 	Logger *slog.Logger
 
-	// syncVerified is set by Embedded.NewTransport: that server syncs
-	// every write, so there is nothing to warn about.
-	syncVerified bool
+	// embedded is the in-process server that Embedded.NewTransport
+	// connects to: New reads its JetStream config instead of /varz.
+	embedded *server.Server
 }
 
 func (c *Config) setDefaults() {

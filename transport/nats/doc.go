@@ -47,12 +47,43 @@
 // acknowledged signals: in the server config,
 //
 //	jetstream { store_dir: "/var/lib/nats", sync_interval: always }
+//	http_port: 8222
 //
 // and max_payload of at least 2MB (the default 1MB refuses signals with
 // payloads near baton.MaxPayloadBytes; New warns). A client connection
-// cannot see the sync setting; set Config.MonitorURL to the server's
-// monitoring address and New warns when it is not "always". On a cluster,
-// Replicas 3 keeps signals through the loss of one server.
+// cannot see the sync setting, so New reads it from the monitoring
+// endpoint: set Config.MonitorURL to the server's monitoring address
+// (on a cluster, the addresses of every server that may hold the stream,
+// comma separated). New refuses with ErrUnsafeDurability, before it
+// creates anything, a server whose /varz does not show sync_always, a
+// monitoring address that does not answer, and an empty MonitorURL.
+// Config.AllowUnsafeDurability takes such a server anyway and logs a
+// warning; set it only for tests and throw-away data. The embedded server
+// needs none of this: StartEmbedded sets SyncAlways, and
+// Embedded.NewTransport checks it in the server's own config. On a
+// cluster, Replicas 3 keeps signals through the loss of one server.
+//
+// # When a server loses a signal
+//
+// If a server without sync on every write (or a disk that lies about
+// fsync) loses a signal that it had acknowledged, nothing redelivers it:
+// the sender removed its outbox entry once Publish returned. The signal is
+// not lost silently, because its token stays live in the token store and
+// nothing will consume it: it shows as work in flight that never ends, in
+// "baton tokens list --destination D", as a stuck token on the dashboard
+// (older than dashboard.Config.StuckAfter), and in the baton.tokens.live
+// gauge of its destination, which does not return to zero. The token
+// holds the signal's id, conversation, cause, destination, type and
+// payload digest, but not the payload, so baton cannot resend it by
+// itself. An operator either publishes the signal again with the same
+// token id, conversation, cause, destination, type and exact payload (the
+// receiver refuses one that differs from its token), taken from the
+// sending system's records, and the receiver then applies it once as
+// usual; or abandons it by consuming the token with a transition that
+// creates nothing (store.TokenStore.Transition with no children), after
+// which any late copy is dropped as a duplicate. A root token with an
+// expiry disappears at its expiry like any unused root, so look before
+// then.
 //
 // # Embedded and external
 //
@@ -60,9 +91,11 @@
 // storage in a data directory and SyncAlways set. It takes no port by
 // default: clients connect in-process (Embedded.Connect,
 // Embedded.NewTransport); EmbeddedConfig.Listen opens a free port for other
-// processes. Restarting on the same directory recovers stored signals.
-// For an external server or cluster, pass Config.URL (or a connection);
-// the transport reconnects forever.
+// processes, and one for monitoring, which their transports pass as
+// Config.MonitorURL (Embedded.MonitorURL). Restarting on the same
+// directory recovers stored signals. For an external server or cluster,
+// pass Config.URL (or a connection) and Config.MonitorURL; the transport
+// reconnects forever.
 //
 // # Failure semantics
 //

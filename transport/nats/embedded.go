@@ -17,8 +17,12 @@ type EmbeddedConfig struct {
 	// same directory recovers every stored signal.
 	DataDir string
 	// Listen makes the server accept network clients on Host and Port as
-	// well. By default it takes no port at all: clients connect in-process
-	// (Embedded.Connect), so it never collides with another server.
+	// well, and serve its HTTP monitoring endpoint on Host at a free port
+	// (Embedded.MonitorURL): a transport in another process passes that as
+	// Config.MonitorURL, so that New can see that the server syncs every
+	// write. By default it takes no port at all: clients connect
+	// in-process (Embedded.Connect), so it never collides with another
+	// server.
 	Listen bool
 	// Host to listen on when Listen is set. Default 127.0.0.1.
 	Host string
@@ -75,6 +79,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.Listen && cfg.Port != 0 {
 		opts.Port = cfg.Port
 	}
+	if cfg.Listen {
+		opts.HTTPHost, opts.HTTPPort = cfg.Host, server.RANDOM_PORT
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats embedded: %w", err)
@@ -107,7 +114,9 @@ func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
 }
 
 // NewTransport connects in-process and returns a transport over this
-// server; cfg.URL and cfg.Conn must be empty. Closing the transport closes
+// server; cfg.URL and cfg.Conn must be empty. It checks that the server
+// syncs every write from the server's own JetStream config (StartEmbedded
+// sets it), so cfg.MonitorURL is not needed. Closing the transport closes
 // its connection; the server keeps running until Shutdown.
 func (e *Embedded) NewTransport(ctx context.Context, cfg Config) (*Transport, error) {
 	if cfg.URL != "" || cfg.Conn != nil {
@@ -118,7 +127,7 @@ func (e *Embedded) NewTransport(ctx context.Context, cfg Config) (*Transport, er
 		return nil, err
 	}
 	cfg.Conn = nc
-	cfg.syncVerified = e.srv.JetStreamConfig() != nil && e.srv.JetStreamConfig().SyncAlways
+	cfg.embedded = e.srv
 	t, err := New(ctx, cfg)
 	if err != nil {
 		nc.Close()
@@ -135,6 +144,17 @@ func (e *Embedded) ClientURL() string {
 		return ""
 	}
 	return e.srv.ClientURL()
+}
+
+// MonitorURL is the server's HTTP monitoring address when
+// EmbeddedConfig.Listen is set, for Config.MonitorURL of transports in
+// other processes, and "" otherwise.
+func (e *Embedded) MonitorURL() string {
+	addr := e.srv.MonitorAddr()
+	if addr == nil {
+		return ""
+	}
+	return "http://" + addr.String()
 }
 
 // Server returns the underlying server, for monitoring or advanced setup.

@@ -17,7 +17,6 @@ import (
 	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/transport"
 	"github.com/batonhq/baton/transporttest"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -116,9 +115,15 @@ func TestConformanceExternal(t *testing.T) {
 	})
 }
 
+// newExternalTransport connects to the machine's NATS, which does not
+// sync every write and shows no monitoring port, so durability is waived:
+// the conformance suite checks delivery, not server crashes, and
+// TestRefusesExternalServerThatCannotShowSyncAlways shows that this very
+// server is refused without the waiver.
 func newExternalTransport(t *testing.T, url string, cfg Config) *Transport {
 	t.Helper()
 	cfg.URL = url
+	cfg.AllowUnsafeDurability = true
 	tr, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("New(%s): %v", url, err)
@@ -424,13 +429,22 @@ func TestEmbeddedDefaultsAndListen(t *testing.T) {
 		t.Errorf("embedded JetStream config %+v, want SyncAlways", jsc)
 	}
 
+	if u := quiet.MonitorURL(); u != "" {
+		t.Errorf("embedded server serves monitoring at %q by default", u)
+	}
+
 	loud := startEmbedded(t, EmbeddedConfig{Listen: true})
 	url := loud.ClientURL()
 	if !strings.HasPrefix(url, "nats://127.0.0.1:") || strings.HasSuffix(url, ":4222") {
 		t.Fatalf("ClientURL = %q, want a free port on 127.0.0.1", url)
 	}
+	if u := loud.MonitorURL(); !strings.HasPrefix(u, "http://127.0.0.1:") || strings.HasSuffix(u, ":8222") {
+		t.Fatalf("MonitorURL = %q, want a free port on 127.0.0.1", u)
+	}
+	// A transport in another process checks the sync setting through the
+	// monitoring port, without waiving durability.
 	cfg := testConfig(t)
-	cfg.URL = url
+	cfg.URL, cfg.MonitorURL = url, loud.MonitorURL()
 	tr, err := New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -450,19 +464,7 @@ func TestEmbeddedDefaultsAndListen(t *testing.T) {
 func TestServerSyncCheckReadsVarz(t *testing.T) {
 	t.Parallel()
 	for _, always := range []bool{true, false} {
-		opts := &server.Options{
-			JetStream: true, StoreDir: t.TempDir(), SyncAlways: always, DontListen: true,
-			HTTPHost: "127.0.0.1", HTTPPort: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		}
-		srv, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.Start()
-		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-		if !srv.ReadyForConnections(10 * time.Second) {
-			t.Fatal("server not ready")
-		}
+		srv := startServer(t, always)
 		got, err := serverSyncsAlways(t.Context(), "http://"+srv.MonitorAddr().String())
 		if err != nil || got != always {
 			t.Errorf("serverSyncsAlways with SyncAlways=%v = %v, %v", always, got, err)

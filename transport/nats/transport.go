@@ -2,11 +2,9 @@ package nats
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +46,11 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	t := &Transport{cfg: cfg, log: cfg.Logger, nc: cfg.Conn, subs: make(map[*subscription]struct{})}
+	// Refuse before connecting or creating anything: a server that may
+	// lose acknowledged signals gets no stream from us.
+	if err := t.checkDurability(ctx); err != nil {
+		return nil, err
+	}
 	if t.nc == nil {
 		opts := append([]nats.Option{
 			nats.Name("baton"),
@@ -73,7 +76,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		t.closeConn()
 		return nil, err
 	}
-	t.checkServer(ctx)
+	t.checkMaxPayload()
 	return t, nil
 }
 
@@ -103,56 +106,14 @@ func (t *Transport) ensureStream(ctx context.Context) error {
 	return nil
 }
 
-// checkServer warns about server settings that weaken the guarantees. It
-// never fails New: the operator may know better.
-func (t *Transport) checkServer(ctx context.Context) {
+// checkMaxPayload warns when the server's max_payload is too small for
+// baton's largest signals. It never fails New: such signals are refused on
+// publish, the others pass.
+func (t *Transport) checkMaxPayload() {
 	if mp := t.nc.MaxPayload(); mp < maxMsgSize {
 		t.log.Warn("the NATS server's max_payload is below baton's message limit; signals with large payloads will be refused on publish (set max_payload to at least 2MB)",
 			"max_payload", mp, "needed", maxMsgSize)
 	}
-	switch {
-	case t.cfg.syncVerified:
-	case t.cfg.MonitorURL != "":
-		always, err := serverSyncsAlways(ctx, t.cfg.MonitorURL)
-		switch {
-		case err != nil:
-			t.log.Warn("cannot check the NATS server's sync setting; a server crash may lose acknowledged signals unless it has jetstream { sync_interval: always }", "err", err)
-		case !always:
-			t.log.Warn("the NATS server does not sync every write: a server crash may lose acknowledged signals; set jetstream { sync_interval: always } in its config")
-		}
-	default:
-		t.log.Info("baton cannot see the NATS server's sync setting over a client connection; durability needs jetstream { sync_interval: always } in the server config (set MonitorURL to check it)")
-	}
-}
-
-// serverSyncsAlways reads the server's /varz and reports whether JetStream
-// syncs every write.
-func serverSyncsAlways(ctx context.Context, monitorURL string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(monitorURL, "/")+"/varz", nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("GET /varz: %s", resp.Status)
-	}
-	var varz struct {
-		JetStream struct {
-			Config struct {
-				SyncAlways bool `json:"sync_always"`
-			} `json:"config"`
-		} `json:"jetstream"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&varz); err != nil {
-		return false, fmt.Errorf("decode /varz: %w", err)
-	}
-	return varz.JetStream.Config.SyncAlways, nil
 }
 
 func (t *Transport) signalSubject(destination string) string {
@@ -164,9 +125,10 @@ func (t *Transport) parkedSubject(destination string) string {
 }
 
 // Publish implements transport.Transport. It returns nil once JetStream
-// has stored the signal (with the server's sync setting deciding whether
-// stored means on disk). The token id is the message id, so JetStream
-// drops a republish within DuplicateWindow.
+// has stored the signal: on disk, since New refuses a server it cannot
+// show syncs every write (unless Config.AllowUnsafeDurability). The token
+// id is the message id, so JetStream drops a republish within
+// DuplicateWindow.
 func (t *Transport) Publish(ctx context.Context, sig baton.Signal) error {
 	if t.isClosed() {
 		return transport.ErrClosed
