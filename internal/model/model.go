@@ -78,13 +78,24 @@ func check(p program, opts Options) Result {
 		for _, act := range buf {
 			ns := s
 			ns.apply(p, act, false)
-			if msg := ns.safetyViolation(); msg != "" {
+			msg := ns.safetyViolation()
+			if msg != "" {
 				res.States = states.len() + 1
 				res.Complete = true
 				res.Violation = &Violation{Invariant: msg, Trace: states.trace(p, id, &act)}
 				return res
 			}
-			if states.add(ns.encode(), int32(id), act) && opts.MaxStates > 0 && states.len() >= opts.MaxStates {
+			if !states.add(ns.encode(), int32(id), act) {
+				continue
+			}
+			// Checked once per new state: it runs the workers on their own.
+			if msg := ns.blockedWorker(p); msg != "" {
+				res.States = states.len()
+				res.Complete = true
+				res.Violation = &Violation{Invariant: msg, Trace: states.trace(p, id, &act)}
+				return res
+			}
+			if opts.MaxStates > 0 && states.len() >= opts.MaxStates {
 				res.States = states.len()
 				return res
 			}
@@ -152,10 +163,39 @@ func (s *state) safetyViolation() string {
 				return fmt.Sprintf("activity of child signal %s applied %d times (at most once)", name(), c.applied)
 			}
 		}
+		// Expiry only ever rejects: a root whose activity was committed
+		// must stay for its transition, or its children never get tokens.
+		if sig == expiringSig && s.expiredAway && s.applied[sig] > 0 {
+			return fmt.Sprintf("token %s expired away after %s's activity was committed: its child is never created (lost signal)", tokenName(sig), signalName(sig))
+		}
 		// The parent goes only together with (or after) the creation of
 		// its children; otherwise a crash in between loses them.
-		if !s.parentLive[sig] && !anyChild {
+		if !s.parentLive[sig] && !anyChild && !(sig == expiringSig && s.expiredAway) {
 			return fmt.Sprintf("token %s consumed but no child token created (lost signal)", tokenName(sig))
+		}
+	}
+	return ""
+}
+
+// soloSteps bounds a worker's run on its own: a whole delivery, with a
+// removal that conflicts once, takes fewer steps.
+const soloSteps = 32
+
+// blockedWorker checks that every worker, run on its own from s with no
+// other actor moving, acks its signal: no worker ever waits for another
+// one's outbox entry (or anything else) to be finished. It returns the
+// first worker that cannot, or "".
+func (s *state) blockedWorker(p program) string {
+	for i := range numWorkers {
+		solo := *s
+		for range soloSteps {
+			if solo.actors[i].pc == stepDone {
+				break
+			}
+			solo.apply(p, mkAction(i, kindStep, 0), false)
+		}
+		if solo.actors[i].pc != stepDone {
+			return fmt.Sprintf("%s cannot finish %s on its own: it waits for another actor (blocked)", actorName(i), signalName(workerSignal[i]))
 		}
 	}
 	return ""
@@ -170,6 +210,14 @@ func (s *state) quiescenceViolation() string {
 		}
 	}
 	for sig := range uint8(numSignals) {
+		if sig == expiringSig && s.expiredAway {
+			// Expired before it was admitted: refused, never applied, and
+			// nothing of it is left.
+			if s.applied[sig] != 0 || s.outbox[sig] != 0 || s.child[sig][0].created != 0 {
+				return fmt.Sprintf("quiet but %s, whose root expired, left work behind", signalName(sig))
+			}
+			continue
+		}
 		if s.applied[sig] != 1 {
 			return fmt.Sprintf("quiet but %s applied %d times (exactly once)", signalName(sig), s.applied[sig])
 		}

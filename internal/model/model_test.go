@@ -49,6 +49,7 @@ func TestProtocolModel(t *testing.T) {
 		{TokenBeforeEntity, "activity of S1 applied 2 times"},
 		{SplitTransition, "resurrected after it was consumed"},
 		{RemoveBeforeConsume, "activity of S1 applied 2 times"},
+		{ExpiryWithoutClaim, "expired away after S1's activity was committed"},
 	}
 	for _, tc := range broken {
 		t.Run(tc.variant.String(), func(t *testing.T) {
@@ -90,6 +91,10 @@ func TestCheckerCatchesMutants(t *testing.T) {
 		// Workers ack without removing and the sweeper, finishing the same
 		// block, never removes either: it picks the entry forever.
 		{"NoRemoval", func(p *program) { p.next[stepDispatch] = stepAck }, "livelock"},
+		// A worker that waits until the entity's outbox is empty before it
+		// commits (as a serialised outbox would) is blocked by an entry
+		// that only another actor can finish.
+		{"WaitForEmptyOutbox", func(p *program) { p.waitForEmptyOutbox = true }, "blocked"},
 	}
 	for _, m := range mutants {
 		p := programFor(Correct)

@@ -23,11 +23,16 @@ const (
 	// removes the entry afterwards; a crash after the ack is not
 	// redelivered and leaves the entry to the sweeper.
 	DeferredRemoval
+	// ExpiryWithoutClaim commits the activity of a signal whose root
+	// token may expire without claiming the root first (what baton did
+	// before ClaimRoot): expiry can then delete the root between the
+	// commit and the transition, and the children are never created.
+	ExpiryWithoutClaim
 )
 
 // Variants lists every variant, the correct one first.
 func Variants() []Variant {
-	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume, DeferredRemoval}
+	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume, DeferredRemoval, ExpiryWithoutClaim}
 }
 
 func (v Variant) String() string {
@@ -42,6 +47,8 @@ func (v Variant) String() string {
 		return "RemoveBeforeConsume"
 	case DeferredRemoval:
 		return "DeferredRemoval"
+	case ExpiryWithoutClaim:
+		return "ExpiryWithoutClaim"
 	}
 	return fmt.Sprintf("Variant(%d)", int(v))
 }
@@ -52,7 +59,8 @@ type step uint8
 const (
 	stepLoad            step = iota // load entity: version and outbox snapshot
 	stepCheckOutbox                 // outbox entry for t? then finish it
-	stepReadToken                   // token t live? absent means duplicate
+	stepReadToken                   // token t live? absent means duplicate, expired means refused
+	stepClaim                       // claim t1, the expiring root: it stops expiring
 	stepCommit                      // run handler, CAS commit state + outbox[t]
 	stepTransition                  // atomic: consume t, create children
 	stepCheckParent                 // SplitTransition: is t live?
@@ -76,21 +84,26 @@ type program struct {
 	// ackedBeforeRemove: a worker at the removal steps has acked already,
 	// so a crash there is not redelivered.
 	ackedBeforeRemove bool
+	// waitForEmptyOutbox: a mutant in which a worker commits only when no
+	// other signal's outbox entry is pending on the entity.
+	waitForEmptyOutbox bool
 }
 
 func programFor(v Variant) program {
 	var seq []step
 	switch v {
 	case Correct:
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepClaim, stepCommit, stepTransition, stepDispatch, stepRemove, stepAck}
+	case ExpiryWithoutClaim:
 		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepTransition, stepDispatch, stepRemove, stepAck}
 	case TokenBeforeEntity:
-		seq = []step{stepReadToken, stepLoad, stepCheckOutbox, stepCommit, stepTransition, stepDispatch, stepRemove, stepAck}
+		seq = []step{stepReadToken, stepClaim, stepLoad, stepCheckOutbox, stepCommit, stepTransition, stepDispatch, stepRemove, stepAck}
 	case SplitTransition:
-		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepCheckParent, stepCreateChildren, stepDeleteParent, stepDispatch, stepRemove, stepAck}
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepClaim, stepCommit, stepCheckParent, stepCreateChildren, stepDeleteParent, stepDispatch, stepRemove, stepAck}
 	case RemoveBeforeConsume:
-		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepRemove, stepTransition, stepDispatch, stepAck}
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepClaim, stepCommit, stepRemove, stepTransition, stepDispatch, stepAck}
 	case DeferredRemoval:
-		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepCommit, stepTransition, stepDispatch, stepAckEarly, stepRemove, stepDone}
+		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepClaim, stepCommit, stepTransition, stepDispatch, stepAckEarly, stepRemove, stepDone}
 	default:
 		panic(fmt.Sprintf("model: unknown variant %d", int(v)))
 	}
@@ -106,13 +119,18 @@ func programFor(v Variant) program {
 }
 
 // The modelled system: one entity, two incoming signals for it, each of
-// which emits one child signal when applied.
+// which emits one child signal when applied. t1 is a root token that may
+// expire: the clock may pass its expiry at any moment, after which an
+// expirer may delete it unless it was claimed.
 const (
-	numSignals = 2 // S1 (token t1) and S2 (token t2)
-	maxGen     = 2 // child generations kept: a second application is already a violation
-	numWorkers = 3
-	sweeperID  = numWorkers
-	numActors  = numWorkers + 1 // workers and the sweeper; receivers come after
+	numSignals  = 2 // S1 (token t1) and S2 (token t2)
+	maxGen      = 2 // child generations kept: a second application is already a violation
+	numWorkers  = 3
+	sweeperID   = numWorkers
+	numActors   = numWorkers + 1 // workers and the sweeper; receivers come after
+	clockID     = numActors + numSignals*maxGen
+	expirerID   = clockID + 1
+	expiringSig = 0 // S1's token t1 is the expiring root
 )
 
 // workerSignal is the signal each worker was delivered: W1 and W2 get
@@ -148,6 +166,9 @@ type state struct {
 	parentLive [numSignals]bool  // t1, t2 live in the token store
 	child      [numSignals][maxGen]childToken
 	actors     [numActors]actor
+	// Root expiry of t1: the clock passed its expiry; it was claimed (it
+	// no longer expires); the expirer deleted it.
+	expired, claimed, expiredAway bool
 }
 
 // key is the packed, canonical encoding of a state, used in the visited set.
@@ -217,6 +238,9 @@ func (s *state) encode() key {
 			p.put(uint64(a.sig), 1)
 		}
 	}
+	p.put(b2u(s.expired), 1)
+	p.put(b2u(s.claimed), 1)
+	p.put(b2u(s.expiredAway), 1)
 	if p.bit > 128 {
 		panic("model: state does not fit its key")
 	}
@@ -251,6 +275,9 @@ func decode(k key) state {
 			a.sig = workerSignal[i]
 		}
 	}
+	s.expired = p.get(1) == 1
+	s.claimed = p.get(1) == 1
+	s.expiredAway = p.get(1) == 1
 	return s
 }
 
@@ -318,7 +345,19 @@ func (s *state) enabled(p program, buf []action) []action {
 			}
 		}
 	}
+	if !s.expired {
+		buf = append(buf, mkAction(clockID, kindStep, 0))
+	}
+	if s.expired && !s.claimed && s.parentLive[expiringSig] {
+		buf = append(buf, mkAction(expirerID, kindStep, 0))
+	}
 	return buf
+}
+
+// expiredNow reports whether a read of t1 sees it expired: the clock passed
+// its expiry and it was not claimed (a claimed root no longer expires).
+func (s *state) expiredNow(sig uint8) bool {
+	return sig == expiringSig && s.expired && !s.claimed
 }
 
 func actorName(id int) string {
@@ -327,6 +366,10 @@ func actorName(id int) string {
 		return fmt.Sprintf("W%d", id+1)
 	case id == sweeperID:
 		return "SW"
+	case id == clockID:
+		return "CLOCK"
+	case id == expirerID:
+		return "EXP"
 	default:
 		r := id - numActors
 		return "R(" + childName(r/maxGen, uint8(r%maxGen+1)) + ")"
@@ -350,6 +393,21 @@ func childName(sig int, gen uint8) string {
 // saying what happened; the search calls it without, for speed.
 func (s *state) apply(p program, act action, describe bool) string {
 	id := act.actor()
+	switch id {
+	case clockID:
+		s.expired = true
+		if describe {
+			return "CLOCK: t1's expiry passes"
+		}
+		return ""
+	case expirerID:
+		s.parentLive[expiringSig] = false
+		s.expiredAway = true
+		if describe {
+			return "EXP: delete t1, an expired unclaimed root"
+		}
+		return ""
+	}
 	if id >= numActors {
 		r := id - numActors
 		c := &s.child[r/maxGen][r%maxGen]
@@ -462,18 +520,54 @@ func (s *state) step(p program, id int, describe bool) string {
 			}
 		}
 	case stepReadToken:
-		if s.parentLive[sig] {
+		switch {
+		case s.parentLive[sig] && s.expiredNow(sig):
+			a.pc = stepAck // refused: parked, its token left to expiry
+			if describe {
+				msg = fmt.Sprintf("read token %s -> live but expired (refuse, park)", t)
+			}
+		case s.parentLive[sig]:
 			s.advance(p, id, pc)
 			if describe {
 				msg = fmt.Sprintf("read token %s -> live", t)
 			}
-		} else {
+		default:
 			a.pc = stepAck
 			if describe {
 				msg = fmt.Sprintf("read token %s -> absent (duplicate, drop)", t)
 			}
 		}
+	case stepClaim:
+		switch {
+		case sig != expiringSig:
+			s.advance(p, id, pc) // t2 does not expire: nothing to claim
+			if describe {
+				msg = fmt.Sprintf("%s does not expire, nothing to claim", t)
+			}
+		case !s.parentLive[sig]:
+			a.pc = stepAck
+			if describe {
+				msg = fmt.Sprintf("claim %s -> absent (duplicate, drop)", t)
+			}
+		case s.expiredNow(sig):
+			a.pc = stepAck
+			if describe {
+				msg = fmt.Sprintf("claim %s -> expired (refuse, park)", t)
+			}
+		default:
+			s.claimed = true
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("claim %s -> it no longer expires", t)
+			}
+		}
 	case stepCommit:
+		if p.waitForEmptyOutbox && s.outbox[1-sig] != 0 {
+			if describe {
+				msg = "another signal's outbox entry is pending: wait"
+			}
+			break
+		}
 		if a.fresh {
 			s.applied[sig]++
 			gen := s.applied[sig]
