@@ -55,6 +55,15 @@ const (
 	// orderingNoClaim commits an expiring root's activity on the plain
 	// path without claiming the root first, as baton did before ClaimRoot.
 	orderingNoClaim
+	// orderingAckFirst acknowledges a delivery before processing it.
+	orderingAckFirst
+	// orderingAckOnRetry acknowledges a delivery whose processing failed
+	// for now, instead of asking for it again.
+	orderingAckOnRetry
+	// orderingFinishOthersFirst finishes another signal's pending outbox
+	// entry on the entity before it admits this one, as a serialised
+	// outbox would: an entry that cannot be finished blocks the entity.
+	orderingFinishOthersFirst
 )
 
 // New validates cfg and returns an engine with no activities registered.
@@ -179,6 +188,12 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 			res, err := e.finish(ctx, ent, entry, false, e.cfg.DeferRemovals)
 			res.Outcome = Completed
 			return res, err
+		}
+		if e.ordering == orderingFinishOthersFirst && len(ent.Outbox) > 0 {
+			if _, err := e.finish(ctx, ent, ent.Outbox[0], false, false); err != nil {
+				return Result{}, err
+			}
+			continue
 		}
 		// Step 3: read the token.
 		if e.ordering != orderingTokenBeforeEntity && !tokenRead {

@@ -12,6 +12,9 @@ var BrokenOrderings = []BrokenOrdering{
 	{"split-transition", orderingSplitTransition},
 	{"remove-before-consume", orderingRemoveBeforeConsume},
 	{"expiry-without-claim", orderingNoClaim},
+	{"ack-before-processing", orderingAckFirst},
+	{"ack-on-retryable-error", orderingAckOnRetry},
+	{"finish-others-first", orderingFinishOthersFirst},
 }
 
 // SetOrdering switches e to a (possibly broken) ordering of the steps.

@@ -139,6 +139,11 @@ func (e *Engine) workInBatches(ctx, work context.Context, sub transport.Subscrip
 // HandleDelivery processes one delivery and acknowledges, retries or parks
 // it according to the outcome.
 func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
+	if e.ordering == orderingAckFirst {
+		_ = d.Ack(ctx)
+		_, _ = e.Process(ctx, d.Signal())
+		return
+	}
 	_, err := e.Process(ctx, d.Signal())
 	e.settle(ctx, d, err)
 }
@@ -186,6 +191,8 @@ func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 		if perr := d.Park(ctx, err.Error()); perr != nil {
 			log.Warn("park failed", "err", perr)
 		}
+	case e.ordering == orderingAckOnRetry:
+		_ = d.Ack(ctx)
 	default:
 		log.Info("processing failed; will retry", "err", err)
 		if err := d.Nack(ctx, e.redeliveryDelay(d.Attempt())); err != nil {

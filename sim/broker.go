@@ -3,21 +3,27 @@ package sim
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/transport"
 )
 
 // message is one copy of a signal in the simulated broker.
 type message struct {
 	sig      baton.Signal
 	attempt  int
-	inFlight bool
+	inFlight bool   // handed to a worker and not yet acked, nacked or parked
+	holder   *actor // the worker it is handed to
 }
 
-// broker is the simulated at-least-once broker. Publishing is a yield point
-// with faults; the scheduler decides when and in which order copies are
-// delivered, and duplicates some.
+// broker is the simulated at-least-once broker. Publishing, acking,
+// nacking and parking are yield points with faults; the scheduler decides
+// when and in which order copies are delivered, and duplicates some. A
+// delivery that its worker leaves unsettled (a crash, a failed ack) is
+// delivered again, as after a broker's ack timeout.
 type broker struct{ sim *Sim }
 
 func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
@@ -28,7 +34,10 @@ func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
 	if err := s.failBefore(ctx, "publish"); err != nil {
 		return err
 	}
-	if !s.committedSignals[sig.ID] && sig.ID != sig.Conversation {
+	if s.refusesPublish(sig) {
+		return fmt.Errorf("sim: publish of %s refused while the probe holds it back", short(sig.ID))
+	}
+	if !s.committedSignals[sig.ID] && !s.isRoot(sig.ID) {
 		s.violate("ghost message %s: published but no committed activity emitted it", short(sig.ID))
 	}
 	s.enqueue(sig)
@@ -36,7 +45,7 @@ func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
 		s.count("fault: broker duplicated a message")
 		s.enqueue(sig)
 	}
-	return s.failAfter(ctx, "publish")
+	return s.respond(ctx, "publish")
 }
 
 func (s *Sim) enqueue(sig baton.Signal) {
@@ -62,40 +71,112 @@ func (s *Sim) drop(m *message) {
 	}
 }
 
-// deliver starts a worker that processes one delivery of m and then acks
-// it, or leaves it for redelivery if processing failed or the worker
-// crashed.
-func (s *Sim) deliver(m *message) {
-	m.inFlight = true
-	m.attempt++
-	if m.attempt > 1 {
-		s.count("recovery: redelivered after a failure or crash")
-	}
-	e := s.engines[m.sig.Destination]
-	s.start(&actor{name: "worker@" + m.sig.Destination, run: func(ctx context.Context) {
-		s.trace("deliver %s (%s) attempt %d", short(m.sig.ID), m.sig.Type, m.attempt)
-		res, err := e.Process(ctx, m.sig)
-		s.settle(ctx, m, res, err)
-	}})
-}
-
-// settle acks m if its processing succeeded, else leaves it for
-// redelivery.
-func (s *Sim) settle(ctx context.Context, m *message, res engine.Result, err error) {
-	m.inFlight = false
-	switch {
-	case err == nil:
-		s.drop(m)
-		s.outcomes[res.Outcome.String()]++
-	case actorFrom(ctx).crashed:
-		// Not acked: the broker redelivers it.
-	default:
-		s.count("recovery: processing failed, retried")
-		if engine.IsPermanent(err) {
-			s.violate("signal %s refused: %v", short(m.sig.ID), err)
-			s.drop(m)
+func (s *Sim) queued(m *message) bool {
+	for _, x := range s.messages {
+		if x == m {
+			return true
 		}
 	}
+	return false
+}
+
+// delivery is one delivery of a message to a worker: the transport's side
+// of the engine's delivery and acknowledgement path (engine.HandleDelivery
+// settles it).
+type delivery struct {
+	sim *Sim
+	m   *message
+}
+
+var _ transport.Delivery = delivery{}
+
+func (d delivery) Signal() baton.Signal { return d.m.sig }
+func (d delivery) Attempt() int         { return d.m.attempt }
+
+// Ack removes the message: it was processed or is a duplicate.
+func (d delivery) Ack(ctx context.Context) error {
+	return d.settle(ctx, "ack", func() {
+		d.sim.drop(d.m)
+		d.sim.acked[d.m.sig.ID] = true
+	})
+}
+
+// Nack hands the message back for another delivery; the scheduler decides
+// when, so the delay is the scheduler's.
+func (d delivery) Nack(ctx context.Context, _ time.Duration) error {
+	return d.settle(ctx, "nack", func() {
+		d.m.inFlight = false
+		d.sim.count("recovery: delivery nacked for a retry")
+	})
+}
+
+// Park moves the message aside. The engine parks only signals that can
+// never be processed; in this workload that is a root signal whose token
+// expired before it was admitted, and anything else is a violation.
+func (d delivery) Park(ctx context.Context, reason string) error {
+	return d.settle(ctx, "park", func() {
+		d.sim.drop(d.m)
+		if !strings.Contains(reason, engine.ErrExpired.Error()) {
+			d.sim.violate("signal %s (%s) parked: %s", short(d.m.sig.ID), d.m.sig.Type, reason)
+			return
+		}
+		d.sim.count("outcome: expired root signal parked")
+	})
+}
+
+// settle runs a settlement of the delivery as a yield point with faults. A
+// settlement of a message that is no longer queued is a violation: the
+// engine settles each delivery once.
+func (d delivery) settle(ctx context.Context, what string, apply func()) error {
+	s := d.sim
+	if err := s.yield(ctx, fmt.Sprintf("broker.%s(%s)", what, short(d.m.sig.ID))); err != nil {
+		return err
+	}
+	if err := s.failBefore(ctx, what); err != nil {
+		return err
+	}
+	if d.m.holder != actorFrom(ctx) || !s.queued(d.m) {
+		s.violate("delivery of %s settled twice (%s)", short(d.m.sig.ID), what)
+		return nil
+	}
+	d.m.inFlight, d.m.holder = false, nil
+	apply()
+	return s.respond(ctx, what)
+}
+
+// deliver starts a worker that takes one delivery of m through the
+// engine's delivery path: process, then ack, retry or park.
+func (s *Sim) deliver(m *message) { s.deliverBatch([]*message{m}) }
+
+// deliverBatch starts a worker that takes deliveries of ms together
+// (engine.HandleDeliveries), as a worker of Run takes what it received.
+func (s *Sim) deliverBatch(ms []*message) {
+	dest := ms[0].sig.Destination
+	ds := make([]transport.Delivery, len(ms))
+	a := &actor{dest: dest, held: ms}
+	for i, m := range ms {
+		m.inFlight, m.holder = true, a
+		m.attempt++
+		if m.attempt > 1 {
+			s.count("recovery: redelivered after a failure or crash")
+		}
+		ds[i] = delivery{s, m}
+	}
+	e := s.engines[dest]
+	a.name = "worker@" + dest
+	if len(ms) > 1 {
+		a.name = "batch worker@" + dest
+	}
+	a.run = func(ctx context.Context) {
+		if len(ds) == 1 {
+			s.trace("deliver %s (%s) attempt %d", short(ms[0].sig.ID), ms[0].sig.Type, ms[0].attempt)
+			e.HandleDelivery(ctx, ds[0])
+			return
+		}
+		s.trace("deliver a batch of %d to %s", len(ds), dest)
+		e.HandleDeliveries(ctx, ds)
+	}
+	s.start(a)
 }
 
 // simBatch is the most deliveries a simulated worker takes together.
@@ -124,26 +205,4 @@ func (s *Sim) batchWith(m *message, ready []*message) []*message {
 		}
 	}
 	return batch
-}
-
-// deliverBatch starts a worker that processes deliveries of ms together
-// (engine.ProcessBatch) and then acks each that succeeded.
-func (s *Sim) deliverBatch(ms []*message) {
-	sigs := make([]baton.Signal, len(ms))
-	for i, m := range ms {
-		m.inFlight = true
-		m.attempt++
-		if m.attempt > 1 {
-			s.count("recovery: redelivered after a failure or crash")
-		}
-		sigs[i] = m.sig
-	}
-	e := s.engines[ms[0].sig.Destination]
-	s.start(&actor{name: "batch worker@" + ms[0].sig.Destination, run: func(ctx context.Context) {
-		s.trace("deliver a batch of %d to %s", len(ms), ms[0].sig.Destination)
-		results, errs := e.ProcessBatch(ctx, sigs)
-		for i, m := range ms {
-			s.settle(ctx, m, results[i], errs[i])
-		}
-	}})
 }

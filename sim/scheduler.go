@@ -6,17 +6,19 @@ import (
 	"fmt"
 )
 
-// errCrash is what every store call of a crashed worker returns: the worker
-// does nothing more, as if its process died.
-var errCrash = errors.New("sim: worker crashed")
+// errCrash is what every call of a crashed process's actors returns: they
+// do nothing more, as if the process died.
+var errCrash = errors.New("sim: process crashed")
 
-// actor is a goroutine the scheduler runs one at a time: a worker processing
-// one delivery, or a sweeper.
+// actor is a goroutine the scheduler runs one at a time: a worker taking
+// deliveries, a sweeper or a remover of one destination's process.
 type actor struct {
 	id      int
 	name    string
+	dest    string     // the destination whose process it runs in
+	held    []*message // deliveries it was handed
 	wake    chan struct{}
-	pending string // the store call it waits to make
+	pending string // the call it waits to make
 	crashed bool
 	done    bool
 	run     func(ctx context.Context)
@@ -45,12 +47,21 @@ func (s *Sim) start(a *actor) {
 	s.resume(a)
 }
 
-// resume hands the turn to a and waits until it yields or finishes.
+// resume hands the turn to a and waits until it yields or finishes. A
+// finished actor's deliveries that it left unsettled (it crashed, or its
+// ack failed) are delivered again, as after a broker's ack timeout.
 func (s *Sim) resume(a *actor) {
 	a.wake <- struct{}{}
 	<-s.yielded
-	if a.done {
-		s.remove(a)
+	if !a.done {
+		return
+	}
+	s.remove(a)
+	for _, m := range a.held {
+		if m.holder == a && s.queued(m) {
+			m.inFlight, m.holder = false, nil
+			s.count("recovery: unsettled delivery handed out again")
+		}
 	}
 }
 
@@ -80,12 +91,38 @@ func (s *Sim) yield(ctx context.Context, op string) error {
 	a.pending = ""
 	s.trace("%s#%d %s", a.name, a.id, op)
 	if s.chance(s.faults.Crash) {
-		a.crashed = true
-		s.count("fault: worker crashed")
-		s.trace("%s#%d crashed", a.name, a.id)
+		s.crash(a.dest)
 		return errCrash
 	}
 	return nil
+}
+
+// respond is the moment between a write taking effect and its caller
+// learning so: other actors run meanwhile, and the caller's process may
+// crash, after which the write is done but its caller never knew. Then it
+// decides whether the answer is lost anyway (failAfter).
+func (s *Sim) respond(ctx context.Context, op string) error {
+	if err := s.yield(ctx, op+" answered"); err != nil {
+		return err
+	}
+	return s.failAfter(ctx, op)
+}
+
+// crash kills the process of destination d: every actor of it stops at its
+// next call, and a fresh engine, which remembers nothing of the old one
+// (its queued outbox removals are lost), takes over. Unsettled deliveries
+// are handed out again when their actors end.
+func (s *Sim) crash(d string) {
+	s.count("fault: process crashed")
+	s.trace("process of %s crashed", d)
+	for _, a := range s.actors {
+		if a.dest == d {
+			a.crashed = true
+		}
+	}
+	if err := s.restart(d); err != nil {
+		s.violate("restart of %s failed: %v", d, err)
+	}
 }
 
 // failBefore decides whether a write fails without applying.

@@ -57,8 +57,12 @@ type Report struct {
 	// DeferRemovals: the engines ran with Config.DeferRemovals.
 	DeferRemovals bool
 	// Batches: the engines processed batches of deliveries (Config.Batch).
-	Batches    bool
+	Batches bool
+	// ExpiringRoots: the roots were issued with a short time to live, so
+	// that some expire before or while they are processed.
+	ExpiringRoots bool
 	Expected   int // activities the workload must apply
+	Expired    int // conversations refused because their root expired first
 	Applied    int
 	Lost       int
 	Duplicate  int
@@ -88,15 +92,23 @@ type Sim struct {
 	deferRemovals bool
 	// batches: on the fast path with snapshot reads, the engines process
 	// batches of deliveries (Config.Batch) and workers take several.
-	batches  bool
-	removing bool
-	step     int
-	epoch    time.Time
+	batches bool
+	// expiringRoots: roots are issued with a short time to live.
+	expiringRoots bool
+	removing      bool
+	step          int
+	epoch         time.Time
 
 	tokens   *tokenStore
 	entities map[string]*entityStore
+	views    map[string]*storeView // each destination's view of the stores
 	engines  map[string]*engine.Engine
+	retired  engine.Stats // counters of engines replaced after a crash
 	messages []*message
+	acked    map[baton.TokenID]bool
+	// held: publishes of these conversations' signals to these
+	// destinations fail, while the blocked-entry probe runs.
+	held map[heldKey]bool
 
 	actors    []*actor
 	nextActor int
@@ -106,9 +118,8 @@ type Sim struct {
 	ledger           map[string]int
 	consumedEver     map[baton.TokenID]bool
 	committedSignals map[baton.TokenID]bool
-	roots            []baton.TokenID
+	roots            []root
 	counters         map[string]int
-	outcomes         map[string]int
 	violation        string
 	traceLog         []string
 }
@@ -129,13 +140,15 @@ func Run(opts Options) Report {
 		rng:              rand.New(rand.NewPCG(opts.Seed, 0x62617430)),
 		epoch:            time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		entities:         map[string]*entityStore{},
+		views:            map[string]*storeView{},
 		engines:          map[string]*engine.Engine{},
+		acked:            map[baton.TokenID]bool{},
+		held:             map[heldKey]bool{},
 		yielded:          make(chan *actor),
 		ledger:           map[string]int{},
 		consumedEver:     map[baton.TokenID]bool{},
 		committedSignals: map[baton.TokenID]bool{},
 		counters:         map[string]int{},
-		outcomes:         map[string]int{},
 	}
 	s.faults = s.chooseFaults()
 	s.fastPath = s.rng.IntN(2) == 0
@@ -144,6 +157,8 @@ func Run(opts Options) Report {
 	// From the seed, not the generator, so that adding batches left the
 	// draws of every seed as they were.
 	s.batches = s.snapshotReads && opts.Seed%2 == 1
+	// From the seed too, for the same reason as batches.
+	s.expiringRoots = opts.Seed%3 == 0
 	if err := s.setUp(); err != nil {
 		return Report{Seed: opts.Seed, Violation: "set-up failed: " + err.Error()}
 	}
@@ -152,6 +167,10 @@ func Run(opts Options) Report {
 	}
 	s.faultsOn = false
 	s.quiesce()
+	if s.violation == "" {
+		s.probeBlockedEntry()
+		s.quiesce()
+	}
 	return s.report()
 }
 
@@ -179,55 +198,44 @@ func (r randomReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// storeView is what one destination's engine is given as its stores: the
+// shared token store and its own entity store, or on the fast path one
+// store that is both.
+type storeView struct {
+	tokens   store.TokenStore
+	entities store.EntityStore
+}
+
 func (s *Sim) setUp() error {
 	s.tokens = &tokenStore{sim: s, inner: memory.NewTokenStoreFrom(randomReader{s})}
 	for _, d := range destinations {
 		s.entities[d] = &entityStore{sim: s, destination: d, inner: memory.NewEntityStore()}
-		var tokens store.TokenStore = s.tokens
-		var entities store.EntityStore = s.entities[d]
+		view := &storeView{tokens: s.tokens, entities: s.entities[d]}
 		if s.fastPath {
 			fast := &fastStore{s.tokens, s.entities[d]}
-			tokens, entities = fast, fast
+			view.tokens, view.entities = fast, fast
 			if s.snapshotReads {
-				tokens, entities = snapshotStore{fast}, snapshotStore{fast}
+				view.tokens, view.entities = snapshotStore{fast}, snapshotStore{fast}
 			}
 			if s.batches {
-				tokens, entities = batchStore{snapshotStore{fast}}, batchStore{snapshotStore{fast}}
+				view.tokens, view.entities = batchStore{snapshotStore{fast}}, batchStore{snapshotStore{fast}}
 			}
 		}
-		e, err := engine.New(engine.Config{
-			Destination:        d,
-			Tokens:             tokens,
-			Entities:           entities,
-			Dispatch:           broker{s},
-			Subscriptions:      map[string][]string{"placed": {"billing", "stock"}},
-			SweepAfter:         50 * time.Millisecond,
-			MaxConflictRetries: 1000,
-			DeferRemovals:      s.deferRemovals,
-			Batch:              batchSize(s.batches),
-			Now:                s.now,
-			Sleep: func(ctx context.Context, d time.Duration) error {
-				return s.yield(ctx, "sleep")
-			},
-			Random: randomReader{s},
-		})
-		if err != nil {
+		s.views[d] = view
+		if err := s.restart(d); err != nil {
 			return err
 		}
-		if err := register(e); err != nil {
-			return err
-		}
-		if s.opts.Configure != nil {
-			s.opts.Configure(e)
-		}
-		s.engines[d] = e
 	}
 	for range s.opts.Conversations {
-		sig, err := s.engines["order"].IssueRoot(context.Background(), baton.Emit{Destination: "order", Type: "order.place"}, 0)
+		var ttl time.Duration
+		if s.expiringRoots {
+			ttl = time.Duration(20+s.rng.IntN(400)) * time.Millisecond
+		}
+		sig, err := s.engines["order"].IssueRoot(context.Background(), baton.Emit{Destination: "order", Type: "order.place"}, ttl)
 		if err != nil {
 			return err
 		}
-		s.roots = append(s.roots, sig.ID)
+		s.roots = append(s.roots, root{id: sig.ID, conversation: sig.Conversation, expires: ttl > 0, activities: expectedTypes})
 		s.enqueue(sig)
 		if s.rng.IntN(2) == 0 {
 			s.count("fault: double submit of a root signal")
@@ -235,6 +243,56 @@ func (s *Sim) setUp() error {
 		}
 	}
 	return nil
+}
+
+// restart starts destination d's process: a fresh engine over its stores,
+// with what its predecessor counted kept in s.retired.
+func (s *Sim) restart(d string) error {
+	if old := s.engines[d]; old != nil {
+		s.retired = s.retired.Plus(old.Stats())
+	}
+	view := s.views[d]
+	e, err := engine.New(engine.Config{
+		Destination:        d,
+		Tokens:             view.tokens,
+		Entities:           view.entities,
+		Dispatch:           broker{s},
+		Subscriptions:      map[string][]string{"placed": {"billing", "stock"}},
+		SweepAfter:         50 * time.Millisecond,
+		RootExpiryGrace:    10 * time.Millisecond,
+		MaxConflictRetries: 1000,
+		// Parking after too many attempts would leave live tokens that
+		// only an operator finishes; faults here are all transient.
+		MaxAttempts:   1 << 30,
+		DeferRemovals: s.deferRemovals,
+		Batch:         batchSize(s.batches),
+		Now:           s.now,
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			return s.yield(ctx, "sleep")
+		},
+		Random: randomReader{s},
+	})
+	if err != nil {
+		return err
+	}
+	if err := register(e); err != nil {
+		return err
+	}
+	if s.opts.Configure != nil {
+		s.opts.Configure(e)
+	}
+	s.engines[d] = e
+	return nil
+}
+
+// isRoot reports whether id is a root the simulation issued.
+func (s *Sim) isRoot(id baton.TokenID) bool {
+	for _, r := range s.roots {
+		if r.id == id {
+			return true
+		}
+	}
+	return false
 }
 
 // act takes one scheduling step: resume a waiting actor, deliver a message,
@@ -273,7 +331,7 @@ func (s *Sim) startSweeper() { s.startSweeperAt(destinations[s.rng.IntN(len(dest
 
 func (s *Sim) startSweeperAt(d string) {
 	s.sweeping = true
-	s.start(&actor{name: "sweeper@" + d, run: func(ctx context.Context) {
+	s.start(&actor{name: "sweeper@" + d, dest: d, run: func(ctx context.Context) {
 		n, _ := s.engines[d].Sweep(ctx)
 		s.counters["recovery: outbox entries finished by the sweeper"] += n
 		s.sweeping = false
@@ -285,7 +343,7 @@ func (s *Sim) startSweeperAt(d string) {
 func (s *Sim) startRemover() {
 	d := destinations[s.rng.IntN(len(destinations))]
 	s.removing = true
-	s.start(&actor{name: "remover@" + d, run: func(ctx context.Context) {
+	s.start(&actor{name: "remover@" + d, dest: d, run: func(ctx context.Context) {
 		n, _ := s.engines[d].RemovePending(ctx)
 		s.counters["recovery: deferred outbox removals"] += n
 		s.removing = false
@@ -293,17 +351,19 @@ func (s *Sim) startRemover() {
 }
 
 // quiesce runs with faults off until nothing is left to do, letting time
-// pass so the sweepers see every abandoned outbox entry as stale.
+// pass so the sweepers see every abandoned outbox entry as stale and every
+// unused root as expired.
 func (s *Sim) quiesce() {
 	for limit := s.step + 200000; s.step < limit && s.violation == ""; {
 		if s.act() {
 			continue
 		}
-		if len(s.messages) == 0 && s.outboxEntries() == 0 {
+		if len(s.messages) == 0 && s.outboxEntries() == 0 && s.expiringLive() == 0 {
 			return
 		}
-		// Only abandoned outbox entries are left: let them age past
-		// SweepAfter and sweep every destination.
+		// Only abandoned outbox entries and unused roots are left: let
+		// them age past SweepAfter and their expiry, and sweep every
+		// destination.
 		s.step += 100
 		for _, d := range destinations {
 			s.startSweeperAt(d)
@@ -312,6 +372,20 @@ func (s *Sim) quiesce() {
 	if s.violation == "" {
 		s.violate("did not quiesce: %d actors, %d messages, %d outbox entries", len(s.actors), len(s.messages), s.outboxEntries())
 	}
+}
+
+// expiringLive counts the live tokens that may still expire.
+func (s *Sim) expiringLive() int {
+	n := 0
+	for _, d := range destinations {
+		toks, _ := s.tokens.inner.ListByDestination(context.Background(), d, store.Page{Limit: store.MaxPageLimit})
+		for _, t := range toks {
+			if !t.ExpiresAt.IsZero() {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (s *Sim) outboxEntries() int {
@@ -334,24 +408,33 @@ func (s *Sim) violate(format string, args ...any) {
 }
 
 func (s *Sim) report() Report {
-	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, FastPath: s.fastPath, SnapshotReads: s.snapshotReads, DeferRemovals: s.deferRemovals, Batches: s.batches, Counters: map[string]int{}}
+	r := Report{Seed: s.opts.Seed, Steps: s.step, Faults: s.faults, FastPath: s.fastPath, SnapshotReads: s.snapshotReads,
+		DeferRemovals: s.deferRemovals, Batches: s.batches, ExpiringRoots: s.expiringRoots, Counters: map[string]int{}}
 	for k, v := range s.counters {
 		r.Counters[k] = v
 	}
-	for k, v := range s.outcomes {
-		r.Counters["outcome: "+k] = v
-	}
+	st := s.retired
 	for _, d := range destinations {
-		st := s.engines[d].Stats()
-		r.Counters["recovery: duplicates dropped"] += int(st.Duplicates)
-		r.Counters["recovery: version conflicts retried"] += int(st.Conflicts)
-		r.Counters["recovery: transitions found already done"] += int(st.TransitionsDone)
-		r.Counters["recovery: dispatch retries"] += int(st.DispatchRetries)
+		st = st.Plus(s.engines[d].Stats())
 	}
+	r.Counters["outcome: applied"] += int(st.Applied)
+	r.Counters["outcome: completed"] += int(st.Completed)
+	r.Counters["recovery: duplicates dropped"] += int(st.Duplicates)
+	r.Counters["recovery: version conflicts retried"] += int(st.Conflicts)
+	r.Counters["recovery: transitions found already done"] += int(st.TransitionsDone)
+	r.Counters["recovery: dispatch retries"] += int(st.DispatchRetries)
+
+	// A conversation whose root activity was applied must have every
+	// activity applied once; one whose root expired before it was
+	// admitted must have none, and its root must be gone.
 	expected := map[string]bool{}
 	for _, root := range s.roots {
-		for _, t := range expectedTypes {
-			expected[root.String()+"/"+t] = true
+		if root.expires && s.ledger[root.conversation.String()+"/"+root.activities[0]] == 0 {
+			r.Expired++
+			continue
+		}
+		for _, t := range root.activities {
+			expected[root.conversation.String()+"/"+t] = true
 		}
 	}
 	r.Expected = len(expected)
@@ -407,6 +490,9 @@ func (r Report) Summary() string {
 	if r.Batches {
 		path += ", batches"
 	}
+	if r.ExpiringRoots {
+		path += fmt.Sprintf(", expiring roots (%d expired)", r.Expired)
+	}
 	return fmt.Sprintf("seed %d: %s (%s path, steps %d, applied %d/%d, lost %d, duplicated %d, unexpected %d)",
 		r.Seed, status, path, r.Steps, r.Applied, r.Expected, r.Lost, r.Duplicate, r.Unexpected)
 }
@@ -431,7 +517,7 @@ var RequiredCounters = []string{
 	"fault: broker duplicated a message",
 	"fault: broker reordered a delivery",
 	"fault: double submit of a root signal",
-	"fault: worker crashed",
+	"fault: process crashed",
 	"fault: entity commit failed before applying",
 	"fault: entity commit failed after applying",
 	"fault: transition failed before applying",
@@ -439,6 +525,11 @@ var RequiredCounters = []string{
 	"fault: commit+transition failed after applying",
 	"fault: publish failed before applying",
 	"fault: publish failed after applying",
+	"fault: ack failed before applying",
+	"fault: ack failed after applying",
+	"fault: nack failed before applying",
+	"fault: claim failed before applying",
+	"fault: claim failed after applying",
 	"path: fast commit+transition",
 	"path: snapshot load with token",
 	"recovery: deferred outbox removals",
@@ -446,10 +537,14 @@ var RequiredCounters = []string{
 	"fault: entity batch commit failed after applying",
 	"fault: entity load with token failed before applying",
 	"outcome: completed",
+	"outcome: expired root signal parked",
 	"recovery: duplicates dropped",
 	"recovery: version conflicts retried",
 	"recovery: transitions found already done",
 	"recovery: outbox entries finished by the sweeper",
 	"recovery: redelivered after a failure or crash",
+	"recovery: delivery nacked for a retry",
+	"recovery: unsettled delivery handed out again",
 	"recovery: dispatch retries",
+	"probe: a signal went past another's unfinished outbox entry",
 }

@@ -37,7 +37,7 @@ func (t *tokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 			t.sim.tokenCreated(tok)
 		}
 	}
-	return consumed, t.sim.failAfter(ctx, "transition")
+	return consumed, t.sim.respond(ctx, "transition")
 }
 
 func (t *tokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
@@ -52,7 +52,7 @@ func (t *tokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, 
 		return baton.Token{}, err
 	}
 	t.sim.tokenCreated(tok)
-	return tok, t.sim.failAfter(ctx, "issue")
+	return tok, t.sim.respond(ctx, "issue")
 }
 
 func (t *tokenStore) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
@@ -66,7 +66,7 @@ func (t *tokenStore) ClaimRoot(ctx context.Context, id baton.TokenID, now time.T
 	if err != nil {
 		return baton.Token{}, err
 	}
-	return tok, t.sim.failAfter(ctx, "claim")
+	return tok, t.sim.respond(ctx, "claim")
 }
 
 func (t *tokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
@@ -133,7 +133,7 @@ func (e *entityStore) Commit(ctx context.Context, ent store.Entity) (uint64, err
 		return 0, err
 	}
 	e.sim.committed(e.destination, before, ent)
-	return version, e.sim.failAfter(ctx, "entity commit")
+	return version, e.sim.respond(ctx, "entity commit")
 }
 
 // CommitBatch commits each entity as Commit does, in one atomic step with
@@ -157,7 +157,7 @@ func (e *entityStore) CommitBatch(ctx context.Context, entities []store.Entity) 
 		}
 	}
 	e.sim.count("path: batch commit of deferred removals")
-	return results, e.sim.failAfter(ctx, "entity batch commit")
+	return results, e.sim.respond(ctx, "entity batch commit")
 }
 
 func (e *entityStore) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
@@ -250,7 +250,7 @@ func (f *fastStore) CommitTransition(ctx context.Context, ent store.Entity, toke
 		s.tokenCreated(tok)
 	}
 	s.count("path: fast commit+transition")
-	return version, true, s.failAfter(ctx, "commit+transition")
+	return version, true, s.respond(ctx, "commit+transition")
 }
 
 // snapshotStore is a fastStore that also reads an entity and a token at one
@@ -344,5 +344,5 @@ func (f batchStore) CommitTransitions(ctx context.Context, transitions []store.T
 		}
 	}
 	s.count(fmt.Sprintf("path: batch commit of %d", len(transitions)))
-	return results, s.failAfter(ctx, "batch commit")
+	return results, s.respond(ctx, "batch commit")
 }

@@ -19,10 +19,12 @@ func newSimCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Run the deterministic simulation of the protocol under faults",
-		Long: `sim drives the real engine with a seeded scheduler over simulated stores and a
-simulated broker that duplicate, reorder and delay signals, fail writes before
-or after applying them, and crash workers at any store call. Invariants are
-checked as events happen and at quiescence, against a ledger of every signal.
+		Long: `sim drives the real engine, its delivery and acknowledgement path included,
+with a seeded scheduler over simulated stores and a simulated broker that
+duplicate, reorder and delay signals, fail writes before or after applying them
+(and let others run while an answer is in flight), crash whole processes at
+any call, and expire root tokens. Invariants are checked as events happen and
+at quiescence, against a ledger of every signal.
 
 A failing seed replays exactly: baton sim --seed N.`,
 		Example: "  baton sim --seeds 300\n  baton sim --seed 42 --verbose",
