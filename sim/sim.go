@@ -61,17 +61,17 @@ type Report struct {
 	// ExpiringRoots: the roots were issued with a short time to live, so
 	// that some expire before or while they are processed.
 	ExpiringRoots bool
-	Expected   int // activities the workload must apply
-	Expired    int // conversations refused because their root expired first
-	Applied    int
-	Lost       int
-	Duplicate  int
-	Unexpected int
-	LiveEnd    int // tokens live at quiescence
-	OutboxEnd  int // outbox entries left at quiescence
-	Counters   map[string]int
-	Violation  string   // empty when every invariant held
-	Trace      []string // the last scheduling events before the violation
+	Expected      int // activities the workload must apply
+	Expired       int // conversations refused because their root expired first
+	Applied       int
+	Lost          int
+	Duplicate     int
+	Unexpected    int
+	LiveEnd       int // tokens live at quiescence
+	OutboxEnd     int // outbox entries left at quiescence
+	Counters      map[string]int
+	Violation     string   // empty when every invariant held
+	Trace         []string // the last scheduling events before the violation
 }
 
 // OK reports whether every invariant held.
