@@ -33,11 +33,34 @@ type Effects struct {
 	Reply []byte
 }
 
+// TxActivity is an activity whose handler writes the service's own tables
+// in the transaction that commits it: the entity's version check, the
+// outbox entry and, on the fast path, the token transition are written in
+// the same transaction, so that all of it is committed or none of it is.
+// A version conflict, a duplicate found at commit, an error of Handle or a
+// crash rolls the handler's writes back. Tx is the entity store's
+// transaction type (pgx.Tx for the PostgreSQL store, *memory.Tx for the
+// memory store).
+//
+// Handle may run more than once for one signal (after a version conflict,
+// a failure or a crash), but only one run is ever committed. It must write
+// only through tx, and must not commit or roll back tx itself. Signals
+// handled by a TxActivity are processed one at a time, never in batches:
+// one handler's failure would roll back the whole batch's transaction.
+type TxActivity[S any, Tx any] struct {
+	Type   string
+	Entity func(sig baton.Signal) (string, error)
+	Handle func(ctx context.Context, tx Tx, sig baton.Signal, state *S) (Effects, error)
+}
+
 // handler is an activity with its state type erased: state in, state out,
-// encoded as JSON.
+// encoded as JSON. run gets the transaction of a TxActivity (nil
+// otherwise); commitTx is set for a TxActivity: the entity store's
+// CommitTx with the transaction type erased.
 type handler struct {
-	entity func(baton.Signal) (string, error)
-	run    func(ctx context.Context, sig baton.Signal, state []byte) ([]byte, Effects, error)
+	entity   func(baton.Signal) (string, error)
+	run      func(ctx context.Context, tx any, sig baton.Signal, state []byte) ([]byte, Effects, error)
+	commitTx func(ctx context.Context, step store.TxStep, write func(ctx context.Context, tx any) (store.Entity, []baton.Token, error)) (uint64, bool, error)
 }
 
 // ErrActivityPanic wraps the panic of an activity's Handle or Entity.
@@ -49,46 +72,84 @@ var ErrInvalidActivity = errors.New("engine: invalid activity")
 // Register adds an activity to e. The state of type S is stored as JSON; its
 // zero value is the state of an entity that was never committed.
 func Register[S any](e *Engine, a Activity[S]) error {
+	if err := checkActivity(e, a.Type, a.Entity, a.Handle == nil); err != nil {
+		return err
+	}
+	handle := func(ctx context.Context, _ any, sig baton.Signal, state *S) (Effects, error) { return a.Handle(ctx, sig, state) }
+	return e.addHandler(a.Type, handler{entity: a.Entity, run: runner(a.Type, handle)})
+}
+
+// RegisterTx adds a transactional activity to e. e's entity store must
+// implement store.TxCommitter[Tx] (ErrInvalidActivity otherwise). The state
+// of type S is stored as JSON as for Register; use struct{} for none.
+func RegisterTx[S any, Tx any](e *Engine, a TxActivity[S, Tx]) error {
+	if err := checkActivity(e, a.Type, a.Entity, a.Handle == nil); err != nil {
+		return err
+	}
+	tc, ok := e.cfg.Entities.(store.TxCommitter[Tx])
+	if !ok {
+		var tx Tx
+		return fmt.Errorf("%w: %q: the entity store %T does not commit in transactions of type %T", ErrInvalidActivity, a.Type, e.cfg.Entities, tx)
+	}
+	handle := func(ctx context.Context, tx any, sig baton.Signal, state *S) (Effects, error) {
+		return a.Handle(ctx, tx.(Tx), sig, state)
+	}
+	commitTx := func(ctx context.Context, step store.TxStep, write func(context.Context, any) (store.Entity, []baton.Token, error)) (uint64, bool, error) {
+		return tc.CommitTx(ctx, step, func(ctx context.Context, tx Tx) (store.Entity, []baton.Token, error) { return write(ctx, tx) })
+	}
+	return e.addHandler(a.Type, handler{entity: a.Entity, run: runner(a.Type, handle), commitTx: commitTx})
+}
+
+func checkActivity(e *Engine, typ string, entity func(baton.Signal) (string, error), noHandle bool) error {
 	switch {
 	case e == nil:
 		return fmt.Errorf("%w: nil engine", ErrInvalidActivity)
-	case a.Type == "":
+	case typ == "":
 		return fmt.Errorf("%w: missing type", ErrInvalidActivity)
-	case a.Entity == nil:
-		return fmt.Errorf("%w: %q has no Entity routing function", ErrInvalidActivity, a.Type)
-	case a.Handle == nil:
-		return fmt.Errorf("%w: %q has no Handle function", ErrInvalidActivity, a.Type)
+	case entity == nil:
+		return fmt.Errorf("%w: %q has no Entity routing function", ErrInvalidActivity, typ)
+	case noHandle:
+		return fmt.Errorf("%w: %q has no Handle function", ErrInvalidActivity, typ)
 	}
-	run := func(ctx context.Context, sig baton.Signal, raw []byte) (_ []byte, _ Effects, err error) {
+	return nil
+}
+
+// runner erases the state type of handle: JSON state in, JSON state out,
+// and a panic turned into a permanent error.
+func runner[S any](typ string, handle func(ctx context.Context, tx any, sig baton.Signal, state *S) (Effects, error)) func(context.Context, any, baton.Signal, []byte) ([]byte, Effects, error) {
+	return func(ctx context.Context, tx any, sig baton.Signal, raw []byte) (_ []byte, _ Effects, err error) {
 		// A panicking activity is a bug in it: the signal is parked with
 		// the panic as its reason instead of taking the process down.
 		defer func() {
 			if p := recover(); p != nil {
-				err = Permanent(fmt.Errorf("%w: %q panicked: %v", ErrActivityPanic, a.Type, p))
+				err = Permanent(fmt.Errorf("%w: %q panicked: %v", ErrActivityPanic, typ, p))
 			}
 		}()
 		var state S
 		if len(raw) > 0 {
 			if err := json.Unmarshal(raw, &state); err != nil {
-				return nil, Effects{}, Permanent(fmt.Errorf("engine: decode state for %q: %w", a.Type, err))
+				return nil, Effects{}, Permanent(fmt.Errorf("engine: decode state for %q: %w", typ, err))
 			}
 		}
-		effects, err := a.Handle(ctx, sig, &state)
+		effects, err := handle(ctx, tx, sig, &state)
 		if err != nil {
 			return nil, Effects{}, err
 		}
 		out, err := json.Marshal(&state)
 		if err != nil {
-			return nil, Effects{}, Permanent(fmt.Errorf("engine: encode state for %q: %w", a.Type, err))
+			return nil, Effects{}, Permanent(fmt.Errorf("engine: encode state for %q: %w", typ, err))
 		}
 		return out, effects, nil
 	}
+}
+
+func (e *Engine) addHandler(typ string, h handler) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, dup := e.handlers[a.Type]; dup {
-		return fmt.Errorf("%w: %q registered twice", ErrInvalidActivity, a.Type)
+	if _, dup := e.handlers[typ]; dup {
+		return fmt.Errorf("%w: %q registered twice", ErrInvalidActivity, typ)
 	}
-	e.handlers[a.Type] = handler{entity: a.Entity, run: run}
+	e.handlers[typ] = h
 	return nil
 }
 

@@ -96,7 +96,7 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 			done(it, Result{}, err)
 			continue
 		}
-		if it.next, it.out, err = e.runActivity(it.ctx, it.h, it.sig, l.Entity); err != nil {
+		if it.next, it.out, err = e.runActivity(it.ctx, it.h, nil, it.sig, l.Entity); err != nil {
 			done(it, Result{}, err)
 			continue
 		}
@@ -181,7 +181,8 @@ func (e *Engine) pickBatch(sigs []baton.Signal) (items []batchItem, alone []int)
 			continue
 		}
 		h, key, err := e.route(sig)
-		if err != nil || keys[key] {
+		// A TxActivity commits in a transaction of its own (TxActivity).
+		if err != nil || keys[key] || h.commitTx != nil {
 			alone = append(alone, i)
 			continue
 		}

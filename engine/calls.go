@@ -35,6 +35,12 @@ func (e *Engine) commitEntity(ctx context.Context, ent store.Entity) (uint64, er
 	return e.cfg.Entities.Commit(ctx, ent)
 }
 
+func (e *Engine) commitInTx(ctx context.Context, h handler, step store.TxStep, write func(context.Context, any) (store.Entity, []baton.Token, error)) (uint64, bool, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return h.commitTx(ctx, step, write)
+}
+
 func (e *Engine) commitTransition(ctx context.Context, ent store.Entity, token baton.TokenID, create []baton.Token) (uint64, bool, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
@@ -87,6 +93,30 @@ func (e *Engine) publish(ctx context.Context, sig baton.Signal) error {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
 	return e.cfg.Dispatch.Publish(ctx, sig)
+}
+
+func (e *Engine) loadStart(ctx context.Context, starts store.Starts, id baton.TokenID) (store.Start, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return starts.LoadStart(ctx, id)
+}
+
+func (e *Engine) updateStart(ctx context.Context, starts store.Starts, start store.Start) (store.Start, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return starts.UpdateStart(ctx, start)
+}
+
+func (e *Engine) deleteStart(ctx context.Context, starts store.Starts, id baton.TokenID) error {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return starts.DeleteStart(ctx, id)
+}
+
+func (e *Engine) pendingStarts(ctx context.Context, starts store.Starts, before time.Time) ([]store.Start, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return starts.PendingStarts(ctx, before, sweepBatch)
 }
 
 func (e *Engine) loadWithTokens(ctx context.Context, reads []store.TokenRead) ([]store.Loaded, error) {

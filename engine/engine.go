@@ -218,11 +218,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 4: run the activity and commit its state with the outbox
 		// entry, conditional on the version loaded in step 1.
-		next, entry, err := e.runActivity(ctx, h, sig, ent)
-		if err != nil {
-			return Result{}, err
-		}
-		version, consumed, err := e.commit(ctx, next, entry)
+		next, entry, version, consumed, err := e.runAndCommit(ctx, h, sig, ent)
 		if err == nil && !consumed {
 			// Fast path only: the token was consumed after step 3 and
 			// nothing was committed.
@@ -250,11 +246,37 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 	}
 }
 
+// runAndCommit is step 4: it runs the activity on ent's state and commits
+// the new state with the outbox entry (on the fast path with step 5), in
+// the entity store's transaction for a TxActivity. Errors are the
+// handler's or the commit's; consumed is false only on the fast path, for
+// a token found no longer live (nothing was committed).
+func (e *Engine) runAndCommit(ctx context.Context, h handler, sig baton.Signal, ent store.Entity) (next store.Entity, entry store.OutboxEntry, version uint64, consumed bool, err error) {
+	if h.commitTx == nil {
+		if next, entry, err = e.runActivity(ctx, h, nil, sig, ent); err != nil {
+			return next, entry, 0, false, err
+		}
+		version, consumed, err = e.commit(ctx, next, entry)
+		return next, entry, version, consumed, err
+	}
+	step := store.TxStep{Key: ent.Key, Version: ent.Version, Token: sig.ID, Fused: e.fast != nil}
+	version, consumed, err = e.commitInTx(ctx, h, step, func(ctx context.Context, tx any) (store.Entity, []baton.Token, error) {
+		var err error
+		next, entry, err = e.runActivity(ctx, h, tx, sig, ent)
+		return next, childTokens(entry), err
+	})
+	if err == nil && consumed && step.Fused {
+		e.transitioned(ctx, entry)
+	}
+	return next, entry, version, consumed, err
+}
+
 // runActivity is step 4 up to the commit: it runs the activity on ent's
-// state and returns the entity to commit, with the new outbox entry.
-func (e *Engine) runActivity(ctx context.Context, h handler, sig baton.Signal, ent store.Entity) (store.Entity, store.OutboxEntry, error) {
+// state (with tx, the transaction of a TxActivity) and returns the entity
+// to commit, with the new outbox entry.
+func (e *Engine) runActivity(ctx context.Context, h handler, tx any, sig baton.Signal, ent store.Entity) (store.Entity, store.OutboxEntry, error) {
 	started := e.cfg.Now()
-	state, effects, err := h.run(ctx, sig, ent.State)
+	state, effects, err := h.run(ctx, tx, sig, ent.State)
 	e.observeHandler(ctx, started)
 	if err != nil {
 		e.stats.add(ctx, statHandlerErrors, 1)

@@ -26,6 +26,7 @@ type Stats struct {
 	RootsExpired    int64
 	Batched         int64 // activities committed by a batch commit (Config.Batch)
 	Batches         int64 // batch commits that committed at least one
+	StartsLaunched  int64 // starts of conversations whose signal was sent (Launch)
 }
 
 // stat names one counter; each is kept as an atomic for Stats and exported
@@ -49,6 +50,7 @@ const (
 	statRootsExpired
 	statBatched
 	statBatches
+	statStartsLaunched
 	statCount
 )
 
@@ -69,6 +71,7 @@ var statNames = [statCount]struct{ name, help string }{
 	statRootsExpired:    {"roots.expired", "Unused root tokens deleted after expiry."},
 	statBatched:         {"activities.batched", "Activities committed by a batch commit (Config.Batch)."},
 	statBatches:         {"batches", "Batch commits that committed at least one activity."},
+	statStartsLaunched:  {"starts.launched", "Conversations started in a caller's transaction whose root signal was sent."},
 }
 
 type counters struct {
@@ -113,7 +116,7 @@ func (s *Stats) fields() [statCount]*int64 {
 		statDispatched: &s.Dispatched, statDispatchRetries: &s.DispatchRetries, statEntriesRemoved: &s.EntriesRemoved,
 		statSwept: &s.Swept, statParked: &s.Parked, statHandlerErrors: &s.HandlerErrors,
 		statRootsIssued: &s.RootsIssued, statRootsExpired: &s.RootsExpired,
-		statBatched: &s.Batched, statBatches: &s.Batches,
+		statBatched: &s.Batched, statBatches: &s.Batches, statStartsLaunched: &s.StartsLaunched,
 	}
 }
 

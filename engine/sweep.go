@@ -17,8 +17,10 @@ const sweepBatch = 100
 
 // Sweep finishes outbox entries older than SweepAfter that nobody is
 // driving (steps 5 to 7), because an HTTP caller may give up and a signal may
-// never be redelivered, and deletes unused root tokens whose expiry passed
-// more than RootExpiryGrace ago. It reports how many entries it finished.
+// never be redelivered, launches the starts older than SweepAfter that
+// nobody launched (StartTx), and deletes unused root tokens whose expiry
+// passed more than RootExpiryGrace ago. It reports how many entries and
+// starts it finished.
 func (e *Engine) Sweep(ctx context.Context) (int, error) {
 	now := e.cfg.Now()
 	cutoff := now.Add(-e.cfg.SweepAfter)
@@ -41,6 +43,11 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
+	}
+	launched, err := e.sweepStarts(ctx, cutoff)
+	finished += launched
+	if err != nil {
+		errs = append(errs, err)
 	}
 	expired, err := e.expireRoots(ctx, now.Add(-e.cfg.RootExpiryGrace))
 	e.stats.add(ctx, statRootsExpired, int64(expired))

@@ -37,7 +37,7 @@ func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
 	if s.refusesPublish(sig) {
 		return fmt.Errorf("sim: publish of %s refused while the probe holds it back", short(sig.ID))
 	}
-	if !s.committedSignals[sig.ID] && !s.isRoot(sig.ID) {
+	if !s.committedSignals[sig.ID] && !s.issuedRoots[sig.ID] {
 		s.violate("ghost message %s: published but no committed activity emitted it", short(sig.ID))
 	}
 	s.enqueue(sig)

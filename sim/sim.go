@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -118,6 +119,9 @@ type Sim struct {
 	ledger           map[string]int
 	consumedEver     map[baton.TokenID]bool
 	committedSignals map[baton.TokenID]bool
+	issuedRoots      map[baton.TokenID]bool
+	rolledBack       []baton.TokenID // conversations whose start was rolled back
+	rows             map[string]string // the billing service's own rows: conversation -> token that wrote it
 	roots            []root
 	counters         map[string]int
 	violation        string
@@ -148,6 +152,8 @@ func Run(opts Options) Report {
 		ledger:           map[string]int{},
 		consumedEver:     map[baton.TokenID]bool{},
 		committedSignals: map[baton.TokenID]bool{},
+		issuedRoots:      map[baton.TokenID]bool{},
+		rows:             map[string]string{},
 		counters:         map[string]int{},
 	}
 	s.faults = s.chooseFaults()
@@ -226,7 +232,15 @@ func (s *Sim) setUp() error {
 			return err
 		}
 	}
-	for range s.opts.Conversations {
+	for i := range s.opts.Conversations {
+		// On the plain path some conversations start in a caller's
+		// transaction (engine.StartTx), some of which roll back.
+		if !s.fastPath && s.opts.Seed%4 == 2 && i%2 == 0 {
+			if err := s.startInTransaction(); err != nil {
+				return err
+			}
+			continue
+		}
 		var ttl time.Duration
 		if s.expiringRoots {
 			ttl = time.Duration(20+s.rng.IntN(400)) * time.Millisecond
@@ -283,16 +297,6 @@ func (s *Sim) restart(d string) error {
 	}
 	s.engines[d] = e
 	return nil
-}
-
-// isRoot reports whether id is a root the simulation issued.
-func (s *Sim) isRoot(id baton.TokenID) bool {
-	for _, r := range s.roots {
-		if r.id == id {
-			return true
-		}
-	}
-	return false
 }
 
 // act takes one scheduling step: resume a waiting actor, deliver a message,
@@ -354,17 +358,22 @@ func (s *Sim) startRemover() {
 // pass so the sweepers see every abandoned outbox entry as stale and every
 // unused root as expired.
 func (s *Sim) quiesce() {
-	for limit := s.step + 200000; s.step < limit && s.violation == ""; {
+	for rounds := 0; rounds < 200000 && s.violation == ""; rounds++ {
 		if s.act() {
 			continue
 		}
-		if len(s.messages) == 0 && s.outboxEntries() == 0 && s.expiringLive() == 0 {
+		latest, expiring := s.latestExpiry()
+		work := len(s.messages) > 0 || s.outboxEntries() > 0 || s.pendingStarts() > 0
+		if !work && !expiring {
 			return
 		}
-		// Only abandoned outbox entries and unused roots are left: let
-		// them age past SweepAfter and their expiry, and sweep every
-		// destination.
+		// Only abandoned outbox entries and starts and unused roots are
+		// left: let them age past SweepAfter and their expiry, and sweep
+		// every destination.
 		s.step += 100
+		if !work && s.now().Before(latest) {
+			s.step = int(latest.Sub(s.epoch)/time.Millisecond) + 100
+		}
 		for _, d := range destinations {
 			s.startSweeperAt(d)
 		}
@@ -374,18 +383,28 @@ func (s *Sim) quiesce() {
 	}
 }
 
-// expiringLive counts the live tokens that may still expire.
-func (s *Sim) expiringLive() int {
-	n := 0
+// latestExpiry returns the latest expiry of the live tokens that may still
+// expire, and whether there is any.
+func (s *Sim) latestExpiry() (time.Time, bool) {
+	var latest time.Time
+	found := false
 	for _, d := range destinations {
 		toks, _ := s.tokens.inner.ListByDestination(context.Background(), d, store.Page{Limit: store.MaxPageLimit})
 		for _, t := range toks {
 			if !t.ExpiresAt.IsZero() {
-				n++
+				found = true
+				if t.ExpiresAt.After(latest) {
+					latest = t.ExpiresAt
+				}
 			}
 		}
 	}
-	return n
+	return latest, found
+}
+
+func (s *Sim) pendingStarts() int {
+	starts, _ := s.entities["order"].inner.PendingStarts(context.Background(), s.now().Add(time.Hour), 1000)
+	return len(starts)
 }
 
 func (s *Sim) outboxEntries() int {
@@ -423,6 +442,7 @@ func (s *Sim) report() Report {
 	r.Counters["recovery: version conflicts retried"] += int(st.Conflicts)
 	r.Counters["recovery: transitions found already done"] += int(st.TransitionsDone)
 	r.Counters["recovery: dispatch retries"] += int(st.DispatchRetries)
+	r.Counters["path: starts launched"] += int(st.StartsLaunched)
 
 	// A conversation whose root activity was applied must have every
 	// activity applied once; one whose root expired before it was
@@ -451,6 +471,23 @@ func (s *Sim) report() Report {
 		if s.ledger[key] == 0 {
 			r.Lost++
 		}
+	}
+	for _, id := range s.rolledBack {
+		if _, err := s.entities["order"].inner.LoadStart(context.Background(), id); err == nil {
+			s.violate("start %s of a rolled-back transaction is recorded", short(id))
+		}
+		if _, ok := s.entities["order"].inner.Get("orders", id.String()); ok {
+			s.violate("order row of a rolled-back transaction %s is committed", short(id))
+		}
+	}
+	charged := 0
+	for key, n := range s.ledger {
+		if strings.HasSuffix(key, "/order.placed@billing") && n > 0 {
+			charged++
+		}
+	}
+	if len(s.rows) != charged && s.violation == "" {
+		s.violate("%d billing rows for %d charged conversations", len(s.rows), charged)
 	}
 	r.LiveEnd = s.tokens.inner.Len()
 	r.OutboxEnd = s.outboxEntries()
@@ -547,4 +584,11 @@ var RequiredCounters = []string{
 	"recovery: unsettled delivery handed out again",
 	"recovery: dispatch retries",
 	"probe: a signal went past another's unfinished outbox entry",
+	"path: transactional commit+transition",
+	"fault: transaction commit failed before applying",
+	"fault: transaction commit failed after applying",
+	"fault: a caller's transaction rolled back its start",
+	"path: start launched by its caller",
+	"path: starts launched",
+	"fault: start update failed after applying",
 }

@@ -167,6 +167,111 @@ func (e *entityStore) Stale(ctx context.Context, before time.Time, limit int) ([
 	return e.inner.Stale(ctx, before, limit)
 }
 
+// CommitTx commits a transactional activity in the memory store's
+// transaction, as one atomic step with the same faults as Commit, and
+// checks that the rows the activity wrote are new: a service's own rows
+// are written exactly once (store.TxCommitter).
+func (e *entityStore) CommitTx(ctx context.Context, step store.TxStep, write func(context.Context, *memory.Tx) (store.Entity, []baton.Token, error)) (uint64, bool, error) {
+	if err := e.sim.yield(ctx, fmt.Sprintf("%s.CommitTx(%s@v%d)", e.destination, step.Key, step.Version)); err != nil {
+		return 0, false, err
+	}
+	if err := e.sim.failBefore(ctx, "transaction commit"); err != nil {
+		return 0, false, err
+	}
+	version, consumed, err := e.commitTx(ctx, step, write, nil)
+	if err != nil {
+		return 0, false, err
+	}
+	return version, consumed, e.sim.respond(ctx, "transaction commit")
+}
+
+// commitTx runs the inner store's CommitTx and the checks of a commit;
+// transition, if set, runs in the same atomic step after the commit (the
+// fast path).
+func (e *entityStore) commitTx(ctx context.Context, step store.TxStep, write func(context.Context, *memory.Tx) (store.Entity, []baton.Token, error), transition func([]baton.Token)) (uint64, bool, error) {
+	before, err := e.inner.Load(ctx, step.Key)
+	if err != nil {
+		return 0, false, err
+	}
+	rows := e.inner.Table(sideTable)
+	var children []baton.Token
+	inner := step
+	inner.Fused = false
+	version, consumed, err := e.inner.CommitTx(ctx, inner, func(ctx context.Context, tx *memory.Tx) (store.Entity, []baton.Token, error) {
+		next, create, err := write(ctx, tx)
+		children = create
+		return next, create, err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	after, err := e.inner.Load(ctx, step.Key)
+	if err != nil {
+		return 0, false, err
+	}
+	e.sim.committed(e.destination, before, after)
+	for key := range e.inner.Table(sideTable) {
+		if _, had := rows[key]; !had {
+			e.sim.rowWritten(e.destination, key)
+		}
+	}
+	if transition != nil {
+		transition(children)
+	}
+	return version, consumed, nil
+}
+
+// RecordStart, LoadStart, UpdateStart, DeleteStart and PendingStarts make
+// the destination's store record starts (store.Starter): each is a yield
+// point with faults, as any write.
+func (e *entityStore) RecordStart(ctx context.Context, tx *memory.Tx, start store.Start, root *baton.Token) (store.Start, error) {
+	return e.inner.RecordStart(ctx, tx, start, root)
+}
+
+func (e *entityStore) LoadStart(ctx context.Context, id baton.TokenID) (store.Start, error) {
+	if err := e.sim.yield(ctx, e.destination+".LoadStart("+short(id)+")"); err != nil {
+		return store.Start{}, err
+	}
+	if err := e.sim.failBefore(ctx, "start load"); err != nil {
+		return store.Start{}, err
+	}
+	return e.inner.LoadStart(ctx, id)
+}
+
+func (e *entityStore) UpdateStart(ctx context.Context, start store.Start) (store.Start, error) {
+	if err := e.sim.yield(ctx, fmt.Sprintf("%s.UpdateStart(%s@v%d)", e.destination, short(start.ID), start.Version)); err != nil {
+		return store.Start{}, err
+	}
+	if err := e.sim.failBefore(ctx, "start update"); err != nil {
+		return store.Start{}, err
+	}
+	updated, err := e.inner.UpdateStart(ctx, start)
+	if err != nil {
+		return store.Start{}, err
+	}
+	return updated, e.sim.respond(ctx, "start update")
+}
+
+func (e *entityStore) DeleteStart(ctx context.Context, id baton.TokenID) error {
+	if err := e.sim.yield(ctx, e.destination+".DeleteStart("+short(id)+")"); err != nil {
+		return err
+	}
+	if err := e.sim.failBefore(ctx, "start delete"); err != nil {
+		return err
+	}
+	if err := e.inner.DeleteStart(ctx, id); err != nil {
+		return err
+	}
+	return e.sim.respond(ctx, "start delete")
+}
+
+func (e *entityStore) PendingStarts(ctx context.Context, before time.Time, limit int) ([]store.Start, error) {
+	if err := e.sim.yield(ctx, e.destination+".PendingStarts"); err != nil {
+		return nil, err
+	}
+	return e.inner.PendingStarts(ctx, before, limit)
+}
+
 // committed checks a successful commit: newly applied activities must each
 // be applied for the first time, and the children recorded in new outbox
 // entries become the only signals that may ever be dispatched.
@@ -202,6 +307,9 @@ func ledgerKey(applied string) string {
 }
 
 func (s *Sim) tokenCreated(tok baton.Token) {
+	if tok.Root() {
+		s.issuedRoots[tok.ID] = true
+	}
 	if s.consumedEver[tok.ID] {
 		s.violate("token %s resurrected: created again after it was consumed", short(tok.ID))
 	}
@@ -220,7 +328,40 @@ type fastStore struct {
 	*entityStore
 }
 
-var _ store.CommitTransitioner = (*fastStore)(nil)
+var (
+	_ store.CommitTransitioner     = (*fastStore)(nil)
+	_ store.TxCommitter[*memory.Tx] = (*fastStore)(nil)
+)
+
+// CommitTx is the fast path of a transactional activity: the token's
+// liveness, the activity's commit with its writes, and the transition in
+// one atomic step.
+func (f *fastStore) CommitTx(ctx context.Context, step store.TxStep, write func(context.Context, *memory.Tx) (store.Entity, []baton.Token, error)) (uint64, bool, error) {
+	s := f.tokenStore.sim
+	if err := s.yield(ctx, fmt.Sprintf("%s.CommitTx(%s@v%d, %s)", f.destination, step.Key, step.Version, short(step.Token))); err != nil {
+		return 0, false, err
+	}
+	if err := s.failBefore(ctx, "transaction commit+transition"); err != nil {
+		return 0, false, err
+	}
+	if _, err := f.tokenStore.inner.Get(ctx, step.Token); err != nil {
+		return 0, false, nil // not live: nothing applied
+	}
+	version, consumed, err := f.entityStore.commitTx(ctx, step, write, func(children []baton.Token) {
+		if consumed, err := f.tokenStore.inner.Transition(ctx, step.Token, children); err != nil || !consumed {
+			s.violate("sim: fast path transition did not apply after its transactional commit: %v", err)
+		}
+		s.consumedEver[step.Token] = true
+		for _, tok := range children {
+			s.tokenCreated(tok)
+		}
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	s.count("path: transactional commit+transition")
+	return version, consumed, s.respond(ctx, "transaction commit+transition")
+}
 
 func (f *fastStore) CommitTransition(ctx context.Context, ent store.Entity, token baton.TokenID, create []baton.Token) (uint64, bool, error) {
 	s := f.tokenStore.sim

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 )
 
@@ -48,9 +49,15 @@ func register(e *engine.Engine) error {
 		return engine.Register(e, engine.Activity[ledgerState]{Type: "order.place", Entity: byConversation("order-"),
 			Handle: apply(baton.Emit{Topic: "placed", Type: "order.placed"})})
 	case "billing":
-		return engine.Register(e, engine.Activity[ledgerState]{Type: "order.placed",
+		// A transactional activity: the charge is also a row of the
+		// billing service's own table, written in the commit's transaction.
+		return engine.RegisterTx(e, engine.TxActivity[ledgerState, *memory.Tx]{Type: "order.placed",
 			Entity: func(sig baton.Signal) (string, error) { return fmt.Sprintf("account-%d", sig.Conversation[0]%2), nil },
-			Handle: apply(baton.Emit{Destination: "shipping", Type: "order.charged"})})
+			Handle: func(_ context.Context, tx *memory.Tx, sig baton.Signal, s *ledgerState) (engine.Effects, error) {
+				record(sig, s)
+				tx.Put(sideTable, sig.Conversation.String(), []byte(sig.ID.String()))
+				return engine.Effects{Emit: []baton.Emit{{Destination: "shipping", Type: "order.charged"}}}, nil
+			}})
 	case "stock":
 		return engine.Register(e, engine.Activity[ledgerState]{Type: "order.placed",
 			Entity: func(baton.Signal) (string, error) { return "stock", nil },
@@ -152,4 +159,46 @@ func (s *Sim) pendingEntry(d string, token baton.TokenID) bool {
 func (s *Sim) randomID() baton.TokenID {
 	id, _ := baton.ReadTokenID(randomReader{s})
 	return id
+}
+
+// sideTable is the billing service's own table, which its transactional
+// activity writes: one row per charged conversation.
+const sideTable = "charges"
+
+// rowWritten checks a row that a committed transaction added.
+func (s *Sim) rowWritten(destination, key string) {
+	if s.rows[key] != "" {
+		s.violate("row %s of %s written twice", key, destination)
+	}
+	s.rows[key] = destination
+}
+
+// startInTransaction starts a conversation the way a service's request
+// handler does (engine.StartTx): an order row and the start in one
+// transaction of the order destination's store; a tenth roll back, and
+// start nothing. A caller launches each committed start, and may crash
+// doing so; the sweeper launches what it leaves.
+func (s *Sim) startInTransaction() error {
+	tx := s.entities["order"].inner.Begin()
+	start, err := engine.StartTx(context.Background(), s.engines["order"], tx, baton.Emit{Destination: "order", Type: "order.place"})
+	if err != nil {
+		return err
+	}
+	tx.Put("orders", start.ID.String(), []byte("new"))
+	if s.rng.IntN(10) == 0 {
+		tx.Rollback()
+		s.count("fault: a caller's transaction rolled back its start")
+		s.rolledBack = append(s.rolledBack, start.ID)
+		return nil
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.roots = append(s.roots, root{conversation: start.ID, activities: expectedTypes})
+	s.start(&actor{name: "caller@order", dest: "order", run: func(ctx context.Context) {
+		if _, err := s.engines["order"].Launch(ctx, start); err == nil {
+			s.count("path: start launched by its caller")
+		}
+	}})
+	return nil
 }

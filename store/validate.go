@@ -86,6 +86,21 @@ func ValidateEntity(e Entity) error {
 	return nil
 }
 
+// ValidateStart checks a start before a store records or updates it: an
+// id, a valid root signal, and a root id if it is claimed.
+func ValidateStart(s Start) error {
+	if s.ID.IsZero() {
+		return fmt.Errorf("%w: start without id", ErrInvalid)
+	}
+	if err := (baton.Emit{Destination: s.Destination, Type: s.Type, Payload: s.Payload}).Validate(); err != nil {
+		return fmt.Errorf("%w: start %s: %w", ErrInvalid, s.ID, err)
+	}
+	if s.Claimed && s.Root.IsZero() {
+		return fmt.Errorf("%w: start %s claimed without a root", ErrInvalid, s.ID)
+	}
+	return nil
+}
+
 // ValidateBatch checks the entities of a BatchCommitter.CommitBatch: each
 // as ValidateEntity does, committed before (Version above 0), keys
 // distinct.

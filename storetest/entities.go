@@ -85,16 +85,14 @@ func newSignal(destination string) baton.Signal {
 	}
 }
 
+// newEntry returns an outbox entry that records its incoming signal's
+// identity, as the engine writes them.
 func newEntry(createdAt time.Time, signals int) store.OutboxEntry {
-	entry := store.OutboxEntry{
-		Token:     baton.NewTokenID(),
-		Reply:     append([]byte{0x00, 0xfe}, randomBytes(16)...),
-		CreatedAt: createdAt,
-	}
+	var emitted []baton.Signal
 	for range signals {
-		entry.Signals = append(entry.Signals, newSignal(uniqueName("billing")))
+		emitted = append(emitted, newSignal(uniqueName("billing")))
 	}
-	return entry
+	return store.EntryFor(newSignal(uniqueName("orders")), emitted, append([]byte{0x00, 0xfe}, randomBytes(16)...), createdAt)
 }
 
 // deepCopy copies e so that changing the copy's slices leaves e alone.
@@ -149,6 +147,10 @@ func entityDiff(got, want store.Entity) string {
 			if g.Token != w.Token {
 				diffs = append(diffs, fmt.Sprintf("outbox[%d].Token %s, want %s (entries keep their order)", i, g.Token, w.Token))
 				continue
+			}
+			if g.Conversation != w.Conversation || g.Causation != w.Causation || g.Type != w.Type || g.Digest != w.Digest {
+				diffs = append(diffs, fmt.Sprintf("outbox[%d] records signal %s/%s/%q/%s, want %s/%s/%q/%s", i,
+					g.Conversation, g.Causation, g.Type, g.Digest, w.Conversation, w.Causation, w.Type, w.Digest))
 			}
 			if !sameTime(g.CreatedAt, w.CreatedAt) {
 				diffs = append(diffs, fmt.Sprintf("outbox[%d].CreatedAt %s, want %s", i, g.CreatedAt.Format(time.RFC3339Nano), w.CreatedAt.Format(time.RFC3339Nano)))

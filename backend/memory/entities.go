@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
 )
 
@@ -14,6 +15,8 @@ import (
 type EntityStore struct {
 	mu       sync.Mutex
 	entities map[string]store.Entity
+	tables   map[string]map[string][]byte // the service's own data (Tx)
+	starts   map[baton.TokenID]store.Start
 	closed   bool
 }
 
@@ -21,7 +24,8 @@ var _ store.EntityStore = (*EntityStore)(nil)
 
 // NewEntityStore returns an empty entity store.
 func NewEntityStore() *EntityStore {
-	return &EntityStore{entities: make(map[string]store.Entity)}
+	return &EntityStore{entities: make(map[string]store.Entity), tables: make(map[string]map[string][]byte),
+		starts: make(map[baton.TokenID]store.Start)}
 }
 
 // Load implements store.EntityStore.

@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/batonhq/baton/backend/memory"
@@ -29,6 +30,31 @@ func TestEntityStore(t *testing.T) {
 			s := memory.NewEntityStore()
 			t.Cleanup(func() { s.Close() })
 			return s
+		},
+	})
+}
+
+// The memory entity store commits activities in its own transactions
+// (memory.Tx); it keeps no tokens, so it never runs the fast path.
+func TestTxStore(t *testing.T) {
+	t.Parallel()
+	storetest.RunTxStore(t, storetest.TxHarness[*memory.Tx]{
+		New: func(t *testing.T) store.EntityStore {
+			s := memory.NewEntityStore()
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		Begin: func(t *testing.T, s store.EntityStore) (*memory.Tx, func() error, func()) {
+			tx := s.(*memory.EntityStore).Begin()
+			return tx, tx.Commit, tx.Rollback
+		},
+		Put: func(_ context.Context, tx *memory.Tx, key string, value []byte) error {
+			tx.Put("rows", key, value)
+			return nil
+		},
+		Get: func(_ context.Context, s store.EntityStore, key string) ([]byte, bool, error) {
+			v, ok := s.(*memory.EntityStore).Get("rows", key)
+			return v, ok, nil
 		},
 	})
 }
