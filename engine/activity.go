@@ -75,7 +75,9 @@ func Register[S any](e *Engine, a Activity[S]) error {
 	if err := checkActivity(e, a.Type, a.Entity, a.Handle == nil); err != nil {
 		return err
 	}
-	handle := func(ctx context.Context, _ any, sig baton.Signal, state *S) (Effects, error) { return a.Handle(ctx, sig, state) }
+	handle := func(ctx context.Context, _ any, sig baton.Signal, state *S) (Effects, error) {
+		return a.Handle(ctx, sig, state)
+	}
 	return e.addHandler(a.Type, handler{entity: a.Entity, run: runner(a.Type, handle)})
 }
 

@@ -59,7 +59,9 @@ func TestTxActivityWritesWithItsCommit(t *testing.T) {
 	}
 
 	if err := engine.RegisterTx(e, engine.TxActivity[counter, string]{Type: "refund", Entity: byConversation,
-		Handle: func(context.Context, string, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}); !errors.Is(err, engine.ErrInvalidActivity) {
+		Handle: func(context.Context, string, baton.Signal, *counter) (engine.Effects, error) {
+			return engine.Effects{}, nil
+		}}); !errors.Is(err, engine.ErrInvalidActivity) {
 		t.Errorf("RegisterTx with a transaction type the store does not offer: %v", err)
 	}
 }

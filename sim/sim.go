@@ -120,7 +120,7 @@ type Sim struct {
 	consumedEver     map[baton.TokenID]bool
 	committedSignals map[baton.TokenID]bool
 	issuedRoots      map[baton.TokenID]bool
-	rolledBack       []baton.TokenID // conversations whose start was rolled back
+	rolledBack       []baton.TokenID   // conversations whose start was rolled back
 	rows             map[string]string // the billing service's own rows: conversation -> token that wrote it
 	roots            []root
 	counters         map[string]int

@@ -329,7 +329,7 @@ type fastStore struct {
 }
 
 var (
-	_ store.CommitTransitioner     = (*fastStore)(nil)
+	_ store.CommitTransitioner      = (*fastStore)(nil)
 	_ store.TxCommitter[*memory.Tx] = (*fastStore)(nil)
 )
 
