@@ -47,7 +47,11 @@
 // invariant too.
 //
 // Abstracted away: payloads, handler logic and the entity's business state
-// (only how often each activity was applied matters); entity versions (each
+// (only how often each activity was applied matters). The commit action is
+// all that step 4 writes in one atomic operation: the entity's state and
+// outbox entry and, for a transactional activity, the handler's writes to
+// the service's own tables, which therefore count as applied exactly when
+// the activity does; entity versions (each
 // actor keeps only whether its loaded version is still current, which is
 // all a compare-and-set can observe); token ids (a child is named by its
 // signal and by which commit emitted it, so a second application emits a
