@@ -25,8 +25,9 @@ type TxHarness[Tx any] struct {
 	// Begin starts a caller's transaction in s's database; commit and
 	// rollback end it.
 	Begin func(t *testing.T, s store.EntityStore) (tx Tx, commit func() error, rollback func())
-	// Put writes a row of the service's own table in tx.
-	Put func(ctx context.Context, tx Tx, key string, value []byte) error
+	// Put writes a row of the service's own table in tx, a transaction
+	// in s's database.
+	Put func(ctx context.Context, s store.EntityStore, tx Tx, key string, value []byte) error
 	// Get reads a committed row of that table outside any transaction.
 	Get func(ctx context.Context, s store.EntityStore, key string) (value []byte, found bool, err error)
 }
@@ -91,9 +92,9 @@ func txToken[Tx any](ctx context.Context, t *testing.T, h TxHarness[Tx], s store
 
 // activity returns a write function for CommitTx that puts row=value in tx
 // and commits next with children, or fails with fail.
-func activity[Tx any](h TxHarness[Tx], row string, value []byte, next store.Entity, children []baton.Token, fail error) func(context.Context, Tx) (store.Entity, []baton.Token, error) {
+func activity[Tx any](h TxHarness[Tx], s store.EntityStore, row string, value []byte, next store.Entity, children []baton.Token, fail error) func(context.Context, Tx) (store.Entity, []baton.Token, error) {
 	return func(ctx context.Context, tx Tx) (store.Entity, []baton.Token, error) {
-		if err := h.Put(ctx, tx, row, value); err != nil {
+		if err := h.Put(ctx, s, tx, row, value); err != nil {
 			return store.Entity{}, nil, err
 		}
 		if fail != nil {
@@ -125,7 +126,7 @@ func testCommitTxCommitsAll[Tx any](t *testing.T, h TxHarness[Tx]) {
 	key, row := uniqueName("order"), uniqueName("row")
 	entry := store.EntryFor(sig, nil, []byte("reply"), timestamp(-time.Second))
 	next := store.Entity{Key: key, State: []byte("placed"), Outbox: []store.OutboxEntry{entry}}
-	version, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Token: tok.ID, Fused: h.Fused}, activity(h, row, []byte("v1"), next, children, nil))
+	version, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Token: tok.ID, Fused: h.Fused}, activity(h, s, row, []byte("v1"), next, children, nil))
 	if err != nil || !consumed || version != 1 {
 		t.Fatalf("CommitTx of a new entity = %d, %v, %v; want 1, true, nil", version, consumed, err)
 	}
@@ -141,7 +142,7 @@ func testCommitTxCommitsAll[Tx any](t *testing.T, h TxHarness[Tx]) {
 	// An update of the committed entity, with another row.
 	tok2 := txToken(ctx, t, h, s)
 	again := store.Entity{Key: key, Version: 1, State: []byte("charged")}
-	version, consumed, err = tc.CommitTx(ctx, store.TxStep{Key: key, Version: 1, Token: tok2.ID, Fused: h.Fused}, activity(h, row+"-2", []byte("v2"), again, nil, nil))
+	version, consumed, err = tc.CommitTx(ctx, store.TxStep{Key: key, Version: 1, Token: tok2.ID, Fused: h.Fused}, activity(h, s, row+"-2", []byte("v2"), again, nil, nil))
 	if err != nil || !consumed || version != 2 {
 		t.Fatalf("CommitTx of an update = %d, %v, %v; want 2, true, nil", version, consumed, err)
 	}
@@ -162,7 +163,7 @@ func testCommitTxStaleVersion[Tx any](t *testing.T, h TxHarness[Tx]) {
 		tok := txToken(ctx, t, h, s)
 		row := uniqueName("row")
 		next := store.Entity{Key: key, Version: stale, State: []byte("lost")}
-		_, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Version: stale, Token: tok.ID, Fused: h.Fused}, activity(h, row, []byte("lost"), next, nil, nil))
+		_, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Version: stale, Token: tok.ID, Fused: h.Fused}, activity(h, s, row, []byte("lost"), next, nil, nil))
 		if !errors.Is(err, store.ErrConflict) || consumed {
 			t.Errorf("CommitTx at stale version %d = %v, %v; want ErrConflict", stale, consumed, err)
 		}
@@ -182,7 +183,7 @@ func testCommitTxHandlerError[Tx any](t *testing.T, h TxHarness[Tx]) {
 	tok := txToken(ctx, t, h, s)
 	key, row := uniqueName("order"), uniqueName("row")
 	failure := errors.New("the activity failed")
-	_, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Token: tok.ID, Fused: h.Fused}, activity(h, row, []byte("v"), store.Entity{Key: key}, nil, failure))
+	_, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Token: tok.ID, Fused: h.Fused}, activity(h, s, row, []byte("v"), store.Entity{Key: key}, nil, failure))
 	if !errors.Is(err, failure) || consumed {
 		t.Errorf("CommitTx whose activity fails = %v, %v; want the activity's error", consumed, err)
 	}
@@ -204,7 +205,7 @@ func testCommitTxDeadToken[Tx any](t *testing.T, h TxHarness[Tx]) {
 	tok := txToken(ctx, t, h, s)
 	transition(ctx, t, s.(store.TokenStore), tok.ID, nil)
 	key, row := uniqueName("order"), uniqueName("row")
-	version, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Token: tok.ID, Fused: true}, activity(h, row, []byte("v"), store.Entity{Key: key, State: []byte("dup")}, nil, nil))
+	version, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Token: tok.ID, Fused: true}, activity(h, s, row, []byte("v"), store.Entity{Key: key, State: []byte("dup")}, nil, nil))
 	if err != nil || consumed {
 		t.Errorf("CommitTx of a consumed token = %d, %v, %v; want consumed false, nil", version, consumed, err)
 	}
@@ -232,7 +233,7 @@ func testConcurrentCommitTx[Tx any](t *testing.T, h TxHarness[Tx]) {
 		wg.Go(func() {
 			<-start
 			next := store.Entity{Key: key, Version: base.Version, State: fmt.Appendf(nil, "racer %d", i)}
-			write := activity(h, rows[i], []byte("written"), next, nil, nil)
+			write := activity(h, s, rows[i], []byte("written"), next, nil, nil)
 			_, consumed, err := tc.CommitTx(ctx, store.TxStep{Key: key, Version: base.Version, Token: tokens[i].ID, Fused: h.Fused},
 				func(ctx context.Context, tx Tx) (store.Entity, []baton.Token, error) {
 					time.Sleep(time.Millisecond) // an activity takes time: the others catch up
@@ -307,7 +308,7 @@ func recordStart[Tx any](ctx context.Context, t *testing.T, h TxHarness[Tx], s s
 	t.Helper()
 	tx, commitTx, rollback := h.Begin(t, s)
 	row := uniqueName("order-row")
-	if err := h.Put(ctx, tx, row, []byte("ordered")); err != nil {
+	if err := h.Put(ctx, s, tx, row, []byte("ordered")); err != nil {
 		t.Fatalf("Put in the caller's transaction: %v", err)
 	}
 	start := newStart("shop")

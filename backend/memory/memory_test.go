@@ -48,7 +48,7 @@ func TestTxStore(t *testing.T) {
 			tx := s.(*memory.EntityStore).Begin()
 			return tx, tx.Commit, tx.Rollback
 		},
-		Put: func(_ context.Context, tx *memory.Tx, key string, value []byte) error {
+		Put: func(_ context.Context, _ store.EntityStore, tx *memory.Tx, key string, value []byte) error {
 			tx.Put("rows", key, value)
 			return nil
 		},

@@ -30,6 +30,7 @@ type Store struct {
 	closed     atomic.Bool
 	schema     string
 	sql        statements
+	tx         txStatements
 	durability *durability // checks each connection before its first use
 }
 
@@ -108,7 +109,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	connCfg := pool.Config().ConnConfig
 	cfg.Logger.Info("postgres: store ready", "host", connCfg.Host, "port", connCfg.Port,
 		"database", connCfg.Database, "user", connCfg.User, "schema", cfg.Schema, "schema_version", version)
-	return &Store{pool: pool, schema: cfg.Schema, sql: newStatements(cfg), durability: durability}, nil
+	return &Store{pool: pool, schema: cfg.Schema, sql: newStatements(cfg), tx: newTxStatements(cfg), durability: durability}, nil
 }
 
 // Schema returns the schema that holds the store's tables.
