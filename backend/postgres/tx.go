@@ -99,7 +99,7 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 		defer func() { _ = tx.Rollback(ctx) }() // a no-op after Commit
 		var live int
 		var current *int64
-		lockKey := s.schema + "\x00" + step.Key
+		lockKey := s.schema + "/" + step.Key // schema names hold no "/"
 		if err := tx.QueryRow(ctx, s.tx.lock, step.Token[:], step.Key, step.Fused, lockKey).Scan(&live, &current); err != nil {
 			return err
 		}
