@@ -15,7 +15,7 @@ type Activity[S any] struct {
 	// Type is the signal type this activity handles.
 	Type string
 	// Entity maps a signal to the key of the entity it acts on. It must be a
-	// pure function of the signal (DESIGN R0): two copies of one signal must
+	// pure function of the signal (R0 of protocol.md 3.1): two copies of one signal must
 	// route to the same entity. An activity that creates an entity derives
 	// its key from the signal, for example from sig.ID.
 	Entity func(sig baton.Signal) (string, error)

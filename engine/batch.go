@@ -17,7 +17,7 @@ import (
 // store.TransitionBatcher on the fast path, the signals for distinct
 // entities share one read of their entities and tokens (steps 1 and 3) and
 // one commit (steps 4 and 5, each signal's applied or refused on its own,
-// DESIGN 3.7 group commit). A signal that needs more than that (its
+// group commit, protocol.md 3.2). A signal that needs more than that (its
 // activity was committed before, its entity is taken by another signal of
 // the batch, its commit was refused or failed) goes through Process, as
 // does every signal otherwise.

@@ -43,7 +43,7 @@ type Config struct {
 	NoFastPath bool
 	// DeferRemovals lets Process return, and Run acknowledge the signal,
 	// once the emitted signals are dispatched, before the outbox entry is
-	// removed (step 7, which DESIGN 3.2 lets happen later). The removal is
+	// removed (step 7, which protocol.md 3.2 lets happen later). The removal is
 	// queued; Run removes queued entries in the background, in batches (one
 	// operation for many when the entity store is a store.BatchCommitter),
 	// and RemovePending does it on demand. A removal lost to a crash leaves

@@ -1,4 +1,4 @@
-// Package engine runs baton's processing protocol (DESIGN section 3.2) for
+// Package engine runs baton's processing protocol (docs/protocol.md section 3.2) for
 // one destination: it loads the entity a signal routes to, consumes the
 // signal's token in the same atomic transition that creates the tokens of
 // the signals the activity emits, dispatches them and cleans up.
@@ -13,14 +13,14 @@
 // The plain protocol costs a signal four store calls: load, token read,
 // commit, transition, plus the removal of its outbox entry. When one store
 // keeps tokens and entities (PostgreSQL, embedded) the engine fuses them
-// (DESIGN 3.7): store.TokenLoader reads the entity and the token at one
+// (protocol.md 3.2): store.TokenLoader reads the entity and the token at one
 // instant (steps 1 and 3), store.CommitTransitioner commits and
 // transitions in one operation (steps 4 and 5). With
 // Config.DeferRemovals, Run removes outbox entries after the ack, many in
 // one operation (store.BatchCommitter). With Config.Batch, a worker takes
 // the deliveries already received (never waiting for more) and
 // ProcessBatch reads their entities and tokens in one call and commits
-// them in one (store.TransitionBatcher, DESIGN 3.7 group commit), then
+// them in one (store.TransitionBatcher, group commit, protocol.md 3.2), then
 // publishes their signals pipelined (transport.BatchPublisher). Each is
 // optional, found by type assertion, and the simulation runs every
 // combination.

@@ -28,7 +28,7 @@ type Engine struct {
 	tel      telemetry
 	randMu   sync.Mutex
 	// fast is set when one database keeps both entities and tokens: steps 4
-	// and 5 then run in one atomic operation (DESIGN 3.7).
+	// and 5 then run in one atomic operation (protocol.md 3.2).
 	fast store.CommitTransitioner
 	// snapshot is set on the fast path when the store reads an entity and
 	// a token in one call (steps 1 and 3 together).
@@ -41,7 +41,7 @@ type Engine struct {
 	removals *removalQueue
 	// ordering is always correct outside tests; the tests of the model
 	// checker and the simulation switch it to prove they catch the broken
-	// orderings of DESIGN 3.4.
+	// orderings of protocol.md 3.3.
 	ordering ordering
 }
 
@@ -129,7 +129,7 @@ type Result struct {
 	Emitted []baton.Signal
 }
 
-// Process runs the protocol for one signal (DESIGN 3.2, steps 1 to 7). The
+// Process runs the protocol for one signal (protocol.md 3.2, steps 1 to 7). The
 // caller acknowledges the signal only after Process returns a nil error.
 // Errors for which IsPermanent is true mean the signal can never be
 // processed as it is (park it); any other error means "try again later":
@@ -375,7 +375,7 @@ func (e *Engine) duplicateOr(ctx context.Context, sig baton.Signal, dup bool, er
 }
 
 // children turns an activity's emits into signals with fresh token ids,
-// one per destination for a topic (DESIGN 3.6).
+// one per destination for a topic (protocol.md 3.6).
 func (e *Engine) children(parent baton.Signal, emits []baton.Emit, trace baton.TraceContext) ([]baton.Signal, error) {
 	var out []baton.Signal
 	for _, emit := range emits {

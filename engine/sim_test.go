@@ -12,7 +12,7 @@ import (
 var replaySeed = flag.Uint64("sim.seed", 0, "replay one seed of the broken-ordering simulations")
 
 // TestSimulationCatchesBrokenOrderings runs the simulation over engines
-// switched to each broken ordering of DESIGN 3.4 and requires a violation
+// switched to each broken ordering of protocol.md 3.3 and requires a violation
 // within a bounded number of seeds, then replays the failing seed and
 // requires the identical failure.
 func TestSimulationCatchesBrokenOrderings(t *testing.T) {

@@ -51,7 +51,7 @@ type Report struct {
 	Seed     uint64
 	Steps    int
 	Faults   Faults
-	FastPath bool // the seed ran the fast path (DESIGN 3.7)
+	FastPath bool // the seed ran the fast path (protocol.md 3.2)
 	// SnapshotReads: on the fast path, the seed read the entity and the
 	// token in one call (store.TokenLoader).
 	SnapshotReads bool

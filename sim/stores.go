@@ -321,7 +321,7 @@ func (s *Sim) tokenCreated(tok baton.Token) {
 func short(id baton.TokenID) string { return id.String()[:8] }
 
 // fastStore is one destination's view of a database that keeps both its
-// entities and the tokens, so the engine takes the fast path (DESIGN 3.7):
+// entities and the tokens, so the engine takes the fast path (protocol.md 3.2):
 // steps 4 and 5 in one atomic operation.
 type fastStore struct {
 	*tokenStore

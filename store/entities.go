@@ -96,7 +96,7 @@ func (o OutboxEntry) Matches(sig baton.Signal) bool {
 }
 
 // EntityStore keeps entities with optimistic concurrency, linearizable per
-// entity (DESIGN R1).
+// entity (R1 of protocol.md 3.1).
 type EntityStore interface {
 	// Load returns the entity stored under key, or an entity with that key
 	// and Version 0 if there is none.
@@ -116,7 +116,7 @@ type EntityStore interface {
 
 // CommitTransitioner is implemented by a store that keeps entities and
 // tokens in one database. It runs steps 4 and 5 of the protocol in one
-// atomic operation (the fast path of DESIGN 3.7): commit e as Commit does,
+// atomic operation (the fast path of protocol.md 3.2): commit e as Commit does,
 // and consume token and create the tokens of create as
 // TokenStore.Transition does, both or neither. If token is not live nothing
 // is applied and consumed is false: the signal is a duplicate.
@@ -144,8 +144,8 @@ type TokenLoader interface {
 
 // BatchCommitter is implemented by an entity store that commits several
 // entities in one operation, each as Commit would alone: one entity's
-// failed compare-and-set does not stop the others (DESIGN 3.7, group
-// commit). The engine uses it to remove finished outbox entries in batches.
+// failed compare-and-set does not stop the others (group commit,
+// protocol.md 3.2). The engine uses it to remove finished outbox entries in batches.
 //
 // The entities must have distinct keys and a Version above 0 (updates of
 // committed entities), else nothing is applied and the error matches
@@ -159,8 +159,8 @@ type BatchCommitter interface {
 }
 
 // TransitionBatcher is implemented by a store on the fast path that also
-// runs the steps of many signals in one round trip and one commit (DESIGN
-// 3.7, group commit). The engine uses it with Config.Batch.
+// runs the steps of many signals in one round trip and one commit (group
+// commit, protocol.md 3.2). The engine uses it with Config.Batch.
 //
 // LoadWithTokens does what LoadWithToken does for each read, all at one
 // instant. Reads may repeat a key. Loaded[i].Live is false where

@@ -15,7 +15,7 @@ const (
 )
 
 // TokenStore holds live tokens: the signals still in flight. It must be
-// linearizable, and an acknowledged write must be durable (DESIGN R2).
+// linearizable, and an acknowledged write must be durable (R2 of protocol.md 3.1).
 type TokenStore interface {
 	// Transition is the store's one atomic operation: if the token consume
 	// is live, delete it and create every token of create, and report true;

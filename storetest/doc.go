@@ -60,7 +60,7 @@
 //   - Every method fails on a cancelled context, and errors are matched
 //     with errors.Is against the sentinels of package store.
 //
-// RunLinearizability (DESIGN section 8, layer 5) checks a token store with
+// RunLinearizability (the fifth layer of the proofs in the README) checks a token store with
 // porcupine: concurrent clients issue, consume and read a few colliding
 // token ids, and every recorded history must be explained by the
 // sequential specification of Issue, Transition and Get, with each

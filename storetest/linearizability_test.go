@@ -303,7 +303,7 @@ func (s *replayStore) Transition(ctx context.Context, consume baton.TokenID, cre
 }
 
 // racyStore checks a transition under its lock, then lets go of the lock
-// before it applies it: the bug that DESIGN R2's atomic transition rules
+// before it applies it: the bug that R2's (protocol.md 3.1) atomic transition rules
 // out.
 type racyStore struct {
 	*memory.TokenStore // for the listings and expiry, which the check does not use

@@ -43,7 +43,7 @@ func (v *Violation) String() string {
 }
 
 // Check explores every interleaving of the model for variant v breadth
-// first and checks the invariants of DESIGN 3.3 in every state, and the
+// first and checks the invariants of protocol.md 3.5 in every state, and the
 // quiescence ones in every state where no actor can move. It panics on a
 // variant not listed by Variants.
 func Check(v Variant, opts Options) Result {

@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// TestProtocolModel is layer 1 of DESIGN 8: the protocol of DESIGN 3.2 holds
-// the invariants of DESIGN 3.3 in every reachable state, and each broken
-// ordering of DESIGN 3.4 is caught with a counterexample. Nothing here is
+// TestProtocolModel is the first layer of the proofs: the protocol of protocol.md 3.2 holds
+// the invariants of protocol.md 3.5 in every reachable state, and each broken
+// ordering of protocol.md 3.3 is caught with a counterexample. Nothing here is
 // shortened under -short: the exhaustive run is the point.
 func TestProtocolModel(t *testing.T) {
 	t.Run("Correct", func(t *testing.T) {
@@ -41,7 +41,7 @@ func TestProtocolModel(t *testing.T) {
 		}
 	})
 
-	// Each broken variant must fail for the reason DESIGN 3.4 gives.
+	// Each broken variant must fail for the reason protocol.md 3.3 gives.
 	broken := []struct {
 		variant Variant
 		want    string // part of the broken invariant

@@ -3,12 +3,12 @@ package model
 import "fmt"
 
 // Variant selects the ordering of the protocol steps that the model runs.
-// Correct is DESIGN 3.2; the others are the simplifications of DESIGN 3.4,
+// Correct is protocol.md 3.2; the others are the simplifications of protocol.md 3.3,
 // each of which the checker must catch.
 type Variant int
 
 const (
-	// Correct is the protocol of DESIGN 3.2.
+	// Correct is the protocol of protocol.md 3.2.
 	Correct Variant = iota
 	// TokenBeforeEntity reads the token before loading the entity.
 	TokenBeforeEntity

@@ -23,7 +23,7 @@ type Service struct {
 	Default string // address on the development and CI machines
 }
 
-// The services of DESIGN section 5.
+// The services that the integration tests use, as .ci/run sets them.
 var (
 	Postgres = Service{"BATON_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"}
 	Redis    = Service{"BATON_TEST_REDIS", "redis://127.0.0.1:6379/0"}
