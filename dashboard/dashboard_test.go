@@ -230,28 +230,47 @@ func TestGetConversation(t *testing.T) {
 
 func TestGetConversationIsBounded(t *testing.T) {
 	t.Parallel()
-	rec := conversation.NewRecorder(0)
-	root := signal(baton.TokenID{}, baton.TokenID{}, "shop", "fan.out")
-	rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t0, Signal: root})
-	for i := range dashboard.MaxNodes + 5 {
-		child := signal(root.Conversation, root.ID, "d", "leaf")
-		rec.Observe(engine.Event{Kind: engine.EventApplied, Time: t0.Add(time.Duration(i+1) * time.Microsecond), Signal: root,
-			Children: []baton.Signal{child}})
-	}
+	// A recorder that keeps more signals than one response lists.
+	rec := conversation.NewRecorderWithLimits(conversation.Limits{SignalsPerConversation: dashboard.MaxNodes + 10})
+	root := fanOutOneByOne(rec, dashboard.MaxNodes+5)
 	srv := newServer(t, dashboard.Config{Recorder: rec})
 	var body struct {
 		Nodes      []node `json:"nodes"`
 		TotalNodes int    `json:"total_nodes"`
 		Truncated  bool   `json:"truncated"`
+		Dropped    int    `json:"dropped"`
 	}
 	get(t, srv, "/api/conversations/"+root.Conversation.String(), &body)
-	if len(body.Nodes) != dashboard.MaxNodes || body.TotalNodes != dashboard.MaxNodes+6 || !body.Truncated {
-		t.Errorf("%d nodes of %d, truncated %v; want %d of %d, truncated", len(body.Nodes), body.TotalNodes, body.Truncated,
-			dashboard.MaxNodes, dashboard.MaxNodes+6)
+	if len(body.Nodes) != dashboard.MaxNodes || body.TotalNodes != dashboard.MaxNodes+6 || !body.Truncated || body.Dropped != 0 {
+		t.Errorf("%d nodes of %d, truncated %v, dropped %d; want %d of %d, truncated, none dropped", len(body.Nodes),
+			body.TotalNodes, body.Truncated, body.Dropped, dashboard.MaxNodes, dashboard.MaxNodes+6)
 	}
 	if body.Nodes[0].ID != root.ID.String() {
 		t.Errorf("first node %s; want the root, which was created first", body.Nodes[0].ID)
 	}
+
+	// A recorder that keeps fewer: the response says that it is not the
+	// whole conversation.
+	rec = conversation.NewRecorderWithLimits(conversation.Limits{SignalsPerConversation: 10})
+	root = fanOutOneByOne(rec, 15)
+	srv = newServer(t, dashboard.Config{Recorder: rec})
+	get(t, srv, "/api/conversations/"+root.Conversation.String(), &body)
+	if len(body.Nodes) != 10 || body.TotalNodes != 10 || !body.Truncated || body.Dropped != 6 {
+		t.Errorf("%d nodes of %d, truncated %v, dropped %d; want 10 of 10, truncated, 6 dropped", len(body.Nodes),
+			body.TotalNodes, body.Truncated, body.Dropped)
+	}
+}
+
+// fanOutOneByOne records a root that emits n children, one event each.
+func fanOutOneByOne(rec *conversation.Recorder, n int) baton.Signal {
+	root := signal(baton.TokenID{}, baton.TokenID{}, "shop", "fan.out")
+	rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t0, Signal: root})
+	for i := range n {
+		child := signal(root.Conversation, root.ID, "d", "leaf")
+		rec.Observe(engine.Event{Kind: engine.EventApplied, Time: t0.Add(time.Duration(i+1) * time.Microsecond), Signal: root,
+			Children: []baton.Signal{child}})
+	}
+	return root
 }
 
 type tokensBody struct {
