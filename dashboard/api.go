@@ -149,24 +149,37 @@ func (d *dashboard) tokens(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// readTokens lists the live tokens of every destination, or reuses a
-// reading younger than TokenRefresh.
+// readTokens returns the shared reading of the live tokens (see
+// dashboard.liveTokens).
 func (d *dashboard) readTokens(ctx context.Context) tokensResponse {
-	d.tokensMu.Lock()
-	defer d.tokensMu.Unlock()
-	now := d.cfg.Now()
-	if d.tokensLast != nil && d.cfg.TokenRefresh > 0 && now.Sub(d.tokensAt) < d.cfg.TokenRefresh {
-		return *d.tokensLast
+	resp, _ := d.liveTokens.Get(ctx)
+	if resp == nil {
+		// Only a request that waited for the first reading and gave up
+		// gets none.
+		return d.emptyTokens(d.cfg.Now())
 	}
+	return *resp
+}
+
+func (d *dashboard) emptyTokens(now time.Time) tokensResponse {
 	resp := tokensResponse{Time: now, Available: d.cfg.Tokens != nil, StuckAfterMS: d.cfg.StuckAfter.Milliseconds(),
 		Destinations: []destinationCount{}, Oldest: []liveToken{}}
 	for _, b := range ageBuckets {
 		resp.Buckets = append(resp.Buckets, b.label)
 	}
+	return resp
+}
+
+// listTokens lists the live tokens of every destination. It serves every
+// viewer, so the request that happens to run it must not cut it short by
+// going away: only tokenListingTimeout does.
+func (d *dashboard) listTokens(ctx context.Context) (*tokensResponse, error) {
+	now := d.cfg.Now()
+	resp := d.emptyTokens(now)
 	if d.cfg.Tokens == nil {
-		return resp
+		return &resp, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, tokenListingTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenListingTimeout)
 	defer cancel()
 	var all []liveToken
 	for _, dest := range d.destinations() {
@@ -190,10 +203,7 @@ func (d *dashboard) readTokens(ctx context.Context) tokensResponse {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), slices.Compare(a.ID[:], b.ID[:]))
 	})
 	resp.Oldest = append(resp.Oldest, all[:min(len(all), MaxOldest)]...)
-	if ctx.Err() == nil || d.tokensLast == nil {
-		d.tokensAt, d.tokensLast = now, &resp
-	}
-	return resp
+	return &resp, nil
 }
 
 func bucketOf(age time.Duration) int {
