@@ -4,6 +4,9 @@
 // signal that activity processed. Live tokens are exactly the edges still in
 // flight.
 //
-// The recorder keeps the most recent conversations in memory, bounded, from
-// engine events. It is an observation: nothing in the protocol depends on it.
+// The recorder keeps recent conversations in memory, from engine events,
+// within Limits: signals per conversation, conversations, and estimated
+// memory in all. Over a limit it evicts finished conversations before
+// unfinished ones and counts what it evicted and dropped (Recorder.Stats).
+// It is an observation: nothing in the protocol depends on it.
 package conversation

@@ -2,8 +2,10 @@ package conversation_test
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
@@ -100,5 +102,143 @@ func TestRecordTokensSeesRootsAndTransitions(t *testing.T) {
 	c, ok := rec.Get(root.ID)
 	if !ok || len(c.Nodes) != 2 || c.Nodes[0].State != conversation.Done || c.Nodes[1].State != conversation.InFlight {
 		t.Fatalf("conversation = %+v", c)
+	}
+}
+
+// fanOut feeds rec what a token service sees of one conversation whose root
+// is consumed with width children, after which each of the first depth-1
+// children is consumed with width children of its own: the root, then
+// depth transitions that carry only the consumed id, as RecordTokens
+// reports them. It returns the root and the first generation.
+func fanOut(rec *conversation.Recorder, depth, width int, at time.Time) (root baton.Signal, first []baton.Signal) {
+	root = baton.Signal{ID: baton.NewTokenID(), Destination: "shop", Type: "order.place"}
+	root.Conversation = root.ID
+	rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: at, Signal: root})
+	consume := root
+	for d := range depth {
+		children := make([]baton.Signal, width)
+		for i := range children {
+			children[i] = baton.Signal{ID: baton.NewTokenID(), Conversation: root.ID, Causation: consume.ID,
+				Destination: "billing", Type: "charge"}
+		}
+		rec.Observe(engine.Event{Kind: engine.EventTransitioned, Time: at.Add(time.Duration(d+1) * time.Millisecond),
+			Signal: baton.Signal{ID: consume.ID}, Children: children})
+		if d == 0 {
+			first = children
+		}
+		consume = first[d]
+	}
+	return root, first
+}
+
+// One ordinary system that emits 200 × 1,000 children in one conversation
+// costs the recorder one conversation's worth of signals, not 200,000.
+func TestRecorderBoundsOneConversation(t *testing.T) {
+	t.Parallel()
+	rec := conversation.NewRecorder(0)
+	root, first := fanOut(rec, 200, 1000, time.Unix(0, 0))
+	c, ok := rec.Get(root.ID)
+	if !ok {
+		t.Fatal("the conversation is not recorded")
+	}
+	const kept = conversation.DefaultSignalsPerConversation
+	if len(c.Nodes) != kept {
+		t.Fatalf("recorded %d signals of one conversation, want the limit %d", len(c.Nodes), kept)
+	}
+	// The root, 1,000 children and 999 of the second generation fit; the
+	// last child of the second transition and every child after it not.
+	wantDropped := 1 + 198*1000
+	if c.Dropped != wantDropped || rec.Stats().Dropped != int64(wantDropped) {
+		t.Errorf("dropped %d (stats %d), want %d", c.Dropped, rec.Stats().Dropped, wantDropped)
+	}
+	if c.Nodes[0].ID != root.ID || c.Nodes[0].State != conversation.Done {
+		t.Errorf("first node %+v, want the consumed root", c.Nodes[0])
+	}
+	// Signals that were recorded still follow their tokens.
+	rec.Observe(engine.Event{Kind: engine.EventTransitioned, Time: time.Unix(1, 0), Signal: baton.Signal{ID: first[500].ID}})
+	c, _ = rec.Get(root.ID)
+	for _, n := range c.Nodes {
+		if n.ID == first[500].ID && n.State != conversation.Done {
+			t.Errorf("a recorded child consumed later is %s, want done", n.State)
+		}
+	}
+	if s := rec.List(0); len(s) != 1 || s[0].Signals != kept {
+		t.Errorf("list %+v", s)
+	}
+}
+
+// heapInUse returns the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// The recorder's memory is bounded in total, and its estimate of it is an
+// upper bound of what it really holds on the heap.
+func TestRecorderMemoryStaysWithinItsBudget(t *testing.T) {
+	// Not parallel: it measures the heap.
+	before := heapInUse()
+	rec := conversation.NewRecorder(0)
+	fanOut(rec, 200, 1000, time.Unix(0, 0)) // one large conversation
+	for i := range 100 {                    // and a hundred more of 2,000 signals each
+		fanOut(rec, 2, 1000, time.Unix(int64(i+1), 0))
+	}
+	grown := int64(heapInUse()) - int64(before)
+	s := rec.Stats()
+	limit := rec.Limits().Bytes
+	t.Logf("heap grew by %.1f MB; recorder estimate %.1f MB (limit %.1f MB); %d conversations, %d signals, %d evicted, %d dropped",
+		float64(grown)/1e6, float64(s.Bytes)/1e6, float64(limit)/1e6, s.Conversations, s.Signals, s.Evicted, s.Dropped)
+	if s.Bytes > limit {
+		t.Errorf("estimate %d bytes exceeds the limit %d", s.Bytes, limit)
+	}
+	if grown > s.Bytes+s.Bytes/10 {
+		t.Errorf("the heap grew by %d bytes, more than the recorder's estimate of %d", grown, s.Bytes)
+	}
+	if s.Evicted == 0 || s.Conversations+int(s.Evicted) != 101 {
+		t.Errorf("%d conversations kept and %d evicted, want 101 in all, some evicted", s.Conversations, s.Evicted)
+	}
+	runtime.KeepAlive(rec)
+}
+
+// To stay within its limits the recorder evicts the least recently updated
+// finished conversation, and an unfinished one only when none is finished.
+func TestRecorderEvictsFinishedConversationsFirst(t *testing.T) {
+	t.Parallel()
+	rec := conversation.NewRecorder(3)
+	at := time.Unix(0, 0)
+	start := func() baton.Signal {
+		at = at.Add(time.Second)
+		root := baton.Signal{ID: baton.NewTokenID(), Destination: "shop", Type: "order.place"}
+		root.Conversation = root.ID
+		rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: at, Signal: root})
+		return root
+	}
+	finish := func(root baton.Signal) {
+		at = at.Add(time.Second)
+		rec.Observe(engine.Event{Kind: engine.EventTransitioned, Time: at, Signal: baton.Signal{ID: root.ID}})
+	}
+	recorded := func(root baton.Signal) bool { _, ok := rec.Get(root.ID); return ok }
+
+	waiting := start() // the oldest, still in flight
+	done1, done2 := start(), start()
+	finish(done1)
+	finish(done2)
+	newer := start()
+	if !recorded(waiting) || recorded(done1) || !recorded(done2) || !recorded(newer) {
+		t.Fatalf("kept waiting %v, done1 %v, done2 %v, newer %v; want done1 (the oldest finished) evicted",
+			recorded(waiting), recorded(done1), recorded(done2), recorded(newer))
+	}
+	if s := rec.Stats(); s.Evicted != 1 || s.EvictedUnfinished != 0 {
+		t.Errorf("stats %+v, want 1 evicted, finished", s)
+	}
+	newest := start() // evicts done2, the last finished one
+	third := start()  // now only unfinished ones are left: the oldest goes
+	if recorded(done2) || recorded(waiting) || !recorded(newer) || !recorded(newest) || !recorded(third) {
+		t.Errorf("kept done2 %v, waiting %v; want both evicted, done2 first", recorded(done2), recorded(waiting))
+	}
+	if s := rec.Stats(); s.Evicted != 3 || s.EvictedUnfinished != 1 {
+		t.Errorf("stats %+v, want 3 evicted, 1 of them unfinished", s)
 	}
 }

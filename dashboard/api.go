@@ -49,32 +49,22 @@ func (d *dashboard) listConversations(w http.ResponseWriter, r *http.Request) {
 	resp := conversationsResponse{Time: d.cfg.Now(), Total: len(all), Conversations: []conversationItem{}}
 	for _, s := range all[:min(limit, len(all))] {
 		item := conversationItem{Summary: s}
-		if c, ok := d.cfg.Recorder.Get(s.ID); ok {
-			if root, ok := rootOf(c); ok {
-				item.Root = &nodeLabel{Type: root.Type, Destination: root.Destination}
-			}
+		if root, ok := d.cfg.Recorder.Root(s.ID); ok {
+			item.Root = &nodeLabel{Type: root.Type, Destination: root.Destination}
 		}
 		resp.Conversations = append(resp.Conversations, item)
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// rootOf returns the signal that started c: the first without a cause.
-func rootOf(c conversation.Conversation) (conversation.Node, bool) {
-	for _, n := range c.Nodes {
-		if n.Causation.IsZero() {
-			return n, true
-		}
-	}
-	return conversation.Node{}, false
-}
-
 // conversationResponse is the body of GET /api/conversations/{id}.
 type conversationResponse struct {
 	Time time.Time `json:"time"`
 	conversation.Conversation
-	TotalNodes int  `json:"total_nodes"`
-	Truncated  bool `json:"truncated"` // only the first MaxNodes nodes are listed
+	TotalNodes int `json:"total_nodes"` // signals recorded
+	// Truncated: only the first MaxNodes recorded signals are listed, or
+	// the recorder dropped some (Dropped counts the events about them).
+	Truncated bool `json:"truncated"`
 }
 
 func (d *dashboard) getConversation(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +78,7 @@ func (d *dashboard) getConversation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("conversation %s is not recorded (unknown, or evicted as one of the oldest)", id))
 		return
 	}
-	resp := conversationResponse{Time: d.cfg.Now(), Conversation: c, TotalNodes: len(c.Nodes)}
+	resp := conversationResponse{Time: d.cfg.Now(), Conversation: c, TotalNodes: len(c.Nodes), Truncated: c.Dropped > 0}
 	if len(c.Nodes) > MaxNodes {
 		resp.Nodes, resp.Truncated = c.Nodes[:MaxNodes], true
 	}
@@ -159,24 +149,37 @@ func (d *dashboard) tokens(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// readTokens lists the live tokens of every destination, or reuses a
-// reading younger than TokenRefresh.
+// readTokens returns the shared reading of the live tokens (see
+// dashboard.liveTokens).
 func (d *dashboard) readTokens(ctx context.Context) tokensResponse {
-	d.tokensMu.Lock()
-	defer d.tokensMu.Unlock()
-	now := d.cfg.Now()
-	if d.tokensLast != nil && d.cfg.TokenRefresh > 0 && now.Sub(d.tokensAt) < d.cfg.TokenRefresh {
-		return *d.tokensLast
+	resp, _ := d.liveTokens.Get(ctx)
+	if resp == nil {
+		// Only a request that waited for the first reading and gave up
+		// gets none.
+		return d.emptyTokens(d.cfg.Now())
 	}
+	return *resp
+}
+
+func (d *dashboard) emptyTokens(now time.Time) tokensResponse {
 	resp := tokensResponse{Time: now, Available: d.cfg.Tokens != nil, StuckAfterMS: d.cfg.StuckAfter.Milliseconds(),
 		Destinations: []destinationCount{}, Oldest: []liveToken{}}
 	for _, b := range ageBuckets {
 		resp.Buckets = append(resp.Buckets, b.label)
 	}
+	return resp
+}
+
+// listTokens lists the live tokens of every destination. It serves every
+// viewer, so the request that happens to run it must not cut it short by
+// going away: only tokenListingTimeout does.
+func (d *dashboard) listTokens(ctx context.Context) (*tokensResponse, error) {
+	now := d.cfg.Now()
+	resp := d.emptyTokens(now)
 	if d.cfg.Tokens == nil {
-		return resp
+		return &resp, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, tokenListingTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenListingTimeout)
 	defer cancel()
 	var all []liveToken
 	for _, dest := range d.destinations() {
@@ -200,10 +203,7 @@ func (d *dashboard) readTokens(ctx context.Context) tokensResponse {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), slices.Compare(a.ID[:], b.ID[:]))
 	})
 	resp.Oldest = append(resp.Oldest, all[:min(len(all), MaxOldest)]...)
-	if ctx.Err() == nil || d.tokensLast == nil {
-		d.tokensAt, d.tokensLast = now, &resp
-	}
-	return resp
+	return &resp, nil
 }
 
 func bucketOf(age time.Duration) int {
@@ -245,16 +245,7 @@ func (d *dashboard) destinations() []string {
 	if d.cfg.Destinations != nil {
 		names = slices.Clone(d.cfg.Destinations())
 	} else {
-		seen := map[string]bool{}
-		for _, s := range d.cfg.Recorder.List(0) {
-			c, _ := d.cfg.Recorder.Get(s.ID)
-			for _, n := range c.Nodes {
-				if n.Destination != "" {
-					seen[n.Destination] = true
-				}
-			}
-		}
-		names = slices.Collect(maps.Keys(seen))
+		names = d.cfg.Recorder.Destinations()
 	}
 	names = slices.DeleteFunc(names, func(n string) bool { return n == "" || len(n) > maxDestinationNameSize })
 	slices.Sort(names)
@@ -262,25 +253,15 @@ func (d *dashboard) destinations() []string {
 	return names[:min(len(names), MaxDestinations)]
 }
 
-// parked returns the parked signals of the recorded conversations.
+// parked returns the most recently parked signals of the recorded
+// conversations.
 func (d *dashboard) parked() []parkedSignal {
 	out := []parkedSignal{}
-	for _, s := range d.cfg.Recorder.List(0) {
-		if s.Parked == 0 {
-			continue
-		}
-		c, _ := d.cfg.Recorder.Get(s.ID)
-		for _, n := range c.Nodes {
-			if n.State == conversation.Parked {
-				out = append(out, parkedSignal{ID: n.ID, Conversation: c.ID, Destination: n.Destination, Type: n.Type,
-					Reason: clip(n.Reason), Since: n.Updated})
-			}
-		}
+	for _, p := range d.cfg.Recorder.ParkedSignals(MaxParked) {
+		out = append(out, parkedSignal{ID: p.ID, Conversation: p.Conversation, Destination: p.Destination, Type: p.Type,
+			Reason: clip(p.Reason), Since: p.Updated})
 	}
-	slices.SortFunc(out, func(a, b parkedSignal) int {
-		return cmp.Or(b.Since.Compare(a.Since), slices.Compare(a.ID[:], b.ID[:]))
-	})
-	return out[:min(len(out), MaxParked)]
+	return out
 }
 
 // statsResponse is the body of GET /api/stats.
@@ -291,14 +272,9 @@ type statsResponse struct {
 	Conversations recordedTotals   `json:"conversations"`
 }
 
-// recordedTotals sums the recorder's conversations.
-type recordedTotals struct {
-	Recorded   int `json:"recorded"`
-	Signals    int `json:"signals"`
-	InFlight   int `json:"in_flight"`
-	Parked     int `json:"parked"`
-	Duplicates int `json:"duplicates"`
-}
+// recordedTotals sums the recorder's conversations and says what its
+// limits dropped.
+type recordedTotals = conversation.Stats
 
 func (d *dashboard) stats(w http.ResponseWriter, r *http.Request) {
 	resp := statsResponse{Time: d.cfg.Now(), Counters: map[string]int64{}}
@@ -310,14 +286,7 @@ func (d *dashboard) stats(w http.ResponseWriter, r *http.Request) {
 			resp.Counters[name] = counters[name]
 		}
 	}
-	for _, s := range d.cfg.Recorder.List(0) {
-		t := &resp.Conversations
-		t.Recorded++
-		t.Signals += s.Signals
-		t.InFlight += s.InFlight
-		t.Parked += s.Parked
-		t.Duplicates += s.Duplicates
-	}
+	resp.Conversations = d.cfg.Recorder.Stats()
 	writeJSON(w, http.StatusOK, resp)
 }
 

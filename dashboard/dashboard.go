@@ -7,10 +7,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/batonhq/baton/conversation"
+	"github.com/batonhq/baton/internal/cached"
 	"github.com/batonhq/baton/store"
 )
 
@@ -46,8 +46,9 @@ type Config struct {
 	// Default 10s.
 	StuckAfter time.Duration
 	// TokenRefresh is how long one reading of the token store is reused, so
-	// that many open pages cost one listing a second. Default 1s; negative
-	// reads the store on every request.
+	// that many open pages cost one listing a second. One request at a time
+	// reads the store; the others meanwhile get the last reading. Default
+	// 1s; negative reads the store on every request.
 	TokenRefresh time.Duration
 }
 
@@ -115,6 +116,7 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, fmt.Errorf("dashboard: assets: %w", err)
 	}
 	d := &dashboard{cfg: cfg}
+	d.liveTokens = cached.Value[*tokensResponse]{Read: d.listTokens, MaxAge: cfg.TokenRefresh, Now: cfg.Now}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/conversations", d.listConversations)
 	mux.HandleFunc("GET /api/conversations/{id}", d.getConversation)
@@ -131,11 +133,9 @@ func New(cfg Config) (http.Handler, error) {
 type dashboard struct {
 	cfg Config
 
-	// tokensMu serialises readings of the token store; the last one is
-	// reused for TokenRefresh.
-	tokensMu   sync.Mutex
-	tokensAt   time.Time
-	tokensLast *tokensResponse
+	// liveTokens is the last listing of the token store, shared by every
+	// viewer for TokenRefresh and refreshed by one request at a time.
+	liveTokens cached.Value[*tokensResponse]
 }
 
 // secureHeaders keeps the page self-contained: the policy forbids loading

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,28 +231,47 @@ func TestGetConversation(t *testing.T) {
 
 func TestGetConversationIsBounded(t *testing.T) {
 	t.Parallel()
-	rec := conversation.NewRecorder(0)
-	root := signal(baton.TokenID{}, baton.TokenID{}, "shop", "fan.out")
-	rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t0, Signal: root})
-	for i := range dashboard.MaxNodes + 5 {
-		child := signal(root.Conversation, root.ID, "d", "leaf")
-		rec.Observe(engine.Event{Kind: engine.EventApplied, Time: t0.Add(time.Duration(i+1) * time.Microsecond), Signal: root,
-			Children: []baton.Signal{child}})
-	}
+	// A recorder that keeps more signals than one response lists.
+	rec := conversation.NewRecorderWithLimits(conversation.Limits{SignalsPerConversation: dashboard.MaxNodes + 10})
+	root := fanOutOneByOne(rec, dashboard.MaxNodes+5)
 	srv := newServer(t, dashboard.Config{Recorder: rec})
 	var body struct {
 		Nodes      []node `json:"nodes"`
 		TotalNodes int    `json:"total_nodes"`
 		Truncated  bool   `json:"truncated"`
+		Dropped    int    `json:"dropped"`
 	}
 	get(t, srv, "/api/conversations/"+root.Conversation.String(), &body)
-	if len(body.Nodes) != dashboard.MaxNodes || body.TotalNodes != dashboard.MaxNodes+6 || !body.Truncated {
-		t.Errorf("%d nodes of %d, truncated %v; want %d of %d, truncated", len(body.Nodes), body.TotalNodes, body.Truncated,
-			dashboard.MaxNodes, dashboard.MaxNodes+6)
+	if len(body.Nodes) != dashboard.MaxNodes || body.TotalNodes != dashboard.MaxNodes+6 || !body.Truncated || body.Dropped != 0 {
+		t.Errorf("%d nodes of %d, truncated %v, dropped %d; want %d of %d, truncated, none dropped", len(body.Nodes),
+			body.TotalNodes, body.Truncated, body.Dropped, dashboard.MaxNodes, dashboard.MaxNodes+6)
 	}
 	if body.Nodes[0].ID != root.ID.String() {
 		t.Errorf("first node %s; want the root, which was created first", body.Nodes[0].ID)
 	}
+
+	// A recorder that keeps fewer: the response says that it is not the
+	// whole conversation.
+	rec = conversation.NewRecorderWithLimits(conversation.Limits{SignalsPerConversation: 10})
+	root = fanOutOneByOne(rec, 15)
+	srv = newServer(t, dashboard.Config{Recorder: rec})
+	get(t, srv, "/api/conversations/"+root.Conversation.String(), &body)
+	if len(body.Nodes) != 10 || body.TotalNodes != 10 || !body.Truncated || body.Dropped != 6 {
+		t.Errorf("%d nodes of %d, truncated %v, dropped %d; want 10 of 10, truncated, 6 dropped", len(body.Nodes),
+			body.TotalNodes, body.Truncated, body.Dropped)
+	}
+}
+
+// fanOutOneByOne records a root that emits n children, one event each.
+func fanOutOneByOne(rec *conversation.Recorder, n int) baton.Signal {
+	root := signal(baton.TokenID{}, baton.TokenID{}, "shop", "fan.out")
+	rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t0, Signal: root})
+	for i := range n {
+		child := signal(root.Conversation, root.ID, "d", "leaf")
+		rec.Observe(engine.Event{Kind: engine.EventApplied, Time: t0.Add(time.Duration(i+1) * time.Microsecond), Signal: root,
+			Children: []baton.Signal{child}})
+	}
+	return root
 }
 
 type tokensBody struct {
@@ -455,6 +475,83 @@ func TestTokensReportStoreErrorsAndReuseReadings(t *testing.T) {
 	get(t, srv, "/api/tokens", &body)
 	if fs.calls.Load() == calls {
 		t.Errorf("a request after TokenRefresh reused the old reading")
+	}
+}
+
+// slowStore blocks listings while blocked is set.
+type slowStore struct {
+	store.TokenStore
+	listings atomic.Int64
+	blocked  atomic.Bool
+	release  chan struct{}
+}
+
+func (s *slowStore) ListByDestination(ctx context.Context, dest string, p store.Page) ([]baton.Token, error) {
+	s.listings.Add(1)
+	if s.blocked.Load() {
+		<-s.release
+	}
+	return s.TokenStore.ListByDestination(ctx, dest, p)
+}
+
+// While one request lists the store, the other viewers get the last
+// reading at once instead of queueing behind it, and no second listing
+// starts.
+func TestTokensRefreshDoesNotHoldUpViewers(t *testing.T) {
+	t.Parallel()
+	slow := &slowStore{TokenStore: memory.NewTokenStore(), release: make(chan struct{})}
+	issue(t, slow, "billing", t0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	srv := newServer(t, dashboard.Config{Recorder: conversation.NewRecorder(0), Tokens: slow,
+		Now:          func() time.Time { return time.Unix(0, now.Load()) },
+		Destinations: func() []string { return []string{"billing"} }})
+	var body tokensBody
+	get(t, srv, "/api/tokens", &body)
+	listings := slow.listings.Load()
+
+	now.Add(int64(time.Minute))
+	var release sync.Once
+	unblock := func() { release.Do(func() { close(slow.release) }) }
+	t.Cleanup(unblock) // before the server's cleanup, which waits for requests
+	slow.blocked.Store(true)
+	refreshed := make(chan struct{})
+	go func() {
+		defer close(refreshed)
+		res, err := srv.Client().Get(srv.URL + "/api/tokens")
+		if err == nil {
+			res.Body.Close()
+		}
+	}()
+	for slow.listings.Load() == listings {
+		time.Sleep(time.Millisecond)
+	}
+	answered := make(chan int, 3)
+	for range 3 {
+		go func() {
+			res, err := srv.Client().Get(srv.URL + "/api/tokens")
+			if err != nil {
+				answered <- 0
+				return
+			}
+			res.Body.Close()
+			answered <- res.StatusCode
+		}()
+	}
+	for range 3 {
+		select {
+		case code := <-answered:
+			if code != http.StatusOK {
+				t.Errorf("status %d during a refresh", code)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a viewer waited for another viewer's listing of the store")
+		}
+	}
+	unblock()
+	<-refreshed
+	if n := slow.listings.Load() - listings; n != 1 {
+		t.Errorf("%d listings for four requests, want 1", n)
 	}
 }
 

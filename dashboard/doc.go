@@ -15,7 +15,8 @@
 //	                             400 for a malformed id, 404 for one not recorded
 //	/api/tokens                 per destination: live tokens and their ages; the oldest
 //	                             live tokens ("stuck" past Config.StuckAfter); parked signals
-//	/api/stats                  the caller's counters and totals of the recorded conversations
+//	/api/stats                  the caller's counters, totals of the recorded conversations,
+//	                             and what the recorder's limits evicted and dropped
 //	/api/report                 the verification report, if Config.Report is set (404 otherwise)
 //
 // What it guarantees, and what not: the dashboard only observes. The
@@ -25,8 +26,13 @@
 // the token store itself, paging through ListByDestination, and are exact
 // up to Config.MaxTokensPerDestination per destination (beyond it the count
 // is marked as capped). One reading of the store is shared by all viewers
-// for Config.TokenRefresh. A store error is shown next to its destination
-// and logged; it never fails the whole response.
+// for Config.TokenRefresh; one request at a time takes a new one, and the
+// others meanwhile get the last. A store error is shown next to its
+// destination and logged; it never fails the whole response.
+//
+// The dashboard shows token ids, which are capabilities, and checks no
+// credentials itself: serve it on a loopback address, or behind
+// tokenservice.RequireObserve, as `baton serve` does.
 //
 // Mount it at the root or under a prefix with a trailing slash:
 //

@@ -1646,7 +1646,7 @@ func newTokenService(t *testing.T) *tokenService {
 		{Name: "ops", KeySHA256: opsHash, Observe: true, ExpireRoots: true},
 	}})
 	must(t, err)
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(tokenservice.CheckHost(nil)(h)) // as baton serve checks Host
 	t.Cleanup(srv.Close)
 	s.url = srv.URL
 	return s
@@ -1741,6 +1741,17 @@ func TestTokenServiceProblemsFollowTheSpec(t *testing.T) {
 		"unsupported-media-type": func(t *testing.T, s *tokenService) func() exchange {
 			return func() exchange {
 				return s.call(t, "POST", "/v1/transitions", s.orders, "text/plain", transition(baton.NewTokenID()))
+			}
+		},
+		"wrong-host": func(t *testing.T, s *tokenService) func() exchange {
+			_, body := rootJSON("orders")
+			return func() exchange {
+				req, err := http.NewRequestWithContext(t.Context(), "POST", s.url+"/v1/roots", strings.NewReader(body))
+				must(t, err)
+				req.Header.Set("Content-Type", js)
+				req.Header.Set("Authorization", "Bearer "+s.orders)
+				req.Host = "rebind.attacker.example"
+				return do(t, req, "")
 			}
 		},
 		"outcome-unknown": func(t *testing.T, s *tokenService) func() exchange {

@@ -11,10 +11,29 @@ import (
 	"strings"
 )
 
+// callers authenticates requests as registered systems. The API and
+// RequireObserve share it, so both accept exactly the same credentials.
+type callers struct {
+	systems []*registered
+	byName  map[string]*registered
+}
+
+func newCallers(systems []*registered) callers {
+	c := callers{systems: systems, byName: make(map[string]*registered, len(systems))}
+	for _, sys := range systems {
+		c.byName[sys.Name] = sys
+	}
+	return c
+}
+
+func (s *server) authenticate(r *http.Request) (*registered, *Problem) {
+	return callers{systems: s.systems, byName: s.byName}.authenticate(r)
+}
+
 // authenticate finds the registered system that r comes from: by its
 // bearer API key, by its verified client certificate, or both (they must
 // then name the same system).
-func (s *server) authenticate(r *http.Request) (*registered, *Problem) {
+func (s callers) authenticate(r *http.Request) (*registered, *Problem) {
 	var byCert, byKey *registered
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		// VerifiedChains is set only when the TLS server verified the
@@ -52,7 +71,7 @@ func (s *server) authenticate(r *http.Request) (*registered, *Problem) {
 // byKey returns the system whose key hash matches key's. It compares with
 // every registered hash in constant time and without an early exit, so the
 // time taken says nothing about how close a guess came.
-func (s *server) byKey(key string) *registered {
+func (s callers) byKey(key string) *registered {
 	sum := sha256.Sum256([]byte(key))
 	var found *registered
 	for _, sys := range s.systems {

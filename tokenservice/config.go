@@ -108,10 +108,16 @@ func (c *Config) validate() ([]*registered, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	return registerAll(c.Systems)
+}
+
+// registerAll validates systems: each on its own, and their names and keys
+// distinct.
+func registerAll(systems []System) ([]*registered, error) {
 	names := make(map[string]bool)
 	hashes := make(map[[sha256.Size]byte]string)
 	var out []*registered
-	for _, s := range c.Systems {
+	for _, s := range systems {
 		r, err := register(s)
 		if err != nil {
 			return nil, err

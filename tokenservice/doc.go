@@ -36,4 +36,10 @@
 // is safe to retry, as every store operation is.
 //
 // API keys and Authorization headers are never logged.
+//
+// For what is served beside the API, RequireObserve admits only systems
+// with the observe permission, authenticated as the API authenticates, and
+// CheckHost refuses requests whose Host header names none of the service's
+// names (DNS rebinding). `baton serve` puts its dashboard and metrics
+// behind the first and everything behind the second.
 package tokenservice

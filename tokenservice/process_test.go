@@ -113,7 +113,8 @@ func startServe(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(bin, append([]string{"serve"}, args...)...), done: make(chan error, 1)}
 	p.cmd.Stderr = p
-	p.cmd.Env = append(os.Environ(), "BATON_SYSTEM=") // only the systems file
+	p.cmd.Env = append(os.Environ(), "BATON_SYSTEM=", // only the systems file
+		"BATON_DASHBOARD_ADDR=127.0.0.1:0") // not 7452, which another service may hold
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

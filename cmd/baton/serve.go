@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,14 @@ import (
 // so `baton serve` never collides with PostgreSQL, Redis or NATS.
 const defaultServeAddr = "127.0.0.1:7451"
 
+// defaultDashboardAddr is the loopback address of the dashboard and the
+// metrics without credentials: the port after the API's.
+const defaultDashboardAddr = "127.0.0.1:7452"
+
+// dashboardTokenRefresh is how long the dashboard reuses one listing of
+// the live tokens, whatever the number of open pages.
+const dashboardTokenRefresh = 2 * time.Second
+
 // serveEnv maps flags to the environment variables that set them when the
 // flag is not given.
 var serveEnv = map[string]string{
@@ -50,6 +59,11 @@ var serveEnv = map[string]string{
 	"max-body":                "BATON_MAX_BODY",
 	"log-level":               "BATON_LOG_LEVEL",
 	"dashboard":               "BATON_DASHBOARD",
+	"dashboard-addr":          "BATON_DASHBOARD_ADDR",
+	"dashboard-conversations": "BATON_DASHBOARD_CONVERSATIONS",
+	"dashboard-memory-mib":    "BATON_DASHBOARD_MEMORY_MIB",
+	"allowed-hosts":           "BATON_ALLOWED_HOSTS",
+	"insecure-plain-http":     "BATON_INSECURE_PLAIN_HTTP",
 }
 
 // bootstrapEnv holds one system as JSON, in the form of a systems file
@@ -66,6 +80,15 @@ type serveOptions struct {
 	maxBody                     int64
 	logLevel                    string
 	dashboard                   bool
+	// dashboardAddr is the loopback address of the dashboard and /metrics
+	// without credentials; empty: none.
+	dashboardAddr string
+	// dashboardConversations and dashboardMemoryMiB bound the recorder;
+	// zero takes conversation.DefaultLimit and conversation.DefaultBytes.
+	dashboardConversations int
+	dashboardMemoryMiB     int
+	allowedHosts           []string // Host names accepted besides addresses and localhost
+	insecurePlainHTTP      bool     // allow plain HTTP on a non-loopback --addr
 }
 
 func newServeCommand() *cobra.Command {
@@ -80,8 +103,14 @@ Callers authenticate as a registered system with "Authorization: Bearer <api key
 or a client certificate (--client-ca). Register systems in a JSON file (--systems)
 or one in the BATON_SYSTEM variable; create keys with "baton serve keygen".
 
-The dashboard at / draws the conversations of every system from the transitions
-the service sees; Prometheus metrics are at /metrics.
+The dashboard draws the conversations of every system from the transitions the
+service sees; Prometheus metrics are at /metrics. Both show every in-flight
+token id, so on --addr they answer only systems with the observe permission;
+--dashboard-addr serves them without credentials on a loopback address only.
+Requests whose Host header is not an IP address, localhost, a name of --addr or
+of the TLS certificate, or one of --allowed-hosts are refused (DNS rebinding).
+Plain HTTP on an address other than loopback is refused unless
+--insecure-plain-http is given.
 
 Every flag can also be set by its environment variable, shown in brackets.
 The service keeps no state of its own: run as many instances over one shared
@@ -111,7 +140,12 @@ store (--store postgres or redis) as you like.`,
 	f.StringVar(&o.clientCA, "client-ca", "", "PEM CA certificates that sign client certificates; a certificate's common name names its system")
 	f.Int64Var(&o.maxBody, "max-body", tokenservice.DefaultMaxBodyBytes, "largest request body in bytes; larger ones get 413")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (logs go to stderr)")
-	f.BoolVar(&o.dashboard, "dashboard", true, "serve the dashboard at / (it shows every conversation's signals: keep the address private)")
+	f.BoolVar(&o.dashboard, "dashboard", true, "record conversations and serve the dashboard (false: no recorder, only /metrics)")
+	f.StringVar(&o.dashboardAddr, "dashboard-addr", defaultDashboardAddr, "loopback address of the dashboard and /metrics without credentials; port 0 picks a free port and prints it; empty: none")
+	f.IntVar(&o.dashboardConversations, "dashboard-conversations", conversation.DefaultLimit, "conversations the dashboard's recorder keeps")
+	f.IntVar(&o.dashboardMemoryMiB, "dashboard-memory-mib", conversation.DefaultBytes>>20, "estimated memory the dashboard's recorder may use, in MiB")
+	f.StringSliceVar(&o.allowedHosts, "allowed-hosts", nil, "host names that requests may name in their Host header, besides IP addresses, localhost and the names of --addr and the TLS certificate")
+	f.BoolVar(&o.insecurePlainHTTP, "insecure-plain-http", false, "serve plain HTTP on an address other than loopback (only behind a TLS-terminating proxy on a trusted network)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
 			fl.Usage += " [" + env + "]"
@@ -152,6 +186,9 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	if o.maxBody <= 0 {
 		return fmt.Errorf("--max-body must be positive, got %d", o.maxBody)
 	}
+	if o.dashboardConversations < 0 || o.dashboardMemoryMiB < 0 {
+		return errors.New("--dashboard-conversations and --dashboard-memory-mib must not be negative")
+	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
@@ -164,12 +201,19 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 			return err
 		}
 	}
+	if err := checkAddresses(ctx, o, tlsCfg != nil); err != nil {
+		return err
+	}
+	hosts, err := allowedHosts(o, tlsCfg)
+	if err != nil {
+		return err
+	}
 	tokens, closeStore, err := openStore(ctx, o, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	handler, err := serveHandler(tokens, systems, o, log)
+	handlers, err := serveHandler(tokens, systems, hosts, o, log)
 	if err != nil {
 		return err
 	}
@@ -177,26 +221,29 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	if err != nil {
 		return fmt.Errorf("listen on %s: %v", o.addr, err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	var local net.Listener
+	if handlers.local != nil {
+		if local, err = net.Listen("tcp", o.dashboardAddr); err != nil {
+			l.Close()
+			return fmt.Errorf("--dashboard-addr: listen on %s: %v (choose another port, or \"\" for none)", o.dashboardAddr, err)
+		}
 	}
+	baseCtx := context.WithoutCancel(ctx)
+	srv := newHTTPServer(baseCtx, handlers.api, log)
 	scheme := "http"
 	if tlsCfg != nil {
 		scheme = "https"
 		srv.TLSConfig = tlsCfg
 	}
 	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, l.Addr())
+	if local != nil {
+		fmt.Fprintf(stdout, "dashboard on http://%s\n", local.Addr())
+	}
 	log.Info("token service started", "addr", l.Addr().String(), "store", o.store, "systems", len(systems),
-		"tls", tlsCfg != nil, "client_certificates", o.clientCA != "")
+		"tls", tlsCfg != nil, "client_certificates", o.clientCA != "", "dashboard", o.dashboard,
+		"dashboard_addr", addrOf(local))
 
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() {
 		if tlsCfg != nil {
 			served <- srv.ServeTLS(l, "", "")
@@ -204,51 +251,201 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 			served <- srv.Serve(l)
 		}
 	}()
+	servers := []*http.Server{srv}
+	if local != nil {
+		localSrv := newHTTPServer(baseCtx, handlers.local, log)
+		servers = append(servers, localSrv)
+		go func() { served <- localSrv.Serve(local) }()
+	}
+	var serveErr error
 	select {
 	case err := <-served:
-		return fmt.Errorf("serve: %v", err)
+		serveErr = fmt.Errorf("serve: %v", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing requests in flight")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %v", err)
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil && serveErr == nil {
+			serveErr = fmt.Errorf("shutdown: %v", err)
+		}
+	}
+	if serveErr != nil {
+		return serveErr
 	}
 	log.Info("token service stopped")
 	return nil
 }
 
-// serveHandler puts the token service under /v1/ and /healthz, Prometheus
-// metrics at /metrics, and, unless disabled, the dashboard at /, which draws
-// the conversations of every system from the transitions the service sees.
-func serveHandler(tokens store.TokenStore, systems []tokenservice.System, o serveOptions, log *slog.Logger) (http.Handler, error) {
-	recorder := conversation.NewRecorder(0)
-	api, err := tokenservice.New(tokenservice.Config{Tokens: conversation.RecordTokens(tokens, recorder, nil),
-		Systems: systems, MaxBodyBytes: o.maxBody, Logger: log})
+func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// checkAddresses refuses what would expose secrets: plain HTTP on an
+// address other than loopback, where API keys and token ids would cross
+// the network in clear (unless --insecure-plain-http says a TLS proxy in
+// front takes care of it), and a dashboard address other than loopback,
+// where the dashboard would answer anyone without credentials.
+func checkAddresses(ctx context.Context, o serveOptions, tls bool) error {
+	if !tls && !o.insecurePlainHTTP {
+		loopback, err := isLoopback(ctx, o.addr)
+		if err != nil {
+			return fmt.Errorf("--addr %s: %v", o.addr, err)
+		}
+		if !loopback {
+			return fmt.Errorf("--addr %s is not a loopback address and serving it over plain HTTP would send API keys in clear: give --tls-cert and --tls-key, or --insecure-plain-http behind a TLS-terminating proxy", o.addr)
+		}
+	}
+	if o.dashboardAddr != "" {
+		loopback, err := isLoopback(ctx, o.dashboardAddr)
+		if err != nil {
+			return fmt.Errorf("--dashboard-addr %s: %v", o.dashboardAddr, err)
+		}
+		if !loopback {
+			return fmt.Errorf("--dashboard-addr %s is not a loopback address: the dashboard there needs no credentials (on --addr it answers systems with the observe permission)", o.dashboardAddr)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether a listener on addr (host:port) is reachable
+// only from this machine: its host is a loopback address, or a name whose
+// every address is one. An empty or unspecified host listens on every
+// interface.
+func isLoopback(ctx context.Context, addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, err
+		return false, err
+	}
+	if host == "" {
+		return false, nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback(), nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return false, err
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false, nil
+		}
+	}
+	return len(ips) > 0, nil
+}
+
+// allowedHosts lists the names a request's Host header may give besides
+// IP addresses and localhost (tokenservice.CheckHost): --allowed-hosts,
+// the host names of --addr and --dashboard-addr, and the DNS names of the
+// TLS certificate.
+func allowedHosts(o serveOptions, tlsCfg *tls.Config) ([]string, error) {
+	var names []string
+	for _, h := range o.allowedHosts {
+		h = strings.TrimSpace(h)
+		if h == "" || strings.ContainsAny(h, "/*@ \t") {
+			return nil, fmt.Errorf("--allowed-hosts %q: want host names such as tokens.example.com, without scheme, path or wildcard", h)
+		}
+		names = append(names, h)
+	}
+	for _, addr := range []string{o.addr, o.dashboardAddr} {
+		if host, _, err := net.SplitHostPort(addr); err == nil && host != "" {
+			names = append(names, host)
+		}
+	}
+	if tlsCfg != nil {
+		for _, c := range tlsCfg.Certificates {
+			if c.Leaf != nil {
+				names = append(names, c.Leaf.DNSNames...)
+			}
+		}
+	}
+	return names, nil
+}
+
+// handlers are what `baton serve` serves on its two addresses.
+type handlers struct {
+	api      http.Handler           // --addr
+	local    http.Handler           // --dashboard-addr; nil without it
+	recorder *conversation.Recorder // nil with --dashboard=false
+}
+
+// serveHandler puts the token service under /v1/ and /healthz, Prometheus
+// metrics at /metrics and, unless disabled, the dashboard at /, which draws
+// the conversations of every system from the transitions the service sees.
+// On the API's address the metrics and the dashboard need an observe
+// system's credentials; the loopback dashboard address serves just them,
+// without credentials. Both check the Host header against hosts.
+func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts []string, o serveOptions, log *slog.Logger) (handlers, error) {
+	var h handlers
+	apiTokens := tokens
+	if o.dashboard {
+		// Only the dashboard reads the recorder: without it nothing is
+		// recorded at all.
+		h.recorder = conversation.NewRecorderWithLimits(conversation.Limits{
+			Conversations: o.dashboardConversations, Bytes: int64(o.dashboardMemoryMiB) << 20})
+		apiTokens = conversation.RecordTokens(tokens, h.recorder, nil)
+	}
+	api, err := tokenservice.New(tokenservice.Config{Tokens: apiTokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log})
+	if err != nil {
+		return h, err
 	}
 	destinations := knownDestinations(systems)
 	provider, metrics, err := telemetry.Prometheus()
 	if err != nil {
-		return nil, err
+		return h, err
 	}
 	if err := telemetry.LiveTokens(provider.Meter("github.com/batonhq/baton/cmd/baton"), tokens, destinations); err != nil {
-		return nil, err
+		return h, err
 	}
+	var board http.Handler
+	if o.dashboard {
+		board, err = dashboard.New(dashboard.Config{Recorder: h.recorder, Tokens: tokens, Destinations: destinations,
+			Logger: log, TokenRefresh: dashboardTokenRefresh})
+		if err != nil {
+			return h, err
+		}
+	}
+	observe, err := tokenservice.RequireObserve(systems, log)
+	if err != nil {
+		return h, err
+	}
+	checkHost := tokenservice.CheckHost(hosts)
+
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
 	mux.Handle("/healthz", api)
-	mux.Handle("GET /metrics", metrics)
-	if o.dashboard {
-		board, err := dashboard.New(dashboard.Config{Recorder: recorder, Tokens: tokens, Destinations: destinations, Logger: log})
-		if err != nil {
-			return nil, err
-		}
-		mux.Handle("/", board)
+	mux.Handle("GET /metrics", observe(metrics))
+	if board != nil {
+		mux.Handle("/", observe(board))
 	}
-	return mux, nil
+	h.api = checkHost(mux)
+	if o.dashboardAddr != "" {
+		local := http.NewServeMux()
+		local.Handle("GET /metrics", metrics)
+		if board != nil {
+			local.Handle("/", board)
+		}
+		h.local = checkHost(local)
+	}
+	return h, nil
 }
 
 // knownDestinations lists the destinations of the registered systems, for

@@ -63,7 +63,10 @@
     const res = await fetch(path, { cache: 'no-store', headers: { Accept: 'application/json' } });
     if (!res.ok) {
       let msg = res.statusText;
-      try { msg = (await res.json()).error || msg; } catch (_) { /* not JSON */ }
+      try {
+        const body = await res.json();
+        msg = body.error || body.detail || msg; // the dashboard's errors, or a problem document
+      } catch (_) { /* not JSON */ }
       const err = new Error(`${path}: ${res.status} ${msg}`);
       err.status = res.status;
       throw err;
@@ -406,6 +409,9 @@
     const inFlight = $('stat-in-flight');
     inFlight.dataset.value = String(stats.conversations.in_flight);
     inFlight.textContent = fmtInt(stats.conversations.in_flight);
+    // The recorder is bounded: say what its limits left out.
+    $('conversations-count').title = `${fmtInt(stats.conversations.evicted || 0)} conversations evicted (finished ones first), `
+      + `${fmtInt(stats.conversations.dropped || 0)} signal events dropped from full conversations`;
 
     const live = $('stat-live-tokens');
     if (tokens.available) {

@@ -266,7 +266,14 @@ func (d *demo) services() (map[string]string, http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
 	mux.Handle("/", board)
-	return keys, mux, nil
+	// The dashboard needs no credentials because it listens on this
+	// machine; the Host check keeps a web page that DNS rebinding points
+	// here from reading it.
+	var names []string
+	if host, _, err := net.SplitHostPort(d.opts.Addr); err == nil && host != "" {
+		names = append(names, host)
+	}
+	return keys, tokenservice.CheckHost(names)(mux), nil
 }
 
 // sample records the peak number of live tokens, and the systems' counters.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/batonhq/baton/internal/cached"
 	"github.com/batonhq/baton/store"
 )
 
@@ -33,20 +35,49 @@ func Prometheus() (*sdkmetric.MeterProvider, http.Handler, error) {
 	return provider, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
 }
 
+// LiveTokensRefresh is how long one count of the live tokens is reused by
+// every scrape of the gauge: pollers of /metrics cost one count of the
+// store per LiveTokensRefresh, not one per request.
+const LiveTokensRefresh = 5 * time.Second
+
+// maxLiveTokens caps the count of one destination.
+const maxLiveTokens = 100_000
+
 // LiveTokens registers the gauge baton.tokens.live, per destination, for
-// a token store seen from a token service: the signals in flight.
+// a token store seen from a token service: the signals in flight. The
+// store is counted at most once per LiveTokensRefresh, by one scrape at a
+// time; scrapes meanwhile report the last count.
 func LiveTokens(meter metric.Meter, tokens store.TokenStore, destinations func() []string) error {
-	_, err := meter.Int64ObservableGauge("baton.tokens.live",
-		metric.WithDescription("Live tokens by destination: the signals in flight, capped at 100000 each."),
-		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+	counts := &cached.Value[[]destinationCount]{
+		MaxAge: LiveTokensRefresh,
+		Read: func(ctx context.Context) ([]destinationCount, error) {
+			var out []destinationCount
 			for _, d := range destinations() {
-				n, err := store.CountByDestination(ctx, tokens, d, 100000)
+				n, err := store.CountByDestination(ctx, tokens, d, maxLiveTokens)
 				if err != nil {
-					return err
+					return nil, fmt.Errorf("count live tokens of %q: %w", d, err)
 				}
-				o.Observe(int64(n), metric.WithAttributes(attribute.String("baton.destination", d)))
+				out = append(out, destinationCount{d, n})
+			}
+			return out, nil
+		},
+	}
+	_, err := meter.Int64ObservableGauge("baton.tokens.live",
+		metric.WithDescription("Live tokens by destination: the signals in flight, capped at 100000 each, counted at most every 5s."),
+		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+			all, err := counts.Get(ctx)
+			if err != nil {
+				return err
+			}
+			for _, c := range all {
+				o.Observe(int64(c.count), metric.WithAttributes(attribute.String("baton.destination", c.destination)))
 			}
 			return nil
 		}))
 	return err
+}
+
+type destinationCount struct {
+	destination string
+	count       int
 }

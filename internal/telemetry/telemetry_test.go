@@ -4,13 +4,16 @@ import (
 	"context"
 	"io"
 	"net/http/httptest"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/internal/telemetry"
+	"github.com/batonhq/baton/store"
 )
 
 type nothing struct{}
@@ -67,5 +70,48 @@ func TestPrometheusExposesEngineMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(text)
+	}
+}
+
+// countingStore counts listings of the store.
+type countingStore struct {
+	store.TokenStore
+	listings atomic.Int64
+}
+
+func (c *countingStore) ListByDestination(ctx context.Context, dest string, p store.Page) ([]baton.Token, error) {
+	c.listings.Add(1)
+	return c.TokenStore.ListByDestination(ctx, dest, p)
+}
+
+var liveShop = regexp.MustCompile(`(?m)^baton_tokens_live\{baton_destination="shop"[^}]*\} 3$`)
+
+// Pollers of /metrics do not make the service recount the store per
+// request: one count serves every scrape for a while.
+func TestLiveTokensAreCountedOncePerRefresh(t *testing.T) {
+	t.Parallel()
+	provider, handler, err := telemetry.Prometheus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := &countingStore{TokenStore: memory.NewTokenStore()}
+	for range 3 {
+		id := baton.NewTokenID()
+		if err := tokens.Issue(t.Context(), baton.Token{ID: id, Conversation: id, Destination: "shop", Type: "order"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if body := rec.Body.String(); !liveShop.MatchString(body) {
+			t.Fatalf("scrape %d lacks 3 live tokens of shop:\n%s", i, body)
+		}
+	}
+	if n := tokens.listings.Load(); n != 1 {
+		t.Errorf("20 scrapes listed the store %d times, want once", n)
 	}
 }
