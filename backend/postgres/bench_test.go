@@ -99,11 +99,7 @@ func benchToken(conversation, causation baton.TokenID) baton.Token {
 
 // issueRoot gives a worker the first token of its chain.
 func issueRoot(b *testing.B, s *Store) baton.Token {
-	root := benchToken(baton.NewTokenID(), baton.TokenID{})
-	if err := s.Issue(b.Context(), root); err != nil {
-		b.Fatal(err)
-	}
-	return root
+	return issue(b.Context(), b, s, benchToken(baton.TokenID{}, baton.TokenID{}))
 }
 
 // BenchmarkTransition compares Transition (consume a token only if live and

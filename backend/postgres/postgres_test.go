@@ -148,6 +148,23 @@ func newToken(conversation, causation baton.TokenID, destination string) baton.T
 	}
 }
 
+// rootTemplate returns tok as Issue takes it: without an id.
+func rootTemplate(tok baton.Token) baton.Token {
+	tok.ID, tok.Causation = baton.TokenID{}, baton.TokenID{}
+	return tok
+}
+
+// issue issues tok as a root, which must succeed, and returns it as the
+// store keeps it (under the id the store chose).
+func issue(ctx context.Context, t testing.TB, s *Store, tok baton.Token) baton.Token {
+	t.Helper()
+	got, err := s.Issue(ctx, rootTemplate(tok))
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
+	}
+	return got
+}
+
 func children(parent baton.Token, n int) []baton.Token {
 	out := make([]baton.Token, n)
 	for i := range out {
@@ -195,10 +212,7 @@ func TestCommitTransition(t *testing.T) {
 	t.Run("CommitsConsumesAndCreates", func(t *testing.T) {
 		t.Parallel()
 		ctx, s := t.Context(), newStore(t)
-		root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
-		if err := s.Issue(ctx, root); err != nil {
-			t.Fatal(err)
-		}
+		root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
 		kids := children(root, 3)
 		e := store.Entity{Key: "order-1", State: []byte("placed"), Outbox: []store.OutboxEntry{entryFor(root.ID, kids)}}
 		version, consumed, err := s.CommitTransition(ctx, e, root.ID, kids)
@@ -258,10 +272,7 @@ func TestCommitTransition(t *testing.T) {
 		if _, err := s.Commit(ctx, store.Entity{Key: "order", State: []byte("one")}); err != nil {
 			t.Fatal(err)
 		}
-		root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
-		if err := s.Issue(ctx, root); err != nil {
-			t.Fatal(err)
-		}
+		root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
 		kids := children(root, 2)
 		cases := []store.Entity{
 			{Key: "order", Version: 0, State: []byte("create again")},
@@ -283,13 +294,8 @@ func TestCommitTransition(t *testing.T) {
 	t.Run("ChildExists", func(t *testing.T) {
 		t.Parallel()
 		ctx, s := t.Context(), newStore(t)
-		root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
-		existing := newToken(root.Conversation, baton.TokenID{}, "orders")
-		for _, tok := range []baton.Token{root, existing} {
-			if err := s.Issue(ctx, tok); err != nil {
-				t.Fatal(err)
-			}
-		}
+		root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
+		existing := issue(ctx, t, s, newToken(root.Conversation, baton.TokenID{}, "orders"))
 		kids := append(children(root, 1), existing)
 		for _, version := range []uint64{0, 1} {
 			if version == 1 {
@@ -310,10 +316,7 @@ func TestCommitTransition(t *testing.T) {
 	t.Run("Invalid", func(t *testing.T) {
 		t.Parallel()
 		ctx, s := t.Context(), newStore(t)
-		root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
-		if err := s.Issue(ctx, root); err != nil {
-			t.Fatal(err)
-		}
+		root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
 		bad := children(root, 1)
 		bad[0].Destination = "bad\xff"
 		for name, call := range map[string]func() error{
@@ -331,7 +334,8 @@ func TestCommitTransition(t *testing.T) {
 			"Issue type with NUL": func() error {
 				tok := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
 				tok.Type = "a\x00"
-				return s.Issue(ctx, tok)
+				_, err := s.Issue(ctx, rootTemplate(tok))
+				return err
 			},
 		} {
 			if err := call(); !errors.Is(err, store.ErrInvalid) {
@@ -352,10 +356,7 @@ func TestCommitTransition(t *testing.T) {
 		if _, err := s.Commit(ctx, store.Entity{Key: "order", State: []byte("start")}); err != nil {
 			t.Fatal(err)
 		}
-		root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
-		if err := s.Issue(ctx, root); err != nil {
-			t.Fatal(err)
-		}
+		root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
 		const copies = 16
 		var (
 			wg        sync.WaitGroup
@@ -413,11 +414,8 @@ func TestCommitTransition(t *testing.T) {
 			kids := make([][]baton.Token, signals)
 			won := make([]bool, signals)
 			for i := range roots {
-				roots[i] = newToken(baton.TokenID{}, baton.TokenID{}, "orders")
+				roots[i] = issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
 				kids[i] = children(roots[i], 2)
-				if err := s.Issue(ctx, roots[i]); err != nil {
-					t.Fatal(err)
-				}
 			}
 			var wg sync.WaitGroup
 			var winners atomic.Int32
@@ -457,7 +455,7 @@ func TestCommitTransition(t *testing.T) {
 		if _, _, err := s.CommitTransition(ctx, store.Entity{Key: "k"}, root.ID, nil); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("CommitTransition after Close = %v, want store.ErrClosed", err)
 		}
-		if err := s.Issue(ctx, root); !errors.Is(err, store.ErrClosed) {
+		if _, err := s.Issue(ctx, rootTemplate(root)); !errors.Is(err, store.ErrClosed) {
 			t.Errorf("Issue after Close = %v, want store.ErrClosed", err)
 		}
 	})
@@ -466,13 +464,8 @@ func TestCommitTransition(t *testing.T) {
 func TestTransitionAtomicUnderConflict(t *testing.T) {
 	t.Parallel()
 	ctx, s := t.Context(), newStore(t)
-	root := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
-	existing := newToken(root.Conversation, baton.TokenID{}, "orders")
-	for _, tok := range []baton.Token{root, existing} {
-		if err := s.Issue(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
-	}
+	root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "orders"))
+	existing := issue(ctx, t, s, newToken(root.Conversation, baton.TokenID{}, "orders"))
 	// The conflicting child comes last, after other rows were inserted by
 	// the same statement: they must be rolled back with the deletion.
 	kids := append(children(root, 5), existing)
@@ -671,9 +664,7 @@ func TestTimesRoundTripExactly(t *testing.T) {
 	} {
 		tok := newToken(baton.TokenID{}, baton.TokenID{}, "orders")
 		tok.CreatedAt, tok.ExpiresAt = at, at.Add(time.Nanosecond)
-		if err := s.Issue(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
+		tok = issue(ctx, t, s, tok)
 		got, err := s.Get(ctx, tok.ID)
 		if err != nil || !got.CreatedAt.Equal(at) || !got.ExpiresAt.Equal(tok.ExpiresAt) {
 			t.Errorf("Get = %v / %v, %v; want %v / %v", got.CreatedAt, got.ExpiresAt, err, at, tok.ExpiresAt)

@@ -14,10 +14,10 @@ const unnestTokens = `SELECT * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[]
 // statements holds the SQL of one schema, built once per Store. The
 // schema name in it was validated and quoted by Config.
 type statements struct {
-	transition, issue, get, listByConversation, listByDestination, expireRoots string
-	load, loadWithToken, insertEntity, updateEntity, commitBatch, stale        string
-	commitTransitionInsert, commitTransitionUpdate                             string
-	loadWithTokens, commitTransitions                                          string
+	transition, issue, claimRoot, get, listByConversation, listByDestination, expireRoots string
+	load, loadWithToken, insertEntity, updateEntity, commitBatch, stale                   string
+	commitTransitionInsert, commitTransitionUpdate                                        string
+	loadWithTokens, commitTransitions                                                     string
 }
 
 func newStatements(cfg Config) statements {
@@ -46,15 +46,34 @@ SELECT count(*) FROM consumed`),
 
 		issue: r.Replace(`INSERT INTO {tokens} ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`),
 		get:   r.Replace(`SELECT {columns} FROM {tokens} WHERE id = $1`),
+		// The row is locked first, so a claim that waited for a
+		// concurrent transition or expiry sees the row as they left it
+		// (READ COMMITTED rechecks a locked row): gone, or still there.
+		// The claim updates only a locked row that has not expired; the
+		// second branch answers only if it did not: the token has expired.
+		claimRoot: r.Replace(`WITH locked AS (
+	SELECT {columns} FROM {tokens} WHERE id = $1 FOR UPDATE
+), claimed AS (
+	UPDATE {tokens} SET expires_at = NULL, expires_ns = NULL
+	WHERE id IN (SELECT id FROM locked WHERE expires_at IS NULL OR (expires_at, expires_ns) > ($2, $3))
+	RETURNING {columns}
+)
+SELECT 1, {columns} FROM claimed
+UNION ALL
+SELECT 2, {columns} FROM locked WHERE NOT EXISTS (SELECT 1 FROM claimed)`),
 		listByConversation: r.Replace(`SELECT {columns} FROM {tokens}
 WHERE conversation = $1 AND id > $2 ORDER BY id LIMIT $3`),
 		listByDestination: r.Replace(`SELECT {columns} FROM {tokens}
 WHERE destination = $1 AND id > $2 ORDER BY id LIMIT $3`),
+		// The expiry is checked again on the row itself: a row that a
+		// concurrent ClaimRoot changed is rechecked on its new version
+		// (READ COMMITTED), while the id list was read before; without the
+		// second check a root claimed meanwhile would be deleted.
 		expireRoots: r.Replace(`DELETE FROM {tokens} WHERE id IN (
 	SELECT id FROM {tokens}
 	WHERE expires_at IS NOT NULL AND (expires_at, expires_ns) < ($1, $2)
 	ORDER BY expires_at, expires_ns LIMIT $3
-)`),
+) AND expires_at IS NOT NULL AND (expires_at, expires_ns) < ($1, $2)`),
 
 		load: r.Replace(`SELECT version, state, outbox FROM {entities} WHERE key = $1`),
 		// One statement reads both at one snapshot (store.TokenLoader);

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -36,25 +37,59 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 	return consumed == 1, nil
 }
 
-// Issue implements store.TokenStore.
-func (s *Store) Issue(ctx context.Context, root baton.Token) error {
-	if err := store.ValidateToken(root); err != nil {
-		return err
+// Issue implements store.TokenStore: the root gets a fresh id from
+// crypto/rand, drawn again in the unlikely case that it is taken.
+func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	for {
+		tok, err := store.NewRoot(root, rand.Reader)
+		if err != nil {
+			return baton.Token{}, err
+		}
+		if err := checkTokenText(tok); err != nil {
+			return baton.Token{}, err
+		}
+		createdAt, createdNs := splitTime(tok.CreatedAt)
+		expiresAt, expiresNs := splitOptionalTime(tok.ExpiresAt)
+		err = s.withConn(ctx, func(conn *pgxpool.Conn) error {
+			_, err := conn.Exec(ctx, s.sql.issue, tok.ID[:], tok.Conversation[:], nil,
+				tok.Destination, tok.Type, tok.Digest[:], createdAt, createdNs, expiresAt, expiresNs)
+			return err
+		})
+		if errors.Is(err, store.ErrExists) {
+			continue // the id is taken: nothing was written
+		}
+		if err != nil {
+			return baton.Token{}, fmt.Errorf("postgres: issue root: %w", err)
+		}
+		return tok, nil
 	}
-	if err := checkTokenText(root); err != nil {
-		return err
-	}
-	createdAt, createdNs := splitTime(root.CreatedAt)
-	expiresAt, expiresNs := splitOptionalTime(root.ExpiresAt)
+}
+
+// ClaimRoot implements store.TokenStore in one statement: the update
+// clears the expiry of a live token that has not expired; if it updates
+// nothing, the same statement reports whether the token exists (expired)
+// or not.
+func (s *Store) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	at, ns := splitTime(now)
+	var kind int
+	var tr tokenRow
 	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
-		_, err := conn.Exec(ctx, s.sql.issue, root.ID[:], root.Conversation[:], optionalID(root.Causation),
-			root.Destination, root.Type, root.Digest[:], createdAt, createdNs, expiresAt, expiresNs)
-		return err
+		return conn.QueryRow(ctx, s.sql.claimRoot, id[:], at, ns).Scan(append([]any{&kind}, tr.fields()...)...)
 	})
-	if err != nil {
-		return fmt.Errorf("postgres: issue %s: %w", root.ID, err)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrNotFound, id)
+	case err != nil:
+		return baton.Token{}, fmt.Errorf("postgres: claim root %s: %w", id, err)
 	}
-	return nil
+	tok, err := tr.token()
+	if err != nil {
+		return baton.Token{}, err
+	}
+	if kind != 1 {
+		return baton.Token{}, fmt.Errorf("%w: token %s expired at %s", store.ErrExpired, id, tok.ExpiresAt)
+	}
+	return tok, nil
 }
 
 // Get implements store.TokenStore.
