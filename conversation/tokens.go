@@ -26,12 +26,12 @@ type recordingTokens struct {
 	now func() time.Time
 }
 
-func (t *recordingTokens) Issue(ctx context.Context, root baton.Token) error {
-	err := t.TokenStore.Issue(ctx, root)
+func (t *recordingTokens) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	tok, err := t.TokenStore.Issue(ctx, root)
 	if err == nil {
-		t.rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t.now(), Destination: root.Destination, Signal: signalOf(root)})
+		t.rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: t.now(), Destination: tok.Destination, Signal: signalOf(tok)})
 	}
-	return err
+	return tok, err
 }
 
 func (t *recordingTokens) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {

@@ -387,10 +387,10 @@ func (rt *Roots) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := rt.cfg.Now()
-	id := baton.NewTokenID()
-	tok := baton.Token{ID: id, Conversation: id, Destination: req.Destination, Type: req.Type, Digest: digest,
-		CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	if err := rt.cfg.Tokens.Issue(r.Context(), tok); err != nil {
+	tok, err := rt.cfg.Tokens.Issue(r.Context(), baton.Token{Destination: req.Destination, Type: req.Type, Digest: digest,
+		CreatedAt: now, ExpiresAt: now.Add(ttl)})
+	id := tok.ID
+	if err != nil {
 		// Outcome unknown at worst: an orphan root expires unused.
 		rt.log.Warn("issue root token failed", "client", client, "err", err)
 		writeProblem(w, &Problem{Type: ProblemUnavailable, Title: "Service Unavailable", Status: http.StatusServiceUnavailable,

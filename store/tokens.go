@@ -35,7 +35,9 @@ type TokenStore interface {
 	// consumed token again and bring it back (a redelivered copy of its
 	// signal would then be applied a second time). A zero
 	// root.Conversation becomes the new id, so the root starts its own
-	// conversation; root.Causation must be zero.
+	// conversation; root.Causation must be zero. A store that keeps its
+	// own clock (the token service) may set CreatedAt; the token returned
+	// is the one stored.
 	//
 	// Not applied: ErrInvalid, ErrNotApplied, ErrClosed. Any other error:
 	// outcome unknown; issuing again is safe, and a root that the lost

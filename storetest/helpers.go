@@ -243,6 +243,10 @@ func requireIssued(t *testing.T, got, root baton.Token) {
 	if want.Conversation.IsZero() {
 		want.Conversation = got.ID
 	}
+	if got.CreatedAt.IsZero() {
+		t.Fatalf("Issue returned a root without a creation time: %+v", got)
+	}
+	want.CreatedAt = got.CreatedAt // a store with a clock of its own may set it
 	if d := tokenDiff(got, want); d != "" {
 		t.Fatalf("Issue returned another token than it was given: %s", d)
 	}

@@ -561,7 +561,7 @@ func (r *linRecorder) releaseIssue(tag int32, issued baton.Token, ok bool) int8 
 	}
 	r.ids = append(r.ids, issued.ID)
 	want := r.tokens[tag]
-	want.ID = issued.ID
+	want.ID, want.CreatedAt = issued.ID, issued.CreatedAt // a store may set its own creation time
 	if want.Conversation.IsZero() {
 		want.Conversation = issued.ID
 	}

@@ -139,15 +139,36 @@ func call(t *testing.T, method, url, key string, body any) answer {
 	return answer{resp.StatusCode, resp.Header, data}
 }
 
+// rootToken returns a root to issue: the store or the service chooses its
+// id, and the root starts its own conversation.
 func rootToken(destination string) baton.Token {
-	id := baton.NewTokenID()
-	return baton.Token{ID: id, Conversation: id, Destination: destination, Type: "order.place",
+	return baton.Token{Destination: destination, Type: "order.place",
 		Digest: baton.DigestOf([]byte("payload")), CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
+}
+
+// rootBody is root as a request to POST /v1/roots.
+func rootBody(root baton.Token) tokenservice.Token {
+	j := tokenservice.EncodeToken(root)
+	j.ID, j.CreatedAt = "", ""
+	return j
+}
+
+// issueRoot issues root through the API, which must succeed, and returns
+// the token the service created.
+func issueRoot(t *testing.T, url, key string, root baton.Token) baton.Token {
+	t.Helper()
+	var issued tokenservice.Token
+	call(t, "POST", url+"/v1/roots", key, rootBody(root)).decode(t, 201, &issued)
+	tok, err := issued.Decode()
+	if err != nil {
+		t.Fatalf("issued root %+v: %v", issued, err)
+	}
+	return tok
 }
 
 func childOf(parent baton.Token, destination string) baton.Token {
 	c := rootToken(destination)
-	c.Conversation, c.Causation = parent.Conversation, parent.ID
+	c.ID, c.Conversation, c.Causation = baton.NewTokenID(), parent.Conversation, parent.ID
 	return c
 }
 

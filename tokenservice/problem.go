@@ -39,6 +39,9 @@ const (
 	ProblemMethod = problemBase + "method-not-allowed"
 	// ProblemExists (409): a token with this id already exists.
 	ProblemExists = problemBase + "token-exists"
+	// ProblemExpired (410): the root token expired before it was claimed.
+	// Nothing was applied; the signal it was issued for is refused.
+	ProblemExpired = problemBase + "expired"
 	// ProblemTooLarge (413): the request body exceeds the service's limit.
 	ProblemTooLarge = problemBase + "body-too-large"
 	// ProblemMediaType (415): a request body that is not application/json.
@@ -79,6 +82,7 @@ var titles = map[string]string{
 	ProblemNoRoute:        "No such route",
 	ProblemMethod:         "Method not allowed",
 	ProblemExists:         "Token exists",
+	ProblemExpired:        "Root token expired",
 	ProblemTooLarge:       "Request body too large",
 	ProblemMediaType:      "Unsupported media type",
 	ProblemOutcomeUnknown: "Token store outcome unknown",
@@ -95,6 +99,7 @@ var statuses = map[string]int{
 	ProblemNoRoute:        http.StatusNotFound,
 	ProblemMethod:         http.StatusMethodNotAllowed,
 	ProblemExists:         http.StatusConflict,
+	ProblemExpired:        http.StatusGone,
 	ProblemTooLarge:       http.StatusRequestEntityTooLarge,
 	ProblemMediaType:      http.StatusUnsupportedMediaType,
 	ProblemOutcomeUnknown: http.StatusInternalServerError,

@@ -188,8 +188,7 @@ func TestServeProcess(t *testing.T) {
 	t.Logf("baton serve: listening on %s", p.url)
 
 	// orders issues a root addressed to itself.
-	root := rootToken("orders")
-	call(t, "POST", p.url+"/v1/roots", ordersKey, tokenservice.EncodeToken(root)).decode(t, 201, new(tokenservice.Token))
+	root := issueRoot(t, p.url, ordersKey, rootToken("orders"))
 	want := tokenservice.EncodeToken(root)
 
 	// unchanged checks that the store holds exactly the root, and nothing

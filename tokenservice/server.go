@@ -40,6 +40,7 @@ var routes = []route{
 	{"POST", "/v1/roots", false, (*server).issueRoot},
 	{"POST", "/v1/transitions", false, (*server).transition},
 	{"GET", "/v1/tokens/{id}", false, (*server).getToken},
+	{"POST", "/v1/tokens/{id}/claim", false, (*server).claimRoot},
 	{"GET", "/v1/conversations/{id}/tokens", false, (*server).listByConversation},
 	{"GET", "/v1/destinations/{name}/tokens", false, (*server).listByDestination},
 	{"POST", "/v1/expirations", false, (*server).expireRoots},
@@ -143,15 +144,51 @@ func (s *server) issueRoot(w http.ResponseWriter, r *http.Request, caller *regis
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
-	if root.CreatedAt.IsZero() {
-		root.CreatedAt = s.now()
-	}
-	if err := s.tokens.Issue(r.Context(), root); err != nil {
-		s.writeStoreError(w, "issue", root.ID, err)
+	root.CreatedAt = s.now()
+	tok, err := s.tokens.Issue(r.Context(), root)
+	if err != nil {
+		s.writeStoreError(w, "issue", baton.TokenID{}, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/tokens/"+root.ID.String())
-	writeJSON(w, http.StatusCreated, EncodeToken(root))
+	w.Header().Set("Location", "/v1/tokens/"+tok.ID.String())
+	writeJSON(w, http.StatusCreated, EncodeToken(tok))
+}
+
+// claimRoot makes a live root that has not expired stop expiring, for the
+// token's destination only (store.TokenStore.ClaimRoot): a participant
+// claims an expiring root after it admitted the signal and before it
+// commits the activity. The service's clock decides whether the root
+// expired. Claiming a token that does not expire, or was claimed, changes
+// nothing and answers it as it is.
+func (s *server) claimRoot(w http.ResponseWriter, r *http.Request, caller *registered) {
+	id, err := parseID("token id", r.PathValue("id"), true)
+	if err != nil {
+		writeProblem(w, problem(ProblemInvalid, "%v", err))
+		return
+	}
+	if p := noQuery(r); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	if r.ContentLength > 0 {
+		writeProblem(w, problem(ProblemInvalid, "this route takes no body"))
+		return
+	}
+	tok, err := s.tokens.Get(r.Context(), id)
+	if err != nil {
+		s.writeStoreError(w, "claim: read", id, err)
+		return
+	}
+	if !caller.mayConsume(tok.Destination) {
+		writeProblem(w, withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not claim it", id, tok.Destination, caller.Name), id))
+		return
+	}
+	claimed, err := s.tokens.ClaimRoot(r.Context(), id, s.now())
+	if err != nil {
+		s.writeStoreError(w, "claim", id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, EncodeToken(claimed))
 }
 
 // transition consumes a token and creates its children, for the token's
@@ -184,6 +221,10 @@ func (s *server) transition(w http.ResponseWriter, r *http.Request, caller *regi
 		writeProblem(w, withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not consume it", consume, tok.Destination, caller.Name), consume))
 		return
 	}
+	// A child's creation time is its participant's (when the activity
+	// emitting it committed), or the service's if it sent none. It is
+	// shown, never used for a decision: expiry, the only time that
+	// decides anything, applies to roots, whose times are the service's.
 	now := s.now()
 	for i := range create {
 		c := &create[i]
@@ -353,6 +394,8 @@ func (s *server) writeStoreError(w http.ResponseWriter, op string, id baton.Toke
 		p = problem(ProblemNotFound, "token %s is not live", id)
 	case errors.Is(err, store.ErrExists):
 		p = problem(ProblemExists, "%v", err)
+	case errors.Is(err, store.ErrExpired):
+		p = problem(ProblemExpired, "token %s expired before it was claimed", id)
 	case errors.Is(err, store.ErrNotApplied), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrConflict):
 		s.log.Warn("token store refused an operation", "op", op, "token", id, "err", err)
 		p = problem(ProblemNotApplied, "%s: the token store is unavailable; nothing was applied", op)

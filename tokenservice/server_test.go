@@ -18,16 +18,27 @@ import (
 func TestIssueGetTransition(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	root := rootToken("orders")
-	root.ExpiresAt = root.CreatedAt.Add(time.Hour)
-	a := call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root))
+	template := rootToken("orders")
+	template.ExpiresAt = template.CreatedAt.Add(time.Hour)
+	request := rootBody(template)
+	request.CreatedAt = "2001-01-01T00:00:00.000000Z" // a client's clock is ignored
+	a := call(t, "POST", f.url+"/v1/roots", f.orders, request)
 	var issued tokenservice.Token
 	a.decode(t, http.StatusCreated, &issued)
+	root, err := issued.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if loc := a.header.Get("Location"); loc != "/v1/tokens/"+root.ID.String() {
 		t.Errorf("Location %q", loc)
 	}
-	if issued != tokenservice.EncodeToken(root) {
-		t.Errorf("issued %+v, want %+v", issued, tokenservice.EncodeToken(root))
+	want := template
+	want.ID, want.Conversation, want.CreatedAt = root.ID, root.ID, root.CreatedAt
+	if issued != tokenservice.EncodeToken(want) {
+		t.Errorf("issued %+v, want %+v", issued, tokenservice.EncodeToken(want))
+	}
+	if time.Since(root.CreatedAt) > time.Minute {
+		t.Errorf("created_at %s: the client's time was taken", root.CreatedAt)
 	}
 	// Times are RFC 3339 in UTC with microseconds.
 	if !strings.HasSuffix(issued.CreatedAt, "Z") || len(issued.CreatedAt) != len("2006-01-02T15:04:05.000000Z") {
@@ -127,11 +138,10 @@ func TestAuthorization(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
-	root := rootToken("orders")
-	call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root)).decode(t, 201, new(tokenservice.Token))
+	root := issueRoot(t, f.url, f.orders, rootToken("orders"))
 
 	// billing may not issue roots.
-	call(t, "POST", f.url+"/v1/roots", f.billing, tokenservice.EncodeToken(rootToken("billing"))).
+	call(t, "POST", f.url+"/v1/roots", f.billing, rootBody(rootToken("billing"))).
 		wantProblem(t, 403, tokenservice.ProblemForbidden)
 	// billing may neither consume nor read orders' token.
 	p := call(t, "POST", f.url+"/v1/transitions", f.billing, transitionBody(root.ID, childOf(root, "billing"))).
@@ -145,8 +155,8 @@ func TestAuthorization(t *testing.T) {
 
 	// orders may not plant a token in another conversation, nor one whose
 	// causation is not the consumed token.
-	foreign := rootToken("billing")
-	foreign.Causation = root.ID
+	foreign := childOf(root, "billing")
+	foreign.Conversation = baton.NewTokenID()
 	call(t, "POST", f.url+"/v1/transitions", f.orders, transitionBody(root.ID, childOf(root, "billing"), foreign)).
 		wantProblem(t, 403, tokenservice.ProblemNotAChild)
 	stepchild := childOf(root, "billing")
@@ -182,8 +192,7 @@ func TestAuthorization(t *testing.T) {
 func TestMalformedRequests(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, func(c *tokenservice.Config) { c.MaxBodyBytes = 4096 })
-	root := rootToken("orders")
-	call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root)).decode(t, 201, new(tokenservice.Token))
+	root := issueRoot(t, f.url, f.orders, rootToken("orders"))
 	id := root.ID.String()
 	child := tokenservice.EncodeToken(childOf(root, "billing"))
 	childJSON := `{"id":"` + child.ID + `","conversation":"` + child.Conversation + `","causation":"` + id +
@@ -216,9 +225,14 @@ func TestMalformedRequests(t *testing.T) {
 		}
 	}
 	// A root with a causation is refused.
-	withCause := tokenservice.EncodeToken(rootToken("orders"))
+	withCause := rootBody(rootToken("orders"))
 	withCause.Causation = id
 	call(t, "POST", f.url+"/v1/roots", f.orders, withCause).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	// So is one that names its id: the service chooses it, so that no
+	// client can issue a consumed root's id again.
+	withID := rootBody(rootToken("orders"))
+	withID.ID = id
+	call(t, "POST", f.url+"/v1/roots", f.orders, withID).wantProblem(t, 400, tokenservice.ProblemInvalid)
 	// Oversized: by Content-Length and by a body that lies about none.
 	big := `{"consume":"` + id + `","create":[` + strings.Repeat(childJSON+",", 40) + childJSON + `]}`
 	call(t, "POST", f.url+"/v1/transitions", f.orders, big).wantProblem(t, 413, tokenservice.ProblemTooLarge)
@@ -271,8 +285,8 @@ func TestListing(t *testing.T) {
 	f := newFixture(t, func(c *tokenservice.Config) { c.Systems[2].Destinations = []string{tokenservice.AnyDestination} })
 	ctx := t.Context()
 	odd := "a/b%c?d#e"
-	root := rootToken("orders")
-	if err := f.tokens.Issue(ctx, root); err != nil {
+	root, err := f.tokens.Issue(ctx, rootToken("orders"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var children []baton.Token
@@ -374,8 +388,7 @@ func TestHealthzStoreDown(t *testing.T) {
 	f := newFixture(t)
 	f.tokens.Close()
 	call(t, "GET", f.url+"/healthz", "", nil).wantProblem(t, 503, tokenservice.ProblemNotApplied)
-	root := rootToken("orders")
-	a := call(t, "POST", f.url+"/v1/roots", f.orders, tokenservice.EncodeToken(root))
+	a := call(t, "POST", f.url+"/v1/roots", f.orders, rootBody(rootToken("orders")))
 	a.wantProblem(t, 503, tokenservice.ProblemNotApplied)
 	if a.header.Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")

@@ -44,8 +44,8 @@ func raceThroughTwoInstances(t *testing.T, a, b store.TokenStore) {
 		clients = append(clients, c)
 	}
 	for round := range 3 {
-		root := rootToken("orders")
-		if err := clients[round%2].Issue(ctx, root); err != nil {
+		root, err := clients[round%2].Issue(ctx, rootToken("orders"))
+		if err != nil {
 			t.Fatal(err)
 		}
 		const racers = 32

@@ -137,12 +137,15 @@ func TestMutualTLS(t *testing.T) {
 
 	// orders authenticates with its key alone: a certificate is optional.
 	orders := newClient(ordersKey, httpClient(nil, nil))
-	forOrders, forBilling := rootToken("orders"), rootToken("billing")
-	for _, tok := range []baton.Token{forOrders, forBilling} {
-		if err := orders.Issue(ctx, tok); err != nil {
+	var issued []baton.Token
+	for _, tok := range []baton.Token{rootToken("orders"), rootToken("billing")} {
+		root, err := orders.Issue(ctx, tok)
+		if err != nil {
 			t.Fatalf("Issue with a key over TLS: %v", err)
 		}
+		issued = append(issued, root)
 	}
+	forOrders, forBilling := issued[0], issued[1]
 
 	// billing authenticates with its certificate alone.
 	billingCert, billingKey := ca.issue(t, "billing", false)

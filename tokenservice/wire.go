@@ -196,33 +196,41 @@ func decodeJSON(data []byte, v any) error {
 	return nil
 }
 
-// decodeRoot reads the body of POST /v1/roots: one root token, valid as
-// store.ValidateToken requires.
+// decodeRoot reads the body of POST /v1/roots: a root token without id,
+// which the token store chooses, so that no client can issue the id of a
+// consumed token again. A missing conversation is the new id; created_at
+// is the service's to set, so a client's value is ignored.
 func decodeRoot(data []byte) (baton.Token, error) {
 	var j Token
 	if err := decodeStrict(data, &j); err != nil {
 		return baton.Token{}, err
 	}
-	// A client that does not make its own ids gets one from the server's
-	// cryptographic source; a root starts its own conversation.
-	if j.ID == "" {
-		j.ID = baton.NewTokenID().String()
-		if j.Conversation == "" {
-			j.Conversation = j.ID
-		}
+	if j.ID != "" {
+		return baton.Token{}, fmt.Errorf("%w: id: the service chooses a root token's id; send none", store.ErrInvalid)
+	}
+	if j.Causation != "" {
+		return baton.Token{}, fmt.Errorf("%w: a root token has no causation; a transition creates children", store.ErrInvalid)
 	}
 	if j.Digest == "" {
 		j.Digest = baton.DigestOf(nil).String()
+	}
+	// Decode checks every field's syntax and needs an id: a placeholder,
+	// cleared again. The token store checks the rest (store.NewRoot).
+	j.ID = baton.NewTokenID().String()
+	ownConversation := j.Conversation == ""
+	if ownConversation {
+		j.Conversation = j.ID
 	}
 	t, err := j.Decode()
 	if err != nil {
 		return baton.Token{}, err
 	}
-	if !t.Causation.IsZero() {
-		return baton.Token{}, fmt.Errorf("%w: a root token has no causation; a transition creates children", store.ErrInvalid)
-	}
-	if err := store.ValidateToken(t); err != nil {
+	if err := store.ValidateToken(t); err != nil { // with the placeholder ids
 		return baton.Token{}, err
+	}
+	t.ID, t.CreatedAt = baton.TokenID{}, time.Time{}
+	if ownConversation {
+		t.Conversation = baton.TokenID{}
 	}
 	return t, nil
 }

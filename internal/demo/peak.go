@@ -36,12 +36,12 @@ func raisePeak(peak *atomic.Int64, v int64) {
 	}
 }
 
-func (c *countingTokens) Issue(ctx context.Context, root baton.Token) error {
-	err := c.TokenStore.Issue(ctx, root)
+func (c *countingTokens) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	tok, err := c.TokenStore.Issue(ctx, root)
 	if err == nil {
 		c.add(1)
 	}
-	return err
+	return tok, err
 }
 
 func (c *countingTokens) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -115,17 +116,42 @@ func (c *Client) Transition(ctx context.Context, consume baton.TokenID, create [
 	return answer.Consumed, nil
 }
 
-// Issue implements store.TokenStore.
-func (c *Client) Issue(ctx context.Context, root baton.Token) error {
-	// The service would draw an id for a root without one; a TokenStore
-	// caller names its token, so a missing id is the caller's mistake.
-	if err := store.ValidateToken(root); err != nil {
-		return fmt.Errorf("client: issue: %w", err)
+// Issue implements store.TokenStore: the service chooses the root's id
+// and sets its creation time.
+func (c *Client) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	// Checked here as any store checks it, so that a bad root is refused
+	// without a round trip.
+	if _, err := store.NewRoot(root, rand.Reader); err != nil {
+		return baton.Token{}, fmt.Errorf("client: issue: %w", err)
 	}
-	if err := c.do(ctx, http.MethodPost, "/v1/roots", nil, tokenservice.EncodeToken(root), http.StatusCreated, nil); err != nil {
-		return fmt.Errorf("client: issue %s: %w", root.ID, err)
+	req := tokenservice.EncodeToken(root)
+	req.CreatedAt = ""
+	var answer tokenservice.Token
+	if err := c.do(ctx, http.MethodPost, "/v1/roots", nil, req, http.StatusCreated, &answer); err != nil {
+		return baton.Token{}, fmt.Errorf("client: issue: %w", err)
 	}
-	return nil
+	tok, err := answer.Decode()
+	if err != nil {
+		return baton.Token{}, fmt.Errorf("client: issue: outcome unknown: unreadable answer: %v", err)
+	}
+	return tok, nil
+}
+
+// ClaimRoot implements store.TokenStore. The service's clock, not now,
+// decides whether the root expired.
+func (c *Client) ClaimRoot(ctx context.Context, id baton.TokenID, _ time.Time) (baton.Token, error) {
+	if id.IsZero() {
+		return baton.Token{}, fmt.Errorf("client: claim: %w: the zero id is no token's", store.ErrNotFound)
+	}
+	var answer tokenservice.Token
+	if err := c.do(ctx, http.MethodPost, "/v1/tokens/"+id.String()+"/claim", nil, nil, http.StatusOK, &answer); err != nil {
+		return baton.Token{}, fmt.Errorf("client: claim %s: %w", id, err)
+	}
+	tok, err := answer.Decode()
+	if err != nil {
+		return baton.Token{}, fmt.Errorf("client: claim %s: outcome unknown: unreadable answer: %v", id, err)
+	}
+	return tok, nil
 }
 
 // Get implements store.TokenStore.
@@ -284,6 +310,8 @@ func (p *ProblemError) Unwrap() []error {
 		return []error{store.ErrNotFound}
 	case tokenservice.ProblemExists:
 		return []error{store.ErrExists}
+	case tokenservice.ProblemExpired:
+		return []error{store.ErrExpired}
 	case tokenservice.ProblemNotApplied:
 		return []error{store.ErrNotApplied}
 	case tokenservice.ProblemUnauthorized:

@@ -67,9 +67,9 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// root returns a root to issue; the service chooses its id.
 func root(destination string) baton.Token {
-	id := baton.NewTokenID()
-	return baton.Token{ID: id, Conversation: id, Destination: destination, Type: "t",
+	return baton.Token{Destination: destination, Type: "t",
 		Digest: baton.DigestOf([]byte("p")), CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
 }
 
@@ -83,8 +83,8 @@ func TestErrorMapping(t *testing.T) {
 	ops, billing := newClient(t, url, opsKey), newClient(t, url, billingKey)
 	stranger := newClient(t, url, "bk_not-a-registered-key")
 
-	orders := root("orders")
-	if err := ops.Issue(ctx, orders); err != nil {
+	orders, err := ops.Issue(ctx, root("orders"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	check := func(what string, err error, want ...error) {
@@ -99,20 +99,26 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("%s: error %v is not a *client.ProblemError", what, err)
 		}
 	}
-	_, err := stranger.Get(ctx, orders.ID)
+	_, err = stranger.Get(ctx, orders.ID)
 	check("unknown key", err, client.ErrUnauthorized, store.ErrNotApplied)
 	_, err = billing.Get(ctx, orders.ID)
 	check("reading another destination's token", err, client.ErrForbidden, store.ErrNotApplied)
 	_, err = billing.Transition(ctx, orders.ID, nil)
 	check("consuming another destination's token", err, client.ErrForbidden, store.ErrNotApplied)
-	check("issuing a root without permission", billing.Issue(ctx, root("billing")), client.ErrForbidden)
+	_, err = billing.Issue(ctx, root("billing"))
+	check("issuing a root without permission", err, client.ErrForbidden)
 	_, err = billing.ListByConversation(ctx, orders.Conversation, store.Page{})
 	check("listing without observe", err, client.ErrForbidden)
-	check("issuing an existing token", ops.Issue(ctx, orders), store.ErrExists)
+	_, err = ops.Issue(ctx, orders)
+	if !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("issuing a root that names its id: %v, want store.ErrInvalid", err)
+	}
+	_, err = billing.ClaimRoot(ctx, orders.ID, time.Now())
+	check("claiming another destination's root", err, client.ErrForbidden, store.ErrNotApplied)
 	_, err = ops.Get(ctx, baton.NewTokenID())
 	check("getting an absent token", err, store.ErrNotFound)
 	stray := root("billing")
-	stray.Causation = orders.ID
+	stray.ID, stray.Conversation, stray.Causation = baton.NewTokenID(), baton.NewTokenID(), orders.ID
 	_, err = ops.Transition(ctx, orders.ID, []baton.Token{stray})
 	check("creating a token in another conversation", err, client.ErrForbidden)
 	if _, err := tokens.Get(ctx, orders.ID); err != nil {
@@ -124,7 +130,7 @@ func TestErrorMapping(t *testing.T) {
 
 	// billing may read and list its own tokens.
 	child := root("billing")
-	child.Conversation, child.Causation = orders.Conversation, orders.ID
+	child.ID, child.Conversation, child.Causation = baton.NewTokenID(), orders.Conversation, orders.ID
 	if consumed, err := ops.Transition(ctx, orders.ID, []baton.Token{child}); err != nil || !consumed {
 		t.Fatalf("Transition = %v, %v", consumed, err)
 	}
@@ -186,8 +192,8 @@ func TestStoreFailures(t *testing.T) {
 			}
 			srv := httptest.NewServer(h)
 			defer srv.Close()
-			r := root("orders")
-			if err := mem.Issue(t.Context(), r); err != nil {
+			r, err := mem.Issue(t.Context(), root("orders"))
+			if err != nil {
 				t.Fatal(err)
 			}
 			_, err = newClient(t, srv.URL, key).Transition(t.Context(), r.ID, nil)

@@ -44,10 +44,16 @@ func (b *bounded) Transition(ctx context.Context, consume baton.TokenID, create 
 	return b.tokens.Transition(ctx, consume, create)
 }
 
-func (b *bounded) Issue(ctx context.Context, root baton.Token) error {
+func (b *bounded) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	return b.tokens.Issue(ctx, root)
+}
+
+func (b *bounded) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.tokens.ClaimRoot(ctx, id, now)
 }
 
 func (b *bounded) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
