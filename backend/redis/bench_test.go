@@ -36,7 +36,7 @@ func BenchmarkTransition(b *testing.B) {
 			s := target.open(b)
 			for _, workers := range []int{1, 8} {
 				b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-					script := newChains(b, workers, func(ctx context.Context, root baton.Token) error { return s.Issue(ctx, root) },
+					script := newChains(b, workers, func(ctx context.Context, root baton.Token) (baton.Token, error) { return s.Issue(ctx, rootTemplate(root)) },
 						func(ctx context.Context, parent, child baton.Token) error {
 							consumed, err := s.Transition(ctx, parent.ID, []baton.Token{child})
 							if err == nil && !consumed {
@@ -44,8 +44,8 @@ func BenchmarkTransition(b *testing.B) {
 							}
 							return err
 						})
-					raw := newChains(b, workers, func(ctx context.Context, root baton.Token) error {
-						return s.client.HSet(ctx, s.keys.token(root.Conversation, root.ID), rawFields(root)...).Err()
+					raw := newChains(b, workers, func(ctx context.Context, root baton.Token) (baton.Token, error) {
+						return root, s.client.HSet(ctx, s.keys.token(root.Conversation, root.ID), rawFields(root)...).Err()
 					}, func(ctx context.Context, parent, child baton.Token) error {
 						_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 							p.HSet(ctx, s.keys.token(child.Conversation, child.ID), rawFields(child)...)
@@ -79,11 +79,11 @@ type chains struct {
 	elapsed time.Duration
 }
 
-func newChains(b *testing.B, workers int, start func(ctx context.Context, root baton.Token) error, step func(ctx context.Context, parent, child baton.Token) error) *chains {
+func newChains(b *testing.B, workers int, start func(ctx context.Context, root baton.Token) (baton.Token, error), step func(ctx context.Context, parent, child baton.Token) error) *chains {
 	c := &chains{step: step, heads: make([]baton.Token, workers)}
 	for w := range c.heads {
-		c.heads[w] = testRoot("bench")
-		if err := start(b.Context(), c.heads[w]); err != nil {
+		var err error
+		if c.heads[w], err = start(b.Context(), testRoot("bench")); err != nil {
 			b.Fatal(err)
 		}
 	}

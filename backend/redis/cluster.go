@@ -290,6 +290,43 @@ func (s *TokenStore) clusterIssue(ctx context.Context, root baton.Token) error {
 	return nil
 }
 
+// clusterClaimRoot finds the token's conversation by its lookup, claims
+// it with one script in that conversation's slot, and then takes its entry
+// out of the expiry index (clusterExpireRoots skips an entry whose token
+// no longer expires, and prunes it once the token is gone).
+func (s *TokenStore) clusterClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	op := "claim root " + id.String()
+	value, err := s.client.SRandMember(ctx, s.keys.lookup(id)).Result()
+	if errors.Is(err, goredis.Nil) {
+		return baton.Token{}, fmt.Errorf("redis: %s: %w", op, store.ErrNotFound)
+	}
+	if err != nil {
+		return baton.Token{}, notApplied(op, err)
+	}
+	conv, _, ok := parseLookupValue(value)
+	if !ok {
+		return baton.Token{}, fmt.Errorf("redis: %s: %w: malformed lookup %q", op, store.ErrNotApplied, value)
+	}
+	reply, err := clusterClaimScript.Run(ctx, s.client, []string{s.keys.token(conv, id)}, id.String(), conv.String(), now.UnixMicro()).Slice()
+	if err != nil {
+		return baton.Token{}, classify(op, err)
+	}
+	tok, err := claimed(id, reply)
+	if err != nil {
+		return baton.Token{}, err
+	}
+	if len(reply) == 3 { // it had an expiry: its index entry goes
+		if nonce, _ := reply[2].(string); nonce != "" {
+			cctx, cancel := cleanupContext(ctx)
+			if err := s.client.ZRem(cctx, s.keys.expiries(), indexMember(id, conv, nonce)).Err(); err != nil {
+				s.logger.Debug("redis token store: expiry entry of a claimed root left for pruning", "token", id, "err", err)
+			}
+			cancel()
+		}
+	}
+	return tok, nil
+}
+
 func (s *TokenStore) clusterGet(ctx context.Context, id baton.TokenID) (baton.Token, error) {
 	value, err := s.client.SRandMember(ctx, s.keys.lookup(id)).Result()
 	if errors.Is(err, goredis.Nil) {

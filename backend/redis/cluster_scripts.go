@@ -97,6 +97,22 @@ end
 return out
 `)
 
+// clusterClaimScript: KEYS = a token key; ARGV = id, conversation, now
+// (µs). Clears the token's expiry if it is live and not expired at now.
+// Returns {0} if it is not live, {1, tokenFields} if it had no expiry,
+// {1, tokenFields, nonce} after clearing one, {2, tokenFields} if it
+// expired.
+var clusterClaimScript = goredis.NewScript(`#!lua
+local f = redis.call('HMGET', KEYS[1], 'cause', 'dest', 'type', 'digest', 'created', 'expires', 'nonce')
+if not f[2] then return {0} end
+local t = {ARGV[1], ARGV[2], f[1] or '', f[2], f[3] or '', f[4] or '', f[5] or '', f[6] or ''}
+if t[8] == '' then return {1, t} end
+if tonumber(ARGV[3]) >= tonumber(t[8]) then return {2, t} end
+redis.call('HSET', KEYS[1], 'expires', '')
+t[8] = ''
+return {1, t, f[7] or ''}
+`)
+
 // clusterExpireScript: KEYS = the conversation's set, a token key; ARGV =
 // id, nonce, before (µs). Deletes the token if it carries that nonce and
 // expires before the given time. Returns {1, dest} if it deleted it,

@@ -118,9 +118,7 @@ func testClusterNoKeysLeft(t *testing.T, c *redisCluster) {
 func testClusterRepeatedTransition(t *testing.T, c *redisCluster) {
 	ctx, s := t.Context(), openCluster(t, c)
 	root := testRoot("orders")
-	if err := s.Issue(ctx, root); err != nil {
-		t.Fatal(err)
-	}
+	root = issued(ctx, t, s, root)
 	children := []baton.Token{testChild(root, "billing"), testChild(root, "shipping")}
 	for i, want := range []bool{true, false, false} {
 		if consumed, err := s.Transition(ctx, root.ID, children); err != nil || consumed != want {
@@ -143,8 +141,8 @@ func testClusterRepeatedIssue(t *testing.T, c *redisCluster) {
 	root, expired := issueRootAndExpired(ctx, t, s)
 	for _, r := range []baton.Token{root, expired} {
 		for range 2 {
-			if err := s.Issue(ctx, r); !errors.Is(err, store.ErrExists) {
-				t.Fatalf("Issue(%s) again = %v, want store.ErrExists", r.ID, err)
+			if _, err := s.Issue(ctx, r); !errors.Is(err, store.ErrInvalid) {
+				t.Fatalf("Issue naming the id %s = %v, want store.ErrInvalid", r.ID, err)
 			}
 		}
 	}
@@ -166,9 +164,7 @@ func testClusterRepeatedIssue(t *testing.T, c *redisCluster) {
 func testClusterIssueOverlappingConsumption(t *testing.T, c *redisCluster) {
 	ctx, s := t.Context(), openCluster(t, c)
 	root := testRoot("orders")
-	if err := s.Issue(ctx, root); err != nil {
-		t.Fatal(err)
-	}
+	root = issued(ctx, t, s, root)
 	again := s.newAttempt(root.Conversation, []baton.Token{root})
 	if _, conflicts, err := s.claim(ctx, again, baton.TokenID{}); err != nil || len(conflicts) != 0 {
 		t.Fatalf("claim = %v, %v", conflicts, err)
@@ -193,9 +189,7 @@ func testClusterIssueOverlappingConsumption(t *testing.T, c *redisCluster) {
 func testClusterForeignChildren(t *testing.T, c *redisCluster) {
 	ctx, s := t.Context(), openCluster(t, c)
 	root := testRoot("orders")
-	if err := s.Issue(ctx, root); err != nil {
-		t.Fatal(err)
-	}
+	root = issued(ctx, t, s, root)
 	foreign := testRoot("billing") // a conversation of its own
 	foreign.Causation = root.ID
 	for _, create := range [][]baton.Token{{foreign}, {testChild(root, "billing"), foreign}} {
@@ -260,10 +254,9 @@ func testClusterCrashGarbage(t *testing.T, c *redisCluster) {
 		t.Errorf("old garbage not pruned: %q left", keys)
 	}
 	s.now = time.Now
-	// The id is usable again.
-	if err := s.Issue(ctx, lost); err != nil {
-		t.Fatalf("Issue after the garbage was pruned: %v", err)
-	}
+	// Its conversation is usable again.
+	lost.ExpiresAt = time.Time{}
+	issued(ctx, t, s, lost)
 }
 
 // Open checks the durability settings of every master.

@@ -97,9 +97,7 @@ func TestCrashMidStream(t *testing.T) {
 	ctx := t.Context()
 
 	chain := []baton.Token{testRoot("orders")}
-	if err := s.Issue(ctx, chain[0]); err != nil {
-		t.Fatal(err)
-	}
+	chain[0] = issued(ctx, t, s, chain[0])
 	const killAfter = 200
 	var acked atomic.Int64
 	reachedKill := make(chan struct{})

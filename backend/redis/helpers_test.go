@@ -235,12 +235,19 @@ func issueRootAndExpired(ctx context.Context, t *testing.T, s *TokenStore) (root
 	root = testRoot("orders")
 	expired = testRoot("orders")
 	expired.ExpiresAt = time.Now().Add(-time.Minute)
-	for _, r := range []baton.Token{root, expired} {
-		if err := s.Issue(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+	return issued(ctx, t, s, root), issued(ctx, t, s, expired)
+}
+
+// issued issues tok as a root, which must succeed, and returns it as the
+// store keeps it: under the id the store chose.
+func issued(ctx context.Context, t testing.TB, s *TokenStore, tok baton.Token) baton.Token {
+	t.Helper()
+	tok.ID, tok.Causation = baton.TokenID{}, baton.TokenID{}
+	got, err := s.Issue(ctx, tok)
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
 	}
-	return root, expired
+	return got
 }
 
 // requireNoKeys fails t if the listed keys are not empty.

@@ -109,6 +109,23 @@ createToken(2)
 return 1
 `)
 
+// claimRootScript: ARGV = prefix, id, now (µs). Clears the expiry of a
+// live token that has not expired at now and takes it out of the expiry
+// index. Returns {0} if the token is not live, {1, tokenFields} after the
+// claim, {2, tokenFields} if it expired.
+var claimRootScript = newScript("", `
+local id = ARGV[2]
+local t = readToken(id)
+if not t then return {0} end
+if t[8] ~= '' then
+	if tonumber(ARGV[3]) >= tonumber(t[8]) then return {2, t} end
+	redis.call('HSET', tokenKey(t[2], id), 'expires', '')
+	redis.call('ZREM', expKey, id)
+	t[8] = ''
+end
+return {1, t}
+`)
+
 // getScript: ARGV = prefix, id. Returns the token's tokenFields or nil.
 var getScript = newScript(" flags=no-writes", `
 return readToken(ARGV[2])

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -219,22 +220,67 @@ func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 	return n == 1, nil
 }
 
-// Issue implements store.TokenStore.
-func (s *TokenStore) Issue(ctx context.Context, root baton.Token) error {
-	if err := store.ValidateToken(root); err != nil {
-		return err
+// Issue implements store.TokenStore: the root gets a fresh id from
+// crypto/rand, drawn again in the unlikely case that it is taken.
+func (s *TokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	for {
+		tok, err := store.NewRoot(root, rand.Reader)
+		if err != nil {
+			return baton.Token{}, err
+		}
+		if err := s.usable(ctx, "issue"); err != nil {
+			return baton.Token{}, err
+		}
+		if s.cluster {
+			err = s.clusterIssue(ctx, tok)
+		} else if err = issueScript.Run(ctx, s.client, nil, appendTokenFields([]any{s.keys.prefix}, tok)...).Err(); err != nil {
+			err = classify("issue "+tok.ID.String(), err)
+		}
+		if errors.Is(err, store.ErrExists) {
+			continue // the id is taken: nothing was written
+		}
+		if err != nil {
+			return baton.Token{}, err
+		}
+		// The store keeps microseconds; answer the token as it is kept.
+		tok.CreatedAt = tok.CreatedAt.Truncate(time.Microsecond)
+		tok.ExpiresAt = tok.ExpiresAt.Truncate(time.Microsecond)
+		return tok, nil
 	}
-	if err := s.usable(ctx, "issue"); err != nil {
-		return err
+}
+
+// ClaimRoot implements store.TokenStore with one script (in the
+// conversation's slot on a cluster), at microsecond precision as
+// ExpireRoots.
+func (s *TokenStore) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	if err := s.usable(ctx, "claim root"); err != nil {
+		return baton.Token{}, err
 	}
 	if s.cluster {
-		return s.clusterIssue(ctx, root)
+		return s.clusterClaimRoot(ctx, id, now)
 	}
-	args := appendTokenFields([]any{s.keys.prefix}, root)
-	if err := issueScript.Run(ctx, s.client, nil, args...).Err(); err != nil {
-		return classify("issue "+root.ID.String(), err)
+	reply, err := claimRootScript.Run(ctx, s.client, nil, s.keys.prefix, id.String(), now.UnixMicro()).Slice()
+	if err != nil {
+		return baton.Token{}, classify("claim root "+id.String(), err)
 	}
-	return nil
+	return claimed(id, reply)
+}
+
+// claimed reads the reply of a claim script: {0} not live, {1, token}
+// claimed, {2, token} expired.
+func claimed(id baton.TokenID, reply []any) (baton.Token, error) {
+	status, _ := reply[0].(int64)
+	if status == 0 || len(reply) < 2 {
+		return baton.Token{}, fmt.Errorf("redis: claim root: %w: token %s", store.ErrNotFound, id)
+	}
+	tok, err := decodeToken(reply[1])
+	if err != nil {
+		return baton.Token{}, err
+	}
+	if status == 2 {
+		return baton.Token{}, fmt.Errorf("redis: claim root: %w: token %s expired at %s", store.ErrExpired, id, tok.ExpiresAt)
+	}
+	return tok, nil
 }
 
 // Get implements store.TokenStore.

@@ -129,9 +129,7 @@ func TestKeyLayout(t *testing.T) {
 	ctx, s := t.Context(), sharedStore(t)
 	root := testRoot("orders")
 	root.ExpiresAt = time.Now().Add(time.Hour)
-	if err := s.Issue(ctx, root); err != nil {
-		t.Fatal(err)
-	}
+	root = issued(ctx, t, s, root)
 	child := testChild(root, "billing")
 	if _, err := s.Transition(ctx, root.ID, []baton.Token{child}); err != nil {
 		t.Fatal(err)
@@ -186,9 +184,7 @@ func TestTimesMicrosecondsUTC(t *testing.T) {
 	paris := time.FixedZone("CET", 3600)
 	root.CreatedAt = time.Date(2030, 5, 6, 7, 8, 9, 123456789, paris)
 	root.ExpiresAt = time.Date(1969, 12, 31, 23, 59, 59, 999999999, time.UTC) // before the epoch
-	if err := s.Issue(ctx, root); err != nil {
-		t.Fatal(err)
-	}
+	root = issued(ctx, t, s, root)
 	got, err := s.Get(ctx, root.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -211,9 +207,7 @@ func TestOddDestinationNames(t *testing.T) {
 	ctx, s := t.Context(), sharedStore(t)
 	names := []string{"a", "a:b", "{a}", "a}", "dest:a", "ü*?[x]"}
 	for _, n := range names {
-		if err := s.Issue(ctx, testRoot(n)); err != nil {
-			t.Fatalf("Issue to %q: %v", n, err)
-		}
+		issued(ctx, t, s, testRoot(n))
 	}
 	for _, n := range names {
 		got, err := s.ListByDestination(ctx, n, store.Page{})
@@ -228,7 +222,7 @@ func TestClosed(t *testing.T) {
 	ctx, s := t.Context(), sharedStore(t)
 	s.Close()
 	root := testRoot("orders")
-	if err := s.Issue(ctx, root); !errors.Is(err, store.ErrClosed) {
+	if _, err := s.Issue(ctx, rootTemplate(root)); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("Issue after Close = %v, want store.ErrClosed", err)
 	}
 	if _, err := s.Transition(ctx, root.ID, nil); !errors.Is(err, store.ErrClosed) {
@@ -246,7 +240,7 @@ func TestDialFailureIsNotApplied(t *testing.T) {
 	s := newTokenStore("baton", &goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1, DialerRetries: 1}, newTextLogger(io.Discard))
 	defer s.Close()
 	root := testRoot("orders")
-	err := s.Issue(t.Context(), root)
+	_, err := s.Issue(t.Context(), rootTemplate(root))
 	if !errors.Is(err, store.ErrNotApplied) {
 		t.Errorf("Issue with the connection refused = %v, want store.ErrNotApplied", err)
 	}
@@ -348,9 +342,7 @@ func TestTransitionAtomicUnderConcurrentReads(t *testing.T) {
 	ctx, s := t.Context(), sharedStore(t)
 	for range 20 {
 		root := testRoot("orders")
-		if err := s.Issue(ctx, root); err != nil {
-			t.Fatal(err)
-		}
+		root = issued(ctx, t, s, root)
 		children := []baton.Token{testChild(root, "billing"), testChild(root, "shipping")}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -398,6 +390,12 @@ func testRoot(destination string) baton.Token {
 		Digest:       baton.DigestOf([]byte(destination)),
 		CreatedAt:    time.Now().UTC().Truncate(time.Microsecond),
 	}
+}
+
+// rootTemplate returns tok as Issue takes it: without an id.
+func rootTemplate(tok baton.Token) baton.Token {
+	tok.ID = baton.TokenID{}
+	return tok
 }
 
 func testChild(parent baton.Token, destination string) baton.Token {
