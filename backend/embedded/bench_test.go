@@ -144,8 +144,9 @@ func BenchmarkTransition(b *testing.B) {
 			if err := raw.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(bucket); return err }); err != nil {
 				b.Fatal(err)
 			}
-			rawStart := func(_ context.Context, root baton.Token) error {
-				return raw.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(root.ID[:], encodeToken(root)) })
+			rawStart := func(_ context.Context, root baton.Token) (baton.Token, error) {
+				root.ID = baton.NewTokenID()
+				return root, raw.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(root.ID[:], encodeToken(root)) })
 			}
 			rawStep := func(commit func(func(*bolt.Tx) error) error) func(context.Context, baton.Token, baton.Token) error {
 				return func(_ context.Context, parent, child baton.Token) error {
@@ -195,11 +196,13 @@ type chains struct {
 }
 
 // newChains starts one chain per worker with a root that start stores.
-func newChains(b *testing.B, workers int, start func(ctx context.Context, root baton.Token) error, step func(ctx context.Context, parent, child baton.Token) error) *chains {
+func newChains(b *testing.B, workers int, start func(ctx context.Context, root baton.Token) (baton.Token, error), step func(ctx context.Context, parent, child baton.Token) error) *chains {
 	c := &chains{step: step, heads: make([]baton.Token, workers)}
 	for w := range c.heads {
-		c.heads[w] = benchToken(baton.NewTokenID(), baton.TokenID{}, "bench")
-		if err := start(b.Context(), c.heads[w]); err != nil {
+		var err error
+		root := benchToken(baton.NewTokenID(), baton.TokenID{}, "bench")
+		root.ID = baton.TokenID{}
+		if c.heads[w], err = start(b.Context(), root); err != nil {
 			b.Fatal(err)
 		}
 	}

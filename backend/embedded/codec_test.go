@@ -98,3 +98,44 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestFormatOneEntitiesStillDecode: an entity written before outbox entries
+// recorded their signal (record format 1) decodes, its entries matching by
+// token alone.
+func TestFormatOneEntitiesStillDecode(t *testing.T) {
+	t.Parallel()
+	token, child := baton.NewTokenID(), baton.NewTokenID()
+	created := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	// Format 1, written out by hand as the old encoder did.
+	b := []byte{recordFormat}
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 7) // version
+	b = appendBytes(b, []byte("state"))
+	b = appendListLen(b, 1, false)
+	b = append(b, token[:]...)
+	b = appendTime(b, created)
+	b = appendBytes(b, []byte("reply"))
+	b = appendListLen(b, 1, false)
+	b = append(b, child[:]...)
+	b = append(b, make([]byte, 32)...) // conversation and causation
+	b = appendString(b, "billing")
+	b = appendString(b, "charge")
+	b = appendBytes(b, nil)
+	b = appendString(b, "")
+	b = appendString(b, "")
+	e, err := decodeEntity("k", b)
+	if err != nil {
+		t.Fatalf("decode of a format 1 entity: %v", err)
+	}
+	entry, ok := e.Entry(token)
+	if e.Version != 7 || !ok || entry.Recorded() || !entry.CreatedAt.Equal(created) || len(entry.Signals) != 1 || entry.Signals[0].ID != child {
+		t.Fatalf("decoded %+v", e)
+	}
+	if !entry.Matches(baton.Signal{ID: token, Type: "anything"}) {
+		t.Error("an entry of format 1 does not match its token")
+	}
+	// Written again, it is format 2 and keeps what it had.
+	again, err := decodeEntity("k", encodeEntity(e))
+	if err != nil || !reflect.DeepEqual(again, e) {
+		t.Errorf("re-encoded = %+v, %v", again, err)
+	}
+}

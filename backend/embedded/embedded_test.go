@@ -84,6 +84,37 @@ func newID(t testing.TB) baton.TokenID {
 	return baton.NewTokenID()
 }
 
+// rootTemplate returns tk as Issue takes it: without an id.
+func rootTemplate(tk baton.Token) baton.Token {
+	tk.ID = baton.TokenID{}
+	return tk
+}
+
+// issue issues tk as a root, which must succeed, and returns it as the
+// store keeps it, under the id the store chose.
+func issue(ctx context.Context, t testing.TB, s *Store, tk baton.Token) baton.Token {
+	t.Helper()
+	got, err := s.Issue(ctx, rootTemplate(tk))
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
+	}
+	return got
+}
+
+// idFeed is a source of ids that hands out the ids pushed into it.
+type idFeed struct{ pending []byte }
+
+func (f *idFeed) push(id baton.TokenID) { f.pending = append(f.pending, id[:]...) }
+
+func (f *idFeed) Read(p []byte) (int, error) {
+	if len(f.pending) < len(p) {
+		return 0, errors.New("idFeed: no id pushed")
+	}
+	n := copy(p, f.pending)
+	f.pending = f.pending[n:]
+	return n, nil
+}
+
 func token(t testing.TB, conversation, causation baton.TokenID, destination string) baton.Token {
 	return baton.Token{
 		ID:           newID(t),
@@ -113,11 +144,9 @@ func TestTokens(t *testing.T) {
 			conv := newID(t)
 			root := token(t, conv, baton.TokenID{}, "shop")
 			root.ExpiresAt = time.Now().Add(time.Hour)
-			if err := s.Issue(ctx, root); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Issue(ctx, root); !errors.Is(err, store.ErrExists) {
-				t.Fatalf("second Issue: %v, want ErrExists", err)
+			root = issue(ctx, t, s, root)
+			if _, err := s.Issue(ctx, root); !errors.Is(err, store.ErrInvalid) {
+				t.Fatalf("Issue naming the id of a live root: %v, want ErrInvalid", err)
 			}
 			got, err := s.Get(ctx, root.ID)
 			if err != nil || !sameToken(got, root) {
@@ -238,15 +267,9 @@ func TestExpireRoots(t *testing.T) {
 	for i := range 5 {
 		r := token(t, conv, baton.TokenID{}, "shop")
 		r.ExpiresAt = base.Add(time.Duration(i) * time.Minute)
-		roots = append(roots, r)
-		if err := s.Issue(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+		roots = append(roots, issue(ctx, t, s, r))
 	}
-	forever := token(t, conv, baton.TokenID{}, "shop")
-	if err := s.Issue(ctx, forever); err != nil {
-		t.Fatal(err)
-	}
+	forever := issue(ctx, t, s, token(t, conv, baton.TokenID{}, "shop"))
 	// Before base+2m: the roots expiring at base and base+1m, one at a time.
 	for _, want := range []int{1, 1, 0} {
 		if n, err := s.ExpireRoots(ctx, base.Add(2*time.Minute), 1); n != want || err != nil {
@@ -334,10 +357,7 @@ func TestCommitTransition(t *testing.T) {
 			ctx := context.Background()
 			s := openTemp(t, m.cfg)
 			conv := newID(t)
-			root := token(t, conv, baton.TokenID{}, "shop")
-			if err := s.Issue(ctx, root); err != nil {
-				t.Fatal(err)
-			}
+			root := issue(ctx, t, s, token(t, conv, baton.TokenID{}, "shop"))
 			entry := func(tok baton.TokenID, children ...baton.Token) store.OutboxEntry {
 				o := store.OutboxEntry{Token: tok, CreatedAt: time.Now()}
 				for _, c := range children {
@@ -362,10 +382,7 @@ func TestCommitTransition(t *testing.T) {
 			}
 
 			// A child that exists: nothing applied.
-			clash := token(t, conv, baton.TokenID{}, "shop")
-			if err := s.Issue(ctx, clash); err != nil {
-				t.Fatal(err)
-			}
+			clash := issue(ctx, t, s, token(t, conv, baton.TokenID{}, "shop"))
 			if _, ok, err := s.CommitTransition(ctx, e, root.ID, []baton.Token{a, clash}); ok || !errors.Is(err, store.ErrExists) {
 				t.Fatalf("CommitTransition with an existing child = %v, %v; want ErrExists", ok, err)
 			}
@@ -511,7 +528,7 @@ func TestClosed(t *testing.T) {
 	conv := newID(t)
 	tk := token(t, conv, baton.TokenID{}, "shop")
 	checks := map[string]error{}
-	checks["Issue"] = s.Issue(ctx, tk)
+	_, checks["Issue"] = s.Issue(ctx, rootTemplate(tk))
 	_, checks["Transition"] = s.Transition(ctx, tk.ID, nil)
 	_, checks["Get"] = s.Get(ctx, tk.ID)
 	_, checks["ListByConversation"] = s.ListByConversation(ctx, conv, store.Page{})
@@ -534,11 +551,11 @@ func TestCancelledContextNotApplied(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	tk := token(t, newID(t), baton.TokenID{}, "shop")
-	if err := s.Issue(ctx, tk); !errors.Is(err, store.ErrNotApplied) {
+	if _, err := s.Issue(ctx, rootTemplate(tk)); !errors.Is(err, store.ErrNotApplied) {
 		t.Fatalf("Issue with a cancelled context: %v, want ErrNotApplied", err)
 	}
-	if _, err := s.Get(context.Background(), tk.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("token issued despite the cancelled context: %v", err)
+	if live, err := s.ListByConversation(context.Background(), tk.Conversation, store.Page{}); err != nil || len(live) != 0 {
+		t.Fatalf("token issued despite the cancelled context: %v, %v", live, err)
 	}
 }
 
@@ -553,6 +570,28 @@ func TestOpenRefusesUnknownFormat(t *testing.T) {
 	s.Close()
 	if _, err := Open(path, Config{}); !errors.Is(err, ErrUnsupportedFormat) {
 		t.Fatalf("Open of a format-99 file: %v, want ErrUnsupportedFormat", err)
+	}
+}
+
+// TestOpenRaisesAnOlderFormat: a file of format 1 opens and is marked as
+// the current format, so that an older version refuses it from then on.
+func TestOpenRaisesAnOlderFormat(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t, Config{})
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte{1}) }); err != nil {
+		t.Fatal(err)
+	}
+	path := s.Path()
+	s.Close()
+	again, err := Open(path, Config{})
+	if err != nil {
+		t.Fatalf("Open of a format-1 file: %v", err)
+	}
+	defer again.Close()
+	var format []byte
+	again.db.View(func(tx *bolt.Tx) error { format = append(format, tx.Bucket(bucketMeta).Get(keyFormat)...); return nil })
+	if len(format) != 1 || format[0] != fileFormat {
+		t.Errorf("file format after Open = %v, want %d", format, fileFormat)
 	}
 }
 
@@ -582,8 +621,11 @@ func TestIndexesMatchModel(t *testing.T) {
 func runModel(t *testing.T, cfg Config, seed uint64, steps int) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, seed))
+	// Both stores draw root ids from one feed, which the embedded store
+	// fills with the id it drew: the reference then issues the same id.
+	feed := &idFeed{}
 	s := openTemp(t, cfg)
-	tokens, entities := memory.NewTokenStore(), memory.NewEntityStore()
+	tokens, entities := memory.NewTokenStoreFrom(feed), memory.NewEntityStore()
 	convs := []baton.TokenID{newID(t), newID(t), newID(t)}
 	dests := []string{"a", "ab", "b"}
 	keys := []string{"e1", "e2", "e3", "e4"}
@@ -623,10 +665,15 @@ func runModel(t *testing.T, cfg Config, seed uint64, steps int) {
 	for step := range steps {
 		switch op := rng.IntN(6); op {
 		case 0:
-			tk := newToken(baton.TokenID{})
-			errE, errM := s.Issue(ctx, tk), tokens.Issue(ctx, tk)
+			tk := rootTemplate(newToken(baton.TokenID{}))
+			gotE, errE := s.Issue(ctx, tk)
+			feed.push(gotE.ID)
+			gotM, errM := tokens.Issue(ctx, tk)
 			sameOutcome(t, step, "Issue", errE, errM)
-			live = append(live, tk.ID)
+			if !sameToken(gotE, gotM) {
+				t.Fatalf("step %d: Issue returned %+v and %+v", step, gotE, gotM)
+			}
+			live = append(live, gotE.ID)
 		case 1, 2:
 			parent := pick()
 			create := children(parent)

@@ -123,8 +123,7 @@ func TestGroupSurvivesFailingCall(t *testing.T) {
 	errs := make([]error, len(roots))
 	var wg sync.WaitGroup
 	for i := range roots {
-		roots[i] = token(t, conv, baton.TokenID{}, "shop")
-		wg.Go(func() { errs[i] = s.Issue(ctx, roots[i]) })
+		wg.Go(func() { roots[i], errs[i] = s.Issue(ctx, rootTemplate(token(t, conv, baton.TokenID{}, "shop"))) })
 	}
 	failure := errors.New("disk on fire")
 	var failErr error
@@ -177,7 +176,7 @@ func TestGroupPanicReachesCaller(t *testing.T) {
 		}()
 		s.write(ctx, "panicking", func(*bolt.Tx) error { panic("boom") })
 	}()
-	if err := s.Issue(ctx, token(t, baton.NewTokenID(), baton.TokenID{}, "shop")); err != nil {
+	if _, err := s.Issue(ctx, rootTemplate(token(t, baton.NewTokenID(), baton.TokenID{}, "shop"))); err != nil {
 		t.Fatalf("Issue after a panicking write: %v", err)
 	}
 }
