@@ -87,11 +87,11 @@ func TestRecordTokensSeesRootsAndTransitions(t *testing.T) {
 	rec := conversation.NewRecorder(0)
 	tokens := conversation.RecordTokens(memory.NewTokenStore(), rec, nil)
 	ctx := t.Context()
-	root := baton.Signal{ID: baton.NewTokenID(), Destination: "shop", Type: "order.place"}
-	root.Conversation = root.ID
-	if err := tokens.Issue(ctx, root.Token()); err != nil {
+	issued, err := tokens.Issue(ctx, baton.Token{Destination: "shop", Type: "order.place", Digest: baton.DigestOf(nil)})
+	if err != nil {
 		t.Fatal(err)
 	}
+	root := baton.Signal{ID: issued.ID, Conversation: issued.Conversation, Destination: "shop", Type: "order.place"}
 	child := baton.Signal{ID: baton.NewTokenID(), Conversation: root.ID, Causation: root.ID, Destination: "billing", Type: "charge"}
 	if _, err := tokens.Transition(ctx, root.ID, []baton.Token{child.Token()}); err != nil {
 		t.Fatal(err)

@@ -304,8 +304,9 @@ func issue(t *testing.T, s store.TokenStore, dest string, created time.Time) bat
 	t.Helper()
 	sig := signal(baton.TokenID{}, baton.TokenID{}, dest, "work")
 	tok := sig.Token()
-	tok.CreatedAt = created
-	if err := s.Issue(context.Background(), tok); err != nil {
+	tok.ID, tok.CreatedAt = baton.TokenID{}, created
+	tok, err := s.Issue(context.Background(), tok)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return tok

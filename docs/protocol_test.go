@@ -999,9 +999,9 @@ func (f *faultyTokens) Transition(ctx context.Context, consume baton.TokenID, cr
 	return f.TokenStore.Transition(ctx, consume, create)
 }
 
-func (f *faultyTokens) Issue(ctx context.Context, root baton.Token) error {
+func (f *faultyTokens) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
 	if f.failIssues.Add(-1) >= 0 {
-		return errInjected
+		return baton.Token{}, errInjected
 	}
 	return f.TokenStore.Issue(ctx, root)
 }

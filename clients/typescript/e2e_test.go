@@ -421,13 +421,14 @@ func TestNodeServiceInConversation(t *testing.T) {
 	}
 	// A signal carrying another destination's token: the token service
 	// refuses the node service (403), and the token stays live.
-	foreign := baton.Signal{ID: baton.NewTokenID(), Destination: "billing", Type: "invoice.request", Payload: []byte(`{}`)}
-	foreign.Conversation = foreign.ID
+	foreign := baton.Signal{Destination: "billing", Type: "invoice.request", Payload: []byte(`{}`)}
 	ordersToken := foreign.Token()
 	ordersToken.Destination = "orders"
-	if err := tokens.Issue(ctx, ordersToken); err != nil {
+	ordersToken, err = tokens.Issue(ctx, ordersToken)
+	if err != nil {
 		t.Fatal(err)
 	}
+	foreign.ID, foreign.Conversation = ordersToken.ID, ordersToken.Conversation
 	if a, err := sendSignal(ctx, billingURL, foreign); err != nil || a.status != http.StatusForbidden {
 		t.Errorf("signal with orders' token to node: %+v, %v; want 403", a, err)
 	} else {

@@ -193,8 +193,9 @@ func runRow(t *testing.T, r row, p plan) Report {
 	// token just before its signal is first published.
 	if r.tokens == "embedded" {
 		fs := openFile(t, filepath.Join(dir, r.procs[0].file))
-		for _, sig := range roots {
-			if err := issue(ctx, fs, sig); err != nil {
+		for i, sig := range roots {
+			var err error
+			if roots[i], err = issue(ctx, fs, sig); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -280,8 +281,9 @@ func runRow(t *testing.T, r row, p plan) Report {
 	for start := 0; start < len(roots); start += burst {
 		chunk := roots[start:min(start+burst, len(roots))]
 		if svc.tokens != nil {
-			for _, sig := range chunk {
-				if err := issue(ctx, svc.tokens, sig); err != nil {
+			for i, sig := range chunk {
+				var err error
+				if chunk[i], err = issue(ctx, svc.tokens, sig); err != nil {
 					t.Fatal(err)
 				}
 			}

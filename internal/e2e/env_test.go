@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -182,22 +181,31 @@ func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
 	return s
 }
 
-// issue creates the root token of sig in tokens, as engine.IssueRoot does.
-// A retry after an unknown outcome may find it created (ErrExists).
-func issue(ctx context.Context, tokens store.TokenStore, sig baton.Signal) error {
+// issue creates the root token of sig in tokens, in sig's conversation,
+// and returns sig with the id the store chose. Each root has a
+// conversation of its own, so after an unknown outcome the conversation
+// tells whether the root was created (a second one would stay live).
+func issue(ctx context.Context, tokens store.TokenStore, sig baton.Signal) (baton.Signal, error) {
 	tok := sig.Token()
-	tok.CreatedAt = time.Now()
+	tok.ID, tok.CreatedAt = baton.TokenID{}, time.Now()
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		err = tokens.Issue(ctx, tok)
-		if err == nil || (attempt > 0 && errors.Is(err, store.ErrExists)) {
-			return nil
+		var root baton.Token
+		if root, err = tokens.Issue(ctx, tok); err == nil {
+			sig.ID = root.ID
+			return sig, nil
+		}
+		if !store.NotApplied(err) {
+			if live, lerr := tokens.ListByConversation(ctx, sig.Conversation, store.Page{}); lerr == nil && len(live) > 0 {
+				sig.ID = live[0].ID
+				return sig, nil
+			}
 		}
 		if !sleepCtx(ctx, 100*time.Millisecond) {
 			break
 		}
 	}
-	return fmt.Errorf("issue root %s: %w", sig.ID, err)
+	return sig, fmt.Errorf("issue root of conversation %s: %w", sig.Conversation, err)
 }
 
 // publish sends sig, retrying: every error means "outcome unknown", and a

@@ -58,6 +58,7 @@ export const ProblemTypes = {
   noRoute: problemBase + "no-such-route",
   method: problemBase + "method-not-allowed",
   exists: problemBase + "token-exists",
+  expired: problemBase + "expired",
   tooLarge: problemBase + "body-too-large",
   mediaType: problemBase + "unsupported-media-type",
   outcomeUnknown: problemBase + "outcome-unknown",
@@ -77,6 +78,21 @@ export interface Token {
   /** RFC 3339; the service sets it when absent. */
   createdAt?: string;
   /** Root tokens only. */
+  expiresAt?: string;
+}
+
+/**
+ * A root token to issue. The service chooses its id (so that no client can
+ * issue a consumed root's id again) and its creation time.
+ */
+export interface RootRequest {
+  /** A running conversation to add the root to; absent: the root's own id. */
+  conversation?: string;
+  destination: string;
+  type: string;
+  /** SHA-256 of the payload the signal will carry; absent: the empty payload's. */
+  digest?: string;
+  /** RFC 3339: when the root may no longer be admitted. */
   expiresAt?: string;
 }
 
@@ -334,6 +350,7 @@ const notAppliedTypes = new Set<string>([
   ProblemTypes.notAChild,
   ProblemTypes.notFound,
   ProblemTypes.exists,
+  ProblemTypes.expired,
   ProblemTypes.tooLarge,
   ProblemTypes.mediaType,
   ProblemTypes.notApplied,
@@ -416,9 +433,27 @@ export class TokenServiceClient {
     this.doFetch = options.fetch ?? fetch;
   }
 
-  /** Issues a root token (the system needs issue_roots). Resolves to the stored token. */
-  async issueRoot(token: Token): Promise<Token> {
-    return fromWire(await this.call<WireToken>("POST", "/v1/roots", 201, toWire(token)));
+  /**
+   * Issues a root token (the system needs issue_roots). Resolves to the
+   * stored token, with the id the service chose.
+   */
+  async issueRoot(root: RootRequest): Promise<Token> {
+    const body: Record<string, string> = { destination: root.destination, type: root.type };
+    if (root.conversation !== undefined) body.conversation = root.conversation;
+    if (root.digest !== undefined) body.digest = root.digest;
+    if (root.expiresAt !== undefined) body.expires_at = root.expiresAt;
+    return fromWire(await this.call<WireToken>("POST", "/v1/roots", 201, body));
+  }
+
+  /**
+   * Claims a root so that it no longer expires: a participant does this
+   * after admitting a signal whose token has an expiry, before committing
+   * its activity (docs/protocol.md 3.2, step 3). Resolves to the token as
+   * stored; rejects with type ProblemTypes.expired if it expired, and
+   * ProblemTypes.notFound if it is not live (a duplicate).
+   */
+  async claimRoot(id: string): Promise<Token> {
+    return fromWire(await this.call<WireToken>("POST", `/v1/tokens/${encodeURIComponent(id)}/claim`, 200));
   }
 
   /**
