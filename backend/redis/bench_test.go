@@ -36,7 +36,9 @@ func BenchmarkTransition(b *testing.B) {
 			s := target.open(b)
 			for _, workers := range []int{1, 8} {
 				b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-					script := newChains(b, workers, func(ctx context.Context, root baton.Token) (baton.Token, error) { return s.Issue(ctx, rootTemplate(root)) },
+					script := newChains(b, workers, func(ctx context.Context, root baton.Token) (baton.Token, error) {
+						return s.Issue(ctx, rootTemplate(root))
+					},
 						func(ctx context.Context, parent, child baton.Token) error {
 							consumed, err := s.Transition(ctx, parent.ID, []baton.Token{child})
 							if err == nil && !consumed {
