@@ -1666,22 +1666,28 @@ func (s *tokenService) call(t *testing.T, method, path, key, contentType, body s
 	return do(t, req, "")
 }
 
-// rootJSON is a root token for destination as the API writes it.
-func rootJSON(destination string) (baton.TokenID, string) {
-	id := baton.NewTokenID()
-	return id, fmt.Sprintf(`{"id":"%s","conversation":"%s","destination":"%s","type":"t","digest":"%s"}`,
-		id, id, destination, baton.DigestOf(nil))
+// rootJSON is a request for a root token addressed to destination; the
+// service chooses its id.
+func rootJSON(destination string) string {
+	return fmt.Sprintf(`{"destination":"%s","type":"t","digest":"%s"}`, destination, baton.DigestOf(nil))
 }
 
 func TestTokenServiceProblemsFollowTheSpec(t *testing.T) {
 	t.Parallel()
 	const js = "application/json"
-	issue := func(t *testing.T, s *tokenService, destination string) baton.TokenID {
-		id, body := rootJSON(destination)
-		if x := s.call(t, "POST", "/v1/roots", s.orders, js, body); x.resp.StatusCode != 201 {
+	issueBody := func(t *testing.T, s *tokenService, body string) baton.TokenID {
+		x := s.call(t, "POST", "/v1/roots", s.orders, js, body)
+		if x.resp.StatusCode != 201 {
 			t.Fatalf("issue: %d %s", x.resp.StatusCode, x.body)
 		}
+		var tok tokenservice.Token
+		must(t, json.Unmarshal(x.body, &tok))
+		id, err := baton.ParseTokenID(tok.ID)
+		must(t, err)
 		return id
+	}
+	issue := func(t *testing.T, s *tokenService, destination string) baton.TokenID {
+		return issueBody(t, s, rootJSON(destination))
 	}
 	transition := func(consume baton.TokenID) string { return `{"consume":"` + consume.String() + `"}` }
 	// Each scenario prepares the service and returns the request that
@@ -1700,8 +1706,7 @@ func TestTokenServiceProblemsFollowTheSpec(t *testing.T) {
 			}
 		},
 		"forbidden": func(t *testing.T, s *tokenService) func() exchange {
-			_, body := rootJSON("billing")
-			return func() exchange { return s.call(t, "POST", "/v1/roots", s.billing, js, body) }
+			return func() exchange { return s.call(t, "POST", "/v1/roots", s.billing, js, rootJSON("billing")) }
 		},
 		"not-your-token": func(t *testing.T, s *tokenService) func() exchange {
 			id := issue(t, s, "orders")
@@ -1730,9 +1735,15 @@ func TestTokenServiceProblemsFollowTheSpec(t *testing.T) {
 			}
 		},
 		"token-exists": func(t *testing.T, s *tokenService) func() exchange {
-			_, body := rootJSON("orders")
-			s.call(t, "POST", "/v1/roots", s.orders, js, body)
-			return func() exchange { return s.call(t, "POST", "/v1/roots", s.orders, js, body) }
+			// A transition that would create a token that is live.
+			parent, live := issue(t, s, "orders"), issue(t, s, "orders")
+			body := fmt.Sprintf(`{"consume":"%s","create":[{"id":"%s","conversation":"%s","causation":"%s","destination":"billing","type":"t","digest":"%s"}]}`,
+				parent, live, parent, parent, baton.DigestOf(nil))
+			return func() exchange { return s.call(t, "POST", "/v1/transitions", s.orders, js, body) }
+		},
+		"expired": func(t *testing.T, s *tokenService) func() exchange {
+			id := issueBody(t, s, fmt.Sprintf(`{"destination":"orders","type":"t","expires_at":"%s"}`, tokenservice.FormatTime(time.Now().Add(-time.Minute))))
+			return func() exchange { return s.call(t, "POST", "/v1/tokens/"+id.String()+"/claim", s.orders, "", "") }
 		},
 		"body-too-large": func(t *testing.T, s *tokenService) func() exchange {
 			big := `{"consume":"` + strings.Repeat(" ", tokenservice.DefaultMaxBodyBytes) + `"}`
@@ -1744,7 +1755,7 @@ func TestTokenServiceProblemsFollowTheSpec(t *testing.T) {
 			}
 		},
 		"wrong-host": func(t *testing.T, s *tokenService) func() exchange {
-			_, body := rootJSON("orders")
+			body := rootJSON("orders")
 			return func() exchange {
 				req, err := http.NewRequestWithContext(t.Context(), "POST", s.url+"/v1/roots", strings.NewReader(body))
 				must(t, err)

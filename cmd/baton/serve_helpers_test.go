@@ -229,11 +229,18 @@ func (r reply) problemType() string {
 // issueRoot has edge issue a root token addressed to billing and returns it.
 func issueRoot(t *testing.T, c *http.Client, url, key string) baton.Token {
 	t.Helper()
-	id := baton.NewTokenID()
-	root := baton.Token{ID: id, Conversation: id, Destination: "billing", Type: "order.place",
-		Digest: baton.DigestOf(nil), CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
-	if r := request(t, c, "POST", url+"/v1/roots", key, "", tokenservice.EncodeToken(root)); r.status != http.StatusCreated {
+	body := map[string]string{"destination": "billing", "type": "order.place", "digest": baton.DigestOf(nil).String()}
+	r := request(t, c, "POST", url+"/v1/roots", key, "", body)
+	if r.status != http.StatusCreated {
 		t.Fatalf("issue root: %d %s", r.status, r.body)
+	}
+	var issued tokenservice.Token
+	if err := json.Unmarshal([]byte(r.body), &issued); err != nil {
+		t.Fatalf("issue root: %v", err)
+	}
+	root, err := issued.Decode()
+	if err != nil {
+		t.Fatalf("issue root: %v", err)
 	}
 	return root
 }

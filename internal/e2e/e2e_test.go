@@ -321,7 +321,11 @@ func runRow(t *testing.T, r row, p plan) Report {
 	// Quiescence: every expected activity applied, no live token, no
 	// outbox entry.
 	waitAllReady(t, ctx, slots, 60*time.Second)
-	report, err := waitQuiet(ctx, live, amounts, p.quietTimeout)
+	rootIDs := map[baton.TokenID]baton.TokenID{}
+	for _, sig := range roots {
+		rootIDs[sig.Conversation] = sig.ID
+	}
+	report, err := waitQuiet(ctx, live, amounts, rootIDs, p.quietTimeout)
 	if err != nil {
 		t.Logf("waiting for quiescence: %v", err)
 	}
@@ -358,6 +362,7 @@ func runRow(t *testing.T, r row, p plan) Report {
 		t.Fatalf("final snapshot: %v", err)
 	}
 	snap.ExtraKeys = residue
+	snap.Roots = rootIDs
 	report = Check(amounts, snap)
 
 	var sum slotCounts
@@ -460,7 +465,7 @@ func killLoop(ctx context.Context, slots []*workerSlot, every [2]time.Duration) 
 
 // waitQuiet polls the snapshot until the ledger check says quiet, and
 // returns the last report.
-func waitQuiet(ctx context.Context, jobs []readJob, amounts map[baton.TokenID]int, timeout time.Duration) (Report, error) {
+func waitQuiet(ctx context.Context, jobs []readJob, amounts map[baton.TokenID]int, roots map[baton.TokenID]baton.TokenID, timeout time.Duration) (Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last Report
@@ -468,6 +473,7 @@ func waitQuiet(ctx context.Context, jobs []readJob, amounts map[baton.TokenID]in
 	for {
 		snap, err := snapshot(ctx, jobs)
 		if err == nil {
+			snap.Roots = roots
 			last = Check(amounts, snap)
 			if last.Quiet() {
 				return last, nil

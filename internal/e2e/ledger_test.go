@@ -33,7 +33,10 @@ func ledgerFixture(t *testing.T, n int) (map[baton.TokenID]int, Snapshot) {
 			l.Total += amounts[c]
 		}
 	}
-	snap := Snapshot{Entities: map[string]store.Entity{}}
+	snap := Snapshot{Entities: map[string]store.Entity{}, Roots: map[baton.TokenID]baton.TokenID{}}
+	for c := range amounts {
+		snap.Roots[c] = c // the fixture's roots have their conversation's id
+	}
 	for key, l := range ledgers {
 		snap.Entities[key] = entityOf(t, key, *l)
 	}
