@@ -66,7 +66,7 @@ func (s *batonSystem) newEngine(destination string, workers int, obs *observer) 
 		NoFastPath:  s.opts.noFastPath,
 		Batch:       s.opts.batch,
 		// Run removes finished outbox entries in batches, off the path
-		// of each signal (DESIGN 3.2 step 7, 3.7).
+		// of each signal (docs/protocol.md 3.2, step 7 and the fast path).
 		DeferRemovals: !s.opts.inlineRemovals,
 		Logger:        s.log,
 	})

@@ -64,7 +64,7 @@ func (w workload) orderKey(p payload) string {
 
 func accountKey(account int) string { return fmt.Sprintf("account-%d", account) }
 
-// entityKey routes a signal to its entity (DESIGN R0: a pure function of
+// entityKey routes a signal to its entity (protocol R0: a pure function of
 // the signal).
 func (w workload) entityKey(typ string, p payload) (string, error) {
 	switch typ {

@@ -85,7 +85,7 @@ type formValuesKey struct{}
 // root signal; nil outside a form submission. These values are not covered
 // by the token's digest: the token authorises one submission of the form,
 // not particular content. Route the entity from the signal (its
-// conversation or fixed payload), never from these values (DESIGN R0).
+// conversation or fixed payload), never from these values (protocol R0).
 func FormValues(ctx context.Context) url.Values {
 	v, _ := ctx.Value(formValuesKey{}).(url.Values)
 	return v

@@ -1,5 +1,5 @@
 // Package tokenservice serves a token store over HTTP, so that systems in
-// any language take part in baton's protocol (DESIGN 4): the token service
+// any language take part in baton's protocol (docs/protocol.md 3.7 and 8): the token service
 // that `baton serve` runs. Package client is its Go client, itself a
 // store.TokenStore.
 //

@@ -236,7 +236,7 @@ func decodeRoot(data []byte) (baton.Token, error) {
 }
 
 // decodeTransition reads the body of POST /v1/transitions, valid as
-// store.ValidateTransition requires. Children never expire (DESIGN 3.6).
+// store.ValidateTransition requires. Children never expire (docs/protocol.md 7.1).
 func decodeTransition(data []byte) (baton.TokenID, []baton.Token, error) {
 	var req TransitionRequest
 	if err := decodeStrict(data, &req); err != nil {

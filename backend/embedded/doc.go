@@ -2,7 +2,7 @@
 // store in one single file, kept with bbolt (go.etcd.io/bbolt). No server is
 // needed. One *Store implements store.TokenStore, store.EntityStore and
 // store.CommitTransitioner, so the engine can run steps 4 and 5 of the
-// protocol in one transaction (the fast path of DESIGN 3.7), and also
+// protocol in one transaction (the fast path of docs/protocol.md 3.2), and also
 // store.TokenLoader (an entity and a token in one read transaction) and
 // store.BatchCommitter (many entity commits in one write transaction).
 //

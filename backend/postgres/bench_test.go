@@ -154,7 +154,7 @@ func BenchmarkTransition(b *testing.B) {
 // signal for an entity and emit one signal, each worker on its own entity:
 //
 //   - fast: CommitTransition, the entity commit (with its outbox entry) and
-//     the transition in one statement (DESIGN 3.7 fast path);
+//     the transition in one statement (the fast path, docs/protocol.md 3.2);
 //   - plain: Commit, then Transition (steps 4 and 5 as separate calls);
 //   - classic: no tokens; insert the message id into a processed-messages
 //     table and update the entity with its outbox in one statement.

@@ -37,7 +37,7 @@ type Config struct {
 	// AllowUnsafe lets the store use connections whose commits are not
 	// durable (synchronous_commit or fsync off), logging one warning.
 	// Acknowledged tokens and entity commits may then be lost in a server
-	// crash, which breaks DESIGN R2. The zero value, false, refuses such a
+	// crash, which breaks protocol rule R2. The zero value, false, refuses such a
 	// server in New and Open, and such a connection opened later in every
 	// call, with ErrUnsafeServer. Only for tests and throw-away data.
 	AllowUnsafe bool

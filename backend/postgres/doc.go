@@ -10,7 +10,7 @@
 //   - Atomic: Transition is one SQL statement that deletes the token and,
 //     only if it deleted it, inserts the children; a child id that exists
 //     fails the statement (store.ErrExists) and nothing changes.
-//     CommitTransition (the fast path of DESIGN 3.7) is one statement too:
+//     CommitTransition (the fast path of docs/protocol.md 3.2) is one statement too:
 //     token, entity and children together or not at all. Commit is one
 //     statement: an insert that does nothing on conflict for version 0, an
 //     update conditional on the version otherwise. CommitBatch

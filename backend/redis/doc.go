@@ -19,7 +19,7 @@
 //
 // # Required server settings
 //
-// An acknowledged write must survive a crash (DESIGN R2), so the server
+// An acknowledged write must survive a crash (protocol R2, docs/protocol.md 3.1), so the server
 // must run with
 //
 //	appendonly yes

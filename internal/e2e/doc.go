@@ -1,7 +1,7 @@
 // Package e2e proves exactly-once processing end to end, on real services:
 // PostgreSQL, Redis, NATS JetStream and RabbitMQ, with engine processes
 // killed by SIGKILL and network faults injected between the processes and
-// the services (DESIGN 8, layer 4).
+// the services.
 //
 // The package holds the workload that the worker binary (./worker) runs
 // and the ledger check that the tests apply to the stores afterwards, so

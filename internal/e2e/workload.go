@@ -82,7 +82,7 @@ func Expected(conversation baton.TokenID) []Expectation {
 	}
 }
 
-// Entity keys. Each is a pure function of the signal (DESIGN R0).
+// Entity keys. Each is a pure function of the signal (protocol R0).
 func OrderKey(c baton.TokenID) string    { return "order-" + c.String() }
 func AccountKey(c baton.TokenID) string  { return fmt.Sprintf("account-%d", int(c[0])%Accounts) }
 func StockKey(c baton.TokenID) string    { return fmt.Sprintf("stock-%d", int(c[1])%StockItems) }

@@ -53,7 +53,7 @@ func Addr(t testing.TB, s Service) string {
 	}
 	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
 	if err != nil {
-		t.Fatalf("%s: service at %s does not answer: %v (start it with ../shared/tools/services-up)", s.Env, host, err)
+		t.Fatalf("%s: service at %s does not answer: %v (start it; .ci/run starts every service before the tests)", s.Env, host, err)
 	}
 	conn.Close()
 	return addr

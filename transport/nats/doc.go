@@ -4,7 +4,7 @@
 //
 // # Guarantees
 //
-// Delivery is at least once (DESIGN R3). Publish returns nil only after
+// Delivery is at least once (protocol R3). Publish returns nil only after
 // JetStream acknowledged storing the signal. Each destination has one
 // durable pull consumer, <Prefix>.sig.<destination>, shared by every
 // subscriber in every process: they compete for its signals. A delivery is

@@ -3,7 +3,7 @@
 //
 // # Guarantees
 //
-// Delivery is at least once (DESIGN R3). Each destination has one durable
+// Delivery is at least once (protocol R3). Each destination has one durable
 // quorum queue, <Prefix>.sig.<destination>, declared on the destination's
 // first Publish or Subscribe. Publish sends the signal persistently and
 // with the mandatory flag through the default exchange (routing key = queue
