@@ -96,7 +96,7 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 			done(it, Result{}, err)
 			continue
 		}
-		if it.next, it.out, err = e.runActivity(it.ctx, it.h, nil, it.sig, l.Entity); err != nil {
+		if it.next, it.out, err = e.runActivity(it.ctx, it.h, nil, it.sig, l.Entity, true); err != nil {
 			done(it, Result{}, err)
 			continue
 		}

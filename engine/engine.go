@@ -253,7 +253,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 // a token found no longer live (nothing was committed).
 func (e *Engine) runAndCommit(ctx context.Context, h handler, sig baton.Signal, ent store.Entity) (next store.Entity, entry store.OutboxEntry, version uint64, consumed bool, err error) {
 	if h.commitTx == nil {
-		if next, entry, err = e.runActivity(ctx, h, nil, sig, ent); err != nil {
+		if next, entry, err = e.runActivity(ctx, h, nil, sig, ent, e.fast != nil); err != nil {
 			return next, entry, 0, false, err
 		}
 		version, consumed, err = e.commit(ctx, next, entry)
@@ -262,7 +262,7 @@ func (e *Engine) runAndCommit(ctx context.Context, h handler, sig baton.Signal, 
 	step := store.TxStep{Key: ent.Key, Version: ent.Version, Token: sig.ID, Fused: e.fast != nil}
 	version, consumed, err = e.commitInTx(ctx, h, step, func(ctx context.Context, tx any) (store.Entity, []baton.Token, error) {
 		var err error
-		next, entry, err = e.runActivity(ctx, h, tx, sig, ent)
+		next, entry, err = e.runActivity(ctx, h, tx, sig, ent, step.Fused)
 		return next, childTokens(entry), err
 	})
 	if err == nil && consumed && step.Fused {
@@ -273,8 +273,11 @@ func (e *Engine) runAndCommit(ctx context.Context, h handler, sig baton.Signal, 
 
 // runActivity is step 4 up to the commit: it runs the activity on ent's
 // state (with tx, the transaction of a TxActivity) and returns the entity
-// to commit, with the new outbox entry.
-func (e *Engine) runActivity(ctx context.Context, h handler, tx any, sig baton.Signal, ent store.Entity) (store.Entity, store.OutboxEntry, error) {
+// to commit, with the new outbox entry. fused says the commit consumes the
+// token too (the fast path): an entry that emits nothing and replies
+// nothing is then left out of the entity, as there is nothing for it to
+// finish and a later copy finds the token gone (protocol.md 3.2).
+func (e *Engine) runActivity(ctx context.Context, h handler, tx any, sig baton.Signal, ent store.Entity, fused bool) (store.Entity, store.OutboxEntry, error) {
 	started := e.cfg.Now()
 	state, effects, err := h.run(ctx, tx, sig, ent.State)
 	e.observeHandler(ctx, started)
@@ -289,7 +292,9 @@ func (e *Engine) runActivity(ctx context.Context, h handler, tx any, sig baton.S
 	entry := store.EntryFor(sig, children, effects.Reply, e.cfg.Now())
 	next := ent
 	next.State = state
-	next.Outbox = append(slices.Clone(ent.Outbox), entry)
+	if !fused || !entry.Empty() {
+		next.Outbox = append(slices.Clone(ent.Outbox), entry)
+	}
 	return next, entry, nil
 }
 
@@ -444,6 +449,9 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 // token and no entry, and apply the activity again. deferRemoval queues it
 // (Config.DeferRemovals) where the queue has room.
 func (e *Engine) removeFinished(ctx context.Context, ent store.Entity, entry store.OutboxEntry, deferRemoval bool) error {
+	if _, kept := ent.Entry(entry.Token); !kept {
+		return nil // committed without an entry (runActivity)
+	}
 	if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
 		return nil
 	}

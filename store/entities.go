@@ -77,6 +77,10 @@ func EntryFor(sig baton.Signal, emitted []baton.Signal, reply []byte, created ti
 	}
 }
 
+// Empty reports whether o emits no signal and holds no reply: once its
+// token is consumed, nothing is left for it to finish.
+func (o OutboxEntry) Empty() bool { return len(o.Signals) == 0 && len(o.Reply) == 0 }
+
 // Recorded reports whether o records the identity of its signal (see
 // OutboxEntry); entries written before baton did match by token alone.
 func (o OutboxEntry) Recorded() bool { return o.Digest != baton.Digest{} }
