@@ -44,8 +44,14 @@ func newStatements(cfg Config) statements {
 )
 SELECT count(*) FROM consumed`),
 
-		issue: r.Replace(`INSERT INTO {tokens} ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`),
-		get:   r.Replace(`SELECT {columns} FROM {tokens} WHERE id = $1`),
+		// Roots issued together (issueGroup): every root whose id is free
+		// is inserted, and the statement names those it inserted.
+		issue: r.Replace(`INSERT INTO {tokens} ({columns})
+SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
+	$6::bytea[], $7::timestamptz[], $8::int2[], $9::timestamptz[], $10::int2[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id`),
+		get: r.Replace(`SELECT {columns} FROM {tokens} WHERE id = $1`),
 		// The row is locked first, so a claim that waited for a
 		// concurrent transition or expiry sees the row as they left it
 		// (READ COMMITTED rechecks a locked row): gone, or still there.

@@ -32,6 +32,7 @@ type Store struct {
 	sql        statements
 	tx         txStatements
 	durability *durability // checks each connection before its first use
+	issues     issueGroup  // roots issued at the same time, written together
 }
 
 var (

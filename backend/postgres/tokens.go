@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -35,34 +34,6 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 		return false, fmt.Errorf("postgres: transition %s: %w", consume, err)
 	}
 	return consumed == 1, nil
-}
-
-// Issue implements store.TokenStore: the root gets a fresh id from
-// crypto/rand, drawn again in the unlikely case that it is taken.
-func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
-	for {
-		tok, err := store.NewRoot(root, rand.Reader)
-		if err != nil {
-			return baton.Token{}, err
-		}
-		if err := checkTokenText(tok); err != nil {
-			return baton.Token{}, err
-		}
-		createdAt, createdNs := splitTime(tok.CreatedAt)
-		expiresAt, expiresNs := splitOptionalTime(tok.ExpiresAt)
-		err = s.withConn(ctx, func(conn *pgxpool.Conn) error {
-			_, err := conn.Exec(ctx, s.sql.issue, tok.ID[:], tok.Conversation[:], nil,
-				tok.Destination, tok.Type, tok.Digest[:], createdAt, createdNs, expiresAt, expiresNs)
-			return err
-		})
-		if errors.Is(err, store.ErrExists) {
-			continue // the id is taken: nothing was written
-		}
-		if err != nil {
-			return baton.Token{}, fmt.Errorf("postgres: issue root: %w", err)
-		}
-		return tok, nil
-	}
 }
 
 // ClaimRoot implements store.TokenStore in one statement: the update
