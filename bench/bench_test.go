@@ -16,16 +16,17 @@ import (
 // tiny is a configuration that runs in a few seconds.
 func tiny(variants ...string) Config {
 	return Config{
-		Variants:    variants,
-		Duration:    time.Second,
-		Rounds:      1,
-		Warmup:      200 * time.Millisecond,
-		Workers:     2,
-		InFlight:    8,
-		Accounts:    5,
-		Orders:      20,
-		SampleEvery: 100 * time.Millisecond,
-		NoScaling:   true,
+		Variants:     variants,
+		Duration:     time.Second,
+		Rounds:       1,
+		Warmup:       200 * time.Millisecond,
+		Workers:      2,
+		InFlight:     8,
+		Accounts:     5,
+		Orders:       20,
+		SampleEvery:  100 * time.Millisecond,
+		NoScaling:    true,
+		NoContention: true,
 	}
 }
 
@@ -117,9 +118,14 @@ func checkRendering(t *testing.T, rep *Report, variants ...string) {
 func TestRunPostgres(t *testing.T) {
 	t.Parallel()
 	dsn := testenv.Addr(t, testenv.Postgres)
-	cfg := tiny("ceiling", "classic", "baton-pg")
+	cfg := tiny("ceiling", "classic", "classic-batched", "baton-pg")
 	cfg.PostgresDSN = dsn
 	cfg.TempDir = t.TempDir()
+	// Two accounts: charges conflict, so that the batched variants refuse
+	// items and retry them alone.
+	cfg.NoContention = false
+	cfg.ContentionAccounts = 2
+	cfg.ContentionVariants = []string{"classic", "classic-batched", "baton-pg"}
 	cfg.NoScaling = false
 	cfg.ScalingWorkers = []int{1}
 	cfg.ScalingVariants = []string{"classic", "baton-pg"}
@@ -135,8 +141,19 @@ func TestRunPostgres(t *testing.T) {
 		if res.Check != "ok" {
 			t.Errorf("%s: check: %s", res.Variant, res.Check)
 		}
-		if res.Throughput <= 0 || res.VsCeiling <= 0 || res.VsClassic <= 0 {
-			t.Errorf("%s: throughput %.1f, ratios %.2f %.2f", res.Variant, res.Throughput, res.VsCeiling, res.VsClassic)
+		if res.Throughput <= 0 || res.VsCeiling <= 0 || res.VsClassic <= 0 || res.VsBatched <= 0 {
+			t.Errorf("%s: throughput %.1f, ratios %.2f %.2f %.2f", res.Variant, res.Throughput, res.VsCeiling, res.VsClassic, res.VsBatched)
+		}
+	}
+	if len(rep.Contention) != 3 {
+		t.Fatalf("got %d results under contention, want 3", len(rep.Contention))
+	}
+	for _, res := range rep.Contention {
+		if res.Check != "ok" {
+			t.Errorf("under contention, %s: check: %s", res.Variant, res.Check)
+		}
+		if res.Throughput <= 0 || res.VsClassic <= 0 {
+			t.Errorf("under contention, %s: throughput %.1f, ratio %.2f", res.Variant, res.Throughput, res.VsClassic)
 		}
 	}
 	classic, _ := rep.Result("classic")
@@ -157,7 +174,7 @@ func TestRunPostgres(t *testing.T) {
 	if batonLong := rep.Long[1].Windows; batonLong[1].Stored > 2*int64(cfg.InFlight) {
 		t.Errorf("baton stored %d live tokens with %d in flight", batonLong[1].Stored, cfg.InFlight)
 	}
-	checkRendering(t, rep, "classic", "baton-pg")
+	checkRendering(t, rep, "classic", "classic-batched", "baton-pg")
 	if rep.Machine.Postgres == "" {
 		t.Errorf("machine description lacks PostgreSQL: %+v", rep.Machine)
 	}

@@ -36,6 +36,7 @@ const (
 // classic processed-table-plus-outbox approach (classic true).
 type sqlSystem struct {
 	classic       bool
+	batches       bool // classic-batched: deliveries handled in batches
 	w             workload
 	pool          *pgxpool.Pool
 	monitor       *pgxpool.Pool
@@ -44,6 +45,7 @@ type sqlSystem struct {
 	b             *broker
 	log           *slog.Logger
 	sql           sqlStatements
+	batchSQL      batchedStatements
 	poke          chan struct{}
 	conflictCount atomic.Int64
 }
@@ -106,8 +108,8 @@ CREATE TABLE {outbox} (
 	created_at   timestamptz NOT NULL DEFAULT now()
 );`
 
-func openSQLSystem(ctx context.Context, env *env, classic bool, name string) (system, error) {
-	s := &sqlSystem{classic: classic, w: env.workload, monitor: env.monitor, log: env.log, poke: make(chan struct{}, 1)}
+func openSQLSystem(ctx context.Context, env *env, classic, batches bool, name string) (system, error) {
+	s := &sqlSystem{classic: classic, batches: batches, w: env.workload, monitor: env.monitor, log: env.log, poke: make(chan struct{}, 1)}
 	s.schema = env.uniqueName(name)
 	s.app = "baton-bench-" + s.schema
 	pool, err := openPool(ctx, env.cfg.PostgresDSN, s.app, env.poolSize())
@@ -122,6 +124,7 @@ func openSQLSystem(ctx context.Context, env *env, classic bool, name string) (sy
 		return nil, fmt.Errorf("create schema %s: %w", s.schema, err)
 	}
 	s.sql = newSQLStatements(s.schema)
+	s.batchSQL = newBatchedStatements(s.schema)
 	if s.b, err = startBroker(ctx, env.dir(name)); err != nil {
 		s.close()
 		return nil, err
@@ -132,7 +135,13 @@ func openSQLSystem(ctx context.Context, env *env, classic bool, name string) (sy
 func (s *sqlSystem) start(ctx context.Context, workers int, obs *observer) (func(), error) {
 	var waits []func()
 	for _, d := range destinations {
-		wait, err := consume(ctx, s.b.tr, d, workers, s.log, s.handle, obs)
+		var wait func()
+		var err error
+		if s.batches {
+			wait, err = consumeBatches(ctx, s.b.tr, d, workers, s.log, s.handleClassicBatch, obs)
+		} else {
+			wait, err = consume(ctx, s.b.tr, d, workers, s.log, s.handle, obs)
+		}
 		if err != nil {
 			for _, w := range waits {
 				w()

@@ -64,6 +64,14 @@ type Config struct {
 	// 500ms.
 	SampleEvery time.Duration
 
+	// ContentionAccounts is the number of billing accounts in the second
+	// comparison, under contention: ContentionVariants run again with
+	// charges spread over this few entities. Default 10. NoContention
+	// skips it.
+	ContentionAccounts int
+	ContentionVariants []string // default DefaultContentionVariants
+	NoContention       bool
+
 	// ScalingWorkers are the worker counts of the scaling run. Default 1,
 	// 2 and 4. NoScaling skips the scaling run.
 	ScalingWorkers []int
@@ -93,7 +101,11 @@ type Config struct {
 }
 
 // DefaultVariants are the variants of a full comparison.
-var DefaultVariants = []string{"ceiling", "classic", "baton-pg", "baton-pg-single", "baton-embedded", "baton-redis", "baton-redis-fsync"}
+var DefaultVariants = []string{"ceiling", "classic", "classic-batched", "baton-pg", "baton-pg-single", "baton-embedded", "baton-redis", "baton-redis-fsync"}
+
+// DefaultContentionVariants are the variants of the comparison under
+// contention.
+var DefaultContentionVariants = []string{"classic", "classic-batched", "baton-pg", "baton-pg-single"}
 
 // Quick returns the settings of `baton bench --quick`: every variant of
 // the full run, shorter, so the whole run takes about two minutes.
@@ -119,6 +131,10 @@ func (c *Config) setDefaults() {
 	setInt(&c.Accounts, 100)
 	setInt(&c.Orders, 10000)
 	setDuration(&c.SampleEvery, 500*time.Millisecond)
+	setInt(&c.ContentionAccounts, 10)
+	if len(c.ContentionVariants) == 0 {
+		c.ContentionVariants = DefaultContentionVariants
+	}
 	if len(c.ScalingWorkers) == 0 {
 		c.ScalingWorkers = []int{1, 2, 4}
 	}
@@ -140,7 +156,7 @@ func (c *Config) setDefaults() {
 }
 
 func (c *Config) validate() error {
-	for _, list := range [][]string{c.Variants, c.ScalingVariants, c.LongVariants} {
+	for _, list := range [][]string{c.Variants, c.ContentionVariants, c.ScalingVariants, c.LongVariants} {
 		for _, name := range list {
 			if _, ok := variantByName(name); !ok {
 				return fmt.Errorf("bench: unknown variant %q (known: %s)", name, variantNames())
@@ -152,8 +168,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("bench: durations must not be negative")
 	case c.Signals < 0:
 		return fmt.Errorf("bench: signals must not be negative")
-	case c.Rounds < 1 || c.Workers < 1 || c.InFlight < 1 || c.Accounts < 1 || c.Orders < 1:
-		return fmt.Errorf("bench: rounds, workers, in-flight, accounts and orders must be at least 1")
+	case c.Rounds < 1 || c.Workers < 1 || c.InFlight < 1 || c.Accounts < 1 || c.ContentionAccounts < 1 || c.Orders < 1:
+		return fmt.Errorf("bench: rounds, workers, in-flight, accounts, contention accounts and orders must be at least 1")
 	case c.LongWindow < 1 || c.LongSignals < c.LongWindow:
 		return fmt.Errorf("bench: the long run needs at least one window (signals %d, window %d)", c.LongSignals, c.LongWindow)
 	}
@@ -168,6 +184,9 @@ func (c *Config) validate() error {
 // needs reports which servers the configured runs use.
 func (c *Config) needs() (postgres, redis, redisServer bool) {
 	all := slices.Concat(c.Variants)
+	if !c.NoContention {
+		all = append(all, c.ContentionVariants...)
+	}
 	if !c.NoScaling {
 		all = append(all, c.ScalingVariants...)
 	}

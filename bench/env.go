@@ -38,6 +38,16 @@ type env struct {
 	vacuum bool
 }
 
+// contended is e for the comparison under contention: charges spread
+// over ContentionAccounts accounts, in schemas and prefixes of their own.
+func (e *env) contended() *env {
+	c := *e
+	c.cfg.Accounts = c.cfg.ContentionAccounts
+	c.workload.Accounts = c.cfg.ContentionAccounts
+	c.runID += "c"
+	return &c
+}
+
 // uniqueName is a schema name or key prefix of this run for a variant.
 func (e *env) uniqueName(name string) string {
 	return "bench_" + strings.ReplaceAll(name, "-", "_") + "_" + e.runID

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,8 +17,12 @@ type Report struct {
 	Machine  Machine
 	Settings string // the run's settings in one line
 	Results  []Result
-	Scaling  []ScalingPoint
-	Long     []LongSeries
+	// Contention is the comparison under contention (ContentionAccounts
+	// accounts), empty with NoContention.
+	Contention         []Result
+	ContentionAccounts int
+	Scaling            []ScalingPoint
+	Long               []LongSeries
 }
 
 // Result is one variant of the comparison.
@@ -29,7 +34,9 @@ type Result struct {
 	Throughput float64 // signals per second
 	VsCeiling  float64 // Throughput / the ceiling's (0: no ceiling in the run)
 	VsClassic  float64 // Throughput / classic's (0: no classic in the run)
-	P50, P99   time.Duration
+	// VsBatched is Throughput / classic-batched's (0: not in the run).
+	VsBatched float64
+	P50, P99  time.Duration
 
 	// CPUPerSignal is this process's CPU time (user and system: engine,
 	// handlers, drivers, embedded NATS) per signal.
@@ -102,13 +109,15 @@ func redactDSN(dsn string) string {
 }
 
 func setRatios(results []Result) {
-	var ceiling, classic float64
+	var ceiling, classic, batched float64
 	for _, r := range results {
 		switch r.Variant {
 		case "ceiling":
 			ceiling = r.Throughput
 		case "classic":
 			classic = r.Throughput
+		case "classic-batched":
+			batched = r.Throughput
 		}
 	}
 	for i := range results {
@@ -118,12 +127,17 @@ func setRatios(results []Result) {
 		if classic > 0 {
 			results[i].VsClassic = results[i].Throughput / classic
 		}
+		if batched > 0 {
+			results[i].VsBatched = results[i].Throughput / batched
+		}
 	}
 }
 
 // Result returns the result of the named variant.
-func (r *Report) Result(variant string) (Result, bool) {
-	for _, res := range r.Results {
+func (r *Report) Result(variant string) (Result, bool) { return resultOf(r.Results, variant) }
+
+func resultOf(results []Result, variant string) (Result, bool) {
+	for _, res := range results {
 		if res.Variant == variant {
 			return res, true
 		}
@@ -136,25 +150,18 @@ func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "baton bench: %s\n", r.Settings)
 	fmt.Fprintf(&b, "machine: %s\n\n", r.Machine)
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "variant\tsignals/s\tx ceiling\tx classic\tp50\tp99\tCPU/signal\tserver CPU/signal\tdedup stored max (end)\tin flight max\tconflicts\tcheck\t")
-	for _, res := range r.Results {
-		server := "n/a"
-		if res.ServerCPUSeen {
-			server = micros(res.ServerCPUPerSignal)
-		}
-		stored := fmt.Sprintf("%d (%d)", res.StoredMax, res.StoredEnd)
-		if res.Variant == "ceiling" {
-			stored = "none"
-		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n",
-			res.Variant, res.Throughput, ratio(res.VsCeiling), ratio(res.VsClassic),
-			ms(res.P50), ms(res.P99), micros(res.CPUPerSignal), server, stored, res.InFlightMax, res.Conflicts, res.Check)
+	writeResults(&b, r.Results)
+	if len(r.Contention) > 0 {
+		fmt.Fprintf(&b, "\nunder contention (charges spread over %d accounts):\n", r.ContentionAccounts)
+		writeResults(&b, r.Contention)
 	}
-	tw.Flush()
 	b.WriteString("\n")
-	for _, res := range r.Results {
-		fmt.Fprintf(&b, "- %s\n", res.Note)
+	notes := map[string]bool{}
+	for _, res := range slices.Concat(r.Results, r.Contention) {
+		if !notes[res.Variant] {
+			notes[res.Variant] = true
+			fmt.Fprintf(&b, "- %s\n", res.Note)
+		}
 	}
 	for _, res := range r.Results {
 		if res.Batches > 0 && res.Applied > 0 {
@@ -179,6 +186,30 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
+// writeResults writes one comparison as a table.
+func writeResults(b *strings.Builder, results []Result) {
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "variant\tsignals/s\tx ceiling\tx classic\tx classic-batched\tp50\tp99\tCPU/signal\tserver CPU/signal\tdedup stored max (end)\tin flight max\tconflicts\tcheck\t")
+	for _, res := range results {
+		server := "n/a"
+		if res.ServerCPUSeen {
+			server = micros(res.ServerCPUPerSignal)
+		}
+		stored := fmt.Sprintf("%d (%d)", res.StoredMax, res.StoredEnd)
+		if res.Variant == "ceiling" {
+			stored = "none"
+		}
+		conflicts := fmt.Sprintf("%d", res.Conflicts)
+		if res.Conflicts > 0 && res.Signals > 0 {
+			conflicts = fmt.Sprintf("%d (%.1f%%)", res.Conflicts, 100*float64(res.Conflicts)/float64(res.Signals))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n",
+			res.Variant, res.Throughput, ratio(res.VsCeiling), ratio(res.VsClassic), ratio(res.VsBatched),
+			ms(res.P50), ms(res.P99), micros(res.CPUPerSignal), server, stored, res.InFlightMax, conflicts, res.Check)
+	}
+	tw.Flush()
+}
+
 // targets says whether the goals of the benchmark were met in this run.
 func (r *Report) targets() string {
 	var b strings.Builder
@@ -186,6 +217,23 @@ func (r *Report) targets() string {
 	classic, okClassic := r.Result("classic")
 	if okPG && okClassic {
 		fmt.Fprintf(&b, "target baton-pg >= 1.0x classic throughput: %.2fx (%s)\n", pg.VsClassic, metText(pg.VsClassic >= 1.0))
+	}
+	if okPG && pg.VsBatched > 0 {
+		fmt.Fprintf(&b, "target baton-pg >= 1.0x classic-batched throughput: %.2fx (%s)\n", pg.VsBatched, metText(pg.VsBatched >= 1.0))
+	}
+	if single, ok := r.Result("baton-pg-single"); ok && okClassic {
+		fmt.Fprintf(&b, "target baton-pg-single >= 1.0x classic throughput: %.2fx (%s)\n", single.VsClassic, metText(single.VsClassic >= 1.0))
+		if single.ServerCPUSeen && classic.ServerCPUSeen {
+			fmt.Fprintf(&b, "target baton-pg-single PostgreSQL CPU/signal <= classic's: %s against %s (%s)\n",
+				micros(single.ServerCPUPerSignal), micros(classic.ServerCPUPerSignal), metText(single.ServerCPUPerSignal <= classic.ServerCPUPerSignal))
+		}
+	}
+	if redis, ok := r.Result("baton-redis-fsync"); ok && okClassic {
+		fmt.Fprintf(&b, "target baton-redis-fsync >= 0.9x classic throughput: %.2fx (%s)\n", redis.VsClassic, metText(redis.VsClassic >= 0.9))
+	}
+	if cpg, ok := resultOf(r.Contention, "baton-pg"); ok && cpg.VsClassic > 0 {
+		fmt.Fprintf(&b, "target under contention baton-pg >= 1.0x classic throughput: %.2fx (%s); conflicts %.1f%% of signals\n",
+			cpg.VsClassic, metText(cpg.VsClassic >= 1.0), 100*float64(cpg.Conflicts)/float64(max(cpg.Signals, 1)))
 	}
 	if okPG && pg.VsCeiling > 0 {
 		fmt.Fprintf(&b, "target baton-pg >= 0.5x ceiling throughput: %.2fx (%s)\n", pg.VsCeiling, metText(pg.VsCeiling >= 0.5))

@@ -65,11 +65,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	rep := &Report{Started: started, Machine: describeMachine(ctx, e), Settings: settingsOf(cfg)}
-	results, err := compare(ctx, e)
+	results, err := compare(ctx, e, cfg.Variants)
 	if err != nil {
 		return nil, err
 	}
 	rep.Results = results
+	if !cfg.NoContention {
+		fmt.Fprintf(cfg.Progress, "under contention: charges spread over %d accounts\n", cfg.ContentionAccounts)
+		if rep.Contention, err = compare(ctx, e.contended(), cfg.ContentionVariants); err != nil {
+			return nil, err
+		}
+		rep.ContentionAccounts = cfg.ContentionAccounts
+	}
 	if !cfg.NoScaling {
 		if rep.Scaling, err = scale(ctx, e); err != nil {
 			return nil, err
@@ -100,7 +107,7 @@ type running struct {
 
 // compare runs the variants in interleaved rounds and checks each at the
 // end.
-func compare(ctx context.Context, e *env) ([]Result, error) {
+func compare(ctx context.Context, e *env, variants []string) ([]Result, error) {
 	cfg := e.cfg
 	var runs []*running
 	defer func() {
@@ -108,7 +115,7 @@ func compare(ctx context.Context, e *env) ([]Result, error) {
 			r.sys.close()
 		}
 	}()
-	for _, name := range cfg.Variants {
+	for _, name := range variants {
 		v, _ := variantByName(name)
 		sys, err := v.open(ctx, e, name)
 		if err != nil {

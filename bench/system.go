@@ -122,17 +122,7 @@ func consume(ctx context.Context, tr transport.Transport, destination string, wo
 					}
 					continue
 				}
-				sig := d.Signal()
-				if err := handle(work, sig); err != nil {
-					log.Warn("processing failed; will be redelivered", "destination", destination, "err", err)
-					_ = d.Nack(work, 200*time.Millisecond)
-					continue
-				}
-				if err := d.Ack(work); err != nil {
-					log.Warn("ack failed", "err", err)
-					continue
-				}
-				obs.finish(sig)
+				settleBench(work, log, destination, d, handle(work, d.Signal()), obs)
 			}
 		})
 	}

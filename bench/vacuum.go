@@ -31,7 +31,7 @@ func (e *env) autovacuumOff(ctx context.Context) bool {
 func (e *env) vacuumLoop(ctx context.Context) {
 	for sleepCtx(ctx, vacuumEvery) == nil {
 		rows, err := e.monitor.Query(ctx, "SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE $1",
-			"bench\\_%\\_"+e.runID)
+			"bench\\_%\\_"+e.runID+"%") // the contended run's too (env.contended)
 		if err != nil {
 			continue
 		}

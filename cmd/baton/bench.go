@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +17,9 @@ func newBenchCommand() *cobra.Command {
 	var (
 		cfg                 bench.Config
 		quick, noScaling    bool
+		noContention        bool
 		variants, scaleVars string
+		contentionVars      string
 		svgPath, cpuProfile string
 	)
 	cmd := &cobra.Command{
@@ -28,17 +30,20 @@ func newBenchCommand() *cobra.Command {
 
   ceiling            at-least-once, no deduplication
   classic            processed-message table + transactional outbox + relay
-  baton-pg           baton, tokens and entities in PostgreSQL (fast path)
+  classic-batched    the same, with the batching baton-pg has
+  baton-pg           baton, tokens and entities in PostgreSQL (fast path, batches)
+  baton-pg-single    the same, one signal at a time
   baton-embedded     baton, embedded single-file store
   baton-redis        baton, tokens in the machine's Redis (not fsynced) + PostgreSQL entities
   baton-redis-fsync  baton, tokens in a redis-server started with appendfsync always
 
 and prints throughput, latency, CPU per signal and the deduplication data
-each stores, with ratios from the same run; then a scaling run with 1, 2
-and 4 workers, and with --long a run of a million signals per variant.
+each stores, with ratios from the same run; then the same comparison under
+contention (--contention-accounts billing accounts), a scaling run with 1,
+2 and 4 workers, and with --long a run of a million signals per variant.
 Each variant gets a fresh PostgreSQL schema, Redis key prefix and data
 directory, removed at the end.`,
-		Example: "  baton bench --quick\n  baton bench --duration 60s --svg docs/bench-dedup.svg\n  baton bench --long --no-scaling --variants classic,baton-pg",
+		Example: "  baton bench --quick\n  baton bench --duration 60s --svg bench-dedup.svg\n  baton bench --long --no-scaling --variants classic,baton-pg",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if quick {
@@ -55,6 +60,8 @@ directory, removed at the end.`,
 				}
 			}
 			cfg.NoScaling = noScaling
+			cfg.NoContention = noContention
+			cfg.ContentionVariants = benchSplitList(contentionVars)
 			cfg.Variants = benchSplitList(variants)
 			cfg.ScalingVariants = benchSplitList(scaleVars)
 			cfg.Progress = cmd.ErrOrStderr()
@@ -83,7 +90,7 @@ directory, removed at the end.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "picture of stored deduplication data: %s\n", svgPath)
 			}
-			for _, res := range rep.Results {
+			for _, res := range slices.Concat(rep.Results, rep.Contention) {
 				if res.Variant != "ceiling" && res.Check != "ok" {
 					return exitError{code: 1, msg: fmt.Sprintf("bench: %s failed its check: %s", res.Variant, res.Check)}
 				}
@@ -105,13 +112,16 @@ directory, removed at the end.`,
 	f.IntVar(&cfg.Accounts, "accounts", 100, "billing accounts that charges contend for")
 	f.StringVar(&variants, "variants", strings.Join(bench.DefaultVariants, ","), "variants to compare: "+benchVariantList())
 	f.BoolVar(&noScaling, "no-scaling", false, "skip the scaling run")
+	f.BoolVar(&noContention, "no-contention", false, "skip the comparison under contention")
+	f.IntVar(&cfg.ContentionAccounts, "contention-accounts", 10, "billing accounts of the comparison under contention")
+	f.StringVar(&contentionVars, "contention-variants", strings.Join(bench.DefaultContentionVariants, ","), "variants of the comparison under contention")
 	f.IntSliceVar(&cfg.ScalingWorkers, "scaling-workers", []int{1, 2, 4}, "worker counts of the scaling run")
 	f.StringVar(&scaleVars, "scaling-variants", "ceiling,classic,baton-pg", "variants of the scaling run")
 	f.DurationVar(&cfg.ScalingDuration, "scaling-duration", 10*time.Second, "measured time per scaling point")
 	f.BoolVar(&cfg.Long, "long", false, "add the long run: --long-signals per variant (classic, baton-pg), reported per --long-window")
 	f.IntVar(&cfg.LongSignals, "long-signals", 1_000_000, "signals per variant in the long run")
 	f.IntVar(&cfg.LongWindow, "long-window", 100_000, "signals per reported window of the long run")
-	f.StringVar(&svgPath, "svg", defaultBenchSVGPath(), `write the picture of stored dedup data here ("" for none)`)
+	f.StringVar(&svgPath, "svg", "", "also write the picture of stored dedup data to this SVG file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	return cmd
 }
@@ -126,17 +136,6 @@ func writeBenchSVG(rep *bench.Report, path string) error {
 		return fmt.Errorf("bench: write %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-// defaultSVGPath is docs/bench-dedup.svg inside the baton repository and
-// bench-dedup.svg elsewhere.
-func defaultBenchSVGPath() string {
-	if raw, err := os.ReadFile("go.mod"); err == nil && strings.Contains(string(raw), "module github.com/batonhq/baton\n") {
-		if st, err := os.Stat("docs"); err == nil && st.IsDir() {
-			return filepath.Join("docs", "bench-dedup.svg")
-		}
-	}
-	return "bench-dedup.svg"
 }
 
 func benchEnvOr(name, fallback string) string {

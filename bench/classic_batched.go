@@ -1,0 +1,349 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/transport"
+)
+
+// The classic approach with the batching baton-pg has, so that baton's
+// batches are compared with batches: a worker takes the deliveries
+// already received (up to batchSize, never waiting for more), reads their
+// entities and processed marks in one query, and commits them in one
+// transaction in which each delivery is applied or refused on its own.
+
+// batchedStatements are classic-batched's SQL, built once per schema.
+type batchedStatements struct {
+	load, commit, unmark string
+}
+
+func newBatchedStatements(schema string) batchedStatements {
+	q := pgx.Identifier{schema}.Sanitize()
+	r := strings.NewReplacer("{entities}", q+".entities", "{processed}", q+".processed", "{outbox}", q+".outbox")
+	return batchedStatements{
+		load: r.Replace(`SELECT r.n, e.version, e.state, EXISTS (SELECT 1 FROM {processed} p WHERE p.message_id = r.msg)
+FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r (key, msg, n)
+LEFT JOIN {entities} e ON e.key = r.key`),
+		// One statement for the whole batch: the entities are locked in
+		// key order first (as baton-pg locks them, so that two batches
+		// never wait for each other in a cycle); a message id is marked
+		// processed unless it already was (a duplicate found at commit);
+		// an item's entity is written only for a newly marked id and only
+		// at the version read; its outbox row only when that write
+		// happened. Marks of items whose write did not happen are undone
+		// by the next statement of the same transaction (unmark), since a
+		// statement cannot delete rows it inserts itself.
+		commit: r.Replace(`WITH input AS (
+	SELECT * FROM unnest($1::int4[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[])
+		AS i (item, msg, key, version, state)
+), locked AS (
+	SELECT key FROM {entities} WHERE key = ANY($3::text[]) ORDER BY key FOR UPDATE
+), marked AS (
+	INSERT INTO {processed} (message_id)
+	SELECT msg FROM input ORDER BY msg
+	ON CONFLICT DO NOTHING
+	RETURNING message_id
+), updated AS (
+	UPDATE {entities} AS e SET version = e.version + 1, state = i.state
+	FROM input i
+	WHERE i.version > 0 AND e.key = i.key AND e.version = i.version
+		AND i.msg IN (SELECT message_id FROM marked) AND e.key IN (SELECT key FROM locked)
+	RETURNING i.item
+), inserted AS (
+	INSERT INTO {entities} (key, version, state)
+	SELECT key, 1, state FROM input WHERE version = 0 AND msg IN (SELECT message_id FROM marked) ORDER BY key
+	ON CONFLICT (key) DO NOTHING
+	RETURNING key
+), applied AS (
+	SELECT item FROM updated
+	UNION ALL
+	SELECT i.item FROM input i JOIN inserted n ON n.key = i.key WHERE i.version = 0
+), sent AS (
+	INSERT INTO {outbox} (message_id, conversation, causation, destination, type, payload)
+	SELECT message_id, conversation, causation, destination, type, payload
+	FROM unnest($6::int4[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::text[], $12::bytea[])
+		AS o (item, message_id, conversation, causation, destination, type, payload)
+	WHERE o.item IN (SELECT item FROM applied)
+)
+SELECT i.item, i.msg IN (SELECT message_id FROM marked), i.item IN (SELECT item FROM applied) FROM input i`),
+		unmark: r.Replace(`DELETE FROM {processed} WHERE message_id = ANY($1::bytea[])`),
+	}
+}
+
+// classicItem is one delivery of a classic batch.
+type classicItem struct {
+	i       int // index in the deliveries
+	sig     baton.Signal
+	key     string
+	version int64
+	step    step
+	child   baton.Signal
+}
+
+// handleClassicBatch processes sigs as handleClassic would one by one and
+// returns what each would have returned. Deliveries that cannot share the
+// batch (a second one for an entity, a refused or conflicting one) are
+// processed one by one.
+func (s *sqlSystem) handleClassicBatch(ctx context.Context, sigs []baton.Signal) []error {
+	errs := make([]error, len(sigs))
+	var alone []int
+	items := make([]classicItem, 0, len(sigs))
+	keys := make(map[string]bool, len(sigs))
+	msgs := make(map[baton.TokenID]bool, len(sigs))
+	for i, sig := range sigs {
+		key, err := s.route(sig)
+		if err != nil || keys[key] || msgs[sig.ID] {
+			alone = append(alone, i)
+			continue
+		}
+		keys[key], msgs[sig.ID] = true, true
+		items = append(items, classicItem{i: i, sig: sig, key: key})
+	}
+	if len(items) > 1 {
+		retry, err := s.commitClassicBatch(ctx, items, errs)
+		if err != nil {
+			s.log.Info("classic batch failed; processing the messages one by one", "messages", len(items), "err", err)
+			for _, it := range items {
+				alone = append(alone, it.i)
+			}
+		} else {
+			alone = append(alone, retry...)
+		}
+	} else {
+		for _, it := range items {
+			alone = append(alone, it.i)
+		}
+	}
+	for _, i := range alone {
+		errs[i] = s.handleClassic(ctx, sigs[i])
+	}
+	return errs
+}
+
+// commitClassicBatch reads and commits items in one query and one
+// transaction. It fills errs for the items it settled and returns the
+// indexes of those to process alone (version conflicts). A non-nil error
+// means none was settled; the caller processes each alone, which finds a
+// committed one marked as processed.
+func (s *sqlSystem) commitClassicBatch(ctx context.Context, items []classicItem, errs []error) (retry []int, err error) {
+	keys := make([]string, len(items))
+	msgs := make([][]byte, len(items))
+	for j, it := range items {
+		keys[j], msgs[j] = it.key, it.sig.ID[:]
+	}
+	rows, err := s.pool.Query(ctx, s.batchSQL.load, keys, msgs)
+	if err != nil {
+		return nil, err
+	}
+	seen := make([]bool, len(items))
+	for rows.Next() {
+		var n int64
+		var version *int64
+		var state []byte
+		var dup bool
+		if err := rows.Scan(&n, &version, &state, &dup); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		it := &items[n-1]
+		if version != nil {
+			it.version = *version
+		}
+		it.step.state, seen[n-1] = state, dup
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+
+	var ready []*classicItem
+	for j := range items {
+		it := &items[j]
+		if seen[j] {
+			continue // processed before: a duplicate, acked
+		}
+		if it.step, err = applyStep(it.sig.Type, it.step.state, it.sig.Payload, time.Now()); err != nil {
+			errs[it.i] = err
+			continue
+		}
+		if it.step.emit != nil {
+			it.child = childSignal(it.sig, it.step.emit, baton.NewTokenID())
+		}
+		ready = append(ready, it)
+	}
+	if len(ready) == 0 {
+		return nil, nil
+	}
+
+	var in struct {
+		item                     []int32
+		msg                      [][]byte
+		key                      []string
+		version                  []int64
+		state                    [][]byte
+		outItem                  []int32
+		outID, outConv, outCause [][]byte
+		outDest, outType         []string
+		outPayload               [][]byte
+	}
+	for j, it := range ready {
+		in.item = append(in.item, int32(j))
+		in.msg = append(in.msg, it.sig.ID[:])
+		in.key = append(in.key, it.key)
+		in.version = append(in.version, it.version)
+		in.state = append(in.state, it.step.state)
+		if it.step.emit != nil {
+			c := it.child
+			in.outItem = append(in.outItem, int32(j))
+			in.outID = append(in.outID, c.ID[:])
+			in.outConv = append(in.outConv, c.Conversation[:])
+			in.outCause = append(in.outCause, c.Causation[:])
+			in.outDest = append(in.outDest, c.Destination)
+			in.outType = append(in.outType, c.Type)
+			in.outPayload = append(in.outPayload, c.Payload)
+		}
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	rows, err = tx.Query(ctx, s.batchSQL.commit, in.item, in.msg, in.key, in.version, in.state,
+		in.outItem, in.outID, in.outConv, in.outCause, in.outDest, in.outType, in.outPayload)
+	if err != nil {
+		return nil, err
+	}
+	marked := make([]bool, len(ready))
+	applied := make([]bool, len(ready))
+	for rows.Next() {
+		var j int32
+		var m, a bool
+		if err := rows.Scan(&j, &m, &a); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		marked[j], applied[j] = m, a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var unmark [][]byte
+	for j, it := range ready {
+		if marked[j] && !applied[j] {
+			unmark = append(unmark, it.sig.ID[:])
+		}
+	}
+	if len(unmark) > 0 {
+		if _, err := tx.Exec(ctx, s.batchSQL.unmark, unmark); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	poke := false
+	for j, it := range ready {
+		switch {
+		case applied[j]:
+			poke = poke || it.step.emit != nil
+		case !marked[j]:
+			// Marked by a concurrent transaction since the read: a
+			// duplicate found at commit, acked.
+		default:
+			s.conflictCount.Add(1)
+			retry = append(retry, it.i)
+		}
+	}
+	if poke {
+		select {
+		case s.poke <- struct{}{}:
+		default:
+		}
+	}
+	return retry, nil
+}
+
+// consumeBatches is consume for a handler of batches: receivers fill a
+// buffer that workers drain, each taking what is there, up to batchSize
+// deliveries, never waiting for more (as engine.Config.Batch does).
+func consumeBatches(ctx context.Context, tr transport.Transport, destination string, workers int, log *slog.Logger,
+	handle func(context.Context, []baton.Signal) []error, obs *observer) (wait func(), err error) {
+	sub, err := tr.Subscribe(ctx, destination)
+	if err != nil {
+		return nil, err
+	}
+	work := context.WithoutCancel(ctx)
+	received := make(chan transport.Delivery, workers*batchSize)
+	var receivers, handlers sync.WaitGroup
+	for range workers {
+		receivers.Go(func() {
+			for {
+				d, err := sub.Next(ctx)
+				if err != nil {
+					if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+						return
+					}
+					log.Warn("receive failed", "destination", destination, "err", err)
+					if sleepCtx(ctx, 50*time.Millisecond) != nil {
+						return
+					}
+					continue
+				}
+				received <- d
+			}
+		})
+		handlers.Go(func() {
+			for d := range received {
+				batch := []transport.Delivery{d}
+			gather:
+				for len(batch) < batchSize {
+					select {
+					case d, ok := <-received:
+						if !ok {
+							break gather
+						}
+						batch = append(batch, d)
+					default:
+						break gather
+					}
+				}
+				sigs := make([]baton.Signal, len(batch))
+				for i, d := range batch {
+					sigs[i] = d.Signal()
+				}
+				for i, err := range handle(work, sigs) {
+					settleBench(work, log, destination, batch[i], err, obs)
+				}
+			}
+		})
+	}
+	return func() {
+		receivers.Wait()
+		close(received)
+		handlers.Wait()
+		sub.Close()
+	}, nil
+}
+
+// settleBench acks a processed delivery and tells obs, or asks for its
+// redelivery.
+func settleBench(ctx context.Context, log *slog.Logger, destination string, d transport.Delivery, err error, obs *observer) {
+	if err != nil {
+		log.Warn("processing failed; will be redelivered", "destination", destination, "err", err)
+		_ = d.Nack(ctx, 200*time.Millisecond)
+		return
+	}
+	if err := d.Ack(ctx); err != nil {
+		log.Warn("ack failed", "err", err)
+		return
+	}
+	obs.finish(d.Signal())
+}
