@@ -23,7 +23,12 @@ import (
 // does every signal otherwise.
 func (e *Engine) ProcessBatch(ctx context.Context, sigs []baton.Signal) ([]Result, []error) {
 	results, errs := make([]Result, len(sigs)), make([]error, len(sigs))
-	alone := e.processTogether(ctx, sigs, results, errs)
+	var alone []int
+	for pending := allIndexes(len(sigs)); len(pending) > 0; {
+		var a []int
+		a, pending = e.processTogether(ctx, sigs, pending, results, errs)
+		alone = append(alone, a...)
+	}
 	for _, i := range alone {
 		results[i], errs[i] = e.Process(ctx, sigs[i])
 	}
@@ -42,16 +47,20 @@ type batchItem struct {
 	out  store.OutboxEntry
 }
 
-// processTogether does what ProcessBatch promises for the signals it can
-// take together, records their outcomes, and returns the indexes of the
-// others, left for Process.
-func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, results []Result, errs []error) (alone []int) {
-	if e.batcher == nil || len(sigs) < 2 || e.ordering != orderingCorrect {
-		return allIndexes(len(sigs))
+// processTogether does what ProcessBatch promises for the signals of sigs
+// at the indexes pending that it can take together, and records their
+// outcomes. It returns the indexes of those left for Process, and of those
+// for the next round: signals for an entity that another signal of this
+// round took, which the next round reads as this one left it (so that
+// signals for one entity share batches one after the other instead of
+// each going alone).
+func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, pending []int, results []Result, errs []error) (alone, later []int) {
+	if e.batcher == nil || len(pending) < 2 || e.ordering != orderingCorrect {
+		return pending, nil
 	}
-	items, alone := e.pickBatch(sigs)
+	items, alone, later := e.pickBatch(sigs, pending)
 	if len(items) < 2 {
-		return allIndexes(len(sigs))
+		return pending, nil
 	}
 	done := func(it *batchItem, res Result, err error) {
 		results[it.i], errs[it.i] = res, err
@@ -77,7 +86,7 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		for i := range items {
 			giveUp(&items[i])
 		}
-		return alone
+		return alone, later
 	}
 
 	// Step 2, 3 and 4 up to the commit, for each.
@@ -103,7 +112,7 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		ready = append(ready, it)
 	}
 	if len(ready) == 0 {
-		return alone
+		return alone, later
 	}
 
 	// Steps 4 and 5 for all, in one commit.
@@ -120,7 +129,7 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		for _, it := range ready {
 			giveUp(it)
 		}
-		return alone
+		return alone, later
 	}
 	var committed []*batchItem
 	for i, it := range ready {
@@ -166,30 +175,37 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		}
 		done(it, res, err)
 	}
-	return alone
+	return alone, later
 }
 
-// pickBatch routes the signals and returns those that can share a batch
-// (valid, routed, each to an entity and with a token no other of the
-// batch has), and the indexes of the rest.
-func (e *Engine) pickBatch(sigs []baton.Signal) (items []batchItem, alone []int) {
-	keys := make(map[string]bool, len(sigs))
-	tokens := make(map[baton.TokenID]bool, len(sigs))
-	for i, sig := range sigs {
+// pickBatch routes the signals at the indexes pending and returns those
+// that can share a batch (valid, routed, each to an entity and with a token
+// no other of the batch has), the indexes of those that must go alone, and
+// of those whose entity another signal of the batch took (for a later
+// round).
+func (e *Engine) pickBatch(sigs []baton.Signal, pending []int) (items []batchItem, alone, later []int) {
+	keys := make(map[string]bool, len(pending))
+	tokens := make(map[baton.TokenID]bool, len(pending))
+	for _, i := range pending {
+		sig := sigs[i]
 		if sig.Validate() != nil || sig.Destination != e.cfg.Destination || tokens[sig.ID] {
 			alone = append(alone, i) // Process refuses or drops it
 			continue
 		}
 		h, key, err := e.route(sig)
 		// A TxActivity commits in a transaction of its own (TxActivity).
-		if err != nil || keys[key] || h.commitTx != nil {
+		if err != nil || h.commitTx != nil {
 			alone = append(alone, i)
+			continue
+		}
+		if keys[key] {
+			later = append(later, i)
 			continue
 		}
 		keys[key], tokens[sig.ID] = true, true
 		items = append(items, batchItem{i: i, sig: sig, h: h, key: key})
 	}
-	return items, alone
+	return items, alone, later
 }
 
 func allIndexes(n int) []int {

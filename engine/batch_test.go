@@ -134,3 +134,46 @@ func loadCounter(t *testing.T, st store.EntityStore, key string) counter {
 	}
 	return s
 }
+
+// TestSignalsForOneEntityShareBatchesInRounds: signals of one batch for
+// the same entity are not sent one by one: each round takes one signal per
+// entity, the next reads the state the last left, and every activity is
+// applied once, in order of arrival per entity.
+func TestSignalsForOneEntityShareBatchesInRounds(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	st, err := embedded.Open(filepath.Join(t.TempDir(), "baton.db"), embedded.Config{})
+	must(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: st, Entities: st, Dispatch: publisher{}, Batch: 16})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload[:1]), nil },
+		Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
+			s.record(sig)
+			return engine.Effects{}, nil
+		}}))
+	// Three charges for each of two accounts, interleaved.
+	var sigs []baton.Signal
+	for i := range 6 {
+		account := "ab"[i%2 : i%2+1]
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(fmt.Sprintf("%s%d", account, i))}, 0)
+		must(t, err)
+		sigs = append(sigs, sig)
+	}
+	results, errs := e.ProcessBatch(ctx, sigs)
+	for i := range sigs {
+		if errs[i] != nil || results[i].Outcome != engine.Applied {
+			t.Errorf("signal %d: %v, %v", i, results[i].Outcome, errs[i])
+		}
+	}
+	for _, account := range []string{"account-a", "account-b"} {
+		s := loadCounter(t, st, account)
+		if len(s.Applied) != 3 {
+			t.Errorf("%s: %d activities applied, want 3", account, len(s.Applied))
+		}
+	}
+	if stats := e.Stats(); stats.Batches != 3 || stats.Batched != 6 {
+		t.Errorf("%d batch commits committed %d activities; want 3 rounds of 2", stats.Batches, stats.Batched)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,13 +41,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	switch {
-	case sub != nil && e.batcher != nil:
-		wg.Go(func() { e.workInBatches(ctx, work, sub) })
-	case sub != nil:
-		for range e.cfg.Workers {
-			wg.Go(func() { e.work(ctx, work, sub) })
-		}
+	if sub != nil {
+		wg.Go(func() { e.workByEntity(ctx, work, sub) })
 	}
 	wg.Go(func() { e.sweepLoop(ctx, work) })
 	workersDone := make(chan struct{})
@@ -62,16 +59,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	close(workersDone)
 	<-removing
 	return nil
-}
-
-func (e *Engine) work(ctx, work context.Context, sub transport.Subscription) {
-	for {
-		d, ok := e.receive(ctx, sub)
-		if !ok {
-			return
-		}
-		e.HandleDelivery(work, d)
-	}
 }
 
 // receive returns the next delivery, retrying failures to receive, until
@@ -92,15 +79,25 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 	}
 }
 
-// workInBatches receives with Workers receivers into a buffer that Workers
-// workers drain, each taking what is there, up to Batch deliveries, and
-// never waiting for more. The buffer holds up to Workers*Batch received
-// deliveries, which age against the transport's redelivery timeout (NATS
-// AckWait) while they wait. After ctx ends the receivers stop and the
-// workers finish what the buffer holds, with the work context that
-// ShutdownTimeout ends.
-func (e *Engine) workInBatches(ctx, work context.Context, sub transport.Subscription) {
-	received := make(chan transport.Delivery, e.cfg.Workers*e.cfg.Batch)
+// workByEntity receives with Workers receivers and hands each delivery to
+// the worker of its entity, so that the deliveries for one entity are
+// processed one after the other by one worker: two workers of this process
+// never race for an entity's version (a conflict costs a reload and a
+// rerun of the activity). With Config.Batch above 1 on the fast path a
+// worker takes what its queue holds, up to Batch deliveries, never waiting
+// for more, and processes them together. Deliveries wait in the queues
+// against the transport's redelivery timeout (NATS AckWait). After ctx ends
+// the receivers stop and the workers finish what the queues hold, with the
+// work context that ShutdownTimeout ends.
+func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscription) {
+	batch := 1
+	if e.batcher != nil {
+		batch = e.cfg.Batch
+	}
+	queues := make([]chan transport.Delivery, e.cfg.Workers)
+	for i := range queues {
+		queues[i] = make(chan transport.Delivery, 2*batch)
+	}
 	var receivers, workers sync.WaitGroup
 	for range e.cfg.Workers {
 		receivers.Go(func() {
@@ -109,31 +106,51 @@ func (e *Engine) workInBatches(ctx, work context.Context, sub transport.Subscrip
 				if !ok {
 					return
 				}
-				received <- d
+				queues[e.workerOf(d.Signal())] <- d
 			}
 		})
+	}
+	for _, queue := range queues {
 		workers.Go(func() {
-			for d := range received {
-				batch := []transport.Delivery{d}
+			for d := range queue {
+				if batch == 1 {
+					e.HandleDelivery(work, d)
+					continue
+				}
+				ds := []transport.Delivery{d}
 			gather:
-				for len(batch) < e.cfg.Batch {
+				for len(ds) < batch {
 					select {
-					case d, ok := <-received:
+					case d, ok := <-queue:
 						if !ok {
 							break gather
 						}
-						batch = append(batch, d)
+						ds = append(ds, d)
 					default:
 						break gather
 					}
 				}
-				e.HandleDeliveries(work, batch)
+				e.HandleDeliveries(work, ds)
 			}
 		})
 	}
 	receivers.Wait()
-	close(received)
+	for _, queue := range queues {
+		close(queue)
+	}
 	workers.Wait()
+}
+
+// workerOf is the worker that processes sig: one per entity key. A signal
+// that routes nowhere (refused when processed) goes by its token id.
+func (e *Engine) workerOf(sig baton.Signal) int {
+	h := fnv.New32a()
+	if _, key, err := e.route(sig); err == nil {
+		h.Write([]byte(key))
+	} else {
+		h.Write(sig.ID[:])
+	}
+	return int(h.Sum32() % uint32(e.cfg.Workers))
 }
 
 // HandleDelivery processes one delivery and acknowledges, retries or parks
@@ -150,7 +167,7 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 
 // HandleDeliveries processes deliveries together, as ProcessBatch does,
 // and acknowledges, retries or parks each according to its outcome: those
-// the batch finished at once, then each of the others as HandleDelivery
+// each round finished at once, then each of the others as HandleDelivery
 // does, so that a slow one (conflict retries on a hot entity) holds back
 // only itself.
 func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
@@ -159,15 +176,20 @@ func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) 
 		sigs[i] = d.Signal()
 	}
 	results, errs := make([]Result, len(ds)), make([]error, len(ds))
-	alone := e.processTogether(ctx, sigs, results, errs)
-	left := make([]bool, len(ds))
-	for _, i := range alone {
-		left[i] = true
-	}
-	for i, d := range ds {
-		if !left[i] {
-			e.settle(ctx, d, errs[i])
+	var alone []int
+	for pending := allIndexes(len(ds)); len(pending) > 0; {
+		a, later := e.processTogether(ctx, sigs, pending, results, errs)
+		left := make(map[int]bool, len(a)+len(later))
+		for _, i := range slices.Concat(a, later) {
+			left[i] = true
 		}
+		for _, i := range pending {
+			if !left[i] {
+				e.settle(ctx, ds[i], errs[i])
+			}
+		}
+		alone = append(alone, a...)
+		pending = later
 	}
 	for _, i := range alone {
 		e.HandleDelivery(ctx, ds[i])

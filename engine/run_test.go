@@ -142,3 +142,43 @@ func TestDeferredRemovalsLeaveNoEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersDoNotRaceForAnEntity: Run hands every delivery for an entity
+// to the same worker, so the workers of one process never conflict on an
+// entity's version however many signals for it arrive at once.
+func TestWorkersDoNotRaceForAnEntity(t *testing.T) {
+	t.Parallel()
+	tokens, entities := memory.NewTokenStore(), memory.NewEntityStore()
+	broker := memtransport.New(memtransport.Config{})
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities,
+		Dispatch: broker, Source: broker, Workers: 4})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload), nil },
+		Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
+			s.record(sig)
+			time.Sleep(time.Millisecond) // a handler that takes a while widens any race
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	const charges = 60
+	for i := range charges {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte{byte('a' + i%2)}}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for tokens.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := tokens.Len(); n != 0 {
+		t.Fatalf("%d tokens still live", n)
+	}
+	if c := e.Stats().Conflicts; c != 0 {
+		t.Errorf("%d version conflicts between the workers of one process, want 0", c)
+	}
+}
