@@ -31,6 +31,10 @@ type batonOptions struct {
 	// inlineRemovals turns off engine.Config.DeferRemovals.
 	inlineRemovals bool
 	batch          int // engine.Config.Batch
+	// tx registers the activities as transactional ones (engine.TxActivity
+	// over pgx.Tx): each step commits in a transaction the handler could
+	// write to, one signal at a time.
+	tx bool
 }
 
 // batonSystem runs the process on two engines (orders and billing) over
@@ -73,38 +77,46 @@ func (s *batonSystem) newEngine(destination string, workers int, obs *observer) 
 	if err != nil {
 		return nil, err
 	}
-	switch destination {
-	case destOrders:
-		err = engine.Register(e, engine.Activity[orderState]{
-			Type:   typePlace,
-			Entity: s.route,
-			Handle: func(_ context.Context, sig baton.Signal, st *orderState) (engine.Effects, error) {
-				var p payload
-				if err := json.Unmarshal(sig.Payload, &p); err != nil {
-					return engine.Effects{}, engine.Permanent(err)
-				}
-				body, err := jsonBody(placeOrder(st, p, time.Now()))
-				if err != nil {
-					return engine.Effects{}, err
-				}
-				return engine.Effects{Emit: []baton.Emit{{Destination: destBilling, Type: typeCharge, Payload: body}}}, nil
-			},
-		})
-	case destBilling:
-		err = engine.Register(e, engine.Activity[accountState]{
-			Type:   typeCharge,
-			Entity: s.route,
-			Handle: func(_ context.Context, sig baton.Signal, st *accountState) (engine.Effects, error) {
-				var p payload
-				if err := json.Unmarshal(sig.Payload, &p); err != nil {
-					return engine.Effects{}, engine.Permanent(err)
-				}
-				charge(st, p)
-				return engine.Effects{}, nil
-			},
-		})
+	switch {
+	case destination == destOrders && s.opts.tx:
+		err = engine.RegisterTx(e, engine.TxActivity[orderState, pgx.Tx]{Type: typePlace, Entity: s.route,
+			Handle: func(ctx context.Context, _ pgx.Tx, sig baton.Signal, st *orderState) (engine.Effects, error) {
+				return handlePlace(ctx, sig, st)
+			}})
+	case destination == destOrders:
+		err = engine.Register(e, engine.Activity[orderState]{Type: typePlace, Entity: s.route, Handle: handlePlace})
+	case destination == destBilling && s.opts.tx:
+		err = engine.RegisterTx(e, engine.TxActivity[accountState, pgx.Tx]{Type: typeCharge, Entity: s.route,
+			Handle: func(ctx context.Context, _ pgx.Tx, sig baton.Signal, st *accountState) (engine.Effects, error) {
+				return handleCharge(ctx, sig, st)
+			}})
+	case destination == destBilling:
+		err = engine.Register(e, engine.Activity[accountState]{Type: typeCharge, Entity: s.route, Handle: handleCharge})
 	}
 	return e, err
+}
+
+// handlePlace is the orders activity: place the order, emit its charge.
+func handlePlace(_ context.Context, sig baton.Signal, st *orderState) (engine.Effects, error) {
+	var p payload
+	if err := json.Unmarshal(sig.Payload, &p); err != nil {
+		return engine.Effects{}, engine.Permanent(err)
+	}
+	body, err := jsonBody(placeOrder(st, p, time.Now()))
+	if err != nil {
+		return engine.Effects{}, err
+	}
+	return engine.Effects{Emit: []baton.Emit{{Destination: destBilling, Type: typeCharge, Payload: body}}}, nil
+}
+
+// handleCharge is the billing activity: charge the account.
+func handleCharge(_ context.Context, sig baton.Signal, st *accountState) (engine.Effects, error) {
+	var p payload
+	if err := json.Unmarshal(sig.Payload, &p); err != nil {
+		return engine.Effects{}, engine.Permanent(err)
+	}
+	charge(st, p)
+	return engine.Effects{}, nil
 }
 
 func (s *batonSystem) route(sig baton.Signal) (string, error) {

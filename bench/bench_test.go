@@ -118,7 +118,7 @@ func checkRendering(t *testing.T, rep *Report, variants ...string) {
 func TestRunPostgres(t *testing.T) {
 	t.Parallel()
 	dsn := testenv.Addr(t, testenv.Postgres)
-	cfg := tiny("ceiling", "classic", "classic-batched", "baton-pg")
+	cfg := tiny("ceiling", "classic", "classic-batched", "baton-pg", "baton-pg-tx")
 	cfg.PostgresDSN = dsn
 	cfg.TempDir = t.TempDir()
 	// Two accounts: charges conflict, so that the batched variants refuse
@@ -174,7 +174,7 @@ func TestRunPostgres(t *testing.T) {
 	if batonLong := rep.Long[1].Windows; batonLong[1].Stored > 2*int64(cfg.InFlight) {
 		t.Errorf("baton stored %d live tokens with %d in flight", batonLong[1].Stored, cfg.InFlight)
 	}
-	checkRendering(t, rep, "classic", "classic-batched", "baton-pg")
+	checkRendering(t, rep, "classic", "classic-batched", "baton-pg", "baton-pg-tx")
 	if rep.Machine.Postgres == "" {
 		t.Errorf("machine description lacks PostgreSQL: %+v", rep.Machine)
 	}

@@ -54,6 +54,13 @@ var Variants = []Variant{
 		},
 	},
 	{
+		Name: "baton-pg-tx", Label: "baton, PostgreSQL (transactional activities)", postgres: true,
+		Note: "baton-pg-tx: as baton-pg-single with the activities registered as transactional ones (engine.RegisterTx over pgx.Tx): each step is a transaction (lock the token, the entity, run the handler with the transaction, write the step, commit) in which a handler could write the service's own tables; these handlers write nothing more, so the difference to baton-pg-single is the cost of the transaction. Transactional activities are never batched: a batch's signals would share one transaction, and one handler's failure would roll back the others' writes.",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonPostgres(ctx, env, name, batonOptions{tx: true})
+		},
+	},
+	{
 		Name: "baton-pg-inline", Label: "baton, PostgreSQL (fast path, inline removal)", postgres: true,
 		Note: "baton-pg-inline: as baton-pg-single without DeferRemovals: each signal removes its outbox entry itself before the ack (one more commit per signal).",
 		open: func(ctx context.Context, env *env, name string) (system, error) {

@@ -18,23 +18,27 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
-// The worker binary is built once per test run, on first use, so that a
-// run that skips every test (no services configured) does not build it.
+// The binaries are built once per test run, on first use, so that a run
+// that skips every test (no services configured) does not build them.
 var (
-	binDir   string
-	buildBin = sync.OnceValues(func() (string, error) {
-		bin := filepath.Join(binDir, "worker")
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
-		cmd := exec.Command(goTool, "build", "-o", bin, "github.com/batonhq/baton/internal/e2e/worker")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build worker: %v\n%s", err, out)
-		}
-		return bin, nil
-	})
+	binDir      string
+	buildBin    = sync.OnceValues(func() (string, error) { return goBuild("github.com/batonhq/baton/internal/e2e/worker", "worker") })
+	buildOrders = sync.OnceValues(func() (string, error) { return goBuild("github.com/batonhq/baton/examples/orders", "orders") })
 )
+
+// goBuild builds the command pkg into binDir/name.
+func goBuild(pkg, name string) (string, error) {
+	bin := filepath.Join(binDir, name)
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goTool, "build", "-o", bin, pkg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", name, err, out)
+	}
+	return bin, nil
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "baton-e2e-")
