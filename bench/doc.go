@@ -17,9 +17,14 @@
 //     rows and deletes them, and a cleanup job that deletes processed rows
 //     older than ClassicRetention (7 days), as NServiceBus and MassTransit
 //     do. The table grows for the whole run.
-//   - baton-pg, baton-pg-plain, baton-embedded, baton-redis,
-//     baton-redis-fsync, baton-memory: the engine over the named stores.
+//   - classic-batched: the classic approach with baton-pg's batching, so
+//     that batches are compared with batches.
+//   - baton-pg, baton-pg-single, baton-pg-tx, baton-pg-plain,
+//     baton-pg-inline, baton-embedded, baton-redis, baton-redis-fsync,
+//     baton-memory: the engine over the named stores and settings.
 //
+// The comparison runs twice: with charges spread over Config.Accounts
+// accounts, and under contention over Config.ContentionAccounts.
 // # What is measured
 //
 // Per variant, from the same run: signals per second while measuring,
@@ -29,10 +34,11 @@
 // PostgreSQL backends (found in pg_stat_activity by application_name) and
 // Redis server (from /proc/<pid>/stat; not seen on another host), and the
 // deduplication data stored, sampled over time: rows of the processed
-// table, or live tokens. Ratios are against the ceiling and classic of the
-// same run. Variants run in interleaved rounds so that the load of a
-// shared machine falls on all alike; run the benchmark several times and
-// compare the spread before trusting a difference of a few percent.
+// table, or live tokens. Ratios are against the ceiling, classic and
+// classic-batched of the same run. Variants run in interleaved rounds so
+// that the load of a shared machine falls on all alike; run the benchmark
+// several times and compare the spread before trusting a difference of a
+// few percent.
 //
 // After its last round every variant is checked: the accounts' charge
 // counts and totals must equal the conversations started (each charge
