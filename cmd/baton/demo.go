@@ -62,8 +62,11 @@ embedded.`,
 			if err != nil {
 				return err
 			}
-			if !report.OK {
+			switch {
+			case !report.OK:
 				return exitError{code: 1, msg: "demo: verification failed"}
+			case report.Interrupted:
+				return exitError{code: 130, msg: "demo: interrupted"}
 			}
 			return nil
 		},

@@ -29,15 +29,36 @@ type serverFlags struct {
 	key    string
 }
 
+// register adds --server (and --key for the token API). The token API is
+// baton serve's --addr, or baton demo's address with the read-only key the
+// demo prints; the dashboard API is baton serve's --dashboard-addr, or baton
+// demo's address.
 func (s *serverFlags) register(cmd *cobra.Command, needsKey bool) {
-	usage := "address of baton serve, or of baton demo's dashboard (http://" + demo.DefaultAddr + ") [BATON_SERVER]"
-	if needsKey { // the demo's systems' keys are never shown: tokens reads a baton serve
-		usage = "address of baton serve [BATON_SERVER]"
-	}
-	cmd.PersistentFlags().StringVar(&s.server, "server", envOr("BATON_SERVER", "http://"+defaultServeAddr), usage)
 	if needsKey {
-		cmd.PersistentFlags().StringVar(&s.key, "key", "", "API key of a system allowed to read the tokens (an observe system to see all) [BATON_API_KEY]")
+		cmd.PersistentFlags().StringVar(&s.server, "server", envOr("BATON_SERVER", "http://"+defaultServeAddr),
+			"address of baton serve's API, or of baton demo (http://"+demo.DefaultAddr+") [BATON_SERVER]")
+		cmd.PersistentFlags().StringVar(&s.key, "key", "", "API key of a system allowed to read the tokens (an observe system to see all; baton demo prints one) [BATON_API_KEY]")
+		return
 	}
+	cmd.PersistentFlags().StringVar(&s.server, "server", envOr("BATON_SERVER", "http://"+defaultDashboardAddr),
+		"address of baton serve's dashboard (--dashboard-addr), or of baton demo (http://"+demo.DefaultAddr+"); by default the first that answers [BATON_SERVER]")
+}
+
+// dashboardJSON reads one document of the dashboard API from --server; when
+// --server was left to its default and nothing answers there, from baton
+// demo's address, saying so on stderr.
+func (s *serverFlags) dashboardJSON(cmd *cobra.Command, path string, into any) error {
+	err := getJSON(cmd.Context(), s.server, path, into)
+	var unreachable errUnreachable
+	if !errors.As(err, &unreachable) || cmd.Flags().Changed("server") || os.Getenv("BATON_SERVER") != "" {
+		return err
+	}
+	demoURL := "http://" + demo.DefaultAddr
+	if getJSON(cmd.Context(), demoURL, path, into) != nil {
+		return fmt.Errorf("%w (nor does baton demo at %s; pass --server or set BATON_SERVER)", err, demoURL)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "nothing answers at %s; read baton demo at %s\n", s.server, demoURL)
+	return nil
 }
 
 func (s *serverFlags) apiKey() (string, error) {
@@ -161,7 +182,7 @@ func writeTokens(w io.Writer, toks []baton.Token, now time.Time) {
 func serverError(server string, err error) error {
 	msg := strings.Join(strings.Fields(err.Error()), " ")
 	if errors.Is(err, store.ErrNotApplied) && strings.Contains(msg, "connect") {
-		return fmt.Errorf("cannot reach %s: is baton serve running? (%s)", server, msg)
+		return fmt.Errorf("cannot reach %s: is baton serve running? baton demo serves on http://%s: pass --server or set BATON_SERVER (%s)", server, demo.DefaultAddr, msg)
 	}
 	return errors.New(msg)
 }
@@ -185,7 +206,7 @@ func newConversationsCommand() *cobra.Command {
 				Total         int                    `json:"total"`
 				Conversations []conversation.Summary `json:"conversations"`
 			}
-			if err := getJSON(cmd.Context(), srv.server, fmt.Sprintf("/api/conversations?limit=%d", limit), &resp); err != nil {
+			if err := srv.dashboardJSON(cmd, fmt.Sprintf("/api/conversations?limit=%d", limit), &resp); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -209,7 +230,7 @@ func newConversationsCommand() *cobra.Command {
 				return err
 			}
 			var c conversation.Conversation
-			if err := getJSON(cmd.Context(), srv.server, "/api/conversations/"+id.String(), &c); err != nil {
+			if err := srv.dashboardJSON(cmd, "/api/conversations/"+id.String(), &c); err != nil {
 				return err
 			}
 			return c.WriteText(cmd.OutOrStdout())
@@ -218,6 +239,11 @@ func newConversationsCommand() *cobra.Command {
 	cmd.AddCommand(list, show)
 	return cmd
 }
+
+// errUnreachable says no server answered at all.
+type errUnreachable struct{ error }
+
+func (e errUnreachable) Unwrap() error { return e.error }
 
 // getJSON reads one document of the dashboard API.
 func getJSON(ctx context.Context, server, path string, into any) error {
@@ -233,7 +259,7 @@ func getJSON(ctx context.Context, server, path string, into any) error {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach %s: is baton serve or baton demo running? (%v)", server, err)
+		return errUnreachable{fmt.Errorf("cannot reach %s: is baton serve or baton demo running? (%v)", server, err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

@@ -30,9 +30,18 @@ type child struct {
 
 var statusClient = &http.Client{Timeout: 2 * time.Second}
 
+// startSystems starts the three systems. Each keeps the address it got
+// first for the whole demo (the run and the lingering after it), so a page
+// a person has open keeps working.
 func (d *demo) startSystems(ctx context.Context, keys map[string]string, chaos Chaos) error {
-	addrs := map[string]string{}
+	if d.addrs == nil {
+		d.addrs = map[string]string{}
+	}
+	addrs := d.addrs
 	for _, role := range roles {
+		if addrs[role] != "" {
+			continue
+		}
 		addr, err := freeAddr()
 		if err != nil {
 			return err
@@ -49,7 +58,7 @@ func (d *demo) startSystems(ctx context.Context, keys map[string]string, chaos C
 				Role: role, DataDir: d.dataDir, TokenService: d.tsURL, APIKey: keys[role],
 				NATSURL: d.natsURL, NATSMonitor: d.natsMonitor,
 				Listen: addrs[role], BillingURL: "http://" + addrs[Billing] + "/signals",
-				Chaos: chaos, Seed: d.opts.Seed + uint64(i),
+				Chaos: chaos, Seed: d.opts.Seed + uint64(i), ParentPID: os.Getpid(),
 			},
 		}
 		d.systems[role] = c

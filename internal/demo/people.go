@@ -44,16 +44,19 @@ func (d *demo) placeOrders(ctx context.Context) error {
 		defer tick.Stop()
 		pace = tick.C
 	}
+place:
 	for i := range d.opts.Orders {
 		if pace != nil {
 			select {
 			case <-pace:
 			case <-ctx.Done():
+				break place
 			}
 		}
 		select {
 		case orders <- i:
 		case <-ctx.Done():
+			break place
 		}
 		if (i+1)%step == 0 {
 			fmt.Fprintf(d.opts.Progress, "placing orders: %d/%d\n", i+1, d.opts.Orders)

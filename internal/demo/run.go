@@ -68,6 +68,10 @@ const DefaultAddr = "127.0.0.1:7450"
 
 var roles = []string{Shop, Billing, Warehouse}
 
+// inspector is the token service's read-only system, whose key the demo
+// prints for `baton tokens`.
+const inspector = "inspector"
+
 // demo is the state of one run of the parent process.
 type demo struct {
 	opts        Options
@@ -79,6 +83,7 @@ type demo struct {
 	natsURL     string
 	natsMonitor string // SystemConfig.NATSMonitor
 	systems     map[string]*child
+	addrs       map[string]string // each system's address, kept across restarts
 
 	peakLive     atomic.Int64 // the larger of the sampled and the counted peak
 	liveCount    atomic.Int64 // live tokens, counted from the token service's writes
@@ -170,6 +175,8 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	defer d.stopSystems()
 	fmt.Fprintf(opts.Progress, "dashboard  %s\nshop       %s\nseed       %d\n", d.tsURL, d.systems[Shop].url, opts.Seed)
+	fmt.Fprintf(opts.Progress, "inspect    BATON_SERVER=%s BATON_API_KEY=%s baton tokens list --destination shop\n"+
+		"           (a read-only key of this run; baton conversations list needs only BATON_SERVER)\n", d.tsURL, keys[inspector])
 	if opts.Ready != nil {
 		opts.Ready(d.tsURL, d.systems[Shop].url)
 	}
@@ -191,17 +198,29 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	if quiet == nil {
 		fmt.Fprintln(opts.Progress, "all orders finished: no live tokens, no outbox entries; verifying the systems' stores")
 	}
-	d.pollStatuses(ctx)
+	// Interrupted (Ctrl-C, SIGTERM): what did not finish is no violation,
+	// but what happened is still checked for steps applied twice.
+	interrupted := ctx.Err() != nil
+	if interrupted {
+		fmt.Fprintln(opts.Progress, "interrupted: stopping the systems and checking what they did so far")
+	}
+	d.pollStatuses(context.WithoutCancel(ctx))
 	stopAll()
 	background.Wait()
 	d.stopSystems()
 
-	report := d.verify(started)
-	if loadErr != nil {
-		report.Violations = append(report.Violations, "placing orders: "+loadErr.Error())
-	}
-	if quiet != nil {
-		report.Violations = append(report.Violations, quiet.Error())
+	report := d.verify(started, interrupted)
+	switch {
+	case interrupted:
+		report.Interrupted = true
+		report.DataDir = opts.DataDir
+	default:
+		if loadErr != nil {
+			report.Violations = append(report.Violations, "placing orders: "+loadErr.Error())
+		}
+		if quiet != nil {
+			report.Violations = append(report.Violations, quiet.Error())
+		}
 	}
 	report.OK = len(report.Violations) == 0
 	if opts.OnReport != nil {
@@ -244,6 +263,11 @@ func (d *demo) services() (map[string]string, http.Handler, error) {
 		keys[role] = key
 		systems = append(systems, tokenservice.System{Name: role, KeySHA256: hash, IssueRoots: role == Shop, ExpireRoots: true})
 	}
+	// A key that may only read, for a person with `baton tokens`; it dies
+	// with the run.
+	key, hash := tokenservice.NewAPIKey()
+	keys[inspector] = key
+	systems = append(systems, tokenservice.System{Name: inspector, KeySHA256: hash, Observe: true})
 	api, err := tokenservice.New(tokenservice.Config{
 		Tokens:  conversation.RecordTokens(&countingTokens{TokenStore: d.tokens, live: &d.liveCount, peak: &d.peakLive}, d.recorder, nil),
 		Systems: systems,

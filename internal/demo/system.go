@@ -45,7 +45,11 @@ type SystemConfig struct {
 	BillingURL   string // where the shop sends billing's signals
 	Chaos        Chaos
 	Seed         uint64
-	Logger       *slog.Logger
+	// ParentPID is the demo's process: a system whose parent is no longer
+	// that process (the demo was killed) stops, so no system outlives its
+	// demo and holds the store files of the next run.
+	ParentPID int
+	Logger    *slog.Logger `json:"-"`
 }
 
 // Chaos sets the faults a system injects into its own traffic.
@@ -76,6 +80,26 @@ type system struct {
 	rng        *rand.Rand
 }
 
+// stopWithParent calls stop once this process's parent is no longer
+// parent: the demo died without stopping its systems (SIGKILL), and the
+// orphan was handed to another process.
+func stopWithParent(ctx context.Context, parent int, stop func(), log *slog.Logger) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if os.Getppid() != parent {
+			log.Warn("the demo that started this system is gone; stopping")
+			stop()
+			return
+		}
+	}
+}
+
 func (s *system) chance(p float64) bool {
 	if p <= 0 {
 		return false
@@ -92,6 +116,11 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("system", cfg.Role)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if cfg.ParentPID > 0 {
+		go stopWithParent(ctx, cfg.ParentPID, stop, log)
+	}
 	s := &system{cfg: cfg, log: log, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(os.Getpid())))}
 
 	entities, err := embedded.Open(filepath.Join(cfg.DataDir, cfg.Role+".db"), embedded.Config{Logger: log})
