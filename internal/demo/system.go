@@ -229,12 +229,13 @@ func (s *system) routes() (*http.ServeMux, error) {
 	}
 	switch s.cfg.Role {
 	case Shop:
-		form, err := signals.Form(httpsignal.FormOptions{Type: typePlace})
+		form, err := signals.Form(httpsignal.FormOptions{Type: typePlace, Render: renderSubmission})
 		if err != nil {
 			return nil, err
 		}
 		mux.HandleFunc("GET /{$}", s.orderForm)
 		mux.Handle("POST /orders", form)
+		mux.HandleFunc("GET /orders/{id}", s.orderStatus)
 	case Billing:
 		mux.Handle("POST /signals", s.losingResponses(signals))
 	}

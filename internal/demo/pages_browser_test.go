@@ -1,0 +1,141 @@
+package demo_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/batonhq/baton/internal/demo"
+	"github.com/batonhq/baton/internal/testenv"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// TestShopPagesInBrowser submits the shop's form in a real browser as a
+// person would: a double click, then Back and submit again, then a reload.
+// Each ends on the page of the one order the form placed, styled as the
+// shop, with its progress and a way back, never on raw JSON or a bare
+// "already submitted".
+func TestShopPagesInBrowser(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if testenv.CI() {
+			t.Fatalf("%s is missing under CI=true: .ci/setup-chromium must install it (%v)", chromiumPath, err)
+		}
+		t.Skipf("SKIPPED: %s not found; run .ci/setup-chromium to install Debian's chromium and run the shop's browser test", chromiumPath)
+	}
+	shopURL := make(chan string, 1)
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := demo.Run(ctx, demo.Options{Orders: 1, Addr: "127.0.0.1:0", Command: systemCommand, Linger: true,
+			Ready: func(_, shop string) { shopURL <- shop }})
+		done <- err
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	var shop string
+	select {
+	case shop = <-shopURL:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the demo did not start")
+	}
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
+	defer cancelAlloc()
+	browser, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	// The first run starts the browser; it must not carry a timeout.
+	if err := chromedp.Do(browser); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	page, cancelPage := context.WithTimeout(browser, 90*time.Second)
+	defer cancelPage()
+	// poll evaluates expr until it is true; a page that is navigating away
+	// answers with an error, which only means "not yet".
+	poll := func(what, expr string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ok, err := chromedp.Run(page, chromedp.Evaluate[bool](expr))
+			if err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %s (%s): %v", what, expr, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	location := func() string {
+		t.Helper()
+		href, err := chromedp.Run(page, chromedp.Evaluate[string](`location.href`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return href
+	}
+	const onForm = `!!document.querySelector("button[type=submit]")`
+	const onOrder = `location.pathname.startsWith("/orders/") && !!document.querySelector('a[href="/"]')`
+
+	// A double click: two submits 50 ms apart.
+	if err := chromedp.Do(page, chromedp.Navigate(shop+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll("the order form", onForm)
+	if _, err := chromedp.Run(page, chromedp.Evaluate[bool](
+		`const f = document.querySelector("form"); f.requestSubmit(); setTimeout(() => f.requestSubmit(), 50); true`)); err != nil {
+		t.Fatal(err)
+	}
+	poll("the order's page after a double click", onOrder)
+	first := location()
+	checkOrderPage(t, page, "a double click")
+
+	// Back, and submit the same form again.
+	if _, err := chromedp.Run(page, chromedp.Evaluate[bool](`history.back(); true`)); err != nil {
+		t.Fatal(err)
+	}
+	poll("the form after Back", onForm)
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS("button[type=submit]"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("the order's page after submitting again", onOrder)
+	if again := location(); strings.Split(again, "?")[0] != strings.Split(first, "?")[0] {
+		t.Errorf("submitting the form again led to %s, want the order of %s", again, first)
+	}
+	checkOrderPage(t, page, "Back and submit again")
+	poll("the note that the form was submitted before", `document.body.innerText.includes("submitted before")`)
+
+	// A reload, and the page follows the order until it shipped.
+	if _, err := chromedp.Run(page, chromedp.Evaluate[bool](`location.reload(); true`)); err != nil {
+		t.Fatal(err)
+	}
+	poll("the order shipped", `document.body.innerText.includes("✓ shipped")`)
+}
+
+// checkOrderPage requires the shop's order page: its title, progress and a
+// way back, and no JSON.
+func checkOrderPage(t *testing.T, page context.Context, after string) {
+	t.Helper()
+	text, err := chromedp.Run(page, chromedp.Text(chromedp.CSS("body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	style, err := chromedp.Run(page, chromedp.Evaluate[string](`getComputedStyle(document.body).fontFamily`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case !strings.Contains(text, "Order ") || !strings.Contains(text, "placed") || !strings.Contains(text, "Back to the shop"):
+		t.Errorf("after %s the page lacks the order, its progress or the way back:\n%s", after, text)
+	case strings.Contains(text, "{"):
+		t.Errorf("after %s the page shows raw JSON:\n%s", after, text)
+	case !strings.Contains(style, "system-ui"):
+		t.Errorf("after %s the page is not styled as the shop (font %q)", after, style)
+	}
+}
