@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -285,20 +284,7 @@ func consumeBatches(ctx context.Context, tr transport.Transport, destination str
 	var receivers, handlers sync.WaitGroup
 	for range workers {
 		receivers.Go(func() {
-			for {
-				d, err := sub.Next(ctx)
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
-						return
-					}
-					log.Warn("receive failed", "destination", destination, "err", err)
-					if sleepCtx(ctx, 50*time.Millisecond) != nil {
-						return
-					}
-					continue
-				}
-				received <- d
-			}
+			receiveAll(ctx, sub, destination, log, func(d transport.Delivery) { received <- d })
 		})
 		handlers.Go(func() {
 			for d := range received {

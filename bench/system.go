@@ -110,26 +110,34 @@ func consume(ctx context.Context, tr transport.Transport, destination string, wo
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			for {
-				d, err := sub.Next(ctx)
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
-						return
-					}
-					log.Warn("receive failed", "destination", destination, "err", err)
-					if sleepCtx(ctx, 50*time.Millisecond) != nil {
-						return
-					}
-					continue
-				}
+			receiveAll(ctx, sub, destination, log, func(d transport.Delivery) {
 				settleBench(work, log, destination, d, handle(work, d.Signal()), obs)
-			}
+			})
 		})
 	}
 	return func() {
 		wg.Wait()
 		sub.Close()
 	}, nil
+}
+
+// receiveAll passes each delivery of sub to take until ctx ends or sub is
+// closed, retrying failures to receive.
+func receiveAll(ctx context.Context, sub transport.Subscription, destination string, log *slog.Logger, take func(transport.Delivery)) {
+	for {
+		d, err := sub.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+				return
+			}
+			log.Warn("receive failed", "destination", destination, "err", err)
+			if sleepCtx(ctx, 50*time.Millisecond) != nil {
+				return
+			}
+			continue
+		}
+		take(d)
+	}
 }
 
 // observed wraps the transport an engine receives from, so that the

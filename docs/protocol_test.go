@@ -46,6 +46,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
@@ -1006,29 +1007,12 @@ func (f *faultyTokens) Issue(ctx context.Context, root baton.Token) (baton.Token
 	return f.TokenStore.Issue(ctx, root)
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // billing is the destination "billing" served over HTTP twice: with the
 // default concurrency (url) and with RejectInProgress (rejectURL).
 type billing struct {
 	tokens    *faultyTokens
 	entities  *memory.EntityStore
-	clock     *clock
+	clock     *testclock.Clock
 	e         *engine.Engine
 	server    *httpsignal.Server
 	url       string
@@ -1042,7 +1026,7 @@ func newBilling(t *testing.T) *billing {
 	b := &billing{
 		tokens:   &faultyTokens{TokenStore: memory.NewTokenStore()},
 		entities: memory.NewEntityStore(),
-		clock:    &clock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)},
+		clock:    testclock.At(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)),
 		entered:  make(chan struct{}),
 		release:  make(chan struct{}),
 	}

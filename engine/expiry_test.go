@@ -11,26 +11,9 @@ import (
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/store"
 )
-
-// clock is a settable clock for engines under test.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // downTokens is a token store whose transitions fail, as an unreachable
 // store's would, while down is set.
@@ -77,7 +60,7 @@ func (p publisher) Publish(ctx context.Context, sig baton.Signal) error {
 func TestRootExpiryNeverLosesACommittedActivity(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.At(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	shared := memory.NewTokenStore()
 	shopTokens := &downTokens{TokenStore: shared}
 	engines := map[string]*engine.Engine{}
@@ -136,7 +119,7 @@ func TestRootExpiryNeverLosesACommittedActivity(t *testing.T) {
 func TestExpiredRootIsRejectedNotApplied(t *testing.T) {
 	t.Parallel()
 	for _, fast := range []bool{false, true} {
-		clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		clk := testclock.At(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 		tokens := memory.NewTokenStore()
 		e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
 			Dispatch: publisher{}, Now: clk.Now, NoFastPath: !fast})

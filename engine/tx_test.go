@@ -9,6 +9,7 @@ import (
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/store"
 )
 
@@ -73,7 +74,7 @@ func TestTxActivityWritesWithItsCommit(t *testing.T) {
 func TestStartTxStartsOnceOrNothing(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.At(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	tokens, entities := memory.NewTokenStore(), memory.NewEntityStore()
 	engines := map[string]*engine.Engine{}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: entities,

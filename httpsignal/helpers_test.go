@@ -15,6 +15,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/store"
 )
 
@@ -34,25 +35,7 @@ func (l *ledger) record(sig baton.Signal) {
 
 func byConversation(sig baton.Signal) (string, error) { return "c-" + sig.Conversation.String(), nil }
 
-// clock is a settable clock for expiry tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *testclock.Clock { return testclock.At(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // faultyTokens fails chosen calls of a token store before they apply.
 type faultyTokens struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/testclock"
 )
 
 // order is the state of a shop's order entity, keyed by conversation.
@@ -30,7 +31,7 @@ type order struct {
 type shopSite struct {
 	*system
 	server  *httpsignal.Server
-	clock   *clock
+	clock   *testclock.Clock
 	url     string
 	entered chan struct{} // closed when the first order activity starts
 	release chan struct{} // the first order activity waits for it

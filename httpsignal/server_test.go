@@ -16,6 +16,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/store"
 )
 
@@ -24,7 +25,7 @@ import (
 type billing struct {
 	*system
 	tokens *faultyTokens
-	clock  *clock
+	clock  *testclock.Clock
 	server *httpsignal.Server
 	url    string
 }
