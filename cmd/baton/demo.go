@@ -14,6 +14,9 @@ import (
 	"github.com/batonhq/baton/internal/demo"
 )
 
+// watchRate is the demo's pace of orders per second without --exit.
+const watchRate = 2
+
 func newDemoCommand() *cobra.Command {
 	var (
 		opts    demo.Options
@@ -54,6 +57,11 @@ embedded.`,
 				opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			}
 			opts.Linger = !exit
+			if !cmd.Flags().Changed("rate") && !exit {
+				// Slow enough for a person to watch the conversations move
+				// on the dashboard; --exit keeps CI fast.
+				opts.Rate = watchRate
+			}
 			out := cmd.OutOrStdout()
 			opts.OnReport = func(r demo.Report) {
 				r.Write(out)
@@ -74,7 +82,7 @@ embedded.`,
 	f := cmd.Flags()
 	f.IntVar(&opts.Orders, "orders", 50, "orders to place")
 	f.IntVar(&opts.Concurrency, "people", 8, "people placing orders at once")
-	f.Float64Var(&opts.Rate, "rate", 20, "orders per second at most (0: as fast as the shop takes them)")
+	f.Float64Var(&opts.Rate, "rate", 20, "orders per second at most; without --exit the default is 2, to watch (0: as fast as the shop takes them)")
 	f.BoolVar(&noChaos, "no-chaos", false, "inject no faults")
 	f.Float64Var(&opts.Chaos.DuplicateRate, "duplicate-rate", 0.15, "share of deliveries and HTTP calls duplicated")
 	f.Float64Var(&opts.Chaos.LostResponseRate, "lost-response-rate", 0.15, "share of billing's HTTP responses lost after processing")

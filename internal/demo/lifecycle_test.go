@@ -266,3 +266,56 @@ func TestShopKeepsItsAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDashboardReportIsTheVerifiedOne: while the run goes on the
+// dashboard's report says so and claims nothing; afterwards it is the
+// verified report, number for number.
+func TestDashboardReportIsTheVerifiedOne(t *testing.T) {
+	t.Parallel()
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	type shown struct {
+		Report demo.Report `json:"report"`
+	}
+	read := func(dashboard string) (demo.Report, error) {
+		resp, err := http.Get(dashboard + "/api/report")
+		if err != nil {
+			return demo.Report{}, err
+		}
+		defer resp.Body.Close()
+		var s shown
+		err = json.NewDecoder(resp.Body).Decode(&s)
+		return s.Report, err
+	}
+	var dashboardURL string
+	during := make(chan error, 1)
+	after := make(chan error, 1)
+	_, err := demo.Run(ctx, demo.Options{Orders: 5, Addr: "127.0.0.1:0", Command: systemCommand, Linger: true,
+		Ready: func(dashboard, _ string) {
+			dashboardURL = dashboard
+			r, err := read(dashboard)
+			if err == nil && (!r.Running || r.OK) {
+				err = fmt.Errorf("during the run the dashboard's report says running %v, ok %v", r.Running, r.OK)
+			}
+			during <- err
+		},
+		OnReport: func(final demo.Report) {
+			go func() {
+				defer stop()
+				r, err := read(dashboardURL)
+				if err == nil && (r.Running || r.OK != final.OK || r.Shipped != final.Shipped || r.Activities != final.Activities || r.Placed != final.Placed) {
+					err = fmt.Errorf("after the run the dashboard shows %+v, the verified report is %+v", r, final)
+				}
+				after <- err
+			}()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-during; err != nil {
+		t.Errorf("during the run: %v", err)
+	}
+	if err := <-after; err != nil {
+		t.Errorf("after the run: %v", err)
+	}
+}

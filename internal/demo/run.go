@@ -93,6 +93,7 @@ type demo struct {
 	statuses     map[int]Status // latest report of every process, by pid
 	roots        sync.Map       // conversation id string -> struct{}
 	placed       atomic.Int64
+	final        atomic.Pointer[Report] // the verified report, once the run is over
 }
 
 func (o *Options) setDefaults() error {
@@ -223,11 +224,16 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		}
 	}
 	report.OK = len(report.Violations) == 0
+	d.final.Store(&report)
 	if opts.OnReport != nil {
 		opts.OnReport(report)
 	}
 	if opts.Linger && ctx.Err() == nil {
 		if err := d.startSystems(ctx, keys, Chaos{}); err != nil {
+			d.stopSystems()
+			if ctx.Err() != nil {
+				return report, nil // stopped while starting to linger
+			}
 			return report, err
 		}
 		fmt.Fprintf(opts.Progress, "\nstill serving: dashboard %s, shop %s (Ctrl-C to stop)\n", d.tsURL, d.systems[Shop].url)
@@ -485,9 +491,15 @@ func (d *demo) pendingOutboxes(ctx context.Context) bool {
 	return false
 }
 
+// liveReport is the dashboard's report: the verified one once the run is
+// over, and until then what is known so far, marked as running and not
+// (yet) OK.
 func (d *demo) liveReport() Report {
+	if final := d.final.Load(); final != nil {
+		return *final
+	}
 	r := d.partialReport()
-	r.OK = true
+	r.Running = true
 	return r
 }
 

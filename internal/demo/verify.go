@@ -16,6 +16,9 @@ import (
 type Report struct {
 	OK         bool     `json:"ok"`
 	Violations []string `json:"violations"`
+	// Running says the run is not over: the counts so far come from the
+	// systems' counters, and nothing was verified yet.
+	Running bool `json:"running,omitempty"`
 
 	Orders  int `json:"orders"`  // requested
 	Placed  int `json:"placed"`  // orders the shop recorded
