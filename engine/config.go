@@ -58,10 +58,10 @@ type Config struct {
 	Subscriptions map[string][]string
 
 	// Workers is the number of signals (or batches, with Batch) Run
-	// processes at once. Run hands every delivery for one entity to the
-	// same worker, so that its workers never conflict on an entity's
-	// version; a hot entity therefore holds back the deliveries queued
-	// behind it on its worker. Default 4.
+	// processes at once. A worker holds an entity while it processes a
+	// delivery for it; deliveries for a held entity wait for the worker
+	// that holds it, so the workers never conflict on an entity's version,
+	// and a slow entity holds back only its own deliveries. Default 4.
 	Workers int
 	// Batch is the most deliveries one worker of Run takes together, of
 	// those already received, when the store is on the fast path and
@@ -70,9 +70,9 @@ type Config struct {
 	// Deliveries for an entity that another of the batch took go in the
 	// next round, read after the first committed. A worker never waits for
 	// a batch to fill, so a quiet engine processes signals one by one as
-	// before. Run keeps up to 2*Batch received deliveries per worker
-	// waiting (they age against the transport's redelivery timeout). 0 or
-	// 1: one signal at a time.
+	// before. Run keeps up to Workers*Batch received deliveries waiting
+	// for a worker (they age against the transport's redelivery timeout).
+	// 0 or 1: one signal at a time.
 	Batch int
 	// MaxAttempts is how many deliveries of a signal fail before it is
 	// parked. Default 10.

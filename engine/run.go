@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"sync"
 	"time"
@@ -79,25 +78,27 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 	}
 }
 
-// workByEntity receives with Workers receivers and hands each delivery to
-// the worker of its entity, so that the deliveries for one entity are
-// processed one after the other by one worker: two workers of this process
+// workByEntity receives with Workers receivers into a buffer that Workers
+// workers drain. A worker takes an entity before it processes a delivery
+// for it (entityGate): a delivery whose entity another worker holds waits
+// for that worker, which processes it next. So two workers of this process
 // never race for an entity's version (a conflict costs a reload and a
-// rerun of the activity). With Config.Batch above 1 on the fast path a
-// worker takes what its queue holds, up to Batch deliveries, never waiting
-// for more, and processes them together. Deliveries wait in the queues
-// against the transport's redelivery timeout (NATS AckWait). After ctx ends
-// the receivers stop and the workers finish what the queues hold, with the
-// work context that ShutdownTimeout ends.
+// rerun of the activity), and a slow entity holds back only its own
+// deliveries. With Config.Batch above 1 on the fast path a worker takes
+// what the buffer holds, up to Batch deliveries, never waiting for more,
+// and processes those of distinct entities together, then the ones that
+// waited behind them. Deliveries wait against the transport's redelivery
+// timeout (NATS AckWait); how many wait is bounded by how many the
+// transport hands out unacknowledged. After ctx ends the receivers stop
+// and the workers finish what the buffer holds, with the work context that
+// ShutdownTimeout ends.
 func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscription) {
 	batch := 1
 	if e.batcher != nil {
 		batch = e.cfg.Batch
 	}
-	queues := make([]chan transport.Delivery, e.cfg.Workers)
-	for i := range queues {
-		queues[i] = make(chan transport.Delivery, 2*batch)
-	}
+	received := make(chan transport.Delivery, e.cfg.Workers*batch)
+	gate := entityGate{held: map[string][]transport.Delivery{}}
 	var receivers, workers sync.WaitGroup
 	for range e.cfg.Workers {
 		receivers.Go(func() {
@@ -106,51 +107,108 @@ func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscript
 				if !ok {
 					return
 				}
-				queues[e.workerOf(d.Signal())] <- d
+				received <- d
 			}
 		})
-	}
-	for _, queue := range queues {
-		workers.Go(func() {
-			for d := range queue {
-				if batch == 1 {
-					e.HandleDelivery(work, d)
-					continue
-				}
-				ds := []transport.Delivery{d}
-			gather:
-				for len(ds) < batch {
-					select {
-					case d, ok := <-queue:
-						if !ok {
-							break gather
-						}
-						ds = append(ds, d)
-					default:
-						break gather
-					}
-				}
-				e.HandleDeliveries(work, ds)
-			}
-		})
+		workers.Go(func() { e.workHolding(work, received, &gate, batch) })
 	}
 	receivers.Wait()
-	for _, queue := range queues {
-		close(queue)
-	}
+	close(received)
 	workers.Wait()
 }
 
-// workerOf is the worker that processes sig: one per entity key. A signal
-// that routes nowhere (refused when processed) goes by its token id.
-func (e *Engine) workerOf(sig baton.Signal) int {
-	h := fnv.New32a()
-	if _, key, err := e.route(sig); err == nil {
-		h.Write([]byte(key))
-	} else {
-		h.Write(sig.ID[:])
+// workHolding is one worker of workByEntity. Each round it takes the next
+// waiting delivery of every entity it holds, fills up to batch with
+// deliveries from received (never waiting for more, unless it has nothing
+// at all), taking their entities, and processes the round. A delivery for
+// an entity another worker holds is left to that worker.
+func (e *Engine) workHolding(work context.Context, received <-chan transport.Delivery, gate *entityGate, batch int) {
+	var held []string
+	var round []transport.Delivery
+	for {
+		round = round[:0]
+		still := held[:0]
+		for _, key := range held {
+			if d, ok := gate.next(key); ok {
+				round, still = append(round, d), append(still, key)
+			}
+		}
+		held = still
+		for len(round) < batch {
+			var d transport.Delivery
+			more := true
+			if len(round) == 0 {
+				d, more = <-received // nothing to do: wait
+			} else {
+				select {
+				case d, more = <-received:
+				default:
+					more = false // nothing ready: go with what there is
+				}
+			}
+			if !more {
+				break
+			}
+			if key := e.entityOf(d.Signal()); gate.take(key, d) {
+				round, held = append(round, d), append(held, key)
+			}
+		}
+		switch len(round) {
+		case 0:
+			return // received is closed and nothing is held
+		case 1:
+			e.HandleDelivery(work, round[0])
+		default:
+			e.HandleDeliveries(work, round)
+		}
 	}
-	return int(h.Sum32() % uint32(e.cfg.Workers))
+}
+
+// entityOf is the key under which a delivery of sig takes its entity: the
+// entity's key, or for a signal that routes nowhere (refused when
+// processed) its token id.
+func (e *Engine) entityOf(sig baton.Signal) string {
+	if _, key, err := e.route(sig); err == nil {
+		return "entity:" + key
+	}
+	return "token:" + sig.ID.String()
+}
+
+// entityGate lets one worker at a time hold an entity. A delivery for an
+// entity that is held waits in the holder's list, which the holder works
+// through before it lets the entity go.
+type entityGate struct {
+	mu   sync.Mutex
+	held map[string][]transport.Delivery // present: held; the value: waiting deliveries
+}
+
+// take holds key for the caller and reports true, or queues d for the
+// worker that holds key and reports false.
+func (g *entityGate) take(key string, d transport.Delivery) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if waiting, held := g.held[key]; held {
+		g.held[key] = append(waiting, d)
+		return false
+	}
+	g.held[key] = nil
+	return true
+}
+
+// next returns the next delivery waiting for key, which stays held, or
+// lets key go when none waits.
+func (g *entityGate) next(key string) (transport.Delivery, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	waiting := g.held[key]
+	if len(waiting) == 0 {
+		delete(g.held, key)
+		return nil, false
+	}
+	d := waiting[0]
+	waiting[0] = nil
+	g.held[key] = waiting[1:]
+	return d, true
 }
 
 // HandleDelivery processes one delivery and acknowledges, retries or parks

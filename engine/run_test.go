@@ -143,9 +143,10 @@ func TestDeferredRemovalsLeaveNoEntry(t *testing.T) {
 	}
 }
 
-// TestWorkersDoNotRaceForAnEntity: Run hands every delivery for an entity
-// to the same worker, so the workers of one process never conflict on an
-// entity's version however many signals for it arrive at once.
+// TestWorkersDoNotRaceForAnEntity: a worker of Run holds an entity while
+// it processes it and the others leave its deliveries to it, so the
+// workers of one process never conflict on an entity's version however
+// many signals for it arrive at once.
 func TestWorkersDoNotRaceForAnEntity(t *testing.T) {
 	t.Parallel()
 	tokens, entities := memory.NewTokenStore(), memory.NewEntityStore()
@@ -180,5 +181,56 @@ func TestWorkersDoNotRaceForAnEntity(t *testing.T) {
 	}
 	if c := e.Stats().Conflicts; c != 0 {
 		t.Errorf("%d version conflicts between the workers of one process, want 0", c)
+	}
+}
+
+// TestSlowEntityHoldsBackOnlyItself: while one entity's activity hangs,
+// Run keeps processing the signals of every other entity, with all but the
+// hung worker.
+func TestSlowEntityHoldsBackOnlyItself(t *testing.T) {
+	t.Parallel()
+	tokens, entities := memory.NewTokenStore(), memory.NewEntityStore()
+	broker := memtransport.New(memtransport.Config{})
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities,
+		Dispatch: broker, Source: broker, Workers: 2})
+	must(t, err)
+	release := make(chan struct{})
+	var fast atomic.Int32
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload), nil },
+		Handle: func(ctx context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
+			if string(sig.Payload) == "slow" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return engine.Effects{}, ctx.Err()
+				}
+			} else {
+				fast.Add(1)
+			}
+			s.record(sig)
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	defer close(release)
+	publish := func(account string) {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(account)}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	publish("slow")
+	const others = 40
+	for i := range others {
+		publish(string(rune('a' + i%26)))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for fast.Load() < others {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d signals of other entities processed while one entity hangs", fast.Load(), others)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
