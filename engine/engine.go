@@ -202,6 +202,10 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		if errors.Is(tokErr, store.ErrNotFound) {
 			return e.duplicate(ctx, sig), nil
 		}
+		if errors.Is(tokErr, store.ErrNotYours) {
+			// The token service shows the token only to its destination.
+			return Result{}, permanentf(ErrMisaddressed, "token %s is for another destination than %q", sig.ID, e.cfg.Destination)
+		}
 		if tokErr != nil {
 			return Result{}, fmt.Errorf("engine: read token: %w", tokErr)
 		}
@@ -367,6 +371,8 @@ func (e *Engine) claim(ctx context.Context, sig baton.Signal) (dup bool, err err
 		return true, nil
 	case errors.Is(err, store.ErrExpired):
 		return false, permanentf(ErrExpired, "root token %s expired before it was claimed", sig.ID)
+	case errors.Is(err, store.ErrNotYours):
+		return false, permanentf(ErrMisaddressed, "root token %s is for another destination than %q", sig.ID, e.cfg.Destination)
 	}
 	return false, fmt.Errorf("engine: claim root token: %w", err)
 }

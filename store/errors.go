@@ -23,6 +23,10 @@ var (
 	ErrClosed = errors.New("store: closed")
 	// ErrExpired: ClaimRoot found the root token expired. Not applied.
 	ErrExpired = errors.New("store: root token expired")
+	// ErrNotYours: a store that checks who calls (the token service) found
+	// the token addressed to a destination the caller may not consume or
+	// read. Not applied; the signal is misaddressed.
+	ErrNotYours = errors.New("store: token addressed to another destination")
 )
 
 // NotApplied reports whether err proves that a write did not take effect.
@@ -30,5 +34,6 @@ var (
 func NotApplied(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
 		errors.Is(err, ErrConflict) || errors.Is(err, ErrNotApplied) ||
-		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed) || errors.Is(err, ErrExpired)
+		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed) || errors.Is(err, ErrExpired) ||
+		errors.Is(err, ErrNotYours)
 }

@@ -316,7 +316,9 @@ func (p *ProblemError) Unwrap() []error {
 		return []error{store.ErrNotApplied}
 	case tokenservice.ProblemUnauthorized:
 		return []error{ErrUnauthorized, store.ErrNotApplied}
-	case tokenservice.ProblemForbidden, tokenservice.ProblemNotYourToken, tokenservice.ProblemNotAChild:
+	case tokenservice.ProblemNotYourToken:
+		return []error{ErrForbidden, store.ErrNotYours, store.ErrNotApplied}
+	case tokenservice.ProblemForbidden, tokenservice.ProblemNotAChild:
 		return []error{ErrForbidden, store.ErrNotApplied}
 	}
 	// An answer without a known type (a proxy's error page, a 500): the

@@ -102,11 +102,14 @@ func TestErrorMapping(t *testing.T) {
 	_, err = stranger.Get(ctx, orders.ID)
 	check("unknown key", err, client.ErrUnauthorized, store.ErrNotApplied)
 	_, err = billing.Get(ctx, orders.ID)
-	check("reading another destination's token", err, client.ErrForbidden, store.ErrNotApplied)
+	check("reading another destination's token", err, client.ErrForbidden, store.ErrNotYours, store.ErrNotApplied)
 	_, err = billing.Transition(ctx, orders.ID, nil)
 	check("consuming another destination's token", err, client.ErrForbidden, store.ErrNotApplied)
 	_, err = billing.Issue(ctx, root("billing"))
 	check("issuing a root without permission", err, client.ErrForbidden)
+	if errors.Is(err, store.ErrNotYours) {
+		t.Errorf("issuing a root without permission: %v matches store.ErrNotYours; only a token of another destination does", err)
+	}
 	_, err = billing.ListByConversation(ctx, orders.Conversation, store.Page{})
 	check("listing without observe", err, client.ErrForbidden)
 	_, err = ops.Issue(ctx, orders)
@@ -114,7 +117,7 @@ func TestErrorMapping(t *testing.T) {
 		t.Errorf("issuing a root that names its id: %v, want store.ErrInvalid", err)
 	}
 	_, err = billing.ClaimRoot(ctx, orders.ID, time.Now())
-	check("claiming another destination's root", err, client.ErrForbidden, store.ErrNotApplied)
+	check("claiming another destination's root", err, client.ErrForbidden, store.ErrNotYours, store.ErrNotApplied)
 	_, err = ops.Get(ctx, baton.NewTokenID())
 	check("getting an absent token", err, store.ErrNotFound)
 	stray := root("billing")
