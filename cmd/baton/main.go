@@ -57,5 +57,6 @@ duplicate and is dropped.`,
 	root.AddCommand(newSimCommand(), newDemoCommand())
 	root.AddCommand(newServeCommand(), newTokensCommand(), newConversationsCommand())
 	root.AddCommand(newBenchCommand())
+	root.AddCommand(newParticipantCommand(), newConformanceCommand())
 	return root
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batonhq/baton/internal/participant"
+)
+
+func newParticipantCommand() *cobra.Command {
+	var cfg participant.Config
+	cmd := &cobra.Command{
+		Use:   "participant",
+		Short: "Run a ready billing participant over a token service, for other languages to talk to",
+		Long: `participant runs a billing destination on the reference engine: it serves
+signals over HTTP at /signals (docs/protocol.md section 5), keeps its tokens in
+the token service it is given and its entities in a file in --data.
+
+Activities: "charge" (payload {"account": "ada", "amount": 1200}; reply the
+account's balance and charge count) and "conformance.count", the counting
+activity that baton conformance checks with.`,
+		Example: `  BATON_API_KEY=bk_... baton participant --token-service http://127.0.0.1:7451 --data ./billing-data`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			return participant.Run(cmd.Context(), cfg, func(url string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "participant %q serves signals at %s (token service %s, entities in %s); Ctrl-C stops it\n",
+					cfg.Destination, url, cfg.TokenService, cfg.Data)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", participant.DefaultAddr, "address to serve signals on")
+	f.StringVar(&cfg.TokenService, "token-service", envOr("BATON_TOKEN_SERVICE", "http://"+defaultServeAddr), "base URL of the token service [BATON_TOKEN_SERVICE]")
+	f.StringVar(&cfg.Key, "key", "", "API key of this system at the token service [BATON_API_KEY]")
+	f.StringVar(&cfg.Destination, "destination", envOr("BATON_DESTINATION", participant.DefaultDestination), "destination served: the system name of the key [BATON_DESTINATION]")
+	f.StringVar(&cfg.Data, "data", "baton-participant-data", "directory of the entity store")
+	cmd.PreRun = func(*cobra.Command, []string) {
+		if cfg.Key == "" {
+			cfg.Key = envOr("BATON_API_KEY", "")
+		}
+	}
+	return cmd
+}
