@@ -3,9 +3,9 @@ package conformance
 import (
 	"bufio"
 	"bytes"
-	"io"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"

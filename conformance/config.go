@@ -1,10 +1,10 @@
 package conformance
 
 import (
-	"net/url"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"time"
 
 	"github.com/batonhq/baton"
