@@ -44,6 +44,9 @@ and stops it at the end.`,
 				return errors.New("--participant URL is required: where the participant serves signals")
 			}
 			if cfg.ParticipantKey == "" {
+				cfg.ParticipantKey = os.Getenv("BATON_API_KEY")
+			}
+			if cfg.ParticipantKey == "" {
 				if run == "" {
 					return errors.New("--participant-key (or BATON_API_KEY) is required: the key the participant uses at the kit's token service; with --run the kit makes one")
 				}
@@ -81,7 +84,7 @@ and stops it at the end.`,
 	f := cmd.Flags()
 	f.StringVar(&participant, "participant", "", "URL at which the participant serves signals (required)")
 	f.StringVar(&cfg.Destination, "destination", "billing", "the participant's destination: its system name at the kit's token service")
-	f.StringVar(&cfg.ParticipantKey, "participant-key", os.Getenv("BATON_API_KEY"), "API key the participant uses at the kit's token service [BATON_API_KEY]")
+	f.StringVar(&cfg.ParticipantKey, "participant-key", "", "API key the participant uses at the kit's token service [BATON_API_KEY]")
 	f.StringVar(&cfg.TokenServiceAddr, "token-service-addr", conformance.DefaultTokenServiceAddr, "where the kit's token service listens")
 	f.StringVar(&cfg.Type, "type", conformance.DefaultType, "type of the participant's counting activity")
 	f.DurationVar(&cfg.Timeout, "timeout", conformance.DefaultTimeout, "bound of each request, and of the wait for the participant to answer")
