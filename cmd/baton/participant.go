@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -37,10 +38,19 @@ activity that baton conformance checks with.`,
 	f.StringVar(&cfg.Key, "key", "", "API key of this system at the token service [BATON_API_KEY]")
 	f.StringVar(&cfg.Destination, "destination", envOr("BATON_DESTINATION", participant.DefaultDestination), "destination served: the system name of the key [BATON_DESTINATION]")
 	f.StringVar(&cfg.Data, "data", "baton-participant-data", "directory of the entity store")
-	cmd.PreRun = func(*cobra.Command, []string) {
+	var forward string
+	f.StringVar(&forward, "forward", envOr("BATON_FORWARD", ""), "DESTINATION=URL: the counting activity passes each signal on to that destination [BATON_FORWARD]")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
 		if cfg.Key == "" {
 			cfg.Key = envOr("BATON_API_KEY", "")
 		}
+		if forward != "" {
+			var ok bool
+			if cfg.ForwardTo, cfg.ForwardURL, ok = strings.Cut(forward, "="); !ok {
+				return fmt.Errorf("--forward %q: want DESTINATION=URL", forward)
+			}
+		}
+		return nil
 	}
 	return cmd
 }

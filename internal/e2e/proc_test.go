@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -25,6 +26,8 @@ type workerSlot struct {
 	name    string
 	bin     string
 	args    []string
+	env     []string // added to the test's environment
+	listen  string   // if set, ready once a TCP connection to it succeeds (no READY line)
 	logPath string
 
 	mu       sync.Mutex
@@ -86,6 +89,7 @@ func (s *workerSlot) runOnce() {
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "=== %s start %s\n", s.name, time.Now().Format("15:04:05.000"))
 	cmd := exec.Command(s.bin, s.args...)
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stderr = logFile
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -106,6 +110,11 @@ func (s *workerSlot) runOnce() {
 	}
 	s.cmd, s.ready, s.http, s.killed = cmd, ready, "", false
 	s.mu.Unlock()
+	exited := make(chan struct{})
+	defer close(exited)
+	if s.listen != "" {
+		go awaitListening(s.listen, ready, exited)
+	}
 
 	var life engine.Stats // the latest counters of this process
 	lines := bufio.NewScanner(out)
@@ -141,6 +150,23 @@ func (s *workerSlot) runOnce() {
 		// crash, and a failure of the run.
 		s.crashes++
 		s.t.Errorf("%s crashed (%v); its log ends:\n%s", s.name, err, tail(s.logPath, 30))
+	}
+}
+
+// awaitListening closes ready once addr accepts a TCP connection, unless
+// the process exits first.
+func awaitListening(addr string, ready, exited chan struct{}) {
+	for {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			close(ready)
+			return
+		}
+		select {
+		case <-exited:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

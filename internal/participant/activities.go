@@ -67,12 +67,21 @@ func countingEntity(sig baton.Signal) (string, error) {
 	return "count/" + p.Entity, nil
 }
 
-var countingActivity = engine.Activity[counter]{
-	Type:   conformance.DefaultType,
-	Entity: countingEntity,
-	Handle: func(_ context.Context, _ baton.Signal, c *counter) (engine.Effects, error) {
-		c.Count++
-		reply, err := json.Marshal(c)
-		return engine.Effects{Reply: reply}, err
-	},
+// countingActivity counts its entity's applications and, when forwardTo
+// names a destination, passes the signal on to it: a chain of participants
+// in which every hop must apply each signal once.
+func countingActivity(forwardTo string) engine.Activity[counter] {
+	return engine.Activity[counter]{
+		Type:   conformance.DefaultType,
+		Entity: countingEntity,
+		Handle: func(_ context.Context, sig baton.Signal, c *counter) (engine.Effects, error) {
+			c.Count++
+			reply, err := json.Marshal(c)
+			effects := engine.Effects{Reply: reply}
+			if forwardTo != "" {
+				effects.Emit = []baton.Emit{{Destination: forwardTo, Type: conformance.DefaultType, Payload: sig.Payload}}
+			}
+			return effects, err
+		},
+	}
 }

@@ -12,5 +12,7 @@
 //   - "charge": payload {"account": "ada", "amount": 1200}; adds amount to
 //     the account's balance and replies {"account", "balance", "charges"}.
 //   - conformance.DefaultType: the counting activity of the conformance
-//     kit (package conformance).
+//     kit (package conformance). With Config.ForwardTo it passes each
+//     signal on to that destination, so participants in several languages
+//     can form one chain.
 package participant

@@ -37,6 +37,9 @@ type Config struct {
 	Destination string
 	// Data is the directory of its entity store (one file). Required.
 	Data string
+	// ForwardTo and ForwardURL, if set, make the counting activity pass
+	// each signal on to the destination ForwardTo, served at ForwardURL.
+	ForwardTo, ForwardURL string
 	// SweepAfter is how old an outbox entry that nobody drives must be
 	// before the sweeper finishes it. Default 5s.
 	SweepAfter time.Duration
@@ -52,6 +55,9 @@ func (c *Config) withDefaults() error {
 		return errors.New("participant: the API key at the token service is required")
 	case c.Data == "":
 		return errors.New("participant: a data directory is required")
+	}
+	if (c.ForwardTo == "") != (c.ForwardURL == "") {
+		return errors.New("participant: forwarding needs both a destination and its URL")
 	}
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
@@ -87,14 +93,21 @@ func Run(ctx context.Context, cfg Config, ready func(signalsURL string)) error {
 		return fmt.Errorf("participant: token service: %w", err)
 	}
 	defer tokens.Close()
+	var dispatch engine.Publisher = engine.Routes{}
+	if cfg.ForwardTo != "" {
+		if dispatch, err = httpsignal.NewPublisher(httpsignal.PublisherConfig{
+			Endpoints: map[string]string{cfg.ForwardTo: cfg.ForwardURL}, Logger: cfg.Logger}); err != nil {
+			return fmt.Errorf("participant: %w", err)
+		}
+	}
 	e, err := engine.New(engine.Config{Destination: cfg.Destination, Tokens: tokens, Entities: entities,
-		Dispatch: engine.Routes{}, SweepAfter: cfg.SweepAfter, SweepInterval: time.Second, Logger: cfg.Logger})
+		Dispatch: dispatch, SweepAfter: cfg.SweepAfter, SweepInterval: time.Second, Logger: cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("participant: %w", err)
 	}
 	for _, register := range []func(*engine.Engine) error{
 		func(e *engine.Engine) error { return engine.Register(e, chargeActivity) },
-		func(e *engine.Engine) error { return engine.Register(e, countingActivity) },
+		func(e *engine.Engine) error { return engine.Register(e, countingActivity(cfg.ForwardTo)) },
 	} {
 		if err := register(e); err != nil {
 			return fmt.Errorf("participant: %w", err)
