@@ -57,7 +57,21 @@ type Config struct {
 	// logs a warning. Zero value: refuse with ErrUnsafeDurability.
 	AllowUnsafeDurability bool
 
-	// Logger receives the warning about unsafe durability. Nil discards.
+	// AllowAsyncReplication opens the store even though the server (or a
+	// master of the cluster) has replicas. Redis replicates
+	// asynchronously, and WAIT does not change that: a master acknowledges
+	// a transition before its replicas have it, so a failover that
+	// promotes a lagging replica brings consumed tokens back (a duplicate
+	// is applied) and loses created ones (their signals are dropped as
+	// duplicates). Set it only if no replica is ever promoted, for
+	// example replicas kept for reading or for copies that are never
+	// restored over a running system. Zero value: refuse with
+	// ErrAsyncReplication. The check runs when the store opens: a replica
+	// attached later is not seen.
+	AllowAsyncReplication bool
+
+	// Logger receives the warnings about unsafe durability and
+	// replication. Nil discards.
 	Logger *slog.Logger
 }
 

@@ -18,6 +18,12 @@ var (
 	// server unless Config.AllowUnsafeDurability is set.
 	ErrUnsafeDurability = errors.New("redis: server may lose acknowledged writes in a crash; it needs " + requiredSettingsText)
 
+	// ErrAsyncReplication: the server, or a master of the cluster, has
+	// replicas. Redis replicates asynchronously, so a failover can lose
+	// acknowledged transitions. Open refuses such a server unless
+	// Config.AllowAsyncReplication is set.
+	ErrAsyncReplication = errors.New("redis: server replicates asynchronously; a failover may lose acknowledged writes")
+
 	// ErrUnsupportedServer: the server cannot run this store (older than
 	// Redis 7.0, or a cluster addressed with a database other than 0).
 	ErrUnsupportedServer = errors.New("redis: unsupported server")

@@ -66,7 +66,7 @@ func Open(ctx context.Context, cfg Config) (*TokenStore, error) {
 			s = newClusterStore(cc.prefix, opts, cc.logger)
 		}
 	}
-	if err := s.checkServer(ctx, cfg.AllowUnsafeDurability); err != nil {
+	if err := s.checkServer(ctx, cfg.AllowUnsafeDurability, cfg.AllowAsyncReplication); err != nil {
 		s.client.Close()
 		return nil, err
 	}
@@ -89,10 +89,10 @@ func newClusterStore(prefix string, opts *goredis.ClusterOptions, logger *slog.L
 	return &TokenStore{client: client, cluster: true, keys: keyLayout{prefix: prefix}, logger: logger, now: time.Now}
 }
 
-// checkServer verifies the version and durability settings of the
+// checkServer verifies the version, durability and replication of the
 // server, or of every master of a cluster: each holds some slots, so each
 // must keep every acknowledged write.
-func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
+func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe, allowReplication bool) error {
 	var nodes []*goredis.Client
 	switch c := s.client.(type) {
 	case *goredis.ClusterClient:
@@ -112,23 +112,35 @@ func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
 	case *goredis.Client:
 		nodes = []*goredis.Client{c}
 	}
-	var reasons []string
+	var unsafe, replicated []string
 	for _, node := range nodes {
-		reason, err := s.checkNode(ctx, node)
+		found, err := s.checkNode(ctx, node)
 		if err != nil {
 			return err
 		}
-		if reason != "" {
-			if s.cluster {
-				reason = "master " + node.Options().Addr + ": " + reason
-			}
-			reasons = append(reasons, reason)
+		where := ""
+		if s.cluster {
+			where = "master " + node.Options().Addr + ": "
+		}
+		if found.durability != "" {
+			unsafe = append(unsafe, where+found.durability)
+		}
+		if found.replication != "" {
+			replicated = append(replicated, where+found.replication)
 		}
 	}
-	if len(reasons) == 0 {
+	if len(replicated) > 0 {
+		reason := strings.Join(replicated, "; ")
+		if !allowReplication {
+			return fmt.Errorf("%w: %s; a failover to a replica that lags loses acknowledged transitions (a consumed token comes back and lets a duplicate through; a created one is lost and drops its signal); set Config.AllowAsyncReplication only if no replica is ever promoted", ErrAsyncReplication, reason)
+		}
+		s.logger.Warn("redis token store: replicas are asynchronous: a failover may bring consumed tokens back and lose created ones",
+			"reason", reason)
+	}
+	if len(unsafe) == 0 {
 		return nil
 	}
-	reason := strings.Join(reasons, "; ")
+	reason := strings.Join(unsafe, "; ")
 	if !allowUnsafe {
 		return fmt.Errorf("%w: %s; set them in redis.conf (or with CONFIG SET), or set Config.AllowUnsafeDurability to accept that a crash may lose acknowledged tokens", ErrUnsafeDurability, reason)
 	}
@@ -137,22 +149,34 @@ func (s *TokenStore) checkServer(ctx context.Context, allowUnsafe bool) error {
 	return nil
 }
 
-// checkNode checks one server's version and mode, and returns why its
-// settings do not make every acknowledged write durable, or "".
-func (s *TokenStore) checkNode(ctx context.Context, node *goredis.Client) (string, error) {
-	info, err := node.Info(ctx, "server", "cluster").Result()
+// nodeProblems are why one server may lose acknowledged writes: in a
+// crash (durability) or in a failover (replication); "" for none.
+type nodeProblems struct{ durability, replication string }
+
+// checkNode checks one server's version, mode and role, and returns why it
+// may lose acknowledged writes.
+func (s *TokenStore) checkNode(ctx context.Context, node *goredis.Client) (nodeProblems, error) {
+	info, err := node.Info(ctx, "server", "cluster", "replication").Result()
 	if err != nil {
-		return "", fmt.Errorf("redis: open: INFO: %w", err)
+		return nodeProblems{}, fmt.Errorf("redis: open: INFO: %w", err)
 	}
 	fields := parseInfo(info)
 	version := fields["redis_version"]
 	if major, _, _ := strings.Cut(version, "."); atoiOr(major, 0) < 7 {
-		return "", fmt.Errorf("%w: server reports redis_version %q; the store's scripts need Redis 7.0 or later", ErrUnsupportedServer, version)
+		return nodeProblems{}, fmt.Errorf("%w: server reports redis_version %q; the store's scripts need Redis 7.0 or later", ErrUnsupportedServer, version)
 	}
 	if clustered := fields["cluster_enabled"] == "1"; clustered != s.cluster {
-		return "", fmt.Errorf("%w: server %s reports cluster_enabled %q, but the store was opened for the other mode (a cluster needs ClusterOptions or a URL of one of its nodes)", ErrUnsupportedServer, node.Options().Addr, fields["cluster_enabled"])
+		return nodeProblems{}, fmt.Errorf("%w: server %s reports cluster_enabled %q, but the store was opened for the other mode (a cluster needs ClusterOptions or a URL of one of its nodes)", ErrUnsupportedServer, node.Options().Addr, fields["cluster_enabled"])
 	}
-	return s.durabilityProblem(ctx, node)
+	if fields["role"] == "slave" {
+		return nodeProblems{}, fmt.Errorf("%w: server %s is a replica (of %s:%s); the store writes, so it needs the master", ErrUnsupportedServer, node.Options().Addr, fields["master_host"], fields["master_port"])
+	}
+	var found nodeProblems
+	if n := atoiOr(fields["connected_slaves"], 0); n > 0 {
+		found.replication = fmt.Sprintf("the server replicates to %d replica(s) asynchronously", n)
+	}
+	found.durability, err = s.durabilityProblem(ctx, node)
+	return found, err
 }
 
 // durabilityProblem returns why the server's settings do not make every
