@@ -75,6 +75,7 @@ type serveOptions struct {
 	postgresDSN, postgresSchema string
 	redisURL                    string
 	allowUnsafe                 bool
+	allowAsyncReplication       bool
 	systems                     string
 	tlsCert, tlsKey, clientCA   string
 	maxBody                     int64
@@ -134,6 +135,7 @@ store (--store postgres or redis) as you like.`,
 	f.StringVar(&o.postgresSchema, "postgres-schema", postgres.DefaultSchema, "PostgreSQL schema of the store's tables")
 	f.StringVar(&o.redisURL, "redis-url", "", "Redis URL, redis://host:port/db (--store redis)")
 	f.BoolVar(&o.allowUnsafe, "allow-unsafe-durability", false, "accept a PostgreSQL or Redis server that acknowledges writes before they are on disk (tests only)")
+	f.BoolVar(&o.allowAsyncReplication, "allow-async-replication", false, "accept a Redis server with replicas, which a failover to a lagging one turns into lost and revived tokens (only if no replica is ever promoted)")
 	f.StringVar(&o.systems, "systems", "", "JSON file of the registered systems")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -518,7 +520,8 @@ func openStore(ctx context.Context, o serveOptions, log *slog.Logger) (store.Tok
 		if o.redisURL == "" {
 			return nil, nil, errors.New("--store redis needs --redis-url")
 		}
-		s, err := batonredis.Open(openCtx, batonredis.Config{URL: o.redisURL, AllowUnsafeDurability: o.allowUnsafe, Logger: log})
+		s, err := batonredis.Open(openCtx, batonredis.Config{URL: o.redisURL, AllowUnsafeDurability: o.allowUnsafe,
+			AllowAsyncReplication: o.allowAsyncReplication, Logger: log})
 		if err != nil {
 			return nil, nil, storeError("redis", err, errors.Is(err, batonredis.ErrUnsafeDurability))
 		}
