@@ -1,0 +1,114 @@
+"""A client of the token service HTTP API (docs/protocol.md section 8)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+_PROBLEM_BASE = "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-"
+
+Token = Dict[str, str]
+"""A token as the API reads and writes it: id, conversation, causation, destination, type, digest, created_at, expires_at."""
+
+
+class TokenServiceError(Exception):
+    """An error answer of the token service, or no answer.
+
+    problem is the problem type's name (after #problem-) or ''. not_applied
+    is True when the service proves nothing was written (every status but
+    500 and a lost connection), so retrying is safe either way.
+    """
+
+    def __init__(self, message: str, status: int = 0, problem: str = "", not_applied: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.problem = problem
+        self.not_applied = not_applied
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404 and self.problem in ("not-found", "")
+
+    @property
+    def unavailable(self) -> bool:
+        """Worth retrying later: no answer, a 5xx, or credentials or a request the operator must fix."""
+        return self.status == 0 or self.status >= 500 or self.status in (400, 401)
+
+
+@dataclass
+class TokenServiceClient:
+    """Calls the token service at base_url with an API key; timeout bounds each call in seconds."""
+
+    base_url: str
+    api_key: str
+    timeout: float = 10.0
+    user_agent: str = "baton-client-python"
+
+    def issue_root(self, root: Token) -> Token:
+        """Issues a root token; the service chooses its id (and the conversation when root names none)."""
+        return self._call("POST", "/v1/roots", root, want=201)
+
+    def get(self, token_id: str) -> Token:
+        """The live token; TokenServiceError with status 404 when it is not live."""
+        return self._call("GET", "/v1/tokens/" + token_id, None, want=200)
+
+    def claim(self, token_id: str) -> Token:
+        """Claims an expiring root so that it no longer expires (404 gone, 410 expired)."""
+        return self._call("POST", f"/v1/tokens/{token_id}/claim", None, want=200)
+
+    def transition(self, consume: str, create: List[Token]) -> bool:
+        """Consumes a token and creates its children in one step; False if it was not live."""
+        answer = self._call("POST", "/v1/transitions", {"consume": consume, "create": create}, want=200)
+        return bool(answer.get("consumed"))
+
+    def list_by_conversation(self, conversation: str, after: str = "", limit: int = 0) -> dict:
+        return self._call("GET", "/v1/conversations/" + conversation + "/tokens" + _page(after, limit), None, want=200)
+
+    def list_by_destination(self, destination: str, after: str = "", limit: int = 0) -> dict:
+        path = "/v1/destinations/" + urllib.parse.quote(destination, safe="") + "/tokens"
+        return self._call("GET", path + _page(after, limit), None, want=200)
+
+    def _call(self, method: str, path: str, body: Optional[dict], want: int) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url.rstrip("/") + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.api_key)
+        req.add_header("User-Agent", self.user_agent)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                payload = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            payload = err.read()
+            status = err.code
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            raise TokenServiceError(f"token service {method} {path}: no answer: {err}") from err
+        if status == want:
+            return json.loads(payload) if payload else {}
+        problem, detail = "", ""
+        try:
+            doc = json.loads(payload)
+            if isinstance(doc, dict):
+                problem = str(doc.get("type", ""))
+                problem = problem[len(_PROBLEM_BASE):] if problem.startswith(_PROBLEM_BASE) else ""
+                detail = str(doc.get("detail", ""))
+        except ValueError:
+            pass
+        raise TokenServiceError(f"token service {method} {path}: {status} {problem} {detail}".strip(),
+                                status=status, problem=problem, not_applied=status != 500)
+
+
+def _page(after: str, limit: int) -> str:
+    query = {}
+    if after:
+        query["after"] = after
+    if limit:
+        query["limit"] = str(limit)
+    return "?" + urllib.parse.urlencode(query) if query else ""

@@ -1,0 +1,113 @@
+// Package python_test runs the Python client's tests from go test: its
+// unit tests under python3 -m unittest (the token service client against a
+// real token service), and the conformance kit against its example
+// participant. Python 3.11 or later with only its standard library is
+// needed; without python3 the tests skip loudly, and fail under CI=true.
+package python_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/conformance"
+	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/tokenservice"
+)
+
+func requirePython(t *testing.T) string {
+	t.Helper()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		if testenv.CI() {
+			t.Fatal("python3 is not on PATH (CI=true: the machine's python3 runs the Python client's tests)")
+		}
+		t.Skip("SKIPPED: python3 is not on PATH; install Python 3.11 or later to run the Python client's tests")
+	}
+	out, err := exec.Command(python, "-c", "import sys; print(sys.version_info >= (3, 11))").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "True" {
+		t.Fatalf("python3 must be 3.11 or later: %v %s", err, out)
+	}
+	return python
+}
+
+// TestPythonUnitTests runs the package's unit tests, with a token service
+// for the client's tests against the real API.
+func TestPythonUnitTests(t *testing.T) {
+	t.Parallel()
+	python := requirePython(t)
+	edgeKey, edgeHash := tokenservice.NewAPIKey()
+	billingKey, billingHash := tokenservice.NewAPIKey()
+	api, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{
+		{Name: "edge", KeySHA256: edgeHash, IssueRoots: true, Observe: true},
+		{Name: "billing", KeySHA256: billingHash},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	cmd := exec.Command(python, "-W", "error::ResourceWarning", "-m", "unittest", "discover", "-s", "tests", "-t", ".", "-v")
+	cmd.Env = append(os.Environ(), "BATON_TEST_TOKEN_SERVICE="+srv.URL, "BATON_TEST_EDGE_KEY="+edgeKey,
+		"BATON_TEST_BILLING_KEY="+billingKey, "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("python3 -m unittest:\n%s", out)
+	if err != nil {
+		t.Fatalf("the Python unit tests failed: %v", err)
+	}
+	if strings.Contains(string(out), "skipped") {
+		t.Error("a Python test skipped although the token service was given")
+	}
+}
+
+// TestPythonParticipantPassesConformance runs the conformance kit against
+// examples/participant.py.
+func TestPythonParticipantPassesConformance(t *testing.T) {
+	t.Parallel()
+	python := requirePython(t)
+	key, _ := tokenservice.NewAPIKey()
+	kit, err := conformance.Start(conformance.Config{Destination: "billing", ParticipantKey: key,
+		TokenServiceAddr: "127.0.0.1:0", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kit.Close() })
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cmd := exec.CommandContext(ctx, python, "-m", "examples.participant")
+	cmd.Env = append(os.Environ(), "BATON_TOKEN_SERVICE="+kit.TokenServiceURL(), "BATON_API_KEY="+key,
+		"BATON_DESTINATION=billing", "BATON_ADDR="+addr, "BATON_DATA="+t.TempDir(), "PYTHONDONTWRITEBYTECODE=1")
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	report, err := kit.Check(t.Context(), "http://"+addr+"/signals")
+	if err != nil {
+		t.Fatalf("%v; the participant printed:\n%s", err, log.String())
+	}
+	var table strings.Builder
+	_ = report.WriteTable(&table)
+	t.Logf("conformance of the Python participant:\n%s", table.String())
+	if !report.Passed() {
+		t.Errorf("the Python participant failed checks:\n%s\nit printed:\n%s", table.String(), log.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr())
+}

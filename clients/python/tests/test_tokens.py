@@ -1,0 +1,56 @@
+"""The token service client against a real token service.
+
+The Go test in clients/python starts one and sets BATON_TEST_TOKEN_SERVICE,
+BATON_TEST_EDGE_KEY (a system "edge" that may issue roots and observe) and
+BATON_TEST_BILLING_KEY (the system "billing"); without them these tests skip.
+"""
+
+import os
+import unittest
+
+from baton import Signal, TokenServiceClient, TokenServiceError, digest_of, new_token_id
+
+URL = os.environ.get("BATON_TEST_TOKEN_SERVICE", "")
+
+
+@unittest.skipUnless(URL, "BATON_TEST_TOKEN_SERVICE is not set (the Go test in clients/python sets it)")
+class TokenServiceTest(unittest.TestCase):
+    def setUp(self):
+        self.edge = TokenServiceClient(URL, os.environ["BATON_TEST_EDGE_KEY"])
+        self.billing = TokenServiceClient(URL, os.environ["BATON_TEST_BILLING_KEY"])
+
+    def test_issue_claim_transition(self):
+        root = self.edge.issue_root({"destination": "billing", "type": "charge", "digest": digest_of(b"{}"),
+                                     "expires_at": "2999-01-01T00:00:00Z"})
+        self.assertEqual(root["conversation"], root["id"])
+        self.assertEqual(self.billing.get(root["id"])["digest"], digest_of(b"{}"))
+        claimed = self.billing.claim(root["id"])
+        self.assertNotIn("expires_at", claimed)
+        child = Signal(id=new_token_id(), conversation=root["conversation"], causation=root["id"],
+                       destination="shipping", type="ship")
+        self.assertTrue(self.billing.transition(root["id"], [child.token()]))
+        self.assertFalse(self.billing.transition(root["id"], []))
+        with self.assertRaises(TokenServiceError) as caught:
+            self.billing.get(root["id"])
+        self.assertTrue(caught.exception.not_found)
+        listed = self.edge.list_by_conversation(root["conversation"])
+        self.assertEqual([t["id"] for t in listed["tokens"]], [child.id])
+
+    def test_errors_carry_the_problem(self):
+        with self.assertRaises(TokenServiceError) as caught:
+            self.billing.issue_root({"destination": "billing", "type": "charge"})
+        self.assertEqual((caught.exception.status, caught.exception.problem), (403, "forbidden"))
+        self.assertTrue(caught.exception.not_applied)
+        wrong = TokenServiceClient(URL, "bk_not-a-key")
+        with self.assertRaises(TokenServiceError) as caught:
+            wrong.get(new_token_id())
+        self.assertEqual(caught.exception.status, 401)
+        self.assertTrue(caught.exception.unavailable)
+        down = TokenServiceClient("http://127.0.0.1:1", "k", timeout=1)
+        with self.assertRaises(TokenServiceError) as caught:
+            down.get(new_token_id())
+        self.assertEqual(caught.exception.status, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
