@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"github.com/batonhq/baton/conformance"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
 	"github.com/batonhq/baton/tokenservice/client"
@@ -58,6 +61,26 @@ var goParticipant = language{name: "go", command: func(t *testing.T, addr, data,
 	return bin, args, env
 }}
 
+// pythonParticipant is clients/python's example participant.
+var pythonParticipant = language{name: "python", command: func(t *testing.T, addr, data, forwardTo, forwardURL string) (string, []string, []string) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		if testenv.CI() {
+			t.Fatal("python3 is not on PATH (CI=true: the cross-language conversation needs it)")
+		}
+		t.Skip("SKIPPED: python3 is not on PATH; the cross-language conversation needs it")
+	}
+	root, err := filepath.Abs(filepath.Join("..", "..", "clients", "python"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PYTHONPATH=" + root, "PYTHONDONTWRITEBYTECODE=1", "BATON_ADDR=" + addr, "BATON_DATA=" + data}
+	if forwardTo != "" {
+		env = append(env, "BATON_FORWARD="+forwardTo+"="+forwardURL)
+	}
+	return python, []string{"-m", "examples.participant"}, env
+}}
+
 // hop is one participant of the chain, behind a front that duplicates
 // requests and loses answers.
 type hop struct {
@@ -83,7 +106,7 @@ func TestConversationAcrossLanguages(t *testing.T) {
 	chain := []struct {
 		destination string
 		lang        language
-	}{{"billing", goParticipant}, {"shipping", goParticipant}, {"audit", goParticipant}}
+	}{{"billing", pythonParticipant}, {"shipping", goParticipant}, {"audit", goParticipant}}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 
