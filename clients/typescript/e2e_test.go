@@ -71,7 +71,7 @@ func requireNode(t *testing.T) string {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	for _, f := range []string{"dist/src/index.js", "dist/examples/billing-service.js", "dist/test/client.test.js"} {
+	for _, f := range []string{"dist/src/index.js", "dist/src/participant.js", "dist/examples/billing-service.js", "dist/examples/participant.js", "dist/test/client.test.js"} {
 		if _, err := os.Stat(f); err != nil {
 			unavailable("the compiled client (%s) is missing", f)
 		}

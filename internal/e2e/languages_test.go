@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,33 @@ var pythonParticipant = language{name: "python", command: func(t *testing.T, add
 	return python, []string{"-m", "examples.participant"}, env
 }}
 
+// typescriptParticipant is clients/typescript's example participant,
+// compiled by .ci/setup-node (or npm run build).
+var typescriptParticipant = language{name: "typescript", command: func(t *testing.T, addr, data, forwardTo, forwardURL string) (string, []string, []string) {
+	unavailable := func(msg string) {
+		if testenv.CI() {
+			t.Fatalf("%s (CI=true: .ci/setup-node installs node and builds the client)", msg)
+		}
+		t.Skipf("SKIPPED: %s; to run it: cd clients/typescript && npm ci && npm run build", msg)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		unavailable("node is not on PATH")
+	}
+	script, err := filepath.Abs(filepath.Join("..", "..", "clients", "typescript", "dist", "examples", "participant.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(script); err != nil {
+		unavailable("the compiled TypeScript participant is missing")
+	}
+	env := []string{"BATON_ADDR=" + addr, "BATON_DATA=" + data}
+	if forwardTo != "" {
+		env = append(env, "BATON_FORWARD="+forwardTo+"="+forwardURL)
+	}
+	return node, []string{script}, env
+}}
+
 // hop is one participant of the chain, behind a front that duplicates
 // requests and loses answers.
 type hop struct {
@@ -95,9 +123,9 @@ func (h *hop) signalsURL() string { return "http://" + h.addr + "/signals" }
 
 // TestConversationAcrossLanguages runs conversations through a chain of
 // participants over HTTP: the shop (a Go engine in the test) sends each
-// order's charge to billing, which passes it to shipping, which passes it
-// to audit; each hop may be written in another language and only uses the
-// token service. Fronts duplicate requests and lose answers, and the test
+// order's charge to billing (Python), which passes it to shipping
+// (TypeScript), which passes it to audit (Go); each hop is its own process
+// and only uses the token service. Fronts duplicate requests and lose answers, and the test
 // SIGKILLs the participants at random and restarts them. Afterwards every
 // hop must have applied every order's signal exactly once, and no token
 // may be left.
@@ -106,7 +134,7 @@ func TestConversationAcrossLanguages(t *testing.T) {
 	chain := []struct {
 		destination string
 		lang        language
-	}{{"billing", pythonParticipant}, {"shipping", goParticipant}, {"audit", goParticipant}}
+	}{{"billing", pythonParticipant}, {"shipping", typescriptParticipant}, {"audit", goParticipant}}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 

@@ -9,6 +9,10 @@ from .participant import Participant
 
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 
+# The most of a refused body that is read and discarded, so that its sender
+# reads the answer instead of a reset connection.
+_DRAIN_LIMIT = 4 << 20
+
 
 def request_handler(participant: Participant) -> type:
     """A BaseHTTPRequestHandler class that answers every request with the participant;
@@ -32,7 +36,14 @@ def request_handler(participant: Participant) -> type:
                 return data
 
             answer = participant.handle(self.command, headers, read_body, content_length)
-            if remaining:  # a refused body is not read: the connection cannot be reused
+            if remaining and remaining <= _DRAIN_LIMIT:
+                # Read what the sender is still sending, so that it reads the answer.
+                while remaining:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+            if remaining:  # not worth reading: the connection cannot be reused
                 self.close_connection = True
             self.send_response(answer.status)
             for name, value in answer.headers.items():
