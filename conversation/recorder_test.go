@@ -2,6 +2,7 @@ package conversation_test
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/store"
 	memtransport "github.com/batonhq/baton/transport/memory"
 )
 
@@ -102,6 +104,42 @@ func TestRecordTokensSeesRootsAndTransitions(t *testing.T) {
 	c, ok := rec.Get(root.ID)
 	if !ok || len(c.Nodes) != 2 || c.Nodes[0].State != conversation.Done || c.Nodes[1].State != conversation.InFlight {
 		t.Fatalf("conversation = %+v", c)
+	}
+}
+
+// TestRecordTokensCountsDuplicates: a participant reads the token of each
+// signal it receives; a read of a consumed token is a copy it drops as a
+// duplicate, and the token service's recorder counts it on that signal. A
+// read of an id the recorder never saw changes nothing.
+func TestRecordTokensCountsDuplicates(t *testing.T) {
+	t.Parallel()
+	rec := conversation.NewRecorder(0)
+	tokens := conversation.RecordTokens(memory.NewTokenStore(), rec, nil)
+	ctx := t.Context()
+	root, err := tokens.Issue(ctx, baton.Token{Destination: "shop", Type: "order.place", Digest: baton.DigestOf(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Get(ctx, root.ID); err != nil { // the first delivery reads a live token
+		t.Fatal(err)
+	}
+	if _, err := tokens.Transition(ctx, root.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // two copies arrive afterwards
+		if _, err := tokens.Get(ctx, root.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Get of a consumed token: %v", err)
+		}
+	}
+	if _, err := tokens.Get(ctx, baton.NewTokenID()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	c, ok := rec.Get(root.ID)
+	if !ok || len(c.Nodes) != 1 || c.Nodes[0].Duplicates != 2 {
+		t.Fatalf("conversation = %+v, want one signal with 2 duplicates", c)
+	}
+	if s := rec.Stats(); s.Duplicates != 2 {
+		t.Errorf("recorder duplicates = %d, want 2", s.Duplicates)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -85,8 +86,7 @@ type demo struct {
 	systems     map[string]*child
 	addrs       map[string]string // each system's address, kept across restarts
 
-	peakLive     atomic.Int64 // the larger of the sampled and the counted peak
-	liveCount    atomic.Int64 // live tokens, counted from the token service's writes
+	tokenCounts  tokenCounts // counted at the token service: exact
 	doubleClicks atomic.Int64
 	kills        atomic.Int64
 	statusMu     sync.Mutex
@@ -147,7 +147,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	defer d.tokens.Close()
 	if live, err := d.liveTokens(ctx); err == nil { // tokens left in a reused --data directory
-		d.liveCount.Store(int64(live))
+		d.tokenCounts.live.Store(int64(live))
 	}
 	broker, err := natstransport.StartEmbedded(natstransport.EmbeddedConfig{DataDir: filepath.Join(d.dataDir, "nats"), Listen: true})
 	if err != nil {
@@ -224,6 +224,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		}
 	}
 	report.OK = len(report.Violations) == 0
+	report.Counters = d.counters()
 	d.final.Store(&report)
 	if opts.OnReport != nil {
 		opts.OnReport(report)
@@ -275,7 +276,7 @@ func (d *demo) services() (map[string]string, http.Handler, error) {
 	keys[inspector] = key
 	systems = append(systems, tokenservice.System{Name: inspector, KeySHA256: hash, Observe: true})
 	api, err := tokenservice.New(tokenservice.Config{
-		Tokens:  conversation.RecordTokens(&countingTokens{TokenStore: d.tokens, live: &d.liveCount, peak: &d.peakLive}, d.recorder, nil),
+		Tokens:  conversation.RecordTokens(&countingTokens{TokenStore: d.tokens, counts: &d.tokenCounts}, d.recorder, nil),
 		Systems: systems,
 		Logger:  d.log,
 	})
@@ -318,7 +319,7 @@ func (d *demo) sample(ctx context.Context) {
 		case <-tick.C:
 		}
 		if live, err := d.liveTokens(ctx); err == nil {
-			raisePeak(&d.peakLive, int64(live))
+			raisePeak(&d.tokenCounts.peak, int64(live))
 		}
 		if n++; n%3 == 0 {
 			d.pollStatuses(ctx)
@@ -400,14 +401,19 @@ func (d *demo) describeLive(ctx context.Context, limit int) string {
 
 func (d *demo) pollStatuses(ctx context.Context) {
 	for _, c := range d.systems {
-		st, err := c.status(ctx)
-		if err != nil {
-			continue // killed or restarting
-		}
-		d.statusMu.Lock()
-		d.statuses[st.PID] = st
-		d.statusMu.Unlock()
+		d.pollStatus(ctx, c)
 	}
+}
+
+// pollStatus keeps the latest counters of c's current process.
+func (d *demo) pollStatus(ctx context.Context, c *child) {
+	st, err := c.status(ctx)
+	if err != nil {
+		return // killed or restarting
+	}
+	d.statusMu.Lock()
+	d.statuses[st.PID] = st
+	d.statusMu.Unlock()
 }
 
 // totals sums the last report of every process that ever ran: a killed
@@ -423,7 +429,18 @@ func (d *demo) totals() (stats engine.Stats, duplicates, lost int64) {
 	return stats, duplicates, lost
 }
 
+// counters are the dashboard's numbers. What the token service sees is
+// counted at the token service, in this process, which chaos never kills:
+// roots issued, transitions (one per applied activity), transitions that
+// found their token consumed, duplicates dropped (reads of a consumed
+// token) and expired roots, exactly. The rest the systems count
+// themselves; each process is asked for its counters just before chaos
+// kills it, so a kill loses only what it counted in between. Once the run
+// is verified, they are the final report's counters, which do not change.
 func (d *demo) counters() map[string]int64 {
+	if final := d.final.Load(); final != nil {
+		return maps.Clone(final.Counters)
+	}
 	stats, duplicates, lost := d.totals()
 	c := stats.Counters()
 	c["chaos.duplicates_injected"] = duplicates
@@ -431,7 +448,13 @@ func (d *demo) counters() map[string]int64 {
 	c["chaos.double_clicks"] = d.doubleClicks.Load()
 	c["chaos.crashes"] = d.kills.Load()
 	c["orders.placed"] = d.placed.Load()
-	c["tokens.peak_live"] = d.peakLive.Load()
+	c["tokens.peak_live"] = d.tokenCounts.peak.Load()
+	c["roots.issued"] = d.tokenCounts.roots.Load()
+	c["roots.expired"] = d.tokenCounts.expired.Load()
+	c["transitions"] = d.tokenCounts.transitions.Load()
+	c["activities.applied"] = d.tokenCounts.transitions.Load()
+	c["transitions.already_done"] = d.tokenCounts.alreadyDone.Load()
+	c["duplicates.dropped"] = d.tokenCounts.duplicates.Load()
 	return c
 }
 
@@ -448,6 +471,7 @@ func (d *demo) killAtRandom(ctx context.Context) {
 		case <-time.After(d.opts.KillEvery):
 		}
 		c := d.systems[roles[rng.IntN(len(roles))]]
+		d.pollStatus(ctx, c) // its counters up to now survive it
 		if err := c.kill(); err != nil {
 			d.log.Warn("kill", "system", c.role, "err", err)
 			continue

@@ -59,6 +59,10 @@ type Report struct {
 	DataDir     string `json:"data_dir,omitempty"`
 
 	Duration time.Duration `json:"duration_ns"`
+
+	// Counters are the dashboard's counters when the run was verified:
+	// the dashboard shows these once the report is final.
+	Counters map[string]int64 `json:"counters,omitempty"`
 }
 
 // partialReport fills what is known while the demo runs.
@@ -70,11 +74,11 @@ func (d *demo) partialReport() Report {
 		DoubleClicks:       d.doubleClicks.Load(),
 		DuplicatesInjected: duplicates,
 		LostResponses:      lost,
-		DuplicatesDropped:  stats.Duplicates,
+		DuplicatesDropped:  d.tokenCounts.duplicates.Load(),
 		CopiesCompleted:    stats.Completed,
 		Crashes:            d.kills.Load(),
 		SweptEntries:       stats.Swept,
-		PeakLiveTokens:     d.peakLive.Load(),
+		PeakLiveTokens:     d.tokenCounts.peak.Load(),
 		Violations:         []string{},
 	}
 }
@@ -195,6 +199,11 @@ func (d *demo) verify(started time.Time, interrupted bool) Report {
 	}
 	if want := len(orders) * activitiesPerOrder; r.Activities != want {
 		unfinished("%d activities applied, want %d", r.Activities, want)
+	}
+	// Each applied activity consumed its signal's token once, at the token
+	// service: its count must match the systems' own records.
+	if consumed := d.tokenCounts.transitions.Load(); r.EarlierOrders == 0 && !interrupted && consumed != int64(r.Activities) {
+		fail("the token service consumed %d tokens, but the systems recorded %d activities", consumed, r.Activities)
 	}
 	if interrupted {
 		r.LostOrders = 0 // not lost: unfinished, and still in the stores if kept
