@@ -358,9 +358,54 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		t.Logf("screenshot written to %s (%d bytes)", path, len(shot))
 	}
+	// At 1440 px a conversation wider than the panel is drawn smaller, so
+	// that all of it shows; one far wider is drawn at the smallest scale
+	// and scrolls.
+	for _, c := range []struct {
+		signals int
+		fits    bool
+	}{{4, true}, {8, true}, {40, false}} {
+		root := chain(run.rec, c.signals)
+		if err := chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("%s/#%s", srv.URL, root.Conversation))); err != nil {
+			t.Fatalf("load the page: %v", err)
+		}
+		poll(fmt.Sprintf("the graph of %d signals", c.signals), fmt.Sprintf(`document.querySelectorAll('%s g.node').length === %d`, graphOf(root), c.signals))
+		fit, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+			Scale  float64 `json:"scale"`
+			Scroll int     `json:"scroll"`
+			Room   int     `json:"room"`
+		}](`(() => { const g = document.getElementById('graph'); const w = g.parentElement;
+			return {scale: Number(g.dataset.scale), scroll: w.scrollWidth, room: w.clientWidth}; })()`))
+		switch {
+		case err != nil:
+			t.Fatalf("measure the graph: %v", err)
+		case c.fits && fit.Scroll > fit.Room+1:
+			t.Errorf("a conversation of %d signals is cut off at 1440 px: %d px drawn in %d (scale %.2f)", c.signals, fit.Scroll, fit.Room, fit.Scale)
+		case !c.fits && (fit.Scale != 0.5 || fit.Scroll <= fit.Room):
+			t.Errorf("a conversation of %d signals: scale %.2f, %d px in %d; want the smallest scale, scrolling", c.signals, fit.Scale, fit.Scroll, fit.Room)
+		}
+	}
 	for _, m := range console.stop() {
 		t.Errorf("browser console: %s", m)
 	}
+}
+
+// chain records a conversation of n signals, each emitted by the one
+// before, as a token service sees it, and returns its root.
+func chain(rec *conversation.Recorder, n int) baton.Signal {
+	at := time.Now()
+	root := baton.Signal{ID: baton.NewTokenID(), Destination: "shop", Type: "order.place"}
+	root.Conversation = root.ID
+	rec.Observe(engine.Event{Kind: engine.EventRootIssued, Time: at, Signal: root})
+	parent := root
+	for i := 1; i < n; i++ {
+		child := baton.Signal{ID: baton.NewTokenID(), Conversation: root.ID, Causation: parent.ID,
+			Destination: "warehouse", Type: fmt.Sprintf("step.%d", i)}
+		rec.Observe(engine.Event{Kind: engine.EventTransitioned, Time: at, Signal: baton.Signal{ID: parent.ID},
+			Children: []baton.Signal{child}})
+		parent = child
+	}
+	return root
 }
 
 // consoleWatch collects the page's uncaught exceptions and console errors

@@ -18,6 +18,9 @@
   const PAD_X = 12;
   const MIN_W = 120;
   const MAX_LABEL = 44;
+  // A graph wider than its panel is drawn smaller, down to this scale,
+  // so that a whole conversation is seen at once; beyond it, it scrolls.
+  const MIN_SCALE = 0.5;
 
   const STATE_LABEL = {
     pending: 'pending',
@@ -208,6 +211,8 @@
   function drawMessage(text) {
     const g = $('graph');
     g.removeAttribute('data-conversation');
+    delete g.dataset.naturalWidth;
+    delete g.dataset.naturalHeight;
     g.setAttribute('width', 360);
     g.setAttribute('height', 80);
     g.setAttribute('viewBox', '0 0 360 80');
@@ -360,10 +365,24 @@
       nodes.append(group);
     }
     g.setAttribute('data-conversation', conv.id);
-    g.setAttribute('width', width);
-    g.setAttribute('height', height);
+    g.dataset.naturalWidth = String(width);
+    g.dataset.naturalHeight = String(height);
     g.setAttribute('viewBox', `0 0 ${width} ${height}`);
     g.replaceChildren(s('defs', {}, arrow('arrow'), arrow('arrow-live'), arrow('arrow-parked')), edges, nodes);
+    fitGraph();
+  }
+
+  // fitGraph scales the drawn graph to the width of its panel.
+  function fitGraph() {
+    const g = $('graph');
+    const width = Number(g.dataset.naturalWidth);
+    const height = Number(g.dataset.naturalHeight);
+    if (!width || !height || !g.hasAttribute('data-conversation')) return;
+    const room = g.parentElement.clientWidth - 2;
+    const scale = room > 0 ? Math.max(MIN_SCALE, Math.min(1, room / width)) : 1;
+    g.setAttribute('width', Math.round(width * scale));
+    g.setAttribute('height', Math.round(height * scale));
+    g.dataset.scale = scale.toFixed(3);
   }
 
   function renderDetail() {
@@ -595,6 +614,12 @@
     $('signals').addEventListener('click', (ev) => {
       const tr = ev.target.closest('tr[data-id]');
       if (tr) pickNode(tr.dataset.id === state.selectedNode ? null : tr.dataset.id);
+    });
+    window.addEventListener('resize', fitGraph);
+    // A link to #<conversation id> opens that conversation, also from this page.
+    window.addEventListener('hashchange', () => {
+      const id = location.hash.slice(1);
+      if (/^[0-9a-f]{32}$/.test(id)) select(id);
     });
     tick();
     reportLoop();

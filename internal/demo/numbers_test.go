@@ -28,7 +28,7 @@ func TestDashboardNumbersEqualTheReport(t *testing.T) {
 		Orders: 40, Rate: 40, Addr: "127.0.0.1:0", Command: systemCommand, Linger: true, Seed: 7,
 		Chaos:           demo.Chaos{DuplicateRate: 0.2, LostResponseRate: 0.2},
 		DoubleClickRate: 0.3, KillEvery: 300 * time.Millisecond, Timeout: 90 * time.Second,
-		Ready:           func(dashboard, _ string) { dashboardURL = dashboard },
+		Ready: func(dashboard, _ string) { dashboardURL = dashboard },
 		OnReport: func(final demo.Report) {
 			go func() {
 				defer stop()
