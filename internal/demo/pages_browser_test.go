@@ -24,12 +24,7 @@ const chromiumPath = "/usr/bin/chromium"
 // "already submitted".
 func TestShopPagesInBrowser(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if testenv.CI() {
-			t.Fatalf("%s is missing under CI=true: .ci/setup-chromium must install it (%v)", chromiumPath, err)
-		}
-		t.Skipf("SKIPPED: %s not found; run .ci/setup-chromium to install Debian's chromium and run the shop's browser test", chromiumPath)
-	}
+	requireChromium(t)
 	shopURL := make(chan string, 1)
 	ctx, stop := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -46,18 +41,7 @@ func TestShopPagesInBrowser(t *testing.T) {
 		t.Fatal("the demo did not start")
 	}
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()))
-	defer cancelAlloc()
-	browser, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
-	// The first run starts the browser; it must not carry a timeout.
-	if err := chromedp.Do(browser); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	page, cancelPage := context.WithTimeout(browser, 90*time.Second)
-	defer cancelPage()
+	page := startBrowser(t, 90*time.Second)
 	// poll evaluates expr until it is true; a page that is navigating away
 	// answers with an error, which only means "not yet".
 	poll := func(what, expr string) {
@@ -85,11 +69,26 @@ func TestShopPagesInBrowser(t *testing.T) {
 	const onForm = `!!document.querySelector("button[type=submit]")`
 	const onOrder = `location.pathname.startsWith("/orders/") && !!document.querySelector('a[href="/"]')`
 
+	// open loads url, again while the shop does not answer: it restarts
+	// once when the run is over and the demo goes on serving.
+	open := func(url string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := chromedp.Do(page, chromedp.Navigate(url))
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("open %s: %v", url, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
 	// A double click: two submits 50 ms apart. The form's hidden token
 	// fields are kept, as a browser keeps them for Back.
-	if err := chromedp.Do(page, chromedp.Navigate(shop+"/")); err != nil {
-		t.Fatal(err)
-	}
+	open(shop + "/")
 	poll("the order form", onForm)
 	tokenFields, err := chromedp.Run(page, chromedp.Evaluate[string](
 		`JSON.stringify([...document.querySelectorAll("input[type=hidden]")].map(i => [i.name, i.value]))`))
@@ -108,9 +107,7 @@ func TestShopPagesInBrowser(t *testing.T) {
 	// once more. (Whether Back shows the page from the browser's cache or
 	// loads a fresh form is the browser's choice; this is the case that
 	// resubmits the spent token.)
-	if err := chromedp.Do(page, chromedp.Navigate(shop+"/")); err != nil {
-		t.Fatal(err)
-	}
+	open(shop + "/")
 	poll("the order form", onForm)
 	if _, err := chromedp.Run(page, chromedp.Evaluate[bool](`for (const [name, value] of JSON.parse(`+strconv.Quote(tokenFields)+`)) {
 			document.querySelector("input[name=" + name + "]").value = value;
@@ -130,6 +127,38 @@ func TestShopPagesInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("the order shipped", `document.body.innerText.includes("✓ shipped")`)
+}
+
+// requireChromium skips t loudly without Debian's chromium, or fails it
+// under CI=true.
+func requireChromium(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if testenv.CI() {
+			t.Fatalf("%s is missing under CI=true: .ci/setup-chromium must install it (%v)", chromiumPath, err)
+		}
+		t.Skipf("SKIPPED: %s not found; run .ci/setup-chromium to install Debian's chromium and run the demo's browser tests", chromiumPath)
+	}
+}
+
+// startBrowser starts headless chromium for t and returns a page context
+// that ends after timeout, or with t.
+func startBrowser(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1440, 900))
+	t.Cleanup(cancelAlloc)
+	browser, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	// The first run starts the browser; it must not carry a timeout.
+	if err := chromedp.Do(browser); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	page, cancelPage := context.WithTimeout(browser, timeout)
+	t.Cleanup(cancelPage)
+	return page
 }
 
 // checkOrderPage requires the shop's order page: its title, progress and a

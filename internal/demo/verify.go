@@ -60,8 +60,8 @@ type Report struct {
 
 	Duration time.Duration `json:"duration_ns"`
 
-	// Counters are the dashboard's counters when the run was verified:
-	// the dashboard shows these once the report is final.
+	// Counters are the dashboard's counters when the run was verified.
+	// A demo that keeps serving counts on from there.
 	Counters map[string]int64 `json:"counters,omitempty"`
 }
 
