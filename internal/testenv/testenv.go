@@ -29,6 +29,8 @@ var (
 	Redis    = Service{"BATON_TEST_REDIS", "redis://127.0.0.1:6379/0"}
 	RabbitMQ = Service{"BATON_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/"}
 	NATS     = Service{"BATON_TEST_NATS", "nats://127.0.0.1:4222"}
+	// MySQL takes a go-sql-driver/mysql DSN, not a URL.
+	MySQL = Service{"BATON_TEST_MYSQL", "root@tcp(127.0.0.1:3306)/test"}
 )
 
 // CI reports whether the tests run under CI (CI=true), where nothing may be
@@ -60,6 +62,13 @@ func Addr(t testing.TB, s Service) string {
 }
 
 func hostPort(addr string) (string, error) {
+	if _, rest, ok := strings.Cut(addr, "@tcp("); ok { // a MySQL DSN
+		host, _, ok := strings.Cut(rest, ")")
+		if !ok {
+			return "", fmt.Errorf("DSN has no closing parenthesis after tcp(")
+		}
+		return host, nil
+	}
 	if !strings.Contains(addr, "://") {
 		return addr, nil
 	}

@@ -1,0 +1,262 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/batonhq/baton/store"
+)
+
+// DefaultPrefix starts the store's table names unless Config.Prefix says
+// otherwise.
+const DefaultPrefix = "baton_"
+
+// Config configures a Store.
+type Config struct {
+	// Prefix starts every table name, so that several stores share one
+	// database. Letters, digits and underscores, at most 32. Empty means
+	// DefaultPrefix.
+	Prefix string
+	// AllowUnsafeDurability opens the store, and uses connections, even
+	// if the server may acknowledge a commit before it is on disk
+	// (innodb_flush_log_at_trx_commit other than 1, or sync_binlog other
+	// than 1 while the binary log is on). A crash may then lose
+	// acknowledged tokens: a lost token drops its signal as a duplicate,
+	// a consumed one that comes back lets a duplicate through. The store
+	// logs a warning. Zero value: refuse with ErrUnsafeDurability.
+	AllowUnsafeDurability bool
+	// SkipMigrate leaves the schema alone: a deployment step creates it
+	// with Migrate.
+	SkipMigrate bool
+	// Logger receives warnings. Nil discards.
+	Logger *slog.Logger
+}
+
+var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if !prefixPattern.MatchString(c.Prefix) {
+		return c, fmt.Errorf("%w: mysql: prefix %q must be 1 to 32 letters, digits or underscores", store.ErrInvalid, c.Prefix)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Store keeps tokens and entities in MySQL or MariaDB (InnoDB). It
+// implements store.TokenStore, store.EntityStore, store.CommitTransitioner,
+// store.TokenLoader, store.BatchCommitter, store.TxCommitter[*sql.Tx] and
+// store.Starter[*sql.Tx].
+type Store struct {
+	db     *sql.DB
+	cfg    Config
+	sql    statements
+	closed atomic.Bool
+}
+
+var (
+	_ store.TokenStore         = (*Store)(nil)
+	_ store.EntityStore        = (*Store)(nil)
+	_ store.CommitTransitioner = (*Store)(nil)
+	_ store.TokenLoader        = (*Store)(nil)
+	_ store.BatchCommitter     = (*Store)(nil)
+)
+
+// Open connects to the server of dsn (go-sql-driver/mysql's format, for
+// example "user:password@tcp(127.0.0.1:3306)/db"), checks on every new
+// connection that commits are durable, migrates the schema unless
+// cfg.SkipMigrate, and returns the store, which owns its connections.
+func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	dc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("mysql: open: %w", err)
+	}
+	// One round trip per statement: the driver quotes the arguments
+	// itself instead of preparing every statement on the server.
+	dc.InterpolateParams = true
+	dc.MultiStatements = false
+	connector, err := mysql.NewConnector(dc)
+	if err != nil {
+		return nil, fmt.Errorf("mysql: open: %w", err)
+	}
+	db := sql.OpenDB(&checkedConnector{Connector: connector, allowUnsafe: cfg.AllowUnsafeDurability, log: cfg.Logger})
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	s := &Store{db: db, cfg: cfg, sql: newStatements(cfg.Prefix)}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("mysql: open: %w", err)
+	}
+	if !cfg.SkipMigrate {
+		if err := s.Migrate(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// DB is the store's connection pool, for a caller's transactions (StartTx)
+// and the service's own tables.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Prefix is the prefix of the store's table names.
+func (s *Store) Prefix() string { return s.cfg.Prefix }
+
+// Close releases the connections. Later calls fail with store.ErrClosed.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.db.Close()
+}
+
+// usable returns a not-applied error if a call must not start.
+func (s *Store) usable(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("mysql: %s: %w", op, store.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrNotApplied, err)
+	}
+	return nil
+}
+
+// MySQL error numbers the store acts on.
+const (
+	errDuplicateKey    = 1062 // ER_DUP_ENTRY
+	errLockWaitTimeout = 1205 // ER_LOCK_WAIT_TIMEOUT: the statement was rolled back
+	errDeadlock        = 1213 // ER_LOCK_DEADLOCK: the whole transaction was rolled back
+)
+
+func mysqlErrorNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// retryable reports a transaction that the server rolled back because of
+// lock contention: running it again is safe and usually succeeds.
+func retryable(err error) bool {
+	n := mysqlErrorNumber(err)
+	return n == errDeadlock || n == errLockWaitTimeout
+}
+
+// isStoreSentinel reports an error that already says what happened.
+func isStoreSentinel(err error) bool {
+	return errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrInvalid) ||
+		errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrNotApplied) ||
+		errors.Is(err, store.ErrClosed)
+}
+
+// maxTxAttempts bounds the retries of a transaction that deadlocked.
+const maxTxAttempts = 8
+
+// inTx runs fn in a transaction and commits it, again when the server
+// rolled it back for a deadlock or a lock wait timeout. An error before
+// COMMIT means nothing was applied: the server rolls back a transaction
+// that is not committed, also when the connection is lost. An error of
+// COMMIT that the server sent means the same; any other (the connection
+// lost while committing) leaves the outcome unknown.
+func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	if err := s.usable(ctx, op); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		err := s.tryTx(ctx, fn)
+		switch {
+		case err == nil:
+			return nil
+		case retryable(err) && attempt < maxTxAttempts && ctx.Err() == nil:
+			time.Sleep(time.Duration(attempt) * time.Millisecond)
+			continue
+		case isStoreSentinel(err) || errors.As(err, new(errHandler)):
+			return err
+		case errors.As(err, new(commitUnknown)):
+			return fmt.Errorf("mysql: %s: %w", op, err)
+		default:
+			return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrNotApplied, err)
+		}
+	}
+}
+
+// commitUnknown marks a COMMIT whose answer was lost.
+type commitUnknown struct{ err error }
+
+func (e commitUnknown) Error() string { return "commit: outcome unknown: " + e.err.Error() }
+func (e commitUnknown) Unwrap() error { return e.err }
+
+func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		if mysqlErrorNumber(err) != 0 {
+			return err // the server answered: not committed
+		}
+		return commitUnknown{err}
+	}
+	return nil
+}
+
+// exec runs one statement on its own (autocommit). A server error means
+// the statement did nothing; a lost connection leaves the outcome unknown.
+func (s *Store) exec(ctx context.Context, op, query string, args ...any) (sql.Result, error) {
+	if err := s.usable(ctx, op); err != nil {
+		return nil, err
+	}
+	res, err := s.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return nil, classifyStatement(op, err)
+	}
+	return res, nil
+}
+
+// classifyStatement wraps the error of one autocommit statement.
+func classifyStatement(op string, err error) error {
+	switch {
+	case mysqlErrorNumber(err) == errDuplicateKey:
+		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrExists, err)
+	case mysqlErrorNumber(err) != 0:
+		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrNotApplied, err)
+	}
+	return fmt.Errorf("mysql: %s: %w", op, err)
+}
+
+// table names one of the store's tables.
+func table(prefix, name string) string { return "`" + prefix + name + "`" }
+
+// placeholders returns "(?, ?, ...)" rows for a multi-row insert.
+func placeholders(rows, columns int) string {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", columns), ", ") + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", rows), ", ")
+}
+
+// sortByKey sorts the indexes of entities by key.
+func sortByKey(order []int, entities []store.Entity) {
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(entities[a].Key, entities[b].Key) })
+}

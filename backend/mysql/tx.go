@@ -1,0 +1,243 @@
+package mysql
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+var (
+	_ store.TxCommitter[*sql.Tx] = (*Store)(nil)
+	_ store.Starter[*sql.Tx]     = (*Store)(nil)
+)
+
+// errHandler marks the error of an activity run inside CommitTx, so that it
+// reaches the caller as it is rather than as a database failure.
+type errHandler struct{ err error }
+
+func (e errHandler) Error() string { return e.err.Error() }
+func (e errHandler) Unwrap() error { return e.err }
+
+// CommitTx implements store.TxCommitter in one transaction of the store's
+// pool: it locks the token (step.Fused; none: a duplicate) and the entity's
+// row (SELECT ... FOR UPDATE), checks the version, runs write, then writes
+// the entity with its outbox entry and, with step.Fused, deletes the token
+// and inserts the children, and commits. A new entity has no row to lock:
+// two first activities of one entity may both run their handlers, and the
+// second insert of the entity fails as a conflict and rolls back its
+// handler's writes. A deadlock in the handler's own statements rolls
+// everything back and is retried (inTx); any other error of write comes
+// back as it is.
+func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(context.Context, *sql.Tx) (store.Entity, []baton.Token, error)) (uint64, bool, error) {
+	if len(step.Key) == 0 || len(step.Key) > store.MaxEntityKeyBytes {
+		return 0, false, fmt.Errorf("%w: entity key %q cannot be stored", store.ErrInvalid, step.Key)
+	}
+	if step.Fused && step.Token.IsZero() {
+		return 0, false, fmt.Errorf("%w: a fused commit without a token", store.ErrInvalid)
+	}
+	consumed := true
+	err := s.inTx(ctx, "transactional commit of "+step.Key, func(tx *sql.Tx) error {
+		consumed = true
+		if step.Fused {
+			var r tokenRow
+			err := tx.QueryRowContext(ctx, s.sql.lockToken, step.Token[:]).Scan(r.fields()...)
+			if errors.Is(err, sql.ErrNoRows) {
+				consumed = false
+				return nil // a duplicate: nothing to do
+			}
+			if err != nil {
+				return err
+			}
+		}
+		var current uint64
+		err := tx.QueryRowContext(ctx, s.sql.lockEntity, []byte(step.Key)).Scan(&current)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if current != step.Version {
+			return fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, step.Key, current, step.Version)
+		}
+		next, children, err := write(ctx, tx)
+		if err != nil {
+			if retryable(err) {
+				return err // the server rolled it back: run it all again
+			}
+			return errHandler{err}
+		}
+		return s.writeStep(ctx, tx, step, next, children)
+	})
+	var handlerErr errHandler
+	switch {
+	case errors.As(err, &handlerErr):
+		return 0, false, handlerErr.err
+	case err != nil:
+		return 0, false, err
+	case !consumed:
+		return 0, false, nil
+	}
+	return step.Version + 1, true, nil
+}
+
+// writeStep writes the entity that write returned and, fused, the
+// transition, in tx, whose locks guarantee the entity's version and the
+// token's life.
+func (s *Store) writeStep(ctx context.Context, tx *sql.Tx, step store.TxStep, next store.Entity, children []baton.Token) error {
+	if next.Key != step.Key || next.Version != step.Version {
+		return fmt.Errorf("%w: the activity returned entity %q at version %d for a commit of %q at version %d", store.ErrInvalid, next.Key, next.Version, step.Key, step.Version)
+	}
+	row, err := newEntityRow(next)
+	if err != nil {
+		return err
+	}
+	if err := s.writeEntity(ctx, tx, next, row); err != nil {
+		return err
+	}
+	if !step.Fused {
+		return nil
+	}
+	if err := store.ValidateTransition(step.Token, children); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, s.sql.deleteToken, step.Token[:]); err != nil {
+		return err
+	}
+	return s.insertTokens(ctx, tx, children)
+}
+
+// RecordStart implements store.Starter in the caller's transaction tx,
+// which must be on this store's database. With root set, the root token is
+// created in tx too, under a fresh id, and the start is recorded claimed.
+func (s *Store) RecordStart(ctx context.Context, tx *sql.Tx, start store.Start, root *baton.Token) (store.Start, error) {
+	if err := store.ValidateStart(start); err != nil {
+		return store.Start{}, err
+	}
+	start.Version, start.Root, start.Claimed = 1, baton.TokenID{}, false
+	if root != nil {
+		tok, err := store.NewRoot(*root, rand.Reader)
+		if err != nil {
+			return store.Start{}, err
+		}
+		if err := s.insertTokens(ctx, tx, []baton.Token{tok}); err != nil {
+			return store.Start{}, fmt.Errorf("mysql: create root token: %w", err)
+		}
+		*root = tok
+		start.Root, start.Claimed = tok.ID, true
+	}
+	sec, ns := toColumns(start.CreatedAt)
+	_, err := tx.ExecContext(ctx, s.sql.insertStart, start.ID[:], optionalID(start.Root), start.Claimed, []byte(start.Destination),
+		[]byte(start.Type), nonNil(start.Payload), []byte(start.Trace.Parent), []byte(start.Trace.State), sec, ns)
+	if err != nil {
+		return store.Start{}, fmt.Errorf("mysql: record start %s: %w", start.ID, err)
+	}
+	return start, nil
+}
+
+// LoadStart implements store.Starts.
+func (s *Store) LoadStart(ctx context.Context, id baton.TokenID) (store.Start, error) {
+	if err := s.usable(ctx, "load start"); err != nil {
+		return store.Start{}, err
+	}
+	start, err := scanStart(s.db.QueryRowContext(ctx, s.sql.loadStart, id[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Start{}, fmt.Errorf("%w: start %s", store.ErrNotFound, id)
+	}
+	if err != nil {
+		return store.Start{}, fmt.Errorf("mysql: load start %s: %w", id, err)
+	}
+	return start, nil
+}
+
+// UpdateStart implements store.Starts: a compare-and-set on the version of
+// its root and claim.
+func (s *Store) UpdateStart(ctx context.Context, start store.Start) (store.Start, error) {
+	if err := store.ValidateStart(start); err != nil {
+		return store.Start{}, err
+	}
+	res, err := s.exec(ctx, "update start", s.sql.updateStart, optionalID(start.Root), start.Claimed, start.ID[:], start.Version)
+	if err != nil {
+		return store.Start{}, err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		if _, lerr := s.LoadStart(ctx, start.ID); errors.Is(lerr, store.ErrNotFound) {
+			return store.Start{}, lerr
+		}
+		return store.Start{}, fmt.Errorf("%w: start %s is not at version %d", store.ErrConflict, start.ID, start.Version)
+	}
+	start.Version++
+	return start, nil
+}
+
+// DeleteStart implements store.Starts.
+func (s *Store) DeleteStart(ctx context.Context, id baton.TokenID) error {
+	_, err := s.exec(ctx, "delete start", s.sql.deleteStart, id[:])
+	return err
+}
+
+// PendingStarts implements store.Starts.
+func (s *Store) PendingStarts(ctx context.Context, before time.Time, limit int) ([]store.Start, error) {
+	if err := s.usable(ctx, "pending starts"); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	sec, ns := toColumns(before)
+	rows, err := s.db.QueryContext(ctx, s.sql.pendingStarts, sec, ns, limit)
+	if err != nil {
+		return nil, fmt.Errorf("mysql: pending starts: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Start
+	for rows.Next() {
+		start, err := scanStart(rows)
+		if err != nil {
+			return nil, fmt.Errorf("mysql: pending starts: %w", err)
+		}
+		out = append(out, start)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mysql: pending starts: %w", err)
+	}
+	return out, nil
+}
+
+func scanStart(row interface{ Scan(...any) error }) (store.Start, error) {
+	var start store.Start
+	var id, root, destination, typ, parent, state []byte
+	var sec int64
+	var ns int32
+	if err := row.Scan(&id, &start.Version, &root, &start.Claimed, &destination, &typ, &start.Payload,
+		&parent, &state, &sec, &ns); err != nil {
+		return store.Start{}, err
+	}
+	if len(id) != len(start.ID) || (root != nil && len(root) != len(start.Root)) {
+		return store.Start{}, errors.New("mysql: malformed start row")
+	}
+	copy(start.ID[:], id)
+	copy(start.Root[:], root)
+	start.Destination, start.Type = string(destination), string(typ)
+	start.Trace.Parent, start.Trace.State = string(parent), string(state)
+	start.CreatedAt = fromColumns(sec, int64(ns))
+	return start, nil
+}
+
+func optionalID(id baton.TokenID) any {
+	if id.IsZero() {
+		return nil
+	}
+	return id[:]
+}
+
+// nonNil stores a nil payload as empty: the column is NOT NULL.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
