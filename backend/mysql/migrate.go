@@ -141,4 +141,3 @@ func (s *Store) dropTables(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
