@@ -21,6 +21,9 @@ import (
 // otherwise.
 const DefaultPrefix = "baton_"
 
+// DefaultMaxConns is Config.MaxConns unless set.
+const DefaultMaxConns = 16
+
 // Config configures a Store.
 type Config struct {
 	// Prefix starts every table name, so that several stores share one
@@ -35,6 +38,10 @@ type Config struct {
 	// a consumed one that comes back lets a duplicate through. The store
 	// logs a warning. Zero value: refuse with ErrUnsafeDurability.
 	AllowUnsafeDurability bool
+	// MaxConns bounds the store's connections to the server (InnoDB
+	// serves few concurrent transactions well, and servers refuse
+	// connections past max_connections). Default DefaultMaxConns.
+	MaxConns int
 	// SkipMigrate leaves the schema alone: a deployment step creates it
 	// with Migrate.
 	SkipMigrate bool
@@ -54,6 +61,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
 	return c, nil
 }
 
@@ -66,6 +76,9 @@ type Store struct {
 	cfg    Config
 	sql    statements
 	closed atomic.Bool
+	// retried counts transactions that the server rolled back for a
+	// deadlock or a lock wait timeout and that ran again.
+	retried atomic.Int64
 }
 
 var (
@@ -98,6 +111,8 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("mysql: open: %w", err)
 	}
 	db := sql.OpenDB(&checkedConnector{Connector: connector, allowUnsafe: cfg.AllowUnsafeDurability, log: cfg.Logger})
+	db.SetMaxOpenConns(cfg.MaxConns)
+	db.SetMaxIdleConns(cfg.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	s := &Store{db: db, cfg: cfg, sql: newStatements(cfg.Prefix)}
 	if err := db.PingContext(ctx); err != nil {
@@ -187,6 +202,7 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) 
 		case err == nil:
 			return nil
 		case retryable(err) && attempt < maxTxAttempts && ctx.Err() == nil:
+			s.retried.Add(1)
 			time.Sleep(time.Duration(attempt) * time.Millisecond)
 			continue
 		case isStoreSentinel(err) || errors.As(err, new(errHandler)):
