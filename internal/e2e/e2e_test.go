@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	mysqldriver "github.com/go-sql-driver/mysql"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -52,6 +53,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// proxiedDSN returns the MySQL DSN with its address replaced by the one
+// that proxy returns for it.
+func proxiedDSN(t *testing.T, dsn string, proxy func(addr string) string) string {
+	t.Helper()
+	cfg, err := mysqldriver.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("mysql DSN: %v", err)
+	}
+	cfg.Addr = proxy(cfg.Addr)
+	return cfg.FormatDSN()
+}
+
 func workerBinary(t *testing.T) string {
 	t.Helper()
 	bin, err := buildBin()
@@ -68,8 +81,8 @@ func workerBinary(t *testing.T) string {
 // its own file), and embedded tokens mean a single process.
 type row struct {
 	name      string
-	tokens    string // postgres, redis or embedded
-	entities  string // postgres or embedded
+	tokens    string // postgres, mysql, redis or embedded
+	entities  string // postgres, mysql or embedded
 	transport string // nats or rabbitmq
 	procs     []proc
 	// deferRemovals runs the engines with Config.DeferRemovals: acks
@@ -125,6 +138,8 @@ func TestExactlyOnceMatrix(t *testing.T) {
 		{name: "pg-tokens+embedded-entities/nats/4-procs", tokens: "postgres", entities: "embedded", transport: "nats",
 			procs: []proc{{serve: []string{Order}, file: "order.db"}, {serve: []string{Billing}, file: "billing.db"},
 				{serve: []string{Stock}, file: "stock.db"}, {serve: []string{Shipping}, file: "shipping.db"}}},
+		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true,
+			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+embedded-entities/rabbitmq/2-procs", tokens: "redis", entities: "embedded", transport: "rabbitmq",
 			procs: []proc{{serve: []string{Order, Billing}, file: "a.db"}, {serve: []string{Stock, Shipping}, file: "b.db"}}},
 	}
@@ -216,6 +231,9 @@ func runRow(t *testing.T, r row, p plan) Report {
 			proxied[name] = addr
 		}
 	}
+	if svc.mysqlDSN != "" {
+		proxied["mysql"] = proxiedDSN(t, svc.mysqlDSN, func(addr string) string { return f.proxy(t, "mysql", addr) })
+	}
 
 	// Start the workers.
 	slots := make([]*workerSlot, len(r.procs))
@@ -231,6 +249,9 @@ func runRow(t *testing.T, r row, p plan) Report {
 		}
 		if u := proxied["postgres"]; u != "" {
 			args = append(args, "-postgres", u, "-pg-schema", ns.pgSchema)
+		}
+		if u := proxied["mysql"]; u != "" {
+			args = append(args, "-mysql", u, "-mysql-prefix", ns.mysqlPrefix)
 		}
 		if u := proxied["redis"]; u != "" {
 			args = append(args, "-redis", u, "-redis-prefix", ns.redisPrefix)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/mysql"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/backend/redis"
 	"github.com/batonhq/baton/internal/testenv"
@@ -42,6 +43,7 @@ const (
 type namespace struct {
 	id          string
 	pgSchema    string
+	mysqlPrefix string
 	redisPrefix string
 	natsStream  string
 	natsPrefix  string
@@ -55,6 +57,7 @@ func newNamespace() namespace {
 	return namespace{
 		id:          id,
 		pgSchema:    "e2e_" + id,
+		mysqlPrefix: "e2e_" + id + "_",
 		redisPrefix: "e2e-" + id,
 		natsStream:  "E2E_" + id,
 		natsPrefix:  "e2e_" + id,
@@ -66,9 +69,10 @@ func newNamespace() namespace {
 type services struct {
 	ns namespace
 
-	pgURL, redisURL, natsURL, amqpURL string
+	pgURL, mysqlDSN, redisURL, natsURL, amqpURL string
 
 	pg     *postgres.Store                    // when tokens or entities are in PostgreSQL
+	my     *mysql.Store                       // when tokens or entities are in MySQL
 	redis  *redis.TokenStore                  // when tokens are in Redis
 	pub    transport.Transport                // the test publishes root signals with it
 	tokens store.TokenStore                   // direct token store, nil for embedded
@@ -84,6 +88,9 @@ func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
 	s := &services{ns: ns}
 	if r.tokens == "postgres" || r.entities == "postgres" {
 		s.pgURL = testenv.Addr(t, testenv.Postgres)
+	}
+	if r.tokens == "mysql" || r.entities == "mysql" {
+		s.mysqlDSN = testenv.Addr(t, testenv.MySQL)
 	}
 	if r.tokens == "redis" {
 		s.redisURL = testenv.Addr(t, testenv.Redis)
@@ -112,6 +119,27 @@ func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
 		}
 		if r.entities == "postgres" {
 			s.ents = pg
+		}
+	}
+	if s.mysqlDSN != "" {
+		my, err := mysql.Open(ctx, s.mysqlDSN, mysql.Config{Prefix: ns.mysqlPrefix})
+		if err != nil {
+			t.Fatalf("mysql: %v", err)
+		}
+		t.Cleanup(func() { my.Close() })
+		t.Cleanup(func() {
+			for _, table := range []string{"tokens", "entities", "starts", "schema_migrations"} {
+				if _, err := my.DB().Exec("DROP TABLE IF EXISTS `" + ns.mysqlPrefix + table + "`"); err != nil {
+					t.Errorf("drop table %s%s: %v", ns.mysqlPrefix, table, err)
+				}
+			}
+		})
+		s.my = my
+		if r.tokens == "mysql" {
+			s.tokens = my
+		}
+		if r.entities == "mysql" {
+			s.ents = my
 		}
 	}
 	if s.redisURL != "" {
@@ -367,6 +395,13 @@ func (s *services) residue(ctx context.Context, known []string) ([]string, error
 			extra = append(extra, fmt.Sprintf("%d rows in the tokens table", n))
 		}
 	}
+	if s.my != nil {
+		found, err := s.mysqlResidue(ctx, known)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, found...)
+	}
 	if s.redis != nil {
 		keys, err := redisKeys(ctx, s.redisURL, s.ns.redisPrefix)
 		if err != nil {
@@ -374,6 +409,41 @@ func (s *services) residue(ctx context.Context, known []string) ([]string, error
 		}
 		for _, k := range keys {
 			extra = append(extra, "redis key "+k)
+		}
+	}
+	return extra, nil
+}
+
+// mysqlResidue lists entity rows under other keys and token rows left in
+// the run's MySQL tables.
+func (s *services) mysqlResidue(ctx context.Context, known []string) ([]string, error) {
+	var extra []string
+	if s.ents == store.EntityStore(s.my) {
+		rows, err := s.my.DB().QueryContext(ctx, "SELECT `key` FROM `"+s.ns.mysqlPrefix+"entities`")
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var key []byte
+			if err := rows.Scan(&key); err != nil {
+				return nil, err
+			}
+			if !slices.Contains(known, string(key)) {
+				extra = append(extra, "entity "+string(key))
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if s.tokens == store.TokenStore(s.my) {
+		var n int
+		if err := s.my.DB().QueryRowContext(ctx, "SELECT count(*) FROM `"+s.ns.mysqlPrefix+"tokens`").Scan(&n); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			extra = append(extra, fmt.Sprintf("%d rows in the tokens table", n))
 		}
 	}
 	return extra, nil

@@ -38,6 +38,7 @@ type options struct {
 	tokens, entities, transport string
 
 	postgres, pgSchema   string
+	mysql, mysqlPrefix   string
 	redis, redisPrefix   string
 	file                 string
 	nats, natsStream     string
@@ -60,11 +61,13 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.tokens, "tokens", "", "token store: postgres, redis or embedded")
-	flag.StringVar(&o.entities, "entities", "", "entity store: postgres or embedded")
+	flag.StringVar(&o.tokens, "tokens", "", "token store: postgres, mysql, redis or embedded")
+	flag.StringVar(&o.entities, "entities", "", "entity store: postgres, mysql or embedded")
 	flag.StringVar(&o.transport, "transport", "", "transport: nats or rabbitmq")
 	flag.StringVar(&o.postgres, "postgres", "", "PostgreSQL DSN")
 	flag.StringVar(&o.pgSchema, "pg-schema", "", "PostgreSQL schema of the tokens and entities")
+	flag.StringVar(&o.mysql, "mysql", "", "MySQL DSN")
+	flag.StringVar(&o.mysqlPrefix, "mysql-prefix", "", "MySQL table prefix of the tokens and entities")
 	flag.StringVar(&o.redis, "redis", "", "Redis URL")
 	flag.StringVar(&o.redisPrefix, "redis-prefix", "", "Redis key prefix")
 	flag.StringVar(&o.file, "file", "", "embedded store file (tokens, entities or both)")

@@ -9,6 +9,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/mysql"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/backend/redis"
 	"github.com/batonhq/baton/store"
@@ -40,6 +41,7 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		}
 	}()
 	var pg *postgres.Store
+	var my *mysql.Store
 	var file *embedded.Store
 	openPostgres := func() (*postgres.Store, error) {
 		if pg != nil {
@@ -55,6 +57,21 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		}
 		s.closers = append(s.closers, pg.Close)
 		return pg, nil
+	}
+	openMySQL := func() (*mysql.Store, error) {
+		if my != nil {
+			return my, nil
+		}
+		if o.mysql == "" || o.mysqlPrefix == "" {
+			return nil, fmt.Errorf("-mysql and -mysql-prefix are required")
+		}
+		var err error
+		my, err = mysql.Open(ctx, o.mysql, mysql.Config{Prefix: o.mysqlPrefix, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, my.Close)
+		return my, nil
 	}
 	openFile := func() (*embedded.Store, error) {
 		if file != nil {
@@ -78,6 +95,10 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		if tokens, err = openPostgres(); err != nil {
 			return nil, err
 		}
+	case "mysql":
+		if tokens, err = openMySQL(); err != nil {
+			return nil, err
+		}
 	case "embedded":
 		if tokens, err = openFile(); err != nil {
 			return nil, err
@@ -97,7 +118,7 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		s.closers = append(s.closers, rs.Close)
 		tokens = rs
 	default:
-		return nil, fmt.Errorf("-tokens: want postgres, redis or embedded, got %q", o.tokens)
+		return nil, fmt.Errorf("-tokens: want postgres, mysql, redis or embedded, got %q", o.tokens)
 	}
 
 	var entities store.EntityStore
@@ -106,12 +127,16 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		if entities, err = openPostgres(); err != nil {
 			return nil, err
 		}
+	case "mysql":
+		if entities, err = openMySQL(); err != nil {
+			return nil, err
+		}
 	case "embedded":
 		if entities, err = openFile(); err != nil {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("-entities: want postgres or embedded, got %q", o.entities)
+		return nil, fmt.Errorf("-entities: want postgres, mysql or embedded, got %q", o.entities)
 	}
 
 	if sameStore(tokens, entities) {
@@ -128,6 +153,9 @@ func sameStore(tokens store.TokenStore, entities store.EntityStore) bool {
 	switch t := tokens.(type) {
 	case *postgres.Store:
 		e, ok := entities.(*postgres.Store)
+		return ok && e == t
+	case *mysql.Store:
+		e, ok := entities.(*mysql.Store)
 		return ok && e == t
 	case *embedded.Store:
 		e, ok := entities.(*embedded.Store)
