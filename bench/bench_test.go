@@ -273,3 +273,29 @@ func TestRunBySignalCount(t *testing.T) {
 		t.Errorf("measured %d signals (check %s), want at least 150", res.Signals, res.Check)
 	}
 }
+
+// TestRunMySQL runs the MySQL variants against the machine's MySQL or
+// MariaDB: both check out, and baton-mysql's "x classic" is against
+// classic-mysql.
+func TestRunMySQL(t *testing.T) {
+	t.Parallel()
+	cfg := tiny("classic-mysql", "baton-mysql")
+	cfg.MySQLDSN = testenv.Addr(t, testenv.MySQL)
+	cfg.TempDir = t.TempDir()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range rep.Results {
+		if res.Check != "ok" || res.Throughput <= 0 || res.VsClassic <= 0 || res.VsCeiling != 0 {
+			t.Errorf("%s: check %s, throughput %.1f, x classic %.2f, x ceiling %.2f (want none: the ceiling is PostgreSQL's)",
+				res.Variant, res.Check, res.Throughput, res.VsClassic, res.VsCeiling)
+		}
+	}
+	if classic, _ := rep.Result("classic-mysql"); classic.VsClassic != 1 {
+		t.Errorf("classic-mysql is %.2fx itself", classic.VsClassic)
+	}
+	my, _ := rep.Result("baton-mysql")
+	checkBatonResult(t, my, cfg.InFlight)
+	checkRendering(t, rep, "classic-mysql", "baton-mysql")
+}

@@ -23,6 +23,10 @@ type Config struct {
 	// one. Default DefaultPostgresDSN. Each variant works in a schema of
 	// its own, dropped at the end.
 	PostgresDSN string
+	// MySQLDSN locates the MySQL or MariaDB server of the MySQL variants
+	// (go-sql-driver/mysql's DSN). Default DefaultMySQLDSN. Each variant
+	// works in tables of its own prefix, dropped at the end.
+	MySQLDSN string
 	// RedisURL is the Redis server of baton-redis, opened with
 	// AllowUnsafeDurability (the machine's Redis need not fsync). Default
 	// DefaultRedisURL.
@@ -117,6 +121,9 @@ func (c *Config) setDefaults() {
 	if c.PostgresDSN == "" {
 		c.PostgresDSN = DefaultPostgresDSN
 	}
+	if c.MySQLDSN == "" {
+		c.MySQLDSN = DefaultMySQLDSN
+	}
 	if c.RedisURL == "" {
 		c.RedisURL = DefaultRedisURL
 	}
@@ -182,7 +189,7 @@ func (c *Config) validate() error {
 }
 
 // needs reports which servers the configured runs use.
-func (c *Config) needs() (postgres, redis, redisServer bool) {
+func (c *Config) needs() (postgres, redis, redisServer, mysql bool) {
 	all := slices.Concat(c.Variants)
 	if !c.NoContention {
 		all = append(all, c.ContentionVariants...)
@@ -198,6 +205,7 @@ func (c *Config) needs() (postgres, redis, redisServer bool) {
 		postgres = postgres || v.postgres
 		redis = redis || v.redis
 		redisServer = redisServer || v.redisServer
+		mysql = mysql || v.mysql
 	}
 	return
 }

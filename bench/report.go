@@ -95,8 +95,16 @@ func settingsOf(c Config) string {
 	if c.Signals > 0 {
 		measured = fmt.Sprintf("%d signals", c.Signals)
 	}
-	return fmt.Sprintf("%s measured per variant in %d interleaved rounds (warm-up %s each), %d workers per destination, %d conversations in flight, %d accounts, %d orders, PostgreSQL %s",
-		measured, c.Rounds, c.Warmup, c.Workers, c.InFlight, c.Accounts, c.Orders, redactDSN(c.PostgresDSN))
+	var servers []string
+	pg, _, _, my := c.needs()
+	if pg {
+		servers = append(servers, "PostgreSQL "+redactDSN(c.PostgresDSN))
+	}
+	if my {
+		servers = append(servers, "MySQL "+redactMySQLDSN(c.MySQLDSN))
+	}
+	return fmt.Sprintf("%s measured per variant in %d interleaved rounds (warm-up %s each), %d workers per destination, %d conversations in flight, %d accounts, %d orders; %s",
+		measured, c.Rounds, c.Warmup, c.Workers, c.InFlight, c.Accounts, c.Orders, strings.Join(servers, ", "))
 }
 
 // redactDSN keeps a DSN's host, port and database, never its password.
@@ -108,27 +116,31 @@ func redactDSN(dsn string) string {
 	return u.Host + u.Path
 }
 
+// setRatios sets each result's ratios: against the PostgreSQL ceiling and
+// classic-batched, and against the classic variant on its own database
+// (Variant.classic).
 func setRatios(results []Result) {
-	var ceiling, classic, batched float64
+	throughput := map[string]float64{}
 	for _, r := range results {
-		switch r.Variant {
-		case "ceiling":
-			ceiling = r.Throughput
-		case "classic":
-			classic = r.Throughput
-		case "classic-batched":
-			batched = r.Throughput
-		}
+		throughput[r.Variant] = r.Throughput
 	}
 	for i := range results {
-		if ceiling > 0 {
-			results[i].VsCeiling = results[i].Throughput / ceiling
+		v, _ := variantByName(results[i].Variant)
+		classic := v.classic
+		if classic == "" {
+			classic = "classic"
 		}
-		if classic > 0 {
-			results[i].VsClassic = results[i].Throughput / classic
+		if c := throughput[classic]; c > 0 {
+			results[i].VsClassic = results[i].Throughput / c
 		}
-		if batched > 0 {
-			results[i].VsBatched = results[i].Throughput / batched
+		if v.mysql {
+			continue // ceiling and classic-batched ran on PostgreSQL
+		}
+		if c := throughput["ceiling"]; c > 0 {
+			results[i].VsCeiling = results[i].Throughput / c
+		}
+		if c := throughput["classic-batched"]; c > 0 {
+			results[i].VsBatched = results[i].Throughput / c
 		}
 	}
 }
@@ -234,6 +246,13 @@ func (r *Report) targets() string {
 	if cpg, ok := resultOf(r.Contention, "baton-pg"); ok && cpg.VsClassic > 0 {
 		fmt.Fprintf(&b, "target under contention baton-pg >= 1.0x classic throughput: %.2fx (%s); conflicts %.1f%% of signals\n",
 			cpg.VsClassic, metText(cpg.VsClassic >= 1.0), 100*float64(cpg.Conflicts)/float64(max(cpg.Signals, 1)))
+	}
+	if my, ok := r.Result("baton-mysql"); ok && my.VsClassic > 0 {
+		fmt.Fprintf(&b, "baton-mysql against classic-mysql on the same server: %.2fx throughput", my.VsClassic)
+		if cm, ok := r.Result("classic-mysql"); ok && my.ServerCPUSeen && cm.ServerCPUSeen {
+			fmt.Fprintf(&b, ", server CPU/signal %s against %s", micros(my.ServerCPUPerSignal), micros(cm.ServerCPUPerSignal))
+		}
+		fmt.Fprintln(&b)
 	}
 	if okPG && pg.VsCeiling > 0 {
 		fmt.Fprintf(&b, "target baton-pg >= 0.5x ceiling throughput: %.2fx (%s)\n", pg.VsCeiling, metText(pg.VsCeiling >= 0.5))

@@ -27,7 +27,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	started := time.Now()
 	e := &env{cfg: cfg, workload: workload{Orders: cfg.Orders, Accounts: cfg.Accounts}, log: cfg.Logger, runID: newRunID()}
-	needPG, needRedis, needRedisServer := cfg.needs()
+	needPG, needRedis, needRedisServer, needMySQL := cfg.needs()
 	if needPG {
 		monitor, err := checkPostgres(ctx, cfg.PostgresDSN)
 		if err != nil {
@@ -43,6 +43,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if needRedis {
 		if err := checkRedis(ctx, cfg.RedisURL); err != nil {
+			return nil, err
+		}
+	}
+	if needMySQL {
+		if err := checkMySQL(ctx, cfg.MySQLDSN); err != nil {
 			return nil, err
 		}
 	}

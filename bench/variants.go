@@ -12,8 +12,11 @@ type Variant struct {
 	// Note is said under the table when the variant is in it.
 	Note string
 
-	postgres, redis, redisServer bool
-	open                         func(ctx context.Context, env *env, name string) (system, error)
+	postgres, redis, redisServer, mysql bool
+	// classic is the classic variant on the same database, the baseline
+	// of "x classic"; empty: "classic" (PostgreSQL).
+	classic string
+	open    func(ctx context.Context, env *env, name string) (system, error)
 }
 
 // Variants lists every variant the benchmark knows, in table order.
@@ -92,6 +95,16 @@ var Variants = []Variant{
 		open: func(ctx context.Context, env *env, name string) (system, error) {
 			return openBatonRedis(ctx, env, name, env.redisServer.url(), false, env.redisServer.pids)
 		},
+	},
+	{
+		Name: "classic-mysql", Label: "classic on MySQL: processed table + outbox", mysql: true, classic: "classic-mysql",
+		Note: "classic-mysql: classic on the MySQL or MariaDB server of --mysql-dsn (InnoDB): the processed table, the entity's conditional update and the outbox row in one transaction, the relay and the cleanup job as classic; server CPU is the whole server process's while the variant ran.",
+		open: openMySQLClassic,
+	},
+	{
+		Name: "baton-mysql", Label: "baton, MySQL (fast path, one by one)", mysql: true, classic: "classic-mysql",
+		Note: "baton-mysql: tokens and entities in one backend/mysql store on the same server as classic-mysql, on the fast path (one transaction for the commit and the transition), one signal at a time (the MySQL store has no batched commits); its \"x classic\" is against classic-mysql.",
+		open: openBatonMySQL,
 	},
 	{
 		Name: "baton-memory", Label: "baton, in-memory stores (not durable)",

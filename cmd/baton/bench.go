@@ -100,6 +100,7 @@ directory, removed at the end.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.PostgresDSN, "postgres-dsn", benchEnvOr("BATON_BENCH_POSTGRES", bench.DefaultPostgresDSN), "PostgreSQL to benchmark against; BATON_BENCH_POSTGRES sets the default")
+	f.StringVar(&cfg.MySQLDSN, "mysql-dsn", benchEnvOr("BATON_BENCH_MYSQL", bench.DefaultMySQLDSN), "MySQL or MariaDB of the variants classic-mysql and baton-mysql (go-sql-driver DSN); BATON_BENCH_MYSQL sets the default")
 	f.StringVar(&cfg.RedisURL, "redis-url", benchEnvOr("BATON_BENCH_REDIS", bench.DefaultRedisURL), "Redis of the baton-redis variant; BATON_BENCH_REDIS sets the default")
 	f.StringVar(&cfg.RedisServer, "redis-server", "", "redis-server binary for baton-redis-fsync (default: found on PATH)")
 	f.BoolVar(&quick, "quick", false, "short run of everything (about two minutes): 10s per variant, 4s per scaling point")
