@@ -69,10 +69,9 @@ func mysqlServerPIDs(context.Context) []int {
 }
 
 // openBatonMySQL runs the engine over one MySQL store: tokens and entities
-// in one database, so the fast path; one signal at a time (the store has
-// no batched commits).
-func openBatonMySQL(ctx context.Context, env *env, name string) (system, error) {
-	s := &batonSystem{w: env.workload, log: env.log}
+// in one database, so the fast path, with the options of opts.
+func openBatonMySQL(ctx context.Context, env *env, name string, opts batonOptions) (system, error) {
+	s := &batonSystem{w: env.workload, log: env.log, opts: opts}
 	prefix := env.uniqueName(name) + "_"
 	st, err := batonmysql.Open(ctx, env.cfg.MySQLDSN, batonmysql.Config{Prefix: prefix, MaxConns: env.poolSize(), Logger: env.log})
 	if err != nil {

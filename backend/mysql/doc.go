@@ -101,7 +101,16 @@
 // (the driver quotes arguments itself; the connection must use utf8mb4 or
 // another charset that interpolation is safe with, as the default is).
 //
-// Batches of fast-path commits (store.TransitionBatcher) are not
-// implemented: an engine with Config.Batch over this store processes
-// signals one at a time.
+// # Batches
+//
+// The store implements store.TransitionBatcher, so an engine with
+// Config.Batch commits many signals in one transaction. LoadWithTokens is
+// one SELECT over a derived table of the reads, so all of them come from
+// one snapshot whatever the isolation level. CommitTransitions locks every
+// token of the batch in id order, then every entity in key order (the
+// order of CommitTransition too), applies each transition whose token is
+// live and whose entity is at its version, in key order, refuses the
+// others on their own (store.ErrNotFound, store.ErrConflict), and inserts
+// the children of those applied in one statement; one transaction, one
+// commit.
 package mysql

@@ -27,7 +27,8 @@ const DefaultMaxConns = 16
 // Config configures a Store.
 type Config struct {
 	// Prefix starts every table name, so that several stores share one
-	// database. Letters, digits and underscores, at most 32. Empty means
+	// database. Letters, digits and underscores, at most 36 (MySQL names
+	// have at most 64 characters, and the longest name adds 28). Empty means
 	// DefaultPrefix.
 	Prefix string
 	// AllowUnsafeDurability opens the store, and uses connections, even
@@ -49,14 +50,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
+var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,36}$`)
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Prefix == "" {
 		c.Prefix = DefaultPrefix
 	}
 	if !prefixPattern.MatchString(c.Prefix) {
-		return c, fmt.Errorf("%w: mysql: prefix %q must be 1 to 32 letters, digits or underscores", store.ErrInvalid, c.Prefix)
+		return c, fmt.Errorf("%w: mysql: prefix %q must be 1 to 36 letters, digits or underscores", store.ErrInvalid, c.Prefix)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -69,8 +70,8 @@ func (c Config) withDefaults() (Config, error) {
 
 // Store keeps tokens and entities in MySQL or MariaDB (InnoDB). It
 // implements store.TokenStore, store.EntityStore, store.CommitTransitioner,
-// store.TokenLoader, store.BatchCommitter, store.TxCommitter[*sql.Tx] and
-// store.Starter[*sql.Tx].
+// store.TokenLoader, store.BatchCommitter, store.TransitionBatcher,
+// store.TxCommitter[*sql.Tx] and store.Starter[*sql.Tx].
 type Store struct {
 	db     *sql.DB
 	cfg    Config

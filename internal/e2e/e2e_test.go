@@ -138,7 +138,7 @@ func TestExactlyOnceMatrix(t *testing.T) {
 		{name: "pg-tokens+embedded-entities/nats/4-procs", tokens: "postgres", entities: "embedded", transport: "nats",
 			procs: []proc{{serve: []string{Order}, file: "order.db"}, {serve: []string{Billing}, file: "billing.db"},
 				{serve: []string{Stock}, file: "stock.db"}, {serve: []string{Shipping}, file: "shipping.db"}}},
-		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true,
+		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals/batches", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+embedded-entities/rabbitmq/2-procs", tokens: "redis", entities: "embedded", transport: "rabbitmq",
 			procs: []proc{{serve: []string{Order, Billing}, file: "a.db"}, {serve: []string{Stock, Shipping}, file: "b.db"}}},
