@@ -54,3 +54,37 @@ type Delivery interface {
 	// not redelivered. Its token stays live, so the signal stays visible.
 	Park(ctx context.Context, reason string) error
 }
+
+// ErrNotParked is returned for a parked-signal id that names no parked
+// signal (never parked, or replayed or discarded since).
+var ErrNotParked = errors.New("transport: no parked signal with this id")
+
+// ParkedSignal is a signal a consumer parked, as its park place holds it.
+type ParkedSignal struct {
+	// ID names it in the park place (a stream sequence, a message id).
+	ID       string
+	Signal   baton.Signal
+	Reason   string
+	Attempts int // deliveries before it was parked
+	ParkedAt time.Time
+}
+
+// ParkedStore is implemented by a transport whose parked signals an
+// operator can see, send again and remove (baton parked).
+type ParkedStore interface {
+	// ListParked returns up to limit parked signals of destination, or of
+	// every destination for "", oldest first.
+	ListParked(ctx context.Context, destination string, limit int) ([]ParkedSignal, error)
+	// GetParked returns one parked signal, or ErrNotParked.
+	GetParked(ctx context.Context, id string) (ParkedSignal, error)
+	// Replay publishes the parked signal to its destination again, as a
+	// first delivery, and then removes it from the park place (ErrNotParked
+	// if it is not there). A receiver drops the copy if the signal's token
+	// is gone, so replaying a signal that was processed meanwhile is
+	// harmless. A failure between the two leaves it parked and published:
+	// replaying again is safe for the same reason.
+	Replay(ctx context.Context, id string) error
+	// RemoveParked deletes the parked signal (ErrNotParked if it is not
+	// there).
+	RemoveParked(ctx context.Context, id string) error
+}

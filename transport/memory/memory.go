@@ -5,7 +5,9 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -35,14 +37,18 @@ type Transport struct {
 	rng    *rand.Rand
 	queues map[string]*queue
 	parked []Parked
+	parks  int // parked signals so far: the next one's id
 	closed bool
 	stats  Stats
 }
 
 // Parked is a signal that a consumer parked.
 type Parked struct {
-	Signal baton.Signal
-	Reason string
+	ID       string
+	Signal   baton.Signal
+	Reason   string
+	Attempts int
+	ParkedAt time.Time
 }
 
 // Stats counts the transport's work and the faults it injected.
@@ -294,7 +300,71 @@ func (d *delivery) Park(ctx context.Context, reason string) error {
 	defer d.t.mu.Unlock()
 	if d.settle() {
 		d.t.stats.Parked++
-		d.t.parked = append(d.t.parked, Parked{Signal: d.m.sig, Reason: reason})
+		d.t.parks++
+		d.t.parked = append(d.t.parked, Parked{ID: strconv.Itoa(d.t.parks), Signal: d.m.sig, Reason: reason,
+			Attempts: d.m.attempt, ParkedAt: time.Now()})
 	}
 	return nil
+}
+
+var _ transport.ParkedStore = (*Transport)(nil)
+
+// ListParked implements transport.ParkedStore.
+func (t *Transport) ListParked(_ context.Context, destination string, limit int) ([]transport.ParkedSignal, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []transport.ParkedSignal
+	for _, p := range t.parked {
+		if len(out) == limit {
+			break
+		}
+		if destination == "" || p.Signal.Destination == destination {
+			out = append(out, transport.ParkedSignal(p))
+		}
+	}
+	return out, nil
+}
+
+// GetParked implements transport.ParkedStore.
+func (t *Transport) GetParked(_ context.Context, id string) (transport.ParkedSignal, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := t.parkedIndex(id)
+	if i < 0 {
+		return transport.ParkedSignal{}, fmt.Errorf("%w: %s", transport.ErrNotParked, id)
+	}
+	return transport.ParkedSignal(t.parked[i]), nil
+}
+
+// Replay implements transport.ParkedStore.
+func (t *Transport) Replay(ctx context.Context, id string) error {
+	p, err := t.GetParked(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := t.Publish(ctx, p.Signal); err != nil {
+		return err
+	}
+	return t.RemoveParked(ctx, id)
+}
+
+// RemoveParked implements transport.ParkedStore.
+func (t *Transport) RemoveParked(_ context.Context, id string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := t.parkedIndex(id)
+	if i < 0 {
+		return fmt.Errorf("%w: %s", transport.ErrNotParked, id)
+	}
+	t.parked = append(t.parked[:i], t.parked[i+1:]...)
+	return nil
+}
+
+func (t *Transport) parkedIndex(id string) int {
+	for i, p := range t.parked {
+		if p.ID == id {
+			return i
+		}
+	}
+	return -1
 }

@@ -27,6 +27,28 @@ func subjectToken(destination string) string {
 	return b.String()
 }
 
+// destinationOf is the destination whose subject token is token: the
+// inverse of subjectToken.
+func destinationOf(token string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(token); i++ {
+		if token[i] != '~' {
+			b.WriteByte(token[i])
+			continue
+		}
+		if i+2 >= len(token) {
+			return "", fmt.Errorf("subject token %q ends inside an escape", token)
+		}
+		v, err := hex.DecodeString(token[i+1 : i+3])
+		if err != nil {
+			return "", fmt.Errorf("subject token %q has a bad escape: %w", token, err)
+		}
+		b.WriteByte(v[0])
+		i += 2
+	}
+	return b.String(), nil
+}
+
 // maxConsumerName keeps consumer names well under JetStream's 255 and
 // short enough for file names on every platform.
 const maxConsumerName = 128
