@@ -58,5 +58,6 @@ duplicate and is dropped.`,
 	root.AddCommand(newServeCommand(), newTokensCommand(), newConversationsCommand())
 	root.AddCommand(newBenchCommand())
 	root.AddCommand(newParticipantCommand(), newConformanceCommand())
+	root.AddCommand(newParkedCommand())
 	return root
 }

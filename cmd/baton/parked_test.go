@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+	natstransport "github.com/batonhq/baton/transport/nats"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestParkedSession is an operator's session against the real NATS: a
+// billing engine parks two signals (a handler bug); the operator lists
+// them, shows one, fixes the handler and replays it (applied once), and
+// discards the other through the token service (its token retired, the
+// discard recorded).
+func TestParkedSession(t *testing.T) {
+	t.Parallel()
+	url := testenv.Addr(t, testenv.NATS)
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	stream, prefix := "OPS_"+hex.EncodeToString(b), "ops_"+hex.EncodeToString(b)
+	tr, err := natstransport.New(t.Context(), natstransport.Config{URL: url, Stream: stream, Prefix: prefix, AllowUnsafeDurability: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tr.Close()
+		if nc, err := natsgo.Connect(url); err == nil {
+			if js, err := jetstream.New(nc); err == nil {
+				_ = js.DeleteStream(context.Background(), stream)
+			}
+			nc.Close()
+		}
+	})
+
+	tokens := memory.NewTokenStore()
+	opsKey, opsHash := tokenservice.NewAPIKey()
+	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{
+		{Name: "ops", KeySHA256: opsHash, Destinations: []string{tokenservice.AnyDestination}, Observe: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	service := httptest.NewServer(api)
+	t.Cleanup(service.Close)
+	entities := memory.NewEntityStore()
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities, Dispatch: tr, Source: tr,
+		RedeliveryDelay: 10 * time.Millisecond, MaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fixed atomic.Bool
+	var applied atomic.Int64
+	must(t, engine.Register(e, engine.Activity[struct{}]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + sig.ID.String(), nil },
+		Handle: func(context.Context, baton.Signal, *struct{}) (engine.Effects, error) {
+			if !fixed.Load() {
+				return engine.Effects{}, engine.Permanent(errors.New("nil map in charge (bug #42)"))
+			}
+			applied.Add(1)
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var sigs []baton.Signal
+	for range 2 {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(`{"amount":12}`)}, 0)
+		must(t, err)
+		must(t, tr.Publish(ctx, sig))
+		sigs = append(sigs, sig)
+	}
+	broker := []string{"--nats", url, "--stream", stream, "--prefix", prefix, "--allow-unsafe-durability"}
+	var list string
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(list, "charge") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the signals were not parked:\n%s", list)
+		}
+		time.Sleep(50 * time.Millisecond)
+		list, err = runBaton(t, append([]string{"parked", "list", "--destination", "billing"}, broker...)...)
+		must(t, err)
+	}
+	t.Logf("$ baton parked list --destination billing\n%s", list)
+	ids := parkedIDs(t, list)
+
+	show, err := runBaton(t, append([]string{"parked", "show", ids[0]}, broker...)...)
+	must(t, err)
+	t.Logf("$ baton parked show %s\n%s", ids[0], show)
+	if !strings.Contains(show, "bug #42") || !strings.Contains(show, `{"amount":12}`) {
+		t.Errorf("show lacks the reason or the payload:\n%s", show)
+	}
+
+	fixed.Store(true)
+	out, err := runBaton(t, append([]string{"parked", "replay", ids[0]}, broker...)...)
+	must(t, err)
+	t.Logf("$ baton parked replay %s\n%s", ids[0], out)
+	for deadline := time.Now().Add(20 * time.Second); applied.Load() < 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed signal was not applied")
+		}
+	}
+
+	auditLog := filepath.Join(t.TempDir(), "discards.jsonl")
+	_, err = runBaton(t, append([]string{"parked", "discard", ids[1], "--server", service.URL, "--key", opsKey, "--audit-log", auditLog}, broker...)...)
+	if err == nil || !strings.Contains(err.Error(), "reason") {
+		t.Errorf("discard without --why: %v, want a refusal", err)
+	}
+	out, err = runBaton(t, append([]string{"parked", "discard", ids[1], "--server", service.URL, "--key", opsKey, "--audit-log", auditLog,
+		"--operator", "ada", "--why", "customer cancelled; refunded by hand (ticket 7)"}, broker...)...)
+	must(t, err)
+	t.Logf("$ baton parked discard %s --operator ada --why ...\n%s", ids[1], out)
+	record, err := os.ReadFile(auditLog)
+	must(t, err)
+	if !strings.Contains(string(record), `"operator":"ada"`) || !strings.Contains(string(record), `"token_retired":true`) {
+		t.Errorf("audit log %q", record)
+	}
+	remaining, err := runBaton(t, append([]string{"parked", "list"}, broker...)...)
+	must(t, err)
+	if !strings.Contains(remaining, "no parked signals") {
+		t.Errorf("parked after replay and discard:\n%s", remaining)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := applied.Load(); n != 1 {
+		t.Errorf("applied %d times, want 1 (the replayed signal only)", n)
+	}
+	for _, sig := range sigs {
+		if _, err := tokens.Get(context.Background(), sig.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("token %s after replay and discard: %v, want it consumed", sig.ID, err)
+		}
+	}
+}
+
+// parkedIDs reads the ID column of baton parked list.
+func parkedIDs(t *testing.T, list string) []string {
+	t.Helper()
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n")[1:] {
+		ids = append(ids, strings.Fields(line)[0])
+	}
+	return ids
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
