@@ -90,6 +90,7 @@ type serveOptions struct {
 	dashboardMemoryMiB     int
 	allowedHosts           []string // Host names accepted besides addresses and localhost
 	insecurePlainHTTP      bool     // allow plain HTTP on a non-loopback --addr
+	stuckAfter             time.Duration
 }
 
 func newServeCommand() *cobra.Command {
@@ -147,6 +148,7 @@ store (--store postgres or redis) as you like.`,
 	f.IntVar(&o.dashboardConversations, "dashboard-conversations", conversation.DefaultLimit, "conversations the dashboard's recorder keeps")
 	f.IntVar(&o.dashboardMemoryMiB, "dashboard-memory-mib", conversation.DefaultBytes>>20, "estimated memory the dashboard's recorder may use, in MiB")
 	f.StringSliceVar(&o.allowedHosts, "allowed-hosts", nil, "host names that requests may name in their Host header, besides IP addresses, localhost and the names of --addr and the TLS certificate")
+	f.DurationVar(&o.stuckAfter, "stuck-after", telemetry.DefaultStuckAfter, "age from which /metrics counts a live token as stuck (baton_tokens_stuck)")
 	f.BoolVar(&o.insecurePlainHTTP, "insecure-plain-http", false, "serve plain HTTP on an address other than loopback (only behind a TLS-terminating proxy on a trusted network)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
@@ -414,7 +416,7 @@ func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts 
 	if err != nil {
 		return h, err
 	}
-	if err := telemetry.LiveTokens(provider.Meter("github.com/batonhq/baton/cmd/baton"), tokens, destinations); err != nil {
+	if err := telemetry.LiveTokens(provider.Meter("github.com/batonhq/baton/cmd/baton"), tokens, destinations, o.stuckAfter); err != nil {
 		return h, err
 	}
 	var board http.Handler

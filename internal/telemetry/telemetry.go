@@ -43,41 +43,60 @@ const LiveTokensRefresh = 5 * time.Second
 // maxLiveTokens caps the count of one destination.
 const maxLiveTokens = 100_000
 
-// LiveTokens registers the gauge baton.tokens.live, per destination, for
-// a token store seen from a token service: the signals in flight. The
-// store is counted at most once per LiveTokensRefresh, by one scrape at a
-// time; scrapes meanwhile report the last count.
-func LiveTokens(meter metric.Meter, tokens store.TokenStore, destinations func() []string) error {
+// DefaultStuckAfter is the age from which LiveTokens counts a live token
+// as stuck unless told otherwise.
+const DefaultStuckAfter = 10 * time.Minute
+
+// LiveTokens registers the gauges baton.tokens.live and baton.tokens.stuck
+// (live tokens created more than stuckAfter ago; 0 selects
+// DefaultStuckAfter), per destination, for a token store seen from a token
+// service: the signals in flight, and those that have been for too long.
+// The store is read at most once per LiveTokensRefresh, by one scrape at a
+// time; scrapes meanwhile report the last reading.
+func LiveTokens(meter metric.Meter, tokens store.TokenStore, destinations func() []string, stuckAfter time.Duration) error {
+	if stuckAfter <= 0 {
+		stuckAfter = DefaultStuckAfter
+	}
 	counts := &cached.Value[[]destinationCount]{
 		MaxAge: LiveTokensRefresh,
 		Read: func(ctx context.Context) ([]destinationCount, error) {
 			var out []destinationCount
+			cutoff := time.Now().Add(-stuckAfter)
 			for _, d := range destinations() {
-				n, err := store.CountByDestination(ctx, tokens, d, maxLiveTokens)
+				live, stuck, err := store.CountByAge(ctx, tokens, d, cutoff, maxLiveTokens)
 				if err != nil {
 					return nil, fmt.Errorf("count live tokens of %q: %w", d, err)
 				}
-				out = append(out, destinationCount{d, n})
+				out = append(out, destinationCount{d, live, stuck})
 			}
 			return out, nil
 		},
 	}
-	_, err := meter.Int64ObservableGauge("baton.tokens.live",
-		metric.WithDescription("Live tokens by destination: the signals in flight, capped at 100000 each, counted at most every 5s."),
-		metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+	observe := func(value func(destinationCount) int) metric.Int64Callback {
+		return func(ctx context.Context, o metric.Int64Observer) error {
 			all, err := counts.Get(ctx)
 			if err != nil {
 				return err
 			}
 			for _, c := range all {
-				o.Observe(int64(c.count), metric.WithAttributes(attribute.String("baton.destination", c.destination)))
+				o.Observe(int64(value(c)), metric.WithAttributes(attribute.String("baton.destination", c.destination)))
 			}
 			return nil
-		}))
+		}
+	}
+	_, err := meter.Int64ObservableGauge("baton.tokens.live",
+		metric.WithDescription("Live tokens by destination: the signals in flight, capped at 100000 each, counted at most every 5s."),
+		metric.WithInt64Callback(observe(func(c destinationCount) int { return c.count })))
+	if err != nil {
+		return err
+	}
+	_, err = meter.Int64ObservableGauge("baton.tokens.stuck",
+		metric.WithDescription(fmt.Sprintf("Live tokens by destination created more than %s ago: signals stuck or parked.", stuckAfter)),
+		metric.WithInt64Callback(observe(func(c destinationCount) int { return c.stuck })))
 	return err
 }
 
 type destinationCount struct {
-	destination string
-	count       int
+	destination  string
+	count, stuck int
 }

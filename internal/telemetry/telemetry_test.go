@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
@@ -32,7 +33,7 @@ func TestPrometheusExposesEngineMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }); err != nil {
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := engine.Register(e, engine.Activity[nothing]{Type: "order",
@@ -100,7 +101,7 @@ func TestLiveTokensAreCountedOncePerRefresh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }); err != nil {
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }, 0); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
@@ -113,4 +114,46 @@ func TestLiveTokensAreCountedOncePerRefresh(t *testing.T) {
 	if n := tokens.listings.Load(); n != 1 {
 		t.Errorf("20 scrapes listed the store %d times, want once", n)
 	}
+}
+
+// TestStuckTokens: a live token older than the threshold counts as stuck.
+func TestStuckTokens(t *testing.T) {
+	t.Parallel()
+	provider, handler, err := telemetry.Prometheus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := memory.NewTokenStore()
+	for _, age := range []time.Duration{time.Hour, time.Second} {
+		if _, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil),
+			CreatedAt: time.Now().Add(-age)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"billing"} }, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{`baton_tokens_live{baton_destination="billing",otel_scope_name="test"} 2`,
+		`baton_tokens_stuck{baton_destination="billing",otel_scope_name="test"} 1`} {
+		if !containsSeries(string(body), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+}
+
+// containsSeries reports whether text has the series of want with its
+// value, whatever other labels the exporter adds.
+func containsSeries(text, want string) bool {
+	name, rest, _ := strings.Cut(want, "{")
+	value := rest[strings.LastIndex(rest, " ")+1:]
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `baton_destination="billing"`) && strings.HasSuffix(line, " "+value) {
+			return true
+		}
+	}
+	return false
 }
