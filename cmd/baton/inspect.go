@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -156,7 +157,63 @@ it was created belongs to a signal that is stuck or parked.`,
 			return enc.Encode(tok)
 		},
 	}
-	cmd.AddCommand(list, get)
+	cmd.AddCommand(list, get, newStuckCommand(&srv))
+	return cmd
+}
+
+// newStuckCommand lists the live tokens older than a threshold: signals
+// stuck (a destination down, a lost message) or parked.
+func newStuckCommand(srv *serverFlags) *cobra.Command {
+	var destinations []string
+	var olderThan time.Duration
+	cmd := &cobra.Command{
+		Use:     "stuck --destination NAME...",
+		Short:   "List live tokens older than --older-than: signals stuck or parked",
+		Example: "  baton tokens stuck --destination billing --destination shipping --older-than 10m",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(destinations) == 0 {
+				return errors.New("--destination NAME is required (repeat it for several)")
+			}
+			c, err := srv.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			now := time.Now()
+			var stuck []baton.Token
+			for _, d := range destinations {
+				page := store.Page{Limit: store.MaxPageLimit}
+				for {
+					batch, err := c.ListByDestination(ctx, d, page)
+					if err != nil {
+						return serverError(srv.server, err)
+					}
+					for _, t := range batch {
+						if now.Sub(t.CreatedAt) >= olderThan {
+							stuck = append(stuck, t)
+						}
+					}
+					if len(batch) < page.Size() {
+						break
+					}
+					page.After = batch[len(batch)-1].ID
+				}
+			}
+			slices.SortFunc(stuck, func(a, b baton.Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
+			out := cmd.OutOrStdout()
+			if len(stuck) == 0 {
+				fmt.Fprintf(out, "no live token older than %s\n", olderThan)
+				return nil
+			}
+			writeTokens(out, stuck, now)
+			fmt.Fprintf(out, "older than %s; draw a conversation with: baton conversations show CONVERSATION; parked ones: baton parked list\n", olderThan)
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&destinations, "destination", nil, "destination whose tokens to read (repeat for several)")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 10*time.Minute, "age from which a live token counts as stuck")
 	return cmd
 }
 

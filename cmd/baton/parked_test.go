@@ -163,3 +163,26 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestTokensStuck lists the live tokens older than a threshold.
+func TestTokensStuck(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	key, hash := tokenservice.NewAPIKey()
+	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{{Name: "ops", KeySHA256: hash, Observe: true}}})
+	must(t, err)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	old, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now().Add(-time.Hour)})
+	must(t, err)
+	fresh, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	must(t, err)
+	out, err := runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key, "--destination", "billing", "--destination", "shipping", "--older-than", "10m")
+	must(t, err)
+	if !strings.Contains(out, old.ID.String()) || strings.Contains(out, fresh.ID.String()) || !strings.Contains(out, "1 live tokens") {
+		t.Errorf("baton tokens stuck:\n%s", out)
+	}
+	if _, err := runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key); err == nil || !strings.Contains(err.Error(), "--destination") {
+		t.Errorf("without --destination: %v", err)
+	}
+}
