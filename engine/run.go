@@ -284,6 +284,7 @@ func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 func (e *Engine) sweepLoop(ctx, work context.Context) {
 	for e.cfg.Sleep(ctx, e.cfg.SweepInterval) == nil {
 		if n, err := e.Sweep(work); err != nil {
+			e.stats.add(work, statSweepFailures, 1)
 			e.log.Warn("sweep failed", "err", err, "finished", n)
 		}
 	}

@@ -27,6 +27,7 @@ type Stats struct {
 	Batched         int64 // activities committed by a batch commit (Config.Batch)
 	Batches         int64 // batch commits that committed at least one
 	StartsLaunched  int64 // starts of conversations whose signal was sent (Launch)
+	SweepFailures   int64 // sweeps that left at least one entry or start unfinished
 }
 
 // stat names one counter; each is kept as an atomic for Stats and exported
@@ -51,6 +52,7 @@ const (
 	statBatched
 	statBatches
 	statStartsLaunched
+	statSweepFailures
 	statCount
 )
 
@@ -72,6 +74,7 @@ var statNames = [statCount]struct{ name, help string }{
 	statBatched:         {"activities.batched", "Activities committed by a batch commit (Config.Batch)."},
 	statBatches:         {"batches", "Batch commits that committed at least one activity."},
 	statStartsLaunched:  {"starts.launched", "Conversations started in a caller's transaction whose root signal was sent."},
+	statSweepFailures:   {"sweeper.failures", "Sweeps that left at least one outbox entry or start unfinished (its receiver refused it, a store failed)."},
 }
 
 type counters struct {
@@ -117,6 +120,7 @@ func (s *Stats) fields() [statCount]*int64 {
 		statSwept: &s.Swept, statParked: &s.Parked, statHandlerErrors: &s.HandlerErrors,
 		statRootsIssued: &s.RootsIssued, statRootsExpired: &s.RootsExpired,
 		statBatched: &s.Batched, statBatches: &s.Batches, statStartsLaunched: &s.StartsLaunched,
+		statSweepFailures: &s.SweepFailures,
 	}
 }
 
