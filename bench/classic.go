@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/transport"
 )
 
 // Classic deduplication settings. In production the processed table keeps
@@ -393,17 +394,7 @@ func (s *sqlSystem) relayOnce(ctx context.Context) (int, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
-	published := make([]bool, len(batch))
-	sem := make(chan struct{}, relayParallel)
-	var wg sync.WaitGroup
-	for i, r := range batch {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			published[i] = s.b.tr.Publish(ctx, r.sig) == nil
-		})
-	}
-	wg.Wait()
+	published := publishAll(ctx, s.b.tr, len(batch), func(i int) baton.Signal { return batch[i].sig })
 	ids := make([]int64, 0, len(batch))
 	for i, r := range batch {
 		if published[i] {
@@ -417,6 +408,23 @@ func (s *sqlSystem) relayOnce(ctx context.Context) (int, error) {
 		return len(ids), fmt.Errorf("%d of %d outbox messages not published; retrying", len(batch)-len(ids), len(batch))
 	}
 	return len(batch), nil
+}
+
+// publishAll publishes the n signals that sig returns, relayParallel at a
+// time, and reports which the broker accepted: a relay's batch.
+func publishAll(ctx context.Context, tr transport.Transport, n int, sig func(int) baton.Signal) []bool {
+	published := make([]bool, n)
+	sem := make(chan struct{}, relayParallel)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			published[i] = tr.Publish(ctx, sig(i)) == nil
+		})
+	}
+	wg.Wait()
+	return published
 }
 
 // cleanupLoop is the classic approach's retention job: it deletes

@@ -356,17 +356,7 @@ func (s *mysqlClassic) relayOnce(ctx context.Context) (int, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
-	published := make([]bool, len(batch))
-	sem := make(chan struct{}, relayParallel)
-	var wg sync.WaitGroup
-	for i, r := range batch {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			published[i] = s.b.tr.Publish(ctx, r.sig) == nil
-		})
-	}
-	wg.Wait()
+	published := publishAll(ctx, s.b.tr, len(batch), func(i int) baton.Signal { return batch[i].sig })
 	var ids []any
 	for i, r := range batch {
 		if published[i] {

@@ -205,3 +205,22 @@ type Transition struct {
 	Token  baton.TokenID
 	Create []baton.Token
 }
+
+// OutboxInUTC returns e's outbox with every CreatedAt in UTC (so that the
+// times a backend encodes decode as they were) and the CreatedAt of its
+// oldest entry (zero for an empty outbox), which backends index for Stale.
+func (e Entity) OutboxInUTC() ([]OutboxEntry, time.Time) {
+	if len(e.Outbox) == 0 {
+		return e.Outbox, time.Time{}
+	}
+	out := make([]OutboxEntry, len(e.Outbox))
+	var oldest time.Time
+	for i, entry := range e.Outbox {
+		entry.CreatedAt = entry.CreatedAt.UTC()
+		out[i] = entry
+		if i == 0 || entry.CreatedAt.Before(oldest) {
+			oldest = entry.CreatedAt
+		}
+	}
+	return out, oldest
+}

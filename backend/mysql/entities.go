@@ -26,19 +26,7 @@ func newEntityRow(e store.Entity) (entityRow, error) {
 	if e.Version >= math.MaxInt64 {
 		return entityRow{}, fmt.Errorf("%w: entity %q: version %d is too large", store.ErrInvalid, e.Key, e.Version)
 	}
-	outbox := e.Outbox
-	var oldest time.Time
-	if len(outbox) > 0 {
-		// Times go to JSON in UTC so that they decode as they were.
-		outbox = make([]store.OutboxEntry, len(e.Outbox))
-		for i, entry := range e.Outbox {
-			entry.CreatedAt = entry.CreatedAt.UTC()
-			outbox[i] = entry
-			if i == 0 || entry.CreatedAt.Before(oldest) {
-				oldest = entry.CreatedAt
-			}
-		}
-	}
+	outbox, oldest := e.OutboxInUTC()
 	encoded, err := json.Marshal(outbox)
 	if err != nil {
 		return entityRow{}, fmt.Errorf("%w: entity %q: encode outbox: %w", store.ErrInvalid, e.Key, err)
