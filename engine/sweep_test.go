@@ -72,3 +72,34 @@ func TestSweepGoesOnPastAnEntryThatFails(t *testing.T) {
 		t.Errorf("entity a holds %d outbox entries, want its rejected entry kept", len(stuck.Outbox))
 	}
 }
+
+// TestRunCountsSweepFailures: a sweep of Run that cannot finish an entry
+// (its receiver refuses the signal for good) counts as a sweeper failure.
+func TestRunCountsSweepFailures(t *testing.T) {
+	t.Parallel()
+	dispatch := publishFunc(func(context.Context, baton.Signal) error { return engine.ErrRejected })
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
+		Dispatch: dispatch, DispatchAttempts: 1, SweepAfter: time.Millisecond, SweepInterval: 10 * time.Millisecond})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order",
+		Entity: func(baton.Signal) (string, error) { return "o", nil },
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) {
+			return engine.Effects{Emit: []baton.Emit{{Destination: "rejecting", Type: "next"}}}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	_, _ = e.Process(ctx, sig) // committed; its dispatch is refused, the entry stays
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); e.Stats().SweepFailures == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no sweeper failure counted")
+		}
+	}
+	if got := e.Stats().Counters()["sweeper.failures"]; got == 0 {
+		t.Errorf("counter sweeper.failures = %d", got)
+	}
+}
