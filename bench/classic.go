@@ -341,21 +341,26 @@ func (s *sqlSystem) commitClassic(ctx context.Context, sig baton.Signal, key str
 // relay publishes outbox rows in id order and deletes the published ones,
 // in batches: woken after each commit that wrote a row, and polling in
 // case a wake-up was missed or a publish failed.
-func (s *sqlSystem) relay(ctx context.Context) {
+func (s *sqlSystem) relay(ctx context.Context) { relayLoop(ctx, s.poke, s.log, s.relayOnce) }
+
+// relayLoop runs once, a relay's pass over its outbox, whenever poke says
+// a row was written and every relayPoll, and again at once while a pass
+// finds a full batch.
+func relayLoop(ctx context.Context, poke <-chan struct{}, log *slog.Logger, once func(context.Context) (int, error)) {
 	ticker := time.NewTicker(relayPoll)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.poke:
+		case <-poke:
 		case <-ticker.C:
 		}
 		for ctx.Err() == nil {
-			n, err := s.relayOnce(ctx)
+			n, err := once(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
-					s.log.Warn("relay failed", "err", err)
+					log.Warn("relay failed", "err", err)
 				}
 				break
 			}

@@ -301,30 +301,7 @@ func (s *mysqlClassic) commit(ctx context.Context, sig baton.Signal, key string,
 
 // relay publishes outbox rows in id order and deletes the published ones,
 // in batches, woken after each commit that wrote a row.
-func (s *mysqlClassic) relay(ctx context.Context) {
-	ticker := time.NewTicker(relayPoll)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.poke:
-		case <-ticker.C:
-		}
-		for ctx.Err() == nil {
-			n, err := s.relayOnce(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("relay failed", "err", err)
-				}
-				break
-			}
-			if n < relayBatch {
-				break
-			}
-		}
-	}
-}
+func (s *mysqlClassic) relay(ctx context.Context) { relayLoop(ctx, s.poke, s.log, s.relayOnce) }
 
 func (s *mysqlClassic) relayOnce(ctx context.Context) (int, error) {
 	rows, err := s.db.QueryContext(ctx, s.q.selectOutbox, relayBatch)
