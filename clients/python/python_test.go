@@ -6,9 +6,6 @@
 package python_test
 
 import (
-	"context"
-	"fmt"
-	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -72,42 +69,17 @@ func TestPythonUnitTests(t *testing.T) {
 func TestPythonParticipantPassesConformance(t *testing.T) {
 	t.Parallel()
 	python := requirePython(t)
-	key, _ := tokenservice.NewAPIKey()
-	kit, err := conformance.Start(conformance.Config{Destination: "billing", ParticipantKey: key,
-		TokenServiceAddr: "127.0.0.1:0", Timeout: 5 * time.Second})
+	cmd := exec.Command(python, "-m", "examples.participant")
+	cmd.Env = append(os.Environ(), "BATON_DATA="+t.TempDir(), "PYTHONDONTWRITEBYTECODE=1")
+	report, printed, err := conformance.CheckCommand(t.Context(), conformance.Config{Destination: "billing",
+		TokenServiceAddr: "127.0.0.1:0", Timeout: 5 * time.Second}, cmd)
 	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = kit.Close() })
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	cmd := exec.CommandContext(ctx, python, "-m", "examples.participant")
-	cmd.Env = append(os.Environ(), "BATON_TOKEN_SERVICE="+kit.TokenServiceURL(), "BATON_API_KEY="+key,
-		"BATON_DESTINATION=billing", "BATON_ADDR="+addr, "BATON_DATA="+t.TempDir(), "PYTHONDONTWRITEBYTECODE=1")
-	var log strings.Builder
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	report, err := kit.Check(t.Context(), "http://"+addr+"/signals")
-	if err != nil {
-		t.Fatalf("%v; the participant printed:\n%s", err, log.String())
+		t.Fatalf("%v; the participant printed:\n%s", err, printed)
 	}
 	var table strings.Builder
 	_ = report.WriteTable(&table)
 	t.Logf("conformance of the Python participant:\n%s", table.String())
 	if !report.Passed() {
-		t.Errorf("the Python participant failed checks:\n%s\nit printed:\n%s", table.String(), log.String())
+		t.Errorf("the Python participant failed checks:\n%s\nit printed:\n%s", table.String(), printed)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr())
 }
