@@ -98,16 +98,23 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 	return consumed, nil
 }
 
-// Issue implements store.TokenStore with one insert under a fresh id.
+// Issue implements store.TokenStore with one insert under a fresh id (a
+// fresh one again in the unlikely case that the id exists).
 func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
-	tok, err := store.NewRoot(root, rand.Reader)
-	if err != nil {
-		return baton.Token{}, err
+	for {
+		tok, err := store.NewRoot(root, rand.Reader)
+		if err != nil {
+			return baton.Token{}, err
+		}
+		_, err = s.exec(ctx, "issue", s.sql.insertToken+placeholders(1, 10), tokenArgs(tok)...)
+		if errors.Is(err, store.ErrExists) {
+			continue
+		}
+		if err != nil {
+			return baton.Token{}, err
+		}
+		return tok, nil
 	}
-	if _, err := s.exec(ctx, "issue", s.sql.insertToken+placeholders(1, 10), tokenArgs(tok)...); err != nil {
-		return baton.Token{}, err
-	}
-	return tok, nil
 }
 
 // ClaimRoot implements store.TokenStore in one transaction that locks the
