@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,8 +21,10 @@ import (
 	"github.com/batonhq/baton/transport"
 	memtransport "github.com/batonhq/baton/transport/memory"
 	natstransport "github.com/batonhq/baton/transport/nats"
+	"github.com/batonhq/baton/transport/rabbitmq"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // parkingTransport is a transport whose parked signals can be acted on.
@@ -133,16 +136,16 @@ func runParkedChecks(t *testing.T, tr parkingTransport) {
 		t.Errorf("parked signal %+v: want the handler's reason and the signal", p)
 	}
 	for name, f := range map[string]parked.Filter{
-		"other type":   {Type: "refund"},
-		"other reason": {Reason: "timeout"},
-		"too young":    {OlderThan: time.Hour},
+		"other type":   {Destination: "billing", Type: "refund"},
+		"other reason": {Destination: "billing", Reason: "timeout"},
+		"too young":    {Destination: "billing", OlderThan: time.Hour},
 		"other dest":   {Destination: "shipping"},
 	} {
 		if list, err := parked.List(ctx, tr, f, time.Now()); err != nil || len(list) != 0 {
 			t.Errorf("filter %s: %d parked, %v; want none", name, len(list), err)
 		}
 	}
-	if list, err := parked.List(ctx, tr, parked.Filter{Type: "charge", Reason: "declined"}, time.Now()); err != nil || len(list) != 1 {
+	if list, err := parked.List(ctx, tr, parked.Filter{Destination: "billing", Type: "charge", Reason: "declined"}, time.Now()); err != nil || len(list) != 1 {
 		t.Errorf("filter type and reason: %d parked, %v; want 1", len(list), err)
 	}
 	if _, err := tokens.Get(ctx, sig.ID); err != nil {
@@ -224,4 +227,46 @@ func TestParkedOnNATS(t *testing.T) {
 		}
 	})
 	runParkedChecks(t, tr)
+}
+
+func TestParkedOnRabbitMQ(t *testing.T) {
+	t.Parallel()
+	url := testenv.Addr(t, testenv.RabbitMQ)
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	prefix := "parked-" + hex.EncodeToString(b)
+	tr, err := rabbitmq.New(t.Context(), rabbitmq.Config{URL: url, Prefix: prefix, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tr.Close()
+		deleteRabbitMQTopology(url, prefix)
+	})
+	runParkedChecks(t, tr)
+}
+
+// deleteRabbitMQTopology removes the queues and exchanges that a
+// transport with prefix may have declared for billing and shipping.
+func deleteRabbitMQTopology(url, prefix string) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	names := []string{prefix + ".sig.billing", prefix + ".parked.billing", prefix + ".sig.shipping", prefix + ".parked.shipping"}
+	for ms := int64(8); ms <= 1<<25; ms *= 2 {
+		names = append(names, fmt.Sprintf("%s.delay.%dms", prefix, ms))
+	}
+	for _, name := range names {
+		// A missing queue or exchange closes the channel: one each.
+		if ch, err := conn.Channel(); err == nil {
+			_, _ = ch.QueueDelete(name, false, false, false)
+			ch.Close()
+		}
+		if ch, err := conn.Channel(); err == nil {
+			_ = ch.ExchangeDelete(name, false, false)
+			ch.Close()
+		}
+	}
 }

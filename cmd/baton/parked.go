@@ -14,12 +14,14 @@ import (
 	"github.com/batonhq/baton/tokenservice/client"
 	"github.com/batonhq/baton/transport"
 	natstransport "github.com/batonhq/baton/transport/nats"
+	"github.com/batonhq/baton/transport/rabbitmq"
 )
 
 // brokerFlags locate the broker whose parked signals the command reads.
 type brokerFlags struct {
 	nats, stream, prefix, monitor string
 	allowUnsafe                   bool
+	rabbitmq, rabbitmqPrefix      string
 }
 
 func (b *brokerFlags) register(cmd *cobra.Command) {
@@ -29,12 +31,23 @@ func (b *brokerFlags) register(cmd *cobra.Command) {
 	f.StringVar(&b.prefix, "prefix", natstransport.DefaultPrefix, "subject prefix of the signals")
 	f.StringVar(&b.monitor, "nats-monitor", "", "the server's monitoring URL, to check that it syncs every write")
 	f.BoolVar(&b.allowUnsafe, "allow-unsafe-durability", false, "use a NATS server that cannot be shown to sync every write")
+	f.StringVar(&b.rabbitmq, "rabbitmq", envOr("BATON_RABBITMQ", ""), "RabbitMQ URL, instead of NATS [BATON_RABBITMQ]")
+	f.StringVar(&b.rabbitmqPrefix, "rabbitmq-prefix", rabbitmq.DefaultPrefix, "queue name prefix of the signals on RabbitMQ")
 }
 
 // open connects to the broker's park place.
 func (b *brokerFlags) open(cmd *cobra.Command) (transport.ParkedStore, func(), error) {
-	if b.nats == "" {
-		return nil, nil, errors.New("no broker: pass --nats URL (or set BATON_NATS); parked signals on RabbitMQ are not yet supported by this command")
+	switch {
+	case b.nats != "" && b.rabbitmq != "":
+		return nil, nil, errors.New("give one broker: --nats or --rabbitmq")
+	case b.rabbitmq != "":
+		tr, err := rabbitmq.New(cmd.Context(), rabbitmq.Config{URL: b.rabbitmq, Prefix: b.rabbitmqPrefix})
+		if err != nil {
+			return nil, nil, err
+		}
+		return tr, func() { tr.Close() }, nil
+	case b.nats == "":
+		return nil, nil, errors.New("no broker: pass --nats URL or --rabbitmq URL (or set BATON_NATS or BATON_RABBITMQ)")
 	}
 	tr, err := natstransport.New(cmd.Context(), natstransport.Config{URL: b.nats, Stream: b.stream, Prefix: b.prefix,
 		MonitorURL: b.monitor, AllowUnsafeDurability: b.allowUnsafe})
@@ -92,7 +105,7 @@ func newParkedListCommand(broker *brokerFlags) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&f.Destination, "destination", "", "only this destination's")
+	cmd.Flags().StringVar(&f.Destination, "destination", "", "only this destination's (required on RabbitMQ, which keeps them per destination)")
 	cmd.Flags().StringVar(&f.Type, "type", "", "only signals of this type")
 	cmd.Flags().StringVar(&f.Reason, "reason", "", "only those whose reason contains this text")
 	cmd.Flags().DurationVar(&f.OlderThan, "older-than", 0, "only those parked at least this long ago")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -19,7 +20,9 @@ import (
 	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/transport"
 	natstransport "github.com/batonhq/baton/transport/nats"
+	"github.com/batonhq/baton/transport/rabbitmq"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -31,24 +34,55 @@ import (
 // discard recorded).
 func TestParkedSession(t *testing.T) {
 	t.Parallel()
-	url := testenv.Addr(t, testenv.NATS)
-	b := make([]byte, 5)
-	_, _ = rand.Read(b)
-	stream, prefix := "OPS_"+hex.EncodeToString(b), "ops_"+hex.EncodeToString(b)
-	tr, err := natstransport.New(t.Context(), natstransport.Config{URL: url, Stream: stream, Prefix: prefix, AllowUnsafeDurability: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		tr.Close()
-		if nc, err := natsgo.Connect(url); err == nil {
-			if js, err := jetstream.New(nc); err == nil {
-				_ = js.DeleteStream(context.Background(), stream)
-			}
-			nc.Close()
+	t.Run("nats", func(t *testing.T) {
+		t.Parallel()
+		url := testenv.Addr(t, testenv.NATS)
+		b := make([]byte, 5)
+		_, _ = rand.Read(b)
+		stream, prefix := "OPS_"+hex.EncodeToString(b), "ops_"+hex.EncodeToString(b)
+		tr, err := natstransport.New(t.Context(), natstransport.Config{URL: url, Stream: stream, Prefix: prefix, AllowUnsafeDurability: true})
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			tr.Close()
+			if nc, err := natsgo.Connect(url); err == nil {
+				if js, err := jetstream.New(nc); err == nil {
+					_ = js.DeleteStream(context.Background(), stream)
+				}
+				nc.Close()
+			}
+		})
+		parkedSession(t, tr, []string{"--nats", url, "--stream", stream, "--prefix", prefix, "--allow-unsafe-durability"})
 	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		t.Parallel()
+		url := testenv.Addr(t, testenv.RabbitMQ)
+		b := make([]byte, 5)
+		_, _ = rand.Read(b)
+		prefix := "ops-" + hex.EncodeToString(b)
+		tr, err := rabbitmq.New(t.Context(), rabbitmq.Config{URL: url, Prefix: prefix, AckWait: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			tr.Close()
+			for _, q := range []string{prefix + ".sig.billing", prefix + ".parked.billing"} {
+				_, _ = exec.Command("rabbitmqctl", "delete_queue", q).CombinedOutput()
+			}
+		})
+		parkedSession(t, tr, []string{"--rabbitmq", url, "--rabbitmq-prefix", prefix})
+	})
+}
 
+// parkingTransport is a transport whose parked signals an operator acts on.
+type parkingTransport interface {
+	transport.Transport
+	transport.ParkedStore
+}
+
+func parkedSession(t *testing.T, tr parkingTransport, broker []string) {
+	var err error
 	tokens := memory.NewTokenStore()
 	opsKey, opsHash := tokenservice.NewAPIKey()
 	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{
@@ -86,7 +120,6 @@ func TestParkedSession(t *testing.T) {
 		must(t, tr.Publish(ctx, sig))
 		sigs = append(sigs, sig)
 	}
-	broker := []string{"--nats", url, "--stream", stream, "--prefix", prefix, "--allow-unsafe-durability"}
 	var list string
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Count(list, "charge") < 2 {
@@ -131,7 +164,7 @@ func TestParkedSession(t *testing.T) {
 	if !strings.Contains(string(record), `"operator":"ada"`) || !strings.Contains(string(record), `"token_retired":true`) {
 		t.Errorf("audit log %q", record)
 	}
-	remaining, err := runBaton(t, append([]string{"parked", "list"}, broker...)...)
+	remaining, err := runBaton(t, append([]string{"parked", "list", "--destination", "billing"}, broker...)...)
 	must(t, err)
 	if !strings.Contains(remaining, "no parked signals") {
 		t.Errorf("parked after replay and discard:\n%s", remaining)

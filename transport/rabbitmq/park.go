@@ -100,6 +100,7 @@ func (t *Transport) parkCopy(ctx context.Context, msg *amqp.Delivery, destinatio
 		ContentEncoding: msg.ContentEncoding,
 		MessageId:       msg.MessageId,
 		AppId:           msg.AppId,
+		Timestamp:       time.Now(), // when it was parked
 	}
 	if err := parked.Headers.Validate(); err != nil {
 		// A header the library decoded but will not encode: keep what

@@ -52,6 +52,8 @@ type Transport struct {
 	subs      map[*subscription]struct{}
 	declared  map[string]*declaration // by group: "dest:<name>", "delay:<name>"
 	created   map[topologyName]bool   // queues and exchanges declared, for tests to delete
+	// version is the broker's, as it announced it ("" for another broker).
+	version string
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -86,6 +88,7 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	t.log.Debug("connected to the broker", "url", redactURL(cfg.URL), "server", version)
+	t.version, _ = conn.Properties["version"].(string)
 	if cfg.AckWait >= 30*time.Minute {
 		t.log.Warn("AckWait is not below RabbitMQ's default consumer_timeout of 30 minutes; raise consumer_timeout on the broker or the broker closes channels holding a delivery that long", "ack_wait", cfg.AckWait)
 	}
