@@ -84,4 +84,14 @@
 // A call that has started its transaction is not interrupted by its
 // context: it waits for its group's commit (at most two commits: the one
 // in progress and its own).
+//
+// # Backups
+//
+// BackupTo copies the store to a new file from one read transaction, while
+// the store keeps serving, and marks the copy as a backup. Open refuses a
+// marked file with ErrRestoredBackup until it is opened once with
+// Config.AcceptRestoredBackup: a restored token store brings back every
+// token consumed since the backup, so a copy of one of their signals still
+// in flight would be applied a second time, unless the entity stores and
+// brokers were restored to the same instant (docs/operations.md).
 package embedded

@@ -55,6 +55,13 @@ type Config struct {
 	// Logger receives open, close and failed-commit events. Nil discards.
 	Logger *slog.Logger
 
+	// AcceptRestoredBackup opens a file that BackupTo wrote (else Open
+	// refuses it with ErrRestoredBackup), once, and logs a warning; the
+	// file is an ordinary store file from then on. Set it only after
+	// restoring the entity stores and brokers to the same instant, with
+	// every engine stopped (docs/operations.md).
+	AcceptRestoredBackup bool
+
 	// Random is the source of root token ids. Nil means crypto/rand; only
 	// a deterministic simulation sets it, since ids must be unguessable.
 	Random io.Reader
@@ -127,9 +134,20 @@ func Open(path string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
 	}
-	if err := db.Update(initLayout); err != nil {
+	var restoredFrom string
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := initLayout(tx); err != nil {
+			return err
+		}
+		restoredFrom, err = checkRestored(tx, cfg.AcceptRestoredBackup)
+		return err
+	})
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("embedded: open %s: %w", path, err)
+	}
+	if restoredFrom != "" {
+		cfg.Logger.Warn("embedded store opened from a backup: tokens consumed since the backup are live again", "path", path, "backup_taken_at", restoredFrom)
 	}
 	cfg.Logger.Debug("embedded store opened", "path", path, "group_commit", !cfg.NoGroupCommit)
 	s := &Store{db: db, path: path, cfg: cfg, log: cfg.Logger}
