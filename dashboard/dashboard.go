@@ -4,14 +4,17 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/internal/cached"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/transport"
 )
 
 // Config configures the dashboard. Only Recorder is required; every other
@@ -33,6 +36,21 @@ type Config struct {
 	// Report returns a verification report, shown as JSON in its own panel.
 	// Nil hides the panel (GET /api/report answers 404).
 	Report func() any
+	// Parked is the brokers' park place. With it GET /api/parked lists the
+	// parked signals there (with their reasons and payloads), and with
+	// Operate and Tokens too the page offers replay and discard. Nil hides
+	// that panel.
+	Parked transport.ParkedStore
+	// Operate admits a replay or discard request and names the operator,
+	// who is recorded. It must authenticate the request itself (credentials
+	// on the request, not the page's): return an error wrapping
+	// ErrNoCredentials for none (401), any other error for a caller that
+	// may not operate (403). Nil: no actions, anonymously or otherwise.
+	Operate func(*http.Request) (operator string, err error)
+	// Audit receives one JSON line per discard: who discarded which signal
+	// and why. Required with Operate.
+	Audit io.Writer
+
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives store failures. Nil discards them.
@@ -93,6 +111,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Recorder == nil {
 		return nil, fmt.Errorf("%w: Recorder is required", ErrInvalidConfig)
 	}
+	if cfg.Operate != nil && cfg.Audit == nil {
+		return nil, fmt.Errorf("%w: Operate needs Audit, where discards are recorded", ErrInvalidConfig)
+	}
 	if cfg.MaxTokensPerDestination < 0 || cfg.StuckAfter < 0 {
 		return nil, fmt.Errorf("%w: MaxTokensPerDestination and StuckAfter must not be negative", ErrInvalidConfig)
 	}
@@ -115,14 +136,21 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: assets: %w", err)
 	}
+	if cfg.Audit != nil {
+		cfg.Audit = &lockedWriter{w: cfg.Audit}
+	}
 	d := &dashboard{cfg: cfg}
 	d.liveTokens = cached.Value[*tokensResponse]{Read: d.listTokens, MaxAge: cfg.TokenRefresh, Now: cfg.Now}
+	d.parkedSignals = cached.Value[brokerParkedReading]{Read: d.listParked, MaxAge: parkedRefresh, Now: cfg.Now}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/conversations", d.listConversations)
 	mux.HandleFunc("GET /api/conversations/{id}", d.getConversation)
 	mux.HandleFunc("GET /api/tokens", d.tokens)
 	mux.HandleFunc("GET /api/stats", d.stats)
 	mux.HandleFunc("GET /api/report", d.report)
+	mux.HandleFunc("GET /api/parked", d.brokerParked)
+	mux.HandleFunc("POST /api/parked/replay", d.replayParked)
+	mux.HandleFunc("POST /api/parked/discard", d.discardParked)
 	mux.HandleFunc("GET /api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint")
 	})
@@ -136,6 +164,21 @@ type dashboard struct {
 	// liveTokens is the last listing of the token store, shared by every
 	// viewer for TokenRefresh and refreshed by one request at a time.
 	liveTokens cached.Value[*tokensResponse]
+	// parkedSignals is the last listing of the park place, shared alike.
+	parkedSignals cached.Value[brokerParkedReading]
+}
+
+// lockedWriter lets concurrent discards append whole lines to the audit
+// record.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // secureHeaders keeps the page self-contained: the policy forbids loading

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,7 +38,12 @@ type shopRun struct {
 	rec            *conversation.Recorder
 	tokens         *memory.TokenStore
 	shop, billing  *engine.Engine
+	broker         *memtransport.Transport
 	ok, dup, parks baton.Signal // roots of an order that went through (and got a duplicate), another, and a declined one
+	// cardsFixed makes billing charge "decline" too: the handler bug fixed,
+	// so that a replayed signal goes through.
+	cardsFixed atomic.Bool
+	place      func(payload string) baton.Signal
 }
 
 type order struct{ Step string }
@@ -46,6 +52,7 @@ func startShop(t *testing.T) *shopRun {
 	t.Helper()
 	r := &shopRun{rec: conversation.NewRecorder(0), tokens: memory.NewTokenStore()}
 	broker := memtransport.New(memtransport.Config{})
+	r.broker = broker
 	newEngine := func(dest string) *engine.Engine {
 		e, err := engine.New(engine.Config{Destination: dest, Tokens: r.tokens, Entities: memory.NewEntityStore(),
 			Dispatch: broker, Source: broker, OnEvent: r.rec.Observe, Workers: 2})
@@ -77,7 +84,7 @@ func startShop(t *testing.T) *shopRun {
 		}}))
 	must(engine.Register(r.billing, engine.Activity[order]{Type: "charge", Entity: byConversation,
 		Handle: func(_ context.Context, sig baton.Signal, o *order) (engine.Effects, error) {
-			if string(sig.Payload) == "decline" {
+			if string(sig.Payload) == "decline" && !r.cardsFixed.Load() {
 				return engine.Effects{}, engine.Permanent(errors.New("card declined"))
 			}
 			o.Step = "charged"
@@ -95,13 +102,13 @@ func startShop(t *testing.T) *shopRun {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	place := func(payload string) baton.Signal {
+	r.place = func(payload string) baton.Signal {
 		sig, err := r.shop.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order.place", Payload: []byte(payload)}, 0)
 		must(err)
 		must(broker.Publish(ctx, sig))
 		return sig
 	}
-	r.ok, r.dup, r.parks = place("ok"), place("ok too"), place("decline")
+	r.ok, r.dup, r.parks = r.place("ok"), r.place("ok too"), r.place("decline")
 	stats := dashboard.EngineStats(r.shop, r.billing)
 	waitFor(t, "the orders to settle", func() bool {
 		s := stats()
@@ -161,12 +168,7 @@ func liveTokensMatchRecorder(r *shopRun) func() any {
 //	BATON_SCREENSHOT=$PWD/docs/dashboard.png go test -run Browser ./dashboard
 func TestDashboardInBrowser(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if testenv.CI() {
-			t.Fatalf("%s is missing under CI=true: .ci/setup-chromium must install it (%v)", chromiumPath, err)
-		}
-		t.Skipf("SKIPPED: %s not found; run .ci/setup-chromium to install Debian's chromium and run the dashboard's browser test", chromiumPath)
-	}
+	needChromium(t)
 	run := startShop(t)
 	h, err := dashboard.New(dashboard.Config{
 		Recorder: run.rec,
@@ -180,30 +182,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1440, 900),
-	)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	// The first run starts the browser; it must not carry a timeout.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	console := watchConsole(ctx)
-	ctx, cancelRun := context.WithTimeout(ctx, 20*time.Second)
-	defer cancelRun()
+	ctx, console := startChromium(t, 20*time.Second)
 
 	poll := func(what, expr string) {
 		t.Helper()
@@ -222,7 +201,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	text := func(selector string) string {
 		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(selector)))
+		// One evaluation: the page replaces rows every second, so a node
+		// found by one call may be gone by the next.
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf("(document.querySelector(%q) || {}).textContent ?? null", selector)))
 		if err != nil {
 			t.Fatalf("text of %s: %v", selector, err)
 		}
@@ -455,4 +436,48 @@ func getJSON(t *testing.T, url string, out any) {
 	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
+}
+
+// needChromium skips the test without Debian's chromium, and fails it
+// under CI=true, where .ci/setup-chromium installs it.
+func needChromium(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if testenv.CI() {
+			t.Fatalf("%s is missing under CI=true: .ci/setup-chromium must install it (%v)", chromiumPath, err)
+		}
+		t.Skipf("SKIPPED: %s not found; run .ci/setup-chromium to install Debian's chromium and run the dashboard's browser test", chromiumPath)
+	}
+}
+
+// startChromium starts a headless Chromium for t and returns a context
+// whose actions run in it, limited to timeout, and its console.
+func startChromium(t *testing.T, timeout time.Duration) (context.Context, *consoleWatch) {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 900),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancel)
+	// The first run starts the browser; it must not carry a timeout.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	console := watchConsole(ctx)
+	ctx, cancelRun := context.WithTimeout(ctx, timeout)
+	t.Cleanup(cancelRun)
+
+	return ctx, console
 }

@@ -18,8 +18,19 @@
 //	/api/stats                  the caller's counters, totals of the recorded conversations,
 //	                             and what the recorder's limits evicted and dropped
 //	/api/report                 the verification report, if Config.Report is set (404 otherwise)
+//	/api/parked?destination=&type=&reason=
+//	                             the signals parked in the broker (Config.Parked), with
+//	                             their reasons, attempts and payloads
 //
-// What it guarantees, and what not: the dashboard only observes. The
+// The one exception to "only GET": with Config.Parked, Config.Operate and
+// Config.Tokens the page offers replay and discard of parked signals,
+// POST /api/parked/replay {"id"} and POST /api/parked/discard {"id",
+// "why"}. Each request is admitted by Operate from its own credentials
+// (never the page's), only as JSON and only from the dashboard's own
+// origin (cross-site requests are refused), and a discard is recorded in
+// Config.Audit with the operator's name and reason (package parked).
+//
+// What it guarantees, and what not: apart from those actions the dashboard only observes. The
 // conversations come from a conversation.Recorder fed by engine events,
 // which are observations that may be lost, so a graph can lag or miss a
 // signal; nothing in the protocol depends on it. Live tokens are read from
@@ -31,8 +42,8 @@
 // destination and logged; it never fails the whole response.
 //
 // The dashboard shows token ids, which are capabilities, and checks no
-// credentials itself: serve it on a loopback address, or behind
-// tokenservice.RequireObserve, as `baton serve` does.
+// credentials itself for what it shows: serve it on a loopback address, or
+// behind tokenservice.RequireObserve, as `baton serve` does.
 //
 // Mount it at the root or under a prefix with a trailing slash:
 //

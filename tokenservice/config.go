@@ -49,6 +49,10 @@ type System struct {
 	// Observe lets the system read any token and list any conversation or
 	// destination (a dashboard).
 	Observe bool `json:"observe,omitempty"`
+	// Operate lets the system replay and discard parked signals from the
+	// dashboard of `baton serve` (an operator). A discard retires the
+	// signal's token, so grant it only to people who may end conversations.
+	Operate bool `json:"operate,omitempty"`
 	// ExpireRoots lets the system delete expired root tokens (a sweeper).
 	// The request names the cutoff, so only a trusted system may send it.
 	ExpireRoots bool `json:"expire_roots,omitempty"`

@@ -40,3 +40,23 @@ func RequireObserve(systems []System, log *slog.Logger) (func(http.Handler) http
 		})
 	}, nil
 }
+
+// Authenticator returns a function that finds the registered system a
+// request comes from, with exactly the credentials the API accepts (see
+// RequireObserve). Its error, a *Problem, is a 401 for missing or unknown
+// credentials. `baton serve` uses it to admit the dashboard's replay and
+// discard requests only from systems with the operate permission.
+func Authenticator(systems []System) (func(*http.Request) (System, error), error) {
+	registered, err := registerAll(systems)
+	if err != nil {
+		return nil, err
+	}
+	c := newCallers(registered)
+	return func(r *http.Request) (System, error) {
+		caller, p := c.authenticate(r)
+		if p != nil {
+			return System{}, p
+		}
+		return caller.System, nil
+	}, nil
+}

@@ -59,6 +59,11 @@ type Delivery interface {
 // signal (never parked, or replayed or discarded since).
 var ErrNotParked = errors.New("transport: no parked signal with this id")
 
+// ErrDestinationRequired is returned by ListParked for "" by a transport
+// that keeps parked signals per destination (RabbitMQ): list each
+// destination instead.
+var ErrDestinationRequired = errors.New("transport: parked signals are kept per destination: name one")
+
 // ParkedSignal is a signal a consumer parked, as its park place holds it.
 type ParkedSignal struct {
 	// ID names it in the park place (a stream sequence, a message id).
@@ -73,7 +78,8 @@ type ParkedSignal struct {
 // operator can see, send again and remove (baton parked).
 type ParkedStore interface {
 	// ListParked returns up to limit parked signals of destination, or of
-	// every destination for "", oldest first.
+	// every destination for "" (ErrDestinationRequired where the transport
+	// cannot list them all at once), oldest first.
 	ListParked(ctx context.Context, destination string, limit int) ([]ParkedSignal, error)
 	// GetParked returns one parked signal, or ErrNotParked.
 	GetParked(ctx context.Context, id string) (ParkedSignal, error)

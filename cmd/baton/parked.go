@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/batonhq/baton/parked"
 	"github.com/batonhq/baton/tokenservice/client"
@@ -24,24 +26,30 @@ type brokerFlags struct {
 	rabbitmq, rabbitmqPrefix      string
 }
 
-func (b *brokerFlags) register(cmd *cobra.Command) {
-	f := cmd.PersistentFlags()
+// register adds the broker flags to f; withUnsafe adds
+// --allow-unsafe-durability, which a command may have for its store already.
+func (b *brokerFlags) register(f *pflag.FlagSet, withUnsafe bool) {
 	f.StringVar(&b.nats, "nats", envOr("BATON_NATS", ""), "NATS server URL [BATON_NATS]")
 	f.StringVar(&b.stream, "stream", natstransport.DefaultStream, "JetStream stream of the signals")
 	f.StringVar(&b.prefix, "prefix", natstransport.DefaultPrefix, "subject prefix of the signals")
 	f.StringVar(&b.monitor, "nats-monitor", "", "the server's monitoring URL, to check that it syncs every write")
-	f.BoolVar(&b.allowUnsafe, "allow-unsafe-durability", false, "use a NATS server that cannot be shown to sync every write")
+	if withUnsafe {
+		f.BoolVar(&b.allowUnsafe, "allow-unsafe-durability", false, "use a NATS server that cannot be shown to sync every write")
+	}
 	f.StringVar(&b.rabbitmq, "rabbitmq", envOr("BATON_RABBITMQ", ""), "RabbitMQ URL, instead of NATS [BATON_RABBITMQ]")
 	f.StringVar(&b.rabbitmqPrefix, "rabbitmq-prefix", rabbitmq.DefaultPrefix, "queue name prefix of the signals on RabbitMQ")
 }
 
+// configured reports whether a broker was named.
+func (b *brokerFlags) configured() bool { return b.nats != "" || b.rabbitmq != "" }
+
 // open connects to the broker's park place.
-func (b *brokerFlags) open(cmd *cobra.Command) (transport.ParkedStore, func(), error) {
+func (b *brokerFlags) open(ctx context.Context) (transport.ParkedStore, func(), error) {
 	switch {
 	case b.nats != "" && b.rabbitmq != "":
 		return nil, nil, errors.New("give one broker: --nats or --rabbitmq")
 	case b.rabbitmq != "":
-		tr, err := rabbitmq.New(cmd.Context(), rabbitmq.Config{URL: b.rabbitmq, Prefix: b.rabbitmqPrefix})
+		tr, err := rabbitmq.New(ctx, rabbitmq.Config{URL: b.rabbitmq, Prefix: b.rabbitmqPrefix})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -49,7 +57,7 @@ func (b *brokerFlags) open(cmd *cobra.Command) (transport.ParkedStore, func(), e
 	case b.nats == "":
 		return nil, nil, errors.New("no broker: pass --nats URL or --rabbitmq URL (or set BATON_NATS or BATON_RABBITMQ)")
 	}
-	tr, err := natstransport.New(cmd.Context(), natstransport.Config{URL: b.nats, Stream: b.stream, Prefix: b.prefix,
+	tr, err := natstransport.New(ctx, natstransport.Config{URL: b.nats, Stream: b.stream, Prefix: b.prefix,
 		MonitorURL: b.monitor, AllowUnsafeDurability: b.allowUnsafe})
 	if err != nil {
 		return nil, nil, err
@@ -69,7 +77,7 @@ applies it once; a replay of a signal whose token is gone is dropped as the
 duplicate it is. discard retires the token through the token service, so the
 conversation visibly ends there, and records who discarded what and why.`,
 	}
-	broker.register(cmd)
+	broker.register(cmd.PersistentFlags(), true)
 	cmd.AddCommand(newParkedListCommand(&broker), newParkedShowCommand(&broker), newParkedReplayCommand(&broker),
 		newParkedDiscardCommand(&broker))
 	return cmd
@@ -82,7 +90,7 @@ func newParkedListCommand(broker *brokerFlags) *cobra.Command {
 		Short: "List parked signals, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ps, closeBroker, err := broker.open(cmd)
+			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -119,7 +127,7 @@ func newParkedShowCommand(broker *brokerFlags) *cobra.Command {
 		Short: "Show one parked signal, payload included",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ps, closeBroker, err := broker.open(cmd)
+			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -145,7 +153,7 @@ func newParkedReplayCommand(broker *brokerFlags) *cobra.Command {
 		Short: "Send parked signals to their destinations again",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ps, closeBroker, err := broker.open(cmd)
+			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -184,7 +192,7 @@ func newParkedDiscardCommand(broker *brokerFlags) *cobra.Command {
 				return err
 			}
 			defer tokens.Close()
-			ps, closeBroker, err := broker.open(cmd)
+			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -34,6 +34,12 @@ import (
 // discard recorded).
 func TestParkedSession(t *testing.T) {
 	t.Parallel()
+	onRealBrokers(t, parkedSession)
+}
+
+// onRealBrokers runs session against the real NATS and RabbitMQ, each on a
+// stream or queues of its own, with the flags that name them to baton.
+func onRealBrokers(t *testing.T, session func(t *testing.T, tr parkingTransport, broker []string)) {
 	t.Run("nats", func(t *testing.T) {
 		t.Parallel()
 		url := testenv.Addr(t, testenv.NATS)
@@ -53,7 +59,7 @@ func TestParkedSession(t *testing.T) {
 				nc.Close()
 			}
 		})
-		parkedSession(t, tr, []string{"--nats", url, "--stream", stream, "--prefix", prefix, "--allow-unsafe-durability"})
+		session(t, tr, []string{"--nats", url, "--stream", stream, "--prefix", prefix, "--allow-unsafe-durability"})
 	})
 	t.Run("rabbitmq", func(t *testing.T) {
 		t.Parallel()
@@ -71,7 +77,7 @@ func TestParkedSession(t *testing.T) {
 				_, _ = exec.Command("rabbitmqctl", "delete_queue", q).CombinedOutput()
 			}
 		})
-		parkedSession(t, tr, []string{"--rabbitmq", url, "--rabbitmq-prefix", prefix})
+		session(t, tr, []string{"--rabbitmq", url, "--rabbitmq-prefix", prefix})
 	})
 }
 
@@ -92,34 +98,8 @@ func parkedSession(t *testing.T, tr parkingTransport, broker []string) {
 	}
 	service := httptest.NewServer(api)
 	t.Cleanup(service.Close)
-	entities := memory.NewEntityStore()
-	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities, Dispatch: tr, Source: tr,
-		RedeliveryDelay: 10 * time.Millisecond, MaxAttempts: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fixed atomic.Bool
-	var applied atomic.Int64
-	must(t, engine.Register(e, engine.Activity[struct{}]{Type: "charge",
-		Entity: func(sig baton.Signal) (string, error) { return "account-" + sig.ID.String(), nil },
-		Handle: func(context.Context, baton.Signal, *struct{}) (engine.Effects, error) {
-			if !fixed.Load() {
-				return engine.Effects{}, engine.Permanent(errors.New("nil map in charge (bug #42)"))
-			}
-			applied.Add(1)
-			return engine.Effects{}, nil
-		}}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	var sigs []baton.Signal
-	for range 2 {
-		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(`{"amount":12}`)}, 0)
-		must(t, err)
-		must(t, tr.Publish(ctx, sig))
-		sigs = append(sigs, sig)
-	}
+	billing := startBuggyBilling(t, tokens, tr)
+	fixed, applied, sigs := &billing.fixed, &billing.applied, billing.sigs
 	var list string
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Count(list, "charge") < 2 {
@@ -178,6 +158,44 @@ func parkedSession(t *testing.T, tr parkingTransport, broker []string) {
 			t.Errorf("token %s after replay and discard: %v, want it consumed", sig.ID, err)
 		}
 	}
+}
+
+// buggyBilling is a billing engine whose charge handler has a bug until
+// fixed is set, with two charges sent to it; both get parked.
+type buggyBilling struct {
+	fixed   atomic.Bool
+	applied atomic.Int64
+	sigs    []baton.Signal
+}
+
+func startBuggyBilling(t *testing.T, tokens store.TokenStore, tr parkingTransport) *buggyBilling {
+	t.Helper()
+	b := &buggyBilling{}
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: memory.NewEntityStore(), Dispatch: tr, Source: tr,
+		RedeliveryDelay: 10 * time.Millisecond, MaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, engine.Register(e, engine.Activity[struct{}]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + sig.ID.String(), nil },
+		Handle: func(context.Context, baton.Signal, *struct{}) (engine.Effects, error) {
+			if !b.fixed.Load() {
+				return engine.Effects{}, engine.Permanent(errors.New("nil map in charge (bug #42)"))
+			}
+			b.applied.Add(1)
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for range 2 {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(`{"amount":12}`)}, 0)
+		must(t, err)
+		must(t, tr.Publish(ctx, sig))
+		b.sigs = append(b.sigs, sig)
+	}
+	return b
 }
 
 // parkedIDs reads the ID column of baton parked list.

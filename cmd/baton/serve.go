@@ -28,6 +28,7 @@ import (
 	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/transport"
 )
 
 // defaultServeAddr is baton's own port: no well-known service uses 7451,
@@ -64,6 +65,7 @@ var serveEnv = map[string]string{
 	"dashboard-memory-mib":    "BATON_DASHBOARD_MEMORY_MIB",
 	"allowed-hosts":           "BATON_ALLOWED_HOSTS",
 	"insecure-plain-http":     "BATON_INSECURE_PLAIN_HTTP",
+	"audit-log":               "BATON_AUDIT_LOG",
 }
 
 // bootstrapEnv holds one system as JSON, in the form of a systems file
@@ -91,6 +93,11 @@ type serveOptions struct {
 	allowedHosts           []string // Host names accepted besides addresses and localhost
 	insecurePlainHTTP      bool     // allow plain HTTP on a non-loopback --addr
 	stuckAfter             time.Duration
+	// broker is where the dashboard finds parked signals; with it, systems
+	// with the operate permission replay and discard them there, and each
+	// discard is appended to auditLog.
+	broker   brokerFlags
+	auditLog string
 }
 
 func newServeCommand() *cobra.Command {
@@ -135,7 +142,7 @@ store (--store postgres or redis) as you like.`,
 	f.StringVar(&o.postgresDSN, "postgres-dsn", "", "PostgreSQL URL or key=value DSN (--store postgres)")
 	f.StringVar(&o.postgresSchema, "postgres-schema", postgres.DefaultSchema, "PostgreSQL schema of the store's tables")
 	f.StringVar(&o.redisURL, "redis-url", "", "Redis URL, redis://host:port/db (--store redis)")
-	f.BoolVar(&o.allowUnsafe, "allow-unsafe-durability", false, "accept a PostgreSQL or Redis server that acknowledges writes before they are on disk (tests only)")
+	f.BoolVar(&o.allowUnsafe, "allow-unsafe-durability", false, "accept a PostgreSQL, Redis or NATS server that acknowledges writes before they are on disk (tests only)")
 	f.BoolVar(&o.allowAsyncReplication, "allow-async-replication", false, "accept a Redis server with replicas, which a failover to a lagging one turns into lost and revived tokens (only if no replica is ever promoted)")
 	f.StringVar(&o.systems, "systems", "", "JSON file of the registered systems")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (with --tls-key)")
@@ -150,6 +157,11 @@ store (--store postgres or redis) as you like.`,
 	f.StringSliceVar(&o.allowedHosts, "allowed-hosts", nil, "host names that requests may name in their Host header, besides IP addresses, localhost and the names of --addr and the TLS certificate")
 	f.DurationVar(&o.stuckAfter, "stuck-after", telemetry.DefaultStuckAfter, "age from which /metrics counts a live token as stuck (baton_tokens_stuck)")
 	f.BoolVar(&o.insecurePlainHTTP, "insecure-plain-http", false, "serve plain HTTP on an address other than loopback (only behind a TLS-terminating proxy on a trusted network)")
+	o.broker.register(f, false)
+	for _, name := range []string{"nats", "rabbitmq"} {
+		f.Lookup(name).Usage = strings.Replace(f.Lookup(name).Usage, " [", ": the dashboard lists its parked signals, and systems with the operate permission replay and discard them there [", 1)
+	}
+	f.StringVar(&o.auditLog, "audit-log", "baton-discards.jsonl", "file that discards from the dashboard are appended to, one JSON object per line (with --nats or --rabbitmq)")
 	f.VisitAll(func(fl *pflag.Flag) {
 		if env, ok := serveEnv[fl.Name]; ok {
 			fl.Usage += " [" + env + "]"
@@ -217,7 +229,12 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 		return err
 	}
 	defer closeStore()
-	handlers, err := serveHandler(tokens, systems, hosts, o, log)
+	ops, closeOps, err := openParkedOps(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer closeOps()
+	handlers, err := serveHandler(tokens, systems, hosts, o, ops, log)
 	if err != nil {
 		return err
 	}
@@ -245,7 +262,7 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	}
 	log.Info("token service started", "addr", l.Addr().String(), "store", o.store, "systems", len(systems),
 		"tls", tlsCfg != nil, "client_certificates", o.clientCA != "", "dashboard", o.dashboard,
-		"dashboard_addr", addrOf(local))
+		"dashboard_addr", addrOf(local), "parked_actions", ops.place != nil, "audit_log", auditLogOf(ops, o))
 
 	served := make(chan error, 2)
 	go func() {
@@ -293,6 +310,13 @@ func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *http
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
+}
+
+func auditLogOf(ops parkedOps, o serveOptions) string {
+	if ops.place == nil {
+		return ""
+	}
+	return o.auditLog
 }
 
 func addrOf(l net.Listener) string {
@@ -397,7 +421,7 @@ type handlers struct {
 // On the API's address the metrics and the dashboard need an observe
 // system's credentials; the loopback dashboard address serves just them,
 // without credentials. Both check the Host header against hosts.
-func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts []string, o serveOptions, log *slog.Logger) (handlers, error) {
+func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts []string, o serveOptions, ops parkedOps, log *slog.Logger) (handlers, error) {
 	var h handlers
 	apiTokens := tokens
 	if o.dashboard {
@@ -421,9 +445,15 @@ func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts 
 	}
 	var board http.Handler
 	if o.dashboard {
-		board, err = dashboard.New(dashboard.Config{Recorder: h.recorder, Tokens: tokens, Destinations: destinations,
-			Logger: log, TokenRefresh: dashboardTokenRefresh})
-		if err != nil {
+		cfg := dashboard.Config{Recorder: h.recorder, Tokens: apiTokens, Destinations: destinations,
+			Logger: log, TokenRefresh: dashboardTokenRefresh}
+		if ops.place != nil {
+			cfg.Parked, cfg.Audit = ops.place, ops.audit
+			if cfg.Operate, err = operators(systems); err != nil {
+				return h, err
+			}
+		}
+		if board, err = dashboard.New(cfg); err != nil {
 			return h, err
 		}
 	}
@@ -450,6 +480,54 @@ func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts 
 		h.local = checkHost(local)
 	}
 	return h, nil
+}
+
+// parkedOps is the park place the dashboard acts on, and where discards are
+// recorded; zero for none.
+type parkedOps struct {
+	place transport.ParkedStore
+	audit io.Writer
+}
+
+// operators admits the dashboard's replay and discard requests from the
+// registered systems with the operate permission, each request by its own
+// credentials: a page served without credentials (--dashboard-addr) lets
+// anyone look, but only an operator's key or certificate act.
+func operators(systems []tokenservice.System) (func(*http.Request) (string, error), error) {
+	authenticate, err := tokenservice.Authenticator(systems)
+	if err != nil {
+		return nil, err
+	}
+	return func(r *http.Request) (string, error) {
+		sys, err := authenticate(r)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", dashboard.ErrNoCredentials, err)
+		}
+		if !sys.Operate {
+			return "", fmt.Errorf("system %q may not replay or discard parked signals: that needs the operate permission", sys.Name)
+		}
+		return sys.Name, nil
+	}, nil
+}
+
+// openParkedOps opens the broker named by --nats or --rabbitmq and the
+// audit log, or returns a zero parkedOps without a broker.
+func openParkedOps(ctx context.Context, o serveOptions) (parkedOps, func(), error) {
+	if !o.broker.configured() {
+		return parkedOps{}, func() {}, nil
+	}
+	b := o.broker
+	b.allowUnsafe = o.allowUnsafe
+	place, closeBroker, err := b.open(ctx)
+	if err != nil {
+		return parkedOps{}, nil, fmt.Errorf("broker of the parked signals: %w", err)
+	}
+	audit, err := os.OpenFile(o.auditLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		closeBroker()
+		return parkedOps{}, nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return parkedOps{place: place, audit: audit}, func() { audit.Close(); closeBroker() }, nil
 }
 
 // knownDestinations lists the destinations of the registered systems, for
@@ -580,6 +658,7 @@ the key, so give it to the system now; it cannot be shown again.`,
 	f.BoolVar(&entry.IssueRoots, "issue-roots", false, "it may issue root tokens")
 	f.BoolVar(&entry.Observe, "observe", false, "it may read and list every token")
 	f.BoolVar(&entry.ExpireRoots, "expire-roots", false, "it may delete expired root tokens")
+	f.BoolVar(&entry.Operate, "operate", false, "it may replay and discard parked signals on the dashboard (an operator)")
 	return cmd
 }
 

@@ -87,7 +87,7 @@ func TestServeRecorderFollowsTheDashboardFlags(t *testing.T) {
 	t.Parallel()
 	systems := []tokenservice.System{{Name: "ops", Observe: true}}
 	log := slog.New(slog.DiscardHandler)
-	h, err := serveHandler(memory.NewTokenStore(), systems, nil, serveOptions{maxBody: 1 << 20}, log)
+	h, err := serveHandler(memory.NewTokenStore(), systems, nil, serveOptions{maxBody: 1 << 20}, parkedOps{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestServeRecorderFollowsTheDashboardFlags(t *testing.T) {
 		t.Error("--dashboard=false created a recorder")
 	}
 	h, err = serveHandler(memory.NewTokenStore(), systems, nil, serveOptions{maxBody: 1 << 20, dashboard: true,
-		dashboardConversations: 7, dashboardMemoryMiB: 64}, log)
+		dashboardConversations: 7, dashboardMemoryMiB: 64}, parkedOps{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

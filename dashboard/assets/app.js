@@ -6,6 +6,7 @@
   const SVG_NS = 'http://www.w3.org/2000/svg'; // a namespace name, never fetched
   const POLL_MS = 1000;
   const REPORT_MS = 5000;
+  const BROKER_MS = 3000;
   const LIST_LIMIT = 100;
   const OUTBOX_AGE = 'outbox.oldest_age_ms';
   const PARKED = 'signals.parked';
@@ -513,6 +514,87 @@
     $('parked-empty').hidden = tokens.parked.length > 0;
   }
 
+  // ---- parked in the broker: list, replay, discard ----
+
+  function renderBroker(b) {
+    const panel = $('broker-panel');
+    panel.hidden = !b.available;
+    if (!b.available) return;
+    $('operate').hidden = !b.actions;
+    $('broker-count').textContent = fmtInt(b.signals.length);
+    const now = parseTime(b.time);
+    $('broker-parked').replaceChildren(...b.signals.map((p) => h('li', {
+      'data-parked-id': p.id, 'data-conversation': p.conversation, title: `token ${p.token}`,
+    },
+    h('span', { class: 'what', text: label(p) }),
+    h('span', { class: 'age', text: ago(p.parked_at, now) }),
+    h('span', { class: 'why', text: `${p.reason || 'no reason given'} (after ${p.attempts} deliveries)` }),
+    h('span', { class: 'id mono', text: `conversation ${shortId(p.conversation)} · token ${shortId(p.token)}` }),
+    b.actions ? h('span', { class: 'actions' },
+      h('button', { type: 'button', class: 'replay', 'data-action': 'replay', text: 'Replay' }),
+      h('button', { type: 'button', class: 'discard', 'data-action': 'discard', text: 'Discard' })) : null)));
+    $('broker-empty').hidden = b.signals.length > 0;
+    $('broker-errors').hidden = b.errors.length === 0;
+    $('broker-errors').textContent = b.errors.join('; ');
+  }
+
+  function actionStatus(ok, text) {
+    const line = $('action-status');
+    line.dataset.ok = String(ok);
+    line.textContent = text;
+  }
+
+  async function act(action, id, button) {
+    const body = { id };
+    if (action === 'discard') {
+      body.why = $('discard-why').value.trim();
+      if (!body.why) {
+        actionStatus(false, 'Say why in "Why (for discards)": the reason is recorded with your name.');
+        $('discard-why').focus();
+        return;
+      }
+    }
+    const headers = { 'Content-Type': 'application/json', Accept: 'application/json' };
+    const key = $('operator-key').value.trim();
+    if (key) headers.Authorization = `Bearer ${key}`;
+    button.disabled = true;
+    try {
+      const res = await fetch(`api/parked/${action}`, { method: 'POST', headers, body: JSON.stringify(body), cache: 'no-store' });
+      let answer = {};
+      try { answer = await res.json(); } catch (_) { /* not JSON */ }
+      if (!res.ok) {
+        const why = answer.error || answer.detail || res.statusText;
+        actionStatus(false, res.status === 401 ? `Not allowed: ${why}. Enter the key of a system with operate.` : `${action} failed: ${why}`);
+        return;
+      }
+      const done = action === 'replay'
+        ? `Replayed ${answer.type} to ${answer.destination} (token ${shortId(answer.token)}), as ${answer.operator}.`
+        : `Discarded ${answer.type} to ${answer.destination} as ${answer.operator}: ${answer.token_retired ? 'token retired' : 'its token was already gone'}.`;
+      actionStatus(true, done);
+      await refreshBroker();
+    } catch (e) {
+      actionStatus(false, `${action} failed: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function refreshBroker() {
+    try {
+      renderBroker(await getJSON('api/parked'));
+    } catch (e) {
+      console.warn('baton dashboard:', e.message);
+    }
+  }
+
+  async function brokerLoop() {
+    try {
+      await refreshBroker();
+    } finally {
+      setTimeout(brokerLoop, BROKER_MS);
+    }
+  }
+
   // ---- report ----
 
   async function refreshReport() {
@@ -591,6 +673,13 @@
       const li = ev.target.closest('li[data-id]');
       if (li) select(li.dataset.id);
     });
+    $('operate').addEventListener('submit', (ev) => ev.preventDefault());
+    $('broker-parked').addEventListener('click', (ev) => {
+      const button = ev.target.closest('button[data-action]');
+      const li = ev.target.closest('li[data-parked-id]');
+      if (button && li) act(button.dataset.action, li.dataset.parkedId, button);
+      else if (li) select(li.dataset.conversation);
+    });
     for (const id of ['stuck', 'parked']) {
       $(id).addEventListener('click', (ev) => {
         const li = ev.target.closest('li[data-conversation]');
@@ -623,6 +712,7 @@
     });
     tick();
     reportLoop();
+    brokerLoop();
   }
 
   start();

@@ -28,6 +28,17 @@ type Value[T any] struct {
 	err        error
 	at         time.Time
 	refreshing chan struct{} // closed when the reading in progress ends; nil if none
+	expired    uint64        // counts Expire calls, so a reading begun before one counts as old
+}
+
+// Expire makes the next Get read afresh: the source changed (an operator
+// acted on it). A reading in progress when Expire is called is published
+// as already old, since it may predate the change.
+func (v *Value[T]) Expire() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.expired++
+	v.at = time.Time{}
 }
 
 // Get returns a reading at most MaxAge old, or, while another Get takes a
@@ -66,10 +77,16 @@ func (v *Value[T]) Get(ctx context.Context) (T, error) {
 // refresh takes a reading and publishes it, also when Read panics.
 func (v *Value[T]) refresh(ctx context.Context, done chan struct{}) (value T, err error) {
 	finished := false
+	v.mu.Lock()
+	expired := v.expired
+	v.mu.Unlock()
 	defer func() {
 		v.mu.Lock()
 		if finished {
 			v.have, v.value, v.err, v.at = true, value, err, v.now()
+			if v.expired != expired {
+				v.at = time.Time{}
+			}
 		}
 		v.refreshing = nil
 		v.mu.Unlock()

@@ -114,3 +114,46 @@ func TestFirstReadersWaitAndErrorsAreCached(t *testing.T) {
 		t.Errorf("got %v after %d readings; want the cached error after one", err, reads.Load())
 	}
 }
+
+// Expire makes the next Get read afresh, also when the reading in
+// progress began before Expire.
+func TestExpireForcesAFreshReading(t *testing.T) {
+	t.Parallel()
+	var reads atomic.Int64
+	inRead, release := make(chan struct{}), make(chan struct{})
+	slow := atomic.Bool{}
+	v := &cached.Value[int64]{
+		Read: func(context.Context) (int64, error) {
+			if slow.Load() {
+				inRead <- struct{}{}
+				<-release
+			}
+			return reads.Add(1), nil
+		},
+		MaxAge: time.Hour,
+	}
+	if got, _ := v.Get(t.Context()); got != 1 {
+		t.Fatalf("first reading %d", got)
+	}
+	v.Expire()
+	if got, _ := v.Get(t.Context()); got != 2 {
+		t.Fatalf("after Expire got reading %d, want a new one", got)
+	}
+	slow.Store(true)
+	v.Expire()
+	done := make(chan int64)
+	go func() {
+		got, _ := v.Get(t.Context())
+		done <- got
+	}()
+	<-inRead
+	v.Expire() // the change happens while the reading is in progress
+	slow.Store(false)
+	close(release)
+	if got := <-done; got != 3 {
+		t.Fatalf("reading in progress returned %d, want 3", got)
+	}
+	if got, _ := v.Get(t.Context()); got != 4 {
+		t.Fatalf("a reading begun before Expire was reused: got %d, want a fresh 4", got)
+	}
+}

@@ -27,7 +27,7 @@ var ErrUnsafeBrowse = errors.New("rabbitmq transport: on RabbitMQ 4.0 to 4.2 rea
 // queue, which keeps them (a quorum queue may change their order).
 func (t *Transport) ListParked(ctx context.Context, destination string, limit int) ([]transport.ParkedSignal, error) {
 	if destination == "" {
-		return nil, errors.New("rabbitmq transport: parked signals are kept per destination: name one")
+		return nil, fmt.Errorf("rabbitmq transport: %w", transport.ErrDestinationRequired)
 	}
 	var out []transport.ParkedSignal
 	err := t.browseParked(ctx, destination, func(_ *amqp.Channel, d *amqp.Delivery) (bool, bool, error) {
