@@ -121,7 +121,10 @@ type destinationCount struct {
 	Capped      bool   `json:"capped"` // more than MaxTokensPerDestination are live
 	Ages        []int  `json:"ages"`   // counts per bucket of Buckets
 	OldestMS    int64  `json:"oldest_ms"`
-	Error       string `json:"error,omitempty"`
+	Stuck       int    `json:"stuck"` // live tokens older than StuckAfterMS
+	// StuckAfterMS is the destination's threshold.
+	StuckAfterMS int64  `json:"stuck_after_ms"`
+	Error        string `json:"error,omitempty"`
 }
 
 type liveToken struct {
@@ -183,7 +186,8 @@ func (d *dashboard) listTokens(ctx context.Context) (*tokensResponse, error) {
 	defer cancel()
 	var all []liveToken
 	for _, dest := range d.destinations() {
-		count := destinationCount{Destination: dest, Ages: make([]int, len(ageBuckets))}
+		stuckAfter := d.stuckAfter(dest)
+		count := destinationCount{Destination: dest, Ages: make([]int, len(ageBuckets)), StuckAfterMS: stuckAfter.Milliseconds()}
 		toks, capped, err := d.listDestination(ctx, dest)
 		if err != nil {
 			count.Error = clip(err.Error())
@@ -194,8 +198,12 @@ func (d *dashboard) listTokens(ctx context.Context) (*tokensResponse, error) {
 			age := max(now.Sub(t.CreatedAt), 0)
 			count.Ages[bucketOf(age)]++
 			count.OldestMS = max(count.OldestMS, age.Milliseconds())
+			stuck := age >= stuckAfter
+			if stuck {
+				count.Stuck++
+			}
 			all = append(all, liveToken{ID: t.ID, Conversation: t.Conversation, Destination: t.Destination, Type: t.Type,
-				CreatedAt: t.CreatedAt, AgeMS: age.Milliseconds(), Stuck: age >= d.cfg.StuckAfter})
+				CreatedAt: t.CreatedAt, AgeMS: age.Milliseconds(), Stuck: stuck})
 		}
 		resp.Destinations = append(resp.Destinations, count)
 	}
@@ -204,6 +212,14 @@ func (d *dashboard) listTokens(ctx context.Context) (*tokensResponse, error) {
 	})
 	resp.Oldest = append(resp.Oldest, all[:min(len(all), MaxOldest)]...)
 	return &resp, nil
+}
+
+// stuckAfter is the threshold of destination.
+func (d *dashboard) stuckAfter(destination string) time.Duration {
+	if t, ok := d.cfg.StuckAfterByDestination[destination]; ok && t > 0 {
+		return t
+	}
+	return d.cfg.StuckAfter
 }
 
 func bucketOf(age time.Duration) int {

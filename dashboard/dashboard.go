@@ -63,6 +63,8 @@ type Config struct {
 	// StuckAfter is the age from which a live token is flagged as stuck.
 	// Default 10s.
 	StuckAfter time.Duration
+	// StuckAfterByDestination overrides StuckAfter for some destinations.
+	StuckAfterByDestination map[string]time.Duration
 	// TokenRefresh is how long one reading of the token store is reused, so
 	// that many open pages cost one listing a second. One request at a time
 	// reads the store; the others meanwhile get the last reading. Default

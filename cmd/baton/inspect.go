@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/internal/demo"
+	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice/client"
 )
@@ -166,15 +168,21 @@ it was created belongs to a signal that is stuck or parked.`,
 func newStuckCommand(srv *serverFlags) *cobra.Command {
 	var destinations []string
 	var olderThan time.Duration
+	var olderThanFor map[string]string
 	cmd := &cobra.Command{
 		Use:     "stuck --destination NAME...",
 		Short:   "List live tokens older than --older-than: signals stuck or parked",
-		Example: "  baton tokens stuck --destination billing --destination shipping --older-than 10m",
+		Example: "  baton tokens stuck --destination billing --destination shipping --older-than 10m --older-than-for shipping=24h",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(destinations) == 0 {
 				return errors.New("--destination NAME is required (repeat it for several)")
 			}
+			byDestination, err := parseThresholds("--older-than-for", olderThanFor)
+			if err != nil {
+				return err
+			}
+			threshold := telemetry.StuckAfter{Default: olderThan, ByDestination: byDestination}
 			c, err := srv.client()
 			if err != nil {
 				return err
@@ -191,7 +199,7 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 						return serverError(srv.server, err)
 					}
 					for _, t := range batch {
-						if now.Sub(t.CreatedAt) >= olderThan {
+						if now.Sub(t.CreatedAt) >= threshold.For(d) {
 							stuck = append(stuck, t)
 						}
 					}
@@ -204,17 +212,40 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 			slices.SortFunc(stuck, func(a, b baton.Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
 			out := cmd.OutOrStdout()
 			if len(stuck) == 0 {
-				fmt.Fprintf(out, "no live token older than %s\n", olderThan)
+				fmt.Fprintf(out, "no live token older than %s\n", describeThresholds(olderThan, byDestination))
 				return nil
 			}
 			writeTokens(out, stuck, now)
-			fmt.Fprintf(out, "older than %s; draw a conversation with: baton conversations show CONVERSATION; parked ones: baton parked list\n", olderThan)
+			fmt.Fprintf(out, "older than %s; draw a conversation with: baton conversations show CONVERSATION; parked ones: baton parked list\n", describeThresholds(olderThan, byDestination))
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&destinations, "destination", nil, "destination whose tokens to read (repeat for several)")
 	cmd.Flags().DurationVar(&olderThan, "older-than", 10*time.Minute, "age from which a live token counts as stuck")
+	cmd.Flags().StringToStringVar(&olderThanFor, "older-than-for", nil, "destinations with thresholds of their own, as DEST=DURATION,... (shipping=24h)")
 	return cmd
+}
+
+// parseThresholds reads the DEST=DURATION pairs of flag.
+func parseThresholds(flag string, pairs map[string]string) (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(pairs))
+	for dest, text := range pairs {
+		d, err := time.ParseDuration(text)
+		if err != nil || d <= 0 || dest == "" {
+			return nil, fmt.Errorf("%s %s=%s: want DESTINATION=DURATION with a positive duration like 24h", flag, dest, text)
+		}
+		out[dest] = d
+	}
+	return out, nil
+}
+
+// describeThresholds says which ages count as stuck, for a listing.
+func describeThresholds(def time.Duration, byDestination map[string]time.Duration) string {
+	text := def.String()
+	for _, dest := range slices.Sorted(maps.Keys(byDestination)) {
+		text += fmt.Sprintf(", %s for %s", byDestination[dest], dest)
+	}
+	return text
 }
 
 func (s *serverFlags) client() (*client.Client, error) {

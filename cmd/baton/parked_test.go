@@ -233,6 +233,18 @@ func TestTokensStuck(t *testing.T) {
 	if !strings.Contains(out, old.ID.String()) || strings.Contains(out, fresh.ID.String()) || !strings.Contains(out, "1 live tokens") {
 		t.Errorf("baton tokens stuck:\n%s", out)
 	}
+	shipment, err := tokens.Issue(t.Context(), baton.Token{Destination: "shipping", Type: "ship", Digest: baton.DigestOf(nil), CreatedAt: time.Now().Add(-time.Hour)})
+	must(t, err)
+	out, err = runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key, "--destination", "billing", "--destination", "shipping",
+		"--older-than", "10m", "--older-than-for", "shipping=24h")
+	must(t, err)
+	if !strings.Contains(out, old.ID.String()) || strings.Contains(out, shipment.ID.String()) || !strings.Contains(out, "24h0m0s for shipping") {
+		t.Errorf("baton tokens stuck --older-than-for shipping=24h lists the hour-old shipment or not the charge:\n%s", out)
+	}
+	if _, err := runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key, "--destination", "billing", "--older-than-for", "shipping=soon"); err == nil ||
+		!strings.Contains(err.Error(), "DESTINATION=DURATION") {
+		t.Errorf("a malformed threshold: %v", err)
+	}
 	if _, err := runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key); err == nil || !strings.Contains(err.Error(), "--destination") {
 		t.Errorf("without --destination: %v", err)
 	}

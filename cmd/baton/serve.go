@@ -93,6 +93,7 @@ type serveOptions struct {
 	allowedHosts           []string // Host names accepted besides addresses and localhost
 	insecurePlainHTTP      bool     // allow plain HTTP on a non-loopback --addr
 	stuckAfter             time.Duration
+	stuckAfterFor          map[string]string // destination: duration, overriding stuckAfter
 	// broker is where the dashboard finds parked signals; with it, systems
 	// with the operate permission replay and discard them there, and each
 	// discard is appended to auditLog.
@@ -155,7 +156,8 @@ store (--store postgres or redis) as you like.`,
 	f.IntVar(&o.dashboardConversations, "dashboard-conversations", conversation.DefaultLimit, "conversations the dashboard's recorder keeps")
 	f.IntVar(&o.dashboardMemoryMiB, "dashboard-memory-mib", conversation.DefaultBytes>>20, "estimated memory the dashboard's recorder may use, in MiB")
 	f.StringSliceVar(&o.allowedHosts, "allowed-hosts", nil, "host names that requests may name in their Host header, besides IP addresses, localhost and the names of --addr and the TLS certificate")
-	f.DurationVar(&o.stuckAfter, "stuck-after", telemetry.DefaultStuckAfter, "age from which /metrics counts a live token as stuck (baton_tokens_stuck)")
+	f.DurationVar(&o.stuckAfter, "stuck-after", telemetry.DefaultStuckAfter, "age from which /metrics (baton_tokens_stuck) and the dashboard count a live token as stuck")
+	f.StringToStringVar(&o.stuckAfterFor, "stuck-after-for", nil, "destinations with thresholds of their own, as DEST=DURATION,... (shipping=24h)")
 	f.BoolVar(&o.insecurePlainHTTP, "insecure-plain-http", false, "serve plain HTTP on an address other than loopback (only behind a TLS-terminating proxy on a trusted network)")
 	o.broker.register(f, false)
 	for _, name := range []string{"nats", "rabbitmq"} {
@@ -440,13 +442,18 @@ func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts 
 	if err != nil {
 		return h, err
 	}
-	if err := telemetry.LiveTokens(provider.Meter("github.com/batonhq/baton/cmd/baton"), tokens, destinations, o.stuckAfter); err != nil {
+	byDestination, err := parseThresholds("--stuck-after-for", o.stuckAfterFor)
+	if err != nil {
+		return h, err
+	}
+	stuckAfter := telemetry.StuckAfter{Default: o.stuckAfter, ByDestination: byDestination}
+	if err := telemetry.LiveTokens(provider.Meter("github.com/batonhq/baton/cmd/baton"), tokens, destinations, stuckAfter); err != nil {
 		return h, err
 	}
 	var board http.Handler
 	if o.dashboard {
 		cfg := dashboard.Config{Recorder: h.recorder, Tokens: apiTokens, Destinations: destinations,
-			Logger: log, TokenRefresh: dashboardTokenRefresh}
+			Logger: log, TokenRefresh: dashboardTokenRefresh, StuckAfter: stuckAfter.For(""), StuckAfterByDestination: byDestination}
 		if ops.place != nil {
 			cfg.Parked, cfg.Audit = ops.place, ops.audit
 			if cfg.Operate, err = operators(systems); err != nil {

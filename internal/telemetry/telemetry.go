@@ -47,23 +47,39 @@ const maxLiveTokens = 100_000
 // as stuck unless told otherwise.
 const DefaultStuckAfter = 10 * time.Minute
 
+// StuckAfter is the age from which a live token counts as stuck: the
+// destination's own, or Default (zero: DefaultStuckAfter). Destinations
+// differ: a shipment may rightly wait a day where a charge waits seconds.
+type StuckAfter struct {
+	Default       time.Duration
+	ByDestination map[string]time.Duration
+}
+
+// For returns the threshold of destination.
+func (s StuckAfter) For(destination string) time.Duration {
+	if d, ok := s.ByDestination[destination]; ok && d > 0 {
+		return d
+	}
+	if s.Default > 0 {
+		return s.Default
+	}
+	return DefaultStuckAfter
+}
+
 // LiveTokens registers the gauges baton.tokens.live and baton.tokens.stuck
-// (live tokens created more than stuckAfter ago; 0 selects
-// DefaultStuckAfter), per destination, for a token store seen from a token
+// (live tokens created more than stuckAfter.For(their destination) ago),
+// per destination, for a token store seen from a token
 // service: the signals in flight, and those that have been for too long.
 // The store is read at most once per LiveTokensRefresh, by one scrape at a
 // time; scrapes meanwhile report the last reading.
-func LiveTokens(meter metric.Meter, tokens store.TokenStore, destinations func() []string, stuckAfter time.Duration) error {
-	if stuckAfter <= 0 {
-		stuckAfter = DefaultStuckAfter
-	}
+func LiveTokens(meter metric.Meter, tokens store.TokenStore, destinations func() []string, stuckAfter StuckAfter) error {
 	counts := &cached.Value[[]destinationCount]{
 		MaxAge: LiveTokensRefresh,
 		Read: func(ctx context.Context) ([]destinationCount, error) {
 			var out []destinationCount
-			cutoff := time.Now().Add(-stuckAfter)
+			now := time.Now()
 			for _, d := range destinations() {
-				live, stuck, err := store.CountByAge(ctx, tokens, d, cutoff, maxLiveTokens)
+				live, stuck, err := store.CountByAge(ctx, tokens, d, now.Add(-stuckAfter.For(d)), maxLiveTokens)
 				if err != nil {
 					return nil, fmt.Errorf("count live tokens of %q: %w", d, err)
 				}
@@ -91,7 +107,7 @@ func LiveTokens(meter metric.Meter, tokens store.TokenStore, destinations func()
 		return err
 	}
 	_, err = meter.Int64ObservableGauge("baton.tokens.stuck",
-		metric.WithDescription(fmt.Sprintf("Live tokens by destination created more than %s ago: signals stuck or parked.", stuckAfter)),
+		metric.WithDescription(fmt.Sprintf("Live tokens by destination created more than %s ago (or the destination's own threshold): signals stuck or parked.", stuckAfter.For(""))),
 		metric.WithInt64Callback(observe(func(c destinationCount) int { return c.stuck })))
 	return err
 }

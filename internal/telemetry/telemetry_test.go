@@ -33,7 +33,7 @@ func TestPrometheusExposesEngineMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }, 0); err != nil {
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }, telemetry.StuckAfter{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := engine.Register(e, engine.Activity[nothing]{Type: "order",
@@ -101,7 +101,7 @@ func TestLiveTokensAreCountedOncePerRefresh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }, 0); err != nil {
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"shop"} }, telemetry.StuckAfter{}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
@@ -130,7 +130,7 @@ func TestStuckTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"billing"} }, 10*time.Minute); err != nil {
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"billing"} }, telemetry.StuckAfter{Default: 10 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
@@ -156,4 +156,40 @@ func containsSeries(text, want string) bool {
 		}
 	}
 	return false
+}
+
+// A destination's own threshold decides which of its live tokens are
+// stuck: an hour-old shipment is not stuck under shipping=24h, an
+// hour-old charge is under the default 10m.
+func TestStuckThresholdPerDestination(t *testing.T) {
+	t.Parallel()
+	provider, handler, err := telemetry.Prometheus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := memory.NewTokenStore()
+	for _, dest := range []string{"billing", "shipping"} {
+		if _, err := tokens.Issue(t.Context(), baton.Token{Destination: dest, Type: "t", Digest: baton.DigestOf(nil),
+			CreatedAt: time.Now().Add(-time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stuckAfter := telemetry.StuckAfter{Default: 10 * time.Minute, ByDestination: map[string]time.Duration{"shipping": 24 * time.Hour}}
+	if err := telemetry.LiveTokens(provider.Meter("test"), tokens, func() []string { return []string{"billing", "shipping"} }, stuckAfter); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`baton_tokens_stuck{baton_destination="billing",otel_scope_name="test",otel_scope_schema_url="",otel_scope_version=""} 1`,
+		`baton_tokens_stuck{baton_destination="shipping",otel_scope_name="test",otel_scope_schema_url="",otel_scope_version=""} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(string(body))
+	}
 }
