@@ -59,8 +59,12 @@ func (e *Engine) stale(ctx context.Context, before time.Time) ([]string, error) 
 	return e.cfg.Entities.Stale(ctx, before, sweepBatch)
 }
 
-func (e *Engine) getToken(ctx context.Context, id baton.TokenID) (baton.Token, error) {
-	ctx, cancel := e.bounded(ctx)
+// The token calls name the conversation of the token where the engine knows
+// it (zero where not), so that a token store split by conversation asks one
+// part (store.WithConversation).
+
+func (e *Engine) getToken(ctx context.Context, conversation, id baton.TokenID) (baton.Token, error) {
+	ctx, cancel := e.bounded(store.WithConversation(ctx, conversation))
 	defer cancel()
 	return e.cfg.Tokens.Get(ctx, id)
 }
@@ -71,14 +75,14 @@ func (e *Engine) issue(ctx context.Context, root baton.Token) (baton.Token, erro
 	return e.cfg.Tokens.Issue(ctx, root)
 }
 
-func (e *Engine) claimRoot(ctx context.Context, id baton.TokenID) (baton.Token, error) {
-	ctx, cancel := e.bounded(ctx)
+func (e *Engine) claimRoot(ctx context.Context, conversation, id baton.TokenID) (baton.Token, error) {
+	ctx, cancel := e.bounded(store.WithConversation(ctx, conversation))
 	defer cancel()
 	return e.cfg.Tokens.ClaimRoot(ctx, id, e.cfg.Now())
 }
 
-func (e *Engine) transitionTokens(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
-	ctx, cancel := e.bounded(ctx)
+func (e *Engine) transitionTokens(ctx context.Context, conversation, consume baton.TokenID, create []baton.Token) (bool, error) {
+	ctx, cancel := e.bounded(store.WithConversation(ctx, conversation))
 	defer cancel()
 	return e.cfg.Tokens.Transition(ctx, consume, create)
 }

@@ -158,7 +158,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		var tok baton.Token
 		var tokErr error
 		if e.ordering == orderingTokenBeforeEntity {
-			tok, tokErr = e.getToken(ctx, sig.ID)
+			tok, tokErr = e.getToken(ctx, sig.Conversation, sig.ID)
 		}
 		// Step 1: load the entity. It must be loaded before the token is
 		// read: a copy that read the token first could miss an outbox
@@ -197,7 +197,7 @@ func (e *Engine) process(ctx context.Context, sig baton.Signal) (Result, error) 
 		}
 		// Step 3: read the token.
 		if e.ordering != orderingTokenBeforeEntity && !tokenRead {
-			tok, tokErr = e.getToken(ctx, sig.ID)
+			tok, tokErr = e.getToken(ctx, sig.Conversation, sig.ID)
 		}
 		if errors.Is(tokErr, store.ErrNotFound) {
 			return e.duplicate(ctx, sig), nil
@@ -363,7 +363,7 @@ func entryToken(entry store.OutboxEntry, destination string) baton.Token {
 // root that is no longer live: consumed by another copy, or expired and
 // deleted; either way this copy is dropped.
 func (e *Engine) claim(ctx context.Context, sig baton.Signal) (dup bool, err error) {
-	_, err = e.claimRoot(ctx, sig.ID)
+	_, err = e.claimRoot(ctx, sig.Conversation, sig.ID)
 	switch {
 	case err == nil:
 		return false, nil
@@ -507,7 +507,7 @@ func (e *Engine) transition(ctx context.Context, entry store.OutboxEntry) error 
 		}
 		tokens = nil
 	}
-	consumed, err := e.transitionTokens(ctx, entry.Token, tokens)
+	consumed, err := e.transitionTokens(ctx, entry.Conversation, entry.Token, tokens)
 	if err != nil {
 		return fmt.Errorf("engine: transition: %w", err)
 	}
@@ -527,9 +527,9 @@ func (e *Engine) createApart(ctx context.Context, tok baton.Token) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.transitionTokens(ctx, scratch.ID, []baton.Token{tok})
+	_, err = e.transitionTokens(ctx, scratch.Conversation, scratch.ID, []baton.Token{tok})
 	if errors.Is(err, store.ErrExists) {
-		_, err = e.transitionTokens(ctx, scratch.ID, nil)
+		_, err = e.transitionTokens(ctx, scratch.Conversation, scratch.ID, nil)
 	}
 	return err
 }

@@ -133,7 +133,7 @@ func (e *Engine) prepareStart(ctx context.Context, starts store.Starts, start st
 				return start, err
 			}
 		}
-		_, err := e.claimRoot(ctx, start.Root)
+		_, err := e.claimRoot(ctx, start.ID, start.Root)
 		switch {
 		case err == nil:
 			start.Claimed = true

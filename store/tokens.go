@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -81,6 +84,46 @@ type TokenStore interface {
 	//
 	// Outcome unknown on any error, as for Transition.
 	ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// RootCreator is implemented by a token store that can be a part of a
+// store split by conversation (package backend/split). Such a store draws
+// a new conversation's root id itself, because the id decides which part
+// keeps the conversation, and then creates the root in that part.
+type RootCreator interface {
+	// CreateRoot stores root, a root token as NewRoot returns it: its id
+	// drawn from a cryptographic source by the caller, a store itself. It
+	// returns the token as stored. Only a store that draws ids as Issue
+	// does may call it; no caller of Issue chooses a root's id.
+	//
+	// Not applied: ErrExists (a token with the id exists), ErrInvalid,
+	// ErrNotApplied, ErrClosed. Any other error: outcome unknown.
+	CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error)
+}
+
+// IssueBy issues root as TokenStore.Issue does, by create (a store's
+// CreateRoot) under fresh ids read from random, drawing again while an id
+// is taken.
+func IssueBy(ctx context.Context, root baton.Token, random io.Reader, create func(context.Context, baton.Token) (baton.Token, error)) (baton.Token, error) {
+	for {
+		tok, err := NewRoot(root, random)
+		if err != nil {
+			return baton.Token{}, err
+		}
+		tok, err = create(ctx, tok)
+		if errors.Is(err, ErrExists) {
+			continue
+		}
+		return tok, err
+	}
+}
+
+// ValidateRoot checks a root token for RootCreator.CreateRoot.
+func ValidateRoot(root baton.Token) error {
+	if !root.Causation.IsZero() {
+		return fmt.Errorf("%w: a root token has no causation", ErrInvalid)
+	}
+	return ValidateToken(root)
 }
 
 // Page selects a slice of a listing ordered by token id.

@@ -60,26 +60,29 @@ func (b buckets) transition(consume baton.TokenID, create []baton.Token) (consum
 
 // Issue implements store.TokenStore.
 func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
-	for {
-		tok, err := store.NewRoot(root, s.cfg.Random)
-		if err != nil {
-			return baton.Token{}, err
-		}
-		taken := false
-		err = s.write(ctx, "issue", func(tx *bolt.Tx) error {
-			b := bucketsOf(tx)
-			if taken = b.tokens.Get(tok.ID[:]) != nil; taken {
-				return nil
-			}
-			return b.putToken(tok)
-		})
-		if err != nil {
-			return baton.Token{}, err
-		}
-		if !taken {
-			return tok, nil
-		}
+	return store.IssueBy(ctx, root, s.cfg.Random, s.CreateRoot)
+}
+
+// CreateRoot implements store.RootCreator.
+func (s *Store) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if err := store.ValidateRoot(root); err != nil {
+		return baton.Token{}, err
 	}
+	taken := false
+	err := s.write(ctx, "issue", func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		if taken = b.tokens.Get(root.ID[:]) != nil; taken {
+			return nil
+		}
+		return b.putToken(root)
+	})
+	switch {
+	case err != nil:
+		return baton.Token{}, err
+	case taken:
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
+	}
+	return root, nil
 }
 
 // ClaimRoot implements store.TokenStore.

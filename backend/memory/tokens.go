@@ -62,21 +62,37 @@ func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 
 // Issue implements store.TokenStore.
 func (s *TokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	return store.IssueBy(ctx, root, lockedReader{&s.mu, s.random}, s.CreateRoot)
+}
+
+// CreateRoot implements store.RootCreator.
+func (s *TokenStore) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if err := store.ValidateRoot(root); err != nil {
+		return baton.Token{}, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(ctx); err != nil {
 		return baton.Token{}, err
 	}
-	for {
-		tok, err := store.NewRoot(root, s.random)
-		if err != nil {
-			return baton.Token{}, err
-		}
-		if _, exists := s.tokens[tok.ID]; !exists {
-			s.tokens[tok.ID] = tok
-			return tok, nil
-		}
+	if _, exists := s.tokens[root.ID]; exists {
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
 	}
+	s.tokens[root.ID] = root
+	return root, nil
+}
+
+// lockedReader reads a random source under the store's lock, which
+// guards it (a seeded source in simulations is not safe for concurrent use).
+type lockedReader struct {
+	mu *sync.Mutex
+	r  io.Reader
+}
+
+func (l lockedReader) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(p)
 }
 
 // ClaimRoot implements store.TokenStore.

@@ -101,20 +101,18 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 // Issue implements store.TokenStore with one insert under a fresh id (a
 // fresh one again in the unlikely case that the id exists).
 func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
-	for {
-		tok, err := store.NewRoot(root, rand.Reader)
-		if err != nil {
-			return baton.Token{}, err
-		}
-		_, err = s.exec(ctx, "issue", s.sql.insertToken+placeholders(1, 10), tokenArgs(tok)...)
-		if errors.Is(err, store.ErrExists) {
-			continue
-		}
-		if err != nil {
-			return baton.Token{}, err
-		}
-		return tok, nil
+	return store.IssueBy(ctx, root, rand.Reader, s.CreateRoot)
+}
+
+// CreateRoot implements store.RootCreator with one insert.
+func (s *Store) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if err := store.ValidateRoot(root); err != nil {
+		return baton.Token{}, err
 	}
+	if _, err := s.exec(ctx, "issue", s.sql.insertToken+placeholders(1, 10), tokenArgs(root)...); err != nil {
+		return baton.Token{}, err
+	}
+	return root, nil
 }
 
 // ClaimRoot implements store.TokenStore in one transaction that locks the

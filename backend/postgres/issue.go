@@ -49,26 +49,28 @@ type issueCall struct {
 // issue at the same time (issueGroup). An id that is taken (never seen in
 // practice with 128 random bits) is replaced and the root written again.
 func (s *Store) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
-	for {
-		tok, err := store.NewRoot(root, rand.Reader)
-		if err != nil {
-			return baton.Token{}, err
-		}
-		if err := checkTokenText(tok); err != nil {
-			return baton.Token{}, err
-		}
-		if s.closed.Load() {
-			return baton.Token{}, store.ErrClosed
-		}
-		err = s.issueInGroup(ctx, tok)
-		if errors.Is(err, errIDTaken) {
-			continue
-		}
-		if err != nil {
-			return baton.Token{}, fmt.Errorf("postgres: issue root: %w", err)
-		}
-		return tok, nil
+	return store.IssueBy(ctx, root, rand.Reader, s.CreateRoot)
+}
+
+// CreateRoot implements store.RootCreator, in the group writes of Issue.
+func (s *Store) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if err := store.ValidateRoot(root); err != nil {
+		return baton.Token{}, err
 	}
+	if err := checkTokenText(root); err != nil {
+		return baton.Token{}, err
+	}
+	if s.closed.Load() {
+		return baton.Token{}, store.ErrClosed
+	}
+	err := s.issueInGroup(ctx, root)
+	if errors.Is(err, errIDTaken) {
+		return baton.Token{}, fmt.Errorf("%w: token %s", store.ErrExists, root.ID)
+	}
+	if err != nil {
+		return baton.Token{}, fmt.Errorf("postgres: issue root: %w", err)
+	}
+	return root, nil
 }
 
 // issueInGroup queues tok and waits until a write took it. The caller

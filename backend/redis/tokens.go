@@ -247,30 +247,30 @@ func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 // Issue implements store.TokenStore: the root gets a fresh id from
 // crypto/rand, drawn again in the unlikely case that it is taken.
 func (s *TokenStore) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
-	for {
-		tok, err := store.NewRoot(root, rand.Reader)
-		if err != nil {
-			return baton.Token{}, err
-		}
-		if err := s.usable(ctx, "issue"); err != nil {
-			return baton.Token{}, err
-		}
-		if s.cluster {
-			err = s.clusterIssue(ctx, tok)
-		} else if err = issueScript.Run(ctx, s.client, nil, appendTokenFields([]any{s.keys.prefix}, tok)...).Err(); err != nil {
-			err = classify("issue "+tok.ID.String(), err)
-		}
-		if errors.Is(err, store.ErrExists) {
-			continue // the id is taken: nothing was written
-		}
-		if err != nil {
-			return baton.Token{}, err
-		}
-		// The store keeps microseconds; answer the token as it is kept.
-		tok.CreatedAt = tok.CreatedAt.Truncate(time.Microsecond)
-		tok.ExpiresAt = tok.ExpiresAt.Truncate(time.Microsecond)
-		return tok, nil
+	return store.IssueBy(ctx, root, rand.Reader, s.CreateRoot)
+}
+
+// CreateRoot implements store.RootCreator with one script.
+func (s *TokenStore) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if err := store.ValidateRoot(root); err != nil {
+		return baton.Token{}, err
 	}
+	if err := s.usable(ctx, "issue"); err != nil {
+		return baton.Token{}, err
+	}
+	var err error
+	if s.cluster {
+		err = s.clusterIssue(ctx, root)
+	} else if err = issueScript.Run(ctx, s.client, nil, appendTokenFields([]any{s.keys.prefix}, root)...).Err(); err != nil {
+		err = classify("issue "+root.ID.String(), err)
+	}
+	if err != nil {
+		return baton.Token{}, err
+	}
+	// The store keeps microseconds; answer the token as it is kept.
+	root.CreatedAt = root.CreatedAt.Truncate(time.Microsecond)
+	root.ExpiresAt = root.ExpiresAt.Truncate(time.Microsecond)
+	return root, nil
 }
 
 // ClaimRoot implements store.TokenStore with one script (in the

@@ -1,0 +1,236 @@
+package split_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/backend/split"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/storetest"
+)
+
+// newSplit returns a store split over n fresh in-memory parts.
+func newSplit(t *testing.T, n int, wrap func(int, split.Part) store.TokenStore) (*split.Store, []*memory.TokenStore) {
+	t.Helper()
+	var mems []*memory.TokenStore
+	var parts []store.TokenStore
+	for i := range n {
+		m := memory.NewTokenStore()
+		t.Cleanup(func() { m.Close() })
+		mems = append(mems, m)
+		if wrap != nil {
+			parts = append(parts, wrap(i, m))
+		} else {
+			parts = append(parts, m)
+		}
+	}
+	s, err := split.Open(t.Context(), parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, mems
+}
+
+func TestConformanceOverThreeParts(t *testing.T) {
+	t.Parallel()
+	storetest.RunTokenStore(t, storetest.TokenHarness{
+		New: func(t *testing.T) store.TokenStore { s, _ := newSplit(t, 3, nil); return s },
+	})
+}
+
+// faultyPart fails a tenth of a part's calls, half of them after the part
+// applied them (outcome unknown); CreateRoot passes through.
+type faultyPart struct {
+	store.TokenStore
+	creator store.RootCreator
+}
+
+func (f faultyPart) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, error) {
+	return f.creator.CreateRoot(ctx, root)
+}
+
+// Linearizable over three parts: as is, with faults of the whole, and
+// with faults in the parts (a part that fails must make a call fail, not
+// report a live token absent).
+func TestLinearizabilityOverThreeParts(t *testing.T) {
+	t.Parallel()
+	t.Run("whole", func(t *testing.T) {
+		t.Parallel()
+		storetest.RunLinearizabilityWithFaults(t, storetest.TokenHarness{
+			New: func(t *testing.T) store.TokenStore { s, _ := newSplit(t, 3, nil); return s },
+		})
+	})
+	t.Run("FaultyParts", func(t *testing.T) {
+		t.Parallel()
+		var seed atomic.Uint64
+		storetest.RunLinearizability(t, storetest.TokenHarness{
+			New: func(t *testing.T) store.TokenStore {
+				s, _ := newSplit(t, 3, func(_ int, p split.Part) store.TokenStore {
+					return faultyPart{TokenStore: storetest.Faulty(p, seed.Add(1), 0.1), creator: p}
+				})
+				return s
+			},
+		}, storetest.LinearizabilityOptions{})
+	})
+}
+
+// Conversations spread over the parts, and a signal's conversation sends
+// its token's calls to one part.
+func TestRoutesByConversation(t *testing.T) {
+	t.Parallel()
+	var calls [3]atomic.Int64
+	s, mems := newSplit(t, 3, func(i int, p split.Part) store.TokenStore { return countingPart{p, &calls[i]} })
+	ctx := t.Context()
+	var roots []baton.Token
+	for range 300 {
+		root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if root.Conversation != root.ID {
+			t.Fatalf("a new conversation's root %s is in conversation %s", root.ID, root.Conversation)
+		}
+		roots = append(roots, root)
+	}
+	for i, m := range mems {
+		if n := m.Len() - 1; n < 60 { // less the part's mark
+			t.Errorf("part %d holds %d of 300 conversations; want them spread", i+1, n)
+		}
+	}
+	for i := range calls {
+		calls[i].Store(0)
+	}
+	for _, root := range roots {
+		child := baton.Token{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID, Destination: "billing",
+			Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()}
+		hinted := store.WithConversation(ctx, root.Conversation)
+		if _, err := s.Get(hinted, root.ID); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Transition(hinted, root.ID, []baton.Token{child}); !ok || err != nil {
+			t.Fatalf("transition: %v, %v", ok, err)
+		}
+		if ok, err := s.Transition(store.WithConversation(ctx, child.Conversation), child.ID, nil); !ok || err != nil {
+			t.Fatalf("leaf transition: %v, %v", ok, err)
+		}
+	}
+	total := calls[0].Load() + calls[1].Load() + calls[2].Load()
+	if total != 3*300 {
+		t.Errorf("%d calls to the parts for 300 gets and 600 transitions named by conversation; want one each", total)
+	}
+
+	// Without the conversation every part is asked, and the answer is the same.
+	root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, root.ID); err != nil || got.ID != root.ID {
+		t.Errorf("Get without a conversation = %v, %v", got.ID, err)
+	}
+	if ok, err := s.Transition(ctx, root.ID, nil); !ok || err != nil {
+		t.Errorf("a leaf transition without a conversation = %v, %v", ok, err)
+	}
+	if _, err := s.Get(ctx, root.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get of the consumed root = %v; want ErrNotFound", err)
+	}
+}
+
+// A part that fails makes a call without a conversation fail: the token may
+// be in that part, so "absent" would drop a live signal as a duplicate.
+func TestFailingPartIsNotAbsence(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	s, _ := newSplit(t, 3, func(i int, p split.Part) store.TokenStore {
+		if i == 1 {
+			return failingPart{p, &down}
+		}
+		return p
+	})
+	ctx := t.Context()
+	down.Store(true)
+	missing := baton.NewTokenID()
+	if _, err := s.Get(ctx, missing); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get with a part down = %v; want its error, not ErrNotFound", err)
+	}
+	if ok, err := s.Transition(ctx, missing, nil); err == nil || ok {
+		t.Errorf("Transition with a part down = %v, %v; want its error", ok, err)
+	}
+	if _, err := s.ClaimRoot(ctx, missing, time.Now()); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ClaimRoot with a part down = %v; want its error, not ErrNotFound", err)
+	}
+}
+
+// The parts are marked: another order or another count is refused.
+func TestMarksRefuseOtherParts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	a, b, c := memory.NewTokenStore(), memory.NewTokenStore(), memory.NewTokenStore()
+	if _, err := split.Open(ctx, a, b, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := split.Open(ctx, a, b, c); err != nil {
+		t.Fatalf("the same parts again: %v", err)
+	}
+	for name, parts := range map[string][]store.TokenStore{
+		"another order": {b, a, c},
+		"fewer parts":   {a, b},
+		"more parts":    {a, b, c, memory.NewTokenStore()},
+	} {
+		if _, err := split.Open(ctx, parts...); !errors.Is(err, split.ErrMismatchedParts) {
+			t.Errorf("%s: %v; want ErrMismatchedParts", name, err)
+		}
+	}
+	if _, err := split.Open(ctx); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("no parts: %v; want ErrInvalid", err)
+	}
+}
+
+// countingPart counts the calls that name a token.
+type countingPart struct {
+	split.Part
+	calls *atomic.Int64
+}
+
+func (c countingPart) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	c.calls.Add(1)
+	return c.Part.Get(ctx, id)
+}
+
+func (c countingPart) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	c.calls.Add(1)
+	return c.Part.Transition(ctx, consume, create)
+}
+
+// failingPart fails every call that names a token while down.
+type failingPart struct {
+	split.Part
+	down *atomic.Bool
+}
+
+var errDown = errors.New("part unreachable")
+
+func (f failingPart) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	if f.down.Load() {
+		return baton.Token{}, errDown
+	}
+	return f.Part.Get(ctx, id)
+}
+
+func (f failingPart) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
+	if f.down.Load() {
+		return baton.Token{}, errDown
+	}
+	return f.Part.ClaimRoot(ctx, id, now)
+}
+
+func (f failingPart) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	if f.down.Load() {
+		return false, errDown
+	}
+	return f.Part.Transition(ctx, consume, create)
+}
