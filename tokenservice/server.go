@@ -27,6 +27,13 @@ type server struct {
 	mux     *http.ServeMux
 }
 
+// ConversationHeader names the conversation of the token a request names
+// (GET /v1/tokens/{id}, its claim, a transition's consumed token), where
+// the caller knows it: the signal's. It is optional; a token store split
+// by conversation then asks only that part (store.WithConversation). A
+// wrong one makes the request find no token, as for a tampered signal.
+const ConversationHeader = "Baton-Conversation"
+
 // route is one API route. Public routes need no credentials.
 type route struct {
 	method, path string
@@ -107,6 +114,14 @@ func (s *server) wrap(rt route) http.Handler {
 			}
 		}
 		w.Header().Set("Cache-Control", "no-store")
+		if v := r.Header.Values(ConversationHeader); len(v) > 0 {
+			conversation, err := baton.ParseTokenID(v[0])
+			if len(v) > 1 || err != nil {
+				writeProblem(rec, problem(ProblemInvalid, "%s must be one conversation id of 32 lowercase hex digits", ConversationHeader))
+				return
+			}
+			r = r.WithContext(store.WithConversation(r.Context(), conversation))
+		}
 		rt.handle(s, rec, r, caller)
 		name := ""
 		if caller != nil {

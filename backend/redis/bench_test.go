@@ -10,6 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/testenv/redisserver"
 )
 
 // BenchmarkTransition compares, in one run, the protocol's transition (one
@@ -28,7 +29,7 @@ func BenchmarkTransition(b *testing.B) {
 	}{
 		{"shared", func(b *testing.B) *TokenStore { return sharedStore(b) }},
 		{"durable", func(b *testing.B) *TokenStore {
-			return openTest(b, startRedisServer(b, durableArgs...).url(), false)
+			return openTest(b, redisserver.Start(b, redisserver.DurableArgs...).URL(), false)
 		}},
 	}
 	for _, target := range targets {

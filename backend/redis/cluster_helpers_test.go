@@ -12,13 +12,14 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/internal/testenv/redisserver"
 )
 
 // redisCluster is a Redis Cluster of three masters (no replicas) that a
 // test starts over its own data directories, in the durable mode.
 type redisCluster struct {
 	t       testing.TB
-	servers []*redisServer
+	servers []*redisserver.Server
 }
 
 // startRedisCluster starts three masters, assigns the slots with
@@ -40,13 +41,13 @@ func startRedisCluster(t testing.TB) *redisCluster {
 		// exceed 65535 for a free port from the ephemeral range.
 		args := append([]string{
 			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-port", strconv.Itoa(freePort(t)), "--cluster-node-timeout", "5000",
-		}, durableArgs...)
-		c.servers = append(c.servers, startRedisServer(t, args...))
+			"--cluster-port", strconv.Itoa(redisserver.FreePort(t)), "--cluster-node-timeout", "5000",
+		}, redisserver.DurableArgs...)
+		c.servers = append(c.servers, redisserver.Start(t, args...))
 	}
 	create := []string{"--cluster", "create"}
 	for _, srv := range c.servers {
-		create = append(create, fmt.Sprintf("127.0.0.1:%d", srv.port))
+		create = append(create, fmt.Sprintf("127.0.0.1:%d", srv.Port))
 	}
 	create = append(create, "--cluster-replicas", "0", "--cluster-yes")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -59,7 +60,7 @@ func startRedisCluster(t testing.TB) *redisCluster {
 }
 
 // url is a seed node's address; Open finds the other nodes from it.
-func (c *redisCluster) url() string { return c.servers[0].url() }
+func (c *redisCluster) URL() string { return c.servers[0].URL() }
 
 // waitOK waits until every node reports cluster_state:ok and knows all
 // 16384 slots.
@@ -67,7 +68,7 @@ func (c *redisCluster) waitOK() {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for _, srv := range c.servers {
-		client := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.port), MaxRetries: -1})
+		client := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port), MaxRetries: -1})
 		for {
 			info, err := client.ClusterInfo(context.Background()).Result()
 			fields := parseInfo(info)
@@ -76,7 +77,7 @@ func (c *redisCluster) waitOK() {
 			}
 			if time.Now().After(deadline) {
 				client.Close()
-				c.t.Fatalf("cluster node %d is not ok after 30s: %v %s", srv.port, err, info)
+				c.t.Fatalf("cluster node %d is not ok after 30s: %v %s", srv.Port, err, info)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -86,14 +87,14 @@ func (c *redisCluster) waitOK() {
 
 // crash kills every master with SIGKILL and starts each again on its
 // port over its data (AOF and nodes.conf), then waits for the cluster.
-func (c *redisCluster) crash() {
+func (c *redisCluster) Crash() {
 	c.t.Helper()
 	for _, srv := range c.servers {
-		srv.kill()
+		srv.Kill()
 	}
 	for _, srv := range c.servers {
-		if err := srv.tryStart(); err != nil {
-			c.t.Fatalf("restart cluster node on port %d: %v", srv.port, err)
+		if err := srv.TryRestart(); err != nil {
+			c.t.Fatalf("restart cluster node on port %d: %v", srv.Port, err)
 		}
 	}
 	c.waitOK()
@@ -104,12 +105,12 @@ func (c *redisCluster) crash() {
 // every master.
 func openCluster(t testing.TB, c *redisCluster) *TokenStore {
 	t.Helper()
-	s, err := Open(t.Context(), Config{URL: c.url(), Prefix: testPrefix()})
+	s, err := Open(t.Context(), Config{URL: c.URL(), Prefix: testPrefix()})
 	if err != nil {
-		t.Fatalf("Open(cluster %s): %v", c.url(), err)
+		t.Fatalf("Open(cluster %s): %v", c.URL(), err)
 	}
 	if !s.cluster {
-		t.Fatalf("Open(cluster %s) did not detect cluster mode", c.url())
+		t.Fatalf("Open(cluster %s) did not detect cluster mode", c.URL())
 	}
 	t.Cleanup(func() {
 		s.Close()
@@ -125,7 +126,7 @@ func clusterKeys(t testing.TB, c *redisCluster, keys keyLayout) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, srv := range c.servers {
-		client := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.port), MaxRetries: -1})
+		client := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port), MaxRetries: -1})
 		iter := client.Scan(ctx, 0, keys.pattern(), 1000).Iterator()
 		for iter.Next(ctx) {
 			all = append(all, iter.Val())
@@ -133,7 +134,7 @@ func clusterKeys(t testing.TB, c *redisCluster, keys keyLayout) []string {
 		err := iter.Err()
 		client.Close()
 		if err != nil && !isDialFailure(err) {
-			t.Errorf("SCAN %s on port %d: %v", keys.pattern(), srv.port, err)
+			t.Errorf("SCAN %s on port %d: %v", keys.pattern(), srv.Port, err)
 		}
 	}
 	return all
@@ -144,7 +145,7 @@ func clusterKeys(t testing.TB, c *redisCluster, keys keyLayout) []string {
 func deleteClusterKeys(t testing.TB, c *redisCluster, keys keyLayout) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{strings.TrimSuffix(strings.TrimPrefix(c.url(), "redis://"), "/0")}})
+	client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{strings.TrimSuffix(strings.TrimPrefix(c.URL(), "redis://"), "/0")}})
 	defer client.Close()
 	pipe := client.Pipeline()
 	for _, k := range clusterKeys(t, c, keys) {

@@ -43,8 +43,8 @@ func TestCluster(t *testing.T) {
 			mu.Unlock()
 			old := s.(*TokenStore)
 			old.Close()
-			c.crash()
-			reopened, err := Open(t.Context(), Config{URL: c.url(), Prefix: old.keys.prefix})
+			c.Crash()
+			reopened, err := Open(t.Context(), Config{URL: c.URL(), Prefix: old.keys.prefix})
 			if err != nil {
 				t.Fatalf("Open after the crash of every master: %v", err)
 			}
@@ -263,17 +263,17 @@ func testClusterCrashGarbage(t *testing.T, c *redisCluster) {
 func testClusterUnsafeMaster(t *testing.T) {
 	c := startRedisCluster(t)
 	weak := c.servers[2]
-	node := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", weak.port), MaxRetries: -1})
+	node := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", weak.Port), MaxRetries: -1})
 	defer node.Close()
 	if err := node.ConfigSet(t.Context(), "appendfsync", "everysec").Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(t.Context(), Config{URL: c.url()})
-	addr := fmt.Sprintf("127.0.0.1:%d", weak.port)
+	_, err := Open(t.Context(), Config{URL: c.URL()})
+	addr := fmt.Sprintf("127.0.0.1:%d", weak.Port)
 	if !errors.Is(err, ErrUnsafeDurability) || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("Open of a cluster with master %s on appendfsync everysec = %v, want ErrUnsafeDurability naming that master", addr, err)
 	}
-	s, err := Open(t.Context(), Config{URL: c.url(), AllowUnsafeDurability: true})
+	s, err := Open(t.Context(), Config{URL: c.URL(), AllowUnsafeDurability: true})
 	if err != nil {
 		t.Fatalf("Open with AllowUnsafeDurability: %v", err)
 	}
@@ -287,7 +287,7 @@ func testClusterUnsafeMaster(t *testing.T) {
 	if err := node.ConfigSet(t.Context(), "no-appendfsync-on-rewrite", "yes").Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(t.Context(), Config{URL: c.url()})
+	_, err = Open(t.Context(), Config{URL: c.URL()})
 	if !errors.Is(err, ErrUnsafeDurability) || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "no-appendfsync-on-rewrite") {
 		t.Fatalf("Open of a cluster with master %s on no-appendfsync-on-rewrite yes = %v, want ErrUnsafeDurability naming that master and setting", addr, err)
 	}

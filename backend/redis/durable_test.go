@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/testenv/redisserver"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 )
@@ -19,16 +20,16 @@ import (
 func TestDurableConformance(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
-	servers := make(map[store.TokenStore]*redisServer)
-	register := func(s store.TokenStore, srv *redisServer) {
+	servers := make(map[store.TokenStore]*redisserver.Server)
+	register := func(s store.TokenStore, srv *redisserver.Server) {
 		mu.Lock()
 		defer mu.Unlock()
 		servers[s] = srv
 	}
 	storetest.RunTokenStore(t, storetest.TokenHarness{
 		New: func(t *testing.T) store.TokenStore {
-			srv := startRedisServer(t, durableArgs...)
-			s := openTest(t, srv.url(), false)
+			srv := redisserver.Start(t, redisserver.DurableArgs...)
+			s := openTest(t, srv.URL(), false)
 			register(s, srv)
 			return s
 		},
@@ -38,8 +39,8 @@ func TestDurableConformance(t *testing.T) {
 			mu.Unlock()
 			old := s.(*TokenStore)
 			old.Close()
-			srv.crash()
-			reopened, err := Open(t.Context(), Config{URL: srv.url(), Prefix: old.keys.prefix})
+			srv.Crash()
+			reopened, err := Open(t.Context(), Config{URL: srv.URL(), Prefix: old.keys.prefix})
 			if err != nil {
 				t.Fatalf("Open after the crash: %v", err)
 			}
@@ -53,12 +54,12 @@ func TestDurableConformance(t *testing.T) {
 // appendfsync everysec can lose the last second of acknowledged writes.
 func TestRefusesEverysec(t *testing.T) {
 	t.Parallel()
-	srv := startRedisServer(t, "--appendonly", "yes", "--appendfsync", "everysec")
-	_, err := Open(t.Context(), Config{URL: srv.url()})
+	srv := redisserver.Start(t, "--appendonly", "yes", "--appendfsync", "everysec")
+	_, err := Open(t.Context(), Config{URL: srv.URL()})
 	if !errors.Is(err, ErrUnsafeDurability) || !strings.Contains(err.Error(), `appendfsync "everysec"`) {
 		t.Fatalf("Open of a server with appendfsync everysec = %v, want ErrUnsafeDurability naming appendfsync", err)
 	}
-	s, err := Open(t.Context(), Config{URL: srv.url(), AllowUnsafeDurability: true})
+	s, err := Open(t.Context(), Config{URL: srv.URL(), AllowUnsafeDurability: true})
 	if err != nil {
 		t.Fatalf("Open with AllowUnsafeDurability: %v", err)
 	}
@@ -70,13 +71,13 @@ func TestRefusesEverysec(t *testing.T) {
 // appendfsync always alone does not make a server durable.
 func TestRefusesNoAppendfsyncOnRewrite(t *testing.T) {
 	t.Parallel()
-	srv := startRedisServer(t, append(durableArgs, "--no-appendfsync-on-rewrite", "yes")...)
-	_, err := Open(t.Context(), Config{URL: srv.url()})
+	srv := redisserver.Start(t, append(redisserver.DurableArgs, "--no-appendfsync-on-rewrite", "yes")...)
+	_, err := Open(t.Context(), Config{URL: srv.URL()})
 	if !errors.Is(err, ErrUnsafeDurability) || !strings.Contains(err.Error(), `no-appendfsync-on-rewrite "yes"`) {
 		t.Fatalf("Open of a server with no-appendfsync-on-rewrite yes = %v, want ErrUnsafeDurability naming no-appendfsync-on-rewrite", err)
 	}
 	var logged strings.Builder
-	s, err := Open(t.Context(), Config{URL: srv.url(), AllowUnsafeDurability: true, Logger: newTextLogger(&logged)})
+	s, err := Open(t.Context(), Config{URL: srv.URL(), AllowUnsafeDurability: true, Logger: newTextLogger(&logged)})
 	if err != nil {
 		t.Fatalf("Open with AllowUnsafeDurability: %v", err)
 	}
@@ -92,8 +93,8 @@ func TestRefusesNoAppendfsyncOnRewrite(t *testing.T) {
 // applied" if it was applied.
 func TestCrashMidStream(t *testing.T) {
 	t.Parallel()
-	srv := startRedisServer(t, durableArgs...)
-	s := openTest(t, srv.url(), false)
+	srv := redisserver.Start(t, redisserver.DurableArgs...)
+	s := openTest(t, srv.URL(), false)
 	ctx := t.Context()
 
 	chain := []baton.Token{testRoot("orders")}
@@ -123,15 +124,15 @@ func TestCrashMidStream(t *testing.T) {
 		}
 	}()
 	<-reachedKill
-	srv.kill()
+	srv.Kill()
 	<-done
 	if failure == nil || strings.Contains(failure.Error(), "not consumed") {
 		t.Fatalf("transitions did not fail when the server died: %v", failure)
 	}
 	n := int(acked.Load())
-	srv.start()
+	srv.Restart()
 
-	reopened, err := Open(ctx, Config{URL: srv.url(), Prefix: s.keys.prefix})
+	reopened, err := Open(ctx, Config{URL: srv.URL(), Prefix: s.keys.prefix})
 	if err != nil {
 		t.Fatalf("Open after the crash: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/testenv/redisserver"
 	"github.com/batonhq/baton/store"
 )
 
@@ -23,17 +24,17 @@ import (
 // which replicates through a proxy (so that the test can hold the
 // replication stream back, as a slow network would), and waits until the
 // master counts the replica as connected and in sync.
-func startReplicated(t *testing.T) (master, replica *redisServer, link *toxiproxy.Proxy) {
+func startReplicated(t *testing.T) (master, replica *redisserver.Server, link *toxiproxy.Proxy) {
 	t.Helper()
-	master = startRedisServer(t, append(durableArgs, "--repl-diskless-sync-delay", "0")...)
+	master = redisserver.Start(t, append(redisserver.DurableArgs, "--repl-diskless-sync-delay", "0")...)
 	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	link = toxiproxy.NewProxy(server, "replication", "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", master.port))
+	link = toxiproxy.NewProxy(server, "replication", "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", master.Port))
 	if err := link.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(link.Stop)
 	host, port, _ := net.SplitHostPort(link.Listen)
-	replica = startRedisServer(t, append(durableArgs, "--replicaof", host, port)...)
+	replica = redisserver.Start(t, append(redisserver.DurableArgs, "--replicaof", host, port)...)
 	waitInSync(t, master)
 	return master, replica, link
 }
@@ -50,9 +51,9 @@ func holdBack(t *testing.T, link *toxiproxy.Proxy, kind, attrs string) {
 
 // waitInSync waits until master has a connected replica whose offset
 // equals the master's.
-func waitInSync(t *testing.T, master *redisServer) {
+func waitInSync(t *testing.T, master *redisserver.Server) {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", master.port)})
+	c := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", master.Port)})
 	defer c.Close()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -70,9 +71,9 @@ func waitInSync(t *testing.T, master *redisServer) {
 }
 
 // promote makes replica a master, as a failover does.
-func promote(t *testing.T, replica *redisServer) {
+func promote(t *testing.T, replica *redisserver.Server) {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", replica.port)})
+	c := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", replica.Port)})
 	defer c.Close()
 	if err := c.ReplicaOf(t.Context(), "NO", "ONE").Err(); err != nil {
 		t.Fatalf("REPLICAOF NO ONE: %v", err)
@@ -84,17 +85,17 @@ func promote(t *testing.T, replica *redisServer) {
 func TestRefusesAsynchronousReplicas(t *testing.T) {
 	t.Parallel()
 	master, replica, _ := startReplicated(t)
-	_, err := Open(t.Context(), Config{URL: master.url(), Prefix: testPrefix()})
+	_, err := Open(t.Context(), Config{URL: master.URL(), Prefix: testPrefix()})
 	if !errors.Is(err, ErrAsyncReplication) || !strings.Contains(err.Error(), "1 replica") {
 		t.Errorf("Open of a master with a replica = %v, want ErrAsyncReplication naming the replica", err)
 	}
-	s, err := Open(t.Context(), Config{URL: master.url(), Prefix: testPrefix(), AllowAsyncReplication: true})
+	s, err := Open(t.Context(), Config{URL: master.URL(), Prefix: testPrefix(), AllowAsyncReplication: true})
 	if err != nil {
 		t.Errorf("Open with AllowAsyncReplication = %v", err)
 	} else {
 		s.Close()
 	}
-	_, err = Open(t.Context(), Config{URL: replica.url(), Prefix: testPrefix(), AllowAsyncReplication: true})
+	_, err = Open(t.Context(), Config{URL: replica.URL(), Prefix: testPrefix(), AllowAsyncReplication: true})
 	if !errors.Is(err, ErrUnsupportedServer) || !strings.Contains(err.Error(), "is a replica") {
 		t.Errorf("Open of a replica = %v, want ErrUnsupportedServer saying it is a replica", err)
 	}
@@ -111,7 +112,7 @@ func TestFailoverBringsConsumedTokensBack(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	master, replica, link := startReplicated(t)
-	s, err := Open(ctx, Config{URL: master.url(), Prefix: testPrefix(), AllowAsyncReplication: true})
+	s, err := Open(ctx, Config{URL: master.URL(), Prefix: testPrefix(), AllowAsyncReplication: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,9 +126,9 @@ func TestFailoverBringsConsumedTokensBack(t *testing.T) {
 	if consumed, err := s.Transition(ctx, parent.ID, []baton.Token{child}); err != nil || !consumed {
 		t.Fatalf("Transition = %v, %v", consumed, err)
 	}
-	master.kill()
+	master.Kill()
 	promote(t, replica)
-	after, err := Open(ctx, Config{URL: replica.url(), Prefix: s.keys.prefix})
+	after, err := Open(ctx, Config{URL: replica.URL(), Prefix: s.keys.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 	ctx := t.Context()
 	master, replica, link := startReplicated(t)
 	holdBack(t, link, "latency", `{"latency":20,"jitter":0}`)
-	s, err := Open(ctx, Config{URL: master.url(), Prefix: testPrefix(), AllowAsyncReplication: true})
+	s, err := Open(ctx, Config{URL: master.URL(), Prefix: testPrefix(), AllowAsyncReplication: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +189,11 @@ func TestFailoverUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(700 * time.Millisecond)
-	master.kill()
+	master.Kill()
 	stop()
 	wg.Wait()
 	promote(t, replica)
-	after, err := Open(ctx, Config{URL: replica.url(), Prefix: s.keys.prefix})
+	after, err := Open(ctx, Config{URL: replica.URL(), Prefix: s.keys.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

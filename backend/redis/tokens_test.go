@@ -18,6 +18,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/internal/testenv/redisserver"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 )
@@ -236,7 +237,7 @@ func TestClosed(t *testing.T) {
 // A refused connection proves that nothing was sent: not applied.
 func TestDialFailureIsNotApplied(t *testing.T) {
 	t.Parallel()
-	port := freePort(t) // closed again: connections are refused
+	port := redisserver.FreePort(t) // closed again: connections are refused
 	s := newTokenStore("baton", &goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1, DialerRetries: 1}, newTextLogger(io.Discard))
 	defer s.Close()
 	root := testRoot("orders")

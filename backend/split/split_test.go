@@ -3,6 +3,8 @@ package split_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,8 @@ import (
 	"github.com/batonhq/baton/backend/split"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
+	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/tokenservice/client"
 )
 
 // newSplit returns a store split over n fresh in-memory parts.
@@ -233,4 +237,54 @@ func (f failingPart) Transition(ctx context.Context, consume baton.TokenID, crea
 		return false, errDown
 	}
 	return f.Part.Transition(ctx, consume, create)
+}
+
+// Through the token service: the client names the signal's conversation
+// (Baton-Conversation), so a service over a split store asks one part.
+func TestThroughTheTokenService(t *testing.T) {
+	t.Parallel()
+	var calls [3]atomic.Int64
+	s, _ := newSplit(t, 3, func(i int, p split.Part) store.TokenStore { return countingPart{p, &calls[i]} })
+	key, hash := tokenservice.NewAPIKey()
+	api, err := tokenservice.New(tokenservice.Config{Tokens: s, Systems: []tokenservice.System{
+		{Name: "shop", KeySHA256: hash, IssueRoots: true, Destinations: []string{"shop"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	c, err := client.New(srv.URL, key, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := t.Context()
+	root, err := c.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := calls[0].Load() + calls[1].Load() + calls[2].Load()
+	hinted := store.WithConversation(ctx, root.Conversation)
+	if _, err := c.Get(hinted, root.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.Transition(hinted, root.ID, nil); !ok || err != nil {
+		t.Fatalf("transition: %v, %v", ok, err)
+	}
+	// The service reads the token before it transitions it: two reads and
+	// a transition, each in one part.
+	if n := calls[0].Load() + calls[1].Load() + calls[2].Load() - before; n != 3 {
+		t.Errorf("%d calls to the parts for a get and a transition naming the conversation; want 3", n)
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/tokens/"+root.ID.String(), nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set(tokenservice.ConversationHeader, "not-an-id")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest {
+		t.Errorf("a malformed %s: %d; want 400", tokenservice.ConversationHeader, res.StatusCode)
+	}
 }

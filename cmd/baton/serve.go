@@ -22,6 +22,7 @@ import (
 
 	"github.com/batonhq/baton/backend/embedded"
 	"github.com/batonhq/baton/backend/postgres"
+	"github.com/batonhq/baton/backend/split"
 	batonredis "github.com/batonhq/baton/backend/redis"
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/dashboard"
@@ -74,8 +75,9 @@ const bootstrapEnv = "BATON_SYSTEM"
 
 type serveOptions struct {
 	addr, store, dataDir        string
-	postgresDSN, postgresSchema string
-	redisURL                    string
+	postgresDSNs   []string // more than one: a store split by conversation over them
+	postgresSchema string
+	redisURLs      []string // likewise
 	allowUnsafe                 bool
 	allowAsyncReplication       bool
 	systems                     string
@@ -140,9 +142,9 @@ store (--store postgres or redis) as you like.`,
 	f.StringVar(&o.addr, "addr", defaultServeAddr, "listen address; port 0 picks a free port and prints it")
 	f.StringVar(&o.store, "store", "embedded", "token store: embedded, postgres or redis")
 	f.StringVar(&o.dataDir, "data-dir", "baton-data", "directory of the embedded store's file (--store embedded)")
-	f.StringVar(&o.postgresDSN, "postgres-dsn", "", "PostgreSQL URL or key=value DSN (--store postgres)")
+	f.StringArrayVar(&o.postgresDSNs, "postgres-dsn", nil, "PostgreSQL URL or key=value DSN (--store postgres); repeated, the tokens are split by conversation over the databases, in the order given (docs/scaling.md)")
 	f.StringVar(&o.postgresSchema, "postgres-schema", postgres.DefaultSchema, "PostgreSQL schema of the store's tables")
-	f.StringVar(&o.redisURL, "redis-url", "", "Redis URL, redis://host:port/db (--store redis)")
+	f.StringArrayVar(&o.redisURLs, "redis-url", nil, "Redis URL, redis://host:port/db (--store redis); repeated, the tokens are split by conversation over the servers, in the order given")
 	f.BoolVar(&o.allowUnsafe, "allow-unsafe-durability", false, "accept a PostgreSQL, Redis or NATS server that acknowledges writes before they are on disk (tests only)")
 	f.BoolVar(&o.allowAsyncReplication, "allow-async-replication", false, "accept a Redis server with replicas, which a failover to a lagging one turns into lost and revived tokens (only if no replica is ever promoted)")
 	f.StringVar(&o.systems, "systems", "", "JSON file of the registered systems")
@@ -595,26 +597,59 @@ func openStore(ctx context.Context, o serveOptions, log *slog.Logger) (store.Tok
 		}
 		return s, func() { s.Close() }, nil
 	case "postgres":
-		if o.postgresDSN == "" {
+		if len(o.postgresDSNs) == 0 {
 			return nil, nil, errors.New("--store postgres needs --postgres-dsn")
 		}
-		s, err := postgres.Open(openCtx, o.postgresDSN, postgres.Config{Schema: o.postgresSchema, AllowUnsafe: o.allowUnsafe, Logger: log})
-		if err != nil {
-			return nil, nil, storeError("postgres", err, errors.Is(err, postgres.ErrUnsafeServer))
-		}
-		return s, func() { s.Close() }, nil
+		return openParts(ctx, o.postgresDSNs, func(dsn string) (store.TokenStore, func(), error) {
+			s, err := postgres.Open(openCtx, dsn, postgres.Config{Schema: o.postgresSchema, AllowUnsafe: o.allowUnsafe, Logger: log})
+			if err != nil {
+				return nil, nil, storeError("postgres", err, errors.Is(err, postgres.ErrUnsafeServer))
+			}
+			return s, func() { s.Close() }, nil
+		})
 	case "redis":
-		if o.redisURL == "" {
+		if len(o.redisURLs) == 0 {
 			return nil, nil, errors.New("--store redis needs --redis-url")
 		}
-		s, err := batonredis.Open(openCtx, batonredis.Config{URL: o.redisURL, AllowUnsafeDurability: o.allowUnsafe,
-			AllowAsyncReplication: o.allowAsyncReplication, Logger: log})
-		if err != nil {
-			return nil, nil, storeError("redis", err, errors.Is(err, batonredis.ErrUnsafeDurability))
-		}
-		return s, func() { s.Close() }, nil
+		return openParts(ctx, o.redisURLs, func(url string) (store.TokenStore, func(), error) {
+			s, err := batonredis.Open(openCtx, batonredis.Config{URL: url, AllowUnsafeDurability: o.allowUnsafe,
+				AllowAsyncReplication: o.allowAsyncReplication, Logger: log})
+			if err != nil {
+				return nil, nil, storeError("redis", err, errors.Is(err, batonredis.ErrUnsafeDurability))
+			}
+			return s, func() { s.Close() }, nil
+		})
 	}
 	return nil, nil, fmt.Errorf("--store %q: want embedded, postgres or redis", o.store)
+}
+
+// openParts opens one store per address, and with several, a store split
+// by conversation over them in the order given.
+func openParts(ctx context.Context, addrs []string, open func(string) (store.TokenStore, func(), error)) (store.TokenStore, func(), error) {
+	var parts []store.TokenStore
+	var closers []func()
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for _, addr := range addrs {
+		s, closeStore, err := open(addr)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		parts, closers = append(parts, s), append(closers, closeStore)
+	}
+	if len(parts) == 1 {
+		return parts[0], closeAll, nil
+	}
+	s, err := split.Open(ctx, parts...)
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("split token store over %d parts: %v", len(parts), err)
+	}
+	return s, closeAll, nil
 }
 
 // storeError reports a store that could not be opened on one line (pgx

@@ -255,6 +255,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if c.auth != "" {
 		req.Header.Set("Authorization", c.auth)
 	}
+	if conversation, ok := store.ConversationFrom(ctx); ok {
+		// The service's store may be split by conversation: one part then
+		// answers instead of every part.
+		req.Header.Set(tokenservice.ConversationHeader, conversation.String())
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if notSent(err) {
