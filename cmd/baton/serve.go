@@ -22,8 +22,8 @@ import (
 
 	"github.com/batonhq/baton/backend/embedded"
 	"github.com/batonhq/baton/backend/postgres"
-	"github.com/batonhq/baton/backend/split"
 	batonredis "github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/backend/split"
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/dashboard"
 	"github.com/batonhq/baton/internal/telemetry"
@@ -74,17 +74,17 @@ var serveEnv = map[string]string{
 const bootstrapEnv = "BATON_SYSTEM"
 
 type serveOptions struct {
-	addr, store, dataDir        string
-	postgresDSNs   []string // more than one: a store split by conversation over them
-	postgresSchema string
-	redisURLs      []string // likewise
-	allowUnsafe                 bool
-	allowAsyncReplication       bool
-	systems                     string
-	tlsCert, tlsKey, clientCA   string
-	maxBody                     int64
-	logLevel                    string
-	dashboard                   bool
+	addr, store, dataDir      string
+	postgresDSNs              []string // more than one: a store split by conversation over them
+	postgresSchema            string
+	redisURLs                 []string // likewise
+	allowUnsafe               bool
+	allowAsyncReplication     bool
+	systems                   string
+	tlsCert, tlsKey, clientCA string
+	maxBody                   int64
+	logLevel                  string
+	dashboard                 bool
 	// dashboardAddr is the loopback address of the dashboard and /metrics
 	// without credentials; empty: none.
 	dashboardAddr string
