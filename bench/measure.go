@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/proccpu"
 )
 
 // observer sees every signal a variant finished (acknowledged after
@@ -106,39 +107,8 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// clockTick is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
-// Linux fixes it at 100 on every architecture Go supports.
-const clockTick = 10 * time.Millisecond
-
-// pidCPU reads the CPU time of processes from /proc. Processes that are
-// gone are left out; ok is false if /proc cannot be read at all.
-func pidCPU(pids []int) (map[int]time.Duration, bool) {
-	out := make(map[int]time.Duration, len(pids))
-	any := false
-	for _, pid := range pids {
-		raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-		if err != nil {
-			continue
-		}
-		any = true
-		// The command name is in parentheses and may hold spaces; the
-		// fields after the last ')' are fixed: utime and stime are the
-		// 12th and 13th of them.
-		s := string(raw)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		out[pid] = time.Duration(u+st) * clockTick
-	}
-	return out, any || len(pids) == 0
-}
+// pidCPU reads the CPU time of processes from /proc (proccpu.Of).
+func pidCPU(pids []int) (map[int]time.Duration, bool) { return proccpu.Of(pids) }
 
 // cpuDelta is the CPU the processes used between two readings. A process
 // that appeared in between counts from zero.

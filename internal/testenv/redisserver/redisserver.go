@@ -117,6 +117,14 @@ func (srv *Server) TryRestart() error {
 	}
 }
 
+// PID is the server process's id, 0 while it is not running.
+func (srv *Server) PID() int {
+	if srv.cmd == nil {
+		return 0
+	}
+	return srv.cmd.Process.Pid
+}
+
 // Kill stops the server with SIGKILL, as a crash would.
 func (srv *Server) Kill() {
 	if srv.cmd == nil {
