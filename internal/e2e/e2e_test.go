@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	mysqldriver "github.com/go-sql-driver/mysql"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -15,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	mysqldriver "github.com/go-sql-driver/mysql"
+
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/testenv/etcdcluster"
 	"github.com/batonhq/baton/store"
 )
 
@@ -42,6 +44,7 @@ func goBuild(pkg, name string) (string, error) {
 }
 
 func TestMain(m *testing.M) {
+	etcdcluster.MemberMain() // a member of a row's etcd cluster runs in a process of this binary
 	dir, err := os.MkdirTemp("", "baton-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -81,7 +84,7 @@ func workerBinary(t *testing.T) string {
 // its own file), and embedded tokens mean a single process.
 type row struct {
 	name      string
-	tokens    string // postgres, mysql, redis or embedded
+	tokens    string // postgres, mysql, redis, etcd (a cluster of three whose leader is killed and cut off) or embedded
 	entities  string // postgres, mysql or embedded
 	transport string // nats or rabbitmq
 	procs     []proc
@@ -139,6 +142,8 @@ func TestExactlyOnceMatrix(t *testing.T) {
 			procs: []proc{{serve: []string{Order}, file: "order.db"}, {serve: []string{Billing}, file: "billing.db"},
 				{serve: []string{Stock}, file: "stock.db"}, {serve: []string{Shipping}, file: "shipping.db"}}},
 		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals/batches", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true, batch: 8,
+			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
+		{name: "etcd-tokens+pg-entities/nats/3-procs/leader-kills", tokens: "etcd", entities: "postgres", transport: "nats",
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+embedded-entities/rabbitmq/2-procs", tokens: "redis", entities: "embedded", transport: "rabbitmq",
 			procs: []proc{{serve: []string{Order, Billing}, file: "a.db"}, {serve: []string{Stock, Shipping}, file: "b.db"}}},
@@ -234,6 +239,13 @@ func runRow(t *testing.T, r row, p plan) Report {
 	if svc.mysqlDSN != "" {
 		proxied["mysql"] = proxiedDSN(t, svc.mysqlDSN, func(addr string) string { return f.proxy(t, "mysql", addr) })
 	}
+	if svc.etcdCluster != nil {
+		var endpoints []string
+		for i, e := range svc.etcdCluster.Endpoints() {
+			endpoints = append(endpoints, f.proxy(t, fmt.Sprintf("etcd%d", i), e))
+		}
+		proxied["etcd"] = strings.Join(endpoints, ",")
+	}
 
 	// Start the workers.
 	slots := make([]*workerSlot, len(r.procs))
@@ -255,6 +267,9 @@ func runRow(t *testing.T, r row, p plan) Report {
 		}
 		if u := proxied["redis"]; u != "" {
 			args = append(args, "-redis", u, "-redis-prefix", ns.redisPrefix)
+		}
+		if u := proxied["etcd"]; u != "" {
+			args = append(args, "-etcd", u, "-etcd-prefix", ns.etcdPrefix)
 		}
 		if u := proxied["nats"]; u != "" {
 			args = append(args, "-nats", u, "-nats-stream", ns.natsStream, "-nats-prefix", ns.natsPrefix,
@@ -288,6 +303,14 @@ func runRow(t *testing.T, r row, p plan) Report {
 	}
 	if p.faults {
 		background.Go(func() { f.run(chaosCtx, t, 2) })
+	}
+	var etcdChaos etcdcluster.ChaosLog
+	if svc.etcdCluster != nil && p.kills {
+		background.Go(func() {
+			if err := svc.etcdCluster.Chaos(chaosCtx, &etcdChaos); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	var duringRun, afterRun atomic.Int64
 	var publishers sync.WaitGroup
@@ -412,6 +435,9 @@ func runRow(t *testing.T, r row, p plan) Report {
 		t.Errorf("RUN %s: no activity was committed in a batch", r.name)
 	}
 	t.Logf("RUN %s: ledger check: %s", r.name, report.Summary())
+	if svc.etcdCluster != nil {
+		t.Logf("RUN %s: the etcd cluster of three members under chaos: %s", r.name, etcdChaos.String())
+	}
 	if r.tokens == "redis" {
 		t.Logf("RUN %s: Redis runs here without appendfsync always (AllowUnsafeDurability): this test kills workers, not Redis; Redis durability itself is proven by backend/redis's own tests", r.name)
 	}

@@ -16,13 +16,16 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	goredis "github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/etcd"
 	"github.com/batonhq/baton/backend/mysql"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/backend/redis"
 	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/internal/testenv/etcdcluster"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/transport"
 	"github.com/batonhq/baton/transport/nats"
@@ -45,6 +48,7 @@ type namespace struct {
 	pgSchema    string
 	mysqlPrefix string
 	redisPrefix string
+	etcdPrefix  string
 	natsStream  string
 	natsPrefix  string
 	amqpPrefix  string
@@ -59,6 +63,7 @@ func newNamespace() namespace {
 		pgSchema:    "e2e_" + id,
 		mysqlPrefix: "e2e_" + id + "_",
 		redisPrefix: "e2e-" + id,
+		etcdPrefix:  "e2e-" + id + "/",
 		natsStream:  "E2E_" + id,
 		natsPrefix:  "e2e_" + id,
 		amqpPrefix:  "e2e-" + id,
@@ -71,13 +76,16 @@ type services struct {
 
 	pgURL, mysqlDSN, redisURL, natsURL, amqpURL string
 
-	pg     *postgres.Store                    // when tokens or entities are in PostgreSQL
-	my     *mysql.Store                       // when tokens or entities are in MySQL
-	redis  *redis.TokenStore                  // when tokens are in Redis
-	pub    transport.Transport                // the test publishes root signals with it
-	tokens store.TokenStore                   // direct token store, nil for embedded
-	ents   store.EntityStore                  // direct entity store, nil for embedded
-	drain  func(context.Context) (int, error) // signals still queued
+	pg    *postgres.Store   // when tokens or entities are in PostgreSQL
+	my    *mysql.Store      // when tokens or entities are in MySQL
+	redis *redis.TokenStore // when tokens are in Redis
+	etcd  *etcd.Store       // when tokens are in etcd
+	// etcdCluster is the row's own etcd cluster, when tokens are in etcd.
+	etcdCluster *etcdcluster.Cluster
+	pub         transport.Transport                // the test publishes root signals with it
+	tokens      store.TokenStore                   // direct token store, nil for embedded
+	ents        store.EntityStore                  // direct entity store, nil for embedded
+	drain       func(context.Context) (int, error) // signals still queued
 }
 
 // connect finds the services that row needs (skipping or failing as
@@ -160,6 +168,15 @@ func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
 			}
 		})
 		s.redis, s.tokens = rs, rs
+	}
+	if r.tokens == "etcd" {
+		s.etcdCluster = etcdcluster.Start(t, 3)
+		es, err := etcd.Open(ctx, etcd.Config{Endpoints: s.etcdCluster.Endpoints(), Prefix: ns.etcdPrefix})
+		if err != nil {
+			t.Fatalf("etcd: %v", err)
+		}
+		t.Cleanup(func() { es.Close() })
+		s.etcd, s.tokens = es, es
 	}
 	switch r.transport {
 	case "nats":
@@ -401,6 +418,15 @@ func (s *services) residue(ctx context.Context, known []string) ([]string, error
 			return nil, err
 		}
 		extra = append(extra, found...)
+	}
+	if s.etcd != nil {
+		resp, err := s.etcd.Client().Get(ctx, s.etcd.Prefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range resp.Kvs {
+			extra = append(extra, "etcd key "+string(kv.Key))
+		}
 	}
 	if s.redis != nil {
 		keys, err := redisKeys(ctx, s.redisURL, s.ns.redisPrefix)

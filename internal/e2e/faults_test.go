@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/Shopify/toxiproxy/v2"
+	"github.com/batonhq/baton/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -56,7 +55,7 @@ func (f *faults) proxy(t *testing.T, name, upstream string) string {
 	var p *toxiproxy.Proxy
 	var err error
 	for range 20 {
-		p = toxiproxy.NewProxy(f.server, name, proxyListenAddr(), hostPort)
+		p = toxiproxy.NewProxy(f.server, name, testenv.StableAddr(), hostPort)
 		if err = p.Start(); err == nil {
 			break
 		}
@@ -71,25 +70,6 @@ func (f *faults) proxy(t *testing.T, name, upstream string) string {
 	}
 	u.Host = p.Listen
 	return u.String()
-}
-
-// proxyListenAddr picks a port below the kernel's ephemeral range: a "down"
-// fault closes the proxy's listener and opens it again, and in between an
-// outgoing connection could take a port from the ephemeral range as its
-// own, so the listener could not come back.
-func proxyListenAddr() string {
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if fields := strings.Fields(string(b)); len(fields) == 2 {
-			if n, err := strconv.Atoi(fields[0]); err == nil {
-				low = n
-			}
-		}
-	}
-	if low < 12000 {
-		return "127.0.0.1:0"
-	}
-	return fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000))
 }
 
 func parseUpstream(t *testing.T, upstream string) (*url.URL, string) {

@@ -43,4 +43,3 @@ func Of(pids []int) (map[int]time.Duration, bool) {
 	}
 	return out, any || len(pids) == 0
 }
-

@@ -40,6 +40,7 @@ type options struct {
 	postgres, pgSchema   string
 	mysql, mysqlPrefix   string
 	redis, redisPrefix   string
+	etcd, etcdPrefix     string
 	file                 string
 	nats, natsStream     string
 	natsPrefix           string
@@ -61,7 +62,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.tokens, "tokens", "", "token store: postgres, mysql, redis or embedded")
+	flag.StringVar(&o.tokens, "tokens", "", "token store: postgres, mysql, redis, etcd or embedded")
 	flag.StringVar(&o.entities, "entities", "", "entity store: postgres, mysql or embedded")
 	flag.StringVar(&o.transport, "transport", "", "transport: nats or rabbitmq")
 	flag.StringVar(&o.postgres, "postgres", "", "PostgreSQL DSN")
@@ -70,6 +71,8 @@ func main() {
 	flag.StringVar(&o.mysqlPrefix, "mysql-prefix", "", "MySQL table prefix of the tokens and entities")
 	flag.StringVar(&o.redis, "redis", "", "Redis URL")
 	flag.StringVar(&o.redisPrefix, "redis-prefix", "", "Redis key prefix")
+	flag.StringVar(&o.etcd, "etcd", "", "comma separated etcd endpoints")
+	flag.StringVar(&o.etcdPrefix, "etcd-prefix", "", "etcd key prefix")
 	flag.StringVar(&o.file, "file", "", "embedded store file (tokens, entities or both)")
 	flag.StringVar(&o.nats, "nats", "", "NATS URL")
 	flag.StringVar(&o.natsStream, "nats-stream", "", "JetStream stream name")

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/etcd"
 	"github.com/batonhq/baton/backend/mysql"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/backend/redis"
@@ -117,6 +119,16 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		}
 		s.closers = append(s.closers, rs.Close)
 		tokens = rs
+	case "etcd":
+		if o.etcd == "" || o.etcdPrefix == "" {
+			return nil, fmt.Errorf("-etcd and -etcd-prefix are required")
+		}
+		es, err := etcd.Open(ctx, etcd.Config{Endpoints: strings.Split(o.etcd, ","), Prefix: o.etcdPrefix, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, es.Close)
+		tokens = es
 	default:
 		return nil, fmt.Errorf("-tokens: want postgres, mysql, redis or embedded, got %q", o.tokens)
 	}
