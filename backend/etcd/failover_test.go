@@ -194,4 +194,3 @@ func getSettled(ctx context.Context, s *etcd.Store, id baton.TokenID) (baton.Tok
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-

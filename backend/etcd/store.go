@@ -129,7 +129,9 @@ func (k keys) destination(dest string) string {
 
 func (k keys) expiries() string { return k.prefix + "e/" }
 
-func (k keys) expiry(at time.Time) string { return fmt.Sprintf("%s%020d/", k.expiries(), at.UnixNano()) }
+func (k keys) expiry(at time.Time) string {
+	return fmt.Sprintf("%s%020d/", k.expiries(), at.UnixNano())
+}
 
 // all returns every key of t.
 func (k keys) all(t baton.Token) []string {
