@@ -6,7 +6,11 @@
 // Every operation is one etcd transaction or one linearizable read: a
 // transition compares the consumed token's revision with the one read
 // and the children's keys with absence, and then deletes the token's keys
-// and writes the children's, all or nothing. A token is kept under its own
+// and writes the children's, all or nothing. The read before a transaction
+// may be served by the member the client talks to without asking the
+// leader (serializable, possibly stale): the transaction's comparison
+// catches a stale one, and every answer that no transaction checks ("the
+// token is absent", "the root has expired") comes from a linearizable read. A token is kept under its own
 // key and, for the listings, under its conversation's, its destination's
 // and (an expiring root) its expiry's; all are written in one transaction.
 //

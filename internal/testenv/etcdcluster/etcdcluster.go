@@ -247,6 +247,21 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
+// PIDs are the members' process ids (0 for a member that is down).
+func (c *Cluster) PIDs() []int {
+	var out []int
+	for _, m := range c.members {
+		m.mu.Lock()
+		pid := 0
+		if m.cmd != nil {
+			pid = m.cmd.Process.Pid
+		}
+		m.mu.Unlock()
+		out = append(out, pid)
+	}
+	return out
+}
+
 // Size is the number of members.
 func (c *Cluster) Size() int { return len(c.members) }
 
