@@ -10,6 +10,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/storetest"
 )
 
 // benchWorkers is the number of concurrent callers in every benchmark.
@@ -225,4 +226,19 @@ func BenchmarkStepFourAndFive(b *testing.B) {
 	b.ReportMetric(classicRate, "classic-ops/s")
 	b.ReportMetric(fastRate/classicRate, "fast/classic")
 	b.ReportMetric(plainRate/classicRate, "plain/classic")
+}
+
+// BenchmarkConversations measures the store as a token store under the
+// protocol's load (storetest.BenchmarkConversations), on the machine's
+// PostgreSQL, with a connection per client:
+//
+//	BATON_TEST_POSTGRES=... go test -run XXX -bench Conversations -benchtime 10s ./backend/postgres
+func BenchmarkConversations(b *testing.B) {
+	pool := newPool(b, 32)
+	b.Cleanup(pool.Close)
+	s, err := New(b.Context(), pool, Config{Schema: uniqueSchema(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	storetest.BenchmarkConversations(b, s, nil)
 }

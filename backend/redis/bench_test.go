@@ -11,6 +11,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/testenv/redisserver"
+	"github.com/batonhq/baton/storetest"
 )
 
 // BenchmarkTransition compares, in one run, the protocol's transition (one
@@ -130,4 +131,14 @@ func boolInt(b bool) int {
 func rawFields(t baton.Token) []any {
 	f := appendTokenFields(nil, t)
 	return []any{"cause", f[2], "dest", f[3], "type", f[4], "digest", f[5], "created", f[6], "expires", f[7]}
+}
+
+// BenchmarkConversations measures the store under the protocol's load
+// (storetest.BenchmarkConversations) on a redis-server with appendfsync
+// always that the benchmark starts:
+//
+//	go test -run XXX -bench Conversations -benchtime 10s ./backend/redis
+func BenchmarkConversations(b *testing.B) {
+	srv := redisserver.Start(b, redisserver.DurableArgs...)
+	storetest.BenchmarkConversations(b, openTest(b, srv.URL(), false), []int{srv.PID()})
 }
