@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/etcd"
 	"github.com/batonhq/baton/backend/postgres"
 	batonredis "github.com/batonhq/baton/backend/redis"
 	"github.com/batonhq/baton/backend/split"
@@ -67,6 +68,10 @@ var serveEnv = map[string]string{
 	"allowed-hosts":           "BATON_ALLOWED_HOSTS",
 	"insecure-plain-http":     "BATON_INSECURE_PLAIN_HTTP",
 	"audit-log":               "BATON_AUDIT_LOG",
+	"etcd-endpoints":          "BATON_ETCD_ENDPOINTS",
+	"etcd-prefix":             "BATON_ETCD_PREFIX",
+	"stuck-after-for":         "BATON_STUCK_AFTER_FOR",
+	"stuck-after":             "BATON_STUCK_AFTER",
 }
 
 // bootstrapEnv holds one system as JSON, in the form of a systems file
@@ -78,6 +83,8 @@ type serveOptions struct {
 	postgresDSNs              []string // more than one: a store split by conversation over them
 	postgresSchema            string
 	redisURLs                 []string // likewise
+	etcdEndpoints             []string
+	etcdPrefix                string
 	allowUnsafe               bool
 	allowAsyncReplication     bool
 	systems                   string
@@ -140,11 +147,13 @@ store (--store postgres or redis) as you like.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", defaultServeAddr, "listen address; port 0 picks a free port and prints it")
-	f.StringVar(&o.store, "store", "embedded", "token store: embedded, postgres or redis")
+	f.StringVar(&o.store, "store", "embedded", "token store: embedded, postgres, redis or etcd")
 	f.StringVar(&o.dataDir, "data-dir", "baton-data", "directory of the embedded store's file (--store embedded)")
 	f.StringArrayVar(&o.postgresDSNs, "postgres-dsn", nil, "PostgreSQL URL or key=value DSN (--store postgres); repeated, the tokens are split by conversation over the databases, in the order given (docs/scaling.md)")
 	f.StringVar(&o.postgresSchema, "postgres-schema", postgres.DefaultSchema, "PostgreSQL schema of the store's tables")
 	f.StringArrayVar(&o.redisURLs, "redis-url", nil, "Redis URL, redis://host:port/db (--store redis); repeated, the tokens are split by conversation over the servers, in the order given")
+	f.StringSliceVar(&o.etcdEndpoints, "etcd-endpoints", nil, "client URLs of the etcd cluster's members, comma separated (--store etcd)")
+	f.StringVar(&o.etcdPrefix, "etcd-prefix", etcd.DefaultPrefix, "prefix of the store's keys in etcd")
 	f.BoolVar(&o.allowUnsafe, "allow-unsafe-durability", false, "accept a PostgreSQL, Redis or NATS server that acknowledges writes before they are on disk (tests only)")
 	f.BoolVar(&o.allowAsyncReplication, "allow-async-replication", false, "accept a Redis server with replicas, which a failover to a lagging one turns into lost and revived tokens (only if no replica is ever promoted)")
 	f.StringVar(&o.systems, "systems", "", "JSON file of the registered systems")
@@ -607,6 +616,15 @@ func openStore(ctx context.Context, o serveOptions, log *slog.Logger) (store.Tok
 			}
 			return s, func() { s.Close() }, nil
 		})
+	case "etcd":
+		if len(o.etcdEndpoints) == 0 {
+			return nil, nil, errors.New("--store etcd needs --etcd-endpoints")
+		}
+		s, err := etcd.Open(openCtx, etcd.Config{Endpoints: o.etcdEndpoints, Prefix: o.etcdPrefix, Logger: log})
+		if err != nil {
+			return nil, nil, storeError("etcd", err, false)
+		}
+		return s, func() { s.Close() }, nil
 	case "redis":
 		if len(o.redisURLs) == 0 {
 			return nil, nil, errors.New("--store redis needs --redis-url")
@@ -620,7 +638,7 @@ func openStore(ctx context.Context, o serveOptions, log *slog.Logger) (store.Tok
 			return s, func() { s.Close() }, nil
 		})
 	}
-	return nil, nil, fmt.Errorf("--store %q: want embedded, postgres or redis", o.store)
+	return nil, nil, fmt.Errorf("--store %q: want embedded, postgres, redis or etcd", o.store)
 }
 
 // openParts opens one store per address, and with several, a store split

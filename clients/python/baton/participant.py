@@ -153,7 +153,7 @@ class Participant:
             refusal = _same_as_entry(entry, sig)
             return refusal or self._finish(ent, entry, Outcome.REPLAYED)
         try:
-            tok = self.tokens.get(sig.id)  # step 3
+            tok = self.tokens.get(sig.id, sig.conversation)  # step 3
         except TokenServiceError as err:
             return self._token_failure(err, sig)
         refusal = self._admit(tok, sig)
@@ -161,7 +161,7 @@ class Participant:
             return refusal
         if tok.get("expires_at"):
             try:
-                self.tokens.claim(sig.id)
+                self.tokens.claim(sig.id, sig.conversation)
             except TokenServiceError as err:
                 return self._token_failure(err, sig)
         state = copy.deepcopy(ent.state)  # step 4
@@ -219,7 +219,7 @@ class Participant:
                     for c in entry["signals"]]
         reply = _reply(entry, outcome)
         try:  # step 5
-            self.tokens.transition(entry["id"], [c.token() for c in children])
+            self.tokens.transition(entry["id"], [c.token() for c in children], entry.get("conversation", ""))
         except TokenServiceError as err:
             if err.unavailable:
                 return _unavailable(entry["id"], "the activity is applied; its transition is not done yet")

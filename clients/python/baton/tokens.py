@@ -53,17 +53,22 @@ class TokenServiceClient:
         """Issues a root token; the service chooses its id (and the conversation when root names none)."""
         return self._call("POST", "/v1/roots", root, want=201)
 
-    def get(self, token_id: str) -> Token:
+    # conversation, in get, claim and transition, is the conversation of the
+    # token named (the signal's), sent as the Baton-Conversation header: a
+    # service whose token store is split by conversation then asks one part.
+
+    def get(self, token_id: str, conversation: str = "") -> Token:
         """The live token; TokenServiceError with status 404 when it is not live."""
-        return self._call("GET", "/v1/tokens/" + token_id, None, want=200)
+        return self._call("GET", "/v1/tokens/" + token_id, None, want=200, conversation=conversation)
 
-    def claim(self, token_id: str) -> Token:
+    def claim(self, token_id: str, conversation: str = "") -> Token:
         """Claims an expiring root so that it no longer expires (404 gone, 410 expired)."""
-        return self._call("POST", f"/v1/tokens/{token_id}/claim", None, want=200)
+        return self._call("POST", f"/v1/tokens/{token_id}/claim", None, want=200, conversation=conversation)
 
-    def transition(self, consume: str, create: List[Token]) -> bool:
+    def transition(self, consume: str, create: List[Token], conversation: str = "") -> bool:
         """Consumes a token and creates its children in one step; False if it was not live."""
-        answer = self._call("POST", "/v1/transitions", {"consume": consume, "create": create}, want=200)
+        answer = self._call("POST", "/v1/transitions", {"consume": consume, "create": create}, want=200,
+                            conversation=conversation)
         return bool(answer.get("consumed"))
 
     def list_by_conversation(self, conversation: str, after: str = "", limit: int = 0) -> dict:
@@ -73,12 +78,14 @@ class TokenServiceClient:
         path = "/v1/destinations/" + urllib.parse.quote(destination, safe="") + "/tokens"
         return self._call("GET", path + _page(after, limit), None, want=200)
 
-    def _call(self, method: str, path: str, body: Optional[dict], want: int) -> dict:
+    def _call(self, method: str, path: str, body: Optional[dict], want: int, conversation: str = "") -> dict:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url.rstrip("/") + path, data=data, method=method)
         req.add_header("Authorization", "Bearer " + self.api_key)
         req.add_header("User-Agent", self.user_agent)
         req.add_header("Accept", "application/json")
+        if conversation:
+            req.add_header("Baton-Conversation", conversation)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:

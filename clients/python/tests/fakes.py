@@ -12,12 +12,18 @@ from baton import TokenServiceError
 class FakeTokens:
     """Behaves as TokenServiceClient over one destination's view of a token store."""
 
-    def __init__(self, destination: str) -> None:
+    def __init__(self, destination: str, split: bool = False) -> None:
         self.destination = destination
+        # split: answer as a service over a store split by conversation,
+        # which finds a token only in the part of the conversation named.
+        self.split = split
         self.live: Dict[str, dict] = {}
         self.fail: Optional[TokenServiceError] = None  # every call fails with it
         self.fail_transitions: Optional[TokenServiceError] = None
         self.transitions = 0
+        # Calls that named no conversation: a service over a store split by
+        # conversation would have asked every part for them.
+        self.unrouted = 0
         self._lock = threading.Lock()
 
     def add(self, token: dict) -> None:
@@ -27,18 +33,27 @@ class FakeTokens:
         if self.fail:
             raise self.fail
 
-    def get(self, token_id: str) -> dict:
+    def _routed(self, tok: Optional[dict], conversation: str) -> Optional[dict]:
+        """The token as a split store finds it: in the part of the conversation named."""
+        if not conversation:
+            self.unrouted += 1
+            return tok
+        if self.split and tok is not None and tok["conversation"] != conversation:
+            return None
+        return tok
+
+    def get(self, token_id: str, conversation: str = "") -> dict:
         self._check()
         with self._lock:
-            tok = self.live.get(token_id)
+            tok = self._routed(self.live.get(token_id), conversation)
         if tok is None:
             raise TokenServiceError("not found", 404, "not-found", True)
         if tok["destination"] != self.destination:
             raise TokenServiceError("not your token", 403, "not-your-token", True)
         return dict(tok)
 
-    def claim(self, token_id: str) -> dict:
-        tok = self.get(token_id)
+    def claim(self, token_id: str, conversation: str = "") -> dict:
+        tok = self.get(token_id, conversation)
         if tok.get("expires_at"):
             if datetime.datetime.fromisoformat(tok["expires_at"]) <= datetime.datetime.now(datetime.timezone.utc):
                 raise TokenServiceError("expired", 410, "expired", True)
@@ -46,13 +61,13 @@ class FakeTokens:
                 self.live[token_id].pop("expires_at", None)
         return tok
 
-    def transition(self, consume: str, create: List[dict]) -> bool:
+    def transition(self, consume: str, create: List[dict], conversation: str = "") -> bool:
         self._check()
         if self.fail_transitions:
             raise self.fail_transitions
         with self._lock:
             self.transitions += 1
-            if consume not in self.live:
+            if self._routed(self.live.get(consume), conversation) is None:
                 return False
             del self.live[consume]
             for t in create:

@@ -66,6 +66,9 @@ class ParticipantTest(unittest.TestCase):
         self.assertEqual((b.status, b.headers["Baton-Outcome"]), (409, "duplicate"))
         self.assertEqual(self.count("a"), 1)
         self.assertEqual(self.entities.load("e/a").outbox, [])
+        # Every token call named the signal's conversation, so that a
+        # service over a store split by conversation asks one part.
+        self.assertEqual(self.tokens.unrouted, 0)
 
     def test_transition_failure_keeps_the_entry_and_a_retry_replays(self):
         sig = self.signal()
@@ -100,6 +103,19 @@ class ParticipantTest(unittest.TestCase):
         self.assertIn(sig.id, self.tokens.live)
         self.assertIn(foreign.id, self.tokens.live)
         self.assertEqual(self.post(sig).status, 200)
+
+    def test_over_a_split_store_another_conversation_finds_no_token(self):
+        # A service whose store is split by conversation looks for a token
+        # in the part of the conversation the signal names: a signal that
+        # names another finds none and is dropped, and its token stays live
+        # for the genuine signal.
+        self.tokens.split = True
+        sig = self.signal()
+        other = Signal(**{**sig.__dict__, "conversation": new_token_id()})
+        self.assertEqual(self.post(other).status, 409)
+        self.assertIn(sig.id, self.tokens.live)
+        self.assertEqual(self.post(sig).status, 200)
+        self.assertEqual(self.tokens.unrouted, 0)
 
     def test_unknown_token_is_a_duplicate(self):
         a = self.post(self.signal(live=False))

@@ -452,27 +452,32 @@ export class TokenServiceClient {
    * stored; rejects with type ProblemTypes.expired if it expired, and
    * ProblemTypes.notFound if it is not live (a duplicate).
    */
-  async claimRoot(id: string): Promise<Token> {
-    return fromWire(await this.call<WireToken>("POST", `/v1/tokens/${encodeURIComponent(id)}/claim`, 200));
+  async claimRoot(id: string, conversation?: string): Promise<Token> {
+    return fromWire(await this.call<WireToken>("POST", `/v1/tokens/${encodeURIComponent(id)}/claim`, 200, undefined, conversation));
   }
 
   /**
    * Consumes the token `consume` and creates `create` (its children) in one
    * atomic step. Resolves to false if the token was not live: the signal is
    * a duplicate and nothing was created.
+   *
+   * `conversation`, here and in get and claimRoot, is the conversation of
+   * the token named (the signal's), sent as the Baton-Conversation header:
+   * a service whose token store is split by conversation then asks one
+   * part instead of every part.
    */
-  async transition(consume: string, create: Token[] = []): Promise<boolean> {
+  async transition(consume: string, create: Token[] = [], conversation?: string): Promise<boolean> {
     const answer = await this.call<{ consumed: boolean }>("POST", "/v1/transitions", 200, {
       consume,
       create: create.map(toWire),
-    });
+    }, conversation);
     return answer.consumed === true;
   }
 
   /** Reads a live token; resolves to undefined if it is not live. */
-  async get(id: string): Promise<Token | undefined> {
+  async get(id: string, conversation?: string): Promise<Token | undefined> {
     try {
-      return fromWire(await this.call<WireToken>("GET", `/v1/tokens/${encodeURIComponent(id)}`, 200));
+      return fromWire(await this.call<WireToken>("GET", `/v1/tokens/${encodeURIComponent(id)}`, 200, undefined, conversation));
     } catch (err) {
       if (err instanceof TokenServiceError && err.type === ProblemTypes.notFound) return undefined;
       throw err;
@@ -500,8 +505,9 @@ export class TokenServiceClient {
     return out;
   }
 
-  private async call<T>(method: string, path: string, want: number, body?: unknown): Promise<T> {
+  private async call<T>(method: string, path: string, want: number, body?: unknown, conversation?: string): Promise<T> {
     const headers: Record<string, string> = { Authorization: this.auth, Accept: "application/json, application/problem+json" };
+    if (conversation !== undefined && conversation !== "") headers["Baton-Conversation"] = conversation;
     const init: RequestInit = { method, headers, signal: AbortSignal.timeout(this.timeoutMs) };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";

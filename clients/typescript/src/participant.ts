@@ -137,7 +137,7 @@ export class Participant {
     if (entry !== undefined) return sameAsEntry(entry, sig) ?? this.finish(ent, entry, "replayed"); // step 2
     let tok: Token | undefined;
     try {
-      tok = await this.tokens.get(sig.id); // step 3
+      tok = await this.tokens.get(sig.id, sig.conversation); // step 3
     } catch (err) {
       return this.tokenFailure(err, sig);
     }
@@ -146,7 +146,7 @@ export class Participant {
     if (refusal !== undefined) return refusal;
     if (tok.expiresAt !== undefined) {
       try {
-        await this.tokens.claimRoot(sig.id);
+        await this.tokens.claimRoot(sig.id, sig.conversation);
       } catch (err) {
         return this.tokenFailure(err, sig);
       }
@@ -218,7 +218,7 @@ export class Participant {
     }));
     const answer = reply(entry, outcome);
     try {
-      await this.tokens.transition(entry.id, children.map((c) => tokenFor(c))); // step 5
+      await this.tokens.transition(entry.id, children.map((c) => tokenFor(c)), entry.conversation); // step 5
     } catch (err) {
       if (!(err instanceof TokenServiceError)) throw err;
       if (err.status === 0 || err.status >= 500 || err.status === 400 || err.status === 401) {

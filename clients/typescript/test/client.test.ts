@@ -96,14 +96,14 @@ describe("signal headers", () => {
 describe("TokenServiceClient", () => {
   let server: Server;
   let base: string;
-  const seen: { method: string; url: string; auth: string | undefined; type: string | undefined; body: string }[] = [];
+  const seen: { method: string; url: string; auth: string | undefined; type: string | undefined; conversation: string | undefined; body: string }[] = [];
   const problem = (type: string, status: number) => ({ type, title: "t", status, detail: "d" });
 
   before(async () => {
     server = createServer(async (req: IncomingMessage, res) => {
       let body = "";
       for await (const chunk of req) body += chunk;
-      seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, type: req.headers["content-type"], body });
+      seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, type: req.headers["content-type"], conversation: req.headers["baton-conversation"] as string | undefined, body });
       const reply = (status: number, doc: unknown, ct = "application/json") =>
         res.writeHead(status, { "Content-Type": ct }).end(JSON.stringify(doc));
       if (req.url === "/v1/transitions") {
@@ -127,10 +127,12 @@ describe("TokenServiceClient", () => {
     const client = new TokenServiceClient(base, "bk_test");
     const parent = rootSignal({ destination: "billing", type: "t" });
     const child = tokenFor(childSignal(parent, { destination: "shipping", type: "u" }), new Date(Date.UTC(2025, 0, 1)));
-    assert.equal(await client.transition("a".repeat(32), [child]), true);
+    assert.equal(await client.transition("a".repeat(32), [child], parent.conversation), true);
     assert.equal(await client.transition("c".repeat(32)), false);
     const req = seen.find((s) => s.url === "/v1/transitions")!;
     assert.equal(req.auth, "Bearer bk_test");
+    assert.equal(req.conversation, parent.conversation, "the conversation named goes as Baton-Conversation");
+    assert.equal(seen.filter((s) => s.url === "/v1/transitions")[1]?.conversation, undefined);
     assert.equal(req.type, "application/json");
     assert.deepEqual(JSON.parse(req.body), {
       consume: "a".repeat(32),

@@ -14,25 +14,32 @@ class FakeTokens {
   live = new Map<string, Token>();
   fail: TokenServiceError | undefined;
   failTransitions: TokenServiceError | undefined;
+  /** Calls that named no conversation: a service over a split store asks every part for them. */
+  unrouted = 0;
   constructor(readonly destination: string) {}
-  async get(id: string): Promise<Token | undefined> {
+  private routed(conversation: string | undefined): void {
+    if (!conversation) this.unrouted++;
+  }
+  async get(id: string, conversation?: string): Promise<Token | undefined> {
     if (this.fail) throw this.fail;
+    this.routed(conversation);
     const t = this.live.get(id);
     if (t && t.destination !== this.destination) {
       throw new TokenServiceError("not yours", { status: 403, problem: { type: "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-not-your-token" }, notApplied: true });
     }
     return t;
   }
-  async claimRoot(id: string): Promise<Token> {
-    const t = await this.get(id);
+  async claimRoot(id: string, conversation?: string): Promise<Token> {
+    const t = await this.get(id, conversation);
     if (!t) throw new TokenServiceError("gone", { status: 404, notApplied: true });
     if (t.expiresAt && Date.parse(t.expiresAt) <= Date.now()) throw new TokenServiceError("expired", { status: 410, notApplied: true });
     delete t.expiresAt;
     return t;
   }
-  async transition(consume: string, create: Token[] = []): Promise<boolean> {
+  async transition(consume: string, create: Token[] = [], conversation?: string): Promise<boolean> {
     if (this.fail) throw this.fail;
     if (this.failTransitions) throw this.failTransitions;
+    this.routed(conversation);
     if (!this.live.delete(consume)) return false;
     for (const t of create) this.live.set(t.id, t);
     return true;
@@ -78,6 +85,7 @@ describe("participant", () => {
     assert.equal(t.sent.length, 1);
     assert.equal(t.sent[0]?.causation, sig.id);
     assert.equal(t.tokens.live.has(t.sent[0]!.id), true);
+    assert.equal(t.tokens.unrouted, 0, "every token call names the signal's conversation (Baton-Conversation)");
     const b = await t.post(sig);
     assert.equal(b.status, 409);
     assert.equal(b.headers["Baton-Outcome"], "duplicate");
