@@ -17,6 +17,13 @@
 // What the cluster must allow: a transaction holds 3 operations per token
 // it creates plus 4, so --max-txn-ops (default 128) takes transitions of up
 // to 41 children; set it to 3100 for the 1,000 a token store must take.
+// etcd keeps every revision of every key until it is compacted, and stops
+// all writes when its database reaches its quota (--quota-backend-bytes,
+// 2 GiB by default; the NOSPACE alarm): with tokens created and deleted at
+// the rate of the traffic, run the members with automatic compaction
+// (--auto-compaction-mode=periodic --auto-compaction-retention=5m) and
+// defragment now and then (etcdctl defrag). The store holds only the
+// signals in flight, so compacted, its database stays small.
 // Members must not run with --unsafe-no-fsync: the store cannot see that
 // setting, and with it an acknowledged transition can be lost when the
 // machines of a quorum fail together.
