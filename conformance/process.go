@@ -6,9 +6,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 
+	"github.com/batonhq/baton/internal/syncio"
 	"github.com/batonhq/baton/tokenservice"
 )
 
@@ -37,7 +36,7 @@ func CheckCommand(ctx context.Context, cfg Config, cmd *exec.Cmd) (Report, strin
 	}
 	cmd.Env = append(cmd.Env, "BATON_TOKEN_SERVICE="+kit.TokenServiceURL(), "BATON_API_KEY="+kit.cfg.ParticipantKey,
 		"BATON_DESTINATION="+kit.cfg.Destination, "BATON_ADDR="+addr)
-	var out lockedBuffer
+	var out syncio.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return Report{}, "", fmt.Errorf("conformance: start the participant: %w", err)
@@ -45,22 +44,4 @@ func CheckCommand(ctx context.Context, cfg Config, cmd *exec.Cmd) (Report, strin
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	report, err := kit.Check(ctx, "http://"+addr+"/signals")
 	return report, out.String(), err
-}
-
-// lockedBuffer collects a process's output from its two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

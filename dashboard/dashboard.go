@@ -8,11 +8,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/internal/cached"
+	"github.com/batonhq/baton/internal/syncio"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/transport"
 )
@@ -139,7 +139,7 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, fmt.Errorf("dashboard: assets: %w", err)
 	}
 	if cfg.Audit != nil {
-		cfg.Audit = &lockedWriter{w: cfg.Audit}
+		cfg.Audit = &syncio.Writer{W: cfg.Audit} // concurrent discards append whole lines
 	}
 	d := &dashboard{cfg: cfg}
 	d.liveTokens = cached.Value[*tokensResponse]{Read: d.listTokens, MaxAge: cfg.TokenRefresh, Now: cfg.Now}
@@ -168,19 +168,6 @@ type dashboard struct {
 	liveTokens cached.Value[*tokensResponse]
 	// parkedSignals is the last listing of the park place, shared alike.
 	parkedSignals cached.Value[brokerParkedReading]
-}
-
-// lockedWriter lets concurrent discards append whole lines to the audit
-// record.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // secureHeaders keeps the page self-contained: the policy forbids loading

@@ -1,7 +1,6 @@
 package dashboard_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/dashboard"
+	"github.com/batonhq/baton/internal/syncio"
 	"github.com/batonhq/baton/store"
 )
 
@@ -39,34 +38,16 @@ func operateByKey(r *http.Request) (string, error) {
 	return "", fmt.Errorf("%w: the key is not registered", dashboard.ErrNoCredentials)
 }
 
-// syncBuffer is an audit record tests read while the dashboard writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // operatedShop serves the shop's dashboard with its broker's park place and
 // replay and discard for operators; a second declined order is parked too.
-func operatedShop(t *testing.T) (*shopRun, *httptest.Server, *syncBuffer, baton.Signal) {
+func operatedShop(t *testing.T) (*shopRun, *httptest.Server, *syncio.Buffer, baton.Signal) {
 	t.Helper()
 	run := startShop(t)
 	second := run.place("decline")
 	waitFor(t, "the second declined charge to be parked", func() bool {
 		return dashboard.EngineStats(run.shop, run.billing)()[dashboard.CounterParked] == 2
 	})
-	audit := &syncBuffer{}
+	audit := &syncio.Buffer{}
 	h, err := dashboard.New(dashboard.Config{Recorder: run.rec, Tokens: run.tokens, Parked: run.broker,
 		Operate: operateByKey, Audit: audit, Stats: dashboard.EngineStats(run.shop, run.billing), Report: liveTokensMatchRecorder(run)})
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/syncio"
 	"github.com/batonhq/baton/tokenservice"
 )
 
@@ -129,7 +130,7 @@ func tryStart(t *testing.T, o serveOptions) (*server, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{stdout: newLines(), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	stderr := &lockedWriter{w: s.stderr}
+	stderr := &syncio.Writer{W: s.stderr}
 	go func() { s.done <- runServe(ctx, s.stdout, stderr, o) }()
 	t.Cleanup(func() {
 		cancel()
@@ -154,17 +155,6 @@ func tryStart(t *testing.T, o serveOptions) (*server, error) {
 			t.Fatal("baton serve did not listen within 30s")
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // reply is a response read whole.

@@ -10,12 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton/internal/demo"
+	"github.com/batonhq/baton/internal/syncio"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice/client"
 )
@@ -165,7 +165,7 @@ func running(pid int) bool {
 // dashboard API answers at the same address for `baton conversations`.
 func TestInspectKeyReadsTheDemo(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out syncio.Buffer
 	var checked error
 	_, err := demo.Run(t.Context(), demo.Options{Orders: 3, Addr: "127.0.0.1:0", Command: systemCommand, Progress: &out,
 		Ready: func(dashboard, _ string) { checked = readWithPrintedKey(t.Context(), dashboard, out.String()) }})
@@ -205,31 +205,13 @@ func readWithPrintedKey(ctx context.Context, dashboard, printed string) error {
 	return nil
 }
 
-// syncBuffer is a strings.Builder that the demo and a test may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestShopKeepsItsAddress: after the run, when the demo keeps serving for a
 // person, the shop answers at the address printed at the start.
 func TestShopKeepsItsAddress(t *testing.T) {
 	t.Parallel()
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
-	var out syncBuffer
+	var out syncio.Buffer
 	var shopURL string
 	checked := make(chan error, 1)
 	_, err := demo.Run(ctx, demo.Options{Orders: 3, Addr: "127.0.0.1:0", Command: systemCommand, Progress: &out, Linger: true,
