@@ -11,11 +11,11 @@ type conversationKey struct{}
 
 // WithConversation returns ctx telling the token store that the token which
 // calls under it name (Get, ClaimRoot, Transition's consume) belongs to
-// conversation. A store split by conversation (package split) then asks
-// only the part that holds the conversation; without it, it asks every
-// part. Callers pass it only when they know it: the conversation of the
-// signal whose token they ask about, which its token must match anyway
-// (a signal that names another conversation than its token's is refused).
+// conversation. A store split by conversation (package backend/split) then
+// asks the part that holds the conversation first, and every other part
+// only if that one does not have the token; without it, every part. So it
+// only saves reads, and answers never depend on it. Callers pass it where
+// they know it: the conversation of the signal whose token they ask about.
 // Other stores ignore it. A zero conversation leaves ctx as it is.
 func WithConversation(ctx context.Context, conversation baton.TokenID) context.Context {
 	if conversation.IsZero() {

@@ -30,8 +30,8 @@ type server struct {
 // ConversationHeader names the conversation of the token a request names
 // (GET /v1/tokens/{id}, its claim, a transition's consumed token), where
 // the caller knows it: the signal's. It is optional; a token store split
-// by conversation then asks only that part (store.WithConversation). A
-// wrong one makes the request find no token, as for a tampered signal.
+// by conversation then asks that part first (store.WithConversation), and
+// the others only if it does not have the token.
 const ConversationHeader = "Baton-Conversation"
 
 // route is one API route. Public routes need no credentials.

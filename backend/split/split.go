@@ -16,10 +16,15 @@
 // the root in its part (store.RootCreator). Calls that name only a token id
 // (Get, ClaimRoot, a Transition without children) go to the part of the
 // conversation the caller names with store.WithConversation, which the
-// engine and the token service's client do for every signal; without it
-// they ask every part, and a token is found in the one that has it. A
-// token is reported absent only when every part said so: a part that
-// fails makes the call fail (outcome unknown), never a false "duplicate".
+// engine and the token service's client do for every signal; without it,
+// or when that part does not have the token, they ask the other parts, and
+// a token is found in the one that has it. So the name only saves reads:
+// a signal that names another conversation than its token's finds its
+// token all the same, and is refused for the mismatch as on one store,
+// and the price of a duplicate (a token found nowhere) is a read of every
+// part. A token is reported absent only when every part said so: a part
+// that fails makes the call fail (outcome unknown), never a false
+// "duplicate".
 //
 // The parts are fixed: adding one, removing one or changing their order
 // moves conversations to parts that do not hold their tokens, whose signals
@@ -35,9 +40,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/big"
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -62,7 +68,6 @@ var ErrMismatchedParts = errors.New("split: the parts do not match their marks")
 // Store is a token store split by conversation over its parts.
 type Store struct {
 	parts []Part
-	n     *big.Int
 }
 
 var (
@@ -76,7 +81,7 @@ func Open(ctx context.Context, parts ...store.TokenStore) (*Store, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("%w: a split store needs at least one part", store.ErrInvalid)
 	}
-	s := &Store{n: big.NewInt(int64(len(parts)))}
+	s := &Store{}
 	for i, p := range parts {
 		part, ok := p.(Part)
 		if !ok {
@@ -124,11 +129,17 @@ func (s *Store) checkMark(ctx context.Context, i int) error {
 		ErrMismatchedParts, i+1, len(s.parts), found)
 }
 
+// PartOf returns the index of the part that keeps conversation in a
+// store of n parts: the conversation's id, a 128-bit big-endian number,
+// modulo n.
+func PartOf(conversation baton.TokenID, n int) int {
+	hi, lo := binary.BigEndian.Uint64(conversation[:8]), binary.BigEndian.Uint64(conversation[8:])
+	return int(bits.Rem64(hi, lo, uint64(n)))
+}
+
 // partOf returns the part of conversation.
 func (s *Store) partOf(conversation baton.TokenID) Part {
-	var q, m big.Int
-	q.SetBytes(conversation[:])
-	return s.parts[m.Mod(&q, s.n).Int64()]
+	return s.parts[PartOf(conversation, len(s.parts))]
 }
 
 // Parts returns how many parts the store has.
@@ -148,10 +159,14 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 		}
 		return s.partOf(conversation).Transition(ctx, consume, create)
 	}
-	if conversation, ok := store.ConversationFrom(ctx); ok {
-		return s.partOf(conversation).Transition(ctx, consume, nil)
+	hinted, ok := s.hinted(ctx)
+	if ok {
+		consumed, err := hinted.Transition(ctx, consume, nil)
+		if consumed || err != nil {
+			return consumed, err
+		}
 	}
-	part, err := s.find(ctx, consume)
+	part, err := s.find(ctx, consume, hinted)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
@@ -159,6 +174,16 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 		return false, err
 	}
 	return part.Transition(ctx, consume, nil)
+}
+
+// hinted returns the part of the conversation that ctx names
+// (store.WithConversation), if it names one.
+func (s *Store) hinted(ctx context.Context) (Part, bool) {
+	conversation, ok := store.ConversationFrom(ctx)
+	if !ok {
+		return nil, false
+	}
+	return s.partOf(conversation), true
 }
 
 // Issue implements store.TokenStore: a new conversation's root under an id
@@ -181,10 +206,14 @@ func (s *Store) CreateRoot(ctx context.Context, root baton.Token) (baton.Token, 
 
 // ClaimRoot implements store.TokenStore.
 func (s *Store) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) (baton.Token, error) {
-	if conversation, ok := store.ConversationFrom(ctx); ok {
-		return s.partOf(conversation).ClaimRoot(ctx, id, now)
+	hinted, ok := s.hinted(ctx)
+	if ok {
+		t, err := hinted.ClaimRoot(ctx, id, now)
+		if !errors.Is(err, store.ErrNotFound) {
+			return t, err
+		}
 	}
-	part, err := s.find(ctx, id)
+	part, err := s.find(ctx, id, hinted)
 	if err != nil {
 		return baton.Token{}, err
 	}
@@ -193,11 +222,15 @@ func (s *Store) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) 
 
 // Get implements store.TokenStore.
 func (s *Store) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
-	if conversation, ok := store.ConversationFrom(ctx); ok {
-		return s.partOf(conversation).Get(ctx, id)
+	hinted, ok := s.hinted(ctx)
+	if ok {
+		t, err := hinted.Get(ctx, id)
+		if !errors.Is(err, store.ErrNotFound) {
+			return t, err
+		}
 	}
 	var found baton.Token
-	_, err := s.each(ctx, func(ctx context.Context, p Part) (bool, error) {
+	_, err := s.each(ctx, hinted, func(ctx context.Context, p Part) (bool, error) {
 		t, err := p.Get(ctx, id)
 		if err == nil {
 			found = t
@@ -207,25 +240,20 @@ func (s *Store) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) 
 	return found, err
 }
 
-// find returns the part that holds the live token id, or ErrNotFound.
-func (s *Store) find(ctx context.Context, id baton.TokenID) (Part, error) {
-	return s.each(ctx, func(ctx context.Context, p Part) (bool, error) {
+// find returns the part other than skip that holds the live token id, or
+// ErrNotFound.
+func (s *Store) find(ctx context.Context, id baton.TokenID, skip Part) (Part, error) {
+	return s.each(ctx, skip, func(ctx context.Context, p Part) (bool, error) {
 		_, err := p.Get(ctx, id)
 		return err == nil, err
 	})
 }
 
-// each runs has on every part at once and returns the part for which it
-// reported true. Without one, it returns the first error other than
-// ErrNotFound, or else ErrNotFound: a token is absent only if every part
-// says so.
-func (s *Store) each(ctx context.Context, has func(context.Context, Part) (bool, error)) (Part, error) {
-	if len(s.parts) == 1 {
-		if ok, err := has(ctx, s.parts[0]); !ok {
-			return nil, err
-		}
-		return s.parts[0], nil
-	}
+// each runs has on every part but skip at once and returns the part for
+// which it reported true. Without one, it returns the first error other
+// than ErrNotFound, or else ErrNotFound: a token is absent only if every
+// part says so.
+func (s *Store) each(ctx context.Context, skip Part, has func(context.Context, Part) (bool, error)) (Part, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -235,6 +263,9 @@ func (s *Store) each(ctx context.Context, has func(context.Context, Part) (bool,
 		wg      sync.WaitGroup
 	)
 	for _, p := range s.parts {
+		if p == skip {
+			continue
+		}
 		wg.Go(func() {
 			ok, err := has(ctx, p)
 			mu.Lock()

@@ -288,3 +288,34 @@ func TestThroughTheTokenService(t *testing.T) {
 		t.Errorf("a malformed %s: %d; want 400", tokenservice.ConversationHeader, res.StatusCode)
 	}
 }
+
+// A call that names another conversation than its token's finds the token
+// all the same: the name only saves reads.
+func TestAWrongConversationCostsOnlyReads(t *testing.T) {
+	t.Parallel()
+	s, _ := newSplit(t, 3, nil)
+	ctx := t.Context()
+	root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrong baton.TokenID
+	for wrong = baton.NewTokenID(); ; wrong = baton.NewTokenID() {
+		if _, err := s.Get(store.WithConversation(ctx, wrong), root.ID); err != nil {
+			t.Fatalf("Get naming conversation %s = %v; want the token", wrong, err)
+		}
+		if split.PartOf(wrong, 3) != split.PartOf(root.Conversation, 3) {
+			break // a conversation of another part: the case that matters
+		}
+	}
+	misnamed := store.WithConversation(ctx, wrong)
+	if _, err := s.ClaimRoot(misnamed, root.ID, time.Now()); err != nil {
+		t.Errorf("ClaimRoot naming another part's conversation = %v", err)
+	}
+	if ok, err := s.Transition(misnamed, root.ID, nil); !ok || err != nil {
+		t.Errorf("Transition naming another part's conversation = %v, %v; want it consumed", ok, err)
+	}
+	if _, err := s.Get(misnamed, root.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get of the consumed token = %v", err)
+	}
+}

@@ -12,11 +12,8 @@ from baton import TokenServiceError
 class FakeTokens:
     """Behaves as TokenServiceClient over one destination's view of a token store."""
 
-    def __init__(self, destination: str, split: bool = False) -> None:
+    def __init__(self, destination: str) -> None:
         self.destination = destination
-        # split: answer as a service over a store split by conversation,
-        # which finds a token only in the part of the conversation named.
-        self.split = split
         self.live: Dict[str, dict] = {}
         self.fail: Optional[TokenServiceError] = None  # every call fails with it
         self.fail_transitions: Optional[TokenServiceError] = None
@@ -34,12 +31,9 @@ class FakeTokens:
             raise self.fail
 
     def _routed(self, tok: Optional[dict], conversation: str) -> Optional[dict]:
-        """The token as a split store finds it: in the part of the conversation named."""
+        """Counts the calls that name no conversation."""
         if not conversation:
             self.unrouted += 1
-            return tok
-        if self.split and tok is not None and tok["conversation"] != conversation:
-            return None
         return tok
 
     def get(self, token_id: str, conversation: str = "") -> dict:

@@ -104,19 +104,6 @@ class ParticipantTest(unittest.TestCase):
         self.assertIn(foreign.id, self.tokens.live)
         self.assertEqual(self.post(sig).status, 200)
 
-    def test_over_a_split_store_another_conversation_finds_no_token(self):
-        # A service whose store is split by conversation looks for a token
-        # in the part of the conversation the signal names: a signal that
-        # names another finds none and is dropped, and its token stays live
-        # for the genuine signal.
-        self.tokens.split = True
-        sig = self.signal()
-        other = Signal(**{**sig.__dict__, "conversation": new_token_id()})
-        self.assertEqual(self.post(other).status, 409)
-        self.assertIn(sig.id, self.tokens.live)
-        self.assertEqual(self.post(sig).status, 200)
-        self.assertEqual(self.tokens.unrouted, 0)
-
     def test_unknown_token_is_a_duplicate(self):
         a = self.post(self.signal(live=False))
         self.assertEqual((a.status, a.headers["Baton-Outcome"]), (409, "duplicate"))
