@@ -300,6 +300,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		Destinations []struct {
 			Destination string `json:"destination"`
 			Count       int    `json:"count"`
+			Stuck       int    `json:"stuck"`
 		} `json:"destinations"`
 	}
 	getJSON(t, srv.URL+"/api/tokens", &tokens)
@@ -313,6 +314,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		if shown := text(fmt.Sprintf(`#tokens tr[data-destination="%s"] td.count`, d.Destination)); shown != strconv.Itoa(d.Count) {
 			t.Errorf("page: %q live tokens at %s; the API says %d", shown, d.Destination, d.Count)
+		}
+		if shown := text(fmt.Sprintf(`#tokens tr[data-destination="%s"] td.stuck`, d.Destination)); shown != strconv.Itoa(d.Stuck) {
+			t.Errorf("page: %q stuck tokens at %s; the API says %d", shown, d.Destination, d.Stuck)
 		}
 	}
 	if got := text("#stat-live-tokens"); got != "4" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -284,6 +285,8 @@ type tokensBody struct {
 		Capped      bool   `json:"capped"`
 		Ages        []int  `json:"ages"`
 		OldestMS    int64  `json:"oldest_ms"`
+		Stuck       int    `json:"stuck"`
+		StuckAfter  int64  `json:"stuck_after_ms"`
 		Error       string `json:"error"`
 	} `json:"destinations"`
 	Oldest []struct {
@@ -373,6 +376,39 @@ func TestTokensByDestinationAndAge(t *testing.T) {
 	}
 	if len(body.Parked) != 1 || body.Parked[0].ID != charge.ID.String() || body.Parked[0].Reason != "card declined" {
 		t.Errorf("parked %+v; want the charge with its reason", body.Parked)
+	}
+	for _, d := range body.Destinations {
+		if want := map[string]int{"billing": 1, "warehouse": 3}[d.Destination]; d.Stuck != want || d.StuckAfter != 10_000 {
+			t.Errorf("%s: %d stuck after %dms; want %d after 10000ms", d.Destination, d.Stuck, d.StuckAfter, want)
+		}
+	}
+}
+
+// A destination's own threshold decides which of its tokens are stuck.
+func TestStuckThresholdsPerDestination(t *testing.T) {
+	t.Parallel()
+	now := t0.Add(time.Hour)
+	tokens := memory.NewTokenStore()
+	issue(t, tokens, "billing", now.Add(-time.Minute))
+	issue(t, tokens, "shipping", now.Add(-time.Minute))
+	srv := newServer(t, dashboard.Config{Recorder: conversation.NewRecorder(0), Tokens: tokens, Now: func() time.Time { return now },
+		Destinations: func() []string { return []string{"billing", "shipping"} }, StuckAfter: 10 * time.Second,
+		StuckAfterByDestination: map[string]time.Duration{"shipping": 24 * time.Hour}})
+	var body tokensBody
+	if code := get(t, srv, "/api/tokens", &body); code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	got := map[string]string{}
+	for _, d := range body.Destinations {
+		got[d.Destination] = fmt.Sprintf("%d after %dms", d.Stuck, d.StuckAfter)
+	}
+	if got["billing"] != "1 after 10000ms" || got["shipping"] != "0 after 86400000ms" {
+		t.Errorf("stuck by destination %v; want billing 1 after 10s, shipping 0 after 24h", got)
+	}
+	for _, o := range body.Oldest {
+		if o.Stuck != (o.Destination == "billing") {
+			t.Errorf("oldest %+v: stuck %v", o, o.Stuck)
+		}
 	}
 }
 

@@ -14,7 +14,8 @@
 //	/api/conversations/{id}     one conversation's signals (at most MaxNodes);
 //	                             400 for a malformed id, 404 for one not recorded
 //	/api/tokens                 per destination: live tokens and their ages; the oldest
-//	                             live tokens ("stuck" past Config.StuckAfter); parked signals
+//	                             live tokens ("stuck" past Config.StuckAfter, or the destination's own
+//	                             threshold in Config.StuckAfterByDestination); parked signals
 //	/api/stats                  the caller's counters, totals of the recorded conversations,
 //	                             and what the recorder's limits evicted and dropped
 //	/api/report                 the verification report, if Config.Report is set (404 otherwise)

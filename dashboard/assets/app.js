@@ -480,8 +480,9 @@
           h('td', { class: 'dest', text: d.destination }),
           h('td', { class: 'num count', text: fmtInt(d.count) + (d.capped ? '+' : '') }),
           h('td', {}, bar),
-          h('td', { class: 'num', text: d.count ? fmtAge(d.oldest_ms) : '—' })));
-        if (d.error) rows.push(h('tr', {}, h('td', { class: 'error', colspan: 4, text: d.error })));
+          h('td', { class: 'num', text: d.count ? fmtAge(d.oldest_ms) : '—' }),
+          h('td', { class: 'num stuck', 'data-stuck': d.stuck > 0, title: `live longer than ${fmtAge(d.stuck_after_ms)}`, text: fmtInt(d.stuck) })));
+        if (d.error) rows.push(h('tr', {}, h('td', { class: 'error', colspan: 5, text: d.error })));
       }
       body.replaceChildren(...rows);
       empty.textContent = 'No destinations seen yet.';
