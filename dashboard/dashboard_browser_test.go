@@ -231,18 +231,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	graphOf := func(root baton.Signal) string {
 		return fmt.Sprintf(`svg#graph[data-conversation="%s"]`, root.Conversation)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#conversations li[data-id="%s"]`, run.parks.Conversation)))); err != nil {
-		t.Fatalf("click the declined order: %v", err)
-	}
+	clickNow(t, ctx, "the declined order", fmt.Sprintf(`#conversations li[data-id="%s"]`, run.parks.Conversation))
 	poll("the declined order's graph", fmt.Sprintf(`document.querySelectorAll('%s g.node').length === 3`, graphOf(run.parks)))
 	if n := count(graphOf(run.parks) + ` g.node[data-state="parked"][data-type="charge"]`); n != 1 {
 		t.Errorf("declined order: %d parked charge nodes; want 1", n)
 	}
 
 	// The order with the duplicate: four signals, reserve in flight.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#conversations li[data-id="%s"]`, run.dup.Conversation)))); err != nil {
-		t.Fatalf("click the order: %v", err)
-	}
+	clickNow(t, ctx, "the order", fmt.Sprintf(`#conversations li[data-id="%s"]`, run.dup.Conversation))
 	g := graphOf(run.dup)
 	poll("the order's graph", fmt.Sprintf(`document.querySelectorAll('%s g.node').length === 4`, g))
 	if n := count(g + ` path.edge`); n != 3 {
@@ -484,4 +480,15 @@ func startChromium(t *testing.T, timeout time.Duration) (context.Context, *conso
 	t.Cleanup(cancelRun)
 
 	return ctx, console
+}
+
+// clickNow clicks the element selector finds, in one evaluation: the page
+// rebuilds some lists as it polls, and a node found by one call of
+// chromedp's may be gone by its next.
+func clickNow(t *testing.T, ctx context.Context, what, selector string) {
+	t.Helper()
+	found, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf("(() => { const e = document.querySelector(%q); if (e) e.click(); return !!e; })()", selector)))
+	if err != nil || !found {
+		t.Fatalf("click %s (%s): found %v, %v", what, selector, found, err)
+	}
 }

@@ -277,17 +277,18 @@ func TestParkedActionsInBrowser(t *testing.T) {
 	poll("both parked charges with their actions", `document.querySelectorAll('#broker-parked li button[data-action]').length === 4`)
 	poll("the operator's inputs", `!document.getElementById('operate').hidden`)
 
-	do("discard without a key", chromedp.SendKeys(chromedp.CSS("#discard-why"), "customer cancelled"),
-		chromedp.Click(chromedp.CSS(row(second.Conversation)+` button[data-action="discard"]`)))
+	click := func(what, selector string) { t.Helper(); clickNow(t, ctx, what, selector) }
+	do("say why", chromedp.SendKeys(chromedp.CSS("#discard-why"), "customer cancelled"))
+	click("discard without a key", row(second.Conversation)+` button[data-action="discard"]`)
 	poll("the refusal", status+`.startsWith('Not allowed')`)
 
-	do("discard with the key", chromedp.SendKeys(chromedp.CSS("#operator-key"), operatorKey),
-		chromedp.Click(chromedp.CSS(row(second.Conversation)+` button[data-action="discard"]`)))
+	do("enter the key", chromedp.SendKeys(chromedp.CSS("#operator-key"), operatorKey))
+	click("discard with the key", row(second.Conversation)+` button[data-action="discard"]`)
 	poll("the discard", status+`.startsWith('Discarded charge to billing as alice: token retired')`)
 	poll("the discarded row to go", fmt.Sprintf(`document.querySelector('%s') === null`, row(second.Conversation)))
 
 	run.cardsFixed.Store(true)
-	do("replay", chromedp.Click(chromedp.CSS(row(run.parks.Conversation)+` button[data-action="replay"]`)))
+	click("replay", row(run.parks.Conversation)+` button[data-action="replay"]`)
 	poll("the replay", status+`.startsWith('Replayed charge to billing')`)
 	poll("nothing parked", `document.querySelectorAll('#broker-parked li').length === 0 && !document.getElementById('broker-empty').hidden`)
 	waitFor(t, "the replayed charge to be applied", func() bool { return billingTokens(t, run, run.parks.Conversation) == 0 })

@@ -37,6 +37,7 @@
     graphKey: '',       // what was drawn last, to redraw only on change
     lastConversation: null,
     ageLegend: '',
+    brokerKey: '',      // what the parked-in-the-broker list shows, to rebuild it only on change
   };
 
   const $ = (id) => document.getElementById(id);
@@ -524,16 +525,26 @@
     $('operate').hidden = !b.actions;
     $('broker-count').textContent = fmtInt(b.signals.length);
     const now = parseTime(b.time);
-    $('broker-parked').replaceChildren(...b.signals.map((p) => h('li', {
-      'data-parked-id': p.id, 'data-conversation': p.conversation, title: `token ${p.token}`,
-    },
-    h('span', { class: 'what', text: label(p) }),
-    h('span', { class: 'age', text: ago(p.parked_at, now) }),
-    h('span', { class: 'why', text: `${p.reason || 'no reason given'} (after ${p.attempts} deliveries)` }),
-    h('span', { class: 'id mono', text: `conversation ${shortId(p.conversation)} · token ${shortId(p.token)}` }),
-    b.actions ? h('span', { class: 'actions' },
-      h('button', { type: 'button', class: 'replay', 'data-action': 'replay', text: 'Replay' }),
-      h('button', { type: 'button', class: 'discard', 'data-action': 'discard', text: 'Discard' })) : null)));
+    // Rows are rebuilt only when the signals change, so that a button is
+    // not replaced under the operator's pointer; otherwise only ages move.
+    const key = JSON.stringify([b.actions, b.signals.map((p) => [p.id, p.reason, p.attempts])]);
+    if (key !== state.brokerKey) {
+      state.brokerKey = key;
+      $('broker-parked').replaceChildren(...b.signals.map((p) => h('li', {
+        'data-parked-id': p.id, 'data-conversation': p.conversation, title: `token ${p.token}`,
+      },
+      h('span', { class: 'what', text: label(p) }),
+      h('span', { class: 'age', 'data-parked-at': p.parked_at, text: ago(p.parked_at, now) }),
+      h('span', { class: 'why', text: `${p.reason || 'no reason given'} (after ${p.attempts} deliveries)` }),
+      h('span', { class: 'id mono', text: `conversation ${shortId(p.conversation)} · token ${shortId(p.token)}` }),
+      b.actions ? h('span', { class: 'actions' },
+        h('button', { type: 'button', class: 'replay', 'data-action': 'replay', text: 'Replay' }),
+        h('button', { type: 'button', class: 'discard', 'data-action': 'discard', text: 'Discard' })) : null)));
+    } else {
+      for (const age of $('broker-parked').querySelectorAll('.age[data-parked-at]')) {
+        age.textContent = ago(age.dataset.parkedAt, now);
+      }
+    }
     $('broker-empty').hidden = b.signals.length > 0;
     $('broker-errors').hidden = b.errors.length === 0;
     $('broker-errors').textContent = b.errors.join('; ');
