@@ -169,6 +169,7 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 	var destinations []string
 	var olderThan time.Duration
 	var olderThanFor map[string]string
+	var graphs int
 	cmd := &cobra.Command{
 		Use:     "stuck --destination NAME...",
 		Short:   "List live tokens older than --older-than: signals stuck or parked",
@@ -216,14 +217,49 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 				return nil
 			}
 			writeTokens(out, stuck, now)
-			fmt.Fprintf(out, "older than %s; draw a conversation with: baton conversations show CONVERSATION; parked ones: baton parked list\n", describeThresholds(olderThan, byDestination))
+			fmt.Fprintf(out, "older than %s; parked ones: baton parked list\n", describeThresholds(olderThan, byDestination))
+			drawn := map[baton.TokenID]bool{}
+			for _, t := range stuck {
+				if len(drawn) == graphs {
+					break
+				}
+				if drawn[t.Conversation] {
+					continue
+				}
+				drawn[t.Conversation] = true
+				fmt.Fprintln(out)
+				if err := drawConversation(ctx, out, srv, c, t.Conversation, now); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	}
+	cmd.Flags().IntVar(&graphs, "graphs", 3, "draw the conversations of the oldest stuck tokens, up to this many")
 	cmd.Flags().StringSliceVar(&destinations, "destination", nil, "destination whose tokens to read (repeat for several)")
 	cmd.Flags().DurationVar(&olderThan, "older-than", 10*time.Minute, "age from which a live token counts as stuck")
 	cmd.Flags().StringToStringVar(&olderThanFor, "older-than-for", nil, "destinations with thresholds of their own, as DEST=DURATION,... (shipping=24h)")
 	return cmd
+}
+
+// drawConversation draws a conversation as the service's dashboard
+// recorded it, or, where the service keeps no record of it (a dashboard
+// off, the conversation evicted, a bare token service), lists its live
+// tokens, which are the signals it still waits for.
+func drawConversation(ctx context.Context, out io.Writer, srv *serverFlags, c *client.Client, id baton.TokenID, now time.Time) error {
+	var recorded conversation.Conversation
+	if err := getJSONWithKey(ctx, srv.server, srv.key, "/api/conversations/"+id.String(), &recorded); err == nil {
+		return recorded.WriteText(out)
+	}
+	live, err := c.ListByConversation(ctx, id, store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		return serverError(srv.server, err)
+	}
+	fmt.Fprintf(out, "conversation %s (no graph recorded at %s; its live tokens, the signals it waits for):\n", id, srv.server)
+	for _, t := range live {
+		fmt.Fprintf(out, "  %s @%s  token %s  %s old\n", t.Type, t.Destination, t.ID, now.Sub(t.CreatedAt).Round(time.Second))
+	}
+	return nil
 }
 
 // parseThresholds reads the DEST=DURATION pairs of flag.
@@ -335,6 +371,12 @@ func (e errUnreachable) Unwrap() error { return e.error }
 
 // getJSON reads one document of the dashboard API.
 func getJSON(ctx context.Context, server, path string, into any) error {
+	return getJSONWithKey(ctx, server, "", path, into)
+}
+
+// getJSONWithKey reads one document of the dashboard API, with an observe
+// system's key where the dashboard needs one (on baton serve's --addr).
+func getJSONWithKey(ctx context.Context, server, key, path string, into any) error {
 	base, err := url.Parse(server)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return fmt.Errorf("--server %q: want http://host:port", server)
@@ -344,6 +386,9 @@ func getJSON(ctx context.Context, server, path string, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(server, "/")+path, nil)
 	if err != nil {
 		return err
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/tokenservice/client"
 	"github.com/batonhq/baton/transport"
 	natstransport "github.com/batonhq/baton/transport/nats"
 	"github.com/batonhq/baton/transport/rabbitmq"
@@ -198,6 +199,28 @@ func startBuggyBilling(t *testing.T, tokens store.TokenStore, tr parkingTranspor
 	return b
 }
 
+// On baton serve, a stuck token's conversation is drawn from the graph its
+// dashboard recorded.
+func TestTokensStuckDrawsConversations(t *testing.T) {
+	t.Parallel()
+	systems, k := systemsFile(t, false)
+	s := start(t, options(t, systems))
+	edge, err := client.New(s.url, k.edge, client.Options{})
+	must(t, err)
+	defer edge.Close()
+	root, err := edge.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil)})
+	must(t, err)
+	time.Sleep(20 * time.Millisecond)
+	out, err := runBaton(t, "tokens", "stuck", "--server", s.url, "--key", k.ops, "--destination", "billing", "--older-than", "1ms")
+	must(t, err)
+	if !strings.Contains(out, "conversation "+root.Conversation.String()+" (1 signals)") || !strings.Contains(out, "charge @billing") {
+		t.Errorf("baton tokens stuck on baton serve does not draw the conversation:\n%s", out)
+	}
+	if out, err = runBaton(t, "tokens", "stuck", "--server", s.url, "--key", k.ops, "--destination", "billing", "--older-than", "1ms", "--graphs", "0"); err != nil || strings.Contains(out, "conversation "+root.Conversation.String()) {
+		t.Errorf("--graphs 0 drew a conversation (%v):\n%s", err, out)
+	}
+}
+
 // parkedIDs reads the ID column of baton parked list.
 func parkedIDs(t *testing.T, list string) []string {
 	t.Helper()
@@ -232,6 +255,10 @@ func TestTokensStuck(t *testing.T) {
 	must(t, err)
 	if !strings.Contains(out, old.ID.String()) || strings.Contains(out, fresh.ID.String()) || !strings.Contains(out, "1 live tokens") {
 		t.Errorf("baton tokens stuck:\n%s", out)
+	}
+	// A bare token service records no graphs: the conversation's live tokens stand in.
+	if !strings.Contains(out, "conversation "+old.Conversation.String()+" (no graph recorded") || !strings.Contains(out, "charge @billing  token "+old.ID.String()) {
+		t.Errorf("baton tokens stuck does not show the stuck token's conversation:\n%s", out)
 	}
 	shipment, err := tokens.Issue(t.Context(), baton.Token{Destination: "shipping", Type: "ship", Digest: baton.DigestOf(nil), CreatedAt: time.Now().Add(-time.Hour)})
 	must(t, err)
