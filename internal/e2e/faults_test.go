@@ -32,7 +32,6 @@ type faults struct {
 
 // The kinds of fault, as they are counted.
 const (
-	faultLatency = "latency"    // responses delayed by 100 to 500ms
 	faultReset   = "reset_peer" // connections carrying data are reset (RST)
 	faultTimeout = "timeout"    // data is swallowed, then the connection closes
 	faultDown    = "down"       // the service refuses connections, open ones are closed
@@ -138,14 +137,17 @@ func (f *faults) loop(ctx context.Context, t *testing.T) {
 func (f *faults) inject(p *toxiproxy.Proxy, n int) (kind string, hold time.Duration, err error) {
 	stream := []string{"upstream", "downstream"}[rand.IntN(2)]
 	var attrs string
-	switch rand.IntN(4) {
+	// No latency toxic: removing one while a connection through it closes
+	// can deadlock toxiproxy v2.5.0, the newest served here (a latency
+	// toxic blocks sending to a link writer that waits for the lock
+	// RemoveToxic holds; Shopify/toxiproxy#558). The kinds below forward
+	// nothing, so their removal cannot wait on a closing link; "timeout"
+	// still stalls a connection for up to a second before closing it.
+	switch rand.IntN(3) {
 	case 0:
-		kind, hold = faultLatency, time.Duration(500+rand.IntN(1500))*time.Millisecond
-		stream, attrs = "downstream", fmt.Sprintf(`{"latency":%d,"jitter":50}`, 100+rand.IntN(400))
-	case 1:
 		kind, hold = faultReset, time.Duration(100+rand.IntN(400))*time.Millisecond
 		attrs = `{"timeout":0}`
-	case 2:
+	case 1:
 		timeout := 300 + rand.IntN(700)
 		kind, hold = faultTimeout, time.Duration(timeout+300+rand.IntN(500))*time.Millisecond
 		attrs = fmt.Sprintf(`{"timeout":%d}`, timeout)

@@ -43,7 +43,7 @@ var (
 // whose steps are transactional activities and whose HTTP edge starts each
 // order's process in the transaction that inserts the order row. Two
 // processes share one PostgreSQL and one NATS, both reached through
-// toxiproxy, which injects latency, resets, timeouts and outages; the test
+// toxiproxy, which injects resets, stalls and outages; the test
 // SIGKILLs the processes at random while clients place orders, each at
 // least once and some several times (a client retries until it sees the
 // order). Afterwards SQL over the service's own tables must show every
