@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/proccpu"
 	"github.com/batonhq/baton/internal/testenv"
 )
 
@@ -232,7 +233,7 @@ func TestProcessCPUAndProc(t *testing.T) {
 		t.Errorf("process CPU did not grow: %v then %v", before, after)
 	}
 	self := os.Getpid()
-	cpu, ok := pidCPU([]int{self})
+	cpu, ok := proccpu.Of([]int{self})
 	if !ok || cpu[self] < 0 {
 		t.Errorf("cannot read /proc/%d/stat: %v %v", self, cpu, ok)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/batonhq/baton"
-	"github.com/batonhq/baton/internal/proccpu"
 )
 
 // observer sees every signal a variant finished (acknowledged after
@@ -106,9 +105,6 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
-
-// pidCPU reads the CPU time of processes from /proc (proccpu.Of).
-func pidCPU(pids []int) (map[int]time.Duration, bool) { return proccpu.Of(pids) }
 
 // cpuDelta is the CPU the processes used between two readings. A process
 // that appeared in between counts from zero.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/batonhq/baton/internal/proccpu"
 )
 
 // producers is how many goroutines start conversations at the edge.
@@ -292,7 +294,7 @@ func runSegment(ctx context.Context, e *env, sys system, obs *observer, workers 
 	}
 
 	pidsBefore := sys.serverPIDs(ctx)
-	srvBefore, _ := pidCPU(pidsBefore)
+	srvBefore, _ := proccpu.Of(pidsBefore)
 	cpuBefore := processCPU()
 	obs.window(true)
 	began := time.Now()
@@ -301,7 +303,7 @@ func runSegment(ctx context.Context, e *env, sys system, obs *observer, workers 
 	seg.seconds = time.Since(began).Seconds()
 	seg.cpu = processCPU() - cpuBefore
 	pidsAfter := sys.serverPIDs(ctx)
-	srvAfter, ok := pidCPU(pidsAfter)
+	srvAfter, ok := proccpu.Of(pidsAfter)
 	seg.serverSeen = ok && len(pidsAfter) > 0
 	seg.server = cpuDelta(srvBefore, srvAfter)
 	seg.signals = obs.inWindow.Load()

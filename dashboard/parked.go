@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -177,7 +178,7 @@ func (d *dashboard) authorizeAction(w http.ResponseWriter, r *http.Request) (ope
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", maxActionBody))
 		return "", body
 	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil || body.ID == "" {
 		msg := "body must be a JSON object like {\"id\": \"<parked id>\", \"why\": \"...\"}"

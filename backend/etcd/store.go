@@ -181,12 +181,6 @@ func (k keys) deletes(t baton.Token) []clientv3.Op {
 	return ops
 }
 
-// get reads a live token and the revision it was last written at, with a
-// linearizable read.
-func (s *Store) get(ctx context.Context, id baton.TokenID) (baton.Token, int64, error) {
-	return s.read(ctx, id)
-}
-
 // getToWrite reads a token for a transaction that compares its revision:
 // first from the member the client talks to, without asking the leader
 // (a serializable read, which may be stale); a token found there is
@@ -194,14 +188,16 @@ func (s *Store) get(ctx context.Context, id baton.TokenID) (baton.Token, int64, 
 // since, and then reads again linearizably. Only "absent" must be
 // linearizable at once, so a token not found there is read again.
 func (s *Store) getToWrite(ctx context.Context, id baton.TokenID) (baton.Token, int64, error) {
-	t, rev, err := s.read(ctx, id, clientv3.WithSerializable())
+	t, rev, err := s.get(ctx, id, clientv3.WithSerializable())
 	if err == nil {
 		return t, rev, nil
 	}
-	return s.read(ctx, id)
+	return s.get(ctx, id)
 }
 
-func (s *Store) read(ctx context.Context, id baton.TokenID, opts ...clientv3.OpOption) (baton.Token, int64, error) {
+// get reads a live token and the revision it was last written at, with a
+// linearizable read unless opts say otherwise.
+func (s *Store) get(ctx context.Context, id baton.TokenID, opts ...clientv3.OpOption) (baton.Token, int64, error) {
 	resp, err := s.client.Get(ctx, s.keys.token(id), opts...)
 	if err != nil {
 		// A read applies nothing.
@@ -234,11 +230,14 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 		return false, err
 	}
 	for attempt := 0; ; attempt++ {
-		read := s.getToWrite
-		if attempt > 0 {
-			read = s.get
+		var parent baton.Token
+		var rev int64
+		var err error
+		if attempt == 0 {
+			parent, rev, err = s.getToWrite(ctx, consume)
+		} else {
+			parent, rev, err = s.get(ctx, consume) // the transaction failed: read what is
 		}
-		parent, rev, err := read(ctx, consume)
 		if errors.Is(err, store.ErrNotFound) {
 			return false, nil
 		}
@@ -325,7 +324,7 @@ func (s *Store) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) 
 		if attempt == 0 {
 			// Only a claim that the transaction checks may rest on a
 			// possibly stale read; every answer without one must not.
-			t, rev, err = s.read(ctx, id, clientv3.WithSerializable())
+			t, rev, err = s.get(ctx, id, clientv3.WithSerializable())
 			if err != nil || t.ExpiresAt.IsZero() || t.Expired(now) {
 				t, rev, err = s.get(ctx, id)
 			}
