@@ -30,7 +30,7 @@ func newBatchedStatements(schema string) batchedStatements {
 	r := strings.NewReplacer("{entities}", q+".entities", "{processed}", q+".processed", "{outbox}", q+".outbox")
 	return batchedStatements{
 		load: r.Replace(`SELECT r.n, e.version, e.state, EXISTS (SELECT 1 FROM {processed} p WHERE p.message_id = r.msg)
-FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r (key, msg, n)
+FROM (SELECT unnest($1::text[]) AS key, unnest($2::bytea[]) AS msg, generate_series(1, cardinality($1::text[])) AS n) AS r
 LEFT JOIN {entities} e ON e.key = r.key`),
 		// One statement for the whole batch: the entities are locked in
 		// key order first (as baton-pg locks them, so that two batches
@@ -42,8 +42,8 @@ LEFT JOIN {entities} e ON e.key = r.key`),
 		// by the next statement of the same transaction (unmark), since a
 		// statement cannot delete rows it inserts itself.
 		commit: r.Replace(`WITH input AS (
-	SELECT * FROM unnest($1::int4[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[])
-		AS i (item, msg, key, version, state)
+	SELECT unnest($1::int4[]) AS item, unnest($2::bytea[]) AS msg, unnest($3::text[]) AS key,
+		unnest($4::bigint[]) AS version, unnest($5::bytea[]) AS state
 ), locked AS (
 	SELECT key FROM {entities} WHERE key = ANY($3::text[]) ORDER BY key FOR UPDATE
 ), marked AS (
@@ -69,8 +69,9 @@ LEFT JOIN {entities} e ON e.key = r.key`),
 ), sent AS (
 	INSERT INTO {outbox} (message_id, conversation, causation, destination, type, payload)
 	SELECT message_id, conversation, causation, destination, type, payload
-	FROM unnest($6::int4[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], $11::text[], $12::bytea[])
-		AS o (item, message_id, conversation, causation, destination, type, payload)
+	FROM (SELECT unnest($6::int4[]) AS item, unnest($7::bytea[]) AS message_id, unnest($8::bytea[]) AS conversation,
+		unnest($9::bytea[]) AS causation, unnest($10::text[]) AS destination, unnest($11::text[]) AS type,
+		unnest($12::bytea[]) AS payload) AS o
 	WHERE o.item IN (SELECT item FROM applied)
 )
 SELECT i.item, i.msg IN (SELECT message_id FROM marked), i.item IN (SELECT item FROM applied) FROM input i`),

@@ -1,15 +1,43 @@
 package postgres
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // tokenColumns are the tokens table's columns in the order that every
 // statement here writes and reads them.
 const tokenColumns = "id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns"
 
-// unnestTokens turns the ten column arrays of tokenArgs, starting at
-// parameter $2, into rows of the tokens table.
-const unnestTokens = `SELECT * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[], $5::text[], $6::text[],
-		$7::bytea[], $8::timestamptz[], $9::int2[], $10::timestamptz[], $11::int2[])`
+// tokenTypes are the types of tokenColumns, for zip.
+var tokenTypes = []string{"bytea", "bytea", "bytea", "text", "text", "bytea", "timestamptz", "int2", "timestamptz", "int2"}
+
+// zip returns a select list that turns array parameters $first,
+// $first+1, ... of the given element types into rows:
+// unnest($first::t[]), unnest($first+1::u[]), ... Set-returning functions
+// in a select list run in lockstep, so arrays of equal length give one
+// row per index, as unnest(a, b, ...) in FROM does. Not that form: a
+// function scan stores each array's elements in a tuplestore before the
+// first row, which cost about 250 µs of server CPU per statement with ten
+// arrays, more than the insert it fed (measured with one connection:
+// 380 µs against 150 µs for an issue of one root).
+func zip(first int, types ...string) string {
+	cols := make([]string, len(types))
+	for i, t := range types {
+		cols[i] = fmt.Sprintf("unnest($%d::%s[])", first+i, t)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// zipAs is zip with the columns named.
+func zipAs(first int, columns ...string) string {
+	cols := make([]string, len(columns))
+	for i, c := range columns {
+		name, typ, _ := strings.Cut(c, " ")
+		cols[i] = fmt.Sprintf("unnest($%d::%s[]) AS %s", first+i, typ, name)
+	}
+	return strings.Join(cols, ", ")
+}
 
 // statements holds the SQL of one schema, built once per Store. The
 // schema name in it was validated and quoted by Config.
@@ -26,7 +54,7 @@ func newStatements(cfg Config) statements {
 		"{entities}", cfg.table("entities"),
 		"{guard}", cfg.table("commit_guard"),
 		"{columns}", tokenColumns,
-		"{unnest}", unnestTokens,
+		"{children}", "SELECT "+zip(2, tokenTypes...),
 	)
 	return statements{
 		// One statement, so one atomic step: the children are inserted
@@ -39,7 +67,7 @@ func newStatements(cfg Config) statements {
 	DELETE FROM {tokens} WHERE id = $1 RETURNING id
 ), created AS (
 	INSERT INTO {tokens} ({columns})
-	{unnest}
+	{children}
 	WHERE EXISTS (SELECT 1 FROM consumed)
 )
 SELECT count(*) FROM consumed`),
@@ -47,8 +75,7 @@ SELECT count(*) FROM consumed`),
 		// Roots issued together (issueGroup): every root whose id is free
 		// is inserted, and the statement names those it inserted.
 		issue: r.Replace(`INSERT INTO {tokens} ({columns})
-SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
-	$6::bytea[], $7::timestamptz[], $8::int2[], $9::timestamptz[], $10::int2[])
+SELECT ` + zip(1, tokenTypes...) + `
 ON CONFLICT (id) DO NOTHING
 RETURNING id`),
 		get: r.Replace(`SELECT {columns} FROM {tokens} WHERE id = $1`),
@@ -104,8 +131,7 @@ WHERE key = $1 AND version = $2`),
 )
 UPDATE {entities} AS e
 SET version = e.version + 1, state = v.state, outbox = v.outbox, oldest_outbox_at = v.oldest_at, oldest_outbox_ns = v.oldest_ns
-FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::timestamptz[], $6::int2[])
-	AS v (key, version, state, outbox, oldest_at, oldest_ns)
+FROM (SELECT ` + zipAs(1, "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `) AS v
 WHERE e.key = v.key AND e.version = v.version AND e.key IN (SELECT key FROM locked)
 RETURNING e.key`),
 		stale: r.Replace(`SELECT key FROM {entities}
@@ -115,7 +141,7 @@ ORDER BY oldest_outbox_at, oldest_outbox_ns LIMIT $3`),
 		// LoadWithTokens: one row per read, in one snapshot.
 		loadWithTokens: r.Replace(`SELECT r.n, e.version, e.state, e.outbox, t.id, t.conversation, t.causation, t.destination, t.type,
 	t.digest, t.created_at, t.created_ns, t.expires_at, t.expires_ns
-FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS r (key, token, n)
+FROM (SELECT unnest($1::text[]) AS key, unnest($2::bytea[]) AS token, generate_series(1, cardinality($1::text[])) AS n) AS r
 LEFT JOIN {entities} e ON e.key = r.key
 LEFT JOIN {tokens} t ON t.id = r.token`),
 
@@ -135,8 +161,7 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 		// the row). Parameters: $1-$8 one row per transition, $9-$19 the
 		// children, each with its transition's item number.
 		commitTransitions: r.Replace(`WITH input AS (
-	SELECT * FROM unnest($1::int4[], $2::bytea[], $3::text[], $4::bigint[], $5::bytea[], $6::bytea[], $7::timestamptz[], $8::int2[])
-		AS i (item, token, key, version, state, outbox, oldest_at, oldest_ns)
+	SELECT ` + zipAs(1, "item int4", "token bytea", "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `
 ), live AS (
 	SELECT id FROM {tokens} WHERE id = ANY($2::bytea[]) ORDER BY id FOR UPDATE
 ), locked AS (
@@ -167,9 +192,7 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 ), created AS (
 	INSERT INTO {tokens} ({columns})
 	SELECT id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns
-	FROM unnest($9::int4[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[], $14::text[],
-		$15::bytea[], $16::timestamptz[], $17::int2[], $18::timestamptz[], $19::int2[])
-		AS c (item, id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns)
+	FROM (SELECT unnest($9::int4[]) AS item, ` + zip(10, tokenTypes...) + `) AS c (item, {columns})
 	WHERE c.item IN (SELECT item FROM committed)
 )
 SELECT i.item, i.token IN (SELECT id FROM live), i.item IN (SELECT item FROM committed) FROM input i`),
@@ -193,7 +216,7 @@ SELECT i.item, i.token IN (SELECT id FROM live), i.item IN (SELECT item FROM com
 	INSERT INTO {guard} (entity_key) SELECT $12::text FROM consumed WHERE NOT EXISTS (SELECT 1 FROM committed)
 ), created AS (
 	INSERT INTO {tokens} ({columns})
-	{unnest}
+	{children}
 	WHERE EXISTS (SELECT 1 FROM committed)
 )
 SELECT count(*) FROM consumed`),
@@ -208,7 +231,7 @@ SELECT count(*) FROM consumed`),
 	INSERT INTO {guard} (entity_key) SELECT $12::text FROM consumed WHERE NOT EXISTS (SELECT 1 FROM committed)
 ), created AS (
 	INSERT INTO {tokens} ({columns})
-	{unnest}
+	{children}
 	WHERE EXISTS (SELECT 1 FROM committed)
 )
 SELECT count(*) FROM consumed`),
