@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/proccpu"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 )
@@ -241,4 +243,71 @@ func BenchmarkConversations(b *testing.B) {
 		b.Fatal(err)
 	}
 	storetest.BenchmarkConversations(b, s, nil)
+}
+
+// BenchmarkArrayRows compares the two ways of turning array parameters
+// into the rows a statement writes: unnest in the select list (zip), as
+// every statement of this package does, and unnest(a, b, ...) in FROM. On
+// one connection, each statement inserts one token, as an issue of one
+// root does, and the forms alternate in benchRounds rounds. Metrics: the
+// connection's server CPU per statement for each form (from /proc, so only
+// with PostgreSQL on this machine) and from/select.
+func BenchmarkArrayRows(b *testing.B) {
+	pool := newPool(b, 1)
+	b.Cleanup(pool.Close)
+	s, err := New(b.Context(), pool, Config{Schema: uniqueSchema(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Release()
+	var pid int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		b.Fatal(err)
+	}
+	if _, ok := proccpu.Of([]int{pid}); !ok {
+		b.Skip("PostgreSQL's processes are not readable in /proc: the server runs elsewhere")
+	}
+	cpu := func() time.Duration { used, _ := proccpu.Of([]int{pid}); return used[pid] }
+
+	insert := "INSERT INTO " + Config{Schema: s.Schema()}.table("tokens") + " (" + tokenColumns + ") "
+	params := make([]string, len(tokenTypes))
+	for i, t := range tokenTypes {
+		params[i] = fmt.Sprintf("$%d::%s[]", i+1, t)
+	}
+	forms := []string{
+		insert + "SELECT " + zip(1, tokenTypes...),
+		insert + "SELECT * FROM unnest(" + strings.Join(params, ", ") + ")",
+	}
+	used := make([]time.Duration, len(forms))
+	run := func(form, n int) {
+		start := cpu()
+		for range n {
+			if _, err := conn.Exec(ctx, forms[form], tokenArrays([]baton.Token{benchToken(baton.NewTokenID(), baton.TokenID{})})...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		used[form] += cpu() - start
+	}
+	for form := range forms {
+		run(form, 20) // prepare the statement, let PostgreSQL settle on its plan
+	}
+	clear(used)
+	b.ResetTimer()
+	for round := range benchRounds {
+		for form := range forms {
+			run(form, b.N/benchRounds+boolInt(round < b.N%benchRounds))
+		}
+	}
+	b.StopTimer()
+	perOp := func(form int) float64 { return float64(used[form].Microseconds()) / float64(b.N) }
+	b.ReportMetric(perOp(0), "select-server-µs/op")
+	b.ReportMetric(perOp(1), "from-server-µs/op")
+	if perOp(0) > 0 {
+		b.ReportMetric(perOp(1)/perOp(0), "from/select")
+	}
 }
