@@ -86,13 +86,6 @@ func runWorkers(b *testing.B, n int, workers []func() error) time.Duration {
 	return time.Since(start)
 }
 
-func boolInt(v bool) int {
-	if v {
-		return 1
-	}
-	return 0
-}
-
 func benchToken(conversation, causation baton.TokenID) baton.Token {
 	return baton.Token{
 		ID: baton.NewTokenID(), Conversation: conversation, Causation: causation,
@@ -309,5 +302,188 @@ func BenchmarkArrayRows(b *testing.B) {
 	b.ReportMetric(perOp(1), "from-server-µs/op")
 	if perOp(0) > 0 {
 		b.ReportMetric(perOp(1)/perOp(0), "from/select")
+	}
+}
+
+// BenchmarkStepCosts measures the server CPU of each write and read of one
+// conversation of `baton bench` (an order placed, then charged to one of
+// 100 accounts), on one connection, one step kind at a time over b.N
+// conversations: baton on the fast path (root issue, load, commit with
+// transition, removal of the order's entry in batches of 8) and the
+// classic processed table and outbox (load with the processed check;
+// BEGIN, mark, write and outbox row in one round trip, then COMMIT; the
+// relay's delete in batches of 8). It shows where a conversation's cost
+// goes without the noise of the whole process; -v logs each step.
+// Metrics: baton- and classic-server-µs/conversation and baton/classic.
+func BenchmarkStepCosts(b *testing.B) {
+	pool := newPool(b, 1)
+	b.Cleanup(pool.Close)
+	s, err := New(b.Context(), pool, Config{Schema: uniqueSchema(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	table := func(name string) string { return Config{Schema: s.Schema()}.table(name) }
+	for _, ddl := range []string{
+		"CREATE TABLE " + table("processed") + " (message_id bytea PRIMARY KEY, processed_at timestamptz NOT NULL DEFAULT now())",
+		"CREATE INDEX ON " + table("processed") + " (processed_at)",
+		"CREATE TABLE " + table("outbox") + " (id bigserial PRIMARY KEY, message_id bytea NOT NULL, destination text NOT NULL, type text NOT NULL, payload bytea NOT NULL)",
+		"CREATE TABLE " + table("classic_entities") + " (key text PRIMARY KEY, version bigint NOT NULL, state bytea NOT NULL)",
+	} {
+		if _, err := pool.Exec(ctx, ddl); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var pid int
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		b.Fatal(err)
+	}
+	if _, ok := proccpu.Of([]int{pid}); !ok {
+		b.Skip("PostgreSQL's processes are not readable in /proc: the server runs elsewhere")
+	}
+	must := func(err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	const accounts = 100
+	state := []byte(`{"status":"placed","amount":4200,"account":"account-1"}`)
+	batonVersions, classicVersions := make([]uint64, accounts), make([]int64, accounts)
+	for a := range accounts {
+		key := fmt.Sprintf("account-%d", a)
+		batonVersions[a], err = s.Commit(ctx, store.Entity{Key: key, State: state})
+		must(err)
+		_, err = pool.Exec(ctx, "INSERT INTO "+table("classic_entities")+" VALUES ($1, 1, $2)", key, state)
+		must(err)
+		classicVersions[a] = 1
+	}
+	n := b.N
+	orderKey := func(i int) string { return fmt.Sprintf("order-%d", i) }
+	accountOf := func(i int) (int, string) { return i % accounts, fmt.Sprintf("account-%d", i%accounts) }
+
+	type stepCost struct {
+		name string
+		cpu  time.Duration
+	}
+	var steps []stepCost
+	used := func() time.Duration { u, _ := proccpu.Of([]int{pid}); return u[pid] }
+	phase := func(name string, each func(i int)) {
+		start := used()
+		for i := range n {
+			each(i)
+		}
+		steps = append(steps, stepCost{name, used() - start})
+	}
+	b.ResetTimer()
+
+	roots, children, orderVersions := make([]baton.Token, n), make([]baton.Token, n), make([]uint64, n)
+	phase("baton: issue the root", func(i int) {
+		roots[i] = issue(ctx, b, s, benchToken(baton.TokenID{}, baton.TokenID{}))
+		children[i] = benchToken(roots[i].Conversation, roots[i].ID)
+	})
+	phase("baton: load order with token", func(i int) {
+		_, _, err := s.LoadWithToken(ctx, orderKey(i), roots[i].ID)
+		must(err)
+	})
+	phase("baton: commit order, transition", func(i int) {
+		e := store.Entity{Key: orderKey(i), State: state, Outbox: []store.OutboxEntry{entryFor(roots[i].ID, []baton.Token{children[i]})}}
+		v, consumed, err := s.CommitTransition(ctx, e, roots[i].ID, []baton.Token{children[i]})
+		must(err)
+		if !consumed {
+			b.Fatal("root not consumed")
+		}
+		orderVersions[i] = v
+	})
+	var removals []store.Entity
+	phase("baton: remove order's entry (by 8)", func(i int) {
+		removals = append(removals, store.Entity{Key: orderKey(i), Version: orderVersions[i], State: state})
+		if len(removals) == 8 || i == n-1 {
+			_, err := s.CommitBatch(ctx, removals)
+			must(err)
+			removals = removals[:0]
+		}
+	})
+	phase("baton: load account with token", func(i int) {
+		_, key := accountOf(i)
+		_, _, err := s.LoadWithToken(ctx, key, children[i].ID)
+		must(err)
+	})
+	phase("baton: commit account, transition", func(i int) {
+		a, key := accountOf(i)
+		v, consumed, err := s.CommitTransition(ctx, store.Entity{Key: key, Version: batonVersions[a], State: state}, children[i].ID, nil)
+		must(err)
+		if !consumed {
+			b.Fatal("token not consumed")
+		}
+		batonVersions[a] = v
+	})
+	batonSteps := len(steps)
+
+	conn, err := pool.Acquire(ctx) // BEGIN and COMMIT must share a connection
+	must(err)
+	defer conn.Release()
+	load := `SELECT e.version, e.state, EXISTS (SELECT 1 FROM ` + table("processed") + ` WHERE message_id = $2)
+FROM (VALUES (1)) AS one (x) LEFT JOIN ` + table("classic_entities") + ` e ON e.key = $1`
+	commit := func(queue func(*pgx.Batch)) {
+		batch := &pgx.Batch{}
+		batch.Queue("BEGIN")
+		queue(batch)
+		must(conn.SendBatch(ctx, batch).Close())
+		_, err := conn.Exec(ctx, "COMMIT")
+		must(err)
+	}
+	messages, next, outboxIDs := make([]baton.TokenID, n), make([]baton.TokenID, n), make([]int64, n)
+	phase("classic: load order, processed?", func(i int) {
+		messages[i], next[i] = baton.NewTokenID(), baton.NewTokenID()
+		var version *int64
+		var st []byte
+		var seen bool
+		must(conn.QueryRow(ctx, load, orderKey(i), messages[i][:]).Scan(&version, &st, &seen))
+	})
+	phase("classic: mark, insert order, outbox", func(i int) {
+		commit(func(batch *pgx.Batch) {
+			batch.Queue("INSERT INTO "+table("processed")+" (message_id) VALUES ($1) ON CONFLICT DO NOTHING", messages[i][:])
+			batch.Queue("INSERT INTO "+table("classic_entities")+" (key, version, state) VALUES ($1, 1, $2)", orderKey(i), state)
+			batch.Queue("INSERT INTO "+table("outbox")+" (message_id, destination, type, payload) VALUES ($1, 'billing', 'charge', $2) RETURNING id",
+				next[i][:], []byte(`{"amount":4200}`)).QueryRow(func(row pgx.Row) error { return row.Scan(&outboxIDs[i]) })
+		})
+	})
+	phase("classic: relay deletes (by 8)", func(i int) {
+		if i%8 == 7 || i == n-1 {
+			_, err := conn.Exec(ctx, "DELETE FROM "+table("outbox")+" WHERE id = ANY($1)", outboxIDs[i-i%8:i+1])
+			must(err)
+		}
+	})
+	phase("classic: load account, processed?", func(i int) {
+		_, key := accountOf(i)
+		var version *int64
+		var st []byte
+		var seen bool
+		must(conn.QueryRow(ctx, load, key, next[i][:]).Scan(&version, &st, &seen))
+	})
+	phase("classic: mark, update account", func(i int) {
+		a, key := accountOf(i)
+		commit(func(batch *pgx.Batch) {
+			batch.Queue("INSERT INTO "+table("processed")+" (message_id) VALUES ($1) ON CONFLICT DO NOTHING", next[i][:])
+			batch.Queue("UPDATE "+table("classic_entities")+" SET version = version + 1, state = $3 WHERE key = $1 AND version = $2", key, classicVersions[a], state)
+		})
+		classicVersions[a]++
+	})
+	b.StopTimer()
+
+	perConversation := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	var batonTotal, classicTotal time.Duration
+	for i, st := range steps {
+		b.Logf("%-38s %6.0f server-µs/conversation", st.name, perConversation(st.cpu))
+		if i < batonSteps {
+			batonTotal += st.cpu
+		} else {
+			classicTotal += st.cpu
+		}
+	}
+	b.ReportMetric(perConversation(batonTotal), "baton-server-µs/conversation")
+	b.ReportMetric(perConversation(classicTotal), "classic-server-µs/conversation")
+	if classicTotal > 0 {
+		b.ReportMetric(float64(batonTotal)/float64(classicTotal), "baton/classic")
 	}
 }

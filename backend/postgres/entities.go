@@ -163,12 +163,7 @@ func (s *Store) CommitTransition(ctx context.Context, e store.Entity, token bato
 	if err := checkTokenText(create...); err != nil {
 		return 0, false, err
 	}
-	query := s.sql.commitTransitionUpdate
-	if e.Version == 0 {
-		query = s.sql.commitTransitionInsert
-	}
-	args := append([]any{token[:]}, tokenArrays(create)...)
-	args = append(args, e.Key, int64(e.Version), e.State, row.outbox, row.oldestAt, row.oldestNs)
+	query, args := s.sql.fastPathCall(token, e, row, create)
 	var consumed int
 	err = s.withConn(ctx, func(conn *pgxpool.Conn) error {
 		err := conn.QueryRow(ctx, query, args...).Scan(&consumed)

@@ -169,12 +169,7 @@ func (s *Store) writeStep(ctx context.Context, tx pgx.Tx, step store.TxStep, nex
 	if err := checkTokenText(children...); err != nil {
 		return err
 	}
-	query := s.sql.commitTransitionUpdate
-	if next.Version == 0 {
-		query = s.sql.commitTransitionInsert
-	}
-	args := append([]any{step.Token[:]}, tokenArrays(children)...)
-	args = append(args, next.Key, int64(next.Version), next.State, row.outbox, row.oldestAt, row.oldestNs)
+	query, args := s.sql.fastPathCall(step.Token, next, row, children)
 	var n int
 	err = tx.QueryRow(ctx, query, args...).Scan(&n)
 	var pgErr *pgconn.PgError
