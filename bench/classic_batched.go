@@ -30,7 +30,7 @@ func newBatchedStatements(schema string) batchedStatements {
 	r := strings.NewReplacer("{entities}", q+".entities", "{processed}", q+".processed", "{outbox}", q+".outbox")
 	return batchedStatements{
 		load: r.Replace(`SELECT r.n, e.version, e.state, EXISTS (SELECT 1 FROM {processed} p WHERE p.message_id = r.msg)
-FROM (SELECT unnest($1::text[]) AS key, unnest($2::bytea[]) AS msg, generate_series(1, cardinality($1::text[])) AS n) AS r
+FROM (SELECT unnest($1::text[]) AS key, unnest($2::bytea[]) AS msg, unnest($3::int4[]) AS n) AS r
 LEFT JOIN {entities} e ON e.key = r.key`),
 		// One statement for the whole batch: the entities are locked in
 		// key order first (as baton-pg locks them, so that two batches
@@ -137,10 +137,11 @@ func (s *sqlSystem) handleClassicBatch(ctx context.Context, sigs []baton.Signal)
 func (s *sqlSystem) commitClassicBatch(ctx context.Context, items []classicItem, errs []error) (retry []int, err error) {
 	keys := make([]string, len(items))
 	msgs := make([][]byte, len(items))
+	numbers := make([]int32, len(items))
 	for j, it := range items {
-		keys[j], msgs[j] = it.key, it.sig.ID[:]
+		keys[j], msgs[j], numbers[j] = it.key, it.sig.ID[:], int32(j+1)
 	}
-	rows, err := s.pool.Query(ctx, s.batchSQL.load, keys, msgs)
+	rows, err := s.pool.Query(ctx, s.batchSQL.load, keys, msgs, numbers)
 	if err != nil {
 		return nil, err
 	}

@@ -22,8 +22,9 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 	if n == 0 {
 		return out, nil
 	}
-	keys, tokens := make([]string, n), make([][]byte, n)
+	keys, tokens, items := make([]string, n), make([][]byte, n), make([]int32, n)
 	for i, r := range reads {
+		items[i] = int32(i + 1)
 		out[i].Entity.Key = r.Key
 		if storableText(r.Key) {
 			keys[i] = r.Key
@@ -31,7 +32,7 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 		tokens[i] = r.Token[:]
 	}
 	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
-		rows, err := conn.Query(ctx, s.sql.loadWithTokens, keys, tokens)
+		rows, err := conn.Query(ctx, s.sql.loadWithTokens, keys, tokens, items)
 		if err != nil {
 			return err
 		}
