@@ -246,26 +246,13 @@ func BenchmarkConversations(b *testing.B) {
 // connection's server CPU per statement for each form (from /proc, so only
 // with PostgreSQL on this machine) and from/select.
 func BenchmarkArrayRows(b *testing.B) {
-	pool := newPool(b, 1)
-	b.Cleanup(pool.Close)
-	s, err := New(b.Context(), pool, Config{Schema: uniqueSchema(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, cpu := singleConnectionStore(b)
 	ctx := b.Context()
-	conn, err := pool.Acquire(ctx)
+	conn, err := s.Pool().Acquire(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Release()
-	var pid int
-	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		b.Fatal(err)
-	}
-	if _, ok := proccpu.Of([]int{pid}); !ok {
-		b.Skip("PostgreSQL's processes are not readable in /proc: the server runs elsewhere")
-	}
-	cpu := func() time.Duration { used, _ := proccpu.Of([]int{pid}); return used[pid] }
 
 	insert := "INSERT INTO " + Config{Schema: s.Schema()}.table("tokens") + " (" + tokenColumns + ") "
 	params := make([]string, len(tokenTypes))
@@ -316,13 +303,8 @@ func BenchmarkArrayRows(b *testing.B) {
 // goes without the noise of the whole process; -v logs each step.
 // Metrics: baton- and classic-server-µs/conversation and baton/classic.
 func BenchmarkStepCosts(b *testing.B) {
-	pool := newPool(b, 1)
-	b.Cleanup(pool.Close)
-	s, err := New(b.Context(), pool, Config{Schema: uniqueSchema(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := b.Context()
+	s, used := singleConnectionStore(b)
+	pool, ctx := s.Pool(), b.Context()
 	table := func(name string) string { return Config{Schema: s.Schema()}.table(name) }
 	for _, ddl := range []string{
 		"CREATE TABLE " + table("processed") + " (message_id bytea PRIMARY KEY, processed_at timestamptz NOT NULL DEFAULT now())",
@@ -334,13 +316,6 @@ func BenchmarkStepCosts(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var pid int
-	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		b.Fatal(err)
-	}
-	if _, ok := proccpu.Of([]int{pid}); !ok {
-		b.Skip("PostgreSQL's processes are not readable in /proc: the server runs elsewhere")
-	}
 	must := func(err error) {
 		if err != nil {
 			b.Fatal(err)
@@ -351,6 +326,7 @@ func BenchmarkStepCosts(b *testing.B) {
 	batonVersions, classicVersions := make([]uint64, accounts), make([]int64, accounts)
 	for a := range accounts {
 		key := fmt.Sprintf("account-%d", a)
+		var err error
 		batonVersions[a], err = s.Commit(ctx, store.Entity{Key: key, State: state})
 		must(err)
 		_, err = pool.Exec(ctx, "INSERT INTO "+table("classic_entities")+" VALUES ($1, 1, $2)", key, state)
@@ -366,7 +342,6 @@ func BenchmarkStepCosts(b *testing.B) {
 		cpu  time.Duration
 	}
 	var steps []stepCost
-	used := func() time.Duration { u, _ := proccpu.Of([]int{pid}); return u[pid] }
 	phase := func(name string, each func(i int)) {
 		start := used()
 		for i := range n {
@@ -486,4 +461,25 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN ` + table("classic_entities") + ` e ON e.
 	if classicTotal > 0 {
 		b.ReportMetric(float64(batonTotal)/float64(classicTotal), "baton/classic")
 	}
+}
+
+// singleConnectionStore returns a store over a pool of one connection and
+// a function that reads the server CPU that connection's backend has used;
+// it skips the benchmark where PostgreSQL's processes are not in this
+// machine's /proc.
+func singleConnectionStore(b *testing.B) (*Store, func() time.Duration) {
+	pool := newPool(b, 1)
+	b.Cleanup(pool.Close)
+	s, err := New(b.Context(), pool, Config{Schema: uniqueSchema(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pid int
+	if err := pool.QueryRow(b.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		b.Fatal(err)
+	}
+	if _, ok := proccpu.Of([]int{pid}); !ok {
+		b.Skip("PostgreSQL's processes are not readable in /proc: the server runs elsewhere")
+	}
+	return s, func() time.Duration { used, _ := proccpu.Of([]int{pid}); return used[pid] }
 }
