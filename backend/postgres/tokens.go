@@ -173,8 +173,8 @@ func (r *tokenRow) token() (baton.Token, error) {
 	return t, nil
 }
 
-// tokenArrays returns the column arrays that statements unnest into token
-// rows (parameters $2 to $11).
+// tokenArrays returns the column arrays, in tokenColumns order, that
+// statements turn into token rows with zip.
 func tokenArrays(tokens []baton.Token) []any {
 	n := len(tokens)
 	var (
