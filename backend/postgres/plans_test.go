@@ -1,8 +1,8 @@
 package postgres
 
 import (
-	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,8 +51,10 @@ func TestStatementsLookUpByKey(t *testing.T) {
 	for name, statement := range statements {
 		n := 0
 		for _, m := range param.FindAllStringSubmatch(statement, -1) {
-			var i int
-			fmt.Sscan(m[1], &i)
+			i, err := strconv.Atoi(m[1])
+			if err != nil {
+				t.Fatal(err)
+			}
 			n = max(n, i)
 		}
 		nulls := strings.TrimSuffix(strings.Repeat("NULL, ", n), ", ")

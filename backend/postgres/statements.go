@@ -16,27 +16,22 @@ const tokenColumns = "id, conversation, causation, destination, type, digest, cr
 var tokenTypes = []string{"bytea", "bytea", "bytea", "text", "text", "bytea", "timestamptz", "int2", "timestamptz", "int2"}
 
 // zip returns a select list that turns array parameters $first,
-// $first+1, ... of the given element types into rows:
-// unnest($first::t[]), unnest($first+1::u[]), ... Set-returning functions
-// in a select list run in lockstep, so arrays of equal length give one
-// row per index, as unnest(a, b, ...) in FROM does. Not that form: a
-// function scan stores each array's elements in a tuplestore before the
-// first row, which cost about 250 µs of server CPU per statement with ten
-// arrays, more than the insert it fed (measured with one connection:
-// 380 µs against 150 µs for an issue of one root).
-func zip(first int, types ...string) string {
-	cols := make([]string, len(types))
-	for i, t := range types {
-		cols[i] = fmt.Sprintf("unnest($%d::%s[])", first+i, t)
-	}
-	return strings.Join(cols, ", ")
-}
-
-// zipAs is zip with the columns named.
-func zipAs(first int, columns ...string) string {
+// $first+1, ... into rows: unnest($first::t[]), unnest($first+1::u[]), ...
+// A column is its element type ("text"), or a name and the type
+// ("key text") to be named with AS. Set-returning functions in a select
+// list run in lockstep, so arrays of equal length give one row per index,
+// as unnest(a, b, ...) in FROM does. Not that form: a function scan stores
+// each array's elements in a tuplestore before the first row, which cost
+// about 250 µs of server CPU per statement with ten arrays, more than the
+// insert it fed (BenchmarkArrayRows).
+func zip(first int, columns ...string) string {
 	cols := make([]string, len(columns))
 	for i, c := range columns {
-		name, typ, _ := strings.Cut(c, " ")
+		name, typ, named := strings.Cut(c, " ")
+		if !named {
+			cols[i] = fmt.Sprintf("unnest($%d::%s[])", first+i, c)
+			continue
+		}
 		cols[i] = fmt.Sprintf("unnest($%d::%s[]) AS %s", first+i, typ, name)
 	}
 	return strings.Join(cols, ", ")
@@ -135,7 +130,7 @@ WHERE key = $1 AND version = $2`),
 )
 UPDATE {entities} AS e
 SET version = e.version + 1, state = v.state, outbox = v.outbox, oldest_outbox_at = v.oldest_at, oldest_outbox_ns = v.oldest_ns
-FROM (SELECT ` + zipAs(1, "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `) AS v
+FROM (SELECT ` + zip(1, "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `) AS v
 WHERE e.key = v.key AND e.version = v.version AND e.key IN (SELECT key FROM locked)
 RETURNING e.key`),
 		stale: r.Replace(`SELECT key FROM {entities}
@@ -148,7 +143,7 @@ ORDER BY oldest_outbox_at, oldest_outbox_ns LIMIT $3`),
 		// entities table instead of looking up each key.
 		loadWithTokens: r.Replace(`SELECT r.n, e.version, e.state, e.outbox, t.id, t.conversation, t.causation, t.destination, t.type,
 	t.digest, t.created_at, t.created_ns, t.expires_at, t.expires_ns
-FROM (SELECT ` + zipAs(1, "key text", "token bytea", "n int4") + `) AS r
+FROM (SELECT ` + zip(1, "key text", "token bytea", "n int4") + `) AS r
 LEFT JOIN {entities} e ON e.key = r.key
 LEFT JOIN {tokens} t ON t.id = r.token`),
 
@@ -168,7 +163,7 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 		// the row). Parameters: $1-$8 one row per transition, $9-$19 the
 		// children, each with its transition's item number.
 		commitTransitions: r.Replace(`WITH input AS (
-	SELECT ` + zipAs(1, "item int4", "token bytea", "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `
+	SELECT ` + zip(1, "item int4", "token bytea", "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `
 ), live AS (
 	SELECT id FROM {tokens} WHERE id = ANY($2::bytea[]) ORDER BY id FOR UPDATE
 ), locked AS (
