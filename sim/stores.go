@@ -447,6 +447,16 @@ func (f batchStore) LoadWithTokens(ctx context.Context, reads []store.TokenRead)
 	return out, nil
 }
 
+// firstAbsent returns the first of ids that is not a live token's, or nil.
+func (f batchStore) firstAbsent(ctx context.Context, ids []baton.TokenID) *baton.TokenID {
+	for i, id := range ids {
+		if _, err := f.tokenStore.inner.Get(ctx, id); err != nil {
+			return &ids[i]
+		}
+	}
+	return nil
+}
+
 func (f batchStore) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
 	s := f.tokenStore.sim
 	if err := s.yield(ctx, fmt.Sprintf("%s.CommitTransitions(%d)", f.destination, len(transitions))); err != nil {
@@ -460,8 +470,8 @@ func (f batchStore) CommitTransitions(ctx context.Context, transitions []store.T
 	}
 	results := make([]error, len(transitions))
 	for i, t := range transitions {
-		if _, err := f.tokenStore.inner.Get(ctx, t.Token); err != nil {
-			results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, t.Token)
+		if gone := f.firstAbsent(ctx, t.Consumes()); gone != nil {
+			results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, gone)
 			continue
 		}
 		before, err := f.entityStore.inner.Load(ctx, t.Entity.Key)
@@ -476,10 +486,16 @@ func (f batchStore) CommitTransitions(ctx context.Context, transitions []store.T
 			s.violate("sim: batch commit of %s refused after its check: %v", t.Entity.Key, err)
 		}
 		s.committed(f.destination, before, t.Entity)
-		if consumed, err := f.tokenStore.inner.Transition(ctx, t.Token, t.Create); err != nil || !consumed {
-			s.violate("sim: batch transition did not apply after its commit: %v", err)
+		for j, id := range t.Consumes() {
+			var create []baton.Token
+			if j == 0 {
+				create = t.Create
+			}
+			if consumed, err := f.tokenStore.inner.Transition(ctx, id, create); err != nil || !consumed {
+				s.violate("sim: batch transition did not apply after its commit: %v", err)
+			}
+			s.consumedEver[id] = true
 		}
-		s.consumedEver[t.Token] = true
 		for _, tok := range t.Create {
 			s.tokenCreated(tok)
 		}

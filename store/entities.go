@@ -172,10 +172,10 @@ type BatchCommitter interface {
 //
 // CommitTransitions runs each transition as CommitTransition would alone
 // and independently of the others: transition i is applied, all of it, only
-// if its token is live and its entity is at Entity.Version; else none of it
-// is. On a nil error, results[i] is nil when transitions[i] was applied, or
-// matches ErrNotFound (its token was not live) or ErrConflict (its entity
-// was at another version) when it was not. Entities must have distinct keys
+// if its tokens (Consumes) are live and its entity is at Entity.Version;
+// else none of it is. On a nil error, results[i] is nil when transitions[i]
+// was applied, or matches ErrNotFound (one of its tokens was not live) or
+// ErrConflict (its entity was at another version) when it was not. Entities must have distinct keys
 // and tokens must be distinct, else the error matches ErrInvalid. A non-nil
 // error is for the whole call: ErrInvalid, ErrExists (a token to create
 // exists), ErrNotApplied or ErrClosed mean nothing was applied, any other
@@ -199,11 +199,24 @@ type Loaded struct {
 }
 
 // Transition is one signal's steps 4 and 5: commit Entity, consume Token,
-// create Create.
+// create Create. With Then it is a chain: the steps of several signals for
+// one entity in one atomic write.
 type Transition struct {
 	Entity Entity
 	Token  baton.TokenID
+	// Then are the tokens of further signals for Entity whose activities
+	// ran, in this order, after Token's, each on the state the one before
+	// left: Entity is the state after all of them, with their outbox
+	// entries, and Create holds the children of all. Every token is
+	// consumed or none is: the transition is refused with ErrNotFound if
+	// any of them is not live.
+	Then   []baton.TokenID
 	Create []baton.Token
+}
+
+// Consumes returns the tokens the transition consumes: Token, then Then.
+func (t Transition) Consumes() []baton.TokenID {
+	return append([]baton.TokenID{t.Token}, t.Then...)
 }
 
 // OutboxInUTC returns e's outbox with every CreatedAt in UTC (so that the

@@ -120,8 +120,8 @@ func ValidateBatch(entities []Entity) error {
 
 // ValidateTransitions checks the transitions of a
 // TransitionBatcher.CommitTransitions: each as ValidateEntity and
-// ValidateTransition do, with distinct entity keys, and no token consumed
-// or created twice in the batch.
+// ValidateTransition do, with distinct entity keys, no zero token in Then,
+// and no token consumed or created twice in the batch.
 func ValidateTransitions(transitions []Transition) error {
 	keys := make(map[string]bool, len(transitions))
 	tokens := make(map[baton.TokenID]bool, len(transitions))
@@ -136,7 +136,12 @@ func ValidateTransitions(transitions []Transition) error {
 			return fmt.Errorf("%w: entity %q appears twice in one batch", ErrInvalid, t.Entity.Key)
 		}
 		keys[t.Entity.Key] = true
-		for _, id := range append([]baton.TokenID{t.Token}, tokenIDs(t.Create)...) {
+		for _, id := range t.Then {
+			if id.IsZero() {
+				return fmt.Errorf("%w: transition of %q consumes a zero token id", ErrInvalid, t.Entity.Key)
+			}
+		}
+		for _, id := range append(t.Consumes(), tokenIDs(t.Create)...) {
 			if tokens[id] {
 				return fmt.Errorf("%w: token %s appears twice in one batch", ErrInvalid, id)
 			}

@@ -107,6 +107,68 @@ func testCommitTransitions(t *testing.T, h EntityHarness) {
 	}
 }
 
+// testChainedTransitions checks transitions that consume several tokens
+// (Transition.Then): all of them or none.
+func testChainedTransitions(t *testing.T, h EntityHarness) {
+	ctx := testContext(t)
+	s := newBatchStore(t, h)
+	dest := uniqueName("billing")
+	a := commit(ctx, t, s, store.Entity{Key: uniqueName("a"), State: []byte("a1")})
+	b := commit(ctx, t, s, store.Entity{Key: uniqueName("b"), State: []byte("b1")})
+	stale := commit(ctx, t, s, store.Entity{Key: uniqueName("stale"), State: []byte("s1")})
+	stale = commit(ctx, t, s, store.Entity{Key: stale.Key, Version: stale.Version, State: []byte("s2")})
+	roots := issueAll(ctx, t, s, newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest),
+		newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest),
+		newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest), newRoot(baton.TokenID{}, dest))
+	dead := unissued(baton.TokenID{}, dest)
+	aKids := append(newChildren(roots[0], "shipping", 1), newChildren(roots[2], "shipping", 2)...)
+	bKids := newChildren(roots[3], "shipping", 1)
+	newKids := newChildren(roots[8], "shipping", 1)
+	nextA := store.Entity{Key: a.Key, Version: a.Version, State: []byte("a4"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Second), 1), newEntry(timestamp(-time.Second), 2)}}
+	nextB := store.Entity{Key: b.Key, Version: b.Version, State: []byte("lost")}
+	staleNext := store.Entity{Key: stale.Key, Version: 1, State: []byte("lost")}
+	nextNew := store.Entity{Key: uniqueName("new"), State: []byte("n2")}
+	results, err := s.CommitTransitions(ctx, []store.Transition{
+		{Entity: nextA, Token: roots[0].ID, Then: []baton.TokenID{roots[1].ID, roots[2].ID}, Create: aKids},
+		{Entity: nextB, Token: roots[3].ID, Then: []baton.TokenID{dead.ID, roots[4].ID}, Create: bKids},
+		{Entity: staleNext, Token: roots[5].ID, Then: []baton.TokenID{roots[6].ID}},
+		{Entity: nextNew, Token: roots[7].ID, Then: []baton.TokenID{roots[8].ID}, Create: newKids},
+	})
+	if err != nil || len(results) != 4 {
+		t.Fatalf("CommitTransitions = %v, %v; want four results", results, err)
+	}
+	if results[0] != nil || !errors.Is(results[1], store.ErrNotFound) || !errors.Is(results[2], store.ErrConflict) || results[3] != nil {
+		t.Fatalf("CommitTransitions results = %v; want nil, ErrNotFound, ErrConflict, nil", results)
+	}
+	nextA.Version, nextNew.Version = a.Version+1, 1
+	requireEntity(ctx, t, s, nextA)
+	requireEntity(ctx, t, s, nextNew)
+	requireEntity(ctx, t, s, b)
+	requireEntity(ctx, t, s, stale)
+	requireAbsent(ctx, t, s, roots[0].ID, roots[1].ID, roots[2].ID, roots[7].ID, roots[8].ID)
+	requireLive(ctx, t, s, append(append(append([]baton.Token{}, roots[3:7]...), aKids...), newKids...)...)
+	requireAbsent(ctx, t, s, idsOf(bKids)...)
+
+	// Refused whole: a chained token twice, consumed elsewhere, created, or zero.
+	tx, ty := issue(ctx, t, s, newRoot(baton.TokenID{}, dest)), issue(ctx, t, s, newRoot(baton.TokenID{}, dest))
+	nextA.State = []byte("a5")
+	for name, batch := range map[string][]store.Transition{
+		"token chained after itself": {{Entity: nextA, Token: tx.ID, Then: []baton.TokenID{tx.ID}}},
+		"token chained twice":        {{Entity: nextA, Token: tx.ID, Then: []baton.TokenID{ty.ID, ty.ID}}},
+		"token chained and consumed": {{Entity: nextA, Token: tx.ID, Then: []baton.TokenID{ty.ID}}, {Entity: b, Token: ty.ID}},
+		"token chained and created": {{Entity: nextA, Token: tx.ID, Then: []baton.TokenID{ty.ID},
+			Create: []baton.Token{{ID: ty.ID, Conversation: tx.Conversation, Causation: tx.ID, Destination: dest, Type: "t"}}}},
+		"zero token chained": {{Entity: nextA, Token: tx.ID, Then: []baton.TokenID{{}}}},
+	} {
+		if _, err := s.CommitTransitions(ctx, batch); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("CommitTransitions with %s = %v, want ErrInvalid", name, err)
+		}
+	}
+	nextA.State = []byte("a4")
+	requireEntity(ctx, t, s, nextA)
+	requireLive(ctx, t, s, tx, ty)
+}
+
 // testLoadWithTokens checks that a batch of reads returns what
 // LoadWithToken returns for each.
 func testLoadWithTokens(t *testing.T, h EntityHarness) {
@@ -145,12 +207,13 @@ func testLoadWithTokens(t *testing.T, h EntityHarness) {
 }
 
 // testConcurrentBatches runs batches over shared entities from several
-// goroutines, each batch naming the entities in another order, and every
-// round's batches creating the same new entities in other orders too:
-// every transition reported applied must be applied exactly once (the
-// entity's version counts them, its token is gone), every one refused must
-// have left its token live, and no batch may fail as a whole (as one that
-// waited for another in a cycle, a deadlock, would).
+// goroutines, each batch naming the entities in another order (some twice,
+// as chains), and every round's batches creating the same new entities in
+// other orders too: every transition reported applied must be applied
+// exactly once (the entity's version counts them, its tokens are gone),
+// every one refused must have left its tokens live, and no batch may fail
+// as a whole (as one that waited for another in a cycle, a deadlock,
+// would).
 func testConcurrentBatches(t *testing.T, h EntityHarness) {
 	ctx := testContext(t)
 	s := newBatchStore(t, h)
@@ -196,15 +259,16 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 					t.Errorf("LoadWithTokens = %v", err)
 					return
 				}
-				seen := make(map[string]bool)
+				// A key read twice makes a chain (Transition.Then).
+				chain := make(map[string]int)
 				var batch []store.Transition
-				var skipped []baton.TokenID // a key taken: not in this batch, so still live
 				for i, l := range loaded {
-					if seen[l.Entity.Key] {
-						skipped = append(skipped, roots[i].ID)
+					if j, taken := chain[l.Entity.Key]; taken {
+						batch[j].Then = append(batch[j].Then, roots[i].ID)
+						batch[j].Create = append(batch[j].Create, newChildren(roots[i], dest, 1)...)
 						continue
 					}
-					seen[l.Entity.Key] = true
+					chain[l.Entity.Key] = len(batch)
 					next := l.Entity
 					next.State = []byte(fmt.Sprint(l.Entity.Version))
 					batch = append(batch, store.Transition{Entity: next, Token: roots[i].ID, Create: newChildren(roots[i], dest, 1)})
@@ -215,13 +279,12 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 					return
 				}
 				mu.Lock()
-				liveTokens = append(liveTokens, skipped...)
 				for i, tr := range batch {
 					if results[i] == nil {
 						applied[tr.Entity.Key]++
-						consumedTokens = append(consumedTokens, tr.Token)
+						consumedTokens = append(consumedTokens, tr.Consumes()...)
 					} else {
-						liveTokens = append(liveTokens, tr.Token)
+						liveTokens = append(liveTokens, tr.Consumes()...)
 					}
 				}
 				mu.Unlock()
@@ -257,5 +320,5 @@ func testConcurrentBatches(t *testing.T, h EntityHarness) {
 			t.Errorf("token %s of a refused transition: Get = %v, want it live", id, err)
 		}
 	}
-	t.Logf("%d of %d transitions applied", total, total+len(liveTokens))
+	t.Logf("%d transitions applied (%d tokens consumed), %d tokens left live", total, len(consumedTokens), len(liveTokens))
 }

@@ -59,6 +59,7 @@ func RunEntityStore(t *testing.T, h EntityHarness) {
 		{"CommitBatch", testCommitBatch},
 		{"LoadWithTokens", testLoadWithTokens},
 		{"CommitTransitions", testCommitTransitions},
+		{"ChainedTransitions", testChainedTransitions},
 		{"ConcurrentBatches", testConcurrentBatches},
 	}
 	for _, c := range checks {

@@ -7,6 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
 )
 
@@ -69,8 +70,8 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 			}
 		}
 		for i, t := range transitions {
-			if b.tokens.Get(t.Token[:]) == nil {
-				results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, t.Token)
+			if gone := b.firstAbsent(t.Consumes()); gone != nil {
+				results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, *gone)
 				continue
 			}
 			refused, err := b.checkVersion(t.Entity)
@@ -96,12 +97,28 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 	return results, nil
 }
 
-// apply writes a transition whose token is live and whose entity is at
+// firstAbsent returns the first of ids that is not a live token's, or nil.
+func (b buckets) firstAbsent(ids []baton.TokenID) *baton.TokenID {
+	for i, id := range ids {
+		if b.tokens.Get(id[:]) == nil {
+			return &ids[i]
+		}
+	}
+	return nil
+}
+
+// apply writes a transition whose tokens are live and whose entity is at
 // its version; anything refused now fails the whole write transaction.
 func (b buckets) apply(t store.Transition) error {
-	consumed, refused, err := b.transition(t.Token, t.Create)
-	if err != nil || refused != nil || !consumed {
-		return errors.Join(err, refused, fmt.Errorf("embedded: token %s was checked live but not consumed", t.Token))
+	for i, id := range t.Consumes() {
+		var create []baton.Token
+		if i == 0 {
+			create = t.Create
+		}
+		consumed, refused, err := b.transition(id, create)
+		if err != nil || refused != nil || !consumed {
+			return errors.Join(err, refused, fmt.Errorf("embedded: token %s was checked live but not consumed", id))
+		}
 	}
 	if conflict, err := b.commit(t.Entity); err != nil || conflict != nil {
 		return errors.Join(err, conflict)

@@ -80,7 +80,7 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 
 // CommitTransitions implements store.TransitionBatcher in one transaction:
 // it locks every token (in id order), then every entity (in key order),
-// then applies each transition whose token is live and whose entity is at
+// then applies each transition whose tokens are live and whose entity is at
 // its version, in key order, and inserts the children of those applied in
 // one statement. A refused transition changes nothing; a child that
 // exists refuses the whole batch (store.ErrExists).
@@ -118,9 +118,10 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 		var children []baton.Token
 		for _, i := range order {
 			t := transitions[i]
-			switch {
-			case !live[t.Token]:
-				results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, t.Token)
+			consumes := t.Consumes()
+			switch gone := slices.IndexFunc(consumes, func(id baton.TokenID) bool { return !live[id] }); {
+			case gone >= 0:
+				results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, consumes[gone])
 				continue
 			case versions[t.Entity.Key] != t.Entity.Version:
 				results[i] = fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, t.Entity.Key, versions[t.Entity.Key], t.Entity.Version)
@@ -133,8 +134,10 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 				}
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, s.sql.deleteToken, t.Token[:]); err != nil {
-				return err
+			for _, id := range consumes {
+				if _, err := tx.ExecContext(ctx, s.sql.deleteToken, id[:]); err != nil {
+					return err
+				}
 			}
 			children = append(children, t.Create...)
 		}
@@ -146,12 +149,14 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 	return results, nil
 }
 
-// lockTokens locks the batch's tokens in id order and reports which are
+// lockTokens locks the tokens the batch consumes in id order and reports which are
 // live.
 func (s *Store) lockTokens(ctx context.Context, tx *sql.Tx, transitions []store.Transition) (map[baton.TokenID]bool, error) {
-	ids := make([][]byte, len(transitions))
-	for i, t := range transitions {
-		ids[i] = t.Token[:]
+	var ids [][]byte
+	for _, t := range transitions {
+		for _, id := range t.Consumes() {
+			ids = append(ids, id[:])
+		}
 	}
 	slices.SortFunc(ids, bytes.Compare)
 	args := make([]any, len(ids))

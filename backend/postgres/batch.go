@@ -96,7 +96,8 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 		versions                 = make([]int64, n)
 		oldestAt                 = make([]*time.Time, n)
 		oldestNs                 = make([]*int16, n)
-		childItems               []int32
+		thenItems, childItems    []int32
+		then                     [][]byte
 		children                 []baton.Token
 	)
 	for i, t := range transitions {
@@ -109,12 +110,15 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 		}
 		items[i], tokens[i], keys[i], versions[i] = int32(i+1), t.Token[:], t.Entity.Key, int64(t.Entity.Version)
 		states[i], outboxes[i], oldestAt[i], oldestNs[i] = t.Entity.State, row.outbox, row.oldestAt, row.oldestNs
+		for _, id := range t.Then {
+			thenItems, then = append(thenItems, int32(i+1)), append(then, id[:])
+		}
 		for range t.Create {
 			childItems = append(childItems, int32(i+1))
 		}
 		children = append(children, t.Create...)
 	}
-	args := append([]any{items, tokens, keys, versions, states, outboxes, oldestAt, oldestNs, childItems}, tokenArrays(children)...)
+	args := append([]any{items, tokens, keys, versions, states, outboxes, oldestAt, oldestNs, thenItems, then, childItems}, tokenArrays(children)...)
 	results := make([]error, n)
 	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
 		rows, err := conn.Query(ctx, s.sql.commitTransitions, args...)
@@ -137,7 +141,7 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 			case committed:
 				results[item-1] = nil
 			case !live:
-				results[item-1] = fmt.Errorf("%w: token %s", store.ErrNotFound, t.Token)
+				results[item-1] = fmt.Errorf("%w: a token of %v", store.ErrNotFound, t.Consumes())
 			default:
 				results[item-1] = fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, t.Entity.Key, t.Entity.Version)
 			}

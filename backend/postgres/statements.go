@@ -155,25 +155,34 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 		// so that concurrent statements wait for each other in one
 		// direction only (a deadlock costs a second before PostgreSQL
 		// breaks it, and sends the batch down the single path); a
-		// transition is ready when its token is live, committed when its
-		// entity's compare-and-set (or insert of a new entity) succeeded,
-		// and only then is its token deleted and are its children created.
-		// A token deleted or an entity changed by a concurrent commit is
-		// seen as such once its lock is granted (READ COMMITTED rechecks
-		// the row). Parameters: $1-$8 one row per transition, $9-$19 the
-		// children, each with its transition's item number.
+		// transition is alive when all its tokens are live (its Token and
+		// those chained after it, store.Transition.Then), ready when it is
+		// alive and its entity locked or new, committed when its entity's
+		// compare-and-set (or insert of a new entity) succeeded, and only
+		// then are its tokens deleted and its children created. A token
+		// deleted or an entity changed by a concurrent commit is seen as
+		// such once its lock is granted (READ COMMITTED rechecks the row).
+		// Parameters: $1-$8 one row per transition, $9-$10 the chained
+		// tokens and $11-$21 the children, each with its transition's item
+		// number.
 		commitTransitions: r.Replace(`WITH input AS (
 	SELECT ` + zip(1, "item int4", "token bytea", "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `
+), chained AS (
+	SELECT ` + zip(9, "item int4", "token bytea") + `
 ), live AS (
-	SELECT id FROM {tokens} WHERE id = ANY($2::bytea[]) ORDER BY id FOR UPDATE
+	SELECT id FROM {tokens} WHERE id = ANY($2::bytea[] || $10::bytea[]) ORDER BY id FOR UPDATE
 ), locked AS (
 	-- The count runs live to its end (every token locked) before the
 	-- first entity is locked, whatever plan the planner picks.
 	SELECT key FROM {entities} WHERE key = ANY($3::text[]) AND (SELECT count(*) FROM live) >= 0
 	ORDER BY key FOR UPDATE
+), alive AS (
+	SELECT i.item FROM input i
+	WHERE i.token IN (SELECT id FROM live)
+	AND NOT EXISTS (SELECT 1 FROM chained c WHERE c.item = i.item AND c.token NOT IN (SELECT id FROM live))
 ), ready AS (
 	SELECT i.* FROM input i
-	WHERE i.token IN (SELECT id FROM live) AND (i.version = 0 OR i.key IN (SELECT key FROM locked))
+	WHERE i.item IN (SELECT item FROM alive) AND (i.version = 0 OR i.key IN (SELECT key FROM locked))
 ), updated AS (
 	UPDATE {entities} AS e
 	SET version = e.version + 1, state = r.state, outbox = r.outbox, oldest_outbox_at = r.oldest_at, oldest_outbox_ns = r.oldest_ns
@@ -190,14 +199,18 @@ LEFT JOIN {tokens} t ON t.id = r.token`),
 	UNION ALL
 	SELECT r.item FROM ready r JOIN inserted n ON n.key = r.key WHERE r.version = 0
 ), consumed AS (
-	DELETE FROM {tokens} t USING input i WHERE t.id = i.token AND i.item IN (SELECT item FROM committed)
+	DELETE FROM {tokens} WHERE id IN (
+		SELECT token FROM input WHERE item IN (SELECT item FROM committed)
+		UNION ALL
+		SELECT token FROM chained WHERE item IN (SELECT item FROM committed)
+	)
 ), created AS (
 	INSERT INTO {tokens} ({columns})
 	SELECT id, conversation, causation, destination, type, digest, created_at, created_ns, expires_at, expires_ns
-	FROM (SELECT unnest($9::int4[]) AS item, ` + zip(10, tokenTypes...) + `) AS c (item, {columns})
+	FROM (SELECT unnest($11::int4[]) AS item, ` + zip(12, tokenTypes...) + `) AS c (item, {columns})
 	WHERE c.item IN (SELECT item FROM committed)
 )
-SELECT i.item, i.token IN (SELECT id FROM live), i.item IN (SELECT item FROM committed) FROM input i`),
+SELECT i.item, i.item IN (SELECT item FROM alive), i.item IN (SELECT item FROM committed) FROM input i`),
 
 		fastPath: [2][2]string{
 			{fastPath(r, false, false), fastPath(r, false, true)},
