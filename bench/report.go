@@ -175,10 +175,15 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "- %s\n", res.Note)
 		}
 	}
-	for _, res := range r.Results {
-		if res.Batches > 0 && res.Applied > 0 {
-			fmt.Fprintf(&b, "- %s: %.0f%% of its activities were committed by batch commits, %.1f per commit on average.\n",
-				res.Variant, 100*float64(res.Batched)/float64(res.Applied), float64(res.Batched)/float64(res.Batches))
+	for _, run := range []struct {
+		label   string
+		results []Result
+	}{{"", r.Results}, {" under contention", r.Contention}} {
+		for _, res := range run.results {
+			if res.Batches > 0 && res.Applied > 0 {
+				fmt.Fprintf(&b, "- %s%s: %.0f%% of its activities were committed by batch commits, %.1f per commit on average.\n",
+					res.Variant, run.label, 100*float64(res.Batched)/float64(res.Applied), float64(res.Batched)/float64(res.Batches))
+			}
 		}
 	}
 	b.WriteString("- signals/s: both signals of a conversation count. Latency: from the sender's decision to send (before the root token is issued, or when the activity emitted the signal) to the ack after processing.\n")

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -14,22 +15,18 @@ import (
 
 // ProcessBatch processes several signals and returns, for each, what
 // Process would have returned for it. With Config.Batch above 1 and a
-// store.TransitionBatcher on the fast path, the signals for distinct
-// entities share one read of their entities and tokens (steps 1 and 3) and
-// one commit (steps 4 and 5, each signal's applied or refused on its own,
-// group commit, protocol.md 3.2). A signal that needs more than that (its
-// activity was committed before, its entity is taken by another signal of
-// the batch, its commit was refused or failed) goes through Process, as
-// does every signal otherwise.
+// store.TransitionBatcher on the fast path, the signals share one read of
+// their entities and tokens (steps 1 and 3) and one commit (steps 4 and 5,
+// group commit, protocol.md 3.2) in which each entity's commit is applied
+// or refused on its own. Signals for one entity make a chain: their
+// activities run one after another, each on the state the one before left,
+// and the entity is committed once with all their tokens consumed, or not
+// at all. A signal that needs more than that (its activity was committed
+// before, its entity's commit was refused or failed) goes through Process,
+// as does every signal otherwise.
 func (e *Engine) ProcessBatch(ctx context.Context, sigs []baton.Signal) ([]Result, []error) {
 	results, errs := make([]Result, len(sigs)), make([]error, len(sigs))
-	var alone []int
-	for pending := allIndexes(len(sigs)); len(pending) > 0; {
-		var a []int
-		a, pending = e.processTogether(ctx, sigs, pending, results, errs)
-		alone = append(alone, a...)
-	}
-	for _, i := range alone {
+	for _, i := range e.processTogether(ctx, sigs, allIndexes(len(sigs)), results, errs) {
 		results[i], errs[i] = e.Process(ctx, sigs[i])
 	}
 	return results, errs
@@ -43,33 +40,52 @@ type batchItem struct {
 	key  string
 	ctx  context.Context // carries the signal's span
 	span trace.Span
-	next store.Entity
 	out  store.OutboxEntry
+}
+
+// applied is the result of the item's activity, committed.
+func (it *batchItem) applied() Result {
+	return Result{Outcome: Applied, Reply: it.out.Reply, Emitted: it.out.Signals}
+}
+
+// chain is the signals of a batch for one entity whose activities ran, in
+// order, each on the state the one before left.
+type chain struct {
+	entity  store.Entity // the state after the last of members
+	members []*batchItem
+	create  []baton.Token // the children of all members
+}
+
+// transition is the chain's steps 4 and 5 (store.Transition.Then).
+func (c *chain) transition() store.Transition {
+	then := make([]baton.TokenID, len(c.members)-1)
+	for i, it := range c.members[1:] {
+		then[i] = it.sig.ID
+	}
+	return store.Transition{Entity: c.entity, Token: c.members[0].sig.ID, Then: then, Create: c.create}
 }
 
 // processTogether does what ProcessBatch promises for the signals of sigs
 // at the indexes pending that it can take together, and records their
-// outcomes. It returns the indexes of those left for Process, and of those
-// for the next round: signals for an entity that another signal of this
-// round took, which the next round reads as this one left it (so that
-// signals for one entity share batches one after the other instead of
-// each going alone).
-func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, pending []int, results []Result, errs []error) (alone, later []int) {
+// outcomes. It returns the indexes of those left for Process.
+func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, pending []int, results []Result, errs []error) (alone []int) {
 	if e.batcher == nil || len(pending) < 2 || e.ordering != orderingCorrect {
-		return pending, nil
+		return pending
 	}
-	items, alone, later := e.pickBatch(sigs, pending)
+	items, alone := e.pickBatch(sigs, pending)
 	if len(items) < 2 {
-		return pending, nil
+		return pending
 	}
 	done := func(it *batchItem, res Result, err error) {
 		results[it.i], errs[it.i] = res, err
 		it.span.SetAttributes(attribute.String("baton.outcome", res.Outcome.String()))
 		endSpan(it.span, err)
 	}
-	giveUp := func(it *batchItem) {
-		it.span.End()
-		alone = append(alone, it.i)
+	giveUp := func(its ...*batchItem) {
+		for _, it := range its {
+			it.span.End()
+			alone = append(alone, it.i)
+		}
 	}
 	for i := range items {
 		items[i].ctx, items[i].span = e.startSpan(ctx, "process", items[i].sig)
@@ -86,13 +102,20 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, pendi
 		for i := range items {
 			giveUp(&items[i])
 		}
-		return alone, later
+		return alone
 	}
 
-	// Step 2, 3 and 4 up to the commit, for each.
-	var ready []*batchItem
+	// Step 2, 3 and 4 up to the commit, for each, in its entity's chain.
+	byKey := make(map[string]*chain)
+	var chains []*chain
 	for j := range items {
 		it, l := &items[j], loaded[j]
+		c := byKey[it.key]
+		if c == nil {
+			c = &chain{entity: l.Entity}
+			byKey[it.key] = c
+			chains = append(chains, c)
+		}
 		if _, ok := l.Entity.Entry(it.sig.ID); ok {
 			giveUp(it) // committed before: Process finishes it
 			continue
@@ -105,86 +128,116 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, pendi
 			done(it, Result{}, err)
 			continue
 		}
-		if it.next, it.out, err = e.runActivity(it.ctx, it.h, nil, it.sig, l.Entity, true); err != nil {
+		next, out, err := e.runActivity(it.ctx, it.h, nil, it.sig, c.entity, true)
+		if err != nil {
 			done(it, Result{}, err)
 			continue
 		}
-		ready = append(ready, it)
+		children := childTokens(out)
+		if len(c.create)+len(children) > store.MaxTokensPerTransition {
+			giveUp(it) // too many children for one transition: alone after the chain
+			continue
+		}
+		it.out = out
+		c.entity, c.members, c.create = next, append(c.members, it), append(c.create, children...)
 	}
-	if len(ready) == 0 {
-		return alone, later
+	chains = slices.DeleteFunc(chains, func(c *chain) bool { return len(c.members) == 0 })
+	if len(chains) == 0 {
+		return alone
 	}
 
 	// Steps 4 and 5 for all, in one commit.
-	transitions := make([]store.Transition, len(ready))
-	for i, it := range ready {
-		transitions[i] = store.Transition{Entity: it.next, Token: it.sig.ID, Create: childTokens(it.out)}
+	transitions := make([]store.Transition, len(chains))
+	for i, c := range chains {
+		transitions[i] = c.transition()
 	}
 	refused, err := e.commitTransitions(ctx, transitions)
 	if err != nil {
 		// Nothing applied, or outcome unknown: Process finds the outbox
 		// entry of a signal whose commit happened (step 2), and runs the
 		// activity of one whose commit did not.
-		e.log.Info("batch commit failed; processing the signals one by one", "signals", len(ready), "err", err)
-		for _, it := range ready {
-			giveUp(it)
+		e.log.Info("batch commit failed; processing the signals one by one", "signals", len(items), "err", err)
+		for _, c := range chains {
+			giveUp(c.members...)
 		}
-		return alone, later
+		return alone
 	}
-	var committed []*batchItem
-	for i, it := range ready {
+	var committed []*chain
+	for i, c := range chains {
 		switch {
 		case refused[i] == nil:
-			it.next.Version++
-			e.transitioned(it.ctx, it.out)
-			e.applied(it.ctx, it.sig, it.next, it.out)
-			committed = append(committed, it)
-		case errors.Is(refused[i], store.ErrNotFound):
+			c.entity.Version++
+			for _, it := range c.members {
+				e.transitioned(it.ctx, it.out)
+				e.applied(it.ctx, it.sig, c.entity, it.out)
+			}
+			committed = append(committed, c)
+		case errors.Is(refused[i], store.ErrNotFound) && len(c.members) == 1:
 			// The token was consumed after the read: nothing committed.
-			done(it, e.duplicate(it.ctx, it.sig), nil)
+			done(c.members[0], e.duplicate(c.members[0].ctx, c.members[0].sig), nil)
 		default:
+			// A conflict, or a token of the chain consumed after the read
+			// (which one, Process finds out): Process runs each activity
+			// again on fresh state.
 			if errors.Is(refused[i], store.ErrConflict) {
 				e.stats.add(ctx, statConflicts, 1)
 			}
-			giveUp(it) // Process runs the activity again on fresh state
+			giveUp(c.members...)
 		}
 	}
 
-	if len(committed) > 0 {
+	applied := 0
+	for _, c := range committed {
+		applied += len(c.members)
+	}
+	if applied > 0 {
 		e.stats.add(ctx, statBatches, 1)
-		e.stats.add(ctx, statBatched, int64(len(committed)))
+		e.stats.add(ctx, statBatched, int64(applied))
 	}
 
 	// Step 6 for all, pipelined where Dispatch can, then step 7 for each
-	// whose signals all went.
+	// whose signals all went, in one removal per entity.
 	var emitted []baton.Signal
-	for _, it := range committed {
-		emitted = append(emitted, it.out.Signals...)
+	for _, c := range committed {
+		for _, it := range c.members {
+			emitted = append(emitted, it.out.Signals...)
+		}
 	}
 	failed := e.dispatchAll(ctx, emitted)
-	for _, it := range committed {
-		res := Result{Outcome: Applied, Reply: it.out.Reply, Emitted: it.out.Signals}
-		var err error
-		for _, sig := range it.out.Signals {
-			if err = failed[sig.ID]; err != nil {
-				break
+	for _, c := range committed {
+		var finished []*batchItem
+		var entries []store.OutboxEntry
+		for _, it := range c.members {
+			if err := dispatchFailure(failed, it.out); err != nil {
+				done(it, it.applied(), err)
+				continue
 			}
+			finished, entries = append(finished, it), append(entries, it.out)
 		}
-		if err == nil {
-			err = e.removeFinished(it.ctx, it.next, it.out, e.cfg.DeferRemovals)
+		err := e.removeFinished(ctx, c.entity, e.cfg.DeferRemovals, entries...)
+		for _, it := range finished {
+			done(it, it.applied(), err)
 		}
-		done(it, res, err)
 	}
-	return alone, later
+	return alone
+}
+
+// dispatchFailure returns the error of the first of entry's signals that
+// dispatchAll could not dispatch, or nil.
+func dispatchFailure(failed map[baton.TokenID]error, entry store.OutboxEntry) error {
+	for _, sig := range entry.Signals {
+		if err := failed[sig.ID]; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pickBatch routes the signals at the indexes pending and returns those
 // that can share a batch (valid, routed, each to an entity and with a token
-// no other of the batch has), the indexes of those that must go alone, and
-// of those whose entity another signal of the batch took (for a later
-// round).
-func (e *Engine) pickBatch(sigs []baton.Signal, pending []int) (items []batchItem, alone, later []int) {
-	keys := make(map[string]bool, len(pending))
+// no other of the batch has), in order, and the indexes of those that must
+// go alone. Signals for one entity are all picked: they make a chain.
+func (e *Engine) pickBatch(sigs []baton.Signal, pending []int) (items []batchItem, alone []int) {
 	tokens := make(map[baton.TokenID]bool, len(pending))
 	for _, i := range pending {
 		sig := sigs[i]
@@ -198,14 +251,10 @@ func (e *Engine) pickBatch(sigs []baton.Signal, pending []int) (items []batchIte
 			alone = append(alone, i)
 			continue
 		}
-		if keys[key] {
-			later = append(later, i)
-			continue
-		}
-		keys[key], tokens[sig.ID] = true, true
+		tokens[sig.ID] = true
 		items = append(items, batchItem{i: i, sig: sig, h: h, key: key})
 	}
-	return items, alone, later
+	return items, alone
 }
 
 func allIndexes(n int) []int {

@@ -1,10 +1,13 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -135,45 +138,109 @@ func loadCounter(t *testing.T, st store.EntityStore, key string) counter {
 	return s
 }
 
-// TestSignalsForOneEntityShareBatchesInRounds: signals of one batch for
-// the same entity are not sent one by one: each round takes one signal per
-// entity, the next reads the state the last left, and every activity is
-// applied once, in order of arrival per entity.
-func TestSignalsForOneEntityShareBatchesInRounds(t *testing.T) {
+// ledger is the state of TestSignalsForOneEntityMakeChains: the payloads
+// of the signals applied, in order.
+type ledger struct {
+	Applied []string `json:"applied"`
+}
+
+// raceBeforeCommit is an embedded store whose first CommitTransitions is
+// preceded by a commit of another writer to one entity, as if a process
+// committed it between the batch's read and its commit.
+type raceBeforeCommit struct {
+	*embedded.Store
+	key  string
+	once sync.Once
+}
+
+func (r *raceBeforeCommit) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+	var err error
+	r.once.Do(func() {
+		var ent store.Entity
+		if ent, err = r.Load(ctx, r.key); err == nil {
+			_, err = r.Commit(ctx, ent)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.Store.CommitTransitions(ctx, transitions)
+}
+
+// TestSignalsForOneEntityMakeChains: signals of one batch for the same
+// entity make a chain: each activity runs on the state the one before
+// left, in order of arrival, and the entity is committed once with all
+// their tokens. A duplicate or a failing activity drops out of its chain
+// without stopping the others; a chain whose entity changed after the read
+// is refused whole, and its signals go through Process, each applied once.
+func TestSignalsForOneEntityMakeChains(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	st, err := embedded.Open(filepath.Join(t.TempDir(), "baton.db"), embedded.Config{})
+	inner, err := embedded.Open(filepath.Join(t.TempDir(), "baton.db"), embedded.Config{})
 	must(t, err)
-	t.Cleanup(func() { _ = st.Close() })
+	t.Cleanup(func() { _ = inner.Close() })
+	st := &raceBeforeCommit{Store: inner, key: "account-c"}
+	_, err = st.Commit(ctx, store.Entity{Key: "account-c", State: []byte(`{}`)})
+	must(t, err)
 	e, err := engine.New(engine.Config{Destination: "billing", Tokens: st, Entities: st, Dispatch: publisher{}, Batch: 16})
 	must(t, err)
-	must(t, engine.Register(e, engine.Activity[counter]{Type: "charge",
+	must(t, engine.Register(e, engine.Activity[ledger]{Type: "charge",
 		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload[:1]), nil },
-		Handle: func(_ context.Context, sig baton.Signal, s *counter) (engine.Effects, error) {
-			s.record(sig)
+		Handle: func(_ context.Context, sig baton.Signal, s *ledger) (engine.Effects, error) {
+			if bytes.HasSuffix(sig.Payload, []byte("fail")) {
+				return engine.Effects{}, errors.New("declined")
+			}
+			s.Applied = append(s.Applied, string(sig.Payload))
 			return engine.Effects{}, nil
 		}}))
-	// Three charges for each of two accounts, interleaved.
+	// Four charges for each of three accounts, interleaved; a's second
+	// is consumed before the batch, b's third fails.
+	payloads := []string{"a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2fail", "c2", "a3", "b3", "c3"}
 	var sigs []baton.Signal
-	for i := range 6 {
-		account := "ab"[i%2 : i%2+1]
-		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(fmt.Sprintf("%s%d", account, i))}, 0)
+	for _, p := range payloads {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(p)}, 0)
 		must(t, err)
 		sigs = append(sigs, sig)
 	}
+	if res, err := e.Process(ctx, sigs[3]); err != nil || res.Outcome != engine.Applied {
+		t.Fatalf("Process a1 alone = %v, %v", res.Outcome, err)
+	}
 	results, errs := e.ProcessBatch(ctx, sigs)
-	for i := range sigs {
-		if errs[i] != nil || results[i].Outcome != engine.Applied {
-			t.Errorf("signal %d: %v, %v", i, results[i].Outcome, errs[i])
+	for i, p := range payloads {
+		want := engine.Applied
+		switch p {
+		case "a1":
+			want = engine.Duplicate
+		case "b2fail":
+			if errs[i] == nil {
+				t.Errorf("%s: no error from a failing activity", p)
+			}
+			continue
+		}
+		if errs[i] != nil || results[i].Outcome != want {
+			t.Errorf("%s: %v, %v; want %v", p, results[i].Outcome, errs[i], want)
 		}
 	}
-	for _, account := range []string{"account-a", "account-b"} {
-		s := loadCounter(t, st, account)
-		if len(s.Applied) != 3 {
-			t.Errorf("%s: %d activities applied, want 3", account, len(s.Applied))
+	for key, want := range map[string][]string{
+		"account-a": {"a1", "a0", "a2", "a3"}, "account-b": {"b0", "b1", "b3"}, "account-c": {"c0", "c1", "c2", "c3"},
+	} {
+		ent, err := st.Load(ctx, key)
+		must(t, err)
+		var s ledger
+		must(t, json.Unmarshal(ent.State, &s))
+		if !slices.Equal(s.Applied, want) {
+			t.Errorf("%s applied %v, want %v", key, s.Applied, want)
+		}
+		if len(ent.Outbox) != 0 {
+			t.Errorf("%s keeps %d outbox entries", key, len(ent.Outbox))
 		}
 	}
-	if stats := e.Stats(); stats.Batches != 3 || stats.Batched != 6 {
-		t.Errorf("%d batch commits committed %d activities; want 3 rounds of 2", stats.Batches, stats.Batched)
+	// a and b in one commit of two chains; c's chain refused, its four
+	// signals alone.
+	if stats := e.Stats(); stats.Batches != 1 || stats.Batched != 6 || stats.Conflicts != 1 {
+		t.Errorf("%d batch commits committed %d activities with %d conflicts; want 1 of 6 and 1 conflict", stats.Batches, stats.Batched, stats.Conflicts)
+	}
+	if n := liveTokens(t, st); n != 1 {
+		t.Errorf("%d tokens live, want 1 (the failed charge's)", n)
 	}
 }

@@ -67,8 +67,9 @@ type Config struct {
 	// those already received, when the store is on the fast path and
 	// implements store.TransitionBatcher: their entities and tokens are
 	// read in one call and their commits made in one (ProcessBatch).
-	// Deliveries for an entity that another of the batch took go in the
-	// next round, read after the first committed. A worker never waits for
+	// Deliveries for one entity make a chain, committed once with all
+	// their tokens; the deliveries waiting for an entity the worker holds
+	// join its next batch. A worker never waits for
 	// a batch to fill, so a quiet engine processes signals one by one as
 	// before. Run keeps up to Workers*Batch received deliveries waiting
 	// for a worker (they age against the transport's redelivery timeout).

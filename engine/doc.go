@@ -27,10 +27,14 @@
 //
 // A batch changes the cost, not the protocol: its read is the reads of its
 // signals at one instant, and its commit is their fast-path commits at one
-// instant, each applied or refused on its own. That is one of the
+// instant, each entity's applied or refused on its own. Signals for one
+// entity make a chain (protocol.md 3.2): their activities run one after
+// another on the state the one before left and are committed together,
+// all their tokens consumed or none, which is those signals processed one
+// after another by one worker with nothing in between. Those are
 // interleavings the model checker (internal/model) already explores for
 // single signals, so the invariants it proves hold for batches too. A
 // signal that needs more than the plain first processing (its activity was
-// committed before, another signal of the batch has its entity, its commit
-// was refused) goes through Process, the path the model describes.
+// committed before, its chain's commit was refused) goes through Process,
+// the path the model describes.
 package engine

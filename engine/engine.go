@@ -426,7 +426,7 @@ func (e *Engine) children(parent baton.Signal, emits []baton.Emit, trace baton.T
 func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.OutboxEntry, transitioned, deferRemoval bool) (Result, error) {
 	res := Result{Reply: entry.Reply, Emitted: entry.Signals}
 	if e.ordering == orderingRemoveBeforeConsume {
-		if _, err := e.removeEntry(ctx, ent, entry.Token); err != nil {
+		if _, err := e.removeEntries(ctx, ent, entry.Token); err != nil {
 			return res, err
 		}
 	}
@@ -447,21 +447,29 @@ func (e *Engine) finish(ctx context.Context, ent store.Entity, entry store.Outbo
 	if e.ordering == orderingRemoveBeforeConsume {
 		return res, nil
 	}
-	return res, e.removeFinished(ctx, ent, entry, deferRemoval)
+	return res, e.removeFinished(ctx, ent, deferRemoval, entry)
 }
 
-// removeFinished is step 7 for an entry whose signals were dispatched:
-// only now may the entry go; before the transition a copy would see a live
-// token and no entry, and apply the activity again. deferRemoval queues it
-// (Config.DeferRemovals) where the queue has room.
-func (e *Engine) removeFinished(ctx context.Context, ent store.Entity, entry store.OutboxEntry, deferRemoval bool) error {
-	if _, kept := ent.Entry(entry.Token); !kept {
-		return nil // committed without an entry (runActivity)
+// removeFinished is step 7 for entries whose signals were dispatched: only
+// now may an entry go; before the transition a copy would see a live token
+// and no entry, and apply the activity again. deferRemoval queues them
+// (Config.DeferRemovals) where the queue has room; the others go in one
+// commit of ent.
+func (e *Engine) removeFinished(ctx context.Context, ent store.Entity, deferRemoval bool, entries ...store.OutboxEntry) error {
+	var inline []baton.TokenID
+	for _, entry := range entries {
+		if _, kept := ent.Entry(entry.Token); !kept {
+			continue // committed without an entry (runActivity)
+		}
+		if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
+			continue
+		}
+		inline = append(inline, entry.Token)
 	}
-	if deferRemoval && e.removals.add(removal{ent: ent, token: entry.Token}) {
+	if len(inline) == 0 {
 		return nil
 	}
-	_, err := e.removeEntry(ctx, ent, entry.Token)
+	_, err := e.removeEntries(ctx, ent, inline...)
 	return err
 }
 
@@ -555,32 +563,39 @@ func (e *Engine) dispatch(ctx context.Context, sig baton.Signal) error {
 	return fmt.Errorf("engine: dispatch %s to %q: %w", sig.ID, sig.Destination, err)
 }
 
-// removeEntry drops the outbox entry for token from the entity, reloading
-// and retrying on version conflicts, and reports whether this call removed
-// it. An entry already gone is fine.
-func (e *Engine) removeEntry(ctx context.Context, ent store.Entity, token baton.TokenID) (bool, error) {
+// removeEntries drops the outbox entries of tokens from the entity in one
+// commit, reloading and retrying on version conflicts, and reports how
+// many this call removed. An entry already gone is fine.
+func (e *Engine) removeEntries(ctx context.Context, ent store.Entity, tokens ...baton.TokenID) (int, error) {
 	for attempt := 0; ; attempt++ {
-		entry, ok := ent.Entry(token)
-		if !ok {
-			return false, nil
+		next, removed := ent, []store.OutboxEntry(nil)
+		for _, token := range tokens {
+			if entry, ok := next.Entry(token); ok {
+				next, removed = next.WithoutEntry(token), append(removed, entry)
+			}
 		}
-		_, err := e.commitEntity(ctx, ent.WithoutEntry(token))
+		if len(removed) == 0 {
+			return 0, nil
+		}
+		_, err := e.commitEntity(ctx, next)
 		if err == nil {
-			e.entryRemoved(ctx, entry)
-			return true, nil
+			for _, entry := range removed {
+				e.entryRemoved(ctx, entry)
+			}
+			return len(removed), nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
-			return false, fmt.Errorf("engine: remove outbox entry from %q: %w", ent.Key, err)
+			return 0, fmt.Errorf("engine: remove outbox entries from %q: %w", ent.Key, err)
 		}
 		e.stats.add(ctx, statConflicts, 1)
 		if attempt >= e.cfg.MaxConflictRetries {
-			return false, fmt.Errorf("%w: removing an outbox entry from %q", ErrConflictRetries, ent.Key)
+			return 0, fmt.Errorf("%w: removing outbox entries from %q", ErrConflictRetries, ent.Key)
 		}
 		if err := e.cfg.Sleep(ctx, e.backoff(attempt)); err != nil {
-			return false, err
+			return 0, err
 		}
 		if ent, err = e.load(ctx, ent.Key); err != nil {
-			return false, fmt.Errorf("engine: reload %q: %w", ent.Key, err)
+			return 0, fmt.Errorf("engine: reload %q: %w", ent.Key, err)
 		}
 	}
 }

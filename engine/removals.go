@@ -134,18 +134,15 @@ func (e *Engine) RemovePending(ctx context.Context) (int, error) {
 			removed += e.removed(ctx, merged[key], tokens[key])
 			continue
 		}
-		// Conflicts (and failed batches): reload and remove each entry.
-		for _, t := range tokens[key] {
-			ent, err := e.load(ctx, key)
-			if err == nil {
-				var ok bool
-				if ok, err = e.removeEntry(ctx, ent, t); ok {
-					removed++
-				}
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("engine: deferred removal from %q: %w", key, err))
-			}
+		// Conflicts (and failed batches): reload and remove the entries.
+		ent, err := e.load(ctx, key)
+		if err == nil {
+			var n int
+			n, err = e.removeEntries(ctx, ent, tokens[key]...)
+			removed += n
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("engine: deferred removal from %q: %w", key, err))
 		}
 	}
 	return removed, errors.Join(errs...)

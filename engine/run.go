@@ -85,9 +85,9 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 // never race for an entity's version (a conflict costs a reload and a
 // rerun of the activity), and a slow entity holds back only its own
 // deliveries. With Config.Batch above 1 on the fast path a worker takes
-// what the buffer holds, up to Batch deliveries, never waiting for more,
-// and processes those of distinct entities together, then the ones that
-// waited behind them. Deliveries wait against the transport's redelivery
+// what the buffer holds and the deliveries waiting for the entities it
+// holds, up to Batch, never waiting for more, and processes them together,
+// those for one entity as a chain (ProcessBatch). Deliveries wait against the transport's redelivery
 // timeout (NATS AckWait); how many wait is bounded by how many the
 // transport hands out unacknowledged. After ctx ends the receivers stop
 // and the workers finish what the buffer holds, with the work context that
@@ -117,23 +117,25 @@ func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscript
 	workers.Wait()
 }
 
-// workHolding is one worker of workByEntity. Each round it takes the next
-// waiting delivery of every entity it holds, fills up to batch with
+// workHolding is one worker of workByEntity. Each round it takes the
+// deliveries waiting for the entities it holds, fills up to batch with
 // deliveries from received (never waiting for more, unless it has nothing
-// at all), taking their entities, and processes the round. A delivery for
-// an entity another worker holds is left to that worker.
+// at all), taking their entities, and processes the round: deliveries for
+// one entity in one round make a chain (ProcessBatch). A delivery for an
+// entity another worker holds is left to that worker.
 func (e *Engine) workHolding(work context.Context, received <-chan transport.Delivery, gate *entityGate, batch int) {
-	var held []string
+	held := map[string]bool{}
 	var round []transport.Delivery
 	for {
 		round = round[:0]
-		still := held[:0]
-		for _, key := range held {
-			if d, ok := gate.next(key); ok {
-				round, still = append(round, d), append(still, key)
+		for key := range held {
+			waiting, still := gate.next(key, batch-len(round))
+			if !still {
+				delete(held, key)
+				continue
 			}
+			round = append(round, waiting...)
 		}
-		held = still
 		for len(round) < batch {
 			var d transport.Delivery
 			more := true
@@ -149,8 +151,9 @@ func (e *Engine) workHolding(work context.Context, received <-chan transport.Del
 			if !more {
 				break
 			}
-			if key := e.entityOf(d.Signal()); gate.take(key, d) {
-				round, held = append(round, d), append(held, key)
+			key := e.entityOf(d.Signal())
+			if held[key] || gate.take(key, d) {
+				round, held[key] = append(round, d), true
 			}
 		}
 		switch len(round) {
@@ -195,20 +198,21 @@ func (g *entityGate) take(key string, d transport.Delivery) bool {
 	return true
 }
 
-// next returns the next delivery waiting for key, which stays held, or
-// lets key go when none waits.
-func (g *entityGate) next(key string) (transport.Delivery, bool) {
+// next returns up to n of the deliveries waiting for key, which stays
+// held (still), or lets key go when none waits.
+func (g *entityGate) next(key string, n int) (waiting []transport.Delivery, still bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	waiting := g.held[key]
-	if len(waiting) == 0 {
+	queued := g.held[key]
+	if len(queued) == 0 {
 		delete(g.held, key)
 		return nil, false
 	}
-	d := waiting[0]
-	waiting[0] = nil
-	g.held[key] = waiting[1:]
-	return d, true
+	n = min(n, len(queued))
+	waiting = slices.Clone(queued[:n])
+	clear(queued[:n])
+	g.held[key] = queued[n:]
+	return waiting, true
 }
 
 // HandleDelivery processes one delivery and acknowledges, retries or parks
@@ -225,7 +229,7 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 
 // HandleDeliveries processes deliveries together, as ProcessBatch does,
 // and acknowledges, retries or parks each according to its outcome: those
-// each round finished at once, then each of the others as HandleDelivery
+// the batch finished at once, then each of the others as HandleDelivery
 // does, so that a slow one (conflict retries on a hot entity) holds back
 // only itself.
 func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
@@ -234,20 +238,15 @@ func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) 
 		sigs[i] = d.Signal()
 	}
 	results, errs := make([]Result, len(ds)), make([]error, len(ds))
-	var alone []int
-	for pending := allIndexes(len(ds)); len(pending) > 0; {
-		a, later := e.processTogether(ctx, sigs, pending, results, errs)
-		left := make(map[int]bool, len(a)+len(later))
-		for _, i := range slices.Concat(a, later) {
-			left[i] = true
+	alone := e.processTogether(ctx, sigs, allIndexes(len(ds)), results, errs)
+	left := make(map[int]bool, len(alone))
+	for _, i := range alone {
+		left[i] = true
+	}
+	for i, d := range ds {
+		if !left[i] {
+			e.settle(ctx, d, errs[i])
 		}
-		for _, i := range pending {
-			if !left[i] {
-				e.settle(ctx, ds[i], errs[i])
-			}
-		}
-		alone = append(alone, a...)
-		pending = later
 	}
 	for _, i := range alone {
 		e.HandleDelivery(ctx, ds[i])

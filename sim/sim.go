@@ -571,6 +571,7 @@ var RequiredCounters = []string{
 	"path: snapshot load with token",
 	"recovery: deferred outbox removals",
 	"path: batch commit of deferred removals",
+	"path: chain of signals for one entity committed",
 	"fault: entity batch commit failed after applying",
 	"fault: entity load with token failed before applying",
 	"outcome: completed",

@@ -486,6 +486,9 @@ func (f batchStore) CommitTransitions(ctx context.Context, transitions []store.T
 			s.violate("sim: batch commit of %s refused after its check: %v", t.Entity.Key, err)
 		}
 		s.committed(f.destination, before, t.Entity)
+		if len(t.Then) > 0 {
+			s.count("path: chain of signals for one entity committed")
+		}
 		for j, id := range t.Consumes() {
 			var create []baton.Token
 			if j == 0 {
