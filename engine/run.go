@@ -87,9 +87,9 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 // deliveries. With Config.Batch above 1 on the fast path a worker takes
 // what the buffer holds and the deliveries waiting for the entities it
 // holds, up to Batch, never waiting for more, and processes them together,
-// those for one entity as a chain (ProcessBatch). Deliveries wait against the transport's redelivery
-// timeout (NATS AckWait); how many wait is bounded by how many the
-// transport hands out unacknowledged. After ctx ends the receivers stop
+// those for one entity as a chain (ProcessBatch). Deliveries wait against
+// the transport's redelivery timeout (NATS AckWait); how many wait is
+// bounded by how many the transport hands out unacknowledged. After ctx ends the receivers stop
 // and the workers finish what the buffer holds, with the work context that
 // ShutdownTimeout ends.
 func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscription) {
@@ -229,9 +229,9 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 
 // HandleDeliveries processes deliveries together, as ProcessBatch does,
 // and acknowledges, retries or parks each according to its outcome: those
-// the batch finished at once (concurrently), then each of the others as HandleDelivery
-// does, so that a slow one (conflict retries on a hot entity) holds back
-// only itself.
+// the batch finished at once (concurrently), then each of the others as
+// HandleDelivery does, so that a slow one (conflict retries on a hot
+// entity) holds back only itself.
 func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
 	sigs := make([]baton.Signal, len(ds))
 	for i, d := range ds {
