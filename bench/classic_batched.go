@@ -307,12 +307,9 @@ func consumeBatches(ctx context.Context, tr transport.Transport, destination str
 				for i, d := range batch {
 					sigs[i] = d.Signal()
 				}
-				// Concurrently, as engine.HandleDeliveries settles a batch.
-				var settling sync.WaitGroup
 				for i, err := range handle(work, sigs) {
-					settling.Go(func() { settleBench(work, log, destination, batch[i], err, obs) })
+					settleBench(work, log, destination, batch[i], err, obs)
 				}
-				settling.Wait()
 			}
 		})
 	}

@@ -229,9 +229,9 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 
 // HandleDeliveries processes deliveries together, as ProcessBatch does,
 // and acknowledges, retries or parks each according to its outcome: those
-// the batch finished at once (concurrently), then each of the others as
-// HandleDelivery does, so that a slow one (conflict retries on a hot
-// entity) holds back only itself.
+// the batch finished at once, then each of the others as HandleDelivery
+// does, so that a slow one (conflict retries on a hot entity) holds back
+// only itself.
 func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
 	sigs := make([]baton.Signal, len(ds))
 	for i, d := range ds {
@@ -243,15 +243,11 @@ func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) 
 	for _, i := range alone {
 		left[i] = true
 	}
-	// Each settle is a round trip to the broker (JetStream confirms every
-	// ack); one after another they would cost a batch as many.
-	var settling sync.WaitGroup
 	for i, d := range ds {
 		if !left[i] {
-			settling.Go(func() { e.settle(ctx, d, errs[i]) })
+			e.settle(ctx, d, errs[i])
 		}
 	}
-	settling.Wait()
 	for _, i := range alone {
 		e.HandleDelivery(ctx, ds[i])
 	}
