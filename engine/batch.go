@@ -26,7 +26,7 @@ import (
 // as does every signal otherwise.
 func (e *Engine) ProcessBatch(ctx context.Context, sigs []baton.Signal) ([]Result, []error) {
 	results, errs := make([]Result, len(sigs)), make([]error, len(sigs))
-	for _, i := range e.processTogether(ctx, sigs, allIndexes(len(sigs)), results, errs) {
+	for _, i := range e.processTogether(ctx, sigs, results, errs) {
 		results[i], errs[i] = e.Process(ctx, sigs[i])
 	}
 	return results, errs
@@ -66,9 +66,10 @@ func (c *chain) transition() store.Transition {
 }
 
 // processTogether does what ProcessBatch promises for the signals of sigs
-// at the indexes pending that it can take together, and records their
-// outcomes. It returns the indexes of those left for Process.
-func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, pending []int, results []Result, errs []error) (alone []int) {
+// that it can take together, and records their outcomes. It returns the
+// indexes of those left for Process.
+func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, results []Result, errs []error) (alone []int) {
+	pending := allIndexes(len(sigs))
 	if e.batcher == nil || len(pending) < 2 || e.ordering != orderingCorrect {
 		return pending
 	}

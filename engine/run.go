@@ -238,7 +238,7 @@ func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) 
 		sigs[i] = d.Signal()
 	}
 	results, errs := make([]Result, len(ds)), make([]error, len(ds))
-	alone := e.processTogether(ctx, sigs, allIndexes(len(ds)), results, errs)
+	alone := e.processTogether(ctx, sigs, results, errs)
 	left := make(map[int]bool, len(alone))
 	for _, i := range alone {
 		left[i] = true
