@@ -307,9 +307,7 @@ func consumeBatches(ctx context.Context, tr transport.Transport, destination str
 				for i, d := range batch {
 					sigs[i] = d.Signal()
 				}
-				for i, err := range handle(work, sigs) {
-					settleBench(work, log, destination, batch[i], err, obs)
-				}
+				settleBench(work, tr, log, destination, batch, handle(work, sigs), obs)
 			}
 		})
 	}
@@ -321,17 +319,24 @@ func consumeBatches(ctx context.Context, tr transport.Transport, destination str
 	}, nil
 }
 
-// settleBench acks a processed delivery and tells obs, or asks for its
-// redelivery.
-func settleBench(ctx context.Context, log *slog.Logger, destination string, d transport.Delivery, err error, obs *observer) {
-	if err != nil {
-		log.Warn("processing failed; will be redelivered", "destination", destination, "err", err)
-		_ = d.Nack(ctx, 200*time.Millisecond)
-		return
+// settleBench acks the deliveries that were processed (errs[i] == nil),
+// in one exchange where tr is a transport.BatchAcker as the engine does,
+// and tells obs; it asks for redelivery of the others.
+func settleBench(ctx context.Context, tr transport.Transport, log *slog.Logger, destination string, ds []transport.Delivery, errs []error, obs *observer) {
+	var done []transport.Delivery
+	for i, err := range errs {
+		if err != nil {
+			log.Warn("processing failed; will be redelivered", "destination", destination, "err", err)
+			_ = ds[i].Nack(ctx, 200*time.Millisecond)
+			continue
+		}
+		done = append(done, ds[i])
 	}
-	if err := d.Ack(ctx); err != nil {
-		log.Warn("ack failed", "err", err)
-		return
+	for i, err := range transport.AckAll(ctx, tr, done) {
+		if err != nil {
+			log.Warn("ack failed", "err", err)
+			continue
+		}
+		obs.finish(done[i].Signal())
 	}
-	obs.finish(d.Signal())
 }

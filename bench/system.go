@@ -111,7 +111,7 @@ func consume(ctx context.Context, tr transport.Transport, destination string, wo
 	for range workers {
 		wg.Go(func() {
 			receiveAll(ctx, sub, destination, log, func(d transport.Delivery) {
-				settleBench(work, log, destination, d, handle(work, d.Signal()), obs)
+				settleBench(work, tr, log, destination, []transport.Delivery{d}, []error{handle(work, d.Signal())}, obs)
 			})
 		})
 	}

@@ -227,11 +227,12 @@ func (e *Engine) HandleDelivery(ctx context.Context, d transport.Delivery) {
 	e.settle(ctx, d, err)
 }
 
-// HandleDeliveries processes deliveries together, as ProcessBatch does,
-// and acknowledges, retries or parks each according to its outcome: those
-// the batch finished at once, then each of the others as HandleDelivery
-// does, so that a slow one (conflict retries on a hot entity) holds back
-// only itself.
+// HandleDeliveries processes deliveries of Config.Source together, as
+// ProcessBatch does, and acknowledges, retries or parks each according to
+// its outcome: those the batch finished at once (the acknowledgements in
+// one exchange where the Source is a transport.BatchAcker), then each of
+// the others as HandleDelivery does, so that a slow one (conflict retries
+// on a hot entity) holds back only itself.
 func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) {
 	sigs := make([]baton.Signal, len(ds))
 	for i, d := range ds {
@@ -243,13 +244,31 @@ func (e *Engine) HandleDeliveries(ctx context.Context, ds []transport.Delivery) 
 	for _, i := range alone {
 		left[i] = true
 	}
+	var done []transport.Delivery
 	for i, d := range ds {
-		if !left[i] {
+		switch {
+		case left[i]:
+		case errs[i] == nil:
+			done = append(done, d)
+		default:
 			e.settle(ctx, d, errs[i])
 		}
 	}
+	e.ack(ctx, done...)
 	for _, i := range alone {
 		e.HandleDelivery(ctx, ds[i])
+	}
+}
+
+// ack acknowledges deliveries that were processed (or were duplicates). A
+// failed acknowledgement costs a redelivery, which finds the token gone.
+func (e *Engine) ack(ctx context.Context, ds ...transport.Delivery) {
+	for i, err := range transport.AckAll(ctx, e.cfg.Source, ds) {
+		if err != nil {
+			sig := ds[i].Signal()
+			e.log.Warn("ack failed; the signal will be redelivered and dropped as a duplicate",
+				"conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", ds[i].Attempt(), "err", err)
+		}
 	}
 }
 
@@ -260,9 +279,7 @@ func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
 	switch {
 	case err == nil:
-		if err := d.Ack(ctx); err != nil {
-			log.Warn("ack failed; the signal will be redelivered and dropped as a duplicate", "err", err)
-		}
+		e.ack(ctx, d)
 	case IsPermanent(err) || d.Attempt() >= e.cfg.MaxAttempts:
 		e.stats.add(ctx, statParked, 1)
 		e.emitEvent(Event{Kind: EventParked, Signal: sig, Reason: err.Error()})

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,6 +27,11 @@ type message struct {
 // delivered again, as after a broker's ack timeout.
 type broker struct{ sim *Sim }
 
+var (
+	_ transport.Transport  = broker{}
+	_ transport.BatchAcker = broker{}
+)
+
 func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
 	s := b.sim
 	if err := s.yield(ctx, fmt.Sprintf("broker.Publish(%s to %s)", short(sig.ID), sig.Destination)); err != nil {
@@ -46,6 +52,25 @@ func (b broker) Publish(ctx context.Context, sig baton.Signal) error {
 		s.enqueue(sig)
 	}
 	return s.respond(ctx, "publish")
+}
+
+// Subscribe is refused: the scheduler hands deliveries to workers itself
+// (deliverBatch). The broker is still each engine's Source, as the
+// transport its deliveries come from.
+func (b broker) Subscribe(context.Context, string) (transport.Subscription, error) {
+	return nil, errors.New("sim: the scheduler delivers; nothing subscribes")
+}
+
+// AckBatch acknowledges a batch's deliveries one after another, each a
+// yield point with faults of its own, so that the engine's batch
+// acknowledgement meets partial failure.
+func (b broker) AckBatch(ctx context.Context, ds []transport.Delivery) []error {
+	b.sim.count("path: deliveries acknowledged in a batch")
+	errs := make([]error, len(ds))
+	for i, d := range ds {
+		errs[i] = d.Ack(ctx)
+	}
+	return errs
 }
 
 func (s *Sim) enqueue(sig baton.Signal) {

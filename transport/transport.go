@@ -32,6 +32,27 @@ type BatchPublisher interface {
 	PublishBatch(ctx context.Context, sigs []baton.Signal) (errs []error)
 }
 
+// BatchAcker is implemented by a transport that acknowledges many of its
+// deliveries in one pipelined exchange rather than one round trip after
+// another. errs[i] is what ds[i].Ack would have returned. Use AckAll,
+// which falls back to Ack one by one.
+type BatchAcker interface {
+	AckBatch(ctx context.Context, ds []Delivery) (errs []error)
+}
+
+// AckAll acknowledges ds through tr's BatchAcker when it has one, else one
+// after another; errs[i] is ds[i]'s outcome. tr may be nil.
+func AckAll(ctx context.Context, tr Transport, ds []Delivery) (errs []error) {
+	if ba, ok := tr.(BatchAcker); ok && len(ds) > 1 {
+		return ba.AckBatch(ctx, ds)
+	}
+	errs = make([]error, len(ds))
+	for i, d := range ds {
+		errs[i] = d.Ack(ctx)
+	}
+	return errs
+}
+
 // Subscription yields deliveries until it is closed.
 type Subscription interface {
 	// Next blocks until a delivery is available, ctx ends, or the

@@ -59,6 +59,7 @@ func Run(t *testing.T, h Harness) {
 		{"NextHonoursContext", testNextHonoursContext},
 		{"CloseSubscription", testCloseSubscription},
 		{"PublishBatch", testPublishBatch},
+		{"AckBatch", testAckBatch},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -658,4 +659,50 @@ func testPublishBatch(t *testing.T, h Harness) {
 	if len(want) > 0 {
 		t.Errorf("%d of %d signals published in a batch were never delivered", len(want), len(sigs)-1)
 	}
+}
+
+// testAckBatch checks transport.BatchAcker, for transports that offer it:
+// every delivery of a batch is acknowledged, none comes back, and one
+// unacknowledged delivery outside the batch still does.
+func testAckBatch(t *testing.T, h Harness) {
+	ctx, tr := testContext(t), h.New(t)
+	ba, ok := tr.(transport.BatchAcker)
+	if !ok {
+		t.Skip("the transport does not implement transport.BatchAcker")
+	}
+	destination := uniqueDestination("ackbatch")
+	sub := subscribe(ctx, t, tr, destination)
+	sigs := make([]baton.Signal, 20)
+	for i := range sigs {
+		sigs[i] = newSignal(destination)
+	}
+	left := newSignal(destination)
+	publish(ctx, t, tr, append(sigs, left)...)
+	var batch []transport.Delivery
+	var unacked transport.Delivery
+	for len(batch) < len(sigs) || unacked == nil {
+		d, err := next(ctx, sub, h.patience())
+		if err != nil {
+			t.Fatalf("received %d of %d signals: %v", len(batch), len(sigs)+1, err)
+		}
+		if d.Signal().ID == left.ID {
+			unacked = d
+		} else {
+			batch = append(batch, d)
+		}
+	}
+	errs := ba.AckBatch(ctx, batch)
+	if len(errs) != len(batch) {
+		t.Fatalf("AckBatch returned %d errors for %d deliveries", len(errs), len(batch))
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("AckBatch error %d = %v", i, err)
+		}
+	}
+	d := receive(ctx, t, sub, h.AckWait+h.patience(), left, 2)
+	if err := d.Ack(ctx); err != nil {
+		t.Fatalf("Ack = %v", err)
+	}
+	requireNothing(ctx, t, sub, 2*h.AckWait, "a signal acknowledged in a batch must not be redelivered")
 }

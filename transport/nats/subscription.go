@@ -273,6 +273,26 @@ func (d *delivery) Ack(ctx context.Context) error {
 	return nil
 }
 
+var _ transport.BatchAcker = (*Transport)(nil)
+
+// AckBatch implements transport.BatchAcker: the acknowledgements of this
+// transport's deliveries are all sent before the first confirmation is
+// awaited, so a batch costs about one round trip to JetStream, not one
+// per delivery. Deliveries of another transport are acked one by one.
+func (t *Transport) AckBatch(ctx context.Context, ds []transport.Delivery) []error {
+	errs := make([]error, len(ds))
+	var confirmations sync.WaitGroup
+	for i, d := range ds {
+		if _, ours := d.(*delivery); ours {
+			confirmations.Go(func() { errs[i] = d.Ack(ctx) })
+		} else {
+			errs[i] = d.Ack(ctx)
+		}
+	}
+	confirmations.Wait()
+	return errs
+}
+
 // Nack asks JetStream to redeliver after delay.
 func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	var err error
