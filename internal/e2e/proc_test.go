@@ -231,14 +231,58 @@ func (s *workerSlot) stop(timeout time.Duration) bool {
 		return true
 	case <-time.After(timeout):
 	}
-	s.mu.Lock()
-	if s.cmd != nil {
-		s.cmd.Process.Signal(syscall.SIGKILL)
+	// SIGQUIT makes a Go process print every goroutine's stack and exit:
+	// what it was waiting for is the point of the report.
+	before := tail(s.logPath, 15)
+	s.signal(syscall.SIGQUIT)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		s.signal(syscall.SIGKILL)
+		<-s.done
 	}
-	s.mu.Unlock()
-	<-s.done
-	s.t.Errorf("%s did not stop within %v of SIGTERM; killed. Its log ends:\n%s", s.name, timeout, tail(s.logPath, 15))
+	s.t.Errorf("%s did not stop within %v of SIGTERM; killed. Its log ended:\n%s\nGoroutines in baton code at SIGQUIT:\n%s",
+		s.name, timeout, before, batonStacks(s.logPath, 80))
 	return false
+}
+
+func (s *workerSlot) signal(sig os.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Signal(sig)
+	}
+}
+
+// batonStacks returns, from the goroutine dump at the end of a Go
+// process's log, the goroutines with frames in baton's code: each header
+// and those frames, at most n lines.
+func batonStacks(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	text := string(b)
+	start := strings.Index(text, "SIGQUIT")
+	if start < 0 {
+		return "    (no goroutine dump in the log)"
+	}
+	var out []string
+	for block := range strings.SplitSeq(text[start:], "\n\n") {
+		lines := strings.Split(block, "\n")
+		var frames []string
+		for _, line := range lines[1:] {
+			if strings.Contains(line, "batonhq/baton") && !strings.HasPrefix(line, "\t") {
+				frames = append(frames, "  "+line)
+			}
+		}
+		if len(frames) > 0 {
+			out = append(out, lines[0])
+			out = append(out, frames...)
+		}
+	}
+	out = out[:min(len(out), n)]
+	return "    " + strings.Join(out, "\n    ")
 }
 
 // slotCounts is what a slot saw.
