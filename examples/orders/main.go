@@ -13,7 +13,8 @@
 // Without --nats it runs its own NATS JetStream server in --data. Run
 // several copies against one database and one NATS: they share the work.
 // It prints "READY http=<addr>" once it serves; SIGINT or SIGTERM stop it
-// after the work in progress.
+// after the work in progress, which --shutdown-timeout bounds (what is cut
+// off is redelivered to another copy).
 package main
 
 import (
@@ -47,6 +48,7 @@ type options struct {
 	balance                            int64
 	available                          int
 	sweepAfter, sweepInterval, ackWait time.Duration
+	shutdownTimeout                    time.Duration
 	logLevel                           string
 }
 
@@ -70,6 +72,7 @@ func main() {
 	flag.DurationVar(&o.sweepAfter, "sweep-after", 5*time.Second, "age of an unfinished step or start that the sweeper finishes")
 	flag.DurationVar(&o.sweepInterval, "sweep-interval", 2*time.Second, "how often to sweep")
 	flag.DurationVar(&o.ackWait, "ack-wait", 5*time.Second, "how long a delivery may stay unacknowledged before it is redelivered")
+	flag.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "after SIGTERM, how long to wait for requests and signals in progress")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
@@ -131,7 +134,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 
 	newEngine := func(d string, source bool) (*engine.Engine, error) {
 		cfg := engine.Config{Destination: d, Tokens: pg, Entities: pg, Dispatch: tr,
-			SweepAfter: o.sweepAfter, SweepInterval: o.sweepInterval, Logger: log}
+			SweepAfter: o.sweepAfter, SweepInterval: o.sweepInterval, ShutdownTimeout: o.shutdownTimeout, Logger: log}
 		if source {
 			cfg.Source = tr
 		}
@@ -175,7 +178,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	fmt.Printf("READY http=%s\n", listener.Addr())
 	<-ctx.Done()
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
 	wg.Wait()
