@@ -147,12 +147,36 @@ type observed struct {
 	obs *observer
 }
 
+// The engine acknowledges a batch in one exchange only through a Source
+// that is a BatchAcker: a wrapper without it would make baton's variants
+// ack one by one while classic-batched does not.
+var _ transport.BatchAcker = observed{}
+
 func (o observed) Subscribe(ctx context.Context, destination string) (transport.Subscription, error) {
 	sub, err := o.Transport.Subscribe(ctx, destination)
 	if err != nil {
 		return nil, err
 	}
 	return observedSubscription{sub, o.obs}, nil
+}
+
+// AckBatch acknowledges through the wrapped transport's BatchAcker, as
+// the engine does without the observer, and tells obs of each ack.
+func (o observed) AckBatch(ctx context.Context, ds []transport.Delivery) []error {
+	inner := make([]transport.Delivery, len(ds))
+	for i, d := range ds {
+		inner[i] = d
+		if od, ok := d.(observedDelivery); ok {
+			inner[i] = od.Delivery
+		}
+	}
+	errs := transport.AckAll(ctx, o.Transport, inner)
+	for i, err := range errs {
+		if err == nil {
+			o.obs.finish(ds[i].Signal())
+		}
+	}
+	return errs
 }
 
 type observedSubscription struct {
