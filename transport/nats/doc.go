@@ -100,11 +100,8 @@
 // # Failure semantics
 //
 // Publish: nil means stored; any error means the outcome is unknown and
-// publishing again is safe. Ack (and AckBatch, for many) returns once the
-// server has received the acknowledgement, without waiting for JetStream
-// to store it (an fsync with sync_interval always): one lost in a crash
-// only brings the signal back, and the receiver drops it as a duplicate.
-// An error means the same: the signal may come back.
+// publishing again is safe. Ack waits for JetStream's confirmation; an
+// error means the signal may come back and is then dropped as a duplicate.
 // Nack and Park errors leave the delivery to come back after AckWait.
 // Next retries broker errors with backoff and returns only a delivery, the
 // context's error, or an error wrapping transport.ErrClosed (after Close,

@@ -263,26 +263,11 @@ func (d *delivery) Attempt() int {
 	return int(d.meta.NumDelivered)
 }
 
-// Ack acknowledges the delivery and waits until the server has received
-// the acknowledgement, not until JetStream has stored it: with
-// sync_interval always that is an fsync per acknowledgement, which the
-// server does one after another, and waiting for it made acks most of a
-// batch's time. An acknowledgement lost in a crash costs a redelivery,
-// which the receiver drops as a duplicate (its token is gone), so the
-// wait buys nothing. An error means the outcome is unknown, the same way.
+// Ack acknowledges the delivery and waits for JetStream to confirm it. An
+// error means the outcome is unknown: the signal may come back, and the
+// receiver drops it as a duplicate.
 func (d *delivery) Ack(ctx context.Context) error {
-	if err := d.send(); err != nil {
-		return err
-	}
-	if err := d.s.t.flush(ctx); err != nil {
-		return fmt.Errorf("nats transport: ack %s: %w", d.sig.ID, err)
-	}
-	return nil
-}
-
-// send queues the acknowledgement on the connection.
-func (d *delivery) send() error {
-	if err := d.msg.Ack(); err != nil {
+	if err := d.msg.DoubleAck(ctx); err != nil {
 		return fmt.Errorf("nats transport: ack %s: %w", d.sig.ID, err)
 	}
 	return nil
@@ -290,30 +275,21 @@ func (d *delivery) send() error {
 
 var _ transport.BatchAcker = (*Transport)(nil)
 
-// AckBatch implements transport.BatchAcker: every acknowledgement of this
-// transport's deliveries is sent, then one flush waits until the server
-// has received them all, so a batch costs one round trip. Deliveries of
-// another transport are acked one by one.
+// AckBatch implements transport.BatchAcker: the acknowledgements of this
+// transport's deliveries are all sent before the first confirmation is
+// awaited, so a batch costs about one round trip to JetStream, not one
+// per delivery. Deliveries of another transport are acked one by one.
 func (t *Transport) AckBatch(ctx context.Context, ds []transport.Delivery) []error {
 	errs := make([]error, len(ds))
-	sent := false
+	var confirmations sync.WaitGroup
 	for i, d := range ds {
-		if ours, ok := d.(*delivery); ok {
-			errs[i], sent = ours.send(), true
+		if _, ours := d.(*delivery); ours {
+			confirmations.Go(func() { errs[i] = d.Ack(ctx) })
 		} else {
 			errs[i] = d.Ack(ctx)
 		}
 	}
-	if !sent {
-		return errs
-	}
-	if err := t.flush(ctx); err != nil {
-		for i, d := range ds {
-			if _, ours := d.(*delivery); ours && errs[i] == nil {
-				errs[i] = fmt.Errorf("nats transport: ack %s: %w", d.Signal().ID, err)
-			}
-		}
-	}
+	confirmations.Wait()
 	return errs
 }
 

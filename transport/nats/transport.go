@@ -312,17 +312,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
-
-// flushTimeout bounds a flush whose context has no deadline.
-const flushTimeout = 5 * time.Second
-
-// flush waits until the server has received everything sent on the
-// connection so far (one round trip).
-func (t *Transport) flush(ctx context.Context) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, flushTimeout)
-		defer cancel()
-	}
-	return t.nc.FlushWithContext(ctx)
-}
