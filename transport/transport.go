@@ -27,7 +27,9 @@ type Transport interface {
 // BatchPublisher is implemented by a transport that publishes many signals
 // in one pipelined exchange. errs[i] is what Publish(sigs[i]) would have
 // returned; the engine publishes a batch's signals this way (engine.Config
-// Batch).
+// Batch). A type that wraps a transport (for metrics, say) must implement
+// it, and BatchAcker, by passing them on: the engine finds them by type
+// assertion, and without them falls back to one exchange per signal.
 type BatchPublisher interface {
 	PublishBatch(ctx context.Context, sigs []baton.Signal) (errs []error)
 }
