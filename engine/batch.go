@@ -69,13 +69,12 @@ func (c *chain) transition() store.Transition {
 // that it can take together, and records their outcomes. It returns the
 // indexes of those left for Process.
 func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, results []Result, errs []error) (alone []int) {
-	pending := allIndexes(len(sigs))
-	if e.batcher == nil || len(pending) < 2 || e.ordering != orderingCorrect {
-		return pending
+	if e.batcher == nil || len(sigs) < 2 || e.ordering != orderingCorrect {
+		return allIndexes(len(sigs))
 	}
-	items, alone := e.pickBatch(sigs, pending)
+	items, alone := e.pickBatch(sigs)
 	if len(items) < 2 {
-		return pending
+		return allIndexes(len(sigs))
 	}
 	done := func(it *batchItem, res Result, err error) {
 		results[it.i], errs[it.i] = res, err
@@ -234,14 +233,13 @@ func dispatchFailure(failed map[baton.TokenID]error, entry store.OutboxEntry) er
 	return nil
 }
 
-// pickBatch routes the signals at the indexes pending and returns those
-// that can share a batch (valid, routed, each to an entity and with a token
-// no other of the batch has), in order, and the indexes of those that must
-// go alone. Signals for one entity are all picked: they make a chain.
-func (e *Engine) pickBatch(sigs []baton.Signal, pending []int) (items []batchItem, alone []int) {
-	tokens := make(map[baton.TokenID]bool, len(pending))
-	for _, i := range pending {
-		sig := sigs[i]
+// pickBatch routes the signals and returns those that can share a batch
+// (valid, routed, each to an entity and with a token no other of the batch
+// has), in order, and the indexes of those that must go alone. Signals for
+// one entity are all picked: they make a chain.
+func (e *Engine) pickBatch(sigs []baton.Signal) (items []batchItem, alone []int) {
+	tokens := make(map[baton.TokenID]bool, len(sigs))
+	for i, sig := range sigs {
 		if sig.Validate() != nil || sig.Destination != e.cfg.Destination || tokens[sig.ID] {
 			alone = append(alone, i) // Process refuses or drops it
 			continue

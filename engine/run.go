@@ -89,9 +89,9 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 // holds, up to Batch, never waiting for more, and processes them together,
 // those for one entity as a chain (ProcessBatch). Deliveries wait against
 // the transport's redelivery timeout (NATS AckWait); how many wait is
-// bounded by how many the transport hands out unacknowledged. After ctx ends the receivers stop
-// and the workers finish what the buffer holds, with the work context that
-// ShutdownTimeout ends.
+// bounded by how many the transport hands out unacknowledged. After ctx
+// ends the receivers stop and the workers finish what the buffer holds,
+// with the work context that ShutdownTimeout ends.
 func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscription) {
 	batch := 1
 	if e.batcher != nil {
