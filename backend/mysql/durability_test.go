@@ -33,8 +33,15 @@ func startMariaDB(t *testing.T, args ...string) string {
 		t.Skip("SKIPPED: mariadbd or mariadb-install-db is not installed; install Debian's mariadb-server to test the durability checks")
 	}
 	dir := t.TempDir()
+	// A temporary directory of its own: servers bootstrapped side by side
+	// in a shared /tmp were seen to collide on their temporary tables'
+	// names ("Could not remove temporary table '/tmp/#sql-temptable-...'").
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command(install, "--no-defaults", "--datadir="+filepath.Join(dir, "data"), "--auth-root-authentication-method=normal",
-		"--skip-test-db", "--user=root").CombinedOutput(); err != nil {
+		"--skip-test-db", "--user=root", "--tmpdir="+tmp).CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,7 +52,7 @@ func startMariaDB(t *testing.T, args ...string) string {
 	ln.Close()
 	cmd := exec.Command(server, append([]string{"--no-defaults", "--datadir=" + filepath.Join(dir, "data"),
 		"--socket=" + filepath.Join(dir, "sock"), fmt.Sprintf("--port=%d", port), "--bind-address=127.0.0.1", "--user=root",
-		"--innodb-buffer-pool-size=32M"}, args...)...)
+		"--innodb-buffer-pool-size=32M", "--tmpdir=" + tmp}, args...)...)
 	logFile, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
 		t.Fatal(err)
