@@ -22,6 +22,9 @@ type child struct {
 	cfg  SystemConfig
 	opts *Options
 	log  string // file that receives the process's output
+	// listener is the system's socket, held by the demo; each process gets
+	// a copy as its inheritedListenerFD.
+	listener *net.TCPListener
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -30,34 +33,38 @@ type child struct {
 
 var statusClient = &http.Client{Timeout: 2 * time.Second}
 
-// startSystems starts the three systems. Each keeps the address it got
+// startSystems starts the three systems. Each keeps the socket it got
 // first for the whole demo (the run and the lingering after it), so a page
-// a person has open keeps working.
+// a person has open keeps working. The demo holds the sockets and hands
+// them to the processes: a port chosen here and bound by the child later
+// could be taken in between, and a restarted system's callers wait in the
+// socket's queue instead of being refused.
 func (d *demo) startSystems(ctx context.Context, keys map[string]string, chaos Chaos) error {
-	if d.addrs == nil {
-		d.addrs = map[string]string{}
+	if d.listeners == nil {
+		d.listeners = map[string]*net.TCPListener{}
 	}
-	addrs := d.addrs
 	for _, role := range roles {
-		if addrs[role] != "" {
+		if d.listeners[role] != nil {
 			continue
 		}
-		addr, err := freeAddr()
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
-			return err
+			return fmt.Errorf("demo: listen for %s: %w", role, err)
 		}
-		addrs[role] = addr
+		d.listeners[role] = ln
 	}
+	addr := func(role string) string { return d.listeners[role].Addr().String() }
 	for i, role := range roles {
 		c := &child{
-			role: role,
-			url:  "http://" + addrs[role],
-			opts: &d.opts,
-			log:  filepath.Join(d.dataDir, role+".log"),
+			role:     role,
+			url:      "http://" + addr(role),
+			opts:     &d.opts,
+			listener: d.listeners[role],
+			log:      filepath.Join(d.dataDir, role+".log"),
 			cfg: SystemConfig{
 				Role: role, DataDir: d.dataDir, TokenService: d.tsURL, APIKey: keys[role],
 				NATSURL: d.natsURL, NATSMonitor: d.natsMonitor,
-				Listen: addrs[role], BillingURL: "http://" + addrs[Billing] + "/signals",
+				Listen: addr(role), InheritsListener: true, BillingURL: "http://" + addr(Billing) + "/signals",
 				Chaos: chaos, Seed: d.opts.Seed + uint64(i), ParentPID: os.Getpid(),
 			},
 		}
@@ -67,6 +74,14 @@ func (d *demo) startSystems(ctx context.Context, keys map[string]string, chaos C
 		}
 	}
 	return nil
+}
+
+// closeListeners closes the systems' sockets once no process of theirs
+// runs.
+func (d *demo) closeListeners() {
+	for _, ln := range d.listeners {
+		_ = ln.Close()
+	}
 }
 
 func (d *demo) stopSystems() {
@@ -94,6 +109,12 @@ func (c *child) start(ctx context.Context) error {
 	}
 	cmd.Env = append(cmd.Env, SystemEnv+"="+string(cfg))
 	cmd.Stdout, cmd.Stderr = out, out
+	socket, err := c.listener.File() // a duplicate, closed once the process has its own
+	if err != nil {
+		return fmt.Errorf("demo: %s's socket: %w", c.role, err)
+	}
+	defer socket.Close()
+	cmd.ExtraFiles = []*os.File{socket}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("demo: start %s: %w", c.role, err)
 	}
@@ -107,7 +128,7 @@ func (c *child) start(ctx context.Context) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-done:
-			return fmt.Errorf("demo: %s exited at start; see %s", c.role, c.log)
+			return fmt.Errorf("demo: %s exited at start:\n%s", c.role, logTail(c.log))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -119,7 +140,24 @@ func (c *child) start(ctx context.Context) error {
 			}
 		}
 	}
-	return fmt.Errorf("demo: %s did not answer within 30s; see %s", c.role, c.log)
+	return fmt.Errorf("demo: %s did not answer within 30s:\n%s", c.role, logTail(c.log))
+}
+
+// logTail is the end of a system's log, for an error: the log itself is
+// removed with the run's temporary directory.
+func logTail(path string) string {
+	const limit = 4 << 10
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(its log %s: %v)", path, err)
+	}
+	if len(b) > limit {
+		b = b[len(b)-limit:]
+	}
+	if len(b) == 0 {
+		return "(its log is empty)"
+	}
+	return string(b)
 }
 
 // kill ends the process with SIGKILL: no cleanup, no graceful shutdown.
@@ -173,11 +211,3 @@ func (c *child) status(ctx context.Context) (Status, error) {
 
 // freeAddr picks a free loopback port for a system. A system keeps its
 // address across restarts, so its callers need no rediscovery.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}

@@ -37,8 +37,9 @@ func TestShopPagesInBrowser(t *testing.T) {
 	var shop string
 	select {
 	case shop = <-shopURL:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the demo did not start")
+	case err := <-done:
+		done <- err // for the clean-up
+		t.Fatalf("the demo ended before it was ready: %v", err)
 	}
 
 	page := startBrowser(t, 90*time.Second)

@@ -83,7 +83,7 @@ type demo struct {
 	natsURL     string
 	natsMonitor string // SystemConfig.NATSMonitor
 	systems     map[string]*child
-	addrs       map[string]string // each system's address, kept across restarts
+	listeners   map[string]*net.TCPListener // each system's socket, kept across restarts
 
 	tokenCounts  tokenCounts // counted at the token service: exact
 	doubleClicks atomic.Int64
@@ -170,6 +170,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 
 	runCtx, stopAll := context.WithCancel(ctx)
 	defer stopAll()
+	defer d.closeListeners() // after the systems stop (deferred below)
 	if err := d.startSystems(runCtx, keys, opts.Chaos); err != nil {
 		return Report{}, err
 	}

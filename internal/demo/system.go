@@ -42,9 +42,13 @@ type SystemConfig struct {
 	NATSURL      string
 	NATSMonitor  string // the NATS server's monitoring URL: the transport checks there that it syncs every write
 	Listen       string // HTTP address: the shop's page, billing's signals, everyone's /status
-	BillingURL   string // where the shop sends billing's signals
-	Chaos        Chaos
-	Seed         uint64
+	// InheritsListener: the process serves on a socket it was handed as
+	// file descriptor inheritedListenerFD, bound to Listen, instead of
+	// binding Listen itself.
+	InheritsListener bool
+	BillingURL       string // where the shop sends billing's signals
+	Chaos            Chaos
+	Seed             uint64
 	// ParentPID is the demo's process: a system whose parent is no longer
 	// that process (the demo was killed) stops, so no system outlives its
 	// demo and holds the store files of the next run.
@@ -194,7 +198,7 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg)
 	if err != nil {
 		return fmt.Errorf("demo: %s: listen on %s: %w", cfg.Role, cfg.Listen, err)
 	}
@@ -207,6 +211,19 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 	defer cancel()
 	_ = srv.Shutdown(shutdown)
 	return err
+}
+
+// inheritedListenerFD is the first descriptor after stdin, stdout and
+// stderr: where exec.Cmd puts ExtraFiles[0].
+const inheritedListenerFD = 3
+
+func listen(cfg SystemConfig) (net.Listener, error) {
+	if !cfg.InheritsListener {
+		return net.Listen("tcp", cfg.Listen)
+	}
+	socket := os.NewFile(inheritedListenerFD, "listener")
+	defer socket.Close() // FileListener keeps a duplicate
+	return net.FileListener(socket)
 }
 
 func (s *system) routes() (*http.ServeMux, error) {
