@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/transport"
 	natstransport "github.com/batonhq/baton/transport/nats"
 )
@@ -237,6 +238,11 @@ func openPool(ctx context.Context, dsn, app string, maxConns int) (*pgxpool.Pool
 	}
 	cfg.MaxConns = int32(maxConns)
 	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	// As postgres.Open sets it, for every variant alike (the classic ones'
+	// statements are planned once either way: they take no arrays).
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = postgres.GenericPlans
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

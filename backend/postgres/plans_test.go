@@ -45,7 +45,8 @@ func TestStatementsLookUpByKey(t *testing.T) {
 		"updateEntity": s.sql.updateEntity, "commitBatch": s.sql.commitBatch, "commitTransitions": s.sql.commitTransitions,
 		"fastPath update": s.sql.fastPath[0][0], "fastPath update with children": s.sql.fastPath[0][1],
 		"fastPath insert with children": s.sql.fastPath[1][1], "transition": s.sql.transition, "get": s.sql.get,
-		"claimRoot": s.sql.claimRoot, "issue": s.sql.issue,
+		"claimRoot": s.sql.claimRoot, "issue": s.sql.issue, "stale": s.sql.stale, "expireRoots": s.sql.expireRoots,
+		"listByConversation": s.sql.listByConversation, "listByDestination": s.sql.listByDestination,
 	}
 	param := regexp.MustCompile(`\$(\d+)`)
 	for name, statement := range statements {

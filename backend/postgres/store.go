@@ -46,7 +46,9 @@ var (
 // Open connects to the database that dsn names (a PostgreSQL URL or
 // key=value string as pgxpool.ParseConfig takes, including pool settings
 // such as pool_max_conns) and returns a Store over it as New does. Close
-// closes the pool.
+// closes the pool. Its connections plan prepared statements once
+// (plan_cache_mode force_generic_plan, see "Prepared statements" in the
+// package doc) unless the DSN sets plan_cache_mode.
 func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -56,6 +58,9 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 	if err != nil {
 		// pgconn's parse errors redact the password; do not add the DSN.
 		return nil, fmt.Errorf("%w: dsn: %w", ErrInvalidConfig, err)
+	}
+	if _, set := poolCfg.ConnConfig.RuntimeParams[planCacheMode]; !set {
+		poolCfg.ConnConfig.RuntimeParams[planCacheMode] = GenericPlans
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
@@ -69,6 +74,16 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 	s.ownsPool = true
 	return s, nil
 }
+
+// planCacheMode is the session setting that chooses between a prepared
+// statement's plan for its parameters and its one generic plan.
+const planCacheMode = "plan_cache_mode"
+
+// GenericPlans is the plan_cache_mode that Open sets and that a pool given
+// to New should set too, in its connections' RuntimeParams or as
+// plan_cache_mode=force_generic_plan in the DSN: see "Prepared
+// statements" in the package doc.
+const GenericPlans = "force_generic_plan"
 
 // New returns a Store over Config.Schema in pool's database. Unless
 // Config.SkipMigrate is set it runs Migrate first. It refuses a server

@@ -94,7 +94,14 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.postgres == "" {
 		return errors.New("--postgres is required")
 	}
-	pool, err := pgxpool.New(ctx, o.postgres)
+	poolCfg, err := pgxpool.ParseConfig(o.postgres)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	// One plan per prepared statement, as postgres.Open sets it: see the
+	// package's doc.
+	poolCfg.ConnConfig.RuntimeParams["plan_cache_mode"] = postgres.GenericPlans
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
