@@ -49,6 +49,9 @@ func newPool(t testing.TB, maxConns int32) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	cfg.MaxConns = maxConns
+	// Configured as Open configures its pool; testPool's connections keep
+	// the server's default, so the tests run under both.
+	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = GenericPlans
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
