@@ -47,6 +47,7 @@ func TestStatementsLookUpByKey(t *testing.T) {
 		"fastPath insert with children": s.sql.fastPath[1][1], "transition": s.sql.transition, "get": s.sql.get,
 		"claimRoot": s.sql.claimRoot, "issue": s.sql.issue, "stale": s.sql.stale, "expireRoots": s.sql.expireRoots,
 		"listByConversation": s.sql.listByConversation, "listByDestination": s.sql.listByDestination,
+		"tx lock": s.tx.lock, "tx insertRoot": s.tx.insertRoot,
 	}
 	param := regexp.MustCompile(`\$(\d+)`)
 	for name, statement := range statements {
