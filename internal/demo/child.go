@@ -208,6 +208,3 @@ func (c *child) status(ctx context.Context) (Status, error) {
 	}
 	return decodeStatus(resp.Body)
 }
-
-// freeAddr picks a free loopback port for a system. A system keeps its
-// address across restarts, so its callers need no rediscovery.
