@@ -350,11 +350,7 @@ func batonLeftovers(ctx context.Context, st *postgres.Store) (string, error) {
 // signal was killed before it deleted the start.
 func waitBatonQuiet(ctx context.Context, t *testing.T, pgURL, schema string) {
 	t.Helper()
-	st, err := postgres.Open(ctx, pgURL, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openBatonStore(ctx, t, pgURL, schema)
 	start := time.Now()
 	deadline := start.Add(ordersSettleTime)
 	for waited := false; ; waited = true {
@@ -375,15 +371,22 @@ func waitBatonQuiet(ctx context.Context, t *testing.T, pgURL, schema string) {
 	}
 }
 
-// checkBatonLeftNothing checks, through baton's store, that no token is
-// live, no outbox entry waits and no start is pending.
-func checkBatonLeftNothing(ctx context.Context, t *testing.T, pgURL, schema string) {
+// openBatonStore opens baton's store in schema, closed with the test.
+func openBatonStore(ctx context.Context, t *testing.T, pgURL, schema string) *postgres.Store {
 	t.Helper()
 	st, err := postgres.Open(ctx, pgURL, postgres.Config{Schema: schema})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// checkBatonLeftNothing checks, through baton's store, that no token is
+// live, no outbox entry waits and no start is pending.
+func checkBatonLeftNothing(ctx context.Context, t *testing.T, pgURL, schema string) {
+	t.Helper()
+	st := openBatonStore(ctx, t, pgURL, schema)
 	left, err := batonLeftovers(ctx, st)
 	if err != nil {
 		t.Fatal(err)
