@@ -6,14 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/embedded"
+	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/store"
 	memtransport "github.com/batonhq/baton/transport/memory"
@@ -242,5 +245,39 @@ func TestSignalsForOneEntityMakeChains(t *testing.T) {
 	}
 	if n := liveTokens(t, st); n != 1 {
 		t.Errorf("%d tokens live, want 1 (the failed charge's)", n)
+	}
+}
+
+// TestBatchWithoutSharedCommitsSaysWhy: an engine with Batch set whose
+// stores cannot commit a batch together logs why, once, at New; one that
+// can says nothing.
+func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
+	t.Parallel()
+	st, err := embedded.Open(filepath.Join(t.TempDir(), "baton.db"), embedded.Config{})
+	must(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	tr := memtransport.New(memtransport.Config{})
+	for _, c := range []struct {
+		name       string
+		tokens     store.TokenStore
+		entities   store.EntityStore
+		noFastPath bool
+		want       string // "" when no line is wanted
+	}{
+		{"one store that batches", st, st, false, ""},
+		{"two stores", memory.NewTokenStore(), memory.NewEntityStore(), false, "tokens and entities are in different stores"},
+		{"fast path off", st, st, true, "Config.NoFastPath is set"},
+	} {
+		var logged bytes.Buffer
+		_, err := engine.New(engine.Config{Destination: "billing", Tokens: c.tokens, Entities: c.entities, Dispatch: tr, Source: tr,
+			Batch: 8, NoFastPath: c.noFastPath, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+		must(t, err)
+		line := strings.Contains(logged.String(), "each signal is committed on its own")
+		switch {
+		case c.want == "" && line:
+			t.Errorf("%s: logged %q, want nothing about batches", c.name, logged.String())
+		case c.want != "" && (!line || !strings.Contains(logged.String(), c.want)):
+			t.Errorf("%s: logged %q, want the line with %q", c.name, logged.String(), c.want)
+		}
 	}
 }

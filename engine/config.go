@@ -73,7 +73,9 @@ type Config struct {
 	// a batch to fill, so a quiet engine processes signals one by one as
 	// before. Run keeps up to Workers*Batch received deliveries waiting
 	// for a worker (they age against the transport's redelivery timeout).
-	// 0 or 1: one signal at a time.
+	// 0 or 1: one signal at a time. With stores that cannot commit a batch
+	// together, Run still takes and acknowledges deliveries in batches but
+	// commits each signal on its own, and New logs why.
 	Batch int
 	// MaxAttempts is how many deliveries of a signal fail before it is
 	// parked. Default 10.

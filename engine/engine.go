@@ -88,7 +88,28 @@ func New(cfg Config) (*Engine, error) {
 			e.batcher, _ = cfg.Entities.(store.TransitionBatcher)
 		}
 	}
+	if cfg.Batch > 1 && e.batcher == nil {
+		// Run still takes deliveries in batches (and acks them together),
+		// but an operator who set Batch expects shared commits: say why
+		// there are none.
+		e.log.Info("engine: Batch is set, but each signal is committed on its own", "batch", cfg.Batch, "reason", whyNoBatches(cfg))
+	}
 	return e, nil
+}
+
+// whyNoBatches says which of ProcessBatch's conditions cfg misses.
+func whyNoBatches(cfg Config) string {
+	_, fast := cfg.Entities.(store.CommitTransitioner)
+	switch {
+	case cfg.NoFastPath:
+		return "Config.NoFastPath is set"
+	case !sameValue(cfg.Entities, cfg.Tokens):
+		return "tokens and entities are in different stores (batches need the fast path: one store for both)"
+	case !fast:
+		return fmt.Sprintf("the store (%T) has no fast path (store.CommitTransitioner)", cfg.Entities)
+	default:
+		return fmt.Sprintf("the store (%T) does not commit in batches (store.TransitionBatcher)", cfg.Entities)
+	}
 }
 
 // Destination returns the destination this engine serves.
