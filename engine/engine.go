@@ -79,9 +79,8 @@ func New(cfg Config) (*Engine, error) {
 		removals: newRemovalQueue(),
 	}
 	e.initTelemetry()
-	// The fast path is only sound when the transition happens in the token
-	// store every other engine uses, so it needs the very same store value.
-	if ct, ok := cfg.Entities.(store.CommitTransitioner); ok && !cfg.NoFastPath && sameValue(cfg.Entities, cfg.Tokens) {
+	ct, noFastPath := fastPathOf(cfg)
+	if ct != nil {
 		e.fast = ct
 		e.snapshot, _ = cfg.Entities.(store.TokenLoader)
 		if cfg.Batch > 1 {
@@ -92,24 +91,29 @@ func New(cfg Config) (*Engine, error) {
 		// Run still takes deliveries in batches (and acks them together),
 		// but an operator who set Batch expects shared commits: say why
 		// there are none.
-		e.log.Info("engine: Batch is set, but each signal is committed on its own", "batch", cfg.Batch, "reason", whyNoBatches(cfg))
+		why := noFastPath
+		if why == "" {
+			why = fmt.Sprintf("the store (%T) does not commit in batches (store.TransitionBatcher)", cfg.Entities)
+		}
+		e.log.Info("engine: Batch is set, but each signal is committed on its own", "batch", cfg.Batch, "reason", why)
 	}
 	return e, nil
 }
 
-// whyNoBatches says which of ProcessBatch's conditions cfg misses.
-func whyNoBatches(cfg Config) string {
-	_, fast := cfg.Entities.(store.CommitTransitioner)
+// fastPathOf returns cfg's fast path, or nil and why there is none. The
+// fast path is only sound when the transition happens in the token store
+// every other engine uses, so it needs the very same store value.
+func fastPathOf(cfg Config) (store.CommitTransitioner, string) {
+	ct, ok := cfg.Entities.(store.CommitTransitioner)
 	switch {
 	case cfg.NoFastPath:
-		return "Config.NoFastPath is set"
+		return nil, "Config.NoFastPath is set"
 	case !sameValue(cfg.Entities, cfg.Tokens):
-		return "tokens and entities are in different stores (batches need the fast path: one store for both)"
-	case !fast:
-		return fmt.Sprintf("the store (%T) has no fast path (store.CommitTransitioner)", cfg.Entities)
-	default:
-		return fmt.Sprintf("the store (%T) does not commit in batches (store.TransitionBatcher)", cfg.Entities)
+		return nil, "tokens and entities are in different stores (batches need the fast path: one store for both)"
+	case !ok:
+		return nil, fmt.Sprintf("the store (%T) has no fast path (store.CommitTransitioner)", cfg.Entities)
 	}
+	return ct, ""
 }
 
 // Destination returns the destination this engine serves.
