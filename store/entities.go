@@ -149,17 +149,32 @@ type TokenLoader interface {
 // BatchCommitter is implemented by an entity store that commits several
 // entities in one operation, each as Commit would alone: one entity's
 // failed compare-and-set does not stop the others (group commit,
-// protocol.md 3.2). The engine uses it to remove finished outbox entries in batches.
+// protocol.md 3.2). The engine uses it to remove finished outbox entries
+// in batches, and on the plain path with Config.Batch to commit the
+// activities of a batch of signals.
 //
-// The entities must have distinct keys and a Version above 0 (updates of
-// committed entities), else nothing is applied and the error matches
-// ErrInvalid. On a nil error, results[i] is nil when entities[i] was
-// committed at Version+1, or matches ErrConflict when it was not. A non-nil
+// The entities must have distinct keys, else nothing is applied and the
+// error matches ErrInvalid. An entity at Version 0 is created if its key
+// is free, as Commit does. On a nil error, results[i] is nil when
+// entities[i] was committed at Version+1, or matches ErrConflict when it
+// was not. A non-nil
 // error is for the whole call: ErrInvalid, ErrNotApplied or ErrClosed mean
 // nothing was applied, any other error that the outcome of each commit is
 // unknown.
 type BatchCommitter interface {
 	CommitBatch(ctx context.Context, entities []Entity) (results []error, err error)
+}
+
+// BatchLoader is implemented by an entity store that reads many entities
+// in one operation. The engine uses it on the plain path with
+// Config.Batch: step 1 of a batch of signals in one read, before it reads
+// any of their tokens.
+//
+// LoadBatch returns, for each of keys, what Load would return for it (an
+// entity at Version 0 for a key with none). Keys may repeat. The entities
+// need not be read at one instant.
+type BatchLoader interface {
+	LoadBatch(ctx context.Context, keys []string) ([]Entity, error)
 }
 
 // TransitionBatcher is implemented by a store on the fast path that also

@@ -86,6 +86,59 @@ type TokenStore interface {
 	ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
+// TokenBatcher is implemented by a token store that runs many reads, or
+// many transitions, in one round trip (pipelined). The engine uses it on
+// the plain path with Config.Batch: step 3 of a batch of signals in one
+// call, and step 5 of those whose activities were committed in another.
+// Each operation is applied as it would be alone, atomic on its own and
+// independent of the others, which may be applied in between.
+//
+// GetTokens returns, for each of ids, the token Get would return, or in
+// errs[i] its error (ErrNotFound for one not live). A non-nil err is for
+// the whole call: no token was read.
+//
+// TransitionTokens runs each transition as Transition would alone and
+// returns consumed[i] and errs[i] as Transition returns them for it:
+// errors are per transition, as a connection lost half way through a
+// pipeline leaves some applied and others not. A non-nil err is for the
+// whole call and means nothing was applied (ErrInvalid, ErrNotApplied,
+// ErrClosed); no token may be consumed or created twice in one call
+// (ValidateTokenTransitions).
+type TokenBatcher interface {
+	GetTokens(ctx context.Context, ids []baton.TokenID) (tokens []baton.Token, errs []error, err error)
+	TransitionTokens(ctx context.Context, transitions []TokenTransition) (consumed []bool, errs []error, err error)
+}
+
+// TokenTransition is one transition of TokenBatcher.TransitionTokens:
+// what TokenStore.Transition takes.
+type TokenTransition struct {
+	Consume baton.TokenID
+	Create  []baton.Token
+}
+
+// ValidateTokenTransitions checks the transitions of
+// TokenBatcher.TransitionTokens: each as ValidateTransition does, with
+// distinct tokens to consume and to create across the batch.
+func ValidateTokenTransitions(transitions []TokenTransition) error {
+	seen := make(map[baton.TokenID]bool)
+	for _, t := range transitions {
+		if err := ValidateTransition(t.Consume, t.Create); err != nil {
+			return err
+		}
+		if seen[t.Consume] {
+			return fmt.Errorf("%w: token %s appears twice in one batch", ErrInvalid, t.Consume)
+		}
+		seen[t.Consume] = true
+		for _, c := range t.Create {
+			if seen[c.ID] {
+				return fmt.Errorf("%w: token %s appears twice in one batch", ErrInvalid, c.ID)
+			}
+			seen[c.ID] = true
+		}
+	}
+	return nil
+}
+
 // RootCreator is implemented by a token store that can be a part of a
 // store split by conversation (package backend/split). Such a store draws
 // a new conversation's root id itself, because the id decides which part

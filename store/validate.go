@@ -102,16 +102,15 @@ func ValidateStart(s Start) error {
 }
 
 // ValidateBatch checks the entities of a BatchCommitter.CommitBatch: each
-// as ValidateEntity does, committed before (Version above 0), keys
-// distinct.
+// as ValidateEntity does, keys distinct.
 func ValidateBatch(entities []Entity) error {
 	seen := make(map[string]bool, len(entities))
 	for _, e := range entities {
 		if err := ValidateEntity(e); err != nil {
 			return err
 		}
-		if e.Version == 0 || seen[e.Key] {
-			return fmt.Errorf("%w: CommitBatch takes committed entities with distinct keys (%q at version %d)", ErrInvalid, e.Key, e.Version)
+		if seen[e.Key] {
+			return fmt.Errorf("%w: CommitBatch takes entities with distinct keys (%q twice)", ErrInvalid, e.Key)
 		}
 		seen[e.Key] = true
 	}

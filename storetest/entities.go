@@ -57,6 +57,7 @@ func RunEntityStore(t *testing.T, h EntityHarness) {
 		{"Durability", testEntityDurability},
 		{"LoadWithToken", testLoadWithToken},
 		{"CommitBatch", testCommitBatch},
+		{"LoadBatch", testLoadBatch},
 		{"LoadWithTokens", testLoadWithTokens},
 		{"CommitTransitions", testCommitTransitions},
 		{"ChainedTransitions", testChainedTransitions},

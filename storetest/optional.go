@@ -1,13 +1,14 @@
 package storetest
 
 // Checks of the optional capabilities of entity stores (store.TokenLoader,
-// store.BatchCommitter), which RunEntityStore runs where a store has them;
-// store.TransitionBatcher has its own in batch.go.
+// store.BatchCommitter, store.BatchLoader), which RunEntityStore runs
+// where a store has them; store.TransitionBatcher has its own in batch.go.
 
 import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,37 +89,93 @@ func testCommitBatch(t *testing.T, h EntityHarness) {
 	b := commit(ctx, t, s, store.Entity{Key: uniqueName("b"), State: []byte("b1")})
 	c := commit(ctx, t, s, store.Entity{Key: uniqueName("c"), State: []byte("c1")})
 	c = commit(ctx, t, s, store.Entity{Key: c.Key, Version: c.Version, State: []byte("c2")})
+	taken := commit(ctx, t, s, store.Entity{Key: uniqueName("taken"), State: []byte("t1")})
 
-	// a and b at their versions, c at a stale one.
+	// a and b at their versions, c at a stale one, a new entity, and a
+	// new entity whose key is taken.
 	nextA := store.Entity{Key: a.Key, Version: a.Version, State: []byte("a2")} // its outbox entry removed
 	nextB := store.Entity{Key: b.Key, Version: b.Version, State: []byte("b2"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Second), 2)}}
 	staleC := store.Entity{Key: c.Key, Version: 1, State: []byte("lost")}
-	results, err := bc.CommitBatch(ctx, []store.Entity{nextA, staleC, nextB})
-	if err != nil || len(results) != 3 {
-		t.Fatalf("CommitBatch = %v, %v; want three results", results, err)
+	fresh := store.Entity{Key: uniqueName("fresh"), State: []byte("n1"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Second), 1)}}
+	retaken := store.Entity{Key: taken.Key, State: []byte("lost"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Second), 1)}}
+	results, err := bc.CommitBatch(ctx, []store.Entity{nextA, staleC, nextB, fresh, retaken})
+	if err != nil || len(results) != 5 {
+		t.Fatalf("CommitBatch = %v, %v; want five results", results, err)
 	}
-	if results[0] != nil || results[2] != nil || !errors.Is(results[1], store.ErrConflict) {
-		t.Fatalf("CommitBatch results = %v; want nil, ErrConflict, nil", results)
+	if results[0] != nil || !errors.Is(results[1], store.ErrConflict) || results[2] != nil || results[3] != nil || !errors.Is(results[4], store.ErrConflict) {
+		t.Fatalf("CommitBatch results = %v; want nil, ErrConflict, nil, nil, ErrConflict", results)
 	}
-	nextA.Version, nextB.Version = a.Version+1, b.Version+1
-	requireEntity(ctx, t, s, nextA)
-	requireEntity(ctx, t, s, nextB)
-	requireEntity(ctx, t, s, c)
-	if stale, err := s.Stale(ctx, time.Now().Add(time.Hour), 10); err != nil || !slices.Contains(stale, b.Key) || slices.Contains(stale, a.Key) {
-		t.Errorf("Stale after CommitBatch = %v, %v; want b (an entry) and not a (none)", stale, err)
+	nextA.Version, nextB.Version, fresh.Version = a.Version+1, b.Version+1, 1
+	for _, e := range []store.Entity{nextA, nextB, c, fresh, taken} {
+		requireEntity(ctx, t, s, e)
+	}
+	stale, err := s.Stale(ctx, time.Now().Add(time.Hour), 10)
+	if err != nil || !slices.Contains(stale, b.Key) || !slices.Contains(stale, fresh.Key) || slices.Contains(stale, a.Key) || slices.Contains(stale, taken.Key) {
+		t.Errorf("Stale after CommitBatch = %v, %v; want b and the new entity (entries), not a (none left) nor the taken key (none written)", stale, err)
 	}
 
-	// Refused whole: two commits of one key, or a new entity.
+	// Refused whole: two commits of one key.
+	newKey := uniqueName("new")
 	for name, batch := range map[string][]store.Entity{
-		"same key twice": {{Key: c.Key, Version: c.Version, State: []byte("x")}, {Key: c.Key, Version: c.Version, State: []byte("y")}},
-		"new entity":     {{Key: c.Key, Version: c.Version, State: []byte("x")}, {Key: uniqueName("new"), State: []byte("n")}},
+		"same key twice":     {{Key: c.Key, Version: c.Version, State: []byte("x")}, {Key: c.Key, Version: c.Version, State: []byte("y")}},
+		"same new key twice": {{Key: newKey, State: []byte("x")}, {Key: newKey, State: []byte("y")}},
 	} {
 		if _, err := bc.CommitBatch(ctx, batch); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("CommitBatch with %s = %v, want ErrInvalid", name, err)
 		}
-		requireEntity(ctx, t, s, c)
 	}
+	requireEntity(ctx, t, s, c)
+	requireEntity(ctx, t, s, store.Entity{Key: newKey})
 	if results, err := bc.CommitBatch(ctx, nil); err != nil || len(results) != 0 {
 		t.Errorf("CommitBatch of nothing = %v, %v", results, err)
+	}
+}
+
+// testLoadBatch checks store.BatchLoader, for entity stores that offer it;
+// others skip it.
+func testLoadBatch(t *testing.T, h EntityHarness) {
+	ctx := testContext(t)
+	s := h.New(t)
+	bl, ok := s.(store.BatchLoader)
+	if !ok {
+		t.Skip("the store does not implement store.BatchLoader")
+	}
+	a := commit(ctx, t, s, store.Entity{Key: uniqueName("a"), State: []byte("a1"), Outbox: []store.OutboxEntry{newEntry(timestamp(-time.Minute), 2), newEntry(timestamp(-time.Second), 0)}})
+	b := commit(ctx, t, s, store.Entity{Key: uniqueName("b"), State: []byte("b1")})
+	commit(ctx, t, s, store.Entity{Key: b.Key, Version: b.Version, State: []byte("b2")})
+
+	// Missing keys among them: a case variant, one no commit accepts, one
+	// that is not UTF-8; and a repeated key.
+	keys := []string{a.Key, uniqueName("missing"), b.Key, strings.ToUpper(a.Key), "", a.Key + "\xff", a.Key}
+	got, err := bl.LoadBatch(ctx, keys)
+	if err != nil || len(got) != len(keys) {
+		t.Fatalf("LoadBatch = %d entities, %v; want %d", len(got), err, len(keys))
+	}
+	for i, key := range keys {
+		want, err := s.Load(ctx, key)
+		if err != nil {
+			t.Fatalf("Load(%q) = %v", key, err)
+		}
+		if d := entityDiff(got[i], want); d != "" {
+			t.Errorf("LoadBatch[%d] (%q) differs from Load: %s", i, key, d)
+		}
+	}
+
+	// Each result is its own, as from Load: a repeated key's are not shared.
+	got[0].State[0] ^= 0xff
+	got[0].Outbox[0].Reply[0] ^= 0xff
+	if d := entityDiff(got[len(keys)-1], a); d != "" {
+		t.Errorf("changing one result of a repeated key changed the other: %s", d)
+	}
+
+	if got, err := bl.LoadBatch(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("LoadBatch of nothing = %v, %v", got, err)
+	}
+
+	// A failed read is an error, not entities at version 0.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := bl.LoadBatch(cancelled, []string{a.Key}); err == nil {
+		t.Error("LoadBatch with a cancelled context succeeded, want an error")
 	}
 }

@@ -58,6 +58,7 @@ func RunTokenStore(t *testing.T, h TokenHarness) {
 		{"ClaimRoot", testClaimRoot},
 		{"ClaimRootRaces", testClaimRootRaces},
 		{"TransitionAtomicForReaders", testTransitionAtomicForReaders},
+		{"TokenBatch", testTokenBatch},
 		{"CancelledContext", testTokenCancelledContext},
 		{"Durability", testTokenDurability},
 	}

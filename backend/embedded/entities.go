@@ -15,19 +15,10 @@ import (
 
 // Load implements store.EntityStore.
 func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
-	e := store.Entity{Key: key}
-	if key == "" || len(key) > store.MaxEntityKeyBytes {
-		// No commit accepts such a key, so none is stored; still report a
-		// closed store or a cancelled context.
-		return e, s.view(ctx, func(*bolt.Tx) error { return nil })
-	}
+	var e store.Entity
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketEntities).Get([]byte(key))
-		if v == nil {
-			return nil
-		}
 		var err error
-		e, err = decodeEntity(key, v)
+		e, err = loadEntity(tx.Bucket(bucketEntities), key)
 		return err
 	})
 	if err != nil {
@@ -36,23 +27,52 @@ func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
 	return e, nil
 }
 
+// LoadBatch implements store.BatchLoader: every read in one read
+// transaction.
+func (s *Store) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	out := make([]store.Entity, len(keys))
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		entities := tx.Bucket(bucketEntities)
+		for i, key := range keys {
+			var err error
+			if out[i], err = loadEntity(entities, key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// loadEntity returns the entity stored under key in the entities bucket,
+// or one at version 0 if there is none.
+func loadEntity(entities *bolt.Bucket, key string) (store.Entity, error) {
+	if key == "" || len(key) > store.MaxEntityKeyBytes {
+		return store.Entity{Key: key}, nil // no commit accepts such a key, so none is stored
+	}
+	v := entities.Get([]byte(key))
+	if v == nil {
+		return store.Entity{Key: key}, nil
+	}
+	return decodeEntity(key, v)
+}
+
 // LoadWithToken implements store.TokenLoader: both reads in one read
 // transaction.
 func (s *Store) LoadWithToken(ctx context.Context, key string, token baton.TokenID) (store.Entity, baton.Token, error) {
-	e := store.Entity{Key: key}
+	var e store.Entity
 	var t baton.Token
 	var live bool
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		if key != "" && len(key) <= store.MaxEntityKeyBytes { // no commit accepts other keys
-			if v := tx.Bucket(bucketEntities).Get([]byte(key)); v != nil {
-				var err error
-				if e, err = decodeEntity(key, v); err != nil {
-					return err
-				}
-			}
-		}
+		b := bucketsOf(tx)
 		var err error
-		t, live, err = bucketsOf(tx).getToken(token)
+		if e, err = loadEntity(b.entities, key); err != nil {
+			return err
+		}
+		t, live, err = b.getToken(token)
 		return err
 	})
 	if err != nil {
@@ -86,8 +106,8 @@ func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 }
 
 // CommitBatch implements store.BatchCommitter in one bbolt transaction
-// (one fsync): each entity is committed as Commit would, and one that is
-// refused leaves the others applied.
+// (one fsync): each entity is committed (created, at version 0) as Commit
+// would, and one that is refused leaves the others applied.
 func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
 	if err := store.ValidateBatch(entities); err != nil {
 		return nil, err

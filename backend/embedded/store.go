@@ -117,6 +117,7 @@ var (
 	_ store.CommitTransitioner = (*Store)(nil)
 	_ store.TokenLoader        = (*Store)(nil)
 	_ store.BatchCommitter     = (*Store)(nil)
+	_ store.BatchLoader        = (*Store)(nil)
 )
 
 // Open opens the store file at path, creating it if needed. It fails with

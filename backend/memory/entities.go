@@ -20,7 +20,11 @@ type EntityStore struct {
 	closed   bool
 }
 
-var _ store.EntityStore = (*EntityStore)(nil)
+var (
+	_ store.EntityStore    = (*EntityStore)(nil)
+	_ store.BatchLoader    = (*EntityStore)(nil)
+	_ store.BatchCommitter = (*EntityStore)(nil)
+)
 
 // NewEntityStore returns an empty entity store.
 func NewEntityStore() *EntityStore {
@@ -35,11 +39,30 @@ func (s *EntityStore) Load(ctx context.Context, key string) (store.Entity, error
 	if err := s.usable(ctx); err != nil {
 		return store.Entity{}, err
 	}
+	return s.load(key), nil
+}
+
+// LoadBatch implements store.BatchLoader.
+func (s *EntityStore) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]store.Entity, len(keys))
+	for i, key := range keys {
+		out[i] = s.load(key)
+	}
+	return out, nil
+}
+
+// load returns a copy of the entity stored under key; s.mu is held.
+func (s *EntityStore) load(key string) store.Entity {
 	e, ok := s.entities[key]
 	if !ok {
-		return store.Entity{Key: key}, nil
+		return store.Entity{Key: key}
 	}
-	return clone(e), nil
+	return clone(e)
 }
 
 // Commit implements store.EntityStore.
@@ -52,13 +75,40 @@ func (s *EntityStore) Commit(ctx context.Context, e store.Entity) (uint64, error
 	if err := s.usable(ctx); err != nil {
 		return 0, err
 	}
+	if err := s.commit(e); err != nil {
+		return 0, err
+	}
+	return e.Version + 1, nil
+}
+
+// CommitBatch implements store.BatchCommitter: each entity as Commit
+// would, all at one instant.
+func (s *EntityStore) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	if err := store.ValidateBatch(entities); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(ctx); err != nil {
+		return nil, err
+	}
+	results := make([]error, len(entities))
+	for i, e := range entities {
+		results[i] = s.commit(e)
+	}
+	return results, nil
+}
+
+// commit stores a copy of e at e.Version+1 if it is at e.Version, else
+// refuses with store.ErrConflict; s.mu is held.
+func (s *EntityStore) commit(e store.Entity) error {
 	if current := s.entities[e.Key].Version; current != e.Version {
-		return 0, fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, e.Key, current, e.Version)
+		return fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, e.Key, current, e.Version)
 	}
 	e = clone(e)
 	e.Version++
 	s.entities[e.Key] = e
-	return e.Version, nil
+	return nil
 }
 
 // Stale implements store.EntityStore.

@@ -22,7 +22,10 @@ type TokenStore struct {
 	closed bool
 }
 
-var _ store.TokenStore = (*TokenStore)(nil)
+var (
+	_ store.TokenStore   = (*TokenStore)(nil)
+	_ store.TokenBatcher = (*TokenStore)(nil)
+)
 
 // NewTokenStore returns an empty token store that draws root token ids
 // from crypto/rand.
@@ -128,6 +131,34 @@ func (s *TokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, er
 	return t, nil
 }
 
+// GetTokens implements store.TokenBatcher, one Get after another.
+func (s *TokenStore) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, nil, err
+	}
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	for i, id := range ids {
+		tokens[i], errs[i] = s.Get(ctx, id)
+	}
+	return tokens, errs, nil
+}
+
+// TransitionTokens implements store.TokenBatcher, one Transition after
+// another.
+func (s *TokenStore) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, nil, err
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	for i, t := range transitions {
+		consumed[i], errs[i] = s.Transition(ctx, t.Consume, t.Create)
+	}
+	return consumed, errs, nil
+}
+
 // ListByConversation implements store.TokenStore.
 func (s *TokenStore) ListByConversation(ctx context.Context, conversation baton.TokenID, page store.Page) ([]baton.Token, error) {
 	return s.list(ctx, page, func(t baton.Token) bool { return t.Conversation == conversation })
@@ -188,6 +219,13 @@ func (s *TokenStore) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	return nil
+}
+
+// ready checks, as usable does under the lock, that a call may start.
+func (s *TokenStore) ready(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.usable(ctx)
 }
 
 func (s *TokenStore) usable(ctx context.Context) error {

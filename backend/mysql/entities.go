@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -61,6 +62,54 @@ func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
 		return store.Entity{}, fmt.Errorf("mysql: load %q: %w", key, err)
 	}
 	return decodeEntity(key, version, state, outbox)
+}
+
+// LoadBatch implements store.BatchLoader in one SELECT.
+func (s *Store) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	if len(keys) == 0 {
+		return []store.Entity{}, nil
+	}
+	if err := s.usable(ctx, "load batch"); err != nil {
+		return nil, err
+	}
+	args := make([]any, len(keys))
+	for i, key := range keys {
+		args[i] = []byte(key)
+	}
+	rows, err := s.db.QueryContext(ctx, s.sql.loadBatch+placeholders(1, len(keys)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("mysql: load batch of %d: %w", len(keys), err)
+	}
+	defer rows.Close()
+	type row struct {
+		version       uint64
+		state, outbox []byte
+	}
+	stored := make(map[string]row, len(keys))
+	for rows.Next() {
+		var key []byte
+		var r row
+		if err := rows.Scan(&key, &r.version, &r.state, &r.outbox); err != nil {
+			return nil, fmt.Errorf("mysql: load batch of %d: %w", len(keys), err)
+		}
+		stored[string(key)] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mysql: load batch of %d: %w", len(keys), err)
+	}
+	out := make([]store.Entity, len(keys))
+	for i, key := range keys {
+		r, ok := stored[key]
+		if !ok {
+			out[i] = store.Entity{Key: key}
+			continue
+		}
+		// Each its own state, as from Load: keys may repeat.
+		if out[i], err = decodeEntity(key, r.version, slices.Clone(r.state), r.outbox); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // LoadWithToken implements store.TokenLoader in one statement: InnoDB
@@ -170,8 +219,9 @@ func (s *Store) CommitTransition(ctx context.Context, e store.Entity, token bato
 var errDuplicate = fmt.Errorf("%w: token not live", store.ErrNotFound)
 
 // CommitBatch implements store.BatchCommitter in one transaction: each
-// entity's conditional update on its own, so one entity's conflict leaves
-// the others applied; entities in key order, so that concurrent batches
+// entity's conditional update (or insert, at version 0) on its own, so one
+// entity's conflict leaves the others applied (a duplicate key undoes only
+// its own statement); entities in key order, so that concurrent batches
 // lock them in one order.
 func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
 	if err := store.ValidateBatch(entities); err != nil {

@@ -7,7 +7,7 @@ type statements struct {
 	getToken, byConversation, byDestination, insertToken, deleteToken string
 	lockToken, claim, expire                                          string
 	load, loadWithToken, insertEntity, updateEntity, lockEntity       string
-	stale                                                             string
+	loadBatch, stale                                                  string
 	insertStart, loadStart, updateStart, deleteStart, pendingStarts   string
 }
 
@@ -35,6 +35,8 @@ func newStatements(prefix string) statements {
 		expire:         r.Replace("DELETE FROM {tokens} WHERE expires_s IS NOT NULL AND (expires_s, expires_ns) < (?, ?) ORDER BY expires_s, expires_ns LIMIT ?"),
 
 		load: r.Replace("SELECT version, state, outbox FROM {entities} WHERE `key` = ?"),
+		// LoadBatch appends the keys' placeholders: "(?, ?, ...)".
+		loadBatch: r.Replace("SELECT `key`, version, state, outbox FROM {entities} WHERE `key` IN "),
 		// One statement reads both at one instant (one consistent read).
 		loadWithToken: r.Replace("SELECT e.version, e.state, e.outbox, {columns} FROM (SELECT 1 AS one) AS x " +
 			"LEFT JOIN {entities} AS e ON e.`key` = ? LEFT JOIN {tokens} AS t ON t.id = ?"),

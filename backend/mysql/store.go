@@ -70,8 +70,9 @@ func (c Config) withDefaults() (Config, error) {
 
 // Store keeps tokens and entities in MySQL or MariaDB (InnoDB). It
 // implements store.TokenStore, store.EntityStore, store.CommitTransitioner,
-// store.TokenLoader, store.BatchCommitter, store.TransitionBatcher,
-// store.TxCommitter[*sql.Tx] and store.Starter[*sql.Tx].
+// store.TokenLoader, store.BatchCommitter, store.BatchLoader,
+// store.TransitionBatcher, store.TxCommitter[*sql.Tx] and
+// store.Starter[*sql.Tx].
 type Store struct {
 	db     *sql.DB
 	cfg    Config
@@ -88,6 +89,7 @@ var (
 	_ store.CommitTransitioner = (*Store)(nil)
 	_ store.TokenLoader        = (*Store)(nil)
 	_ store.BatchCommitter     = (*Store)(nil)
+	_ store.BatchLoader        = (*Store)(nil)
 )
 
 // Open connects to the server of dsn (go-sql-driver/mysql's format, for

@@ -15,8 +15,11 @@
 //     statement: an insert that does nothing on conflict for version 0, an
 //     update conditional on the version otherwise. CommitBatch
 //     (store.BatchCommitter, which the engine uses to remove finished
-//     outbox entries in batches) is one update statement in which each row
-//     is its own compare-and-set. LoadWithToken (store.TokenLoader) reads an
+//     outbox entries and, on the plain path, to commit a batch's
+//     activities) is one statement in which each row is its own
+//     compare-and-set: an update, or for version 0 an insert that does
+//     nothing on conflict. LoadBatch (store.BatchLoader) reads many
+//     entities in one statement. LoadWithToken (store.TokenLoader) reads an
 //     entity and a token in one statement, so both come from one snapshot.
 //   - Linearizable: every write is a single statement in its own
 //     transaction. Concurrent transitions of one token serialize on the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,14 +19,12 @@ import (
 
 // Load implements store.EntityStore.
 func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
-	e := store.Entity{Key: key}
 	if !storableText(key) {
-		return e, nil // no stored entity can have this key
+		return store.Entity{Key: key}, nil // no stored entity can have this key
 	}
-	var version int64
-	var outbox []byte
+	var row storedEntity
 	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
-		return conn.QueryRow(ctx, s.sql.load, key).Scan(&version, &e.State, &outbox)
+		return conn.QueryRow(ctx, s.sql.load, key).Scan(&row.version, &row.state, &row.outbox)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Entity{Key: key}, nil
@@ -33,10 +32,63 @@ func (s *Store) Load(ctx context.Context, key string) (store.Entity, error) {
 	if err != nil {
 		return store.Entity{}, fmt.Errorf("postgres: load %q: %w", key, err)
 	}
-	if err := json.Unmarshal(outbox, &e.Outbox); err != nil {
+	return row.entity(key)
+}
+
+// LoadBatch implements store.BatchLoader in one statement.
+func (s *Store) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	out := make([]store.Entity, len(keys))
+	storable := make([]string, 0, len(keys))
+	for i, key := range keys {
+		out[i].Key = key
+		if storableText(key) { // no stored entity has another key
+			storable = append(storable, key)
+		}
+	}
+	if len(storable) == 0 {
+		return out, nil
+	}
+	stored := make(map[string]storedEntity, len(storable))
+	err := s.withConn(ctx, func(conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, s.sql.loadBatch, storable)
+		if err != nil {
+			return err
+		}
+		var key string
+		var row storedEntity
+		_, err = pgx.ForEachRow(rows, []any{&key, &row.version, &row.state, &row.outbox}, func() error {
+			stored[key] = row
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: load batch of %d: %w", len(keys), err)
+	}
+	for i, key := range keys {
+		if row, ok := stored[key]; ok {
+			// Each its own state, as from Load: keys may repeat.
+			row.state = slices.Clone(row.state)
+			if out[i], err = row.entity(key); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// storedEntity is an entity's row as a load reads it.
+type storedEntity struct {
+	version       int64
+	state, outbox []byte
+}
+
+// entity decodes the row of the entity stored under key.
+func (r storedEntity) entity(key string) (store.Entity, error) {
+	e := store.Entity{Key: key, Version: uint64(r.version), State: r.state}
+	if err := json.Unmarshal(r.outbox, &e.Outbox); err != nil {
 		return store.Entity{}, fmt.Errorf("postgres: load %q: decode outbox: %w", key, err)
 	}
-	e.Version = uint64(version)
 	return e, nil
 }
 
@@ -59,9 +111,8 @@ func (s *Store) LoadWithToken(ctx context.Context, key string, token baton.Token
 	}
 	e := store.Entity{Key: key}
 	if version != nil {
-		e.Version, e.State = uint64(*version), state
-		if err := json.Unmarshal(outbox, &e.Outbox); err != nil {
-			return store.Entity{}, baton.Token{}, fmt.Errorf("postgres: load %q: decode outbox: %w", key, err)
+		if e, err = (storedEntity{*version, state, outbox}).entity(key); err != nil {
+			return store.Entity{}, baton.Token{}, err
 		}
 	}
 	if tr.id == nil {
@@ -104,7 +155,8 @@ func (s *Store) Commit(ctx context.Context, e store.Entity) (uint64, error) {
 
 // CommitBatch implements store.BatchCommitter in one SQL statement (one
 // round trip, one commit): an update of every entity conditional on its
-// own version, so one entity's conflict leaves the others applied.
+// own version, or an insert of a new one (version 0) if its key is free,
+// so one entity's conflict leaves the others applied.
 func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
 	if err := store.ValidateBatch(entities); err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ func TestStatementsLookUpByKey(t *testing.T) {
 	}
 	defer conn.Exec(ctx, "RESET plan_cache_mode") //nolint:errcheck // the pool's next user must not inherit it
 	statements := map[string]string{
-		"load": s.sql.load, "loadWithToken": s.sql.loadWithToken, "loadWithTokens": s.sql.loadWithTokens,
+		"load": s.sql.load, "loadBatch": s.sql.loadBatch, "loadWithToken": s.sql.loadWithToken, "loadWithTokens": s.sql.loadWithTokens,
 		"updateEntity": s.sql.updateEntity, "commitBatch": s.sql.commitBatch, "commitTransitions": s.sql.commitTransitions,
 		"fastPath update": s.sql.fastPath[0][0], "fastPath update with children": s.sql.fastPath[0][1],
 		"fastPath insert with children": s.sql.fastPath[1][1], "transition": s.sql.transition, "get": s.sql.get,

@@ -41,7 +41,7 @@ func zip(first int, columns ...string) string {
 // schema name in it was validated and quoted by Config.
 type statements struct {
 	transition, issue, claimRoot, get, listByConversation, listByDestination, expireRoots string
-	load, loadWithToken, insertEntity, updateEntity, commitBatch, stale                   string
+	load, loadBatch, loadWithToken, insertEntity, updateEntity, commitBatch, stale        string
 	// fastPath[newEntity][withChildren] (fastPath).
 	fastPath                          [2][2]string
 	loadWithTokens, commitTransitions string
@@ -120,19 +120,34 @@ VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING`),
 		updateEntity: r.Replace(`UPDATE {entities}
 SET version = version + 1, state = $3, outbox = $4, oldest_outbox_at = $5, oldest_outbox_ns = $6
 WHERE key = $1 AND version = $2`),
-		// Each row is its own compare-and-set; keys are distinct, so no
-		// target row joins two source rows.
-		// The rows are locked in key order first, as commitTransitions
-		// locks them, so that two batches never wait for each other in a
-		// cycle (a deadlock costs a second before PostgreSQL breaks it).
-		commitBatch: r.Replace(`WITH locked AS (
+		// LoadBatch: keys may repeat; each stored entity comes once.
+		loadBatch: r.Replace(`SELECT key, version, state, outbox FROM {entities} WHERE key = ANY($1::text[])`),
+		// Each row is its own compare-and-set, an update at its version or
+		// (version 0) an insert of a new entity; keys are distinct, so no
+		// target row joins two input rows. The rows are locked in key order
+		// first, as commitTransitions locks them, and new entities are
+		// inserted in key order after, so that two batches never wait for
+		// each other in a cycle (a deadlock costs a second before PostgreSQL
+		// breaks it).
+		commitBatch: r.Replace(`WITH input AS (
+	SELECT ` + zip(1, "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `
+), locked AS (
 	SELECT key FROM {entities} WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
+), updated AS (
+	UPDATE {entities} AS e
+	SET version = e.version + 1, state = i.state, outbox = i.outbox, oldest_outbox_at = i.oldest_at, oldest_outbox_ns = i.oldest_ns
+	FROM input i
+	WHERE i.version > 0 AND e.key = i.key AND e.version = i.version AND e.key IN (SELECT key FROM locked)
+	RETURNING e.key
+), inserted AS (
+	INSERT INTO {entities} (key, version, state, outbox, oldest_outbox_at, oldest_outbox_ns)
+	SELECT key, 1, state, outbox, oldest_at, oldest_ns FROM input WHERE version = 0 ORDER BY key
+	ON CONFLICT (key) DO NOTHING
+	RETURNING key
 )
-UPDATE {entities} AS e
-SET version = e.version + 1, state = v.state, outbox = v.outbox, oldest_outbox_at = v.oldest_at, oldest_outbox_ns = v.oldest_ns
-FROM (SELECT ` + zip(1, "key text", "version bigint", "state bytea", "outbox bytea", "oldest_at timestamptz", "oldest_ns int2") + `) AS v
-WHERE e.key = v.key AND e.version = v.version AND e.key IN (SELECT key FROM locked)
-RETURNING e.key`),
+SELECT key FROM updated
+UNION ALL
+SELECT key FROM inserted`),
 		stale: r.Replace(`SELECT key FROM {entities}
 WHERE oldest_outbox_at IS NOT NULL AND (oldest_outbox_at, oldest_outbox_ns) < ($1, $2)
 ORDER BY oldest_outbox_at, oldest_outbox_ns LIMIT $3`),

@@ -41,6 +41,7 @@ var (
 	_ store.CommitTransitioner = (*Store)(nil)
 	_ store.TokenLoader        = (*Store)(nil)
 	_ store.BatchCommitter     = (*Store)(nil)
+	_ store.BatchLoader        = (*Store)(nil)
 )
 
 // Open connects to the database that dsn names (a PostgreSQL URL or

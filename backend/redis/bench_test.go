@@ -11,6 +11,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/testenv/redisserver"
+	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 )
 
@@ -72,6 +73,61 @@ func BenchmarkTransition(b *testing.B) {
 				})
 			}
 		})
+	}
+}
+
+// BenchmarkTransitionTokens compares n transitions run one after another
+// (Transition: n round trips, n fsyncs) with the same n in one pipeline
+// (TransitionTokens), on a redis-server with appendfsync always that the
+// benchmark starts. Each of n chains parent -> child -> ... advances one
+// step per batch.
+func BenchmarkTransitionTokens(b *testing.B) {
+	ctx := b.Context()
+	s := openTest(b, redisserver.Start(b, redisserver.DurableArgs...).URL(), false)
+	oneByOne := func(transitions []store.TokenTransition) error {
+		for _, t := range transitions {
+			if consumed, err := s.Transition(ctx, t.Consume, t.Create); err != nil || !consumed {
+				return fmt.Errorf("Transition(%s) = %v, %v", t.Consume, consumed, err)
+			}
+		}
+		return nil
+	}
+	pipelined := func(transitions []store.TokenTransition) error {
+		consumed, errs, err := s.TransitionTokens(ctx, transitions)
+		if err != nil {
+			return err
+		}
+		for i, t := range transitions {
+			if errs[i] != nil || !consumed[i] {
+				return fmt.Errorf("TransitionTokens: %s: %v, %v", t.Consume, consumed[i], errs[i])
+			}
+		}
+		return nil
+	}
+	for _, n := range []int{16, 128} {
+		for _, mode := range []struct {
+			name  string
+			apply func([]store.TokenTransition) error
+		}{{"Transition", oneByOne}, {"TransitionTokens", pipelined}} {
+			b.Run(fmt.Sprintf("n=%d/%s", n, mode.name), func(b *testing.B) {
+				heads := make([]baton.Token, n)
+				for i := range heads {
+					heads[i] = issued(ctx, b, s, testRoot("bench"))
+				}
+				batch := make([]store.TokenTransition, n)
+				for b.Loop() {
+					for i, parent := range heads {
+						child := testChild(parent, "bench")
+						batch[i] = store.TokenTransition{Consume: parent.ID, Create: []baton.Token{child}}
+						heads[i] = child
+					}
+					if err := mode.apply(batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "transitions/s")
+			})
+		}
 	}
 }
 

@@ -15,7 +15,10 @@
 // scripts are sent with EVALSHA and fall back to EVAL when the server does
 // not have them cached. On Redis Cluster the transition is still one
 // script, in the conversation's slot; see "Redis Cluster" for what
-// changes around it.
+// changes around it. GetTokens and TransitionTokens (store.TokenBatcher)
+// send the same scripts, one per operation, in one pipeline on a
+// standalone server; on Redis Cluster they run the operations one after
+// another, not pipelined.
 //
 // # Required server settings
 //

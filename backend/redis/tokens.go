@@ -232,12 +232,22 @@ func (s *TokenStore) Transition(ctx context.Context, consume baton.TokenID, crea
 	if s.cluster {
 		return s.clusterTransition(ctx, consume, create)
 	}
+	n, err := transitionScript.Run(ctx, s.client, nil, s.transitionArgs(consume, create)...).Int()
+	return transitioned(consume, n, err)
+}
+
+// transitionArgs returns the ARGV of transitionScript.
+func (s *TokenStore) transitionArgs(consume baton.TokenID, create []baton.Token) []any {
 	args := make([]any, 0, 2+tokenFields*len(create))
 	args = append(args, s.keys.prefix, consume.String())
 	for _, t := range create {
 		args = appendTokenFields(args, t)
 	}
-	n, err := transitionScript.Run(ctx, s.client, nil, args...).Int()
+	return args
+}
+
+// transitioned reads transitionScript's answer for consume.
+func transitioned(consume baton.TokenID, n int, err error) (bool, error) {
 	if err != nil {
 		return false, classify("transition "+consume.String(), err)
 	}
@@ -315,7 +325,15 @@ func (s *TokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, er
 	if s.cluster {
 		return s.clusterGet(ctx, id)
 	}
-	reply, err := getScript.Run(ctx, s.client, nil, s.keys.prefix, id.String()).Result()
+	reply, err := getScript.Run(ctx, s.client, nil, s.getArgs(id)...).Result()
+	return gotToken(id, reply, err)
+}
+
+// getArgs returns the ARGV of getScript.
+func (s *TokenStore) getArgs(id baton.TokenID) []any { return []any{s.keys.prefix, id.String()} }
+
+// gotToken reads getScript's answer for id: nil means the token is not live.
+func gotToken(id baton.TokenID, reply any, err error) (baton.Token, error) {
 	if errors.Is(err, goredis.Nil) {
 		return baton.Token{}, fmt.Errorf("redis: get: %w: token %s", store.ErrNotFound, id)
 	}
