@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -14,16 +15,20 @@ import (
 )
 
 // ProcessBatch processes several signals and returns, for each, what
-// Process would have returned for it. With Config.Batch above 1 and a
-// store.TransitionBatcher on the fast path, the signals share one read of
-// their entities and tokens (steps 1 and 3) and one commit (steps 4 and 5,
-// group commit, protocol.md 3.2) in which each entity's commit is applied
-// or refused on its own. Signals for one entity make a chain: their
-// activities run one after another, each on the state the one before left,
-// and the entity is committed once with all their tokens consumed, or not
-// at all. A signal that needs more than that (its activity was committed
-// before, its entity's commit was refused or failed) goes through Process,
-// as does every signal otherwise.
+// Process would have returned for it. With Config.Batch above 1 and stores
+// that work in batches, the signals share their reads and their commits,
+// in which each entity's commit is applied or refused on its own (group
+// commit, protocol.md 3.2): on the fast path (store.TransitionBatcher) one
+// read of their entities and tokens (steps 1 and 3) and one commit (steps
+// 4 and 5); on the plain path (store.BatchLoader and store.BatchCommitter
+// for the entities, store.TokenBatcher for the tokens) one read of the
+// entities, then one of the tokens, one commit of the entities and one
+// call for the transitions. Signals for one entity make a chain: their
+// activities run one after another, each on the state the one before
+// left, and the entity is committed once with all their outbox entries, or
+// not at all. A signal that needs more than that (its activity was
+// committed before, its entity's commit was refused or failed, its root
+// expires) goes through Process, as does every signal otherwise.
 func (e *Engine) ProcessBatch(ctx context.Context, sigs []baton.Signal) ([]Result, []error) {
 	results, errs := make([]Result, len(sigs)), make([]error, len(sigs))
 	for _, i := range e.processTogether(ctx, sigs, results, errs) {
@@ -65,33 +70,55 @@ func (c *chain) transition() store.Transition {
 	return store.Transition{Entity: c.entity, Token: c.members[0].sig.ID, Then: then, Create: c.create}
 }
 
+// batchRun records the outcomes of one batch's signals: those it finished
+// in results and errs, those it leaves for Process in alone.
+type batchRun struct {
+	e       *Engine
+	results []Result
+	errs    []error
+	alone   []int
+}
+
+func (b *batchRun) done(it *batchItem, res Result, err error) {
+	b.results[it.i], b.errs[it.i] = res, err
+	it.span.SetAttributes(attribute.String("baton.outcome", res.Outcome.String()))
+	endSpan(it.span, err)
+}
+
+func (b *batchRun) giveUp(its ...*batchItem) {
+	for _, it := range its {
+		it.span.End()
+		b.alone = append(b.alone, it.i)
+	}
+}
+
 // processTogether does what ProcessBatch promises for the signals of sigs
 // that it can take together, and records their outcomes. It returns the
 // indexes of those left for Process.
 func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, results []Result, errs []error) (alone []int) {
-	if e.batcher == nil || len(sigs) < 2 || e.ordering != orderingCorrect {
+	if (e.batcher == nil && e.plain == nil) || len(sigs) < 2 || !e.ordering.batches() {
 		return allIndexes(len(sigs))
 	}
 	items, alone := e.pickBatch(sigs)
 	if len(items) < 2 {
 		return allIndexes(len(sigs))
 	}
-	done := func(it *batchItem, res Result, err error) {
-		results[it.i], errs[it.i] = res, err
-		it.span.SetAttributes(attribute.String("baton.outcome", res.Outcome.String()))
-		endSpan(it.span, err)
-	}
-	giveUp := func(its ...*batchItem) {
-		for _, it := range its {
-			it.span.End()
-			alone = append(alone, it.i)
-		}
-	}
+	b := &batchRun{e: e, results: results, errs: errs, alone: alone}
 	for i := range items {
 		items[i].ctx, items[i].span = e.startSpan(ctx, "process", items[i].sig)
 	}
+	if e.batcher != nil {
+		b.fast(ctx, items)
+	} else {
+		b.plainPath(ctx, items)
+	}
+	return b.alone
+}
 
-	// Steps 1 and 3 for all, at one instant.
+// fast runs the items on the fast path: steps 1 and 3 in one read, 4 and
+// 5 in one commit.
+func (b *batchRun) fast(ctx context.Context, items []batchItem) {
+	e := b.e
 	reads := make([]store.TokenRead, len(items))
 	for i, it := range items {
 		reads[i] = store.TokenRead{Key: it.key, Token: it.sig.ID}
@@ -99,51 +126,12 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 	loaded, err := e.loadWithTokens(ctx, reads)
 	if err != nil {
 		e.log.Info("batch load failed; processing the signals one by one", "signals", len(items), "err", err)
-		for i := range items {
-			giveUp(&items[i])
-		}
-		return alone
+		b.giveUpAll(items)
+		return
 	}
-
-	// Step 2, 3 and 4 up to the commit, for each, in its entity's chain.
-	byKey := make(map[string]*chain)
-	var chains []*chain
-	for j := range items {
-		it, l := &items[j], loaded[j]
-		c := byKey[it.key]
-		if c == nil {
-			c = &chain{entity: l.Entity}
-			byKey[it.key] = c
-			chains = append(chains, c)
-		}
-		if _, ok := l.Entity.Entry(it.sig.ID); ok {
-			giveUp(it) // committed before: Process finishes it
-			continue
-		}
-		if !l.Live {
-			done(it, e.duplicate(it.ctx, it.sig), nil)
-			continue
-		}
-		if err := e.admit(l.Token, it.sig); err != nil {
-			done(it, Result{}, err)
-			continue
-		}
-		next, out, err := e.runActivity(it.ctx, it.h, nil, it.sig, c.entity, true)
-		if err != nil {
-			done(it, Result{}, err)
-			continue
-		}
-		children := childTokens(out)
-		if len(c.create)+len(children) > store.MaxTokensPerTransition {
-			giveUp(it) // too many children for one transition: alone after the chain
-			continue
-		}
-		it.out = out
-		c.entity, c.members, c.create = next, append(c.members, it), append(c.create, children...)
-	}
-	chains = slices.DeleteFunc(chains, func(c *chain) bool { return len(c.members) == 0 })
+	chains := b.runChains(items, loaded, true)
 	if len(chains) == 0 {
-		return alone
+		return
 	}
 
 	// Steps 4 and 5 for all, in one commit.
@@ -153,14 +141,8 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 	}
 	refused, err := e.commitTransitions(ctx, transitions)
 	if err != nil {
-		// Nothing applied, or outcome unknown: Process finds the outbox
-		// entry of a signal whose commit happened (step 2), and runs the
-		// activity of one whose commit did not.
-		e.log.Info("batch commit failed; processing the signals one by one", "signals", len(items), "err", err)
-		for _, c := range chains {
-			giveUp(c.members...)
-		}
-		return alone
+		b.commitFailed(chains, len(items), err)
+		return
 	}
 	var committed []*chain
 	for i, c := range chains {
@@ -174,29 +156,277 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 			committed = append(committed, c)
 		case errors.Is(refused[i], store.ErrNotFound) && len(c.members) == 1:
 			// The token was consumed after the read: nothing committed.
-			done(c.members[0], e.duplicate(c.members[0].ctx, c.members[0].sig), nil)
+			b.done(c.members[0], e.duplicate(c.members[0].ctx, c.members[0].sig), nil)
 		default:
 			// A conflict, or a token of the chain consumed after the read
 			// (which one, Process finds out): Process runs each activity
 			// again on fresh state.
-			if errors.Is(refused[i], store.ErrConflict) {
-				e.stats.add(ctx, statConflicts, 1)
-			}
-			giveUp(c.members...)
+			b.refused(ctx, c, refused[i])
 		}
 	}
+	b.countBatch(ctx, committed)
+	b.dispatchAndRemove(ctx, committed)
+}
 
+// plainPath runs the items on the plain path, where the tokens are in
+// another store than the entities: every entity is read before any token
+// (step 1 before step 3, as Process does for one signal), and every
+// entity is committed before any of the transitions (step 4 before 5).
+func (b *batchRun) plainPath(ctx context.Context, items []batchItem) {
+	e := b.e
+	read, loaded := b.plainReads(ctx, items)
+	chains := b.runChains(read, loaded, false)
+	if len(chains) == 0 {
+		return
+	}
+	if e.ordering == orderingBatchTransitionBeforeCommit {
+		_, _, _ = e.transitionBatch(ctx, tokenTransitions(chains))
+	}
+
+	// Step 4 for all, in one commit.
+	next := make([]store.Entity, len(chains))
+	for i, c := range chains {
+		next[i] = c.entity
+	}
+	refused, err := e.commitEntities(ctx, next)
+	if err != nil {
+		b.commitFailed(chains, len(read), err)
+		return
+	}
+	var committed []*chain
+	for i, c := range chains {
+		if refused[i] != nil {
+			b.refused(ctx, c, refused[i])
+			continue
+		}
+		c.entity.Version++
+		for _, it := range c.members {
+			e.applied(it.ctx, it.sig, c.entity, it.out)
+		}
+		committed = append(committed, c)
+	}
+	if len(committed) == 0 {
+		return
+	}
+	b.countBatch(ctx, committed)
+
+	// Step 5 for all, in one call. A member whose transition failed keeps
+	// its entry: a redelivery (or the sweeper) finishes it.
+	consumed, transitionErrs, err := e.transitionBatch(ctx, tokenTransitions(committed))
+	n := 0
+	for _, c := range committed {
+		members := c.members[:0]
+		for _, it := range c.members {
+			k := n
+			n++
+			terr := err
+			if terr == nil {
+				terr = transitionErrs[k]
+			}
+			switch {
+			case terr != nil:
+				b.done(it, it.applied(), fmt.Errorf("engine: transition: %w", terr))
+				continue
+			case consumed[k]:
+				e.transitioned(it.ctx, it.out)
+			default:
+				e.stats.add(ctx, statTransitionsDone, 1) // another worker finished the entry
+			}
+			members = append(members, it)
+		}
+		c.members = members
+	}
+	b.dispatchAndRemove(ctx, committed)
+}
+
+// plainReads is steps 1 to 3 of the plain path for the items: the
+// entities in one read, then the tokens of those whose activity was not
+// committed before in another. It returns the items read, with what was
+// read for each, and leaves the others to Process.
+func (b *batchRun) plainReads(ctx context.Context, items []batchItem) ([]batchItem, []store.Loaded) {
+	e := b.e
+	var early map[baton.TokenID]tokenRead
+	if e.ordering == orderingBatchTokenBeforeEntity {
+		ids := make([]baton.TokenID, len(items))
+		for i, it := range items {
+			ids[i] = it.sig.ID
+		}
+		reads, err := b.readTokens(ctx, ids)
+		if err != nil {
+			b.giveUpAll(items)
+			return nil, nil
+		}
+		early = make(map[baton.TokenID]tokenRead)
+		for i, id := range ids {
+			early[id] = reads[i]
+		}
+	}
+	keys := make([]string, len(items))
+	for i, it := range items {
+		keys[i] = it.key
+	}
+	entities, err := e.loadBatch(ctx, keys)
+	if err != nil {
+		e.log.Info("batch load failed; processing the signals one by one", "signals", len(items), "err", err)
+		b.giveUpAll(items)
+		return nil, nil
+	}
+	// Step 2 is Process's: a signal whose activity was committed before
+	// is finished there. The others' tokens are read, after every entity.
+	var fresh []batchItem
+	var ids []baton.TokenID
+	for j := range items {
+		if _, ok := entities[j].Entry(items[j].sig.ID); ok {
+			b.giveUp(&items[j])
+			continue
+		}
+		fresh, ids = append(fresh, items[j]), append(ids, items[j].sig.ID)
+		entities[len(fresh)-1] = entities[j]
+	}
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	var tokens []tokenRead
+	if early != nil {
+		for _, id := range ids {
+			tokens = append(tokens, early[id])
+		}
+	} else if tokens, err = b.readTokens(ctx, ids); err != nil {
+		e.log.Info("batch token read failed; processing the signals one by one", "signals", len(fresh), "err", err)
+		b.giveUpAll(fresh)
+		return nil, nil
+	}
+	var read []batchItem
+	var loaded []store.Loaded
+	for j, t := range tokens {
+		switch {
+		case t.err == nil && !t.token.ExpiresAt.IsZero():
+			b.giveUp(&fresh[j]) // an expiring root: Process claims it before the commit
+		case t.err == nil || errors.Is(t.err, store.ErrNotFound):
+			read = append(read, fresh[j])
+			loaded = append(loaded, store.Loaded{Entity: entities[j], Token: t.token, Live: t.err == nil})
+		default:
+			b.giveUp(&fresh[j]) // Process reads it again and says what is wrong
+		}
+	}
+	return read, loaded
+}
+
+// tokenRead is the answer to one token of a batch read.
+type tokenRead struct {
+	token baton.Token
+	err   error // ErrNotFound: not live
+}
+
+func (b *batchRun) readTokens(ctx context.Context, ids []baton.TokenID) ([]tokenRead, error) {
+	tokens, errs, err := b.e.getTokens(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tokenRead, len(ids))
+	for i := range out {
+		out[i] = tokenRead{tokens[i], errs[i]}
+	}
+	return out, nil
+}
+
+// tokenTransitions is step 5 of the chains' members on the plain path.
+func tokenTransitions(chains []*chain) []store.TokenTransition {
+	var out []store.TokenTransition
+	for _, c := range chains {
+		for _, it := range c.members {
+			out = append(out, store.TokenTransition{Consume: it.sig.ID, Create: childTokens(it.out)})
+		}
+	}
+	return out
+}
+
+func (b *batchRun) giveUpAll(items []batchItem) {
+	for i := range items {
+		b.giveUp(&items[i])
+	}
+}
+
+// runChains is step 2, 3 and 4 up to the commit, for each item, in its
+// entity's chain, with what was read for it (loaded[j] for items[j]); fused
+// says the commit consumes the tokens too (the fast path). It returns the
+// chains that have members.
+func (b *batchRun) runChains(items []batchItem, loaded []store.Loaded, fused bool) []*chain {
+	e := b.e
+	byKey := make(map[string]*chain)
+	var chains []*chain
+	for j := range items {
+		it, l := &items[j], loaded[j]
+		c := byKey[it.key]
+		if c == nil {
+			c = &chain{entity: l.Entity}
+			byKey[it.key] = c
+			chains = append(chains, c)
+		}
+		if _, ok := l.Entity.Entry(it.sig.ID); ok {
+			b.giveUp(it) // committed before: Process finishes it
+			continue
+		}
+		if !l.Live {
+			b.done(it, e.duplicate(it.ctx, it.sig), nil)
+			continue
+		}
+		if err := e.admit(l.Token, it.sig); err != nil {
+			b.done(it, Result{}, err)
+			continue
+		}
+		next, out, err := e.runActivity(it.ctx, it.h, nil, it.sig, c.entity, fused)
+		if err != nil {
+			b.done(it, Result{}, err)
+			continue
+		}
+		children := childTokens(out)
+		if fused && len(c.create)+len(children) > store.MaxTokensPerTransition {
+			b.giveUp(it) // too many children for one transition: alone after the chain
+			continue
+		}
+		it.out = out
+		c.entity, c.members, c.create = next, append(c.members, it), append(c.create, children...)
+	}
+	return slices.DeleteFunc(chains, func(c *chain) bool { return len(c.members) == 0 })
+}
+
+// commitFailed leaves the chains of a batch commit that failed to Process:
+// nothing was applied, or the outcome is unknown, and Process finds the
+// outbox entry of a signal whose commit happened (step 2) and runs the
+// activity of one whose commit did not.
+func (b *batchRun) commitFailed(chains []*chain, signals int, err error) {
+	b.e.log.Info("batch commit failed; processing the signals one by one", "signals", signals, "err", err)
+	for _, c := range chains {
+		b.giveUp(c.members...)
+	}
+}
+
+// refused leaves a chain whose commit was refused to Process, which runs
+// each activity again on fresh state.
+func (b *batchRun) refused(ctx context.Context, c *chain, why error) {
+	if errors.Is(why, store.ErrConflict) {
+		b.e.stats.add(ctx, statConflicts, 1)
+	}
+	b.giveUp(c.members...)
+}
+
+func (b *batchRun) countBatch(ctx context.Context, committed []*chain) {
 	applied := 0
 	for _, c := range committed {
 		applied += len(c.members)
 	}
 	if applied > 0 {
-		e.stats.add(ctx, statBatches, 1)
-		e.stats.add(ctx, statBatched, int64(applied))
+		b.e.stats.add(ctx, statBatches, 1)
+		b.e.stats.add(ctx, statBatched, int64(applied))
 	}
+}
 
-	// Step 6 for all, pipelined where Dispatch can, then step 7 for each
-	// whose signals all went, in one removal per entity.
+// dispatchAndRemove is step 6 for the members of the committed chains,
+// pipelined where Dispatch can, then step 7 for each whose signals all
+// went, in one removal per entity.
+func (b *batchRun) dispatchAndRemove(ctx context.Context, committed []*chain) {
+	e := b.e
 	var emitted []baton.Signal
 	for _, c := range committed {
 		for _, it := range c.members {
@@ -209,17 +439,16 @@ func (e *Engine) processTogether(ctx context.Context, sigs []baton.Signal, resul
 		var entries []store.OutboxEntry
 		for _, it := range c.members {
 			if err := dispatchFailure(failed, it.out); err != nil {
-				done(it, it.applied(), err)
+				b.done(it, it.applied(), err)
 				continue
 			}
 			finished, entries = append(finished, it), append(entries, it.out)
 		}
 		err := e.removeFinished(ctx, c.entity, e.cfg.DeferRemovals, entries...)
 		for _, it := range finished {
-			done(it, it.applied(), err)
+			b.done(it, it.applied(), err)
 		}
 	}
-	return alone
 }
 
 // dispatchFailure returns the error of the first of entry's signals that

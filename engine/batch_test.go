@@ -22,18 +22,47 @@ import (
 	memtransport "github.com/batonhq/baton/transport/memory"
 )
 
-// TestBatchesApplyEachActivityOnce runs a chain in batches (Config.Batch)
-// over the embedded store, with every root sent twice, duplicated and
-// reordered deliveries, and charges contending for five accounts (so that
-// batches meet signals for one entity, conflicts and consumed tokens).
-func TestBatchesApplyEachActivityOnce(t *testing.T) {
-	t.Parallel()
+// batchStores are the stores of a batch test on each path: one embedded
+// store for both (the fast path), or memory tokens and embedded entities
+// (the plain path).
+func batchStores() map[string]func(store.EntityStore) (store.TokenStore, store.EntityStore) {
+	return map[string]func(store.EntityStore) (store.TokenStore, store.EntityStore){
+		"fast path": func(st store.EntityStore) (store.TokenStore, store.EntityStore) {
+			return st.(store.TokenStore), st
+		},
+		"plain path": func(st store.EntityStore) (store.TokenStore, store.EntityStore) {
+			return memory.NewTokenStore(), st
+		},
+	}
+}
+
+func openEmbedded(t *testing.T) *embedded.Store {
+	t.Helper()
 	st, err := embedded.Open(filepath.Join(t.TempDir(), "baton.db"), embedded.Config{})
 	must(t, err)
 	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// TestBatchesApplyEachActivityOnce runs a chain in batches (Config.Batch)
+// on both paths, with every root sent twice, duplicated and reordered
+// deliveries, and charges contending for five accounts (so that batches
+// meet signals for one entity, conflicts and consumed tokens).
+func TestBatchesApplyEachActivityOnce(t *testing.T) {
+	t.Parallel()
+	for path, stores := range batchStores() {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			tokens, entities := stores(openEmbedded(t))
+			testBatchesApplyEachActivityOnce(t, tokens, entities)
+		})
+	}
+}
+
+func testBatchesApplyEachActivityOnce(t *testing.T, tokens store.TokenStore, entities store.EntityStore) {
 	tr := memtransport.New(memtransport.Config{DuplicateRate: 0.5, Reorder: true, Seed: 11})
 	newBatchEngine := func(dest string) *engine.Engine {
-		e, err := engine.New(engine.Config{Destination: dest, Tokens: st, Entities: st, Dispatch: tr, Source: tr,
+		e, err := engine.New(engine.Config{Destination: dest, Tokens: tokens, Entities: entities, Dispatch: tr, Source: tr,
 			Batch: 8, Workers: 2, DeferRemovals: dest == "billing", SweepInterval: 50 * time.Millisecond, SweepAfter: 200 * time.Millisecond})
 		must(t, err)
 		return e
@@ -67,17 +96,17 @@ func TestBatchesApplyEachActivityOnce(t *testing.T) {
 		wg.Go(func() { _ = e.Run(ctx) })
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for liveTokens(t, st) > 0 && time.Now().Before(deadline) {
+	for liveTokens(t, tokens) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
 	wg.Wait()
-	if n := liveTokens(t, st); n != 0 {
+	if n := liveTokens(t, tokens); n != 0 {
 		t.Errorf("%d tokens still live", n)
 	}
 
 	for _, c := range conversations {
-		s := loadCounter(t, st, "c-"+c.String())
+		s := loadCounter(t, entities, "c-"+c.String())
 		if len(s.Applied) != 1 {
 			t.Errorf("shop: conversation %s applied %d distinct signals, want 1", c, len(s.Applied))
 		}
@@ -89,7 +118,7 @@ func TestBatchesApplyEachActivityOnce(t *testing.T) {
 	}
 	charges := 0
 	for a := range 5 {
-		s := loadCounter(t, st, fmt.Sprintf("account-%d", a))
+		s := loadCounter(t, entities, fmt.Sprintf("account-%d", a))
 		for id, n := range s.Applied {
 			if n != 1 {
 				t.Errorf("billing: charge %s applied %d times", id, n)
@@ -147,7 +176,8 @@ type ledger struct {
 	Applied []string `json:"applied"`
 }
 
-// raceBeforeCommit is an embedded store whose first CommitTransitions is
+// raceBeforeCommit is an embedded store whose first batch commit
+// (CommitTransitions on the fast path, CommitBatch on the plain path) is
 // preceded by a commit of another writer to one entity, as if a process
 // committed it between the batch's read and its commit.
 type raceBeforeCommit struct {
@@ -156,7 +186,7 @@ type raceBeforeCommit struct {
 	once sync.Once
 }
 
-func (r *raceBeforeCommit) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+func (r *raceBeforeCommit) race(ctx context.Context) error {
 	var err error
 	r.once.Do(func() {
 		var ent store.Entity
@@ -164,10 +194,21 @@ func (r *raceBeforeCommit) CommitTransitions(ctx context.Context, transitions []
 			_, err = r.Commit(ctx, ent)
 		}
 	})
-	if err != nil {
+	return err
+}
+
+func (r *raceBeforeCommit) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
+	if err := r.race(ctx); err != nil {
 		return nil, err
 	}
 	return r.Store.CommitTransitions(ctx, transitions)
+}
+
+func (r *raceBeforeCommit) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	if err := r.race(ctx); err != nil {
+		return nil, err
+	}
+	return r.Store.CommitBatch(ctx, entities)
 }
 
 // TestSignalsForOneEntityMakeChains: signals of one batch for the same
@@ -178,14 +219,20 @@ func (r *raceBeforeCommit) CommitTransitions(ctx context.Context, transitions []
 // is refused whole, and its signals go through Process, each applied once.
 func TestSignalsForOneEntityMakeChains(t *testing.T) {
 	t.Parallel()
+	for path, stores := range batchStores() {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			tokens, entities := stores(&raceBeforeCommit{Store: openEmbedded(t), key: "account-c"})
+			testSignalsForOneEntityMakeChains(t, tokens, entities)
+		})
+	}
+}
+
+func testSignalsForOneEntityMakeChains(t *testing.T, tokens store.TokenStore, st store.EntityStore) {
 	ctx := t.Context()
-	inner, err := embedded.Open(filepath.Join(t.TempDir(), "baton.db"), embedded.Config{})
+	_, err := st.Commit(ctx, store.Entity{Key: "account-c", State: []byte(`{}`)})
 	must(t, err)
-	t.Cleanup(func() { _ = inner.Close() })
-	st := &raceBeforeCommit{Store: inner, key: "account-c"}
-	_, err = st.Commit(ctx, store.Entity{Key: "account-c", State: []byte(`{}`)})
-	must(t, err)
-	e, err := engine.New(engine.Config{Destination: "billing", Tokens: st, Entities: st, Dispatch: publisher{}, Batch: 16})
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: st, Dispatch: publisher{}, Batch: 16})
 	must(t, err)
 	must(t, engine.Register(e, engine.Activity[ledger]{Type: "charge",
 		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload[:1]), nil },
@@ -243,13 +290,13 @@ func TestSignalsForOneEntityMakeChains(t *testing.T) {
 	if stats := e.Stats(); stats.Batches != 1 || stats.Batched != 6 || stats.Conflicts != 1 {
 		t.Errorf("%d batch commits committed %d activities with %d conflicts; want 1 of 6 and 1 conflict", stats.Batches, stats.Batched, stats.Conflicts)
 	}
-	if n := liveTokens(t, st); n != 1 {
+	if n := liveTokens(t, tokens); n != 1 {
 		t.Errorf("%d tokens live, want 1 (the failed charge's)", n)
 	}
 }
 
 // TestBatchWithoutSharedCommitsSaysWhy: an engine with Batch set whose
-// stores cannot commit a batch together logs why, once, at New; one that
+// stores cannot work in batches logs why, once, at New; one whose stores
 // can says nothing.
 func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
 	t.Parallel()
@@ -265,14 +312,15 @@ func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
 		want       string // "" when no line is wanted
 	}{
 		{"one store that batches", st, st, false, ""},
-		{"two stores", memory.NewTokenStore(), memory.NewEntityStore(), false, "tokens and entities are in different stores"},
+		{"two stores that batch", memory.NewTokenStore(), memory.NewEntityStore(), false, ""},
+		{"two stores, tokens one at a time", tokensOneByOne{memory.NewTokenStore()}, memory.NewEntityStore(), false, "store.TokenBatcher"},
 		{"fast path off", st, st, true, "Config.NoFastPath is set"},
 	} {
 		var logged bytes.Buffer
 		_, err := engine.New(engine.Config{Destination: "billing", Tokens: c.tokens, Entities: c.entities, Dispatch: tr, Source: tr,
 			Batch: 8, NoFastPath: c.noFastPath, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 		must(t, err)
-		line := strings.Contains(logged.String(), "each signal is committed on its own")
+		line := strings.Contains(logged.String(), "each signal is processed on its own")
 		switch {
 		case c.want == "" && line:
 			t.Errorf("%s: logged %q, want nothing about batches", c.name, logged.String())
@@ -281,3 +329,6 @@ func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// tokensOneByOne hides a token store's batch operations.
+type tokensOneByOne struct{ store.TokenStore }

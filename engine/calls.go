@@ -134,3 +134,25 @@ func (e *Engine) commitTransitions(ctx context.Context, transitions []store.Tran
 	defer cancel()
 	return e.batcher.CommitTransitions(ctx, transitions)
 }
+
+func (e *Engine) loadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.plain.loader.LoadBatch(ctx, keys)
+}
+
+func (e *Engine) commitEntities(ctx context.Context, entities []store.Entity) ([]error, error) {
+	return e.commitBatch(ctx, e.plain.committer, entities)
+}
+
+func (e *Engine) getTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.plain.tokens.GetTokens(ctx, ids)
+}
+
+func (e *Engine) transitionBatch(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	return e.plain.tokens.TransitionTokens(ctx, transitions)
+}

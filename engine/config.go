@@ -64,18 +64,20 @@ type Config struct {
 	// and a slow entity holds back only its own deliveries. Default 4.
 	Workers int
 	// Batch is the most deliveries one worker of Run takes together, of
-	// those already received, when the store is on the fast path and
-	// implements store.TransitionBatcher: their entities and tokens are
-	// read in one call and their commits made in one (ProcessBatch).
-	// Deliveries for one entity make a chain, committed once with all
-	// their tokens; the deliveries waiting for an entity the worker holds
-	// join its next batch. A worker never waits for
-	// a batch to fill, so a quiet engine processes signals one by one as
-	// before. Run keeps up to Workers*Batch received deliveries waiting
-	// for a worker (they age against the transport's redelivery timeout).
-	// 0 or 1: one signal at a time. With stores that cannot commit a batch
-	// together, Run still takes and acknowledges deliveries in batches but
-	// commits each signal on its own, and New logs why.
+	// those already received, when the stores work in batches
+	// (ProcessBatch): on the fast path a store.TransitionBatcher reads
+	// their entities and tokens in one call and commits them in one; on
+	// the plain path the entity store (store.BatchLoader,
+	// store.BatchCommitter) and the token store (store.TokenBatcher) each
+	// take the batch's reads, and its commits, in one call. Deliveries for
+	// one entity make a chain, committed once with all their outbox
+	// entries; the deliveries waiting for an entity the worker holds join
+	// its next batch. A worker never waits for a batch to fill, so a quiet
+	// engine processes signals one by one as before. Run keeps up to
+	// Workers*Batch received deliveries waiting for a worker (they age
+	// against the transport's redelivery timeout). 0 or 1: one signal at a
+	// time. With stores that cannot work in batches, Run takes one
+	// delivery at a time, and New logs why.
 	Batch int
 	// MaxAttempts is how many deliveries of a signal fail before it is
 	// parked. Default 10.

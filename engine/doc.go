@@ -21,13 +21,18 @@
 // the deliveries already received (never waiting for more) and
 // ProcessBatch reads their entities and tokens in one call and commits
 // them in one (store.TransitionBatcher, group commit, protocol.md 3.2), then
-// publishes their signals pipelined (transport.BatchPublisher). Each is
-// optional, found by type assertion, and the simulation runs every
-// combination.
+// publishes their signals pipelined (transport.BatchPublisher). On the
+// plain path (tokens in another store, as Redis) the batch takes four
+// calls: the entities (store.BatchLoader), then the tokens
+// (store.TokenBatcher), the entities' commit (store.BatchCommitter), then
+// the transitions (store.TokenBatcher). Each is optional, found by type
+// assertion, and the simulation runs every combination.
 //
-// A batch changes the cost, not the protocol: its read is the reads of its
-// signals at one instant, and its commit is their fast-path commits at one
-// instant, each entity's applied or refused on its own. Signals for one
+// A batch changes the cost, not the protocol: its reads are the reads of
+// its signals (on the fast path at one instant; on the plain path every
+// entity before any token), and its commit is their commits at one
+// instant, each entity's applied or refused on its own (on the plain path
+// followed by their transitions, each atomic on its own). Signals for one
 // entity make a chain (protocol.md 3.2): their activities run one after
 // another on the state the one before left and are committed together,
 // all their tokens consumed or none, which is those signals processed one

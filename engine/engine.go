@@ -36,6 +36,9 @@ type Engine struct {
 	// batcher is set on the fast path when Config.Batch is above 1 and the
 	// store reads and commits many signals at once.
 	batcher store.TransitionBatcher
+	// plain is set on the plain path when Config.Batch is above 1 and the
+	// stores read and commit many signals at once.
+	plain *plainBatcher
 	// removals holds the outbox removals that Process deferred
 	// (Config.DeferRemovals).
 	removals *removalQueue
@@ -64,7 +67,19 @@ const (
 	// entry on the entity before it admits this one, as a serialised
 	// outbox would: an entry that cannot be finished blocks the entity.
 	orderingFinishOthersFirst
+	// orderingBatchTokenBeforeEntity reads a plain batch's tokens before
+	// its entities.
+	orderingBatchTokenBeforeEntity
+	// orderingBatchTransitionBeforeCommit runs a plain batch's
+	// transitions before the commit of its entities.
+	orderingBatchTransitionBeforeCommit
 )
+
+// batches reports whether signals are processed in batches under o: the
+// orderings broken for single signals are proved on Process alone.
+func (o ordering) batches() bool {
+	return o == orderingCorrect || o == orderingBatchTokenBeforeEntity || o == orderingBatchTransitionBeforeCommit
+}
 
 // New validates cfg and returns an engine with no activities registered.
 func New(cfg Config) (*Engine, error) {
@@ -87,17 +102,39 @@ func New(cfg Config) (*Engine, error) {
 			e.batcher, _ = cfg.Entities.(store.TransitionBatcher)
 		}
 	}
-	if cfg.Batch > 1 && e.batcher == nil {
-		// Run still takes deliveries in batches (and acks them together),
-		// but an operator who set Batch expects shared commits: say why
-		// there are none.
-		why := noFastPath
-		if why == "" {
-			why = fmt.Sprintf("the store (%T) does not commit in batches (store.TransitionBatcher)", cfg.Entities)
+	if cfg.Batch > 1 && ct == nil {
+		e.plain = plainBatcherOf(cfg)
+	}
+	if cfg.Batch > 1 && e.batcher == nil && e.plain == nil {
+		// An operator who set Batch expects shared commits: say why there
+		// are none.
+		why := fmt.Sprintf("the store (%T) does not commit in batches (store.TransitionBatcher)", cfg.Entities)
+		if ct == nil {
+			why = fmt.Sprintf("%s, and on the plain path the entity store (%T) needs store.BatchLoader and store.BatchCommitter, the token store (%T) store.TokenBatcher",
+				noFastPath, cfg.Entities, cfg.Tokens)
 		}
-		e.log.Info("engine: Batch is set, but each signal is committed on its own", "batch", cfg.Batch, "reason", why)
+		e.log.Info("engine: Batch is set, but each signal is processed on its own", "batch", cfg.Batch, "reason", why)
 	}
 	return e, nil
+}
+
+// plainBatcher is what the plain path needs to process signals in batches.
+type plainBatcher struct {
+	loader    store.BatchLoader
+	committer store.BatchCommitter
+	tokens    store.TokenBatcher
+}
+
+// plainBatcherOf returns the batch capabilities of cfg's stores for the
+// plain path, or nil if one is missing.
+func plainBatcherOf(cfg Config) *plainBatcher {
+	loader, ok1 := cfg.Entities.(store.BatchLoader)
+	committer, ok2 := cfg.Entities.(store.BatchCommitter)
+	tokens, ok3 := cfg.Tokens.(store.TokenBatcher)
+	if !ok1 || !ok2 || !ok3 {
+		return nil
+	}
+	return &plainBatcher{loader: loader, committer: committer, tokens: tokens}
 }
 
 // fastPathOf returns cfg's fast path, or nil and why there is none. The

@@ -15,6 +15,8 @@ var BrokenOrderings = []BrokenOrdering{
 	{"ack-before-processing", orderingAckFirst},
 	{"ack-on-retryable-error", orderingAckOnRetry},
 	{"finish-others-first", orderingFinishOthersFirst},
+	{"batch-token-before-entity", orderingBatchTokenBeforeEntity},
+	{"batch-transition-before-commit", orderingBatchTransitionBeforeCommit},
 }
 
 // SetOrdering switches e to a (possibly broken) ordering of the steps.

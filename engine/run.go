@@ -84,17 +84,17 @@ func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (trans
 // for that worker, which processes it next. So two workers of this process
 // never race for an entity's version (a conflict costs a reload and a
 // rerun of the activity), and a slow entity holds back only its own
-// deliveries. With Config.Batch above 1 on the fast path a worker takes
-// what the buffer holds and the deliveries waiting for the entities it
-// holds, up to Batch, never waiting for more, and processes them together,
-// those for one entity as a chain (ProcessBatch). Deliveries wait against
+// deliveries. With Config.Batch above 1 and stores that work in batches a
+// worker takes what the buffer holds and the deliveries waiting for the
+// entities it holds, up to Batch, never waiting for more, and processes
+// them together, those for one entity as a chain (ProcessBatch). Deliveries wait against
 // the transport's redelivery timeout (NATS AckWait); how many wait is
 // bounded by how many the transport hands out unacknowledged. After ctx
 // ends the receivers stop and the workers finish what the buffer holds,
 // with the work context that ShutdownTimeout ends.
 func (e *Engine) workByEntity(ctx, work context.Context, sub transport.Subscription) {
 	batch := 1
-	if e.batcher != nil {
+	if e.batcher != nil || e.plain != nil {
 		batch = e.cfg.Batch
 	}
 	received := make(chan transport.Delivery, e.cfg.Workers*batch)

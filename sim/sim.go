@@ -91,8 +91,9 @@ type Sim struct {
 	// deferRemovals: Process queues outbox removals, and remover actors
 	// (which may crash) run them, as Run's remover does.
 	deferRemovals bool
-	// batches: on the fast path with snapshot reads, the engines process
-	// batches of deliveries (Config.Batch) and workers take several.
+	// batches: on the fast path with snapshot reads, or on the plain
+	// path, the engines process batches of deliveries (Config.Batch) and
+	// workers take several.
 	batches bool
 	// expiringRoots: roots are issued with a short time to live.
 	expiringRoots bool
@@ -162,7 +163,8 @@ func Run(opts Options) Report {
 	s.deferRemovals = s.rng.IntN(2) == 0
 	// From the seed, not the generator, so that adding batches left the
 	// draws of every seed as they were.
-	s.batches = s.snapshotReads && opts.Seed%2 == 1
+	s.batches = s.snapshotReads && opts.Seed%2 == 1 ||
+		!s.fastPath && (opts.Seed/2)%2 == 1 // with and without transactional starts and expiring roots
 	// From the seed too, for the same reason as batches.
 	s.expiringRoots = opts.Seed%3 == 0
 	if err := s.setUp(); err != nil {
@@ -575,6 +577,13 @@ var RequiredCounters = []string{
 	"path: chain of signals for one entity committed",
 	"path: deliveries acknowledged in a batch",
 	"fault: entity batch commit failed after applying",
+	"path: plain batch load",
+	"path: plain batch commit of activities",
+	"path: plain chain of signals for one entity committed",
+	"path: plain batch token read",
+	"path: plain batch transitions",
+	"fault: transition in a batch failed before applying",
+	"fault: transition in a batch failed after applying",
 	"fault: entity load with token failed before applying",
 	"outcome: completed",
 	"outcome: expired root signal parked",

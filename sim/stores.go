@@ -79,6 +79,54 @@ func (t *tokenStore) Get(ctx context.Context, id baton.TokenID) (baton.Token, er
 	return t.inner.Get(ctx, id)
 }
 
+// GetTokens reads every token in one step (store.TokenBatcher), as a
+// pipeline does on the plain path with batches.
+func (t *tokenStore) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	if err := t.sim.yield(ctx, fmt.Sprintf("tokens.GetTokens(%d)", len(ids))); err != nil {
+		return nil, nil, err
+	}
+	if err := t.sim.failBefore(ctx, "token read"); err != nil {
+		return nil, nil, err
+	}
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	for i, id := range ids {
+		tokens[i], errs[i] = t.inner.Get(ctx, id)
+	}
+	t.sim.count("path: plain batch token read")
+	return tokens, errs, nil
+}
+
+// TransitionTokens runs the transitions one after another in one step
+// (store.TokenBatcher), each with faults of its own, as a pipeline whose
+// connection breaks part way leaves some applied and others not.
+func (t *tokenStore) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	if err := t.sim.yield(ctx, fmt.Sprintf("tokens.TransitionTokens(%d)", len(transitions))); err != nil {
+		return nil, nil, err
+	}
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, err
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	for i, tr := range transitions {
+		if errs[i] = t.sim.failBefore(ctx, "transition in a batch"); errs[i] != nil {
+			continue
+		}
+		if consumed[i], errs[i] = t.inner.Transition(ctx, tr.Consume, tr.Create); errs[i] != nil {
+			continue
+		}
+		if consumed[i] {
+			t.sim.consumedEver[tr.Consume] = true
+			for _, tok := range tr.Create {
+				t.sim.tokenCreated(tok)
+			}
+		}
+		errs[i] = t.sim.failAfter(ctx, "transition in a batch")
+	}
+	t.sim.count("path: plain batch transitions")
+	// The answer may come late, but a failure is per transition.
+	return consumed, errs, t.sim.yield(ctx, "tokens.TransitionTokens answered")
+}
+
 func (t *tokenStore) ListByConversation(ctx context.Context, c baton.TokenID, p store.Page) ([]baton.Token, error) {
 	return t.inner.ListByConversation(ctx, c, p)
 }
@@ -105,6 +153,8 @@ type entityStore struct {
 var (
 	_ store.EntityStore    = (*entityStore)(nil)
 	_ store.BatchCommitter = (*entityStore)(nil)
+	_ store.BatchLoader    = (*entityStore)(nil)
+	_ store.TokenBatcher   = (*tokenStore)(nil)
 )
 
 func (e *entityStore) Load(ctx context.Context, key string) (store.Entity, error) {
@@ -136,9 +186,28 @@ func (e *entityStore) Commit(ctx context.Context, ent store.Entity) (uint64, err
 	return version, e.sim.respond(ctx, "entity commit")
 }
 
+// LoadBatch reads every entity in one step (store.BatchLoader).
+func (e *entityStore) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	if err := e.sim.yield(ctx, fmt.Sprintf("%s.LoadBatch(%d)", e.destination, len(keys))); err != nil {
+		return nil, err
+	}
+	if err := e.sim.failBefore(ctx, "entity load"); err != nil {
+		return nil, err
+	}
+	out := make([]store.Entity, len(keys))
+	for i, key := range keys {
+		var err error
+		if out[i], err = e.inner.Load(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	e.sim.count("path: plain batch load")
+	return out, nil
+}
+
 // CommitBatch commits each entity as Commit does, in one atomic step with
 // one yield point and the same faults (store.BatchCommitter), so deferred
-// removals run the engine's batch path.
+// removals and plain batches run the engine's batch path.
 func (e *entityStore) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
 	if err := e.sim.yield(ctx, fmt.Sprintf("%s.CommitBatch(%d entities)", e.destination, len(entities))); err != nil {
 		return nil, err
@@ -147,16 +216,25 @@ func (e *entityStore) CommitBatch(ctx context.Context, entities []store.Entity) 
 		return nil, err
 	}
 	results := make([]error, len(entities))
+	activities := false
 	for i, ent := range entities {
 		before, err := e.inner.Load(ctx, ent.Key)
 		if err != nil {
 			return nil, err
 		}
+		activities = activities || len(ent.Outbox) > len(before.Outbox) || ent.Version == 0
+		if len(ent.Outbox)-len(before.Outbox) > 1 && before.Version == ent.Version {
+			e.sim.count("path: plain chain of signals for one entity committed")
+		}
 		if _, results[i] = e.inner.Commit(ctx, ent); results[i] == nil {
 			e.sim.committed(e.destination, before, ent)
 		}
 	}
-	e.sim.count("path: batch commit of deferred removals")
+	if activities {
+		e.sim.count("path: plain batch commit of activities")
+	} else {
+		e.sim.count("path: batch commit of deferred removals")
+	}
 	return results, e.sim.respond(ctx, "entity batch commit")
 }
 
