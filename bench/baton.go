@@ -327,8 +327,8 @@ func openBatonMemory(ctx context.Context, env *env, name string) (system, error)
 // openBatonRedis keeps tokens in Redis at url and entities in PostgreSQL
 // (the engine's plain path: commit and transition are two calls). unsafe
 // allows a server that does not fsync every write.
-func openBatonRedis(ctx context.Context, env *env, name, url string, unsafe bool, redisPIDs func() []int) (system, error) {
-	s := &batonSystem{w: env.workload, log: env.log}
+func openBatonRedis(ctx context.Context, env *env, name, url string, unsafe bool, redisPIDs func() []int, opts batonOptions) (system, error) {
+	s := &batonSystem{w: env.workload, log: env.log, opts: opts}
 	st, app, err := openPostgresStore(ctx, env, s, name)
 	if err != nil {
 		return nil, err

@@ -84,16 +84,23 @@ var Variants = []Variant{
 	},
 	{
 		Name: "baton-redis", Label: "baton, Redis tokens (no fsync) + PG entities", postgres: true, redis: true,
-		Note: "baton-redis: tokens on the machine's Redis, opened with AllowUnsafeDurability because it does not fsync (appendonly no): NOT durable, an upper bound. Entities in PostgreSQL; plain path (commit and transition are two calls to two servers).",
+		Note: "baton-redis: tokens on the machine's Redis, opened with AllowUnsafeDurability because it does not fsync (appendonly no): NOT durable, an upper bound. Entities in PostgreSQL; plain path (commit and transition are calls to two servers), in batches as baton-redis-fsync.",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonRedis(ctx, env, name, env.cfg.RedisURL, true, env.machineRedisPIDs)
+			return openBatonRedis(ctx, env, name, env.cfg.RedisURL, true, env.machineRedisPIDs, batonOptions{batch: batchSize})
 		},
 	},
 	{
-		Name: "baton-redis-fsync", Label: "baton, Redis tokens (fsync always) + PG entities", postgres: true, redisServer: true,
-		Note: "baton-redis-fsync: tokens on a redis-server the benchmark starts with appendonly yes and appendfsync always (durable, as the Redis backend requires by default). Entities in PostgreSQL; plain path.",
+		Name: "baton-redis-fsync", Label: "baton, Redis tokens (fsync always) + PG entities, batches", postgres: true, redisServer: true,
+		Note: "baton-redis-fsync: tokens on a redis-server the benchmark starts with appendonly yes and appendfsync always (durable, as the Redis backend requires by default). Entities in PostgreSQL; plain path in batches of up to 16 (engine.Config.Batch): a worker reads the batch's entities in one statement, then its tokens in one pipeline, commits the entities in one statement and runs the transitions in one pipeline (one fsync).",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
-			return openBatonRedis(ctx, env, name, env.redisServer.url(), false, env.redisServer.pids)
+			return openBatonRedis(ctx, env, name, env.redisServer.url(), false, env.redisServer.pids, batonOptions{batch: batchSize})
+		},
+	},
+	{
+		Name: "baton-redis-fsync-single", Label: "baton, Redis tokens (fsync always) + PG entities, one at a time", postgres: true, redisServer: true,
+		Note: "baton-redis-fsync-single: as baton-redis-fsync one signal at a time: entity read, token read, entity commit and transition are four round trips to two servers (not in the default set).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonRedis(ctx, env, name, env.redisServer.url(), false, env.redisServer.pids, batonOptions{})
 		},
 	},
 	{
