@@ -134,7 +134,7 @@ func TestExactlyOnceMatrix(t *testing.T) {
 	rows := []row{
 		{name: "pg-tokens+pg-entities/nats/3-procs/deferred-removals/batches", tokens: "postgres", entities: "postgres", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
-		{name: "redis-tokens+pg-entities/rabbitmq/3-procs", tokens: "redis", entities: "postgres", transport: "rabbitmq",
+		{name: "redis-tokens+pg-entities/rabbitmq/3-procs/batches", tokens: "redis", entities: "postgres", transport: "rabbitmq", batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Shipping}}, {serve: []string{Order, Stock, Shipping}}}},
 		{name: "embedded-tokens+entities/nats/1-proc/deferred-removals/batches", tokens: "embedded", entities: "embedded", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all, file: "all.db"}}},

@@ -32,6 +32,8 @@ var (
 	_ store.TokenLoader        = (*bounded)(nil)
 	_ store.BatchCommitter     = (*bounded)(nil)
 	_ store.TransitionBatcher  = (*bounded)(nil)
+	_ store.BatchLoader        = (*bounded)(nil)
+	_ store.TokenBatcher       = (*bounded)(nil)
 )
 
 func (b *bounded) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -155,6 +157,43 @@ func (b *bounded) CommitTransitions(ctx context.Context, transitions []store.Tra
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	return tb.CommitTransitions(ctx, transitions)
+}
+
+// errNoBatches is returned by the plain path's batch calls when the
+// wrapped store cannot make them; the engine makes them only with
+// Config.Batch, which the tests set only over stores that can.
+var errNoBatches = errors.New("worker: the store has no batch calls")
+
+// LoadBatch, GetTokens and TransitionTokens are offered for the plain
+// path's batches (Redis tokens with PostgreSQL entities).
+func (b *bounded) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	bl, ok := b.entities.(store.BatchLoader)
+	if !ok {
+		return nil, errNoBatches
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return bl.LoadBatch(ctx, keys)
+}
+
+func (b *bounded) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tb, ok := b.tokens.(store.TokenBatcher)
+	if !ok {
+		return nil, nil, errNoBatches
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return tb.GetTokens(ctx, ids)
+}
+
+func (b *bounded) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	tb, ok := b.tokens.(store.TokenBatcher)
+	if !ok {
+		return nil, nil, errNoBatches
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return tb.TransitionTokens(ctx, transitions)
 }
 
 // The deliberately broken mode (-broken=skip-token-check) exists only so
