@@ -332,3 +332,53 @@ func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
 
 // tokensOneByOne hides a token store's batch operations.
 type tokensOneByOne struct{ store.TokenStore }
+
+// shortAnswers is a token store whose batch calls answer one item fewer
+// than asked, as a broken store might.
+type shortAnswers struct{ *memory.TokenStore }
+
+func (s shortAnswers) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs, err := s.TokenStore.GetTokens(ctx, ids)
+	return tokens[1:], errs[1:], err
+}
+
+func (s shortAnswers) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	consumed, errs, err := s.TokenStore.TransitionTokens(ctx, transitions)
+	return consumed[1:], errs[1:], err
+}
+
+// TestBatchWithShortAnswersFallsBack: a store that answers fewer items
+// than a batch asked is not trusted (nor indexed past its answer): the
+// signals go through Process, each applied once.
+func TestBatchWithShortAnswersFallsBack(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	tokens := shortAnswers{memory.NewTokenStore()}
+	entities := memory.NewEntityStore()
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities, Dispatch: publisher{}, Batch: 16})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[ledger]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload), nil },
+		Handle: func(_ context.Context, sig baton.Signal, s *ledger) (engine.Effects, error) {
+			s.Applied = append(s.Applied, string(sig.Payload))
+			return engine.Effects{}, nil
+		}}))
+	var sigs []baton.Signal
+	for _, p := range []string{"a", "b", "c"} {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(p)}, 0)
+		must(t, err)
+		sigs = append(sigs, sig)
+	}
+	results, errs := e.ProcessBatch(ctx, sigs)
+	for i := range sigs {
+		if errs[i] != nil || results[i].Outcome != engine.Applied {
+			t.Errorf("signal %d: %v, %v; want applied", i, results[i].Outcome, errs[i])
+		}
+	}
+	if n := liveTokens(t, tokens); n != 0 {
+		t.Errorf("%d tokens live, want 0", n)
+	}
+	if stats := e.Stats(); stats.Batched != 0 {
+		t.Errorf("%d activities committed in batches from short answers, want 0", stats.Batched)
+	}
+}

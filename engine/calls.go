@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -50,7 +51,8 @@ func (e *Engine) commitTransition(ctx context.Context, ent store.Entity, token b
 func (e *Engine) commitBatch(ctx context.Context, bc store.BatchCommitter, entities []store.Entity) ([]error, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return bc.CommitBatch(ctx, entities)
+	results, err := bc.CommitBatch(ctx, entities)
+	return results, answeredAll(err, len(entities), len(results))
 }
 
 func (e *Engine) stale(ctx context.Context, before time.Time) ([]string, error) {
@@ -123,22 +125,42 @@ func (e *Engine) pendingStarts(ctx context.Context, starts store.Starts, before 
 	return starts.PendingStarts(ctx, before, sweepBatch)
 }
 
+// The batch calls check that a store answered each item: a store that
+// did not is treated as one whose outcome is unknown, not trusted.
+
 func (e *Engine) loadWithTokens(ctx context.Context, reads []store.TokenRead) ([]store.Loaded, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return e.batcher.LoadWithTokens(ctx, reads)
+	loaded, err := e.batcher.LoadWithTokens(ctx, reads)
+	return loaded, answeredAll(err, len(reads), len(loaded))
 }
 
 func (e *Engine) commitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return e.batcher.CommitTransitions(ctx, transitions)
+	refused, err := e.batcher.CommitTransitions(ctx, transitions)
+	return refused, answeredAll(err, len(transitions), len(refused))
+}
+
+// answeredAll returns err, or an error if a store answered got items of
+// asked.
+func answeredAll(err error, asked int, got ...int) error {
+	if err != nil {
+		return err
+	}
+	for _, n := range got {
+		if n != asked {
+			return fmt.Errorf("engine: the store answered %d of %d items: outcome unknown", n, asked)
+		}
+	}
+	return nil
 }
 
 func (e *Engine) loadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return e.plain.loader.LoadBatch(ctx, keys)
+	entities, err := e.plain.loader.LoadBatch(ctx, keys)
+	return entities, answeredAll(err, len(keys), len(entities))
 }
 
 func (e *Engine) commitEntities(ctx context.Context, entities []store.Entity) ([]error, error) {
@@ -148,11 +170,16 @@ func (e *Engine) commitEntities(ctx context.Context, entities []store.Entity) ([
 func (e *Engine) getTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return e.plain.tokens.GetTokens(ctx, ids)
+	tokens, errs, err := e.plain.tokens.GetTokens(ctx, ids)
+	return tokens, errs, answeredAll(err, len(ids), len(tokens), len(errs))
 }
 
+// transitionBatch is step 5 of a plain batch. A whole-call error means
+// nothing was applied; an answer that misses items leaves every item's
+// outcome unknown.
 func (e *Engine) transitionBatch(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	return e.plain.tokens.TransitionTokens(ctx, transitions)
+	consumed, errs, err := e.plain.tokens.TransitionTokens(ctx, transitions)
+	return consumed, errs, answeredAll(err, len(transitions), len(consumed), len(errs))
 }
