@@ -597,6 +597,7 @@ func TestLimitsMatchCode(t *testing.T) {
 		"store.MaxEntityKeyBytes":          store.MaxEntityKeyBytes,
 		"tokenservice.DefaultMaxBodyBytes": tokenservice.DefaultMaxBodyBytes,
 		"tokenservice.MaxExpireLimit":      tokenservice.MaxExpireLimit,
+		"tokenservice.MaxBatch":            tokenservice.MaxBatch,
 	}
 	seen := map[string]bool{}
 	for _, row := range table(t, "limits") {

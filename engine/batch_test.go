@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,21 +20,42 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/tokenservice/client"
 	memtransport "github.com/batonhq/baton/transport/memory"
 )
 
 // batchStores are the stores of a batch test on each path: one embedded
-// store for both (the fast path), or memory tokens and embedded entities
-// (the plain path).
-func batchStores() map[string]func(store.EntityStore) (store.TokenStore, store.EntityStore) {
-	return map[string]func(store.EntityStore) (store.TokenStore, store.EntityStore){
-		"fast path": func(st store.EntityStore) (store.TokenStore, store.EntityStore) {
+// store for both (the fast path), or embedded entities with memory tokens
+// or with the token service's (the plain path).
+func batchStores() map[string]func(*testing.T, store.EntityStore) (store.TokenStore, store.EntityStore) {
+	return map[string]func(*testing.T, store.EntityStore) (store.TokenStore, store.EntityStore){
+		"fast path": func(_ *testing.T, st store.EntityStore) (store.TokenStore, store.EntityStore) {
 			return st.(store.TokenStore), st
 		},
-		"plain path": func(st store.EntityStore) (store.TokenStore, store.EntityStore) {
+		"plain path": func(_ *testing.T, st store.EntityStore) (store.TokenStore, store.EntityStore) {
 			return memory.NewTokenStore(), st
 		},
+		"plain path over the token service": func(t *testing.T, st store.EntityStore) (store.TokenStore, store.EntityStore) {
+			return tokenService(t), st
+		},
 	}
+}
+
+// tokenService serves a memory token store over HTTP as the token service
+// and returns a client of it for a system that may do everything.
+func tokenService(t *testing.T) *client.Client {
+	t.Helper()
+	key, hash := tokenservice.NewAPIKey()
+	h, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{{Name: "ops", KeySHA256: hash,
+		Destinations: []string{tokenservice.AnyDestination}, IssueRoots: true, Observe: true, ExpireRoots: true}}})
+	must(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, key, client.Options{})
+	must(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 func openEmbedded(t *testing.T) *embedded.Store {
@@ -53,7 +75,7 @@ func TestBatchesApplyEachActivityOnce(t *testing.T) {
 	for path, stores := range batchStores() {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
-			tokens, entities := stores(openEmbedded(t))
+			tokens, entities := stores(t, openEmbedded(t))
 			testBatchesApplyEachActivityOnce(t, tokens, entities)
 		})
 	}
@@ -222,7 +244,7 @@ func TestSignalsForOneEntityMakeChains(t *testing.T) {
 	for path, stores := range batchStores() {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
-			tokens, entities := stores(&raceBeforeCommit{Store: openEmbedded(t), key: "account-c"})
+			tokens, entities := stores(t, &raceBeforeCommit{Store: openEmbedded(t), key: "account-c"})
 			testSignalsForOneEntityMakeChains(t, tokens, entities)
 		})
 	}

@@ -20,35 +20,103 @@ import (
 func FuzzDecodeTransition(f *testing.F) {
 	f.Add([]byte(`{"consume":"0123456789abcdef0123456789abcdef"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		consume, create, err := decodeTransition(body)
+		tr, err := decodeTransition(body)
 		if err != nil {
 			if !errors.Is(err, store.ErrInvalid) {
 				t.Fatalf("refusal %v does not wrap store.ErrInvalid", err)
 			}
 			return
 		}
-		if err := store.ValidateTransition(consume, create); err != nil {
+		if err := store.ValidateTransition(tr.Consume, tr.Create); err != nil {
 			t.Fatalf("accepted an invalid transition: %v", err)
 		}
-		req := TransitionRequest{Consume: consume.String()}
-		for _, c := range create {
-			if !c.ExpiresAt.IsZero() {
-				t.Fatalf("accepted a child that expires: %+v", c)
+		again, err := json.Marshal(encodeTransition(t, tr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr2, err := decodeTransition(again)
+		if err != nil {
+			t.Fatalf("re-encoded transition %s refused: %v", again, err)
+		}
+		if tr2.Consume != tr.Consume || !sameTokens(tr.Create, tr2.Create) {
+			t.Fatalf("round trip changed the transition:\n%+v\n%+v", tr, tr2)
+		}
+	})
+}
+
+func FuzzDecodeTransitionBatch(f *testing.F) {
+	f.Add([]byte(`{"transitions":[{"consume":"0123456789abcdef0123456789abcdef"},{"consume":"0123456789abcdef0123456789abcdee"}]}`))
+	f.Add([]byte(`{"transitions":[{"consume":"0123456789abcdef0123456789abcdef"},{"consume":"0123456789abcdef0123456789abcdef"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		batch, err := decodeTransitionBatch(body)
+		if err != nil {
+			if !errors.Is(err, store.ErrInvalid) {
+				t.Fatalf("refusal %v does not wrap store.ErrInvalid", err)
 			}
-			req.Create = append(req.Create, EncodeToken(c))
+			return
+		}
+		if err := store.ValidateTokenTransitions(batch); err != nil || len(batch) > MaxBatch {
+			t.Fatalf("accepted an invalid batch of %d: %v", len(batch), err)
+		}
+		req := TransitionBatchRequest{Transitions: []TransitionRequest{}}
+		for _, tr := range batch {
+			req.Transitions = append(req.Transitions, encodeTransition(t, tr))
 		}
 		again, err := json.Marshal(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		consume2, create2, err := decodeTransition(again)
-		if err != nil {
-			t.Fatalf("re-encoded transition %s refused: %v", again, err)
+		batch2, err := decodeTransitionBatch(again)
+		if err != nil || len(batch2) != len(batch) {
+			t.Fatalf("re-encoded batch %s: %d transitions, %v", again, len(batch2), err)
 		}
-		if consume2 != consume || !sameTokens(create, create2) {
-			t.Fatalf("round trip changed the transition:\n%+v\n%+v", create, create2)
+		for i := range batch {
+			if batch2[i].Consume != batch[i].Consume || !sameTokens(batch[i].Create, batch2[i].Create) {
+				t.Fatalf("round trip changed transition %d:\n%+v\n%+v", i, batch[i], batch2[i])
+			}
 		}
 	})
+}
+
+func FuzzDecodeTokenRead(f *testing.F) {
+	f.Add([]byte(`{"ids":["0123456789abcdef0123456789abcdef","fedcba9876543210fedcba9876543210","fedcba9876543210fedcba9876543210"]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ids, err := decodeTokenRead(body)
+		if err != nil {
+			if !errors.Is(err, store.ErrInvalid) {
+				t.Fatalf("refusal %v does not wrap store.ErrInvalid", err)
+			}
+			return
+		}
+		req := TokenReadRequest{IDs: []string{}}
+		for _, id := range ids {
+			if id.IsZero() {
+				t.Fatal("accepted the zero id")
+			}
+			req.IDs = append(req.IDs, id.String())
+		}
+		if len(ids) > MaxBatch {
+			t.Fatalf("accepted %d ids", len(ids))
+		}
+		again, _ := json.Marshal(req)
+		ids2, err := decodeTokenRead(again)
+		if err != nil || !reflect.DeepEqual(ids, ids2) {
+			t.Fatalf("round trip of %s: %v, %v", again, ids2, err)
+		}
+	})
+}
+
+// encodeTransition is tr as a request, which it must be valid as.
+func encodeTransition(t *testing.T, tr store.TokenTransition) TransitionRequest {
+	t.Helper()
+	req := TransitionRequest{Consume: tr.Consume.String()}
+	for _, c := range tr.Create {
+		if !c.ExpiresAt.IsZero() {
+			t.Fatalf("accepted a child that expires: %+v", c)
+		}
+		req.Create = append(req.Create, EncodeToken(c))
+	}
+	return req
 }
 
 func FuzzDecodeRoot(f *testing.F) {

@@ -21,6 +21,7 @@ import (
 type server struct {
 	cfg     Config
 	tokens  store.TokenStore
+	batch   store.TokenBatcher // tokens' own, or one operation after another
 	log     *slog.Logger
 	systems []*registered
 	byName  map[string]*registered
@@ -46,7 +47,9 @@ type route struct {
 var routes = []route{
 	{"POST", "/v1/roots", false, (*server).issueRoot},
 	{"POST", "/v1/transitions", false, (*server).transition},
+	{"POST", "/v1/transitions/batch", false, (*server).transitionBatch},
 	{"GET", "/v1/tokens/{id}", false, (*server).getToken},
+	{"POST", "/v1/tokens/read", false, (*server).readTokens},
 	{"POST", "/v1/tokens/{id}/claim", false, (*server).claimRoot},
 	{"GET", "/v1/conversations/{id}/tokens", false, (*server).listByConversation},
 	{"GET", "/v1/destinations/{name}/tokens", false, (*server).listByDestination},
@@ -61,7 +64,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, tokens: cfg.Tokens, log: cfg.Logger, systems: systems,
+	s := &server{cfg: cfg, tokens: cfg.Tokens, batch: batcherOf(cfg.Tokens), log: cfg.Logger, systems: systems,
 		byName: make(map[string]*registered), mux: http.NewServeMux()}
 	for _, sys := range systems {
 		s.byName[sys.Name] = sys
@@ -216,47 +219,69 @@ func (s *server) transition(w http.ResponseWriter, r *http.Request, caller *regi
 		writeProblem(w, p)
 		return
 	}
-	consume, create, err := decodeTransition(body)
+	t, err := decodeTransition(body)
 	if err != nil {
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
-	tok, err := s.tokens.Get(r.Context(), consume)
-	if errors.Is(err, store.ErrNotFound) {
+	tok, err := s.tokens.Get(r.Context(), t.Consume)
+	res, decided := s.admitTransition(caller, t, tok, err)
+	if !decided {
+		stampCreation(t.Create, s.now())
+		consumed, err := s.tokens.Transition(r.Context(), t.Consume, t.Create)
+		res = s.transitionResult(t.Consume, consumed, err)
+	}
+	if res.Problem != nil {
+		writeProblem(w, res.Problem)
+		return
+	}
+	writeJSON(w, http.StatusOK, TransitionResponse{Consumed: *res.Consumed})
+}
+
+// admitTransition checks t before it runs, given the read of the token it
+// consumes (tok, or the read's error). If t may run, it returns decided
+// false. Otherwise it returns t's result without running it: not consumed
+// for a token that is not live, or the problem that refuses it.
+func (s *server) admitTransition(caller *registered, t store.TokenTransition, tok baton.Token, readErr error) (res TransitionResult, decided bool) {
+	switch {
+	case errors.Is(readErr, store.ErrNotFound):
 		// Consumed already, never issued, or forged: a duplicate.
-		writeJSON(w, http.StatusOK, TransitionResponse{Consumed: false})
-		return
-	}
-	if err != nil {
+		consumed := false
+		return TransitionResult{Consumed: &consumed}, true
+	case readErr != nil:
 		// The transition did not run, whatever the read's error was.
-		s.writeStoreError(w, "transition: read", consume, fmt.Errorf("%w: %w", store.ErrNotApplied, err))
-		return
+		return TransitionResult{Problem: s.storeProblem("transition: read", t.Consume, fmt.Errorf("%w: %w", store.ErrNotApplied, readErr))}, true
+	case !caller.mayConsume(tok.Destination):
+		return TransitionResult{Problem: withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not consume it", t.Consume, tok.Destination, caller.Name), t.Consume)}, true
 	}
-	if !caller.mayConsume(tok.Destination) {
-		writeProblem(w, withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not consume it", consume, tok.Destination, caller.Name), consume))
-		return
-	}
-	// A child's creation time is its participant's (when the activity
-	// emitting it committed), or the service's if it sent none. It is
-	// shown, never used for a decision: expiry, the only time that
-	// decides anything, applies to roots, whose times are the service's.
-	now := s.now()
-	for i := range create {
-		c := &create[i]
+	for i, c := range t.Create {
 		if c.Conversation != tok.Conversation || c.Causation != tok.ID {
-			writeProblem(w, withToken(problem(ProblemNotAChild, "create[%d] (token %s) must have conversation %s and causation %s, the consumed token's", i, c.ID, tok.Conversation, tok.ID), consume))
-			return
-		}
-		if c.CreatedAt.IsZero() {
-			c.CreatedAt = now
+			return TransitionResult{Problem: withToken(problem(ProblemNotAChild, "create[%d] (token %s) must have conversation %s and causation %s, the consumed token's", i, c.ID, tok.Conversation, tok.ID), t.Consume)}, true
 		}
 	}
-	consumed, err := s.tokens.Transition(r.Context(), consume, create)
+	return TransitionResult{}, false
+}
+
+// transitionResult is the result of a transition that the store ran:
+// consumed, or its error's problem.
+func (s *server) transitionResult(consume baton.TokenID, consumed bool, err error) TransitionResult {
 	if err != nil {
-		s.writeStoreError(w, "transition", consume, err)
-		return
+		return TransitionResult{Problem: s.storeProblem("transition", consume, err)}
 	}
-	writeJSON(w, http.StatusOK, TransitionResponse{Consumed: consumed})
+	return TransitionResult{Consumed: &consumed}
+}
+
+// stampCreation sets now, the service's time, as the creation time of the
+// children that have none. A child's creation time is its participant's
+// (when the activity emitting it committed), or the service's if it sent
+// none. It is shown, never used for a decision: expiry, the only time that
+// decides anything, applies to roots, whose times are the service's.
+func stampCreation(children []baton.Token, now time.Time) {
+	for i := range children {
+		if children[i].CreatedAt.IsZero() {
+			children[i].CreatedAt = now
+		}
+	}
 }
 
 // getToken answers the token's destination and observers; a token that is
@@ -272,15 +297,25 @@ func (s *server) getToken(w http.ResponseWriter, r *http.Request, caller *regist
 		return
 	}
 	tok, err := s.tokens.Get(r.Context(), id)
-	if err != nil {
-		s.writeStoreError(w, "get", id, err)
+	res := s.readResult(caller, id, tok, err)
+	if res.Problem != nil {
+		writeProblem(w, res.Problem)
 		return
+	}
+	writeJSON(w, http.StatusOK, res.Token)
+}
+
+// readResult is the answer to reading token id, given the store's read of
+// it (tok, or the read's error).
+func (s *server) readResult(caller *registered, id baton.TokenID, tok baton.Token, err error) TokenReadResult {
+	if err != nil {
+		return TokenReadResult{Problem: s.storeProblem("get", id, err)}
 	}
 	if !caller.Observe && !caller.mayConsume(tok.Destination) {
-		writeProblem(w, withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not read it", id, tok.Destination, caller.Name), id))
-		return
+		return TokenReadResult{Problem: withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not read it", id, tok.Destination, caller.Name), id)}
 	}
-	writeJSON(w, http.StatusOK, EncodeToken(tok))
+	j := EncodeToken(tok)
+	return TokenReadResult{Token: &j}
 }
 
 func (s *server) listByConversation(w http.ResponseWriter, r *http.Request, caller *registered) {
@@ -398,9 +433,15 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *Prob
 	return body, nil
 }
 
-// writeStoreError answers a store error with the status that keeps its
-// meaning: not applied (400, 404, 409, 503) or outcome unknown (500).
+// writeStoreError answers a store error with its problem (storeProblem).
 func (s *server) writeStoreError(w http.ResponseWriter, op string, id baton.TokenID, err error) {
+	writeProblem(w, s.storeProblem(op, id, err))
+}
+
+// storeProblem is the problem of a store error, with the status that keeps
+// its meaning: not applied (400, 404, 409, 410, 503) or outcome unknown
+// (500).
+func (s *server) storeProblem(op string, id baton.TokenID, err error) *Problem {
 	var p *Problem
 	switch {
 	case errors.Is(err, store.ErrInvalid):
@@ -421,7 +462,7 @@ func (s *server) writeStoreError(w http.ResponseWriter, op string, id baton.Toke
 	if !id.IsZero() {
 		p = withToken(p, id)
 	}
-	writeProblem(w, p)
+	return p
 }
 
 func withToken(p *Problem, id baton.TokenID) *Problem {

@@ -21,6 +21,10 @@ const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 // MaxExpireLimit caps how many roots one expiration request deletes.
 const MaxExpireLimit = 10000
 
+// MaxBatch caps the items of one batch request: the ids of POST
+// /v1/tokens/read and the transitions of POST /v1/transitions/batch.
+const MaxBatch = 100
+
 // Token is a token as the API reads and writes it. Ids are 32 lowercase
 // hex digits, the digest 64; causation is absent on root tokens and
 // expires_at on tokens that do not expire. created_at may be left out of a
@@ -36,7 +40,8 @@ type Token struct {
 	ExpiresAt    string `json:"expires_at,omitempty"`
 }
 
-// TransitionRequest is the body of POST /v1/transitions.
+// TransitionRequest is the body of POST /v1/transitions, and one
+// transition of POST /v1/transitions/batch.
 type TransitionRequest struct {
 	Consume string  `json:"consume"`
 	Create  []Token `json:"create,omitempty"`
@@ -45,6 +50,44 @@ type TransitionRequest struct {
 // TransitionResponse answers a transition: whether it consumed the token.
 type TransitionResponse struct {
 	Consumed bool `json:"consumed"`
+}
+
+// TransitionBatchRequest is the body of POST /v1/transitions/batch: at
+// most MaxBatch transitions, no token in two of them.
+type TransitionBatchRequest struct {
+	Transitions []TransitionRequest `json:"transitions"`
+}
+
+// TransitionBatchResponse answers a batch of transitions: one result for
+// each, in order.
+type TransitionBatchResponse struct {
+	Results []TransitionResult `json:"results"`
+}
+
+// TransitionResult is one transition's result in a batch: Consumed, or
+// the Problem that POST /v1/transitions would answer for it alone.
+type TransitionResult struct {
+	Consumed *bool    `json:"consumed,omitempty"`
+	Problem  *Problem `json:"problem,omitempty"`
+}
+
+// TokenReadRequest is the body of POST /v1/tokens/read: at most MaxBatch
+// token ids.
+type TokenReadRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// TokenReadResponse answers a read of tokens: one result for each id, in
+// order.
+type TokenReadResponse struct {
+	Results []TokenReadResult `json:"results"`
+}
+
+// TokenReadResult is one id's result: the Token, or the Problem that GET
+// /v1/tokens/{id} would answer for it.
+type TokenReadResult struct {
+	Token   *Token   `json:"token,omitempty"`
+	Problem *Problem `json:"problem,omitempty"`
 }
 
 // ExpirationRequest is the body of POST /v1/expirations: delete up to
@@ -235,19 +278,49 @@ func decodeRoot(data []byte) (baton.Token, error) {
 	return t, nil
 }
 
-// decodeTransition reads the body of POST /v1/transitions, valid as
-// store.ValidateTransition requires. Children never expire (docs/protocol.md 7.1).
-func decodeTransition(data []byte) (baton.TokenID, []baton.Token, error) {
+// decodeTransition reads the body of POST /v1/transitions.
+func decodeTransition(data []byte) (store.TokenTransition, error) {
 	var req TransitionRequest
 	if err := decodeStrict(data, &req); err != nil {
-		return baton.TokenID{}, nil, err
+		return store.TokenTransition{}, err
 	}
+	return req.decode()
+}
+
+// decodeTransitionBatch reads the body of POST /v1/transitions/batch: each
+// transition as decodeTransition reads it, and no token twice in the batch
+// (store.ValidateTokenTransitions).
+func decodeTransitionBatch(data []byte) ([]store.TokenTransition, error) {
+	var req TransitionBatchRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return nil, err
+	}
+	if err := checkBatch("transitions", req.Transitions == nil, len(req.Transitions)); err != nil {
+		return nil, err
+	}
+	transitions := make([]store.TokenTransition, len(req.Transitions))
+	for i, j := range req.Transitions {
+		t, err := j.decode()
+		if err != nil {
+			return nil, fmt.Errorf("transitions[%d]: %w", i, err)
+		}
+		transitions[i] = t
+	}
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, err
+	}
+	return transitions, nil
+}
+
+// decode reads a transition, valid as store.ValidateTransition requires.
+// Children never expire (docs/protocol.md 7.1).
+func (req TransitionRequest) decode() (store.TokenTransition, error) {
 	consume, err := parseID("consume", req.Consume, true)
 	if err != nil {
-		return baton.TokenID{}, nil, err
+		return store.TokenTransition{}, err
 	}
 	if len(req.Create) > store.MaxTokensPerTransition {
-		return baton.TokenID{}, nil, fmt.Errorf("%w: %d tokens in one transition, more than %d", store.ErrInvalid, len(req.Create), store.MaxTokensPerTransition)
+		return store.TokenTransition{}, fmt.Errorf("%w: %d tokens in one transition, more than %d", store.ErrInvalid, len(req.Create), store.MaxTokensPerTransition)
 	}
 	var create []baton.Token
 	if len(req.Create) > 0 {
@@ -255,16 +328,49 @@ func decodeTransition(data []byte) (baton.TokenID, []baton.Token, error) {
 	}
 	for i, j := range req.Create {
 		if create[i], err = j.Decode(); err != nil {
-			return baton.TokenID{}, nil, fmt.Errorf("create[%d]: %w", i, err)
+			return store.TokenTransition{}, fmt.Errorf("create[%d]: %w", i, err)
 		}
 		if !create[i].ExpiresAt.IsZero() {
-			return baton.TokenID{}, nil, fmt.Errorf("%w: create[%d]: only root tokens expire", store.ErrInvalid, i)
+			return store.TokenTransition{}, fmt.Errorf("%w: create[%d]: only root tokens expire", store.ErrInvalid, i)
 		}
 	}
 	if err := store.ValidateTransition(consume, create); err != nil {
-		return baton.TokenID{}, nil, err
+		return store.TokenTransition{}, err
 	}
-	return consume, create, nil
+	return store.TokenTransition{Consume: consume, Create: create}, nil
+}
+
+// decodeTokenRead reads the body of POST /v1/tokens/read. An id may be
+// given more than once.
+func decodeTokenRead(data []byte) ([]baton.TokenID, error) {
+	var req TokenReadRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return nil, err
+	}
+	if err := checkBatch("ids", req.IDs == nil, len(req.IDs)); err != nil {
+		return nil, err
+	}
+	ids := make([]baton.TokenID, len(req.IDs))
+	for i, s := range req.IDs {
+		id, err := parseID(fmt.Sprintf("ids[%d]", i), s, true)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// checkBatch refuses a batch's list of items that is missing or longer
+// than MaxBatch.
+func checkBatch(field string, missing bool, n int) error {
+	switch {
+	case missing:
+		return fmt.Errorf("%w: %s is required", store.ErrInvalid, field)
+	case n > MaxBatch:
+		return fmt.Errorf("%w: %d %s in one request, more than %d", store.ErrInvalid, n, field, MaxBatch)
+	}
+	return nil
 }
 
 // decodeExpiration reads the body of POST /v1/expirations. The limit is

@@ -105,15 +105,19 @@ func (c *Client) Close() error {
 
 // Transition implements store.TokenStore.
 func (c *Client) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	var answer tokenservice.TransitionResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/transitions", nil, transitionRequest(consume, create), http.StatusOK, &answer); err != nil {
+		return false, fmt.Errorf("client: transition %s: %w", consume, err)
+	}
+	return answer.Consumed, nil
+}
+
+func transitionRequest(consume baton.TokenID, create []baton.Token) tokenservice.TransitionRequest {
 	req := tokenservice.TransitionRequest{Consume: idString(consume), Create: make([]tokenservice.Token, len(create))}
 	for i, t := range create {
 		req.Create[i] = tokenservice.EncodeToken(t)
 	}
-	var answer tokenservice.TransitionResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/transitions", nil, req, http.StatusOK, &answer); err != nil {
-		return false, fmt.Errorf("client: transition %s: %w", consume, err)
-	}
-	return answer.Consumed, nil
+	return req
 }
 
 // Issue implements store.TokenStore: the service chooses the root's id

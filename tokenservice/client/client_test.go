@@ -22,6 +22,15 @@ import (
 // all-powerful system and returns its URL and that system's key.
 func service(t *testing.T, systems ...tokenservice.System) (url, key string, tokens *memory.TokenStore) {
 	t.Helper()
+	h, key, tokens := serviceHandler(t, systems...)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL, key, tokens
+}
+
+// serviceHandler is the handler of service, to serve in a test's own way.
+func serviceHandler(t *testing.T, systems ...tokenservice.System) (h http.Handler, key string, tokens *memory.TokenStore) {
+	t.Helper()
 	key, hash := tokenservice.NewAPIKey()
 	systems = append(systems, tokenservice.System{Name: "ops", KeySHA256: hash,
 		Destinations: []string{tokenservice.AnyDestination}, IssueRoots: true, Observe: true, ExpireRoots: true})
@@ -30,9 +39,7 @@ func service(t *testing.T, systems ...tokenservice.System) (url, key string, tok
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL, key, tokens
+	return h, key, tokens
 }
 
 func newClient(t *testing.T, url, key string) *client.Client {

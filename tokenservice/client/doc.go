@@ -6,6 +6,10 @@
 //	tokens, err := client.New("https://baton.internal:7451", os.Getenv("BATON_API_KEY"), client.Options{})
 //	eng, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, ...})
 //
+// It is a store.TokenBatcher too: an engine with Config.Batch reads the
+// tokens of a batch of signals in one request, and runs their transitions
+// in another (up to tokenservice.MaxBatch each).
+//
 // Errors keep the store's failure semantics across the network: a problem
 // document from the service maps back to the sentinel of package store
 // (404 store.ErrNotFound, 409 store.ErrExists, 400 and 413

@@ -1,0 +1,119 @@
+package tokenservice
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// readTokens answers POST /v1/tokens/read: for each id, in order, what GET
+// /v1/tokens/{id} would answer, from one read of the store. A participant
+// reads the tokens of a batch of signals with it in one round trip.
+func (s *server) readTokens(w http.ResponseWriter, r *http.Request, caller *registered) {
+	body, p := s.readBody(w, r)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	ids, err := decodeTokenRead(body)
+	if err != nil {
+		writeProblem(w, problem(ProblemInvalid, "%v", err))
+		return
+	}
+	tokens, errs, err := s.batch.GetTokens(r.Context(), ids)
+	if err != nil {
+		s.writeStoreError(w, "read tokens", baton.TokenID{}, err)
+		return
+	}
+	results := make([]TokenReadResult, len(ids))
+	for i, id := range ids {
+		results[i] = s.readResult(caller, id, tokens[i], errs[i])
+	}
+	writeJSON(w, http.StatusOK, TokenReadResponse{Results: results})
+}
+
+// transitionBatch answers POST /v1/transitions/batch: each transition
+// checked and run as POST /v1/transitions runs it alone, its result in
+// order, from one read of the store and one call that runs those admitted.
+// A batch that is invalid as a whole is refused whole: nothing runs.
+func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller *registered) {
+	body, p := s.readBody(w, r)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	transitions, err := decodeTransitionBatch(body)
+	if err != nil {
+		writeProblem(w, problem(ProblemInvalid, "%v", err))
+		return
+	}
+	ids := make([]baton.TokenID, len(transitions))
+	for i, t := range transitions {
+		ids[i] = t.Consume
+	}
+	tokens, readErrs, err := s.batch.GetTokens(r.Context(), ids)
+	if err != nil {
+		// No transition ran, whatever the read's error was.
+		s.writeStoreError(w, "transition batch: read", baton.TokenID{}, fmt.Errorf("%w: %w", store.ErrNotApplied, err))
+		return
+	}
+	results := make([]TransitionResult, len(transitions))
+	var admitted []store.TokenTransition
+	var admittedAt []int // admitted[k] is transitions[admittedAt[k]]
+	now := s.now()
+	for i, t := range transitions {
+		res, decided := s.admitTransition(caller, t, tokens[i], readErrs[i])
+		if decided {
+			results[i] = res
+			continue
+		}
+		stampCreation(t.Create, now)
+		admitted, admittedAt = append(admitted, t), append(admittedAt, i)
+	}
+	if len(admitted) > 0 {
+		consumed, errs, err := s.batch.TransitionTokens(r.Context(), admitted)
+		if err != nil {
+			// Nothing ran (store.TokenBatcher): the batch is refused whole.
+			s.writeStoreError(w, "transition batch", baton.TokenID{}, err)
+			return
+		}
+		for k, i := range admittedAt {
+			results[i] = s.transitionResult(admitted[k].Consume, consumed[k], errs[k])
+		}
+	}
+	writeJSON(w, http.StatusOK, TransitionBatchResponse{Results: results})
+}
+
+// batcherOf returns the token store's own store.TokenBatcher, or one that
+// runs the operations of a batch one after another.
+func batcherOf(tokens store.TokenStore) store.TokenBatcher {
+	if b, ok := tokens.(store.TokenBatcher); ok {
+		return b
+	}
+	return oneByOne{tokens}
+}
+
+// oneByOne is a store.TokenBatcher over a token store without one.
+type oneByOne struct{ tokens store.TokenStore }
+
+func (o oneByOne) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	for i, id := range ids {
+		tokens[i], errs[i] = o.tokens.Get(ctx, id)
+	}
+	return tokens, errs, nil
+}
+
+func (o oneByOne) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, err
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	for i, t := range transitions {
+		consumed[i], errs[i] = o.tokens.Transition(ctx, t.Consume, t.Create)
+	}
+	return consumed, errs, nil
+}

@@ -1,0 +1,326 @@
+package tokenservice_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+)
+
+// oneByOneStore hides the memory store's store.TokenBatcher, so that the
+// service runs a batch one operation after another.
+type oneByOneStore struct{ store.TokenStore }
+
+// storeKinds runs a test over a store with store.TokenBatcher and over one
+// without.
+var storeKinds = []struct {
+	name   string
+	mutate func(*tokenservice.Config)
+}{
+	{"batcher", func(*tokenservice.Config) {}},
+	{"one by one", func(c *tokenservice.Config) { c.Tokens = oneByOneStore{c.Tokens} }},
+}
+
+// Each id of a read gets the token, or the problem GET /v1/tokens/{id}
+// answers for it.
+func TestReadTokens(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind.mutate)
+			ctx := t.Context()
+			orders := issueRoot(t, f.url, f.orders, rootToken("orders"))
+			gone := issueRoot(t, f.url, f.orders, rootToken("orders"))
+			billing := childOf(gone, "billing")
+			if ok, err := f.tokens.Transition(ctx, gone.ID, []baton.Token{billing}); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+			never := baton.NewTokenID()
+			ids := []baton.TokenID{billing.ID, orders.ID, gone.ID, never, billing.ID}
+			for _, c := range []struct {
+				system, key string
+				live        []bool // whether each id is answered with its token
+			}{
+				{"billing", f.billing, []bool{true, false, false, false, true}},
+				{"ops (observer)", f.ops, []bool{true, true, false, false, true}},
+			} {
+				var answer tokenservice.TokenReadResponse
+				call(t, "POST", f.url+"/v1/tokens/read", c.key, readBody(ids...)).decode(t, 200, &answer)
+				if len(answer.Results) != len(ids) {
+					t.Fatalf("%s: %d results for %d ids", c.system, len(answer.Results), len(ids))
+				}
+				for i, id := range ids {
+					res := answer.Results[i]
+					single := call(t, "GET", f.url+"/v1/tokens/"+id.String(), c.key, nil)
+					if c.live[i] {
+						var want tokenservice.Token
+						single.decode(t, 200, &want)
+						if res.Problem != nil || res.Token == nil || *res.Token != want {
+							t.Errorf("%s: result %d = %+v, want token %+v", c.system, i, res, want)
+						}
+						continue
+					}
+					want := single.problem(t)
+					if res.Token != nil || res.Problem == nil || *res.Problem != want {
+						t.Errorf("%s: result %d = %+v, want the problem GET answers, %+v", c.system, i, res, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Each transition of a batch is answered as POST /v1/transitions answers
+// it alone; the refused ones stop none of the others.
+func TestTransitionBatch(t *testing.T) {
+	t.Parallel()
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, kind.mutate)
+			ctx := t.Context()
+			var roots []baton.Token
+			for range 6 {
+				roots = append(roots, issueRoot(t, f.url, f.orders, rootToken("orders")))
+			}
+			live, gone, foreign, clashing, existing, bare := roots[0], roots[1], roots[2], roots[3], roots[4], roots[5]
+			billing := childOf(gone, "billing")
+			if ok, err := f.tokens.Transition(ctx, gone.ID, []baton.Token{billing}); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+			liveChild := childOf(live, "billing")
+			liveChild.CreatedAt = time.Time{} // the service's time
+			stray := childOf(foreign, "billing")
+			stray.Conversation = baton.NewTokenID()
+			clash := childOf(clashing, "billing")
+			clash.ID = existing.ID
+
+			body := batchBody(
+				transitionBody(live.ID, liveChild),
+				transitionBody(gone.ID, childOf(gone, "billing")),
+				transitionBody(billing.ID),
+				transitionBody(foreign.ID, stray),
+				transitionBody(clashing.ID, clash),
+				transitionBody(bare.ID),
+			)
+			var answer tokenservice.TransitionBatchResponse
+			call(t, "POST", f.url+"/v1/transitions/batch", f.orders, body).decode(t, 200, &answer)
+			want := []struct {
+				consumed bool
+				problem  string // type, or empty for consumed
+				status   int
+			}{
+				{consumed: true},
+				{consumed: false},
+				{problem: tokenservice.ProblemNotYourToken, status: 403},
+				{problem: tokenservice.ProblemNotAChild, status: 403},
+				{problem: tokenservice.ProblemExists, status: 409},
+				{consumed: true},
+			}
+			if len(answer.Results) != len(want) {
+				t.Fatalf("%d results for %d transitions: %+v", len(answer.Results), len(want), answer.Results)
+			}
+			for i, w := range want {
+				res := answer.Results[i]
+				switch {
+				case w.problem == "":
+					if res.Problem != nil || res.Consumed == nil || *res.Consumed != w.consumed {
+						t.Errorf("result %d = %+v, want consumed=%t", i, res, w.consumed)
+					}
+				case res.Consumed != nil || res.Problem == nil:
+					t.Errorf("result %d = %+v, want a problem %s", i, res, w.problem)
+				case res.Problem.Type != w.problem || res.Problem.Status != w.status || res.Problem.Token != body.Transitions[i].Consume:
+					t.Errorf("result %d: problem %+v, want type %s, status %d, token %s", i, *res.Problem, w.problem, w.status, body.Transitions[i].Consume)
+				}
+			}
+			requireAbsent(t, f, live.ID, bare.ID, stray.ID)
+			requireLive(t, f, liveChild.ID, billing.ID, foreign.ID, clashing.ID, existing.ID)
+			if f.tokens.Len() != 5 {
+				t.Errorf("the store holds %d tokens, want 5", f.tokens.Len())
+			}
+			if stored, _ := f.tokens.Get(ctx, liveChild.ID); time.Since(stored.CreatedAt) > time.Minute {
+				t.Errorf("a child sent without created_at has %s, want the service's time", stored.CreatedAt)
+			}
+		})
+	}
+}
+
+// failingTransitions fails the transitions of chosen tokens, and runs a
+// batch one transition after another.
+type failingTransitions struct {
+	store.TokenStore
+	fail map[baton.TokenID]error
+}
+
+func (s failingTransitions) Transition(ctx context.Context, consume baton.TokenID, create []baton.Token) (bool, error) {
+	if err := s.fail[consume]; err != nil {
+		return false, err
+	}
+	return s.TokenStore.Transition(ctx, consume, create)
+}
+
+// A store error is the problem of its transition alone, with the status
+// that keeps its meaning.
+func TestTransitionBatchStoreErrors(t *testing.T) {
+	t.Parallel()
+	fail := make(map[baton.TokenID]error)
+	f := newFixture(t, func(c *tokenservice.Config) { c.Tokens = failingTransitions{c.Tokens, fail} })
+	unavailable := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	unknown := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	fine := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	fail[unavailable.ID] = store.ErrNotApplied
+	fail[unknown.ID] = errors.New("connection reset after the command was sent")
+
+	var answer tokenservice.TransitionBatchResponse
+	call(t, "POST", f.url+"/v1/transitions/batch", f.orders,
+		batchBody(transitionBody(unavailable.ID), transitionBody(unknown.ID), transitionBody(fine.ID))).decode(t, 200, &answer)
+	if len(answer.Results) != 3 {
+		t.Fatalf("%d results, want 3", len(answer.Results))
+	}
+	for i, want := range []string{tokenservice.ProblemNotApplied, tokenservice.ProblemOutcomeUnknown} {
+		if p := answer.Results[i].Problem; p == nil || p.Type != want {
+			t.Errorf("result %d = %+v, want problem %s", i, answer.Results[i], want)
+		}
+	}
+	if c := answer.Results[2].Consumed; c == nil || !*c {
+		t.Errorf("result 2 = %+v, want consumed", answer.Results[2])
+	}
+	requireAbsent(t, f, fine.ID)
+}
+
+// A store that is down refuses a batch whole: nothing was applied.
+func TestBatchStoreDown(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	root := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	f.tokens.Close()
+	call(t, "POST", f.url+"/v1/tokens/read", f.orders, readBody(root.ID)).wantProblem(t, 503, tokenservice.ProblemNotApplied)
+	call(t, "POST", f.url+"/v1/transitions/batch", f.orders, batchBody(transitionBody(root.ID))).wantProblem(t, 503, tokenservice.ProblemNotApplied)
+}
+
+// A batch that is invalid as a whole is refused whole: nothing is applied,
+// its valid transitions included.
+func TestBatchRefusedWhole(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	p := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	q := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	pKid := childOf(p, "billing")
+	valid := transitionBody(p.ID, pKid)
+	repeated := childOf(q, "billing")
+	repeated.ID = pKid.ID
+	tooMany := batchBody(valid)
+	for range tokenservice.MaxBatch {
+		tooMany.Transitions = append(tooMany.Transitions, transitionBody(baton.NewTokenID()))
+	}
+	for name, body := range map[string]any{
+		"a token consumed twice":      batchBody(valid, transitionBody(p.ID)),
+		"a child created twice":       batchBody(valid, transitionBody(q.ID, repeated)),
+		"a child consumed":            batchBody(valid, transitionBody(pKid.ID)),
+		"too many transitions":        tooMany,
+		"a malformed id":              `{"transitions":[{"consume":"` + p.ID.String() + `"},{"consume":"xyz"}]}`,
+		"no transitions":              `{}`,
+		"null transitions":            `{"transitions":null}`,
+		"an unknown field":            `{"transitions":[],"atomic":true}`,
+		"an unknown transition field": `{"transitions":[{"consume":"` + p.ID.String() + `","consumed":true}]}`,
+	} {
+		a := call(t, "POST", f.url+"/v1/transitions/batch", f.orders, body)
+		if a.status != 400 || a.problem(t).Type != tokenservice.ProblemInvalid {
+			t.Errorf("%s: status %d, body %s; want 400 %s", name, a.status, a.body, tokenservice.ProblemInvalid)
+		}
+	}
+	requireLive(t, f, p.ID, q.ID)
+	if f.tokens.Len() != 2 {
+		t.Errorf("refused batches changed the store: %d tokens, want 2", f.tokens.Len())
+	}
+
+	tooManyIDs := make([]baton.TokenID, tokenservice.MaxBatch+1)
+	for i := range tooManyIDs {
+		tooManyIDs[i] = p.ID
+	}
+	for name, body := range map[string]any{
+		"too many ids":     readBody(tooManyIDs...),
+		"a malformed id":   `{"ids":["` + p.ID.String() + `","xyz"]}`,
+		"the zero id":      `{"ids":["00000000000000000000000000000000"]}`,
+		"no ids":           `{}`,
+		"an unknown field": `{"ids":[],"limit":1}`,
+	} {
+		a := call(t, "POST", f.url+"/v1/tokens/read", f.orders, body)
+		if a.status != 400 || a.problem(t).Type != tokenservice.ProblemInvalid {
+			t.Errorf("read with %s: status %d, body %s; want 400 %s", name, a.status, a.body, tokenservice.ProblemInvalid)
+		}
+	}
+	// MaxBatch items are not too many.
+	var answer tokenservice.TokenReadResponse
+	call(t, "POST", f.url+"/v1/tokens/read", f.orders, readBody(tooManyIDs[1:]...)).decode(t, 200, &answer)
+	if len(answer.Results) != tokenservice.MaxBatch {
+		t.Errorf("%d results for %d ids", len(answer.Results), tokenservice.MaxBatch)
+	}
+}
+
+// An empty batch is answered with no results.
+func TestBatchEmpty(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for path, body := range map[string]string{
+		"/v1/tokens/read":       `{"ids":[]}`,
+		"/v1/transitions/batch": `{"transitions":[]}`,
+	} {
+		a := call(t, "POST", f.url+path, f.billing, body)
+		if a.status != 200 || strings.TrimSpace(string(a.body)) != `{"results":[]}` {
+			t.Errorf("%s with %s: %d %s, want 200 {\"results\":[]}", path, body, a.status, a.body)
+		}
+	}
+}
+
+// The batch routes need credentials as every other route does.
+func TestBatchUnauthenticated(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	root := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	for path, body := range map[string]any{
+		"/v1/tokens/read":       readBody(root.ID),
+		"/v1/transitions/batch": batchBody(transitionBody(root.ID)),
+	} {
+		for _, key := range []string{"", "bk_not-a-registered-key"} {
+			call(t, "POST", f.url+path, key, body).wantProblem(t, 401, tokenservice.ProblemUnauthorized)
+		}
+	}
+	requireLive(t, f, root.ID)
+}
+
+func readBody(ids ...baton.TokenID) tokenservice.TokenReadRequest {
+	req := tokenservice.TokenReadRequest{IDs: []string{}}
+	for _, id := range ids {
+		req.IDs = append(req.IDs, id.String())
+	}
+	return req
+}
+
+func batchBody(transitions ...tokenservice.TransitionRequest) tokenservice.TransitionBatchRequest {
+	return tokenservice.TransitionBatchRequest{Transitions: transitions}
+}
+
+func requireLive(t *testing.T, f *fixture, ids ...baton.TokenID) {
+	t.Helper()
+	for _, id := range ids {
+		if _, err := f.tokens.Get(t.Context(), id); err != nil {
+			t.Errorf("token %s: %v, want it live", id, err)
+		}
+	}
+}
+
+func requireAbsent(t *testing.T, f *fixture, ids ...baton.TokenID) {
+	t.Helper()
+	for _, id := range ids {
+		if _, err := f.tokens.Get(t.Context(), id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("token %s: %v, want it not live", id, err)
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+)
+
+var _ store.TokenBatcher = (*Client)(nil)
+
+// GetTokens implements store.TokenBatcher: one POST /v1/tokens/read for
+// every tokenservice.MaxBatch ids. Any request that fails fails the whole
+// call.
+func (c *Client) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	var send []int // indexes into ids
+	for i, id := range ids {
+		if id.IsZero() {
+			// As Get answers it; the service would refuse the whole request.
+			errs[i] = fmt.Errorf("client: get: %w: the zero id is no token's", store.ErrNotFound)
+		} else {
+			send = append(send, i)
+		}
+	}
+	for part := range slices.Chunk(send, tokenservice.MaxBatch) {
+		if err := c.readTokens(ctx, ids, part, tokens, errs); err != nil {
+			return nil, nil, fmt.Errorf("client: get tokens: %w", err)
+		}
+	}
+	return tokens, errs, nil
+}
+
+// readTokens reads ids[i] for each i of part in one request, into
+// tokens[i] or errs[i].
+func (c *Client) readTokens(ctx context.Context, ids []baton.TokenID, part []int, tokens []baton.Token, errs []error) error {
+	req := tokenservice.TokenReadRequest{IDs: make([]string, len(part))}
+	for k, i := range part {
+		req.IDs[k] = ids[i].String()
+	}
+	var answer tokenservice.TokenReadResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/tokens/read", nil, req, http.StatusOK, &answer); err != nil {
+		return err
+	}
+	if len(answer.Results) != len(part) {
+		return fmt.Errorf("unreadable answer: %d results for %d ids", len(answer.Results), len(part))
+	}
+	for k, i := range part {
+		switch res := answer.Results[k]; {
+		case (res.Token == nil) == (res.Problem == nil):
+			return fmt.Errorf("unreadable answer: result %d is not one of token and problem", k)
+		case res.Problem != nil:
+			errs[i] = fmt.Errorf("client: get %s: %w", ids[i], &ProblemError{*res.Problem})
+		default:
+			tok, err := res.Token.Decode()
+			switch {
+			case err != nil:
+				return fmt.Errorf("unreadable answer: result %d: %v", k, err)
+			case tok.ID != ids[i]:
+				return fmt.Errorf("unreadable answer: result %d is token %s, not %s", k, tok.ID, ids[i])
+			}
+			tokens[i] = tok
+		}
+	}
+	return nil
+}
+
+// TransitionTokens implements store.TokenBatcher: one POST
+// /v1/transitions/batch for every tokenservice.MaxBatch transitions. An
+// error of the whole call means that nothing was applied: the batch is
+// invalid, or the first request was refused or never sent. The failure of
+// any other request, or one whose outcome is unknown, is the error of
+// each of its transitions.
+func (c *Client) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	// Checked here as any store checks it, so that a bad batch is refused
+	// whole before any of its requests is sent.
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, fmt.Errorf("client: transition tokens: %w", err)
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	for start := 0; start < len(transitions); start += tokenservice.MaxBatch {
+		part := transitions[start:min(start+tokenservice.MaxBatch, len(transitions))]
+		err := c.transitionTokens(ctx, part, consumed[start:], errs[start:])
+		switch {
+		case err == nil:
+		case start == 0 && store.NotApplied(err):
+			// The first request, refused or not sent: nothing was applied.
+			return nil, nil, fmt.Errorf("client: transition tokens: %w", err)
+		default:
+			// Earlier requests may have been applied, or this one: the
+			// error is each of its transitions'.
+			for k, t := range part {
+				errs[start+k] = fmt.Errorf("client: transition %s: %w", t.Consume, err)
+			}
+		}
+	}
+	return consumed, errs, nil
+}
+
+// transitionTokens runs part in one request, into consumed and errs. Its
+// error is the request's, every transition's of part: not applied, or of
+// unknown outcome.
+func (c *Client) transitionTokens(ctx context.Context, part []store.TokenTransition, consumed []bool, errs []error) error {
+	req := tokenservice.TransitionBatchRequest{Transitions: make([]tokenservice.TransitionRequest, len(part))}
+	for k, t := range part {
+		req.Transitions[k] = transitionRequest(t.Consume, t.Create)
+	}
+	var answer tokenservice.TransitionBatchResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/transitions/batch", nil, req, http.StatusOK, &answer); err != nil {
+		return err
+	}
+	if len(answer.Results) != len(part) {
+		return fmt.Errorf("outcome unknown: unreadable answer: %d results for %d transitions", len(answer.Results), len(part))
+	}
+	for k, res := range answer.Results {
+		if (res.Consumed == nil) == (res.Problem == nil) {
+			return fmt.Errorf("outcome unknown: unreadable answer: result %d is not one of consumed and problem", k)
+		}
+	}
+	for k, res := range answer.Results {
+		if res.Problem != nil {
+			errs[k] = fmt.Errorf("client: transition %s: %w", part[k].Consume, &ProblemError{*res.Problem})
+		} else {
+			consumed[k] = *res.Consumed
+		}
+	}
+	return nil
+}
