@@ -166,7 +166,10 @@ func RunSystem(ctx context.Context, cfg SystemConfig) error {
 		SweepAfter:     sweepAfter,
 		SweepInterval:  time.Second,
 		MaxAttempts:    100, // the demo never gives up on a signal
-		Logger:         log,
+		// Deliveries that arrive together share their token service
+		// requests and their entity commits (the plain path's batches).
+		Batch:  8,
+		Logger: log,
 	}
 	var register func(*engine.Engine) error
 	switch cfg.Role {

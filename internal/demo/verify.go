@@ -36,6 +36,9 @@ type Report struct {
 	CopiesCompleted    int64 `json:"copies_completed"` // copies that found the step done and finished it
 	Crashes            int64 `json:"crashes"`
 	SweptEntries       int64 `json:"swept_entries"`
+	// Batched are activities committed with others that arrived together
+	// (engine.Config.Batch).
+	Batched int64 `json:"batched"`
 
 	TracedConversations int `json:"traced_conversations"` // each one trace across the systems
 
@@ -78,6 +81,7 @@ func (d *demo) partialReport() Report {
 		CopiesCompleted:    stats.Completed,
 		Crashes:            d.kills.Load(),
 		SweptEntries:       stats.Swept,
+		Batched:            stats.Batched,
 		PeakLiveTokens:     d.tokenCounts.peak.Load(),
 		Violations:         []string{},
 	}
@@ -281,7 +285,7 @@ func (r Report) Write(w io.Writer) {
 		{"chaos: double clicks", r.DoubleClicks}, {"chaos: duplicate deliveries", r.DuplicatesInjected},
 		{"chaos: lost HTTP responses", r.LostResponses}, {"chaos: crashes (SIGKILL)", r.Crashes},
 		{"duplicates dropped", r.DuplicatesDropped}, {"copies that finished a done step", r.CopiesCompleted},
-		{"outbox entries swept", r.SweptEntries},
+		{"outbox entries swept", r.SweptEntries}, {"activities committed in batches", r.Batched},
 		{"", nil},
 		{"double charges", r.DoubleCharges}, {"lost orders", r.LostOrders},
 		{"live tokens at the end", r.LiveTokensEnd}, {"outbox entries at the end", r.OutboxEnd},
