@@ -335,7 +335,7 @@ func tokenTransitions(chains []*chain) []store.TokenTransition {
 	var out []store.TokenTransition
 	for _, c := range chains {
 		for _, it := range c.members {
-			out = append(out, store.TokenTransition{Consume: it.sig.ID, Create: childTokens(it.out)})
+			out = append(out, store.TokenTransition{Consume: it.sig.ID, Conversation: it.sig.Conversation, Create: childTokens(it.out)})
 		}
 	}
 	return out

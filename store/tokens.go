@@ -110,10 +110,44 @@ type TokenBatcher interface {
 }
 
 // TokenTransition is one transition of TokenBatcher.TransitionTokens:
-// what TokenStore.Transition takes.
+// what TokenStore.Transition takes, and the consumed token's conversation
+// where the caller knows it (zero where not): a hint for a store split by
+// conversation, as WithConversation is for one call.
 type TokenTransition struct {
-	Consume baton.TokenID
-	Create  []baton.Token
+	Consume      baton.TokenID
+	Conversation baton.TokenID
+	Create       []baton.Token
+}
+
+// BatcherOf returns the token store's own TokenBatcher, or one that runs
+// the operations of a batch one after another.
+func BatcherOf(tokens TokenStore) TokenBatcher {
+	if b, ok := tokens.(TokenBatcher); ok {
+		return b
+	}
+	return oneByOne{tokens}
+}
+
+// oneByOne is a TokenBatcher over a token store without one.
+type oneByOne struct{ tokens TokenStore }
+
+func (o oneByOne) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	for i, id := range ids {
+		tokens[i], errs[i] = o.tokens.Get(ctx, id)
+	}
+	return tokens, errs, nil
+}
+
+func (o oneByOne) TransitionTokens(ctx context.Context, transitions []TokenTransition) ([]bool, []error, error) {
+	if err := ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, err
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	for i, t := range transitions {
+		consumed[i], errs[i] = o.tokens.Transition(ctx, t.Consume, t.Create)
+	}
+	return consumed, errs, nil
 }
 
 // ValidateTokenTransitions checks the transitions of

@@ -1,7 +1,6 @@
 package tokenservice
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 
@@ -85,35 +84,4 @@ func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller 
 		}
 	}
 	writeJSON(w, http.StatusOK, TransitionBatchResponse{Results: results})
-}
-
-// batcherOf returns the token store's own store.TokenBatcher, or one that
-// runs the operations of a batch one after another.
-func batcherOf(tokens store.TokenStore) store.TokenBatcher {
-	if b, ok := tokens.(store.TokenBatcher); ok {
-		return b
-	}
-	return oneByOne{tokens}
-}
-
-// oneByOne is a store.TokenBatcher over a token store without one.
-type oneByOne struct{ tokens store.TokenStore }
-
-func (o oneByOne) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
-	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
-	for i, id := range ids {
-		tokens[i], errs[i] = o.tokens.Get(ctx, id)
-	}
-	return tokens, errs, nil
-}
-
-func (o oneByOne) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
-	if err := store.ValidateTokenTransitions(transitions); err != nil {
-		return nil, nil, err
-	}
-	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
-	for i, t := range transitions {
-		consumed[i], errs[i] = o.tokens.Transition(ctx, t.Consume, t.Create)
-	}
-	return consumed, errs, nil
 }

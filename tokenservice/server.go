@@ -64,7 +64,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, tokens: cfg.Tokens, batch: batcherOf(cfg.Tokens), log: cfg.Logger, systems: systems,
+	s := &server{cfg: cfg, tokens: cfg.Tokens, batch: store.BatcherOf(cfg.Tokens), log: cfg.Logger, systems: systems,
 		byName: make(map[string]*registered), mux: http.NewServeMux()}
 	for _, sys := range systems {
 		s.byName[sys.Name] = sys

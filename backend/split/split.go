@@ -26,6 +26,12 @@
 // that fails makes the call fail (outcome unknown), never a false
 // "duplicate".
 //
+// Batches (store.TokenBatcher, the engine's plain path with Config.Batch):
+// a batch of reads asks every part once for all its ids; a batch of
+// transitions goes to its conversations' parts (the children's, or
+// TokenTransition.Conversation), one call per part, each a part's own
+// batch where it has one.
+//
 // The parts are fixed: adding one, removing one or changing their order
 // moves conversations to parts that do not hold their tokens, whose signals
 // would then be dropped as duplicates. Open therefore marks each part with
@@ -151,13 +157,10 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 		return false, err
 	}
 	if len(create) > 0 {
-		conversation := create[0].Conversation
-		for _, t := range create[1:] {
-			if t.Conversation != conversation {
-				return false, fmt.Errorf("%w: the tokens a transition creates are of one conversation, the consumed token's (got %s and %s)", store.ErrInvalid, conversation, t.Conversation)
-			}
+		if err := oneConversation(create); err != nil {
+			return false, err
 		}
-		return s.partOf(conversation).Transition(ctx, consume, create)
+		return s.partOf(create[0].Conversation).Transition(ctx, consume, create)
 	}
 	hinted, ok := s.hinted(ctx)
 	if ok {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -317,5 +318,80 @@ func TestAWrongConversationCostsOnlyReads(t *testing.T) {
 	}
 	if _, err := s.Get(misnamed, root.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Get of the consumed token = %v", err)
+	}
+}
+
+// batchCountingPart counts calls of a part that runs batches in one call.
+type batchCountingPart struct {
+	countingPart
+	batches store.TokenBatcher
+}
+
+func (c batchCountingPart) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	c.calls.Add(1)
+	return c.batches.GetTokens(ctx, ids)
+}
+
+func (c batchCountingPart) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	c.calls.Add(1)
+	return c.batches.TransitionTokens(ctx, transitions)
+}
+
+// TestBatchesGoOncePerPart: a batch's reads ask every part once, and its
+// transitions go to their conversations' parts, one call each; a leaf
+// transition without a conversation still finds its token.
+func TestBatchesGoOncePerPart(t *testing.T) {
+	t.Parallel()
+	var calls [3]atomic.Int64
+	s, _ := newSplit(t, 3, func(i int, p split.Part) store.TokenStore {
+		return batchCountingPart{countingPart{p, &calls[i]}, p.(store.TokenBatcher)}
+	})
+	ctx := t.Context()
+	total := func() int64 { return calls[0].Swap(0) + calls[1].Swap(0) + calls[2].Swap(0) }
+	var ids []baton.TokenID
+	var parents, leaves []store.TokenTransition
+	for range 30 {
+		root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		child := baton.Token{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID, Destination: "billing",
+			Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()}
+		ids = append(ids, root.ID)
+		parents = append(parents, store.TokenTransition{Consume: root.ID, Create: []baton.Token{child}})
+		leaves = append(leaves, store.TokenTransition{Consume: child.ID, Conversation: child.Conversation})
+	}
+	total()
+
+	tokens, errs, err := s.GetTokens(ctx, append(ids, baton.NewTokenID()))
+	if err != nil || errors.Join(errs[:30]...) != nil || !errors.Is(errs[30], store.ErrNotFound) {
+		t.Fatalf("GetTokens = %v, %v; want 30 tokens and one ErrNotFound", errs, err)
+	}
+	for i, tok := range tokens[:30] {
+		if tok.ID != ids[i] {
+			t.Fatalf("GetTokens[%d] = %s, want %s", i, tok.ID, ids[i])
+		}
+	}
+	if n := total(); n != 3 {
+		t.Errorf("GetTokens of 31 ids made %d calls to the parts; want 3, one per part", n)
+	}
+	for name, batch := range map[string][]store.TokenTransition{"with children": parents, "leaves named by conversation": leaves} {
+		consumed, errs, err := s.TransitionTokens(ctx, batch)
+		if err != nil || errors.Join(errs...) != nil || slices.Contains(consumed, false) {
+			t.Fatalf("TransitionTokens %s = %v, %v, %v; want all consumed", name, consumed, errs, err)
+		}
+		if n := total(); n != 3 {
+			t.Errorf("TransitionTokens of 30 %s made %d calls to the parts; want 3, one per part", name, n)
+		}
+	}
+
+	// A leaf without its conversation is looked for in every part.
+	root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumed, errs, err := s.TransitionTokens(ctx, []store.TokenTransition{{Consume: root.ID}, {Consume: baton.NewTokenID()}})
+	if err != nil || errors.Join(errs...) != nil || !consumed[0] || consumed[1] {
+		t.Errorf("TransitionTokens of an unnamed leaf and an unknown token = %v, %v, %v; want true, false", consumed, errs, err)
 	}
 }

@@ -1,0 +1,143 @@
+package split
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+var _ store.TokenBatcher = (*Store)(nil)
+
+// GetTokens implements store.TokenBatcher: every part is asked for every
+// id at once (a token id does not say its conversation), each in one call
+// where the part is a store.TokenBatcher. A token is absent only if every
+// part says so; a part that fails makes its ids fail (never a false
+// "duplicate").
+func (s *Store) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	if err := notStarted(ctx); err != nil {
+		return nil, nil, err
+	}
+	type answer struct {
+		tokens []baton.Token
+		errs   []error
+	}
+	answers := make([]answer, len(s.parts))
+	var wg sync.WaitGroup
+	for i, p := range s.parts {
+		wg.Go(func() {
+			tokens, errs, err := store.BatcherOf(p).GetTokens(ctx, ids)
+			if err != nil {
+				tokens, errs = make([]baton.Token, len(ids)), make([]error, len(ids))
+				for j := range errs {
+					errs[j] = err
+				}
+			}
+			answers[i] = answer{tokens, errs}
+		})
+	}
+	wg.Wait()
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	for j := range ids {
+		errs[j] = store.ErrNotFound
+		for _, a := range answers {
+			switch err := a.errs[j]; {
+			case err == nil:
+				tokens[j], errs[j] = a.tokens[j], nil
+			case !errors.Is(err, store.ErrNotFound) && errors.Is(errs[j], store.ErrNotFound):
+				errs[j] = err
+			}
+			if errs[j] == nil {
+				break
+			}
+		}
+	}
+	return tokens, errs, nil
+}
+
+// TransitionTokens implements store.TokenBatcher: each part runs the
+// transitions of its conversations in one call (where it is a
+// store.TokenBatcher). A transition's part is its children's conversation's,
+// or the hinted one's (TokenTransition.Conversation); one with neither, or
+// whose hinted part did not have the token, goes through Transition, which
+// finds the token in whichever part has it.
+func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, err
+	}
+	if err := notStarted(ctx); err != nil {
+		return nil, nil, err
+	}
+	byPart := make(map[int][]int) // part -> indexes into transitions
+	var unrouted []int
+	for i, t := range transitions {
+		conversation := t.Conversation
+		if len(t.Create) > 0 {
+			conversation = t.Create[0].Conversation
+			if err := oneConversation(t.Create); err != nil {
+				return nil, nil, err
+			}
+		}
+		if conversation.IsZero() {
+			unrouted = append(unrouted, i)
+			continue
+		}
+		part := PartOf(conversation, len(s.parts))
+		byPart[part] = append(byPart[part], i)
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	var wg sync.WaitGroup
+	for part, indexes := range byPart {
+		wg.Go(func() {
+			batch := make([]store.TokenTransition, len(indexes))
+			for k, i := range indexes {
+				batch[k] = transitions[i]
+			}
+			got, gotErrs, err := store.BatcherOf(s.parts[part]).TransitionTokens(ctx, batch)
+			for k, i := range indexes {
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				consumed[i], errs[i] = got[k], gotErrs[k]
+			}
+		})
+	}
+	wg.Wait()
+	for _, indexes := range byPart {
+		for _, i := range indexes {
+			// A hint that named another conversation than the token's: the
+			// token may be in another part.
+			if len(transitions[i].Create) == 0 && !consumed[i] && errs[i] == nil {
+				unrouted = append(unrouted, i)
+			}
+		}
+	}
+	for _, i := range unrouted {
+		consumed[i], errs[i] = s.Transition(ctx, transitions[i].Consume, nil)
+	}
+	return consumed, errs, nil
+}
+
+// oneConversation refuses children of more than one conversation, as
+// Transition does.
+func oneConversation(create []baton.Token) error {
+	for _, t := range create[1:] {
+		if t.Conversation != create[0].Conversation {
+			return fmt.Errorf("%w: the tokens a transition creates are of one conversation, the consumed token's (got %s and %s)", store.ErrInvalid, create[0].Conversation, t.Conversation)
+		}
+	}
+	return nil
+}
+
+// notStarted refuses a batch whose context ended before it started, so
+// that the whole call, not each item, says nothing was applied.
+func notStarted(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("split: %w: %w", store.ErrNotApplied, err)
+	}
+	return nil
+}
