@@ -329,6 +329,10 @@ func (p *ProblemError) Unwrap() []error {
 		return []error{ErrForbidden, store.ErrNotYours, store.ErrNotApplied}
 	case tokenservice.ProblemForbidden, tokenservice.ProblemNotAChild:
 		return []error{ErrForbidden, store.ErrNotApplied}
+	case tokenservice.ProblemNoRoute, tokenservice.ProblemMethod:
+		// A service that does not serve the route (an older one, without
+		// the batch routes) ran nothing.
+		return []error{store.ErrNotApplied}
 	}
 	// An answer without a known type (a proxy's error page, a 500): the
 	// status alone says nothing was applied only for these.

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -254,5 +255,32 @@ func TestNewRefusesBadURLs(t *testing.T) {
 	}
 	if _, err := client.New("http://host", "bk key", client.Options{}); !errors.Is(err, client.ErrInvalidConfig) {
 		t.Errorf("New with a key containing a space = %v, want ErrInvalidConfig", err)
+	}
+}
+
+// TestServiceWithoutBatchRoutes: a service that does not serve the batch
+// routes (an older one) answers no-such-route, which ran nothing: the
+// batch calls fail as not applied, and the engine then processes the
+// signals one by one.
+func TestServiceWithoutBatchRoutes(t *testing.T) {
+	t.Parallel()
+	h, key, _ := serviceHandler(t)
+	older := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/tokens/read" || r.URL.Path == "/v1/transitions/batch" {
+			w.Header().Set("Content-Type", tokenservice.ProblemContentType)
+			w.WriteHeader(http.StatusNotFound)
+			_ = json.NewEncoder(w).Encode(tokenservice.Problem{Type: tokenservice.ProblemNoRoute, Status: http.StatusNotFound})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(older)
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, key)
+	if _, _, err := c.GetTokens(t.Context(), []baton.TokenID{baton.NewTokenID()}); !errors.Is(err, store.ErrNotApplied) || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetTokens from a service without the route = %v; want not applied", err)
+	}
+	if _, _, err := c.TransitionTokens(t.Context(), []store.TokenTransition{{Consume: baton.NewTokenID()}}); !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("TransitionTokens from a service without the route = %v; want not applied, for the whole call", err)
 	}
 }
