@@ -21,8 +21,9 @@
 //     that batches are compared with batches.
 //   - baton-pg, baton-pg-single, baton-pg-tx, baton-pg-plain,
 //     baton-pg-inline, baton-embedded, baton-redis, baton-redis-fsync,
-//     baton-redis-fsync-single, baton-memory: the engine over the named
-//     stores and settings.
+//     baton-redis-fsync-single, baton-service, baton-service-single,
+//     baton-memory: the engine over the named stores and settings
+//     (baton-service: tokens behind the token service over HTTP).
 //   - classic-mysql and baton-mysql: the classic approach and baton on
 //     one MySQL or MariaDB server (Config.MySQLDSN); baton-mysql's "x
 //     classic" is against classic-mysql. Not in the default set.

@@ -104,6 +104,20 @@ var Variants = []Variant{
 		},
 	},
 	{
+		Name: "baton-service", Label: "baton, token service (HTTP, Redis fsync always) + PG entities, batches", postgres: true, redisServer: true,
+		Note: "baton-service: tokens behind the token service (HTTP on the loopback, served in this process) over the benchmark's redis-server with appendfsync always; entities in PostgreSQL; plain path in batches of up to 16: a batch's tokens in one POST /v1/tokens/read, its transitions in one POST /v1/transitions/batch (not in the default set).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonService(ctx, env, name, batonOptions{batch: batchSize})
+		},
+	},
+	{
+		Name: "baton-service-single", Label: "baton, token service (HTTP, Redis fsync always) + PG entities, one at a time", postgres: true, redisServer: true,
+		Note: "baton-service-single: as baton-service one signal at a time: a token read and a transition are a request each (not in the default set).",
+		open: func(ctx context.Context, env *env, name string) (system, error) {
+			return openBatonService(ctx, env, name, batonOptions{})
+		},
+	},
+	{
 		Name: "classic-mysql", Label: "classic on MySQL: processed table + outbox", mysql: true, classic: "classic-mysql",
 		Note: "classic-mysql: classic on the MySQL or MariaDB server of --mysql-dsn (InnoDB): the processed table, the entity's conditional update and the outbox row in one transaction, the relay and the cleanup job as classic; server CPU is the whole server process's while the variant ran.",
 		open: openMySQLClassic,
