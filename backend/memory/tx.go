@@ -141,14 +141,11 @@ func (s *EntityStore) CommitTx(ctx context.Context, step store.TxStep, write fun
 	if err := s.usable(ctx); err != nil {
 		return 0, false, err
 	}
-	if current := s.entities[next.Key].Version; current != next.Version {
-		return 0, false, fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, next.Key, current, next.Version)
+	if err := s.commit(next); err != nil {
+		return 0, false, err
 	}
-	next = clone(next)
-	next.Version++
-	s.entities[next.Key] = next
 	tx.apply()
-	return next.Version, true, nil
+	return next.Version + 1, true, nil
 }
 
 func (s *EntityStore) checkVersion(ctx context.Context, key string, version uint64) error {

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -52,9 +51,8 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 			}
 			l := &out[item-1]
 			if version != nil {
-				l.Entity.Version, l.Entity.State = uint64(*version), state
-				if err := json.Unmarshal(outbox, &l.Entity.Outbox); err != nil {
-					return fmt.Errorf("postgres: load %q: decode outbox: %w", l.Entity.Key, err)
+				if l.Entity, err = (storedEntity{*version, state, outbox}).entity(l.Entity.Key); err != nil {
+					return err
 				}
 			}
 			if tr.id != nil {
