@@ -326,6 +326,7 @@ func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
 	must(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	tr := memtransport.New(memtransport.Config{})
+	bare := bareStore{st, st} // one store value with no batch calls
 	for _, c := range []struct {
 		name       string
 		tokens     store.TokenStore
@@ -336,7 +337,8 @@ func TestBatchWithoutSharedCommitsSaysWhy(t *testing.T) {
 		{"one store that batches", st, st, false, ""},
 		{"two stores that batch", memory.NewTokenStore(), memory.NewEntityStore(), false, ""},
 		{"two stores, tokens one at a time", tokensOneByOne{memory.NewTokenStore()}, memory.NewEntityStore(), false, "store.TokenBatcher"},
-		{"fast path off", st, st, true, "Config.NoFastPath is set"},
+		{"fast path off, plain batches", st, st, true, ""},
+		{"fast path off, no batches", bare, bare, true, "Config.NoFastPath is set"},
 	} {
 		var logged bytes.Buffer
 		_, err := engine.New(engine.Config{Destination: "billing", Tokens: c.tokens, Entities: c.entities, Dispatch: tr, Source: tr,
@@ -403,4 +405,10 @@ func TestBatchWithShortAnswersFallsBack(t *testing.T) {
 	if stats := e.Stats(); stats.Batched != 0 {
 		t.Errorf("%d activities committed in batches from short answers, want 0", stats.Batched)
 	}
+}
+
+// bareStore is a token and entity store with none of the optional calls.
+type bareStore struct {
+	store.TokenStore
+	store.EntityStore
 }

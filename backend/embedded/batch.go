@@ -125,3 +125,62 @@ func (b buckets) apply(t store.Transition) error {
 	}
 	return nil
 }
+
+var _ store.TokenBatcher = (*Store)(nil)
+
+// GetTokens implements store.TokenBatcher: every read in one read
+// transaction.
+func (s *Store) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		b := bucketsOf(tx)
+		for i, id := range ids {
+			t, live, err := b.getToken(id)
+			switch {
+			case err != nil:
+				return err
+			case !live:
+				errs[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, id)
+			default:
+				tokens[i] = t
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tokens, errs, nil
+}
+
+// TransitionTokens implements store.TokenBatcher: every transition in one
+// write transaction (one fsync), each applied or refused on its own. A
+// commit that failed leaves every transition's outcome unknown: its error
+// is each one's, as the whole call's would say that nothing was applied.
+func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
+	if err := store.ValidateTokenTransitions(transitions); err != nil {
+		return nil, nil, err
+	}
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	err := s.write(ctx, "transition tokens", func(tx *bolt.Tx) error {
+		clear(consumed)
+		clear(errs)
+		b := bucketsOf(tx)
+		for i, t := range transitions {
+			var err error
+			if consumed[i], errs[i], err = b.transition(t.Consume, t.Create); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case store.NotApplied(err):
+		return nil, nil, err
+	case err != nil:
+		for i := range errs {
+			consumed[i], errs[i] = false, err
+		}
+	}
+	return consumed, errs, nil
+}

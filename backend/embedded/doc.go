@@ -3,8 +3,10 @@
 // needed. One *Store implements store.TokenStore, store.EntityStore and
 // store.CommitTransitioner, so the engine can run steps 4 and 5 of the
 // protocol in one transaction (the fast path of docs/protocol.md 3.2), and also
-// store.TokenLoader (an entity and a token in one read transaction) and
-// store.BatchCommitter (many entity commits in one write transaction).
+// store.TokenLoader (an entity and a token in one read transaction),
+// store.BatchCommitter and store.TokenBatcher (many entity commits, or
+// many transitions, in one write transaction), store.BatchLoader and
+// store.TransitionBatcher.
 //
 // # Guarantees
 //
