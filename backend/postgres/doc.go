@@ -21,8 +21,12 @@
 //     nothing on conflict. LoadBatch (store.BatchLoader) reads many
 //     entities in one statement. LoadWithToken (store.TokenLoader) reads an
 //     entity and a token in one statement, so both come from one snapshot.
+//     GetTokens (store.TokenBatcher) reads many tokens in one statement;
+//     TransitionTokens sends the transitions' statements in one round trip,
+//     which PostgreSQL runs in one transaction: a child that exists rolls
+//     them all back, and each then runs alone to say which was refused.
 //   - Linearizable: every write is a single statement in its own
-//     transaction. Concurrent transitions of one token serialize on the
+//     transaction (TransitionTokens: several, in one transaction). Concurrent transitions of one token serialize on the
 //     token's row lock; under READ COMMITTED the later one re-reads the
 //     row, finds it deleted and creates nothing, so exactly one consumes
 //     the token. Concurrent commits of one entity serialize on its row and

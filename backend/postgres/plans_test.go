@@ -44,7 +44,7 @@ func TestStatementsLookUpByKey(t *testing.T) {
 		"load": s.sql.load, "loadBatch": s.sql.loadBatch, "loadWithToken": s.sql.loadWithToken, "loadWithTokens": s.sql.loadWithTokens,
 		"updateEntity": s.sql.updateEntity, "commitBatch": s.sql.commitBatch, "commitTransitions": s.sql.commitTransitions,
 		"fastPath update": s.sql.fastPath[0][0], "fastPath update with children": s.sql.fastPath[0][1],
-		"fastPath insert with children": s.sql.fastPath[1][1], "transition": s.sql.transition, "get": s.sql.get,
+		"fastPath insert with children": s.sql.fastPath[1][1], "transition": s.sql.transition, "get": s.sql.get, "getMany": s.sql.getMany,
 		"claimRoot": s.sql.claimRoot, "issue": s.sql.issue, "stale": s.sql.stale, "expireRoots": s.sql.expireRoots,
 		"listByConversation": s.sql.listByConversation, "listByDestination": s.sql.listByDestination,
 		"tx lock": s.tx.lock, "tx insertRoot": s.tx.insertRoot,

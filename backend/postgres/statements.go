@@ -40,8 +40,8 @@ func zip(first int, columns ...string) string {
 // statements holds the SQL of one schema, built once per Store. The
 // schema name in it was validated and quoted by Config.
 type statements struct {
-	transition, issue, claimRoot, get, listByConversation, listByDestination, expireRoots string
-	load, loadBatch, loadWithToken, insertEntity, updateEntity, commitBatch, stale        string
+	transition, issue, claimRoot, get, getMany, listByConversation, listByDestination, expireRoots string
+	load, loadBatch, loadWithToken, insertEntity, updateEntity, commitBatch, stale                 string
 	// fastPath[newEntity][withChildren] (fastPath).
 	fastPath                          [2][2]string
 	loadWithTokens, commitTransitions string
@@ -77,7 +77,8 @@ SELECT count(*) FROM consumed`),
 SELECT ` + zip(1, tokenTypes...) + `
 ON CONFLICT (id) DO NOTHING
 RETURNING id`),
-		get: r.Replace(`SELECT {columns} FROM {tokens} WHERE id = $1`),
+		get:     r.Replace(`SELECT {columns} FROM {tokens} WHERE id = $1`),
+		getMany: r.Replace(`SELECT {columns} FROM {tokens} WHERE id = ANY($1::bytea[])`),
 		// The row is locked first, so a claim that waited for a
 		// concurrent transition or expiry sees the row as they left it
 		// (READ COMMITTED rechecks a locked row): gone, or still there.
