@@ -138,7 +138,7 @@ func TestExactlyOnceMatrix(t *testing.T) {
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Shipping}}, {serve: []string{Order, Stock, Shipping}}}},
 		{name: "embedded-tokens+entities/nats/1-proc/deferred-removals/batches", tokens: "embedded", entities: "embedded", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all, file: "all.db"}}},
-		{name: "pg-tokens+embedded-entities/nats/4-procs", tokens: "postgres", entities: "embedded", transport: "nats",
+		{name: "pg-tokens+embedded-entities/nats/4-procs/batches", tokens: "postgres", entities: "embedded", transport: "nats", batch: 8,
 			procs: []proc{{serve: []string{Order}, file: "order.db"}, {serve: []string{Billing}, file: "billing.db"},
 				{serve: []string{Stock}, file: "stock.db"}, {serve: []string{Shipping}, file: "shipping.db"}}},
 		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals/batches", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true, batch: 8,
