@@ -375,13 +375,16 @@ func TestBatchesGoOncePerPart(t *testing.T) {
 	if n := total(); n != 3 {
 		t.Errorf("GetTokens of 31 ids made %d calls to the parts; want 3, one per part", n)
 	}
-	for name, batch := range map[string][]store.TokenTransition{"with children": parents, "leaves named by conversation": leaves} {
-		consumed, errs, err := s.TransitionTokens(ctx, batch)
+	for _, step := range []struct {
+		name  string
+		batch []store.TokenTransition
+	}{{"with children", parents}, {"leaves named by conversation", leaves}} { // in this order: the leaves are the children
+		consumed, errs, err := s.TransitionTokens(ctx, step.batch)
 		if err != nil || errors.Join(errs...) != nil || slices.Contains(consumed, false) {
-			t.Fatalf("TransitionTokens %s = %v, %v, %v; want all consumed", name, consumed, errs, err)
+			t.Fatalf("TransitionTokens %s = %v, %v, %v; want all consumed", step.name, consumed, errs, err)
 		}
 		if n := total(); n != 3 {
-			t.Errorf("TransitionTokens of 30 %s made %d calls to the parts; want 3, one per part", name, n)
+			t.Errorf("TransitionTokens of 30 %s made %d calls to the parts; want 3, one per part", step.name, n)
 		}
 	}
 
