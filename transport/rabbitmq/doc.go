@@ -12,6 +12,10 @@
 // a message once a quorum of its replicas has written it to disk (fsync):
 // on a cluster, a signal survives the loss of a minority of nodes; on a
 // single node it is fsynced before the confirm, and lost only with the disk.
+// PublishBatch (transport.BatchPublisher, used by the engine for a batch's
+// signals, engine.Config.Batch) sends many signals on one channel before
+// it waits for their confirms, so the broker stores them with one fsync;
+// each signal's outcome is what Publish would have said.
 //
 // Every subscriber of a destination, in any process, consumes the same
 // queue, so they compete for its signals. Each subscription has its own

@@ -29,9 +29,10 @@ var (
 	ErrNoConfirm = errors.New("rabbitmq transport: no confirm from the broker; the outcome is unknown")
 )
 
-// publishChannels is how many publishes may wait for their confirms at
-// once. Each uses its own confirm-mode channel, so that a returned
-// (unroutable) message is matched to its publish without ambiguity.
+// publishChannels is how many publishes (or batches, PublishBatch) may
+// wait for their confirms at once. Each uses its own confirm-mode channel,
+// so that a returned (unroutable) message is matched to its publish
+// without ambiguity (in a batch, by its message id).
 const publishChannels = 16
 
 // Transport is a transport.Transport over RabbitMQ quorum queues.
@@ -108,10 +109,7 @@ func (t *Transport) Publish(ctx context.Context, sig baton.Signal) error {
 	if t.isClosed() {
 		return transport.ErrClosed
 	}
-	if err := sig.Validate(); err != nil {
-		return err
-	}
-	h, err := encodeHeaders(sig)
+	msg, err := signalMessage(sig)
 	if err != nil {
 		return err
 	}
@@ -120,17 +118,29 @@ func (t *Transport) Publish(ctx context.Context, sig baton.Signal) error {
 	if err := t.declareDestination(ctx, sig.Destination); err != nil {
 		return fmt.Errorf("rabbitmq transport: publish %s: %w", sig.ID, err)
 	}
-	msg := amqp.Publishing{
+	if err := t.publish(ctx, "", t.signalQueue(sig.Destination), msg, "dest:"+sig.Destination); err != nil {
+		return fmt.Errorf("rabbitmq transport: publish %s to %q: %w", sig.ID, sig.Destination, err)
+	}
+	return nil
+}
+
+// signalMessage is the persistent message that carries sig, its id as
+// the message id.
+func signalMessage(sig baton.Signal) (amqp.Publishing, error) {
+	if err := sig.Validate(); err != nil {
+		return amqp.Publishing{}, err
+	}
+	h, err := encodeHeaders(sig)
+	if err != nil {
+		return amqp.Publishing{}, err
+	}
+	return amqp.Publishing{
 		Headers:      h,
 		Body:         sig.Payload,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    sig.ID.String(),
 		AppId:        "baton",
-	}
-	if err := t.publish(ctx, "", t.signalQueue(sig.Destination), msg, "dest:"+sig.Destination); err != nil {
-		return fmt.Errorf("rabbitmq transport: publish %s to %q: %w", sig.ID, sig.Destination, err)
-	}
-	return nil
+	}, nil
 }
 
 // publisher is a confirm-mode channel that carries one publish at a time.
