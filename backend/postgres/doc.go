@@ -83,7 +83,11 @@
 //     goes unseen: set them for the database or role, not per session.
 //     For replicas to hold acknowledged tokens after a failover, use
 //     synchronous replication (synchronous_standby_names with
-//     synchronous_commit on or remote_apply).
+//     synchronous_commit on or remote_apply). New logs a warning when the
+//     server streams to a standby asynchronously, or with
+//     synchronous_commit local does not wait for its synchronous ones
+//     (standbys' modes are visible to superusers and pg_read_all_stats
+//     members only; for other roles it cannot tell).
 //   - default_transaction_isolation READ COMMITTED (the default).
 //     REPEATABLE READ and SERIALIZABLE stay correct, but concurrent calls
 //     on one token or entity then fail with serialization failures, which

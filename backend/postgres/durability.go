@@ -67,7 +67,8 @@ func (d *durability) check(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // checkPool checks one connection of pool, so that New fails at once on a
-// server or role that is not durable.
+// server or role that is not durable, and warns if the server's standbys
+// could lose acknowledged commits in a failover.
 func (d *durability) checkPool(ctx context.Context, pool *pgxpool.Pool) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -76,8 +77,47 @@ func (d *durability) checkPool(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := d.checkAcquired(ctx, conn); err != nil {
 		return err
 	}
-	conn.Release()
+	defer conn.Release()
+	risk, err := replicationRisk(ctx, conn.Conn())
+	switch {
+	case err != nil:
+		d.logger.Debug("postgres: cannot read the server's standbys", "error", err)
+	case risk != "":
+		d.logger.Warn("postgres: a failover to a standby could lose acknowledged commits: consumed tokens come back (work done twice) and issued ones vanish (signals dropped)",
+			"reason", risk, "schema", d.schema,
+			"fix", "replicate synchronously (synchronous_standby_names, synchronous_commit on or remote_apply) or never promote an asynchronous standby")
+	}
 	return nil
+}
+
+// replicationRisk returns why a standby of the server, promoted after a
+// crash, could lack commits the store acknowledged, or "" if it sees no
+// such standby. The standbys' modes are visible only to roles that may
+// read all statistics (superuser, pg_read_all_stats); for other roles
+// pg_stat_replication shows no modes and this says nothing.
+func replicationRisk(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var async, standbys int
+	var syncCommit string
+	err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE sync_state = 'async'), count(sync_state), current_setting('synchronous_commit')
+FROM pg_stat_replication`).Scan(&async, &standbys, &syncCommit)
+	if err != nil {
+		return "", err
+	}
+	return standbyRisk(async, standbys, syncCommit), nil
+}
+
+// standbyRisk is replicationRisk's verdict on async of standbys streaming
+// asynchronously, and the session's synchronous_commit.
+func standbyRisk(async, standbys int, syncCommit string) string {
+	switch {
+	case standbys == 0:
+		return ""
+	case async > 0:
+		return fmt.Sprintf("%d of the server's %d standbys replicate asynchronously", async, standbys)
+	case syncCommit == "local":
+		return fmt.Sprintf("synchronous_commit is local: commits do not wait for the server's %d synchronous standbys", standbys)
+	}
+	return ""
 }
 
 // checkAcquired checks conn and releases it if it fails the check: closed,

@@ -157,3 +157,41 @@ func loadAsSuperuser(t *testing.T, schema, key string) store.Entity {
 }
 
 func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// TestStandbyRisk checks the verdict on a server's standbys. This machine's
+// server has none (and its pg_hba.conf takes no replication connections),
+// so the warning itself is checked only on the verdict; New on it must stay
+// silent.
+func TestStandbyRisk(t *testing.T) {
+	for _, c := range []struct {
+		async, standbys int
+		syncCommit      string
+		want            string
+	}{
+		{0, 0, "on", ""},
+		{0, 0, "local", ""},
+		{0, 2, "on", ""},
+		{0, 2, "remote_apply", ""},
+		{1, 2, "on", "1 of the server's 2 standbys replicate asynchronously"},
+		{1, 1, "remote_apply", "1 of the server's 1 standbys replicate asynchronously"},
+		{0, 1, "local", "synchronous_commit is local: commits do not wait for the server's 1 synchronous standbys"},
+	} {
+		if got := standbyRisk(c.async, c.standbys, c.syncCommit); got != c.want {
+			t.Errorf("standbyRisk(%d, %d, %q) = %q, want %q", c.async, c.standbys, c.syncCommit, got, c.want)
+		}
+	}
+
+	var logged strings.Builder
+	pool := newPool(t, 1)
+	t.Cleanup(pool.Close)
+	if _, err := New(t.Context(), pool, Config{Schema: uniqueSchema(t), Logger: newTextLogger(&logged)}); err != nil {
+		t.Fatal(err)
+	}
+	var standbys int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM pg_stat_replication").Scan(&standbys); err != nil {
+		t.Fatal(err)
+	}
+	if standbys == 0 && strings.Contains(logged.String(), "failover") {
+		t.Errorf("New warned about standbys on a server without any:\n%s", logged.String())
+	}
+}
