@@ -70,6 +70,9 @@ func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller 
 			continue
 		}
 		stampCreation(t.Create, now)
+		// The store, if split by conversation, then runs the transition
+		// in its part's batch, as the single route's header lets it.
+		t.Conversation = tokens[i].Conversation
 		admitted, admittedAt = append(admitted, t), append(admittedAt, i)
 	}
 	if len(admitted) > 0 {

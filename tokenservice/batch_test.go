@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/backend/split"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
 )
@@ -322,5 +325,69 @@ func requireAbsent(t *testing.T, f *fixture, ids ...baton.TokenID) {
 		if _, err := f.tokens.Get(t.Context(), id); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("token %s: %v, want it not live", id, err)
 		}
+	}
+}
+
+// countingPart is a part of a split store that counts the calls it gets:
+// batch calls and single reads or transitions.
+type countingPart struct {
+	*memory.TokenStore
+	single, batches *atomic.Int64
+}
+
+func (c countingPart) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	c.single.Add(1)
+	return c.TokenStore.Get(ctx, id)
+}
+
+func (c countingPart) Transition(ctx context.Context, id baton.TokenID, create []baton.Token) (bool, error) {
+	c.single.Add(1)
+	return c.TokenStore.Transition(ctx, id, create)
+}
+
+func (c countingPart) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	c.batches.Add(1)
+	return c.TokenStore.GetTokens(ctx, ids)
+}
+
+func (c countingPart) TransitionTokens(ctx context.Context, ts []store.TokenTransition) ([]bool, []error, error) {
+	c.batches.Add(1)
+	return c.TokenStore.TransitionTokens(ctx, ts)
+}
+
+// The service knows each consumed token's conversation once it read it, and
+// names it to the store: over a store split by conversation, a batch of
+// leaf transitions (which have no children to tell their conversation by)
+// then costs one call per part, not a search of every part for each.
+func TestTransitionBatchNamesConversations(t *testing.T) {
+	t.Parallel()
+	var single, batches atomic.Int64
+	var parts []store.TokenStore
+	for range 3 {
+		parts = append(parts, countingPart{memory.NewTokenStore(), &single, &batches})
+	}
+	tokens, err := split.Open(t.Context(), parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(c *tokenservice.Config) { c.Tokens = tokens })
+	var leaves []tokenservice.TransitionRequest
+	for range 60 {
+		root := issueRoot(t, f.url, f.orders, rootToken("billing"))
+		leaves = append(leaves, transitionBody(root.ID))
+	}
+	single.Store(0)
+	batches.Store(0)
+	var answer tokenservice.TransitionBatchResponse
+	call(t, "POST", f.url+"/v1/transitions/batch", f.billing, batchBody(leaves...)).decode(t, 200, &answer)
+	for i, res := range answer.Results {
+		if res.Consumed == nil || !*res.Consumed {
+			t.Fatalf("result %d = %+v, want consumed", i, res)
+		}
+	}
+	// One read and one transition call per part, at most.
+	if single.Load() != 0 || batches.Load() > 2*int64(len(parts)) {
+		t.Errorf("60 leaf transitions over %d parts made %d batch calls and %d single calls; want at most %d batch calls and no single one",
+			len(parts), batches.Load(), single.Load(), 2*len(parts))
 	}
 }
