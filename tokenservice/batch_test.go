@@ -3,6 +3,7 @@ package tokenservice_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -389,5 +390,37 @@ func TestTransitionBatchNamesConversations(t *testing.T) {
 	if single.Load() != 0 || batches.Load() > 2*int64(len(parts)) {
 		t.Errorf("60 leaf transitions over %d parts made %d batch calls and %d single calls; want at most %d batch calls and no single one",
 			len(parts), batches.Load(), single.Load(), 2*len(parts))
+	}
+}
+
+// A body within the size limit but full of tiny items is refused as soon
+// as a list passes its limit, before the rest is built: before, a couple of
+// megabytes of "{}" cost hundreds of megabytes to refuse. Not parallel, so
+// that other tests' allocations do not count.
+func TestLongListsAreRefusedEarly(t *testing.T) {
+	f := newFixture(t)
+	fill := func(prefix, item, suffix string) string {
+		n := (tokenservice.DefaultMaxBodyBytes - len(prefix) - len(suffix)) / (len(item) + 1)
+		return prefix + strings.TrimSuffix(strings.Repeat(item+",", n), ",") + suffix
+	}
+	for _, c := range []struct {
+		name, path, body, says string
+	}{
+		{"transitions", "/v1/transitions/batch", fill(`{"transitions":[`, `{}`, `]}`), "more than 100 transitions"},
+		{"children in a batch", "/v1/transitions/batch", fill(`{"transitions":[{"consume":"`+baton.NewTokenID().String()+`","create":[`, `{}`, `]}]}`), "more than 1000 tokens"},
+		{"children", "/v1/transitions", fill(`{"consume":"`+baton.NewTokenID().String()+`","create":[`, `{}`, `]}`), "more than 1000 tokens"},
+		{"ids", "/v1/tokens/read", fill(`{"ids":[`, `""`, `]}`), "more than 100 ids"},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		p := call(t, "POST", f.url+c.path, f.billing, c.body).wantProblem(t, 400, tokenservice.ProblemInvalid)
+		runtime.ReadMemStats(&after)
+		if !strings.Contains(p.Detail, c.says) {
+			t.Errorf("%s: the refusal says %q, want it to say %q", c.name, p.Detail, c.says)
+		}
+		// The body itself is 2 MiB, and is copied a few times on its way.
+		if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 32<<20 {
+			t.Errorf("%s: refusing a body of %d bytes allocated %d MiB", c.name, len(c.body), allocated>>20)
+		}
 	}
 }

@@ -43,8 +43,8 @@ type Token struct {
 // TransitionRequest is the body of POST /v1/transitions, and one
 // transition of POST /v1/transitions/batch.
 type TransitionRequest struct {
-	Consume string  `json:"consume"`
-	Create  []Token `json:"create,omitempty"`
+	Consume string    `json:"consume"`
+	Create  ChildList `json:"create,omitempty"`
 }
 
 // TransitionResponse answers a transition: whether it consumed the token.
@@ -55,7 +55,7 @@ type TransitionResponse struct {
 // TransitionBatchRequest is the body of POST /v1/transitions/batch: at
 // most MaxBatch transitions, no token in two of them.
 type TransitionBatchRequest struct {
-	Transitions []TransitionRequest `json:"transitions"`
+	Transitions TransitionList `json:"transitions"`
 }
 
 // TransitionBatchResponse answers a batch of transitions: one result for
@@ -74,7 +74,7 @@ type TransitionResult struct {
 // TokenReadRequest is the body of POST /v1/tokens/read: at most MaxBatch
 // token ids.
 type TokenReadRequest struct {
-	IDs []string `json:"ids"`
+	IDs IDList `json:"ids"`
 }
 
 // TokenReadResponse answers a read of tokens: one result for each id, in
@@ -295,7 +295,7 @@ func decodeTransitionBatch(data []byte) ([]store.TokenTransition, error) {
 	if err := decodeStrict(data, &req); err != nil {
 		return nil, err
 	}
-	if err := checkBatch("transitions", req.Transitions == nil, len(req.Transitions)); err != nil {
+	if err := checkBatch("transitions", req.Transitions == nil); err != nil {
 		return nil, err
 	}
 	transitions := make([]store.TokenTransition, len(req.Transitions))
@@ -347,7 +347,7 @@ func decodeTokenRead(data []byte) ([]baton.TokenID, error) {
 	if err := decodeStrict(data, &req); err != nil {
 		return nil, err
 	}
-	if err := checkBatch("ids", req.IDs == nil, len(req.IDs)); err != nil {
+	if err := checkBatch("ids", req.IDs == nil); err != nil {
 		return nil, err
 	}
 	ids := make([]baton.TokenID, len(req.IDs))
@@ -361,16 +361,69 @@ func decodeTokenRead(data []byte) ([]baton.TokenID, error) {
 	return ids, nil
 }
 
-// checkBatch refuses a batch's list of items that is missing or longer
-// than MaxBatch.
-func checkBatch(field string, missing bool, n int) error {
-	switch {
-	case missing:
+// checkBatch refuses a batch's list of items that is missing.
+func checkBatch(field string, missing bool) error {
+	if missing {
 		return fmt.Errorf("%w: %s is required", store.ErrInvalid, field)
-	case n > MaxBatch:
-		return fmt.Errorf("%w: %d %s in one request, more than %d", store.ErrInvalid, n, field, MaxBatch)
 	}
 	return nil
+}
+
+// The lists of a request whose length has a limit. Decoding one stops at
+// the first item past its limit, so that a body full of tiny items (a
+// couple of megabytes of "{}") is refused before it is built: without
+// the stop, a few hundred thousand of them took hundreds of megabytes.
+type (
+	// TransitionList is a batch's transitions: at most MaxBatch.
+	TransitionList []TransitionRequest
+	// ChildList is a transition's children: at most
+	// store.MaxTokensPerTransition.
+	ChildList []Token
+	// IDList is a read's token ids: at most MaxBatch.
+	IDList []string
+)
+
+func (l *TransitionList) UnmarshalJSON(data []byte) (err error) {
+	*l, err = decodeList[TransitionRequest](data, MaxBatch, "transitions in one request")
+	return err
+}
+
+func (l *ChildList) UnmarshalJSON(data []byte) (err error) {
+	*l, err = decodeList[Token](data, store.MaxTokensPerTransition, "tokens in one transition")
+	return err
+}
+
+func (l *IDList) UnmarshalJSON(data []byte) (err error) {
+	*l, err = decodeList[string](data, MaxBatch, "ids in one request")
+	return err
+}
+
+// decodeList decodes a JSON array item by item, refusing unknown fields as
+// decodeJSON does, and stops at the first item past limit. null is nil.
+func decodeList[T any](data []byte, limit int, items string) ([]T, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	start, err := dec.Token()
+	switch {
+	case err != nil:
+		return nil, err
+	case start == nil:
+		return nil, nil
+	case start != json.Delim('['):
+		return nil, fmt.Errorf("%w: want an array of %s, got %s", store.ErrInvalid, items, data)
+	}
+	list := []T{}
+	for dec.More() {
+		if len(list) == limit {
+			return nil, fmt.Errorf("%w: more than %d %s", store.ErrInvalid, limit, items)
+		}
+		var item T
+		if err := dec.Decode(&item); err != nil {
+			return nil, err
+		}
+		list = append(list, item)
+	}
+	return list, nil
 }
 
 // decodeExpiration reads the body of POST /v1/expirations. The limit is
