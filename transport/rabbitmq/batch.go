@@ -66,42 +66,66 @@ func (t *Transport) PublishBatch(ctx context.Context, sigs []baton.Signal) []err
 		return errs
 	}
 
-	returns := watchReturns(p.returns)
 	type sent struct {
 		i  int
 		dc *amqp.DeferredConfirmation
 	}
 	var inFlight []sent
+	returned := make(map[string]bool) // message ids
 	broken := false
-	for _, i := range ready {
-		if broken {
-			fail(i, fmt.Errorf("%w: not sent, the channel failed", ErrNoConfirm))
-			continue
-		}
-		dc, err := p.ch.PublishWithDeferredConfirm("", t.signalQueue(sigs[i].Destination), true, false, msgs[i])
-		if err != nil {
-			broken = true
-			fail(i, fmt.Errorf("%w: send: %v", ErrNoConfirm, err))
-			continue
-		}
-		inFlight = append(inFlight, sent{i, dc})
-	}
-	for _, s := range inFlight {
-		select {
-		case <-s.dc.Done():
-		case <-ctx.Done():
-			// Returns may still come for any message sent: the watcher
-			// reads them until the channel, not reused, is closed.
-			for _, s := range inFlight {
-				fail(s.i, fmt.Errorf("%w: %w", ErrNoConfirm, ctx.Err()))
+	// The batch goes out in windows of at most cap(p.returns) messages,
+	// each window's confirms awaited before the next is sent. The broker
+	// sends a message's return before its confirm, so once a window is
+	// confirmed all its returns are in the channel's buffer, which holds a
+	// whole window: the library never waits on a full buffer (and never
+	// drops a return after its five seconds of waiting).
+	window := cap(p.returns)
+	for first := 0; first < len(ready); first += window {
+		var sending []sent
+		for _, i := range ready[first:min(first+window, len(ready))] {
+			switch {
+			case broken:
+				fail(i, fmt.Errorf("%w: not sent, the channel failed", ErrNoConfirm))
+				continue
+			case ctx.Err() != nil:
+				fail(i, fmt.Errorf("%w: not sent: %w", ErrNoConfirm, ctx.Err()))
+				continue
 			}
-			t.release(p, false)
-			return errs
+			dc, err := p.ch.PublishWithDeferredConfirm("", t.signalQueue(sigs[i].Destination), true, false, msgs[i])
+			if err != nil {
+				broken = true
+				fail(i, fmt.Errorf("%w: send: %v", ErrNoConfirm, err))
+				continue
+			}
+			sending = append(sending, sent{i, dc})
+		}
+		inFlight = append(inFlight, sending...)
+		for _, s := range sending {
+			select {
+			case <-s.dc.Done():
+			case <-ctx.Done():
+				// Not reused: the channel is closed, and what the broker
+				// still sends for it goes to its buffer or nowhere.
+				for _, s := range inFlight {
+					fail(s.i, fmt.Errorf("%w: %w", ErrNoConfirm, ctx.Err()))
+				}
+				t.release(p, false)
+				return errs
+			}
+		}
+		for drained := false; !drained; {
+			select {
+			case r, ok := <-p.returns:
+				if ok {
+					returned[r.MessageId] = true
+				} else {
+					drained = true
+				}
+			default:
+				drained = true
+			}
 		}
 	}
-	// Every confirm arrived, and the broker sends a message's return before
-	// its confirm: the watcher has seen every return of the batch.
-	returned := returns.stop()
 	closed := p.ch.IsClosed()
 	for _, s := range inFlight {
 		sig := sigs[s.i]
@@ -123,53 +147,4 @@ func (t *Transport) PublishBatch(ctx context.Context, sigs []baton.Signal) []err
 	}
 	t.release(p, !broken)
 	return errs
-}
-
-// returnWatch reads a publishing channel's returns while a batch is in
-// flight, so that the library never waits on (or, after five seconds,
-// drops) a return that a full channel cannot take.
-type returnWatch struct {
-	quit chan struct{}
-	done chan struct{}
-	ids  map[string]bool // message ids returned; read after done
-}
-
-func watchReturns(returns <-chan amqp.Return) *returnWatch {
-	w := &returnWatch{quit: make(chan struct{}), done: make(chan struct{}), ids: make(map[string]bool)}
-	note := func(r amqp.Return) { w.ids[r.MessageId] = true }
-	go func() {
-		defer close(w.done)
-		for {
-			select {
-			case r, ok := <-returns:
-				if !ok { // the channel closed
-					return
-				}
-				note(r)
-			case <-w.quit:
-				// A return may sit in the channel's buffer, sent but not
-				// yet read.
-				for {
-					select {
-					case r, ok := <-returns:
-						if !ok {
-							return
-						}
-						note(r)
-					default:
-						return
-					}
-				}
-			}
-		}
-	}()
-	return w
-}
-
-// stop ends the watch and returns the ids of the messages returned. Call
-// it once every return that matters was sent: after the confirms.
-func (w *returnWatch) stop() map[string]bool {
-	close(w.quit)
-	<-w.done
-	return w.ids
 }

@@ -14,8 +14,8 @@ import (
 // TestPublishBatchMatchesReturns publishes one batch to two destinations,
 // one of whose queues was deleted behind the transport's back: exactly the
 // signals for it come back ErrUnroutable (matched by message id on a
-// channel that carries the whole batch), the others are stored, and the
-// next batch declares the queue again.
+// channel that carries the whole batch, in windows of returnWindow), the
+// others are stored, and the next batch declares the queue again.
 func TestPublishBatchMatchesReturns(t *testing.T) {
 	t.Parallel()
 	tr := newTestTransport(t, testConfig(t, testenv.Addr(t, testenv.RabbitMQ)))
@@ -32,7 +32,7 @@ func TestPublishBatchMatchesReturns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sigs := make([]baton.Signal, 20)
+	sigs := make([]baton.Signal, 2*returnWindow+20) // three windows
 	for i := range sigs {
 		sigs[i] = newSignal([]string{"kept", "gone"}[i%3/2]) // every third one is for "gone"
 	}

@@ -49,7 +49,11 @@ type Config struct {
 	// PublishTimeout bounds one Publish (and the copy that Nack and Park
 	// publish, and the declarations of Subscribe): waiting for a connection
 	// during an outage, for the broker to lift a resource alarm, and for
-	// its confirm. Default 10s.
+	// its confirm. Default 10s. One PublishBatch gets one PublishTimeout
+	// for all its signals; no more are sent once it ran out, but a send
+	// the broker stopped reading (it blocks publishers under a resource
+	// alarm) ends only when the broker reads again or the connection
+	// drops, and every signal of the batch is then ErrNoConfirm.
 	PublishTimeout time.Duration
 
 	// Logger receives connection events, warnings and parked or malformed

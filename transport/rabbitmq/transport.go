@@ -143,6 +143,11 @@ func signalMessage(sig baton.Signal) (amqp.Publishing, error) {
 	}, nil
 }
 
+// returnWindow is how many returns a publishing channel holds unread, and
+// so how many messages of a batch (PublishBatch) wait for their confirms
+// at once.
+const returnWindow = 64
+
 // publisher is a confirm-mode channel that carries one publish at a time.
 type publisher struct {
 	conn    *amqp.Connection
@@ -238,7 +243,7 @@ func (t *Transport) openPublisher(ctx context.Context) (*publisher, error) {
 		ch.Close()
 		return nil, fmt.Errorf("rabbitmq transport: enable publisher confirms: %w", err)
 	}
-	return &publisher{conn: conn, ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, 1))}, nil
+	return &publisher{conn: conn, ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, returnWindow))}, nil
 }
 
 // release gives back p's slot, and p itself to the idle list if it is fit
