@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -84,7 +85,7 @@ func (c *Client) TransitionTokens(ctx context.Context, transitions []store.Token
 	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
 	for start := 0; start < len(transitions); start += tokenservice.MaxBatch {
 		part := transitions[start:min(start+tokenservice.MaxBatch, len(transitions))]
-		err := c.transitionTokens(ctx, part, consumed[start:], errs[start:])
+		err := c.transitionParts(ctx, part, consumed[start:], errs[start:])
 		switch {
 		case err == nil:
 		case start == 0 && store.NotApplied(err):
@@ -99,6 +100,29 @@ func (c *Client) TransitionTokens(ctx context.Context, transitions []store.Token
 		}
 	}
 	return consumed, errs, nil
+}
+
+// transitionParts runs part in one request, or, when the service finds
+// that request too large (413: it ran nothing), in two halves, each the
+// same way: a batch of transitions with many children can exceed the
+// service's --max-body where each transition alone fits. Its error is
+// every transition's of part, as transitionTokens's; after a split, a
+// half's error is each of its transitions'.
+func (c *Client) transitionParts(ctx context.Context, part []store.TokenTransition, consumed []bool, errs []error) error {
+	err := c.transitionTokens(ctx, part, consumed, errs)
+	var p *ProblemError
+	if len(part) < 2 || !errors.As(err, &p) || p.Status != http.StatusRequestEntityTooLarge {
+		return err
+	}
+	for _, half := range [][2]int{{0, len(part) / 2}, {len(part) / 2, len(part)}} {
+		from, to := half[0], half[1]
+		if err := c.transitionParts(ctx, part[from:to], consumed[from:], errs[from:]); err != nil {
+			for k := from; k < to; k++ {
+				errs[k] = fmt.Errorf("client: transition %s: %w", part[k].Consume, err)
+			}
+		}
+	}
+	return nil
 }
 
 // transitionTokens runs part in one request, into consumed and errs. Its

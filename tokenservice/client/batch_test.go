@@ -259,3 +259,62 @@ func TestTransitionTokensLaterRequestFails(t *testing.T) {
 		t.Errorf("the store holds %d tokens, want the last root", tokens.Len())
 	}
 }
+
+// A batch whose request the service finds too large (413: nothing ran) is
+// sent again in halves: eight transitions with many children each exceed
+// the body limit together, and fit alone.
+func TestBatchTooLargeIsSplit(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	h, key, tokens := serviceHandler(t)
+	var mu sync.Mutex
+	var statuses []int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		mu.Lock()
+		statuses = append(statuses, rec.status)
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, key)
+
+	batch := make([]store.TokenTransition, 8)
+	for i := range batch {
+		r, err := tokens.Issue(ctx, root("orders"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch[i].Consume = r.ID
+		for range store.MaxTokensPerTransition {
+			kid := root("billing")
+			kid.ID, kid.Conversation, kid.Causation = baton.NewTokenID(), r.Conversation, r.ID
+			batch[i].Create = append(batch[i].Create, kid)
+		}
+	}
+	consumed, errs, err := c.TransitionTokens(ctx, batch)
+	if err != nil {
+		t.Fatalf("TransitionTokens = %v", err)
+	}
+	for i := range batch {
+		if errs[i] != nil || !consumed[i] {
+			t.Errorf("transition %d = %t, %v; want consumed", i, consumed[i], errs[i])
+		}
+		if _, err := tokens.Get(ctx, batch[i].Create[0].ID); err != nil {
+			t.Errorf("transition %d: child not created: %v", i, err)
+		}
+	}
+	if len(statuses) < 2 || statuses[0] != http.StatusRequestEntityTooLarge {
+		t.Errorf("requests answered %v; want a 413 first, then the halves", statuses)
+	}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
