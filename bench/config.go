@@ -112,7 +112,7 @@ var DefaultVariants = []string{"ceiling", "classic", "classic-batched", "baton-p
 var DefaultContentionVariants = []string{"classic", "classic-batched", "baton-pg", "baton-pg-single"}
 
 // Quick returns the settings of `baton bench --quick`: every variant of
-// the full run, shorter, so the whole run takes about two minutes.
+// the full run, shorter, so the whole run takes about four minutes.
 func Quick() Config {
 	return Config{Duration: 10 * time.Second, Warmup: time.Second, ScalingDuration: 4 * time.Second}
 }

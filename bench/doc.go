@@ -30,6 +30,7 @@
 //
 // The comparison runs twice: with charges spread over Config.Accounts
 // accounts, and under contention over Config.ContentionAccounts.
+//
 // # What is measured
 //
 // Per variant, from the same run: signals per second while measuring,

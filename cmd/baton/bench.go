@@ -103,7 +103,7 @@ directory, removed at the end.`,
 	f.StringVar(&cfg.MySQLDSN, "mysql-dsn", benchEnvOr("BATON_BENCH_MYSQL", bench.DefaultMySQLDSN), "MySQL or MariaDB of the variants classic-mysql and baton-mysql (go-sql-driver DSN); BATON_BENCH_MYSQL sets the default")
 	f.StringVar(&cfg.RedisURL, "redis-url", benchEnvOr("BATON_BENCH_REDIS", bench.DefaultRedisURL), "Redis of the baton-redis variant; BATON_BENCH_REDIS sets the default")
 	f.StringVar(&cfg.RedisServer, "redis-server", "", "redis-server binary for baton-redis-fsync (default: found on PATH)")
-	f.BoolVar(&quick, "quick", false, "short run of everything (about two minutes): 10s per variant, 4s per scaling point")
+	f.BoolVar(&quick, "quick", false, "short run of everything (about four minutes): 10s per variant, 4s per scaling point")
 	f.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured time per variant, split over --rounds")
 	f.IntVar(&cfg.Signals, "signals", 0, "measure each variant until this many signals finished, instead of --duration")
 	f.IntVar(&cfg.Rounds, "rounds", 2, "interleaved rounds of the comparison")
