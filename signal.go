@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Limits on what a signal may carry. They bound memory per signal and keep
@@ -140,6 +141,11 @@ func validateName(what, name string) error {
 	}
 	if len(name) > MaxNameBytes {
 		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalidSignal, what, MaxNameBytes)
+	}
+	if !utf8.ValidString(name) {
+		// Text in every store and broker: one that took these bytes while
+		// another refused them would split a batch's fate between them.
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidSignal, what, name)
 	}
 	for _, r := range name {
 		if r <= ' ' || r == 0x7f {
