@@ -104,6 +104,12 @@ type TokenStore interface {
 // whole call and means nothing was applied (ErrInvalid, ErrNotApplied,
 // ErrClosed); no token may be consumed or created twice in one call
 // (ValidateTokenTransitions).
+//
+// Callers find it by type assertion (BatcherOf). A type that wraps a token
+// store by embedding it gets the embedded store's batch methods too, which
+// skip the wrapper's own Get and Transition: a wrapper that changes those
+// (checks, faults, tracing) must implement TokenBatcher as well, or embed
+// the TokenStore interface, which has no batch methods.
 type TokenBatcher interface {
 	GetTokens(ctx context.Context, ids []baton.TokenID) (tokens []baton.Token, errs []error, err error)
 	TransitionTokens(ctx context.Context, transitions []TokenTransition) (consumed []bool, errs []error, err error)

@@ -30,6 +30,9 @@ func (s *Store) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Tok
 	for i, p := range s.parts {
 		wg.Go(func() {
 			tokens, errs, err := store.BatcherOf(p).GetTokens(ctx, ids)
+			if err == nil && (len(tokens) != len(ids) || len(errs) != len(ids)) {
+				err = fmt.Errorf("split: part %d answered %d tokens and %d errors for %d ids", i, len(tokens), len(errs), len(ids))
+			}
 			if err != nil {
 				tokens, errs = make([]baton.Token, len(ids)), make([]error, len(ids))
 				for j := range errs {
@@ -97,6 +100,10 @@ func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenT
 				batch[k] = transitions[i]
 			}
 			got, gotErrs, err := store.BatcherOf(s.parts[part]).TransitionTokens(ctx, batch)
+			if err == nil && (len(got) != len(batch) || len(gotErrs) != len(batch)) {
+				// Answered in part: each outcome unknown.
+				err = fmt.Errorf("outcome unknown: split: part %d answered %d results and %d errors for %d transitions", part, len(got), len(gotErrs), len(batch))
+			}
 			for k, i := range indexes {
 				if err != nil {
 					errs[i] = err

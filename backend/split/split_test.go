@@ -398,3 +398,64 @@ func TestBatchesGoOncePerPart(t *testing.T) {
 		t.Errorf("TransitionTokens of an unnamed leaf and an unknown token = %v, %v, %v; want true, false", consumed, errs, err)
 	}
 }
+
+// shortPart answers one result fewer than asked for, after applying every
+// transition: a broken part.
+type shortPart struct {
+	split.Part
+	batcher store.TokenBatcher
+}
+
+func (p shortPart) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs, err := p.batcher.GetTokens(ctx, ids)
+	if err != nil || len(ids) == 0 {
+		return tokens, errs, err
+	}
+	return tokens[1:], errs[1:], nil
+}
+
+func (p shortPart) TransitionTokens(ctx context.Context, ts []store.TokenTransition) ([]bool, []error, error) {
+	consumed, errs, err := p.batcher.TransitionTokens(ctx, ts)
+	if err != nil || len(ts) == 0 {
+		return consumed, errs, err
+	}
+	return consumed[1:], errs[1:], nil
+}
+
+// A part whose batch answer is short fails its items, as an unknown
+// outcome for transitions (they may have run), instead of panicking.
+func TestShortPartAnswers(t *testing.T) {
+	t.Parallel()
+	s, _ := newSplit(t, 2, func(_ int, p split.Part) store.TokenStore {
+		return shortPart{p, p.(store.TokenBatcher)}
+	})
+	ctx := t.Context()
+	var ids []baton.TokenID
+	var batch []store.TokenTransition
+	for range 10 {
+		root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, root.ID)
+		batch = append(batch, store.TokenTransition{Consume: root.ID, Conversation: root.Conversation})
+	}
+	_, errs, err := s.GetTokens(ctx, ids)
+	if err != nil {
+		t.Fatalf("GetTokens = %v", err)
+	}
+	for i, err := range errs {
+		if err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetTokens[%d] over short answers = %v, want a failure (not absence)", i, err)
+		}
+	}
+	_, errs, err = s.TransitionTokens(ctx, batch)
+	if err != nil {
+		t.Fatalf("TransitionTokens = %v", err)
+	}
+	for i, err := range errs {
+		if err == nil || store.NotApplied(err) {
+			t.Errorf("TransitionTokens[%d] over a short answer = %v, want an unknown outcome", i, err)
+		}
+	}
+}
