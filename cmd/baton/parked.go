@@ -51,7 +51,7 @@ func (b *brokerFlags) open(ctx context.Context) (transport.ParkedStore, func(), 
 	case b.rabbitmq != "":
 		tr, err := rabbitmq.New(ctx, rabbitmq.Config{URL: b.rabbitmq, Prefix: b.rabbitmqPrefix})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, withFlagNames(err)
 		}
 		return tr, func() { tr.Close() }, nil
 	case b.nats == "":
@@ -60,7 +60,7 @@ func (b *brokerFlags) open(ctx context.Context) (transport.ParkedStore, func(), 
 	tr, err := natstransport.New(ctx, natstransport.Config{URL: b.nats, Stream: b.stream, Prefix: b.prefix,
 		MonitorURL: b.monitor, AllowUnsafeDurability: b.allowUnsafe})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withFlagNames(err)
 	}
 	return tr, func() { tr.Close() }, nil
 }

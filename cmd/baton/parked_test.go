@@ -221,6 +221,35 @@ func TestTokensStuckDrawsConversations(t *testing.T) {
 	}
 }
 
+// A NATS server whose durability the command cannot check is refused with
+// the flags that fix it, --nats-monitor and --allow-unsafe-durability, not
+// the Go config fields (found in review); with --nats-monitor it is used.
+func TestBrokerRefusalNamesTheFlags(t *testing.T) {
+	t.Parallel()
+	srv, err := natstransport.StartEmbedded(natstransport.EmbeddedConfig{DataDir: t.TempDir(), Listen: true})
+	must(t, err)
+	t.Cleanup(srv.Shutdown)
+	_, err = runBaton(t, "parked", "list", "--nats", srv.ClientURL(), "--destination", "billing")
+	if err == nil {
+		t.Fatal("parked list on a NATS server without --nats-monitor: no error")
+	}
+	for _, want := range []string{"--nats-monitor", "--allow-unsafe-durability"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "Config.") {
+		t.Errorf("error names a Go config field: %v", err)
+	}
+	if !errors.Is(err, natstransport.ErrUnsafeDurability) {
+		t.Errorf("error %v does not match natstransport.ErrUnsafeDurability", err)
+	}
+	out, err := runBaton(t, "parked", "list", "--nats", srv.ClientURL(), "--nats-monitor", srv.MonitorURL(), "--destination", "billing")
+	if err != nil || !strings.Contains(out, "no parked signals") {
+		t.Errorf("parked list with --nats-monitor: %v\n%s", err, out)
+	}
+}
+
 // parkedIDs reads the ID column of baton parked list.
 func parkedIDs(t *testing.T, list string) []string {
 	t.Helper()

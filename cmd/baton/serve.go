@@ -671,14 +671,59 @@ func openParts(ctx context.Context, addrs []string, open func(string) (store.Tok
 }
 
 // storeError reports a store that could not be opened on one line (pgx
-// lists each address it tried on a line of its own), with a hint for a
-// server that is not durable.
+// lists each address it tried on a line of its own), in terms of the
+// command's flags, with a hint for a server that is not durable.
 func storeError(kind string, err error, unsafe bool) error {
-	msg := strings.Join(strings.Fields(err.Error()), " ")
-	if unsafe {
+	msg := strings.Join(strings.Fields(withFlagNames(err).Error()), " ")
+	if unsafe && !strings.Contains(msg, "--allow-unsafe-durability") {
 		msg += " (--allow-unsafe-durability accepts it, for tests only)"
 	}
 	return fmt.Errorf("open %s token store: %s", kind, msg)
+}
+
+// configFlags rewrites the config fields that the stores' and brokers'
+// errors name (they speak to Go callers) as the flags that set them. The
+// phrases come first, so that their advice reads as a command line's; the
+// bare names after them catch any other wording.
+var configFlags = strings.NewReplacer(
+	"Config.MonitorURL is not set", "--nats-monitor is not given",
+	"and Config.MonitorURL to its monitoring address (http_port) so that New can see it",
+	"and pass its monitoring address (http_port) as --nats-monitor so that baton can check it",
+	"set postgres.Config.AllowUnsafe", "pass --allow-unsafe-durability",
+	"set Config.AllowUnsafeDurability", "pass --allow-unsafe-durability",
+	"set Config.AllowUnsafe", "pass --allow-unsafe-durability",
+	"set Config.AllowAsyncReplication", "pass --allow-async-replication",
+	"postgres.Config.AllowUnsafe", "--allow-unsafe-durability",
+	"Config.MonitorURL", "--nats-monitor",
+	"Config.AllowUnsafeDurability", "--allow-unsafe-durability",
+	"Config.AllowUnsafe", "--allow-unsafe-durability",
+	"Config.AllowAsyncReplication", "--allow-async-replication",
+)
+
+// flagError is an error of a library, reworded for the command line; it
+// still matches what the library's error matches (errors.Is).
+type flagError struct {
+	msg string
+	err error
+}
+
+func (e flagError) Error() string { return e.msg }
+func (e flagError) Unwrap() error { return e.err }
+
+// withFlagNames returns err with the config fields it names replaced by
+// the flags that set them (configFlags): those of a server refused as not
+// durable (postgres.ErrUnsafeServer, redis.ErrUnsafeDurability,
+// nats.ErrUnsafeDurability) or as replicating asynchronously
+// (redis.ErrAsyncReplication).
+func withFlagNames(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := configFlags.Replace(err.Error())
+	if msg == err.Error() {
+		return err
+	}
+	return flagError{msg: msg, err: err}
 }
 
 func newKeygenCommand() *cobra.Command {

@@ -63,3 +63,17 @@ func TestServeSplitOverRedis(t *testing.T) {
 		t.Errorf("the parts in another order: %v; want a refusal", err)
 	}
 }
+
+// A Redis server that does not fsync every write is refused with the flag
+// that accepts it, not the Go config field (found in review).
+func TestServeStoreRefusalNamesTheFlags(t *testing.T) {
+	t.Parallel()
+	r := redisserver.Start(t)
+	systems, _ := systemsFile(t, false)
+	o := options(t, systems)
+	o.store, o.redisURLs = "redis", []string{r.URL()}
+	_, err := tryStart(t, o)
+	if err == nil || !strings.Contains(err.Error(), "pass --allow-unsafe-durability") || strings.Contains(err.Error(), "Config.") {
+		t.Errorf("baton serve on a Redis without appendfsync always: %v; want the refusal to name --allow-unsafe-durability and no Go config field", err)
+	}
+}
