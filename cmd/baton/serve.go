@@ -207,7 +207,7 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(flagNamesHandler{slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})})
 	systems, err := loadSystems(o.systems)
 	if err != nil {
 		return err
@@ -709,6 +709,31 @@ type flagError struct {
 
 func (e flagError) Error() string { return e.msg }
 func (e flagError) Unwrap() error { return e.err }
+
+// flagNamesHandler writes the libraries' log records with the config
+// fields they name replaced by the flags that set them (configFlags), as
+// withFlagNames does for their errors.
+type flagNamesHandler struct{ slog.Handler }
+
+func (h flagNamesHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, configFlags.Replace(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Value.Kind() == slog.KindString {
+			a.Value = slog.StringValue(configFlags.Replace(a.Value.String()))
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h flagNamesHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return flagNamesHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h flagNamesHandler) WithGroup(name string) slog.Handler {
+	return flagNamesHandler{h.Handler.WithGroup(name)}
+}
 
 // withFlagNames returns err with the config fields it names replaced by
 // the flags that set them (configFlags): those of a server refused as not

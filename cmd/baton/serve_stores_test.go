@@ -1,10 +1,12 @@
 package main
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/internal/testenv/etcdcluster"
 	"github.com/batonhq/baton/internal/testenv/redisserver"
 	"github.com/batonhq/baton/tokenservice/client"
@@ -75,5 +77,28 @@ func TestServeStoreRefusalNamesTheFlags(t *testing.T) {
 	_, err := tryStart(t, o)
 	if err == nil || !strings.Contains(err.Error(), "pass --allow-unsafe-durability") || strings.Contains(err.Error(), "Config.") {
 		t.Errorf("baton serve on a Redis without appendfsync always: %v; want the refusal to name --allow-unsafe-durability and no Go config field", err)
+	}
+}
+
+// A PostgreSQL server that does not make commits durable is refused in an
+// error and a log that name --allow-unsafe-durability, not the Go config
+// field (found in review).
+func TestServePostgresRefusalNamesTheFlag(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Addr(t, testenv.Postgres)
+	u, err := url.Parse(dsn)
+	must(t, err)
+	q := u.Query()
+	q.Set("options", "-csynchronous_commit=off")
+	u.RawQuery = q.Encode()
+	systems, _ := systemsFile(t, false)
+	o := options(t, systems)
+	o.store, o.postgresDSNs = "postgres", []string{u.String()}
+	s, err := tryStart(t, o)
+	if err == nil || !strings.Contains(err.Error(), "pass --allow-unsafe-durability") || strings.Contains(err.Error(), "Config.") {
+		t.Errorf("baton serve on PostgreSQL with synchronous_commit off: %v; want a refusal that names --allow-unsafe-durability and no Go config field", err)
+	}
+	if log := s.stderr.String(); !strings.Contains(log, "--allow-unsafe-durability") || strings.Contains(log, "Config.") {
+		t.Errorf("the refusal's log names a Go config field, or not the flag:\n%s", log)
 	}
 }
