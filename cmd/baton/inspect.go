@@ -30,6 +30,9 @@ import (
 type serverFlags struct {
 	server string
 	key    string
+	// keygen is the command that creates a key the command can use; empty:
+	// an observe system's.
+	keygen string
 }
 
 // register adds --server (and --key for the token API). The token API is
@@ -69,7 +72,11 @@ func (s *serverFlags) apiKey() (string, error) {
 		s.key = os.Getenv("BATON_API_KEY")
 	}
 	if s.key == "" {
-		return "", errors.New("no API key: pass --key or set BATON_API_KEY (create one with: baton serve keygen --system NAME --observe)")
+		keygen := s.keygen
+		if keygen == "" {
+			keygen = "baton serve keygen --system NAME --observe"
+		}
+		return "", fmt.Errorf("no API key: pass --key or set BATON_API_KEY (create one with: %s)", keygen)
 	}
 	return s.key, nil
 }

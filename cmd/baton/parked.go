@@ -183,6 +183,14 @@ func newParkedDiscardCommand(broker *brokerFlags) *cobra.Command {
 		Short: "Discard parked signals for good: retire their tokens and record why",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Checked before anything is opened or created: no audit log
+			// for discards that cannot be recorded.
+			if strings.TrimSpace(why) == "" {
+				return errors.New("--why TEXT is required: the reason the signals are discarded, which is recorded")
+			}
+			if strings.TrimSpace(operator) == "" {
+				return errors.New("--operator NAME is required: who discards them, which is recorded (the default is $USER, which is not set)")
+			}
 			key, err := srv.apiKey()
 			if err != nil {
 				return err
@@ -219,7 +227,11 @@ func newParkedDiscardCommand(broker *brokerFlags) *cobra.Command {
 		},
 	}
 	srv.register(cmd, true)
-	cmd.PersistentFlags().Lookup("key").Usage = "API key of a system that may consume the destination's tokens (an operator system with destinations \"*\") [BATON_API_KEY]"
+	// Discarding retires the token: that takes a system that may consume the
+	// destination's tokens, not an observe one (nor the dashboard's operate
+	// permission, which this command does not use).
+	srv.keygen = "baton serve keygen --system NAME --destination '*'"
+	cmd.PersistentFlags().Lookup("key").Usage = "API key of a system that may consume the destination's tokens, such as one with destinations \"*\" (baton serve keygen --system NAME --destination '*') [BATON_API_KEY]"
 	cmd.Flags().StringVar(&why, "why", "", "why the signals are discarded (required; recorded)")
 	cmd.Flags().StringVar(&operator, "operator", envOr("USER", ""), "who discards them (recorded)")
 	cmd.Flags().StringVar(&auditLog, "audit-log", "baton-discards.jsonl", "file the discard records are appended to, one JSON object per line")

@@ -250,6 +250,37 @@ func TestBrokerRefusalNamesTheFlags(t *testing.T) {
 	}
 }
 
+// baton parked discard checks --why and --operator before it opens or
+// creates anything, naming the flag; without a key it says how to create
+// one that may discard: one that consumes the destination's tokens, not an
+// observe key (found in review).
+func TestDiscardChecksItsFlagsFirst(t *testing.T) {
+	t.Setenv("USER", "")
+	t.Setenv("BATON_API_KEY", "")
+	srv, err := natstransport.StartEmbedded(natstransport.EmbeddedConfig{DataDir: t.TempDir(), Listen: true})
+	must(t, err)
+	t.Cleanup(srv.Shutdown)
+	auditLog := filepath.Join(t.TempDir(), "discards.jsonl")
+	discard := []string{"parked", "discard", "some-id", "--nats", srv.ClientURL(), "--allow-unsafe-durability",
+		"--server", "http://127.0.0.1:1", "--audit-log", auditLog}
+	for _, c := range []struct {
+		args      []string
+		want, not string
+	}{
+		{[]string{"--key", "k", "--operator", "ada"}, "--why", ""},
+		{[]string{"--key", "k", "--why", "customer cancelled"}, "--operator", ""},
+		{[]string{"--operator", "ada", "--why", "customer cancelled"}, "--destination '*'", "--observe"},
+	} {
+		_, err := runBaton(t, append(discard, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || (c.not != "" && strings.Contains(err.Error(), c.not)) {
+			t.Errorf("parked discard %v: %v; want an error that says %q", c.args, err, c.want)
+		}
+		if _, err := os.Stat(auditLog); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("parked discard %v created the audit log (%v)", c.args, err)
+		}
+	}
+}
+
 // parkedIDs reads the ID column of baton parked list.
 func parkedIDs(t *testing.T, list string) []string {
 	t.Helper()
