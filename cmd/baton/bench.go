@@ -46,6 +46,20 @@ directory, removed at the end.`,
 		Example: "  baton bench --quick\n  baton bench --duration 60s --svg bench-dedup.svg\n  baton bench --long --no-scaling --variants classic,baton-pg",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// bench.Config takes zero for a default: a zero given here
+			// would run the default silently.
+			if err := positiveFlags(cmd.Flags(), "duration", "rounds", "warmup", "workers", "in-flight", "accounts",
+				"contention-accounts", "scaling-duration", "long-signals", "long-window"); err != nil {
+				return err
+			}
+			if err := nonNegativeFlags(cmd.Flags(), "signals"); err != nil {
+				return err
+			}
+			for _, w := range cfg.ScalingWorkers {
+				if w < 1 {
+					return fmt.Errorf("--scaling-workers must be positive, got %d", w)
+				}
+			}
 			if quick {
 				q := bench.Quick()
 				f := cmd.Flags()

@@ -3,14 +3,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func main() {
@@ -60,4 +64,37 @@ duplicate and is dropped.`,
 	root.AddCommand(newParticipantCommand(), newConformanceCommand())
 	root.AddCommand(newParkedCommand())
 	return root
+}
+
+// positiveFlags refuses a value of zero or less of any of the named number
+// or duration flags, naming the flag: a library would take zero for its
+// default and a negative value for something else, silently.
+func positiveFlags(f *pflag.FlagSet, names ...string) error {
+	for _, name := range names {
+		if fl := f.Lookup(name); flagSign(fl) <= 0 {
+			return fmt.Errorf("--%s must be positive, got %s", name, fl.Value)
+		}
+	}
+	return nil
+}
+
+// nonNegativeFlags refuses a negative value of any of the named number or
+// duration flags, naming the flag.
+func nonNegativeFlags(f *pflag.FlagSet, names ...string) error {
+	for _, name := range names {
+		if fl := f.Lookup(name); flagSign(fl) < 0 {
+			return fmt.Errorf("--%s must not be negative, got %s", name, fl.Value)
+		}
+	}
+	return nil
+}
+
+// flagSign is the sign of a number or duration flag's value.
+func flagSign(fl *pflag.Flag) int {
+	text := fl.Value.String()
+	if d, err := time.ParseDuration(text); err == nil {
+		return cmp.Compare(d, 0)
+	}
+	n, _ := strconv.ParseFloat(text, 64)
+	return cmp.Compare(n, 0)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/batonhq/baton/internal/testenv/etcdcluster"
@@ -10,4 +11,41 @@ import (
 func TestMain(m *testing.M) {
 	etcdcluster.MemberMain() // the etcd members of TestServeOnEtcd run in processes of this binary
 	os.Exit(m.Run())
+}
+
+// refusal is a command line that must fail with an error that says want.
+type refusal struct {
+	args []string
+	want string
+}
+
+// refusals runs each command line and checks that it fails with a one-line
+// error that says what it should.
+func refusals(t *testing.T, cases []refusal) {
+	t.Helper()
+	for _, c := range cases {
+		_, err := runBaton(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("baton %s: %v; want a one-line error that says %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}
+
+// bench refuses a zero or negative value given on the command line, naming
+// the flag, instead of running the default (found in review). The unknown
+// variant makes a run without the check fail at once, without running.
+func TestBenchRefusesValuesBelowOne(t *testing.T) {
+	t.Parallel()
+	refusals(t, []refusal{
+		{[]string{"bench", "--variants", "nosuch", "--duration", "0"}, "--duration must be positive, got 0s"},
+		{[]string{"bench", "--variants", "nosuch", "--duration", "-5s"}, "--duration must be positive"},
+		{[]string{"bench", "--variants", "nosuch", "--rounds", "0"}, "--rounds must be positive, got 0"},
+		{[]string{"bench", "--variants", "nosuch", "--workers", "0"}, "--workers must be positive"},
+		{[]string{"bench", "--variants", "nosuch", "--workers", "-1"}, "--workers must be positive"},
+		{[]string{"bench", "--variants", "nosuch", "--warmup", "0s"}, "--warmup must be positive"},
+		{[]string{"bench", "--variants", "nosuch", "--in-flight", "0"}, "--in-flight must be positive"},
+		{[]string{"bench", "--variants", "nosuch", "--signals", "-1"}, "--signals must not be negative"},
+		{[]string{"bench", "--variants", "nosuch", "--scaling-workers", "1,0"}, "--scaling-workers must be positive"},
+		{[]string{"bench", "--variants", "nosuch", "--quick", "--scaling-duration", "0s"}, "--scaling-duration must be positive"},
+	})
 }
