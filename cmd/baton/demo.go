@@ -47,6 +47,14 @@ embedded.`,
 			if opts.Orders < 1 {
 				return fmt.Errorf("--orders must be at least 1, got %d", opts.Orders)
 			}
+			// demo.Options takes zero or less for a default, and a negative
+			// rate or kill interval for none.
+			if err := positiveFlags(cmd.Flags(), "people", "timeout"); err != nil {
+				return err
+			}
+			if err := nonNegativeFlags(cmd.Flags(), "rate", "kill-every"); err != nil {
+				return err
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return err

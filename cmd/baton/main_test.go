@@ -49,3 +49,19 @@ func TestBenchRefusesValuesBelowOne(t *testing.T) {
 		{[]string{"bench", "--variants", "nosuch", "--quick", "--scaling-duration", "0s"}, "--scaling-duration must be positive"},
 	})
 }
+
+// sim and demo refuse values that they would otherwise run with a default
+// or as unlimited, naming the flag (found in review). The rate out of range
+// makes a demo without the check fail at once, before it starts anything.
+func TestSimAndDemoRefuseValuesBelowOne(t *testing.T) {
+	t.Parallel()
+	refusals(t, []refusal{
+		{[]string{"sim", "--seeds", "1", "--steps", "1", "--conversations", "0"}, "--conversations must be positive, got 0"},
+		{[]string{"sim", "--seeds", "1", "--conversations", "1", "--steps", "-5"}, "--steps must be positive, got -5"},
+		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--rate", "-1"}, "--rate must not be negative, got -1"},
+		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--people", "0"}, "--people must be positive, got 0"},
+		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--people", "-2"}, "--people must be positive"},
+		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--kill-every", "-1s"}, "--kill-every must not be negative"},
+		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--timeout", "0s"}, "--timeout must be positive"},
+	})
+}

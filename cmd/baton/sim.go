@@ -33,6 +33,10 @@ A failing seed replays exactly: baton sim --seed N.`,
 			if seeds < 1 {
 				return fmt.Errorf("--seeds must be at least 1, got %d", seeds)
 			}
+			// sim.Options takes zero or less for a default.
+			if err := positiveFlags(cmd.Flags(), "conversations", "steps"); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("seed") {
 				from, seeds = seed, 1
 				verbose = true
