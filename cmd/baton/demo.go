@@ -55,6 +55,9 @@ embedded.`,
 			if err := nonNegativeFlags(cmd.Flags(), "rate", "kill-every"); err != nil {
 				return err
 			}
+			if !cmd.Flags().Changed("seed") {
+				opts.Seed = uint64(time.Now().UnixNano())
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return err
@@ -99,7 +102,7 @@ embedded.`,
 	f.StringVar(&opts.Addr, "addr", demo.DefaultAddr, "address of the dashboard and token service (127.0.0.1:0: any free port)")
 	f.StringVar(&opts.DataDir, "data", "", "directory for the stores (default: a temporary directory, removed at the end)")
 	f.DurationVar(&opts.Timeout, "timeout", 3*time.Minute, "give up if the orders are not finished by then")
-	f.Uint64Var(&opts.Seed, "seed", uint64(time.Now().UnixNano()), "seed of the chaos and the orders")
+	f.Uint64Var(&opts.Seed, "seed", 0, "seed of the chaos and the orders (default: random, printed at the start)")
 	f.BoolVar(&exit, "exit", false, "run headless: print the report and exit (status 1 if an invariant failed)")
 	f.BoolVar(&verbose, "verbose", false, "log the demo's own work to stderr")
 	cmd.AddCommand(newDemoSystemCommand())

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonhq/baton/internal/testenv/etcdcluster"
 )
@@ -64,4 +65,21 @@ func TestSimAndDemoRefuseValuesBelowOne(t *testing.T) {
 		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--kill-every", "-1s"}, "--kill-every must not be negative"},
 		{[]string{"demo", "--exit", "--duplicate-rate", "2", "--timeout", "0s"}, "--timeout must be positive"},
 	})
+}
+
+// demo --help describes the random default of --seed instead of showing a
+// new number on every call (found in review).
+func TestDemoHelpIsStable(t *testing.T) {
+	t.Parallel()
+	first, err := runBaton(t, "demo", "--help")
+	must(t, err)
+	time.Sleep(time.Millisecond)
+	second, err := runBaton(t, "demo", "--help")
+	must(t, err)
+	if first != second {
+		t.Errorf("baton demo --help differs between two calls:\n%s\n---\n%s", first, second)
+	}
+	if !strings.Contains(first, "(default: random, printed at the start)") {
+		t.Errorf("baton demo --help does not describe --seed's default:\n%s", first)
+	}
 }
