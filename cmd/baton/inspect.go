@@ -142,7 +142,7 @@ it was created belongs to a signal that is stuck or parked.`,
 	get := &cobra.Command{
 		Use:   "get TOKEN-ID",
 		Short: "Show one live token",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg("the id of a live token (baton tokens list shows them)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := baton.ParseTokenID(args[0])
 			if err != nil {
@@ -354,7 +354,7 @@ func newConversationsCommand() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show CONVERSATION-ID",
 		Short: "Draw a conversation as a text graph of its signals",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg("the id of a conversation (baton conversations list shows them)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := baton.ParseTokenID(args[0])
 			if err != nil {

@@ -98,3 +98,31 @@ func flagSign(fl *pflag.Flag) int {
 	n, _ := strconv.ParseFloat(text, 64)
 	return cmp.Compare(n, 0)
 }
+
+// oneArg is the Args of a command that takes one argument, what: without
+// it, or with more, the command says what it expects, with its usage line.
+func oneArg(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("%s takes one argument, %s, got %d; usage: %s", subcommand(cmd), what, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// someArgs is the Args of a command that takes one or more arguments,
+// what: without any, the command says what it expects, with its usage line.
+func someArgs(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("%s needs %s; usage: %s", subcommand(cmd), what, cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// subcommand is cmd's path without the root's name, which errors get as
+// their prefix: "parked show".
+func subcommand(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}

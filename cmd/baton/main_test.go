@@ -83,3 +83,17 @@ func TestDemoHelpIsStable(t *testing.T) {
 		t.Errorf("baton demo --help does not describe --seed's default:\n%s", first)
 	}
 }
+
+// A command without the argument it needs says which, with its usage line,
+// instead of cobra's "accepts 1 arg(s), received 0" (found in review).
+func TestCommandsSayWhichArgumentTheyNeed(t *testing.T) {
+	t.Parallel()
+	refusals(t, []refusal{
+		{[]string{"parked", "show"}, "parked show takes one argument, the ID of a parked signal"},
+		{[]string{"parked", "show", "a", "b"}, "got 2; usage: baton parked show ID"},
+		{[]string{"parked", "replay"}, "parked replay needs the IDs of the parked signals"},
+		{[]string{"parked", "discard", "--why", "x"}, "usage: baton parked discard ID... --why TEXT"},
+		{[]string{"tokens", "get"}, "tokens get takes one argument, the id of a live token"},
+		{[]string{"conversations", "show"}, "conversations show takes one argument, the id of a conversation"},
+	})
+}

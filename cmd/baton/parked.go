@@ -125,7 +125,7 @@ func newParkedShowCommand(broker *brokerFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "show ID",
 		Short: "Show one parked signal, payload included",
-		Args:  cobra.ExactArgs(1),
+		Args:  oneArg("the ID of a parked signal (baton parked list shows them)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
@@ -151,7 +151,7 @@ func newParkedReplayCommand(broker *brokerFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "replay ID...",
 		Short: "Send parked signals to their destinations again",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  someArgs("the IDs of the parked signals to replay (baton parked list shows them)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
@@ -181,7 +181,7 @@ func newParkedDiscardCommand(broker *brokerFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "discard ID... --why TEXT",
 		Short: "Discard parked signals for good: retire their tokens and record why",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  someArgs("the IDs of the parked signals to discard (baton parked list shows them)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Checked before anything is opened or created: no audit log
 			// for discards that cannot be recorded.
