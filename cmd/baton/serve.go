@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/embedded"
 	"github.com/batonhq/baton/backend/etcd"
 	"github.com/batonhq/baton/backend/postgres"
@@ -768,6 +769,16 @@ the key, so give it to the system now; it cannot be shown again.`,
 			if entry.Name == "" {
 				return errors.New("--system NAME is required")
 			}
+			if err := checkName("--system", "system name", entry.Name); err != nil {
+				return err
+			}
+			for _, d := range destinations {
+				if d != tokenservice.AnyDestination {
+					if err := checkName("--destination", "destination", d); err != nil {
+						return err
+					}
+				}
+			}
 			key, hash := tokenservice.NewAPIKey()
 			entry.KeySHA256 = hash
 			entry.Destinations = destinations
@@ -790,6 +801,17 @@ the key, so give it to the system now; it cannot be shown again.`,
 	f.BoolVar(&entry.ExpireRoots, "expire-roots", false, "it may delete expired root tokens")
 	f.BoolVar(&entry.Operate, "operate", false, "it may replay and discard parked signals on the dashboard (an operator)")
 	return cmd
+}
+
+// checkName refuses a name that the token service refuses for a system or
+// a destination (it checks them as a signal's destination), in one line
+// that says what a name may be.
+func checkName(flag, what, name string) error {
+	if (baton.Emit{Destination: name, Type: "system"}).Validate() != nil {
+		return fmt.Errorf("%s %q: invalid %s: a name has 1 to %d bytes and no space or control character, such as billing or order-service",
+			flag, name, what, baton.MaxNameBytes)
+	}
+	return nil
 }
 
 func mustJSON(v any) []byte {

@@ -193,3 +193,21 @@ func TestServeRecorderIsBoundedAndOffWithoutDashboard(t *testing.T) {
 		}
 	}
 }
+
+// keygen refuses an invalid system or destination name in one line that
+// says what a name may be, not with the token service's config error about
+// an invalid signal (found in review).
+func TestKeygenRefusesInvalidNamesInOneLine(t *testing.T) {
+	t.Parallel()
+	cases := []refusal{
+		{[]string{"serve", "keygen", "--system", "bad name!"}, `--system "bad name!": invalid system name: a name has 1 to 200 bytes and no space or control character`},
+		{[]string{"serve", "keygen", "--system", strings.Repeat("x", 201)}, "invalid system name"},
+		{[]string{"serve", "keygen", "--system", "billing", "--destination", "a b"}, `--destination "a b": invalid destination`},
+	}
+	refusals(t, cases)
+	for _, c := range cases {
+		if _, err := runBaton(t, c.args...); err != nil && (strings.Contains(err.Error(), "signal") || strings.Contains(err.Error(), "tokenservice")) {
+			t.Errorf("%v: %v; want no word of signals or of the token service's config", c.args, err)
+		}
+	}
+}
