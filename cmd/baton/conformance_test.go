@@ -101,3 +101,13 @@ func TestConformanceCommandRefusesMissingFlags(t *testing.T) {
 		}
 	}
 }
+
+// baton participant without a key names --key and BATON_API_KEY (found in
+// review).
+func TestReferenceParticipantWithoutAKeyNamesTheFlag(t *testing.T) {
+	t.Setenv("BATON_API_KEY", "")
+	refusals(t, []refusal{
+		{[]string{"participant", "--data", t.TempDir()}, "pass --key or set BATON_API_KEY"},
+		{[]string{"participant", "--data", t.TempDir(), "--destination", "shop"}, "baton serve keygen --system shop"},
+	})
+}

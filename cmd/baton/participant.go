@@ -44,6 +44,10 @@ activity that baton conformance checks with.`,
 		if cfg.Key == "" {
 			cfg.Key = envOr("BATON_API_KEY", "")
 		}
+		if cfg.Key == "" {
+			return fmt.Errorf("no API key: pass --key or set BATON_API_KEY, the key of system %q at the token service (create one with: baton serve keygen --system %s)",
+				cfg.Destination, cfg.Destination)
+		}
 		if forward != "" {
 			var ok bool
 			if cfg.ForwardTo, cfg.ForwardURL, ok = strings.Cut(forward, "="); !ok {
