@@ -22,6 +22,7 @@ import (
 	"github.com/batonhq/baton/internal/demo"
 	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
 	"github.com/batonhq/baton/tokenservice/client"
 )
 
@@ -161,9 +162,10 @@ it was created belongs to a signal that is stuck or parked.`,
 			if err != nil {
 				return serverError(srv.server, err)
 			}
+			// As the API writes it: a root token has no causation field.
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
-			return enc.Encode(tok)
+			return enc.Encode(tokenservice.EncodeToken(tok))
 		},
 	}
 	cmd.AddCommand(list, get, newStuckCommand(&srv))

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -334,5 +337,37 @@ func TestTokensStuck(t *testing.T) {
 	}
 	if _, err := runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key); err == nil || !strings.Contains(err.Error(), "--destination") {
 		t.Errorf("without --destination: %v", err)
+	}
+}
+
+// baton tokens get prints a token as the API writes it: a root token has
+// no causation field, rather than "causation": "" (found in review).
+func TestTokensGetPrintsTheAPIsForm(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	key, hash := tokenservice.NewAPIKey()
+	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{{Name: "ops", KeySHA256: hash, Observe: true}}})
+	must(t, err)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	root, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	must(t, err)
+	out, err := runBaton(t, "tokens", "get", root.ID.String(), "--server", srv.URL, "--key", key)
+	must(t, err)
+	var printed map[string]any
+	must(t, json.Unmarshal([]byte(out), &printed))
+	if _, ok := printed["causation"]; ok {
+		t.Errorf("baton tokens get prints a causation for a root token:\n%s", out)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1/tokens/"+root.ID.String(), nil)
+	must(t, err)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	var served map[string]any
+	must(t, json.NewDecoder(resp.Body).Decode(&served))
+	if !reflect.DeepEqual(printed, served) {
+		t.Errorf("baton tokens get prints\n%s\nwhere the API serves\n%v", out, served)
 	}
 }
