@@ -104,6 +104,9 @@ it was created belongs to a signal that is stuck or parked.`,
 			if (conv == "") == (dest == "") {
 				return errors.New("give exactly one of --conversation and --destination")
 			}
+			if err := nonNegativeFlags(cmd.Flags(), "limit"); err != nil {
+				return err
+			}
 			c, err := srv.client()
 			if err != nil {
 				return err
@@ -187,6 +190,9 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(destinations) == 0 {
 				return errors.New("--destination NAME is required (repeat it for several)")
+			}
+			if err := nonNegativeFlags(cmd.Flags(), "graphs", "older-than"); err != nil {
+				return err
 			}
 			byDestination, err := parseThresholds("--older-than-for", olderThanFor)
 			if err != nil {
@@ -335,6 +341,9 @@ func newConversationsCommand() *cobra.Command {
 		Short: "List the most recently active conversations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := positiveFlags(cmd.Flags(), "limit"); err != nil {
+				return err
+			}
 			var resp struct {
 				Total         int                    `json:"total"`
 				Conversations []conversation.Summary `json:"conversations"`

@@ -97,3 +97,17 @@ func TestCommandsSayWhichArgumentTheyNeed(t *testing.T) {
 		{[]string{"conversations", "show"}, "conversations show takes one argument, the id of a conversation"},
 	})
 }
+
+// The inspecting commands refuse a limit, age or count that they would
+// otherwise take for their default or for no limit (found in review).
+func TestInspectingCommandsRefuseNegativeValues(t *testing.T) {
+	t.Parallel()
+	refusals(t, []refusal{
+		{[]string{"parked", "list", "--limit", "0"}, "--limit must be positive, got 0"},
+		{[]string{"parked", "list", "--older-than", "-1h"}, "--older-than must not be negative"},
+		{[]string{"tokens", "list", "--destination", "billing", "--limit", "-1"}, "--limit must not be negative"},
+		{[]string{"tokens", "stuck", "--destination", "billing", "--graphs", "-1"}, "--graphs must not be negative"},
+		{[]string{"tokens", "stuck", "--destination", "billing", "--older-than", "-1m"}, "--older-than must not be negative"},
+		{[]string{"conversations", "list", "--limit", "0"}, "--limit must be positive"},
+	})
+}

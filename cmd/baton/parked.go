@@ -90,6 +90,13 @@ func newParkedListCommand(broker *brokerFlags) *cobra.Command {
 		Short: "List parked signals, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// parked.Filter takes zero or less for its default limit.
+			if err := positiveFlags(cmd.Flags(), "limit"); err != nil {
+				return err
+			}
+			if err := nonNegativeFlags(cmd.Flags(), "older-than"); err != nil {
+				return err
+			}
 			ps, closeBroker, err := broker.open(cmd.Context())
 			if err != nil {
 				return err
