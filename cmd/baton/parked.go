@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -24,6 +25,7 @@ type brokerFlags struct {
 	nats, stream, prefix, monitor string
 	allowUnsafe                   bool
 	rabbitmq, rabbitmqPrefix      string
+	log                           *slog.Logger // the broker's warnings; nil discards them
 }
 
 // register adds the broker flags to f; withUnsafe adds
@@ -49,7 +51,7 @@ func (b *brokerFlags) open(ctx context.Context) (transport.ParkedStore, func(), 
 	case b.nats != "" && b.rabbitmq != "":
 		return nil, nil, errors.New("give one broker: --nats or --rabbitmq")
 	case b.rabbitmq != "":
-		tr, err := rabbitmq.New(ctx, rabbitmq.Config{URL: b.rabbitmq, Prefix: b.rabbitmqPrefix})
+		tr, err := rabbitmq.New(ctx, rabbitmq.Config{URL: b.rabbitmq, Prefix: b.rabbitmqPrefix, Logger: b.log})
 		if err != nil {
 			return nil, nil, withFlagNames(err)
 		}
@@ -58,7 +60,7 @@ func (b *brokerFlags) open(ctx context.Context) (transport.ParkedStore, func(), 
 		return nil, nil, errors.New("no broker: pass --nats URL or --rabbitmq URL (or set BATON_NATS or BATON_RABBITMQ)")
 	}
 	tr, err := natstransport.New(ctx, natstransport.Config{URL: b.nats, Stream: b.stream, Prefix: b.prefix,
-		MonitorURL: b.monitor, AllowUnsafeDurability: b.allowUnsafe})
+		MonitorURL: b.monitor, AllowUnsafeDurability: b.allowUnsafe, Logger: b.log})
 	if err != nil {
 		return nil, nil, withFlagNames(err)
 	}

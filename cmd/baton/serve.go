@@ -243,7 +243,7 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 		return err
 	}
 	defer closeStore()
-	ops, closeOps, err := openParkedOps(ctx, o)
+	ops, closeOps, err := openParkedOps(ctx, o, log)
 	if err != nil {
 		return err
 	}
@@ -530,13 +530,14 @@ func operators(systems []tokenservice.System) (func(*http.Request) (string, erro
 }
 
 // openParkedOps opens the broker named by --nats or --rabbitmq and the
-// audit log, or returns a zero parkedOps without a broker.
-func openParkedOps(ctx context.Context, o serveOptions) (parkedOps, func(), error) {
+// audit log, or returns a zero parkedOps without a broker. The broker's
+// warnings (a server accepted by --allow-unsafe-durability) go to log.
+func openParkedOps(ctx context.Context, o serveOptions, log *slog.Logger) (parkedOps, func(), error) {
 	if !o.broker.configured() {
 		return parkedOps{}, func() {}, nil
 	}
 	b := o.broker
-	b.allowUnsafe = o.allowUnsafe
+	b.allowUnsafe, b.log = o.allowUnsafe, log
 	place, closeBroker, err := b.open(ctx)
 	if err != nil {
 		return parkedOps{}, nil, fmt.Errorf("broker of the parked signals: %w", err)
