@@ -20,8 +20,10 @@ class TokenServiceError(Exception):
     """An error answer of the token service, or no answer.
 
     problem is the problem type's name (after #problem-) or ''. not_applied
-    is True when the service proves nothing was written (every status but
-    500 and a lost connection), so retrying is safe either way.
+    is True when the answer proves nothing was written: a problem type of
+    a refusal, or, for an answer that is not a problem document (a proxy's
+    page), 401, 403 or 413. Otherwise (500, a 502 from a proxy, a lost
+    connection) the outcome is unknown. Retrying is safe either way.
     """
 
     def __init__(self, message: str, status: int = 0, problem: str = "", not_applied: bool = False):
@@ -108,8 +110,18 @@ class TokenServiceClient:
                 detail = str(doc.get("detail", ""))
         except ValueError:
             pass
+        not_applied = problem in _REFUSALS if problem else status in (401, 403, 413)
         raise TokenServiceError(f"token service {method} {path}: {status} {problem} {detail}".strip(),
-                                status=status, problem=problem, not_applied=status != 500)
+                                status=status, problem=problem, not_applied=not_applied)
+
+
+# Problem types whose answer proves that nothing was written (as the Go
+# client maps them): refusals, and a route the service does not have.
+_REFUSALS = frozenset({
+    "invalid-request", "unauthorized", "forbidden", "not-your-token", "not-a-child", "not-found",
+    "token-exists", "expired", "body-too-large", "unsupported-media-type", "not-applied",
+    "no-such-route", "method-not-allowed",
+})
 
 
 def _page(after: str, limit: int) -> str:

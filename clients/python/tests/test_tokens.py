@@ -5,7 +5,9 @@ BATON_TEST_EDGE_KEY (a system "edge" that may issue roots and observe) and
 BATON_TEST_BILLING_KEY (the system "billing"); without them these tests skip.
 """
 
+import http.server
 import os
+import threading
 import unittest
 
 from baton import Signal, TokenServiceClient, TokenServiceError, digest_of, new_token_id
@@ -50,6 +52,44 @@ class TokenServiceTest(unittest.TestCase):
         with self.assertRaises(TokenServiceError) as caught:
             down.get(new_token_id())
         self.assertEqual(caught.exception.status, 0)
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """Answers every request with the status and body its path names."""
+
+    answers = {
+        "/v1/tokens/" + "a" * 32: (502, "text/html", b"<html>bad gateway</html>"),
+        "/v1/tokens/" + "b" * 32: (404, "application/problem+json",
+                                   b'{"type":"https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-no-such-route","status":404}'),
+        "/v1/tokens/" + "c" * 32: (500, "application/problem+json",
+                                   b'{"type":"https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-outcome-unknown","status":500}'),
+        "/v1/tokens/" + "d" * 32: (403, "text/html", b"<html>forbidden</html>"),
+    }
+
+    def do_GET(self):
+        status, kind, body = self.answers[self.path]
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class NotAppliedTest(unittest.TestCase):
+    """not_applied is True only where the answer proves nothing was written."""
+
+    def test_not_applied(self):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.shutdown)
+        client = TokenServiceClient(f"http://127.0.0.1:{server.server_address[1]}", "k", timeout=5)
+        for token_id, want in (("a" * 32, False), ("b" * 32, True), ("c" * 32, False), ("d" * 32, True)):
+            with self.assertRaises(TokenServiceError) as caught:
+                client.get(token_id)
+            self.assertEqual(caught.exception.not_applied, want, f"{token_id[0]}: {caught.exception}")
 
 
 if __name__ == "__main__":

@@ -354,6 +354,9 @@ const notAppliedTypes = new Set<string>([
   ProblemTypes.tooLarge,
   ProblemTypes.mediaType,
   ProblemTypes.notApplied,
+  // A service without the route (an older one, or a wrong path) ran nothing.
+  ProblemTypes.noRoute,
+  ProblemTypes.method,
 ]);
 
 /**

@@ -110,6 +110,7 @@ describe("TokenServiceClient", () => {
         const parsed = JSON.parse(body) as { consume: string };
         if (parsed.consume === "f".repeat(32)) return reply(403, problem(ProblemTypes.notYourToken, 403), "application/problem+json");
         if (parsed.consume === "e".repeat(32)) return reply(500, problem(ProblemTypes.outcomeUnknown, 500), "application/problem+json");
+        if (parsed.consume === "9".repeat(32)) return reply(404, problem(ProblemTypes.noRoute, 404), "application/problem+json");
         return reply(200, { consumed: parsed.consume === "a".repeat(32) });
       }
       if (req.url?.startsWith("/v1/tokens/")) return reply(404, problem(ProblemTypes.notFound, 404), "application/problem+json");
@@ -150,6 +151,8 @@ describe("TokenServiceClient", () => {
       return true;
     });
     await assert.rejects(client.transition("e".repeat(32)), (err: unknown) => err instanceof TokenServiceError && !err.notApplied);
+    // A service without the route ran nothing.
+    await assert.rejects(client.transition("9".repeat(32)), (err: unknown) => err instanceof TokenServiceError && err.status === 404 && err.notApplied);
     assert.equal(await client.get("d".repeat(32)), undefined);
   });
 
