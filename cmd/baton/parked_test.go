@@ -301,15 +301,23 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestTokensStuck lists the live tokens older than a threshold.
-func TestTokensStuck(t *testing.T) {
-	t.Parallel()
+// observedService is a token service over a memory store with one system,
+// ops, that observes every token; it returns ops's key.
+func observedService(t *testing.T) (*memory.TokenStore, *httptest.Server, string) {
+	t.Helper()
 	tokens := memory.NewTokenStore()
 	key, hash := tokenservice.NewAPIKey()
 	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{{Name: "ops", KeySHA256: hash, Observe: true}}})
 	must(t, err)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
+	return tokens, srv, key
+}
+
+// TestTokensStuck lists the live tokens older than a threshold.
+func TestTokensStuck(t *testing.T) {
+	t.Parallel()
+	tokens, srv, key := observedService(t)
 	old, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now().Add(-time.Hour)})
 	must(t, err)
 	fresh, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
@@ -344,12 +352,7 @@ func TestTokensStuck(t *testing.T) {
 // no causation field, rather than "causation": "" (found in review).
 func TestTokensGetPrintsTheAPIsForm(t *testing.T) {
 	t.Parallel()
-	tokens := memory.NewTokenStore()
-	key, hash := tokenservice.NewAPIKey()
-	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{{Name: "ops", KeySHA256: hash, Observe: true}}})
-	must(t, err)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
+	tokens, srv, key := observedService(t)
 	root, err := tokens.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
 	must(t, err)
 	out, err := runBaton(t, "tokens", "get", root.ID.String(), "--server", srv.URL, "--key", key)
