@@ -12,10 +12,10 @@ import (
 var _ transport.BatchPublisher = (*Transport)(nil)
 
 // PublishBatch implements transport.BatchPublisher. The signals go out on
-// one confirm-mode channel without waiting between them, and their
-// confirms are then awaited together: the broker stores messages that
-// arrive together with one fsync, where Publish one after another waits
-// for one each. errs[i] is what Publish would have returned for sigs[i]; a
+// one confirm-mode channel without waiting between them (in windows of
+// returnWindow), and their confirms are then awaited together: the broker
+// stores messages that arrive together with one fsync, where Publish one
+// after another waits for one each. errs[i] is what Publish would have returned for sigs[i]; a
 // returned (unroutable) message is matched to its signal by message id. If
 // PublishTimeout runs out first, every signal sent in the batch is
 // reported ErrNoConfirm, confirmed or not: a return may still be on its way
