@@ -363,8 +363,14 @@ func (b *batchRun) runChains(items []batchItem, loaded []store.Loaded, fused boo
 			byKey[it.key] = c
 			chains = append(chains, c)
 		}
-		if _, ok := l.Entity.Entry(it.sig.ID); ok {
-			b.giveUp(it) // committed before: Process finishes it
+		// Committed before: Process finishes it. The chain's state counts
+		// too: it comes from the first item's read, and the reads of one
+		// key need not be of one instant (store.BatchLoader), so it may
+		// hold an entry this item's own read predates.
+		_, inOwnRead := l.Entity.Entry(it.sig.ID)
+		_, inChain := c.entity.Entry(it.sig.ID)
+		if inOwnRead || inChain {
+			b.giveUp(it)
 			continue
 		}
 		if !l.Live {
@@ -496,30 +502,54 @@ func allIndexes(n int) []int {
 // dispatchAll is step 6 for the signals of a batch: with a Dispatch that
 // is a transport.BatchPublisher, one pipelined publish of all, then the
 // usual retries of those that failed; else one dispatch after another. It
-// returns the error of each signal that could not be dispatched.
+// returns the error of each signal that could not be dispatched. Once one
+// signal failed its retries the others that are not out are not tried:
+// their deliveries are not acked and their entries stay, so they go again
+// on redelivery or with the sweeper, rather than hold this worker for
+// every signal's retries while the broker is down.
 func (e *Engine) dispatchAll(ctx context.Context, sigs []baton.Signal) map[baton.TokenID]error {
 	failed := make(map[baton.TokenID]error)
+	sent := e.publishBatch(ctx, sigs)
+	var down error
+	for i, sig := range sigs {
+		switch {
+		case sent[i]:
+			continue
+		case down != nil:
+			failed[sig.ID] = down
+			continue
+		}
+		if err := e.dispatch(ctx, sig); err != nil {
+			failed[sig.ID], down = err, err
+		}
+	}
+	return failed
+}
+
+// publishBatch publishes sigs in one pipelined exchange where Dispatch is a
+// transport.BatchPublisher and there are several, and says which went;
+// those that did not are counted as retries. Otherwise none went.
+func (e *Engine) publishBatch(ctx context.Context, sigs []baton.Signal) (sent []bool) {
+	sent = make([]bool, len(sigs))
 	bp, ok := e.cfg.Dispatch.(transport.BatchPublisher)
 	if !ok || len(sigs) < 2 {
-		for _, sig := range sigs {
-			if err := e.dispatch(ctx, sig); err != nil {
-				failed[sig.ID] = err
-			}
-		}
-		return failed
+		return sent
 	}
 	bctx, cancel := e.bounded(ctx)
 	errs := bp.PublishBatch(bctx, sigs)
 	cancel()
-	for i, sig := range sigs {
-		if errs[i] == nil {
+	if len(errs) != len(sigs) {
+		// A short answer (a wrapper's, say) tells nothing: all are retried.
+		e.log.Warn("a batch publish answered for fewer signals than it was given; publishing them one by one", "answered", len(errs), "signals", len(sigs))
+		errs = nil
+	}
+	for i := range sigs {
+		if errs != nil && errs[i] == nil {
+			sent[i] = true
 			e.stats.add(ctx, statDispatched, 1)
-			continue
-		}
-		e.stats.add(ctx, statDispatchRetries, 1)
-		if err := e.dispatch(ctx, sig); err != nil {
-			failed[sig.ID] = err
+		} else {
+			e.stats.add(ctx, statDispatchRetries, 1)
 		}
 	}
-	return failed
+	return sent
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,4 +412,175 @@ func TestBatchWithShortAnswersFallsBack(t *testing.T) {
 type bareStore struct {
 	store.TokenStore
 	store.EntityStore
+}
+
+// lostTransitionOnce is a token store whose first Transition fails as a
+// lost answer would, without running.
+type lostTransitionOnce struct {
+	*memory.TokenStore
+	lost sync.Once
+}
+
+func (l *lostTransitionOnce) Transition(ctx context.Context, id baton.TokenID, create []baton.Token) (bool, error) {
+	first := false
+	l.lost.Do(func() { first = true })
+	if first {
+		return false, errors.New("connection lost")
+	}
+	return l.TokenStore.Transition(ctx, id, create)
+}
+
+// lastKeyFirst is an entity store whose LoadBatch reads the keys last
+// first, one by one (store.BatchLoader allows reads of one key at
+// different instants), and runs between before the second read.
+type lastKeyFirst struct {
+	*memory.EntityStore
+	between func()
+}
+
+func (l lastKeyFirst) LoadBatch(ctx context.Context, keys []string) ([]store.Entity, error) {
+	out := make([]store.Entity, len(keys))
+	for i := len(keys) - 1; i >= 0; i-- {
+		e, err := l.Load(ctx, keys[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+		if i == len(keys)-1 && l.between != nil {
+			l.between()
+		}
+	}
+	return out, nil
+}
+
+// TestChainKnowsEntriesItsItemsPredate: two charges of one account in a
+// batch, the second's own read older than the first's, which holds the
+// second's outbox entry (another process committed it, and its transition's
+// answer was lost). The second is not run again on the chain's state, which
+// already holds it: Process finishes it from its entry (found in review).
+func TestChainKnowsEntriesItsItemsPredate(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	tokens := &lostTransitionOnce{TokenStore: memory.NewTokenStore()}
+	entities := lastKeyFirst{EntityStore: memory.NewEntityStore()}
+	var mu sync.Mutex
+	runs := map[string]int{}
+	register := func(e *engine.Engine) {
+		must(t, engine.Register(e, engine.Activity[ledger]{Type: "charge",
+			Entity: func(baton.Signal) (string, error) { return "account", nil },
+			Handle: func(_ context.Context, sig baton.Signal, s *ledger) (engine.Effects, error) {
+				mu.Lock()
+				runs[string(sig.Payload)]++
+				mu.Unlock()
+				s.Applied = append(s.Applied, string(sig.Payload))
+				return engine.Effects{}, nil
+			}}))
+	}
+	other, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities.EntityStore, Dispatch: publisher{}})
+	must(t, err)
+	register(other)
+	var sigs []baton.Signal
+	for _, p := range []string{"a", "b"} {
+		sig, err := other.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(p)}, 0)
+		must(t, err)
+		sigs = append(sigs, sig)
+	}
+	entities.between = func() {
+		if _, err := other.Process(ctx, sigs[1]); err == nil {
+			t.Error("the other process's transition was to fail")
+		}
+	}
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: entities, Dispatch: publisher{}, Batch: 16})
+	must(t, err)
+	register(e)
+	results, errs := e.ProcessBatch(ctx, sigs)
+	for i := range sigs {
+		if errs[i] != nil {
+			t.Errorf("signal %d: %v, %v", i, results[i].Outcome, errs[i])
+		}
+	}
+	if runs["a"] != 1 || runs["b"] != 1 {
+		t.Errorf("activities ran %v times; want each once", runs)
+	}
+	ent, err := entities.Load(ctx, "account")
+	must(t, err)
+	var s ledger
+	must(t, json.Unmarshal(ent.State, &s))
+	if !slices.Equal(s.Applied, []string{"b", "a"}) || len(ent.Outbox) != 0 {
+		t.Errorf("account applied %v with %d outbox entries; want [b a] and none", s.Applied, len(ent.Outbox))
+	}
+	if n := liveTokens(t, tokens); n != 0 {
+		t.Errorf("%d tokens live, want 0", n)
+	}
+}
+
+// batchPublishing is a Dispatch with a PublishBatch that answers as answer
+// says, and counts the publishes of one signal.
+type batchPublishing struct {
+	answer  func(sigs []baton.Signal) []error
+	publish func(sig baton.Signal) error
+	singles *atomic.Int64
+}
+
+func (b batchPublishing) Publish(_ context.Context, sig baton.Signal) error {
+	b.singles.Add(1)
+	return b.publish(sig)
+}
+
+func (b batchPublishing) PublishBatch(_ context.Context, sigs []baton.Signal) []error {
+	return b.answer(sigs)
+}
+
+// TestBatchPublishAnswers: a batch publish that answers for fewer signals
+// than it was given (a wrapper's nil) is not indexed past its answer: each
+// signal is published alone. And once one signal failed its retries, the
+// others are not tried: their deliveries wait for redelivery (found in
+// review).
+func TestBatchPublishAnswers(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name        string
+		answer      func([]baton.Signal) []error
+		publish     func(baton.Signal) error
+		wantSingles int64
+		wantFailed  bool
+	}{
+		{"short answer", func([]baton.Signal) []error { return nil }, func(baton.Signal) error { return nil }, 3, false},
+		{"broker down", func(sigs []baton.Signal) []error {
+			errs := make([]error, len(sigs))
+			for i := range errs {
+				errs[i] = errors.New("broker down")
+			}
+			return errs
+		}, func(baton.Signal) error { return errors.New("broker down") }, 2, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			var singles atomic.Int64
+			e, err := engine.New(engine.Config{Destination: "orders", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
+				Dispatch: batchPublishing{c.answer, c.publish, &singles}, Batch: 16, DispatchAttempts: 2})
+			must(t, err)
+			must(t, engine.Register(e, engine.Activity[ledger]{Type: "place",
+				Entity: func(sig baton.Signal) (string, error) { return "order-" + string(sig.Payload), nil },
+				Handle: func(_ context.Context, sig baton.Signal, s *ledger) (engine.Effects, error) {
+					return engine.Effects{Emit: []baton.Emit{{Destination: "billing", Type: "charge"}}}, nil
+				}}))
+			var sigs []baton.Signal
+			for _, p := range []string{"a", "b", "c"} {
+				sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "orders", Type: "place", Payload: []byte(p)}, 0)
+				must(t, err)
+				sigs = append(sigs, sig)
+			}
+			_, errs := e.ProcessBatch(ctx, sigs)
+			for i, err := range errs {
+				if (err != nil) != c.wantFailed {
+					t.Errorf("signal %d: %v; want failed %t", i, err, c.wantFailed)
+				}
+			}
+			if n := singles.Load(); n != c.wantSingles {
+				t.Errorf("%d publishes of one signal; want %d", n, c.wantSingles)
+			}
+		})
+	}
 }

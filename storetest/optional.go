@@ -114,11 +114,17 @@ func testCommitBatch(t *testing.T, h EntityHarness) {
 		t.Errorf("Stale after CommitBatch = %v, %v; want b and the new entity (entries), not a (none left) nor the taken key (none written)", stale, err)
 	}
 
-	// Refused whole: two commits of one key.
+	// Refused whole: two commits of one key, an outbox that names a token
+	// twice (as Commit refuses it).
 	newKey := uniqueName("new")
+	repeated := newEntry(timestamp(0), 1)
+	again := newEntry(timestamp(0), 1)
+	again.Token = repeated.Token
 	for name, batch := range map[string][]store.Entity{
 		"same key twice":     {{Key: c.Key, Version: c.Version, State: []byte("x")}, {Key: c.Key, Version: c.Version, State: []byte("y")}},
 		"same new key twice": {{Key: newKey, State: []byte("x")}, {Key: newKey, State: []byte("y")}},
+		"a repeated token in an outbox": {{Key: newKey, State: []byte("x")},
+			{Key: c.Key, Version: c.Version, State: []byte("y"), Outbox: []store.OutboxEntry{repeated, again}}},
 	} {
 		if _, err := bc.CommitBatch(ctx, batch); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("CommitBatch with %s = %v, want ErrInvalid", name, err)
