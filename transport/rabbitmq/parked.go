@@ -99,15 +99,25 @@ func (t *Transport) findParked(ctx context.Context, id string, act func(*amqp.Ch
 // browseParked takes the messages of destination's park queue one by one
 // without acknowledging them, hands each to visit, which may settle it
 // and may stop the browse, and returns every message it did not settle to
-// the queue.
+// the queue. A destination without a park queue has nothing parked.
 func (t *Transport) browseParked(ctx context.Context, destination string, visit func(*amqp.Channel, *amqp.Delivery) (settled, stop bool, err error)) error {
 	if major, minor, ok := parseVersion(t.version); ok && major == 4 && minor < 3 {
 		return fmt.Errorf("%w (the broker runs %s)", ErrUnsafeBrowse, t.version)
 	}
-	if err := t.declareDestination(ctx, destination); err != nil {
-		return err
+	if err := validDestination(destination); err != nil {
+		return fmt.Errorf("rabbitmq transport: parked signals: %w", err)
 	}
 	return t.withChannel(ctx, func(ch *amqp.Channel) error {
+		// Passive: reading declares nothing, so a misspelt destination
+		// leaves no queues behind. A park queue that does not exist holds
+		// nothing.
+		if _, err := ch.QueueDeclarePassive(t.parkedQueue(destination), true, false, false, false, nil); err != nil {
+			var ae *amqp.Error
+			if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+				return nil
+			}
+			return fmt.Errorf("rabbitmq transport: read parked signals of %q: %w", destination, err)
+		}
 		var taken []uint64
 		defer func() {
 			for _, tag := range taken {

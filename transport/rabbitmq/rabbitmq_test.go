@@ -895,3 +895,29 @@ func TestClassicQueueInTheWay(t *testing.T) {
 		t.Errorf("Publish over a classic queue = %v", err)
 	}
 }
+
+// Reading the parked signals of a destination that never had any finds
+// none and declares nothing: a misspelt destination leaves no queues
+// behind.
+func TestReadingParkedDeclaresNothing(t *testing.T) {
+	t.Parallel()
+	tr := newTestTransport(t, testConfig(t, testenv.Addr(t, testenv.RabbitMQ)))
+	ctx := t.Context()
+	list, err := tr.ListParked(ctx, "misspelt", 10)
+	if err != nil || len(list) != 0 {
+		t.Fatalf("ListParked of a destination without a park queue = %v, %v; want none", list, err)
+	}
+	if _, err := tr.GetParked(ctx, "misspelt/"+baton.NewTokenID().String()); !errors.Is(err, transport.ErrNotParked) {
+		t.Fatalf("GetParked in a destination without a park queue = %v, want transport.ErrNotParked", err)
+	}
+	for _, queue := range []string{tr.parkedQueue("misspelt"), tr.signalQueue("misspelt")} {
+		err := tr.withChannel(ctx, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+			return err
+		})
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+			t.Errorf("queue %s after reading parked signals: %v; want it not to exist", queue, err)
+		}
+	}
+}
