@@ -247,18 +247,14 @@ func (b *batchRun) plainReads(ctx context.Context, items []batchItem) ([]batchIt
 	e := b.e
 	var early map[baton.TokenID]tokenRead
 	if e.ordering == orderingBatchTokenBeforeEntity {
-		ids := make([]baton.TokenID, len(items))
-		for i, it := range items {
-			ids[i] = it.sig.ID
-		}
-		reads, err := b.readTokens(ctx, ids)
+		reads, err := b.readTokens(ctx, items)
 		if err != nil {
 			b.giveUpAll(items)
 			return nil, nil
 		}
 		early = make(map[baton.TokenID]tokenRead)
-		for i, id := range ids {
-			early[id] = reads[i]
+		for i, it := range items {
+			early[it.sig.ID] = reads[i]
 		}
 	}
 	keys := make([]string, len(items))
@@ -274,13 +270,12 @@ func (b *batchRun) plainReads(ctx context.Context, items []batchItem) ([]batchIt
 	// Step 2 is Process's: a signal whose activity was committed before
 	// is finished there. The others' tokens are read, after every entity.
 	var fresh []batchItem
-	var ids []baton.TokenID
 	for j := range items {
 		if _, ok := entities[j].Entry(items[j].sig.ID); ok {
 			b.giveUp(&items[j])
 			continue
 		}
-		fresh, ids = append(fresh, items[j]), append(ids, items[j].sig.ID)
+		fresh = append(fresh, items[j])
 		entities[len(fresh)-1] = entities[j]
 	}
 	if len(fresh) == 0 {
@@ -288,10 +283,10 @@ func (b *batchRun) plainReads(ctx context.Context, items []batchItem) ([]batchIt
 	}
 	var tokens []tokenRead
 	if early != nil {
-		for _, id := range ids {
-			tokens = append(tokens, early[id])
+		for _, it := range fresh {
+			tokens = append(tokens, early[it.sig.ID])
 		}
-	} else if tokens, err = b.readTokens(ctx, ids); err != nil {
+	} else if tokens, err = b.readTokens(ctx, fresh); err != nil {
 		e.log.Info("batch token read failed; processing the signals one by one", "signals", len(fresh), "err", err)
 		b.giveUpAll(fresh)
 		return nil, nil
@@ -318,12 +313,17 @@ type tokenRead struct {
 	err   error // ErrNotFound: not live
 }
 
-func (b *batchRun) readTokens(ctx context.Context, ids []baton.TokenID) ([]tokenRead, error) {
-	tokens, errs, err := b.e.getTokens(ctx, ids)
+// readTokens reads the items' tokens in one call.
+func (b *batchRun) readTokens(ctx context.Context, items []batchItem) ([]tokenRead, error) {
+	lookups := make([]store.TokenLookup, len(items))
+	for i, it := range items {
+		lookups[i] = store.TokenLookup{ID: it.sig.ID, Conversation: it.sig.Conversation}
+	}
+	tokens, errs, err := b.e.getTokens(ctx, lookups)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]tokenRead, len(ids))
+	out := make([]tokenRead, len(items))
 	for i := range out {
 		out[i] = tokenRead{tokens[i], errs[i]}
 	}

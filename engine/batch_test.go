@@ -584,3 +584,62 @@ func TestBatchPublishAnswers(t *testing.T) {
 		})
 	}
 }
+
+// hintRecorder is a token store that records the lookups of its hinted
+// batch reads.
+type hintRecorder struct {
+	*memory.TokenStore
+	mu      *sync.Mutex
+	lookups *[]store.TokenLookup
+}
+
+func (h hintRecorder) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
+	h.mu.Lock()
+	*h.lookups = append(*h.lookups, lookups...)
+	h.mu.Unlock()
+	ids := make([]baton.TokenID, len(lookups))
+	for i, l := range lookups {
+		ids[i] = l.ID
+	}
+	return h.GetTokens(ctx, ids)
+}
+
+// TestBatchReadsNameConversations: a plain batch reads its tokens with
+// each signal's conversation, so that a store split by conversation asks
+// only the conversation's part.
+func TestBatchReadsNameConversations(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	var lookups []store.TokenLookup
+	tokens := hintRecorder{memory.NewTokenStore(), new(sync.Mutex), &lookups}
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: tokens, Entities: memory.NewEntityStore(), Dispatch: publisher{}, Batch: 16})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[ledger]{Type: "charge",
+		Entity: func(sig baton.Signal) (string, error) { return "account-" + string(sig.Payload), nil },
+		Handle: func(_ context.Context, sig baton.Signal, s *ledger) (engine.Effects, error) {
+			s.Applied = append(s.Applied, string(sig.Payload))
+			return engine.Effects{}, nil
+		}}))
+	want := make(map[baton.TokenID]baton.TokenID)
+	var sigs []baton.Signal
+	for _, p := range []string{"a", "b", "c"} {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(p)}, 0)
+		must(t, err)
+		sigs = append(sigs, sig)
+		want[sig.ID] = sig.Conversation
+	}
+	results, errs := e.ProcessBatch(ctx, sigs)
+	for i := range sigs {
+		if errs[i] != nil || results[i].Outcome != engine.Applied {
+			t.Fatalf("signal %d: %v, %v; want applied", i, results[i].Outcome, errs[i])
+		}
+	}
+	if len(lookups) != len(sigs) {
+		t.Fatalf("the batch read %d tokens with hints, want %d", len(lookups), len(sigs))
+	}
+	for _, l := range lookups {
+		if conversation, ok := want[l.ID]; !ok || l.Conversation != conversation {
+			t.Errorf("token %s read with conversation %s, want %s", l.ID, l.Conversation, conversation)
+		}
+	}
+}

@@ -167,11 +167,13 @@ func (e *Engine) commitEntities(ctx context.Context, entities []store.Entity) ([
 	return e.commitBatch(ctx, e.plain.committer, entities)
 }
 
-func (e *Engine) getTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+// getTokens is step 3 of a plain batch, each token named with its
+// signal's conversation (a store split by conversation asks its part).
+func (e *Engine) getTokens(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	tokens, errs, err := e.plain.tokens.GetTokens(ctx, ids)
-	return tokens, errs, answeredAll(err, len(ids), len(tokens), len(errs))
+	tokens, errs, err := store.GetTokensIn(ctx, e.plain.tokens, lookups)
+	return tokens, errs, answeredAll(err, len(lookups), len(tokens), len(errs))
 }
 
 // transitionBatch is step 5 of a plain batch. A whole-call error means

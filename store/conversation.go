@@ -30,3 +30,34 @@ func ConversationFrom(ctx context.Context) (baton.TokenID, bool) {
 	conversation, ok := ctx.Value(conversationKey{}).(baton.TokenID)
 	return conversation, ok
 }
+
+// TokenLookup is one token of GetTokensIn: its id, and the conversation it
+// belongs to where the caller knows it (zero where not), a hint as
+// WithConversation is for one call.
+type TokenLookup struct {
+	ID           baton.TokenID
+	Conversation baton.TokenID
+}
+
+// HintedTokenReader is implemented by a TokenBatcher that reads a batch's
+// tokens where their conversations are kept (package backend/split asks
+// each token's part instead of every part; the token service's client
+// passes the hints on). A hint only says where to look first: a token not
+// found there is looked for as GetTokens would, so a wrong hint costs
+// reads, never a false ErrNotFound. Answers are as GetTokens's.
+type HintedTokenReader interface {
+	GetTokensIn(ctx context.Context, lookups []TokenLookup) (tokens []baton.Token, errs []error, err error)
+}
+
+// GetTokensIn reads the tokens of lookups from b, with their hints where b
+// takes them (HintedTokenReader), else by id alone.
+func GetTokensIn(ctx context.Context, b TokenBatcher, lookups []TokenLookup) ([]baton.Token, []error, error) {
+	if h, ok := b.(HintedTokenReader); ok {
+		return h.GetTokensIn(ctx, lookups)
+	}
+	ids := make([]baton.TokenID, len(lookups))
+	for i, l := range lookups {
+		ids[i] = l.ID
+	}
+	return b.GetTokens(ctx, ids)
+}

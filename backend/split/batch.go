@@ -10,7 +10,10 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
-var _ store.TokenBatcher = (*Store)(nil)
+var (
+	_ store.TokenBatcher      = (*Store)(nil)
+	_ store.HintedTokenReader = (*Store)(nil)
+)
 
 // GetTokens implements store.TokenBatcher: every part is asked for every
 // id at once (a token id does not say its conversation), each in one call
@@ -18,47 +21,94 @@ var _ store.TokenBatcher = (*Store)(nil)
 // part says so; a part that fails makes its ids fail (never a false
 // "duplicate").
 func (s *Store) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	lookups := make([]store.TokenLookup, len(ids))
+	for i, id := range ids {
+		lookups[i].ID = id
+	}
+	return s.GetTokensIn(ctx, lookups)
+}
+
+// GetTokensIn implements store.HintedTokenReader: the tokens with a
+// conversation are asked of their conversations' parts, one call per
+// part; then those without one, and those their part did not have, of
+// every other part at once. So a batch of a conversation's signals costs
+// one part one call, not every part one each. A token is absent only if
+// every part says so; a part that fails makes its ids fail (never a false
+// "duplicate").
+func (s *Store) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
 	if err := notStarted(ctx); err != nil {
 		return nil, nil, err
 	}
+	tokens, errs := make([]baton.Token, len(lookups)), make([]error, len(lookups))
+	asked := make([]int, len(lookups)) // the part of the first round, or -1
+	hinted := make([][]int, len(s.parts))
+	for i, l := range lookups {
+		errs[i], asked[i] = store.ErrNotFound, -1
+		if !l.Conversation.IsZero() {
+			asked[i] = PartOf(l.Conversation, len(s.parts))
+			hinted[asked[i]] = append(hinted[asked[i]], i)
+		}
+	}
+	s.readParts(ctx, hinted, lookups, tokens, errs)
+	rest := make([][]int, len(s.parts))
+	for i := range lookups {
+		if errs[i] == nil {
+			continue
+		}
+		for p := range s.parts {
+			if p != asked[i] {
+				rest[p] = append(rest[p], i)
+			}
+		}
+	}
+	s.readParts(ctx, rest, lookups, tokens, errs)
+	return tokens, errs, nil
+}
+
+// readParts asks each part p, all at once, for the tokens of lookups[i]
+// for each i of byPart[p], and keeps in tokens and errs a token found,
+// else the first failure other than ErrNotFound.
+func (s *Store) readParts(ctx context.Context, byPart [][]int, lookups []store.TokenLookup, tokens []baton.Token, errs []error) {
 	type answer struct {
 		tokens []baton.Token
 		errs   []error
 	}
 	answers := make([]answer, len(s.parts))
 	var wg sync.WaitGroup
-	for i, p := range s.parts {
+	for p, indexes := range byPart {
+		if len(indexes) == 0 {
+			continue
+		}
 		wg.Go(func() {
-			tokens, errs, err := store.BatcherOf(p).GetTokens(ctx, ids)
-			if err == nil && (len(tokens) != len(ids) || len(errs) != len(ids)) {
-				err = fmt.Errorf("split: part %d answered %d tokens and %d errors for %d ids", i, len(tokens), len(errs), len(ids))
+			ids := make([]baton.TokenID, len(indexes))
+			for k, i := range indexes {
+				ids[k] = lookups[i].ID
+			}
+			got, gotErrs, err := store.BatcherOf(s.parts[p]).GetTokens(ctx, ids)
+			if err == nil && (len(got) != len(ids) || len(gotErrs) != len(ids)) {
+				err = fmt.Errorf("split: part %d answered %d tokens and %d errors for %d ids", p, len(got), len(gotErrs), len(ids))
 			}
 			if err != nil {
-				tokens, errs = make([]baton.Token, len(ids)), make([]error, len(ids))
-				for j := range errs {
-					errs[j] = err
+				got, gotErrs = make([]baton.Token, len(ids)), make([]error, len(ids))
+				for k := range gotErrs {
+					gotErrs[k] = err
 				}
 			}
-			answers[i] = answer{tokens, errs}
+			answers[p] = answer{got, gotErrs}
 		})
 	}
 	wg.Wait()
-	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
-	for j := range ids {
-		errs[j] = store.ErrNotFound
-		for _, a := range answers {
-			switch err := a.errs[j]; {
+	for p, indexes := range byPart {
+		for k, i := range indexes {
+			switch err := answers[p].errs[k]; {
+			case errs[i] == nil: // found in another part
 			case err == nil:
-				tokens[j], errs[j] = a.tokens[j], nil
-			case !errors.Is(err, store.ErrNotFound) && errors.Is(errs[j], store.ErrNotFound):
-				errs[j] = err
-			}
-			if errs[j] == nil {
-				break
+				tokens[i], errs[i] = answers[p].tokens[k], nil
+			case !errors.Is(err, store.ErrNotFound) && errors.Is(errs[i], store.ErrNotFound):
+				errs[i] = err
 			}
 		}
 	}
-	return tokens, errs, nil
 }
 
 // TransitionTokens implements store.TokenBatcher: each part runs the

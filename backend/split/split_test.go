@@ -399,6 +399,72 @@ func TestBatchesGoOncePerPart(t *testing.T) {
 	}
 }
 
+// TestHintedReadsAskTheirPart: a batch read whose tokens name their
+// conversation asks only that conversation's part; without hints, with a
+// wrong one or for a token that is gone, every part is asked, and the
+// answers are the same.
+func TestHintedReadsAskTheirPart(t *testing.T) {
+	t.Parallel()
+	var calls [3]atomic.Int64
+	s, _ := newSplit(t, 3, func(i int, p split.Part) store.TokenStore {
+		return batchCountingPart{countingPart{p, &calls[i]}, p.(store.TokenBatcher)}
+	})
+	ctx := t.Context()
+	root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []baton.Token
+	for range 5 {
+		children = append(children, baton.Token{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID,
+			Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	}
+	if consumed, err := s.Transition(ctx, root.ID, children); err != nil || !consumed {
+		t.Fatalf("Transition = %v, %v", consumed, err)
+	}
+	// elsewhere is a conversation kept by another part than root's.
+	elsewhere := baton.NewTokenID()
+	for split.PartOf(elsewhere, 3) == split.PartOf(root.Conversation, 3) {
+		elsewhere = baton.NewTokenID()
+	}
+	lookups := func(conversation baton.TokenID) []store.TokenLookup {
+		var out []store.TokenLookup
+		for _, c := range children {
+			out = append(out, store.TokenLookup{ID: c.ID, Conversation: conversation})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		lookups []store.TokenLookup
+		calls   int64
+	}{
+		{"hinted", lookups(root.Conversation), 1},
+		{"unhinted", lookups(baton.TokenID{}), 3},
+		{"wrongly hinted", lookups(elsewhere), 3},
+	} {
+		calls[0].Store(0)
+		calls[1].Store(0)
+		calls[2].Store(0)
+		tokens, errs, err := s.GetTokensIn(ctx, tc.lookups)
+		if err != nil || errors.Join(errs...) != nil {
+			t.Fatalf("%s: GetTokensIn = %v, %v", tc.name, errs, err)
+		}
+		for i, tok := range tokens {
+			if tok.ID != children[i].ID {
+				t.Errorf("%s: token %d = %s, want %s", tc.name, i, tok.ID, children[i].ID)
+			}
+		}
+		if n := calls[0].Load() + calls[1].Load() + calls[2].Load(); n != tc.calls {
+			t.Errorf("%s: %d calls to the parts, want %d", tc.name, n, tc.calls)
+		}
+	}
+	_, errs, err := s.GetTokensIn(ctx, []store.TokenLookup{{ID: baton.NewTokenID(), Conversation: root.Conversation}})
+	if err != nil || !errors.Is(errs[0], store.ErrNotFound) {
+		t.Errorf("GetTokensIn of an absent token = %v, %v; want ErrNotFound", errs, err)
+	}
+}
+
 // shortPart answers one result fewer than asked for, after applying every
 // transition: a broken part.
 type shortPart struct {
@@ -440,16 +506,25 @@ func TestShortPartAnswers(t *testing.T) {
 		ids = append(ids, root.ID)
 		batch = append(batch, store.TokenTransition{Consume: root.ID, Conversation: root.Conversation})
 	}
-	_, errs, err := s.GetTokens(ctx, ids)
-	if err != nil {
-		t.Fatalf("GetTokens = %v", err)
+	hinted := make([]store.TokenLookup, len(batch))
+	for i, tr := range batch {
+		hinted[i] = store.TokenLookup{ID: tr.Consume, Conversation: tr.Conversation}
 	}
-	for i, err := range errs {
-		if err == nil || errors.Is(err, store.ErrNotFound) {
-			t.Errorf("GetTokens[%d] over short answers = %v, want a failure (not absence)", i, err)
+	for name, read := range map[string]func() ([]baton.Token, []error, error){
+		"GetTokens":   func() ([]baton.Token, []error, error) { return s.GetTokens(ctx, ids) },
+		"GetTokensIn": func() ([]baton.Token, []error, error) { return s.GetTokensIn(ctx, hinted) },
+	} {
+		_, errs, err := read()
+		if err != nil {
+			t.Fatalf("%s = %v", name, err)
+		}
+		for i, err := range errs {
+			if err == nil || errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s[%d] over short answers = %v, want a failure (not absence)", name, i, err)
+			}
 		}
 	}
-	_, errs, err = s.TransitionTokens(ctx, batch)
+	_, errs, err := s.TransitionTokens(ctx, batch)
 	if err != nil {
 		t.Fatalf("TransitionTokens = %v", err)
 	}
