@@ -17,19 +17,19 @@ func (s *server) readTokens(w http.ResponseWriter, r *http.Request, caller *regi
 		writeProblem(w, p)
 		return
 	}
-	ids, err := decodeTokenRead(body)
+	lookups, err := decodeTokenRead(body)
 	if err != nil {
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
-	tokens, errs, err := s.batch.GetTokens(r.Context(), ids)
+	tokens, errs, err := store.GetTokensIn(r.Context(), s.batch, lookups)
 	if err != nil {
 		s.writeStoreError(w, "read tokens", baton.TokenID{}, err)
 		return
 	}
-	results := make([]TokenReadResult, len(ids))
-	for i, id := range ids {
-		results[i] = s.readResult(caller, id, tokens[i], errs[i])
+	results := make([]TokenReadResult, len(lookups))
+	for i, l := range lookups {
+		results[i] = s.readResult(caller, l.ID, tokens[i], errs[i])
 	}
 	writeJSON(w, http.StatusOK, TokenReadResponse{Results: results})
 }
@@ -49,11 +49,11 @@ func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller 
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
-	ids := make([]baton.TokenID, len(transitions))
+	lookups := make([]store.TokenLookup, len(transitions))
 	for i, t := range transitions {
-		ids[i] = t.Consume
+		lookups[i] = store.TokenLookup{ID: t.Consume, Conversation: t.Conversation}
 	}
-	tokens, readErrs, err := s.batch.GetTokens(r.Context(), ids)
+	tokens, readErrs, err := store.GetTokensIn(r.Context(), s.batch, lookups)
 	if err != nil {
 		// No transition ran, whatever the read's error was.
 		s.writeStoreError(w, "transition batch: read", baton.TokenID{}, fmt.Errorf("%w: %w", store.ErrNotApplied, err))

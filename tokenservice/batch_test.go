@@ -424,3 +424,92 @@ func TestLongListsAreRefusedEarly(t *testing.T) {
 		}
 	}
 }
+
+// Batch reads and transitions that name their tokens' conversations are
+// read from those conversations' parts only: the tokens of one
+// conversation cost one read of one part, where without the hints every
+// part is read. Answers are the same either way, also for a wrong hint.
+func TestBatchHintsReadOnePart(t *testing.T) {
+	t.Parallel()
+	var single, batches atomic.Int64
+	var parts []store.TokenStore
+	for range 3 {
+		parts = append(parts, countingPart{memory.NewTokenStore(), &single, &batches})
+	}
+	tokens, err := split.Open(t.Context(), parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(c *tokenservice.Config) { c.Tokens = tokens })
+	root := issueRoot(t, f.url, f.orders, rootToken("billing"))
+	var children []baton.Token
+	for range 5 {
+		c := rootToken("billing")
+		c.ID, c.Conversation, c.Causation = baton.NewTokenID(), root.Conversation, root.ID
+		children = append(children, c)
+	}
+	var consumed tokenservice.TransitionResponse
+	call(t, "POST", f.url+"/v1/transitions", f.billing, transitionBody(root.ID, children...)).decode(t, 200, &consumed)
+	if !consumed.Consumed {
+		t.Fatal("the root was not consumed")
+	}
+	wrong := baton.NewTokenID()
+	for split.PartOf(wrong, len(parts)) == split.PartOf(root.Conversation, len(parts)) {
+		wrong = baton.NewTokenID()
+	}
+	read := func(conversation baton.TokenID) tokenservice.TokenReadRequest {
+		req := tokenservice.TokenReadRequest{}
+		for _, c := range children {
+			req.IDs = append(req.IDs, c.ID.String())
+			if !conversation.IsZero() {
+				req.Conversations = append(req.Conversations, conversation.String())
+			}
+		}
+		return req
+	}
+	for _, c := range []struct {
+		name  string
+		body  tokenservice.TokenReadRequest
+		reads int64
+	}{
+		{"hinted", read(root.Conversation), 1},
+		{"unhinted", read(baton.TokenID{}), 3},
+		{"wrongly hinted", read(wrong), 3},
+	} {
+		batches.Store(0)
+		var answer tokenservice.TokenReadResponse
+		call(t, "POST", f.url+"/v1/tokens/read", f.billing, c.body).decode(t, 200, &answer)
+		for i, res := range answer.Results {
+			if res.Token == nil || res.Token.ID != children[i].ID.String() {
+				t.Errorf("%s: result %d = %+v, want token %s", c.name, i, res, children[i].ID)
+			}
+		}
+		if n := batches.Load(); n != c.reads {
+			t.Errorf("%s: reading one conversation's %d tokens made %d batch calls, want %d", c.name, len(children), n, c.reads)
+		}
+	}
+
+	// A transition batch's hints: one read of one part, one transition call.
+	var leaves []tokenservice.TransitionRequest
+	for _, c := range children {
+		leaf := transitionBody(c.ID)
+		leaf.Conversation = root.Conversation.String()
+		leaves = append(leaves, leaf)
+	}
+	single.Store(0)
+	batches.Store(0)
+	var answer tokenservice.TransitionBatchResponse
+	call(t, "POST", f.url+"/v1/transitions/batch", f.billing, batchBody(leaves...)).decode(t, 200, &answer)
+	for i, res := range answer.Results {
+		if res.Consumed == nil || !*res.Consumed {
+			t.Errorf("transition %d = %+v, want consumed", i, res)
+		}
+	}
+	if single.Load() != 0 || batches.Load() != 2 {
+		t.Errorf("a hinted batch of one conversation's leaves made %d batch and %d single calls, want 2 and 0", batches.Load(), single.Load())
+	}
+
+	bad := read(root.Conversation)
+	bad.Conversations = bad.Conversations[1:]
+	call(t, "POST", f.url+"/v1/tokens/read", f.billing, bad).wantProblem(t, 400, tokenservice.ProblemInvalid)
+}

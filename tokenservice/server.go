@@ -224,6 +224,7 @@ func (s *server) transition(w http.ResponseWriter, r *http.Request, caller *regi
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
+	r = r.WithContext(store.WithConversation(r.Context(), t.Conversation))
 	tok, err := s.tokens.Get(r.Context(), t.Consume)
 	res, decided := s.admitTransition(caller, t, tok, err)
 	if !decided {

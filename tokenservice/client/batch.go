@@ -12,16 +12,30 @@ import (
 	"github.com/batonhq/baton/tokenservice"
 )
 
-var _ store.TokenBatcher = (*Client)(nil)
+var (
+	_ store.TokenBatcher      = (*Client)(nil)
+	_ store.HintedTokenReader = (*Client)(nil)
+)
 
 // GetTokens implements store.TokenBatcher: one POST /v1/tokens/read for
 // every tokenservice.MaxBatch ids. Any request that fails fails the whole
 // call.
 func (c *Client) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
-	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
-	var send []int // indexes into ids
+	lookups := make([]store.TokenLookup, len(ids))
 	for i, id := range ids {
-		if id.IsZero() {
+		lookups[i].ID = id
+	}
+	return c.GetTokensIn(ctx, lookups)
+}
+
+// GetTokensIn implements store.HintedTokenReader: as GetTokens, with each
+// token's conversation sent along, so that a service over a store split by
+// conversation asks the conversation's part.
+func (c *Client) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(lookups)), make([]error, len(lookups))
+	var send []int // indexes into lookups
+	for i, l := range lookups {
+		if l.ID.IsZero() {
 			// As Get answers it; the service would refuse the whole request.
 			errs[i] = fmt.Errorf("client: get: %w: the zero id is no token's", store.ErrNotFound)
 		} else {
@@ -29,19 +43,25 @@ func (c *Client) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.To
 		}
 	}
 	for part := range slices.Chunk(send, tokenservice.MaxBatch) {
-		if err := c.readTokens(ctx, ids, part, tokens, errs); err != nil {
+		if err := c.readTokens(ctx, lookups, part, tokens, errs); err != nil {
 			return nil, nil, fmt.Errorf("client: get tokens: %w", err)
 		}
 	}
 	return tokens, errs, nil
 }
 
-// readTokens reads ids[i] for each i of part in one request, into
+// readTokens reads lookups[i] for each i of part in one request, into
 // tokens[i] or errs[i].
-func (c *Client) readTokens(ctx context.Context, ids []baton.TokenID, part []int, tokens []baton.Token, errs []error) error {
+func (c *Client) readTokens(ctx context.Context, lookups []store.TokenLookup, part []int, tokens []baton.Token, errs []error) error {
 	req := tokenservice.TokenReadRequest{IDs: make([]string, len(part))}
 	for k, i := range part {
-		req.IDs[k] = ids[i].String()
+		req.IDs[k] = lookups[i].ID.String()
+		if conversation := lookups[i].Conversation; !conversation.IsZero() {
+			if req.Conversations == nil {
+				req.Conversations = make([]string, len(part))
+			}
+			req.Conversations[k] = conversation.String()
+		}
 	}
 	var answer tokenservice.TokenReadResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/tokens/read", nil, req, http.StatusOK, &answer); err != nil {
@@ -55,14 +75,14 @@ func (c *Client) readTokens(ctx context.Context, ids []baton.TokenID, part []int
 		case (res.Token == nil) == (res.Problem == nil):
 			return fmt.Errorf("unreadable answer: result %d is not one of token and problem", k)
 		case res.Problem != nil:
-			errs[i] = fmt.Errorf("client: get %s: %w", ids[i], &ProblemError{*res.Problem})
+			errs[i] = fmt.Errorf("client: get %s: %w", lookups[i].ID, &ProblemError{*res.Problem})
 		default:
 			tok, err := res.Token.Decode()
 			switch {
 			case err != nil:
 				return fmt.Errorf("unreadable answer: result %d: %v", k, err)
-			case tok.ID != ids[i]:
-				return fmt.Errorf("unreadable answer: result %d is token %s, not %s", k, tok.ID, ids[i])
+			case tok.ID != lookups[i].ID:
+				return fmt.Errorf("unreadable answer: result %d is token %s, not %s", k, tok.ID, lookups[i].ID)
 			}
 			tokens[i] = tok
 		}
@@ -132,6 +152,7 @@ func (c *Client) transitionTokens(ctx context.Context, part []store.TokenTransit
 	req := tokenservice.TransitionBatchRequest{Transitions: make([]tokenservice.TransitionRequest, len(part))}
 	for k, t := range part {
 		req.Transitions[k] = transitionRequest(t.Consume, t.Create)
+		req.Transitions[k].Conversation = idString(t.Conversation)
 	}
 	var answer tokenservice.TransitionBatchResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/transitions/batch", nil, req, http.StatusOK, &answer); err != nil {

@@ -1,10 +1,13 @@
 package client_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,4 +320,76 @@ type statusRecorder struct {
 func (r *statusRecorder) WriteHeader(status int) {
 	r.status = status
 	r.ResponseWriter.WriteHeader(status)
+}
+
+// The client sends the conversations it is given: GetTokensIn's lookups
+// and TransitionTokens' hints reach the service (which passes them to a
+// store split by conversation); without any, the body has none.
+func TestBatchSendsConversations(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	h, key, tokens := serviceHandler(t)
+	var mu sync.Mutex
+	var reads []tokenservice.TokenReadRequest
+	var batches []tokenservice.TransitionBatchRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		switch r.URL.Path {
+		case "/v1/tokens/read":
+			var req tokenservice.TokenReadRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				t.Error(err)
+			}
+			reads = append(reads, req)
+		case "/v1/transitions/batch":
+			var req tokenservice.TransitionBatchRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				t.Error(err)
+			}
+			batches = append(batches, req)
+		}
+		mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, key)
+	a, err := tokens.Issue(ctx, root("billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tokens.Issue(ctx, root("billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	got, errs, err := c.GetTokensIn(ctx, []store.TokenLookup{{ID: a.ID, Conversation: a.Conversation}, {ID: b.ID}})
+	if err != nil || errs[0] != nil || errs[1] != nil || got[0].ID != a.ID || got[1].ID != b.ID {
+		t.Fatalf("GetTokensIn = %v, %v, %v", got, errs, err)
+	}
+	if _, _, err := c.GetTokens(ctx, []baton.TokenID{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	consumed, errs, err := c.TransitionTokens(ctx, []store.TokenTransition{{Consume: a.ID, Conversation: a.Conversation}, {Consume: b.ID}})
+	if err != nil || errs[0] != nil || errs[1] != nil || !consumed[0] || !consumed[1] {
+		t.Fatalf("TransitionTokens = %v, %v, %v", consumed, errs, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reads) != 2 || len(batches) != 1 {
+		t.Fatalf("%d reads and %d transition batches sent, want 2 and 1", len(reads), len(batches))
+	}
+	if want := []string{a.Conversation.String(), ""}; !slices.Equal(reads[0].Conversations, want) {
+		t.Errorf("hinted read sent conversations %q, want %q", reads[0].Conversations, want)
+	}
+	if reads[1].Conversations != nil {
+		t.Errorf("unhinted read sent conversations %q, want none", reads[1].Conversations)
+	}
+	if got := []string{batches[0].Transitions[0].Conversation, batches[0].Transitions[1].Conversation}; !slices.Equal(got, []string{a.Conversation.String(), ""}) {
+		t.Errorf("transition batch sent conversations %q, want %q", got, []string{a.Conversation.String(), ""})
+	}
 }

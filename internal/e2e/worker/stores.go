@@ -186,6 +186,18 @@ func (b *bounded) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.T
 	return tb.GetTokens(ctx, ids)
 }
 
+// GetTokensIn passes the batch read's conversations on (a split store
+// asks only their parts).
+func (b *bounded) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
+	tb, ok := b.tokens.(store.TokenBatcher)
+	if !ok {
+		return nil, nil, errNoBatches
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return store.GetTokensIn(ctx, tb, lookups)
+}
+
 func (b *bounded) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
 	tb, ok := b.tokens.(store.TokenBatcher)
 	if !ok {
