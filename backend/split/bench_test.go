@@ -3,6 +3,10 @@ package split_test
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/proccpu"
 
 	"github.com/batonhq/baton/backend/redis"
 	"github.com/batonhq/baton/backend/split"
@@ -36,6 +40,67 @@ func BenchmarkParts(b *testing.B) {
 				b.Fatal(err)
 			}
 			storetest.BenchmarkConversations(b, s, pids)
+		})
+	}
+}
+
+// BenchmarkBatchReads reads batches of 16 live tokens, each of its own
+// conversation as an engine's batch of signals is, from a store split over
+// 3 Redis servers: by id alone (GetTokens: every part reads every id) and
+// with the conversations (GetTokensIn: each part reads its own). It
+// reports the servers' CPU per token read.
+//
+//	go test -run XXX -bench BatchReads -benchtime 5s -count 3 ./backend/split
+func BenchmarkBatchReads(b *testing.B) {
+	const batch = 16
+	var parts []store.TokenStore
+	var pids []int
+	for range 3 {
+		srv := redisserver.Start(b)
+		pids = append(pids, srv.PID())
+		s, err := redis.Open(b.Context(), redis.Config{URL: srv.URL(), AllowUnsafeDurability: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		parts = append(parts, s)
+	}
+	s, err := split.Open(b.Context(), parts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lookups := make([]store.TokenLookup, batch)
+	ids := make([]baton.TokenID, batch)
+	for i := range lookups {
+		root, err := s.Issue(b.Context(), baton.Token{Destination: "bench-shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		lookups[i], ids[i] = store.TokenLookup{ID: root.ID, Conversation: root.Conversation}, root.ID
+	}
+	for _, c := range []struct {
+		name string
+		read func() ([]baton.Token, []error, error)
+	}{
+		{"by-id", func() ([]baton.Token, []error, error) { return s.GetTokens(b.Context(), ids) }},
+		{"hinted", func() ([]baton.Token, []error, error) { return s.GetTokensIn(b.Context(), lookups) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			before, _ := proccpu.Of(pids)
+			for b.Loop() {
+				if _, errs, err := c.read(); err != nil || errs[0] != nil {
+					b.Fatal(err, errs[0])
+				}
+			}
+			after, ok := proccpu.Of(pids)
+			if !ok {
+				return
+			}
+			var total time.Duration
+			for _, pid := range pids {
+				total += after[pid] - before[pid]
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N*batch), "server-ns/token")
 		})
 	}
 }
