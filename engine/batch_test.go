@@ -415,7 +415,8 @@ type bareStore struct {
 }
 
 // lostTransitionOnce is a token store whose first Transition fails as a
-// lost answer would, without running.
+// lost answer would, without running. Its batch calls are the memory
+// store's own: only a Transition alone is lost.
 type lostTransitionOnce struct {
 	*memory.TokenStore
 	lost sync.Once
