@@ -33,6 +33,13 @@
 // outcome is unknown (the leader may have committed it before failing),
 // which the protocol retries safely.
 //
+// Batches (store.TokenBatcher, the engine's plain path with Config.Batch):
+// a batch's reads are one read-only transaction (one round trip), and its
+// transitions are transactions of their own, as Transition runs them, in
+// flight together so that the cluster commits them in shared raft rounds
+// (BenchmarkBatches: 16 reads and 16 transitions about 3.3 times faster
+// than one after another).
+//
 // The store implements store.RootCreator, so it can be a part of a store
 // split by conversation (backend/split): one etcd cluster per part.
 package etcd
