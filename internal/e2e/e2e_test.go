@@ -143,7 +143,7 @@ func TestExactlyOnceMatrix(t *testing.T) {
 				{serve: []string{Stock}, file: "stock.db"}, {serve: []string{Shipping}, file: "shipping.db"}}},
 		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals/batches", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
-		{name: "etcd-tokens+pg-entities/nats/3-procs/leader-kills", tokens: "etcd", entities: "postgres", transport: "nats",
+		{name: "etcd-tokens+pg-entities/nats/3-procs/leader-kills/batches", tokens: "etcd", entities: "postgres", transport: "nats", batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+embedded-entities/rabbitmq/2-procs", tokens: "redis", entities: "embedded", transport: "rabbitmq",
 			procs: []proc{{serve: []string{Order, Billing}, file: "a.db"}, {serve: []string{Stock, Shipping}, file: "b.db"}}},
