@@ -96,6 +96,9 @@ type row struct {
 	// deliveries together. Such a row runs one worker per destination in
 	// each process, so that deliveries wait for it and batches form.
 	batch int
+	// redisParts splits Redis tokens by conversation over this many
+	// stores (backend/split; prefixes of RedisPartPrefixes).
+	redisParts int
 }
 
 type proc struct {
@@ -144,6 +147,8 @@ func TestExactlyOnceMatrix(t *testing.T) {
 		{name: "mysql-tokens+mysql-entities/nats/3-procs/deferred-removals/batches", tokens: "mysql", entities: "mysql", transport: "nats", deferRemovals: true, batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "etcd-tokens+pg-entities/nats/3-procs/leader-kills/batches", tokens: "etcd", entities: "postgres", transport: "nats", batch: 8,
+			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
+		{name: "split-redis-tokens+pg-entities/nats/3-procs/batches", tokens: "redis", redisParts: 3, entities: "postgres", transport: "nats", batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+embedded-entities/rabbitmq/2-procs", tokens: "redis", entities: "embedded", transport: "rabbitmq",
 			procs: []proc{{serve: []string{Order, Billing}, file: "a.db"}, {serve: []string{Stock, Shipping}, file: "b.db"}}},
@@ -266,7 +271,7 @@ func runRow(t *testing.T, r row, p plan) Report {
 			args = append(args, "-mysql", u, "-mysql-prefix", ns.mysqlPrefix)
 		}
 		if u := proxied["redis"]; u != "" {
-			args = append(args, "-redis", u, "-redis-prefix", ns.redisPrefix)
+			args = append(args, "-redis", u, "-redis-prefix", ns.redisPrefix, fmt.Sprintf("-redis-parts=%d", max(r.redisParts, 1)))
 		}
 		if u := proxied["etcd"]; u != "" {
 			args = append(args, "-etcd", u, "-etcd-prefix", ns.etcdPrefix)

@@ -24,6 +24,7 @@ import (
 	"github.com/batonhq/baton/backend/mysql"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/backend/split"
 	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/internal/testenv/etcdcluster"
 	"github.com/batonhq/baton/store"
@@ -76,10 +77,10 @@ type services struct {
 
 	pgURL, mysqlDSN, redisURL, natsURL, amqpURL string
 
-	pg    *postgres.Store   // when tokens or entities are in PostgreSQL
-	my    *mysql.Store      // when tokens or entities are in MySQL
-	redis *redis.TokenStore // when tokens are in Redis
-	etcd  *etcd.Store       // when tokens are in etcd
+	pg    *postgres.Store // when tokens or entities are in PostgreSQL
+	my    *mysql.Store    // when tokens or entities are in MySQL
+	split *split.Store    // when tokens are split over several Redis stores
+	etcd  *etcd.Store     // when tokens are in etcd
 	// etcdCluster is the row's own etcd cluster, when tokens are in etcd.
 	etcdCluster *etcdcluster.Cluster
 	pub         transport.Transport                // the test publishes root signals with it
@@ -151,11 +152,23 @@ func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
 		}
 	}
 	if s.redisURL != "" {
-		rs, err := redis.Open(ctx, redis.Config{URL: s.redisURL, Prefix: ns.redisPrefix, AllowUnsafeDurability: true})
-		if err != nil {
-			t.Fatalf("redis: %v", err)
+		var parts []store.TokenStore
+		for _, prefix := range RedisPartPrefixes(ns.redisPrefix, r.redisParts) {
+			rs, err := redis.Open(ctx, redis.Config{URL: s.redisURL, Prefix: prefix, AllowUnsafeDurability: true})
+			if err != nil {
+				t.Fatalf("redis: %v", err)
+			}
+			t.Cleanup(func() { rs.Close() })
+			parts = append(parts, rs)
 		}
-		t.Cleanup(func() { rs.Close() })
+		s.tokens = parts[0]
+		if len(parts) > 1 {
+			tokens, err := split.Open(ctx, parts...)
+			if err != nil {
+				t.Fatalf("split over %d Redis stores: %v", len(parts), err)
+			}
+			s.tokens, s.split = tokens, tokens
+		}
 		t.Cleanup(func() {
 			keys, err := redisKeys(context.Background(), s.redisURL, ns.redisPrefix)
 			if err == nil && len(keys) > 0 {
@@ -167,7 +180,6 @@ func connect(t *testing.T, ctx context.Context, r row, ns namespace) *services {
 				t.Errorf("remove redis keys %s:*: %v", ns.redisPrefix, err)
 			}
 		})
-		s.redis, s.tokens = rs, rs
 	}
 	if r.tokens == "etcd" {
 		s.etcdCluster = etcdcluster.Start(t, 3)
@@ -428,13 +440,19 @@ func (s *services) residue(ctx context.Context, known []string) ([]string, error
 			extra = append(extra, "etcd key "+string(kv.Key))
 		}
 	}
-	if s.redis != nil {
+	if s.redisURL != "" {
 		keys, err := redisKeys(ctx, s.redisURL, s.ns.redisPrefix)
 		if err != nil {
 			return nil, err
 		}
+		marks, err := s.splitMarks(ctx)
+		if err != nil {
+			return nil, err
+		}
 		for _, k := range keys {
-			extra = append(extra, "redis key "+k)
+			if !marks(k) {
+				extra = append(extra, "redis key "+k)
+			}
 		}
 	}
 	return extra, nil
@@ -509,3 +527,26 @@ func openFile(t *testing.T, path string) *embedded.Store {
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// splitMarks returns whether a Redis key belongs to the marks that a split
+// store keeps in each of its parts for good (split.MarkDestination).
+func (s *services) splitMarks(ctx context.Context) (func(key string) bool, error) {
+	if s.split == nil {
+		return func(string) bool { return false }, nil
+	}
+	marks, err := s.split.ListByDestination(ctx, split.MarkDestination, store.Page{Limit: store.MaxPageLimit})
+	if err != nil {
+		return nil, err
+	}
+	return func(key string) bool {
+		if strings.HasSuffix(key, ":dest:"+split.MarkDestination) {
+			return true
+		}
+		for _, m := range marks {
+			if strings.Contains(key, m.ID.String()) || strings.Contains(key, m.Conversation.String()) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}

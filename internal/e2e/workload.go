@@ -183,3 +183,18 @@ func Register(e *engine.Engine) error {
 	}
 	return fmt.Errorf("e2e: unknown destination %q", e.Destination())
 }
+
+// RedisPartPrefixes are the key prefixes of the Redis token stores that a
+// run's tokens are split over (backend/split), parts of them: the prefix
+// itself for one part, else <prefix>:p0, <prefix>:p1, ... (under the
+// prefix, so that a scan of it finds every part's keys).
+func RedisPartPrefixes(prefix string, parts int) []string {
+	if parts <= 1 {
+		return []string{prefix}
+	}
+	out := make([]string, parts)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s:p%d", prefix, i)
+	}
+	return out
+}

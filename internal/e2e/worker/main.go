@@ -40,6 +40,7 @@ type options struct {
 	postgres, pgSchema   string
 	mysql, mysqlPrefix   string
 	redis, redisPrefix   string
+	redisParts           int
 	etcd, etcdPrefix     string
 	file                 string
 	nats, natsStream     string
@@ -71,6 +72,7 @@ func main() {
 	flag.StringVar(&o.mysqlPrefix, "mysql-prefix", "", "MySQL table prefix of the tokens and entities")
 	flag.StringVar(&o.redis, "redis", "", "Redis URL")
 	flag.StringVar(&o.redisPrefix, "redis-prefix", "", "Redis key prefix")
+	flag.IntVar(&o.redisParts, "redis-parts", 1, "split the Redis tokens by conversation over this many stores (prefixes <redis-prefix>:p<i>)")
 	flag.StringVar(&o.etcd, "etcd", "", "comma separated etcd endpoints")
 	flag.StringVar(&o.etcdPrefix, "etcd-prefix", "", "etcd key prefix")
 	flag.StringVar(&o.file, "file", "", "embedded store file (tokens, entities or both)")

@@ -14,6 +14,8 @@ import (
 	"github.com/batonhq/baton/backend/mysql"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/backend/redis"
+	"github.com/batonhq/baton/backend/split"
+	"github.com/batonhq/baton/internal/e2e"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/transport"
 	"github.com/batonhq/baton/transport/nats"
@@ -113,12 +115,22 @@ func openStores(ctx context.Context, o options, log *slog.Logger) (_ *stores, er
 		// workers, not Redis, so durability of Redis itself is not what
 		// they check (backend/redis's own tests do, with appendfsync
 		// always).
-		rs, err := redis.Open(ctx, redis.Config{URL: o.redis, Prefix: o.redisPrefix, AllowUnsafeDurability: true})
-		if err != nil {
+		var parts []store.TokenStore
+		for _, prefix := range e2e.RedisPartPrefixes(o.redisPrefix, o.redisParts) {
+			rs, err := redis.Open(ctx, redis.Config{URL: o.redis, Prefix: prefix, AllowUnsafeDurability: true})
+			if err != nil {
+				return nil, err
+			}
+			s.closers = append(s.closers, rs.Close)
+			parts = append(parts, rs)
+		}
+		if len(parts) == 1 {
+			tokens = parts[0]
+			break
+		}
+		if tokens, err = split.Open(ctx, parts...); err != nil {
 			return nil, err
 		}
-		s.closers = append(s.closers, rs.Close)
-		tokens = rs
 	case "etcd":
 		if o.etcd == "" || o.etcdPrefix == "" {
 			return nil, fmt.Errorf("-etcd and -etcd-prefix are required")
