@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func Start(t testing.TB, args ...string) *Server {
 func (srv *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", srv.Port) }
 
 // Restart runs the server on its old port if it had one, else a free one,
-// and waits until it answers PING (it answers only after loading the AOF).
+// and waits until it answers (it answers only after loading the AOF).
 func (srv *Server) Restart() {
 	srv.t.Helper()
 	var lastErr error
@@ -104,9 +105,20 @@ func (srv *Server) TryRestart() error {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var info string
 		err := client.Ping(ctx).Err()
+		if err == nil {
+			info, err = client.Info(ctx, "server").Result()
+		}
 		cancel()
 		if err == nil {
+			// The port was free when chosen, but another test's server may
+			// have taken it since: then this one exits, and until it does
+			// the other answers.
+			if !strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", cmd.Process.Pid)) {
+				srv.Kill()
+				return fmt.Errorf("port %d is another redis-server's", srv.Port)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
