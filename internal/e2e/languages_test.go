@@ -158,6 +158,9 @@ func TestConversationAcrossLanguages(t *testing.T) {
 		hops[i] = &hop{destination: c.destination, lang: c.lang, addr: freeLoopbackAddr(t)}
 		hops[i].front = newFlakyFront(t, hops[i].signalsURL())
 	}
+	// Every hop's command first: one that is unavailable skips the test
+	// before any process runs (a process started before the skip would
+	// outlive the test).
 	for i, h := range hops {
 		var forwardTo, forwardURL string
 		if i+1 < len(hops) {
@@ -167,6 +170,8 @@ func TestConversationAcrossLanguages(t *testing.T) {
 		env = append(env, "BATON_TOKEN_SERVICE="+tokenService.URL, "BATON_API_KEY="+keys[h.destination], "BATON_DESTINATION="+h.destination)
 		h.slot = &workerSlot{t: t, name: h.lang.name + "-" + h.destination, bin: bin, args: args, env: env, listen: h.addr,
 			logPath: fmt.Sprintf("%s/%s.log", t.TempDir(), h.destination), ready: make(chan struct{}), done: make(chan struct{})}
+	}
+	for _, h := range hops {
 		go h.slot.loop()
 	}
 	defer func() {
