@@ -108,6 +108,11 @@ type FormOptions struct {
 	Type string
 	// MaxFormBytes bounds the posted form. Zero: 1 MiB.
 	MaxFormBytes int64
+	// TrustedOrigins are the origins ("https://shop.example.com", scheme,
+	// host and port only) of pages elsewhere whose forms may post here.
+	// A browser's post from any other origin is refused (403 forbidden),
+	// before its token is read: see Form.
+	TrustedOrigins []string
 	// Render writes the page a person sees. Nil: a plain page that shows
 	// the reply as text, "already submitted" for a duplicate, and the
 	// problem's title and detail otherwise.
@@ -121,12 +126,26 @@ type FormOptions struct {
 // outcome. A double submit or browser retry finds the token consumed: while
 // the first submission is still processing here it gets that submission's
 // result, afterwards an "already submitted" page (409).
+//
+// A post that a browser sends from a page of another origin is refused
+// with 403 forbidden before its token is read (http.CrossOriginProtection:
+// Sec-Fetch-Site, else Origin against Host), unless the origin is one of
+// opts.TrustedOrigins. The form's token is no defence against such
+// cross-site request forgery: anybody can fetch a page with a fresh one,
+// and it is bound to the form, not to the person whose browser posts it.
+// Requests without those headers (not from a browser) are not refused.
 func (s *Server) Form(opts FormOptions) (http.Handler, error) {
 	if err := (baton.Emit{Destination: s.e.Destination(), Type: opts.Type}).Validate(); err != nil {
 		return nil, fmt.Errorf("httpsignal: form options: %w", err)
 	}
 	if opts.MaxFormBytes < 0 {
 		return nil, errors.New("httpsignal: form options: MaxFormBytes must not be negative")
+	}
+	sameOrigin := http.NewCrossOriginProtection()
+	for _, origin := range opts.TrustedOrigins {
+		if err := sameOrigin.AddTrustedOrigin(origin); err != nil {
+			return nil, fmt.Errorf("httpsignal: form options: TrustedOrigins: %w", err)
+		}
 	}
 	if opts.MaxFormBytes == 0 {
 		opts.MaxFormBytes = 1 << 20
@@ -135,7 +154,7 @@ func (s *Server) Form(opts FormOptions) (http.Handler, error) {
 		opts.Render = renderForm
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sig, values, a, ok := s.decodeForm(w, r, opts)
+		sig, values, a, ok := s.decodeForm(w, r, opts, sameOrigin)
 		if ok {
 			ctx := context.WithValue(r.Context(), formValuesKey{}, values)
 			a = s.run(ctx, sig)
@@ -152,11 +171,16 @@ func (s *Server) Form(opts FormOptions) (http.Handler, error) {
 	}), nil
 }
 
-func (s *Server) decodeForm(w http.ResponseWriter, r *http.Request, opts FormOptions) (baton.Signal, url.Values, answer, bool) {
+func (s *Server) decodeForm(w http.ResponseWriter, r *http.Request, opts FormOptions, sameOrigin *http.CrossOriginProtection) (baton.Signal, url.Values, answer, bool) {
 	var sig baton.Signal
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return sig, nil, problemAnswer(http.StatusMethodNotAllowed, ProblemMethod, "Method Not Allowed", "a form is submitted with POST", ""), false
+	}
+	if err := sameOrigin.Check(r); err != nil {
+		s.log.Info("cross-origin form post refused", "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+		return sig, nil, problemAnswer(http.StatusForbidden, ProblemForbidden, "Forbidden",
+			"this form was posted from a page of another site; submit it from this site's own page", ""), false
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, opts.MaxFormBytes)
 	var err error

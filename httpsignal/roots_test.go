@@ -31,6 +31,7 @@ type order struct {
 type shopSite struct {
 	*system
 	server  *httpsignal.Server
+	tokens  *memory.TokenStore
 	clock   *testclock.Clock
 	url     string
 	entered chan struct{} // closed when the first order activity starts
@@ -40,13 +41,13 @@ type shopSite struct {
 var page = template.Must(template.New("page").Parse(
 	`<form method="post" action="/order">{{.}}<input name="customer"></form>`))
 
-func newShopSite(t *testing.T, block bool) *shopSite {
+func newShopSite(t *testing.T, block bool, edit ...func(*httpsignal.FormOptions)) *shopSite {
 	t.Helper()
-	s := &shopSite{clock: newClock(), entered: make(chan struct{}), release: make(chan struct{})}
+	s := &shopSite{tokens: memory.NewTokenStore(), clock: newClock(), entered: make(chan struct{}), release: make(chan struct{})}
 	if !block {
 		close(s.release)
 	}
-	s.system = newSystem(t, "shop", memory.NewTokenStore(), nil, s.clock.Now)
+	s.system = newSystem(t, "shop", s.tokens, nil, s.clock.Now)
 	var once sync.Once
 	must(t, engine.Register(s.e, engine.Activity[order]{Type: "order", Entity: byConversation,
 		Handle: func(ctx context.Context, sig baton.Signal, o *order) (engine.Effects, error) {
@@ -58,7 +59,11 @@ func newShopSite(t *testing.T, block bool) *shopSite {
 	var err error
 	s.server, err = httpsignal.NewServer(s.e, httpsignal.Options{})
 	must(t, err)
-	form, err := s.server.Form(httpsignal.FormOptions{Type: "order"})
+	opts := httpsignal.FormOptions{Type: "order"}
+	for _, e := range edit {
+		e(&opts)
+	}
+	form, err := s.server.Form(opts)
 	must(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("POST /order", form)
@@ -97,6 +102,12 @@ func (s *shopSite) render(t *testing.T) url.Values {
 }
 
 func (s *shopSite) submit(ctx context.Context, hidden url.Values, customer string) (*http.Response, string, error) {
+	return s.submitFrom(ctx, hidden, customer, nil)
+}
+
+// submitFrom is submit with the headers a browser adds (Origin,
+// Sec-Fetch-Site) set by edit.
+func (s *shopSite) submitFrom(ctx context.Context, hidden url.Values, customer string, edit func(*http.Request)) (*http.Response, string, error) {
 	v := url.Values{"customer": {customer}}
 	for k, vs := range hidden {
 		v[k] = vs
@@ -106,6 +117,9 @@ func (s *shopSite) submit(ctx context.Context, hidden url.Values, customer strin
 		return nil, "", err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if edit != nil {
+		edit(req)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, "", err
@@ -208,6 +222,64 @@ func TestFormRefusesTamperedAndExpiredTokens(t *testing.T) {
 	}
 	if n := len(s.orders(t)); n != 0 {
 		t.Errorf("%d orders from refused forms", n)
+	}
+}
+
+// A page on another site cannot post a form here with a person's browser
+// (cross-site request forgery): the form's token is no defence, since the
+// other site fetches a fresh one as anybody can. The post is refused with
+// 403 before the token is read, so the token stays live; the site's own
+// pages, clients that are not browsers, and origins the handler trusts
+// still post.
+func TestFormRefusesCrossOriginPosts(t *testing.T) {
+	t.Parallel()
+	s := newShopSite(t, false, func(o *httpsignal.FormOptions) {
+		o.TrustedOrigins = []string{"https://checkout.example"}
+	})
+	for name, edit := range map[string]func(*http.Request){
+		"cross-site": func(r *http.Request) {
+			r.Header.Set("Sec-Fetch-Site", "cross-site")
+			r.Header.Set("Origin", "https://evil.example")
+		},
+		"same-site": func(r *http.Request) {
+			r.Header.Set("Sec-Fetch-Site", "same-site")
+			r.Header.Set("Origin", "https://a.shop.example")
+		},
+		"origin, no fetch metadata": func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") },
+		"null origin":               func(r *http.Request) { r.Header.Set("Origin", "null") },
+	} {
+		hidden := s.render(t)
+		resp, body, err := s.submitFrom(t.Context(), hidden, "Mallory", edit)
+		must(t, err)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another site") {
+			t.Errorf("%s: %d %s, want 403", name, resp.StatusCode, body)
+		}
+		token, err := baton.ParseTokenID(hidden.Get(httpsignal.FieldToken))
+		must(t, err)
+		if _, err := s.tokens.Get(t.Context(), token); err != nil {
+			t.Errorf("%s: the refused form's token: %v, want it live", name, err)
+		}
+	}
+	for name, edit := range map[string]func(*http.Request){
+		"same-origin":    func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "same-origin"); r.Header.Set("Origin", s.url) },
+		"origin is host": func(r *http.Request) { r.Header.Set("Origin", s.url) },
+		"not a browser":  nil,
+		"trusted origin": func(r *http.Request) {
+			r.Header.Set("Sec-Fetch-Site", "cross-site")
+			r.Header.Set("Origin", "https://checkout.example")
+		},
+	} {
+		resp, body, err := s.submitFrom(t.Context(), s.render(t), "Alice", edit)
+		must(t, err)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d %s, want 200", name, resp.StatusCode, body)
+		}
+	}
+	if n := len(s.orders(t)); n != 4 {
+		t.Errorf("%d orders, want the 4 allowed ones", n)
+	}
+	if _, err := s.server.Form(httpsignal.FormOptions{Type: "order", TrustedOrigins: []string{"checkout.example/path"}}); err == nil {
+		t.Error("Form accepted a trusted origin that is no origin")
 	}
 }
 
