@@ -40,7 +40,10 @@ var ErrInvalidConfig = errors.New("client: invalid config")
 type Options struct {
 	// HTTPClient sends the requests. Nil means a client of its own with a
 	// pool of up to 64 idle connections to the service and no overall
-	// timeout: every call is bounded by its context.
+	// timeout: every call is bounded by its context. Redirects are not
+	// followed (a redirect is an answer of unknown outcome) unless
+	// HTTPClient has a CheckRedirect of its own: net/http would send the
+	// API key along to another port, scheme or subdomain of the host.
 	HTTPClient *http.Client
 	// UserAgent is sent with every request. Empty means "baton-client-go".
 	UserAgent string
@@ -76,7 +79,7 @@ func New(baseURL, apiKey string, opts Options) (*Client, error) {
 	if strings.ContainsAny(apiKey, " \t\r\n") {
 		return nil, fmt.Errorf("%w: API key contains whitespace", ErrInvalidConfig)
 	}
-	c := &Client{base: strings.TrimSuffix(u.String(), "/"), http: opts.HTTPClient, agent: opts.UserAgent, closed: make(chan struct{})}
+	c := &Client{base: strings.TrimRight(u.String(), "/"), http: opts.HTTPClient, agent: opts.UserAgent, closed: make(chan struct{})}
 	if apiKey != "" {
 		c.auth = "Bearer " + apiKey
 	}
@@ -85,11 +88,22 @@ func New(baseURL, apiKey string, opts Options) (*Client, error) {
 		t.MaxIdleConnsPerHost = 64
 		c.http = &http.Client{Transport: t}
 	}
+	if c.http.CheckRedirect == nil {
+		own := *c.http
+		own.CheckRedirect = followNoRedirect
+		c.http = &own
+	}
 	if c.agent == "" {
 		c.agent = "baton-client-go"
 	}
 	return c, nil
 }
+
+// followNoRedirect makes a redirect the answer: the service never
+// redirects its routes, and following one would carry the Authorization
+// header to wherever it points on the same host (another port, plain
+// http) or a subdomain of it.
+func followNoRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Close makes every later call fail with store.ErrClosed and closes idle
 // connections. Calls in flight finish.

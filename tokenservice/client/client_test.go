@@ -284,3 +284,46 @@ func TestServiceWithoutBatchRoutes(t *testing.T) {
 		t.Errorf("TransitionTokens from a service without the route = %v; want not applied, for the whole call", err)
 	}
 }
+
+// The client sends its key to the service it was given and nowhere else.
+// Go's http.Client, following a redirect, keeps Authorization for any
+// port, scheme (https to http) or subdomain of the same host, so a
+// redirect (a proxy's rule, a rogue answer) took the key in clear to
+// another listener. The client follows none: a redirect is an answer
+// whose outcome is unknown.
+func TestClientFollowsNoRedirect(t *testing.T) {
+	t.Parallel()
+	var leaked sync.Map
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			leaked.Store(r.Method+" "+r.URL.Path, a)
+		}
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	t.Cleanup(elsewhere.Close)
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirecting.Close)
+	key, _ := tokenservice.NewAPIKey()
+	c := newClient(t, redirecting.URL, key)
+	id := baton.NewTokenID()
+	_, err := c.Get(t.Context(), id)
+	var p *client.ProblemError
+	if !errors.As(err, &p) || p.Status != http.StatusTemporaryRedirect || errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("Get through a redirect: %v, want a 307 answer of unknown outcome", err)
+	}
+	if _, err := c.Transition(t.Context(), id, nil); err == nil || errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("Transition through a redirect: %v, want an error of unknown outcome", err)
+	}
+	leaked.Range(func(k, v any) bool {
+		t.Errorf("%s sent the API key to the redirect's target", k)
+		return true
+	})
+	// A base URL with trailing slashes names the service's own paths,
+	// which the service would otherwise redirect to.
+	url, key, _ := service(t)
+	if _, err := newClient(t, url+"//", key).Get(t.Context(), id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get with a base URL ending in //: %v, want not found", err)
+	}
+}
