@@ -12,6 +12,15 @@ from typing import Dict, List, Optional
 
 _PROBLEM_BASE = "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-"
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer: urllib would follow it with every header, the API key included, to any host."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
 Token = Dict[str, str]
 """A token as the API reads and writes it: id, conversation, causation, destination, type, digest, created_at, expires_at."""
 
@@ -44,7 +53,10 @@ class TokenServiceError(Exception):
 
 @dataclass
 class TokenServiceClient:
-    """Calls the token service at base_url with an API key; timeout bounds each call in seconds."""
+    """Calls the token service at base_url with an API key; timeout bounds each call in seconds.
+
+    It follows no redirect: a redirect is an error answer of unknown outcome.
+    """
 
     base_url: str
     api_key: str
@@ -91,7 +103,7 @@ class TokenServiceClient:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 payload = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as err:

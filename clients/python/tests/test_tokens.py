@@ -92,5 +92,58 @@ class NotAppliedTest(unittest.TestCase):
             self.assertEqual(caught.exception.not_applied, want, f"{token_id[0]}: {caught.exception}")
 
 
+class _Elsewhere(http.server.BaseHTTPRequestHandler):
+    """Records the Authorization header of every request it gets."""
+
+    def do_GET(self):
+        self.server.seen.append(self.headers.get("Authorization"))
+        self.send_response(418)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Redirects every request to the server named by the class's target."""
+
+    target = ""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class RedirectTest(unittest.TestCase):
+    """The client sends its key to the service it was given and nowhere else.
+
+    urllib follows a redirect with every header of the request, Authorization
+    included, to any host: a redirect took the API key to wherever it
+    pointed. The client follows none; a redirect is an answer.
+    """
+
+    def test_follows_no_redirect(self):
+        elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Elsewhere)
+        elsewhere.seen = []
+        redirecting = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("R", (_Redirecting,), {
+            "target": f"http://127.0.0.1:{elsewhere.server_address[1]}"}))
+        for server in (elsewhere, redirecting):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.addCleanup(server.server_close)
+            self.addCleanup(server.shutdown)
+        client = TokenServiceClient(f"http://127.0.0.1:{redirecting.server_address[1]}", "bk_secret", timeout=5)
+        with self.assertRaises(TokenServiceError) as caught:
+            client.get(new_token_id())
+        self.assertEqual(caught.exception.status, 302)
+        self.assertFalse(caught.exception.not_applied)
+        self.assertEqual(elsewhere.seen, [])
+
+
 if __name__ == "__main__":
     unittest.main()
