@@ -3,6 +3,7 @@ package httpsignal_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io"
 	"net/http"
@@ -280,6 +281,39 @@ func TestFormRefusesCrossOriginPosts(t *testing.T) {
 	}
 	if _, err := s.server.Form(httpsignal.FormOptions{Type: "order", TrustedOrigins: []string{"checkout.example/path"}}); err == nil {
 		t.Error("Form accepted a trusted origin that is no origin")
+	}
+}
+
+// APIKeys compares a request's key with every client's, as SHA-256 hashes
+// in constant time, without an early exit: a map lookup by the key itself
+// took a time that depended on the secret keys (Go's map compares long
+// string keys by their first and last bytes before hashing them).
+func TestAPIKeysCompareHashesInConstantTime(t *testing.T) {
+	keys := map[string]string{"key-a": "client-a", "key-b": "client-b", strings.Repeat("k", 100): "client-c"}
+	identify := httpsignal.APIKeys("X-Api-Key", keys)
+	keys["key-d"] = "client-d" // the caller's map is copied: a later change changes nothing
+	for key, want := range map[string]string{"key-a": "client-a", strings.Repeat("k", 100): "client-c", "key-x": "", "key-d": "", "": ""} {
+		r := httptest.NewRequest(http.MethodPost, "/roots", nil)
+		if key != "" {
+			r.Header.Set("X-Api-Key", key)
+		}
+		var client string
+		var err error
+		lengths := httpsignal.CountKeyComparisons(func() { client, err = identify(r) })
+		if client != want || (want == "") != errors.Is(err, httpsignal.ErrUnknownClient) {
+			t.Errorf("key %q: client %q, %v; want %q", key, client, err, want)
+		}
+		if key == "" {
+			continue
+		}
+		if len(lengths) != 2*3 {
+			t.Errorf("key %q: %d comparisons, want one with each of the 3 clients' keys", key, len(lengths)/2)
+		}
+		for _, n := range lengths {
+			if n != 32 {
+				t.Errorf("key %q: compared %d bytes, want SHA-256 hashes of 32", key, n)
+			}
+		}
 	}
 }
 
