@@ -146,6 +146,10 @@ func register(s System) (*registered, error) {
 	if err := (baton.Emit{Destination: s.Name, Type: "system"}).Validate(); err != nil {
 		return nil, fmt.Errorf("%w: system name %q: %w", ErrInvalidConfig, s.Name, err)
 	}
+	if s.Name == AnyDestination {
+		// Its default destination, its own name, would be every one.
+		return nil, fmt.Errorf("%w: system name %q is the wildcard of destinations: name the system, and give it \"destinations\": [%q] if it is trusted infrastructure", ErrInvalidConfig, s.Name, AnyDestination)
+	}
 	r := &registered{System: s}
 	r.Destinations = append([]string(nil), s.Destinations...)
 	if len(r.Destinations) == 0 {

@@ -331,13 +331,15 @@ func TestConfigValidation(t *testing.T) {
 	_, hash := tokenservice.NewAPIKey()
 	tokens := memory.NewTokenStore()
 	for name, cfg := range map[string]tokenservice.Config{
-		"no store":         {Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}}},
-		"no systems":       {Tokens: tokens},
-		"bad name":         {Tokens: tokens, Systems: []tokenservice.System{{Name: "a b", KeySHA256: hash}}},
-		"bad hash":         {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: "bk_plaintextkey"}}},
-		"same name":        {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}, {Name: "a"}}},
-		"same key":         {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}, {Name: "b", KeySHA256: hash}}},
-		"bad destination":  {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", Destinations: []string{""}}}},
+		"no store":        {Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}}},
+		"no systems":      {Tokens: tokens},
+		"bad name":        {Tokens: tokens, Systems: []tokenservice.System{{Name: "a b", KeySHA256: hash}}},
+		"bad hash":        {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: "bk_plaintextkey"}}},
+		"same name":       {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}, {Name: "a"}}},
+		"same key":        {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}, {Name: "b", KeySHA256: hash}}},
+		"bad destination": {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", Destinations: []string{""}}}},
+		// Its default destination, its own name, would be every one.
+		"named *":          {Tokens: tokens, Systems: []tokenservice.System{{Name: tokenservice.AnyDestination, KeySHA256: hash}}},
 		"negative maxbody": {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}}, MaxBodyBytes: -1},
 	} {
 		if _, err := tokenservice.New(cfg); !errors.Is(err, tokenservice.ErrInvalidConfig) {
