@@ -513,3 +513,22 @@ func TestBatchHintsReadOnePart(t *testing.T) {
 	bad.Conversations = bad.Conversations[1:]
 	call(t, "POST", f.url+"/v1/tokens/read", f.billing, bad).wantProblem(t, 400, tokenservice.ProblemInvalid)
 }
+
+// A list that is not an array is refused in a line that names what it is,
+// rather than one that holds the whole value: a megabyte in its place made
+// a refusal of a megabyte.
+func TestListThatIsNoArrayIsNotEchoed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	big := strings.Repeat("A", 1<<20)
+	for _, c := range []struct{ path, body, says string }{
+		{"/v1/transitions", `{"consume":"` + baton.NewTokenID().String() + `","create":{"x":"` + big + `"}}`, "got an object"},
+		{"/v1/transitions/batch", `{"transitions":"` + big + `"}`, "got a string"},
+		{"/v1/tokens/read", `{"ids":12}`, "got a number"},
+	} {
+		p := call(t, "POST", f.url+c.path, f.billing, c.body).wantProblem(t, 400, tokenservice.ProblemInvalid)
+		if len(p.Detail) > 200 || !strings.Contains(p.Detail, c.says) {
+			t.Errorf("%s: the refusal says %d bytes, %.200q; want it to say %q", c.path, len(p.Detail), p.Detail, c.says)
+		}
+	}
+}

@@ -432,7 +432,7 @@ func decodeList[T any](data []byte, limit int, items string) ([]T, error) {
 	case start == nil:
 		return nil, nil
 	case start != json.Delim('['):
-		return nil, fmt.Errorf("%w: want an array of %s, got %s", store.ErrInvalid, items, data)
+		return nil, fmt.Errorf("%w: want an array of %s, got %s", store.ErrInvalid, items, jsonKind(start))
 	}
 	list := []T{}
 	for dec.More() {
@@ -446,6 +446,22 @@ func decodeList[T any](data []byte, limit int, items string) ([]T, error) {
 		list = append(list, item)
 	}
 	return list, nil
+}
+
+// jsonKind names the kind of JSON value that starts with token t, for an
+// error that must not repeat the value itself (it may be megabytes).
+func jsonKind(t json.Token) string {
+	switch t.(type) {
+	case json.Delim:
+		return "an object"
+	case string:
+		return "a string"
+	case float64, json.Number:
+		return "a number"
+	case bool:
+		return "true or false"
+	}
+	return "another value"
 }
 
 // decodeExpiration reads the body of POST /v1/expirations. The limit is
