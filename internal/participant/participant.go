@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config, ready func(signalsURL string)) error {
 	if err != nil {
 		return fmt.Errorf("participant: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := newServer(mux)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	swept := make(chan error, 1)
@@ -147,4 +147,19 @@ func Run(ctx context.Context, cfg Config, ready func(signalsURL string)) error {
 		err = errors.Join(err, runErr)
 	}
 	return err
+}
+
+// newServer serves h with bounds on every phase of a connection, as `baton
+// serve` does: a client that sends its body a byte at a time, never reads
+// the answer, or keeps an idle connection open is cut off instead of
+// holding a connection and its goroutine for ever.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second, // above httpsignal's ProcessTimeout of 30s
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
 }
