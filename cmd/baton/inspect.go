@@ -387,6 +387,11 @@ type errUnreachable struct{ error }
 
 func (e errUnreachable) Unwrap() error { return e.error }
 
+// dashboardClient follows no redirect: net/http would send the key along
+// to another port or scheme of the same host, or a subdomain. A redirect
+// is answered as an error (its status).
+var dashboardClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 // getJSON reads one document of the dashboard API.
 func getJSON(ctx context.Context, server, path string, into any) error {
 	return getJSONWithKey(ctx, server, "", path, into)
@@ -408,7 +413,7 @@ func getJSONWithKey(ctx context.Context, server, key, path string, into any) err
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := dashboardClient.Do(req)
 	if err != nil {
 		return errUnreachable{fmt.Errorf("cannot reach %s: is baton serve or baton demo running? (%v)", server, err)}
 	}
