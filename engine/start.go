@@ -65,8 +65,11 @@ func StartTx[Tx any](ctx context.Context, e *Engine, tx Tx, emit baton.Emit) (st
 // Launch sends the root signal of a start whose transaction committed,
 // and then forgets the start. It is safe to call any number of times, from
 // any process, for the same start, and the sweeper calls it for starts
-// nobody launched. It returns the signal sent, or the zero signal for a
-// start that was launched before (or never committed).
+// nobody launched. It reads the start first, and returns the signal sent,
+// or the zero signal, having sent nothing, for a start that was launched
+// before or whose transaction rolled back (it is not recorded). Launches
+// that run at the same time may each send the signal; its receiver drops
+// the copies.
 //
 // On the plain path it first issues the root token, records its id,
 // claims it (it then no longer expires) and records that, each step a
@@ -81,18 +84,19 @@ func (e *Engine) Launch(ctx context.Context, start store.Start) (baton.Signal, e
 		return baton.Signal{}, ErrNoStarts
 	}
 	for attempt := 0; ; attempt++ {
-		if !start.Claimed {
-			// Read it first: a start launched already must not get a
-			// root that would never be sent.
-			current, err := e.loadStart(ctx, starts, start.ID)
-			if errors.Is(err, store.ErrNotFound) {
-				return baton.Signal{}, nil
-			}
-			if err != nil {
-				return baton.Signal{}, fmt.Errorf("engine: launch start %s: %w", start.ID, err)
-			}
-			start = current
+		// Read it first, also when the caller's copy is claimed (the fast
+		// path): a start launched already, or whose transaction rolled
+		// back, is not recorded, and must neither get a root that would
+		// never be sent nor send its signal (again), count as launched
+		// or show on a dashboard as a conversation that never began.
+		current, err := e.loadStart(ctx, starts, start.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return baton.Signal{}, nil
 		}
+		if err != nil {
+			return baton.Signal{}, fmt.Errorf("engine: launch start %s: %w", start.ID, err)
+		}
+		start = current
 		ready, err := e.prepareStart(ctx, starts, start)
 		if errors.Is(err, store.ErrConflict) && attempt < e.cfg.MaxConflictRetries {
 			continue // another launch moved it on: carry on from what it did

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"testing"
 
 	"github.com/batonhq/baton"
@@ -75,5 +76,65 @@ func TestEngineWritesTheServiceTablesInTheStepsTransaction(t *testing.T) {
 	}
 	if toks, err := s.ListByDestination(ctx, "billing", store.Page{}); err != nil || len(toks) != 0 {
 		t.Errorf("live tokens after a rolled-back start: %d, %v", len(toks), err)
+	}
+}
+
+// countingPublisher counts the signals an engine sends.
+type countingPublisher struct {
+	mu   sync.Mutex
+	sent int
+}
+
+func (p *countingPublisher) Publish(context.Context, baton.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sent++
+	return nil
+}
+
+// TestLaunchSendsACommittedStartOnce: StartTx hands the caller a claimed
+// start (the tokens are here too); Launch must still read it, so that a
+// start whose transaction rolled back sends nothing, and a second launch
+// after the first finished sends nothing more.
+func TestLaunchSendsACommittedStartOnce(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newStore(t)
+	pub := &countingPublisher{}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: s, Entities: s, Dispatch: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(commit bool) store.Start {
+		tx, err := s.DB().BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := engine.StartTx(ctx, e, tx, baton.Emit{Destination: "billing", Type: "charge"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit()
+		} else {
+			err = tx.Rollback()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if sig, err := e.Launch(ctx, start(false)); err != nil || !sig.ID.IsZero() {
+		t.Errorf("Launch of a rolled-back start = %v, %v; want the zero signal", sig.ID, err)
+	}
+	committed := start(true)
+	for i := range 2 {
+		sig, err := e.Launch(ctx, committed)
+		if err != nil || sig.ID.IsZero() != (i == 1) {
+			t.Errorf("Launch %d = %v, %v; want the root signal once, then the zero signal", i+1, sig.ID, err)
+		}
+	}
+	if pub.sent != 1 || e.Stats().StartsLaunched != 1 {
+		t.Errorf("%d signals sent, %d starts launched; want 1 and 1", pub.sent, e.Stats().StartsLaunched)
 	}
 }

@@ -3,10 +3,13 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 )
@@ -58,4 +61,91 @@ func TestTxStore(t *testing.T) {
 		t.Parallel()
 		storetest.RunTxStore(t, txHarness(false))
 	})
+}
+
+// countingPublisher counts the signals an engine sends.
+type countingPublisher struct {
+	mu   sync.Mutex
+	sent []baton.Signal
+}
+
+func (p *countingPublisher) Publish(_ context.Context, sig baton.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sent = append(p.sent, sig)
+	return nil
+}
+
+func (p *countingPublisher) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sent)
+}
+
+// TestLaunchSendsACommittedStartOnce: on the fast path StartTx hands the
+// caller a start that is already claimed; Launch must still read it, so
+// that a start whose transaction rolled back sends nothing (a signal
+// without a token, counted as launched, drawn as a conversation that never
+// began), and a second launch after the first finished sends nothing more.
+func TestLaunchSendsACommittedStartOnce(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newStore(t)
+	pub := &countingPublisher{}
+	roots := 0
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: s, Entities: s, Dispatch: pub,
+		OnEvent: func(ev engine.Event) {
+			if ev.Kind == engine.EventRootIssued {
+				roots++
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(commit bool) store.Start {
+		tx, err := s.Pool().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := engine.StartTx(ctx, e, tx, baton.Emit{Destination: "billing", Type: "charge"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit(ctx)
+		} else {
+			err = tx.Rollback(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	sig, err := e.Launch(ctx, start(false))
+	if err != nil || !sig.ID.IsZero() {
+		t.Errorf("Launch of a rolled-back start = %v, %v; want the zero signal", sig.ID, err)
+	}
+	if n := pub.count(); n != 0 {
+		t.Errorf("Launch of a rolled-back start sent %d signals, want none", n)
+	}
+
+	committed := start(true)
+	first, err := e.Launch(ctx, committed)
+	if err != nil || first.ID.IsZero() || first.Conversation != committed.ID {
+		t.Fatalf("first Launch = %v (conversation %v), %v; want the root signal of %v", first.ID, first.Conversation, err, committed.ID)
+	}
+	again, err := e.Launch(ctx, committed)
+	if err != nil || !again.ID.IsZero() {
+		t.Errorf("second Launch = %v, %v; want the zero signal", again.ID, err)
+	}
+	if n := pub.count(); n != 1 {
+		t.Errorf("%d signals sent, want 1", n)
+	}
+	if st := e.Stats(); st.StartsLaunched != 1 || roots != 1 {
+		t.Errorf("%d starts launched, %d root_issued events; want 1 and 1", st.StartsLaunched, roots)
+	}
+	if _, err := s.Get(ctx, first.ID); err != nil {
+		t.Errorf("the launched root's token: %v; want it live", err)
+	}
 }
