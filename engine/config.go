@@ -106,7 +106,9 @@ type Config struct {
 	// RootExpiryGrace is how long after its expiry an unused root token is
 	// deleted. It must exceed the longest processing of one signal, because
 	// a root admitted just before its expiry is consumed after it. Default
-	// 10m.
+	// 10m. A token store that does not let this system delete them
+	// (store.ErrForbidden: the token service, to a system without
+	// expire_roots) leaves it to one that may, and the sweep carries on.
 	RootExpiryGrace time.Duration
 	// CallTimeout bounds each call to a store or to Dispatch; a call that
 	// runs out is an error whose outcome is unknown, and is retried.

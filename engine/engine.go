@@ -42,6 +42,9 @@ type Engine struct {
 	// removals holds the outbox removals that Process deferred
 	// (Config.DeferRemovals).
 	removals *removalQueue
+	// expiryForbidden logs once that the token store refuses this system
+	// the deletion of expired roots (store.ErrForbidden).
+	expiryForbidden sync.Once
 	// ordering is always correct outside tests; the tests of the model
 	// checker and the simulation switch it to prove they catch the broken
 	// orderings of protocol.md 3.3.

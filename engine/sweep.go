@@ -19,8 +19,10 @@ const sweepBatch = 100
 // driving (steps 5 to 7), because an HTTP caller may give up and a signal may
 // never be redelivered, launches the starts older than SweepAfter that
 // nobody launched (StartTx), and deletes unused root tokens whose expiry
-// passed more than RootExpiryGrace ago. It reports how many entries and
-// starts it finished.
+// passed more than RootExpiryGrace ago (unless the token store refuses
+// this system that deletion, store.ErrForbidden: the token service leaves it
+// to a system with expire_roots). It reports how many entries and starts it
+// finished.
 func (e *Engine) Sweep(ctx context.Context) (int, error) {
 	now := e.cfg.Now()
 	cutoff := now.Add(-e.cfg.SweepAfter)
@@ -51,7 +53,14 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 	}
 	expired, err := e.expireRoots(ctx, now.Add(-e.cfg.RootExpiryGrace))
 	e.stats.add(ctx, statRootsExpired, int64(expired))
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrForbidden):
+		// The token service leaves expired roots to a system trusted
+		// with them (expire_roots): not this one's failure.
+		e.expiryForbidden.Do(func() {
+			e.log.Info("the token store leaves expired roots to another system; this sweeper does not delete them", "err", err)
+		})
+	case err != nil:
 		errs = append(errs, fmt.Errorf("engine: expire roots: %w", err))
 	}
 	return finished, errors.Join(errs...)

@@ -27,6 +27,10 @@ var (
 	// the token addressed to a destination the caller may not consume or
 	// read. Not applied; the signal is misaddressed.
 	ErrNotYours = errors.New("store: token addressed to another destination")
+	// ErrForbidden: a store that checks who calls (the token service)
+	// does not let the caller do this at all, as deleting expired roots
+	// (ExpireRoots) is left to a system trusted with it. Not applied.
+	ErrForbidden = errors.New("store: the caller may not do this")
 )
 
 // NotApplied reports whether err proves that a write did not take effect.
@@ -35,5 +39,5 @@ func NotApplied(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
 		errors.Is(err, ErrConflict) || errors.Is(err, ErrNotApplied) ||
 		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed) || errors.Is(err, ErrExpired) ||
-		errors.Is(err, ErrNotYours)
+		errors.Is(err, ErrNotYours) || errors.Is(err, ErrForbidden)
 }

@@ -342,7 +342,7 @@ func (p *ProblemError) Unwrap() []error {
 	case tokenservice.ProblemNotYourToken:
 		return []error{ErrForbidden, store.ErrNotYours, store.ErrNotApplied}
 	case tokenservice.ProblemForbidden, tokenservice.ProblemNotAChild:
-		return []error{ErrForbidden, store.ErrNotApplied}
+		return []error{ErrForbidden, store.ErrForbidden, store.ErrNotApplied}
 	case tokenservice.ProblemNoRoute, tokenservice.ProblemMethod:
 		// A service that does not serve the route (an older one, without
 		// the batch routes) ran nothing.
@@ -354,7 +354,7 @@ func (p *ProblemError) Unwrap() []error {
 	case http.StatusUnauthorized:
 		return []error{ErrUnauthorized, store.ErrNotApplied}
 	case http.StatusForbidden:
-		return []error{ErrForbidden, store.ErrNotApplied}
+		return []error{ErrForbidden, store.ErrForbidden, store.ErrNotApplied}
 	case http.StatusRequestEntityTooLarge:
 		return []error{store.ErrInvalid}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 	"github.com/batonhq/baton/tokenservice"
@@ -120,6 +121,8 @@ func TestErrorMapping(t *testing.T) {
 	}
 	_, err = billing.ListByConversation(ctx, orders.Conversation, store.Page{})
 	check("listing without observe", err, client.ErrForbidden)
+	_, err = billing.ExpireRoots(ctx, time.Now(), 10)
+	check("expiring roots without expire_roots", err, client.ErrForbidden, store.ErrForbidden, store.ErrNotApplied)
 	_, err = ops.Issue(ctx, orders)
 	if !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("issuing a root that names its id: %v, want store.ErrInvalid", err)
@@ -325,5 +328,27 @@ func TestClientFollowsNoRedirect(t *testing.T) {
 	url, key, _ := service(t)
 	if _, err := newClient(t, url+"//", key).Get(t.Context(), id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Get with a base URL ending in //: %v, want not found", err)
+	}
+}
+
+// TestSweepWithoutExpireRoots: an engine whose system may not delete
+// expired roots (most systems: expire_roots is for a trusted sweeper)
+// sweeps without failing. Its sweeps failed with 403 every SweepInterval,
+// counted as sweeper failures (the alert of docs/operations.md) and
+// logged as warnings, in a participant set up as docs/participants.md says.
+func TestSweepWithoutExpireRoots(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	billingKey, billingHash := tokenservice.NewAPIKey()
+	url, _, _ := service(t, tokenservice.System{Name: "billing", KeySHA256: billingHash})
+	e, err := engine.New(engine.Config{Destination: "billing", Tokens: newClient(t, url, billingKey),
+		Entities: memory.NewEntityStore(), Dispatch: engine.Routes{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := e.Sweep(ctx); err != nil {
+			t.Errorf("Sweep = %v, want nil: deleting expired roots is another system's job here", err)
+		}
 	}
 }

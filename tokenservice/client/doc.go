@@ -16,7 +16,10 @@
 // store.ErrInvalid, 503 store.ErrNotApplied), and so does a connection
 // that could not be made, since then nothing was sent. 401 and 403 match
 // ErrUnauthorized and ErrForbidden, and also store.ErrNotApplied: the
-// service refused before touching the store. Every other failure (a 500,
+// service refused before touching the store. A 403 for a token of another
+// destination matches store.ErrNotYours, any other 403 store.ErrForbidden
+// (an engine's sweeper then leaves expired roots to a system with
+// expire_roots). Every other failure (a 500,
 // a connection lost after the request was sent, an unreadable answer)
 // leaves the outcome unknown and matches none of the sentinels; retrying
 // is safe, as the protocol makes every store operation.
