@@ -12,8 +12,8 @@
 //
 // The plain protocol costs a signal four store calls: load, token read,
 // commit, transition, plus the removal of its outbox entry. When one store
-// keeps tokens and entities (PostgreSQL, embedded) the engine fuses them
-// (protocol.md 3.2): store.TokenLoader reads the entity and the token at one
+// keeps tokens and entities (PostgreSQL, MySQL, embedded) the engine fuses
+// them (protocol.md 3.2): store.TokenLoader reads the entity and the token at one
 // instant (steps 1 and 3), store.CommitTransitioner commits and
 // transitions in one operation (steps 4 and 5). With
 // Config.DeferRemovals, Run removes outbox entries after the ack, many in

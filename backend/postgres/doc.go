@@ -1,6 +1,8 @@
 // Package postgres keeps baton's tokens and entities in PostgreSQL, with
 // pgx (github.com/jackc/pgx/v5). One *Store implements store.TokenStore,
-// store.EntityStore and store.CommitTransitioner over one schema; use it
+// store.EntityStore and store.CommitTransitioner over one schema, and
+// store.TxCommitter[pgx.Tx] and store.Starter[pgx.Tx] (the service's own
+// tables in the step's transaction, see Transactional activities); use it
 // as either store alone when the other lives elsewhere (tokens in Redis,
 // entities here, for example). Open connects from a DSN and owns its pool;
 // New uses a *pgxpool.Pool that the caller owns.
@@ -44,7 +46,7 @@
 // # Schema and migrations
 //
 // Config.Schema (default "baton") holds the tables tokens, entities,
-// commit_guard and schema_migrations. Migrate creates the schema and
+// starts, commit_guard and schema_migrations. Migrate creates the schema and
 // applies the SQL files embedded from migrations/ in one transaction, under
 // an advisory lock derived from the schema name, so processes that start
 // together wait for each other; each applied version is recorded in
@@ -67,6 +69,21 @@
 // consumed the token but the entity's compare-and-set failed, and the
 // table's CHECK (false) constraint, entity_version_conflict, aborts the
 // whole statement, which is how one statement can undo its own deletion.
+//
+// # Transactional activities
+//
+// CommitTx (engine.RegisterTx) begins a transaction on a connection of the
+// store's pool, locks the token (fast path) and the entity's row (an
+// advisory lock on its key stands in for a new entity's row, so two first
+// activities of one entity run one after the other), checks the version,
+// runs the handler with the pgx.Tx, writes the entity with its outbox entry
+// and, on the fast path, the transition, and commits: the handler's own
+// writes share the commit's fate. The transaction is READ COMMITTED; a
+// deadlock or serialization failure in the handler's statements rolls
+// everything back and the signal is retried. RecordStart (engine.StartTx)
+// writes a start, and with the tokens here its root token, in the caller's
+// pgx.Tx, which must be on this store's database (Pool gives the pool of
+// New's caller or Open's own). docs/adopting.md walks through both.
 //
 // # Required server settings
 //
