@@ -20,7 +20,6 @@ import (
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/conversation"
 	"github.com/batonhq/baton/internal/demo"
-	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
 	"github.com/batonhq/baton/tokenservice/client"
@@ -198,7 +197,14 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			threshold := telemetry.StuckAfter{Default: olderThan, ByDestination: byDestination}
+			// Not telemetry.StuckAfter, whose zero is its default (10m):
+			// --older-than 0 asks for every live token.
+			threshold := func(destination string) time.Duration {
+				if d, ok := byDestination[destination]; ok {
+					return d
+				}
+				return olderThan
+			}
 			c, err := srv.client()
 			if err != nil {
 				return err
@@ -215,7 +221,7 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 						return serverError(srv.server, err)
 					}
 					for _, t := range batch {
-						if now.Sub(t.CreatedAt) >= threshold.For(d) {
+						if now.Sub(t.CreatedAt) >= threshold(d) {
 							stuck = append(stuck, t)
 						}
 					}
@@ -252,7 +258,7 @@ func newStuckCommand(srv *serverFlags) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&graphs, "graphs", 3, "draw the conversations of the oldest stuck tokens, up to this many")
 	cmd.Flags().StringSliceVar(&destinations, "destination", nil, "destination whose tokens to read (repeat for several)")
-	cmd.Flags().DurationVar(&olderThan, "older-than", 10*time.Minute, "age from which a live token counts as stuck")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 10*time.Minute, "age from which a live token counts as stuck (0: every live token)")
 	cmd.Flags().StringToStringVar(&olderThanFor, "older-than-for", nil, "destinations with thresholds of their own, as DEST=DURATION,... (shipping=24h)")
 	return cmd
 }

@@ -339,6 +339,13 @@ func TestTokensStuck(t *testing.T) {
 	if !strings.Contains(out, old.ID.String()) || strings.Contains(out, shipment.ID.String()) || !strings.Contains(out, "24h0m0s for shipping") {
 		t.Errorf("baton tokens stuck --older-than-for shipping=24h lists the hour-old shipment or not the charge:\n%s", out)
 	}
+	// --older-than 0 is every live token, not the default's 10m (it said
+	// "no live token older than 0s" over a fresh one).
+	out, err = runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key, "--destination", "billing", "--older-than", "0")
+	must(t, err)
+	if !strings.Contains(out, fresh.ID.String()) || !strings.Contains(out, old.ID.String()) {
+		t.Errorf("baton tokens stuck --older-than 0 does not list every live token:\n%s", out)
+	}
 	if _, err := runBaton(t, "tokens", "stuck", "--server", srv.URL, "--key", key, "--destination", "billing", "--older-than-for", "shipping=soon"); err == nil ||
 		!strings.Contains(err.Error(), "DESTINATION=DURATION") {
 		t.Errorf("a malformed threshold: %v", err)
