@@ -39,8 +39,8 @@ type Effects struct {
 // the same transaction, so that all of it is committed or none of it is.
 // A version conflict, a duplicate found at commit, an error of Handle or a
 // crash rolls the handler's writes back. Tx is the entity store's
-// transaction type (pgx.Tx for the PostgreSQL store, *memory.Tx for the
-// memory store).
+// transaction type (pgx.Tx for the PostgreSQL store, *sql.Tx for the MySQL
+// store, *memory.Tx for the memory store).
 //
 // Handle may run more than once for one signal (after a version conflict,
 // a failure or a crash), but only one run is ever committed. It must write
