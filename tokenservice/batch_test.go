@@ -356,22 +356,28 @@ func (c countingPart) TransitionTokens(ctx context.Context, ts []store.TokenTran
 	return c.TokenStore.TransitionTokens(ctx, ts)
 }
 
+// overCountedParts is a service over a store split over three parts that
+// count their calls of one token and of a batch.
+func overCountedParts(t *testing.T) (f *fixture, parts int, single, batches *atomic.Int64) {
+	single, batches = new(atomic.Int64), new(atomic.Int64)
+	var stores []store.TokenStore
+	for range 3 {
+		stores = append(stores, countingPart{memory.NewTokenStore(), single, batches})
+	}
+	tokens, err := split.Open(t.Context(), stores...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFixture(t, func(c *tokenservice.Config) { c.Tokens = tokens }), len(stores), single, batches
+}
+
 // The service knows each consumed token's conversation once it read it, and
 // names it to the store: over a store split by conversation, a batch of
 // leaf transitions (which have no children to tell their conversation by)
 // then costs one call per part, not a search of every part for each.
 func TestTransitionBatchNamesConversations(t *testing.T) {
 	t.Parallel()
-	var single, batches atomic.Int64
-	var parts []store.TokenStore
-	for range 3 {
-		parts = append(parts, countingPart{memory.NewTokenStore(), &single, &batches})
-	}
-	tokens, err := split.Open(t.Context(), parts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, func(c *tokenservice.Config) { c.Tokens = tokens })
+	f, parts, single, batches := overCountedParts(t)
 	var leaves []tokenservice.TransitionRequest
 	for range 60 {
 		root := issueRoot(t, f.url, f.orders, rootToken("billing"))
@@ -387,9 +393,9 @@ func TestTransitionBatchNamesConversations(t *testing.T) {
 		}
 	}
 	// One read and one transition call per part, at most.
-	if single.Load() != 0 || batches.Load() > 2*int64(len(parts)) {
+	if single.Load() != 0 || batches.Load() > 2*int64(parts) {
 		t.Errorf("60 leaf transitions over %d parts made %d batch calls and %d single calls; want at most %d batch calls and no single one",
-			len(parts), batches.Load(), single.Load(), 2*len(parts))
+			parts, batches.Load(), single.Load(), 2*parts)
 	}
 }
 
@@ -431,16 +437,7 @@ func TestLongListsAreRefusedEarly(t *testing.T) {
 // part is read. Answers are the same either way, also for a wrong hint.
 func TestBatchHintsReadOnePart(t *testing.T) {
 	t.Parallel()
-	var single, batches atomic.Int64
-	var parts []store.TokenStore
-	for range 3 {
-		parts = append(parts, countingPart{memory.NewTokenStore(), &single, &batches})
-	}
-	tokens, err := split.Open(t.Context(), parts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, func(c *tokenservice.Config) { c.Tokens = tokens })
+	f, parts, single, batches := overCountedParts(t)
 	root := issueRoot(t, f.url, f.orders, rootToken("billing"))
 	var children []baton.Token
 	for range 5 {
@@ -454,7 +451,7 @@ func TestBatchHintsReadOnePart(t *testing.T) {
 		t.Fatal("the root was not consumed")
 	}
 	wrong := baton.NewTokenID()
-	for split.PartOf(wrong, len(parts)) == split.PartOf(root.Conversation, len(parts)) {
+	for split.PartOf(wrong, parts) == split.PartOf(root.Conversation, parts) {
 		wrong = baton.NewTokenID()
 	}
 	read := func(conversation baton.TokenID) tokenservice.TokenReadRequest {

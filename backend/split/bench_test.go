@@ -23,42 +23,21 @@ import (
 func BenchmarkParts(b *testing.B) {
 	for _, n := range []int{1, 2, 3} {
 		b.Run(fmt.Sprintf("parts=%d", n), func(b *testing.B) {
-			var parts []store.TokenStore
-			var pids []int
-			for range n {
-				srv := redisserver.Start(b, redisserver.DurableArgs...)
-				pids = append(pids, srv.PID())
-				s, err := redis.Open(b.Context(), redis.Config{URL: srv.URL()})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { s.Close() })
-				parts = append(parts, s)
-			}
-			s, err := split.Open(b.Context(), parts...)
-			if err != nil {
-				b.Fatal(err)
-			}
+			s, pids := overRedisServers(b, n)
 			storetest.BenchmarkConversations(b, s, pids)
 		})
 	}
 }
 
-// BenchmarkBatchReads reads batches of 16 live tokens, each of its own
-// conversation as an engine's batch of signals is, from a store split over
-// 3 Redis servers: by id alone (GetTokens: every part reads every id) and
-// with the conversations (GetTokensIn: each part reads its own). It
-// reports the servers' CPU per token read.
-//
-//	go test -run XXX -bench BatchReads -benchtime 5s -count 3 ./backend/split
-func BenchmarkBatchReads(b *testing.B) {
-	const batch = 16
+// overRedisServers returns a store split over n durable Redis servers
+// (appendfsync always), each a process of its own, and their process ids.
+func overRedisServers(b *testing.B, n int) (*split.Store, []int) {
 	var parts []store.TokenStore
 	var pids []int
-	for range 3 {
-		srv := redisserver.Start(b)
+	for range n {
+		srv := redisserver.Start(b, redisserver.DurableArgs...)
 		pids = append(pids, srv.PID())
-		s, err := redis.Open(b.Context(), redis.Config{URL: srv.URL(), AllowUnsafeDurability: true})
+		s, err := redis.Open(b.Context(), redis.Config{URL: srv.URL()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -69,6 +48,19 @@ func BenchmarkBatchReads(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return s, pids
+}
+
+// BenchmarkBatchReads reads batches of 16 live tokens, each of its own
+// conversation as an engine's batch of signals is, from a store split over
+// 3 durable Redis servers: by id alone (GetTokens: every part reads every id) and
+// with the conversations (GetTokensIn: each part reads its own). It
+// reports the servers' CPU per token read.
+//
+//	go test -run XXX -bench BatchReads -benchtime 5s -count 3 ./backend/split
+func BenchmarkBatchReads(b *testing.B) {
+	const batch = 16
+	s, pids := overRedisServers(b, 3)
 	lookups := make([]store.TokenLookup, batch)
 	ids := make([]baton.TokenID, batch)
 	for i := range lookups {
