@@ -46,10 +46,17 @@
 // # Isolation, locks and deadlocks
 //
 // The store runs its transactions at the session's isolation level,
-// REPEATABLE READ by default on both servers; its correctness does not
-// depend on it, because every decision is made by a locking statement
-// (DELETE, UPDATE ... WHERE version = ?, SELECT ... FOR UPDATE), which
-// reads the latest committed row whatever the level. Under REPEATABLE
+// REPEATABLE READ by default on both servers; READ COMMITTED and
+// SERIALIZABLE do as well, because every decision is made by a locking
+// statement (DELETE, UPDATE ... WHERE version = ?, SELECT ... FOR UPDATE),
+// which reads the latest committed row whatever the level. READ
+// UNCOMMITTED does not: its plain reads (Load, LoadWithToken) see other
+// transactions' uncommitted writes, and an outbox entry of a commit that
+// then rolls back would be driven (ghost messages). Every new connection
+// reads its level and refuses READ-UNCOMMITTED (ErrUnsafeIsolation), and
+// adds STRICT_ALL_TABLES to its sql_mode, so that a value too long for its
+// column fails its statement instead of being truncated with a warning.
+// Under REPEATABLE
 // READ a DELETE or SELECT ... FOR UPDATE of a row that does not exist
 // takes a gap lock, and inserts of children into that gap wait for it;
 // two transactions can then deadlock. InnoDB rolls one back with

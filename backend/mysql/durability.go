@@ -55,11 +55,60 @@ func (c *checkedConnector) Connect(ctx context.Context) (driver.Conn, error) {
 			c.log.Warn("mysql store: durability is not guaranteed: a server crash may lose acknowledged commits", "reason", problem)
 		}
 	}
+	if err == nil {
+		err = prepareSession(ctx, conn)
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return conn, nil
+}
+
+// ErrUnsafeIsolation: the connection's isolation level is READ
+// UNCOMMITTED, under which a plain read (Load, LoadWithToken) sees other
+// transactions' uncommitted writes: an outbox entry of a commit that then
+// rolls back would be driven, its children created and its signals sent,
+// although its activity never happened.
+var ErrUnsafeIsolation = errors.New("mysql: the session's isolation level is READ-UNCOMMITTED, under which reads see uncommitted entities and tokens")
+
+// strictSession makes the session's sql_mode strict for every table: a
+// value longer than its column, or otherwise not storable, fails its
+// statement instead of being truncated or replaced with a warning.
+const strictSession = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')"
+
+// isolationQuery reads the session's isolation level under the name of
+// MySQL 8 (transaction_isolation) or of MariaDB (tx_isolation).
+const isolationQuery = "SHOW SESSION VARIABLES WHERE Variable_name IN ('transaction_isolation', 'tx_isolation')"
+
+// prepareSession makes the session strict and refuses READ UNCOMMITTED,
+// whether the server's defaults or the DSN's parameters set them.
+func prepareSession(ctx context.Context, conn driver.Conn) error {
+	x, okx := conn.(driver.ExecerContext)
+	q, okq := conn.(driver.QueryerContext)
+	if !okx || !okq {
+		return errors.New("mysql: the driver's connection cannot set the session's sql_mode")
+	}
+	if _, err := x.ExecContext(ctx, strictSession, nil); err != nil {
+		return fmt.Errorf("mysql: set a strict sql_mode: %w", err)
+	}
+	rows, err := q.QueryContext(ctx, isolationQuery, nil)
+	if err != nil {
+		return fmt.Errorf("mysql: read the isolation level: %w", err)
+	}
+	defer rows.Close()
+	values := make([]driver.Value, len(rows.Columns()))
+	for {
+		if err := rows.Next(values); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("mysql: read the isolation level: %w", err)
+		}
+		if level := fmt.Sprintf("%s", values[1]); strings.EqualFold(level, "READ-UNCOMMITTED") {
+			return fmt.Errorf("%w; set the server's transaction_isolation (tx_isolation on MariaDB before 11.1), or the DSN's, to READ-COMMITTED or REPEATABLE-READ", ErrUnsafeIsolation)
+		}
+	}
 }
 
 func readDurability(ctx context.Context, conn driver.Conn) (string, error) {
