@@ -101,8 +101,8 @@
 // processes that start together wait for each other; MySQL commits every
 // DDL statement on its own, so each statement can run again (IF NOT
 // EXISTS) and a version is recorded once all of its statements ran. Open
-// migrates unless Config.SkipMigrate, and refuses tables of a newer
-// version (ErrSchemaVersion). Names and keys are byte strings
+// migrates and refuses tables of a newer version (ErrSchemaVersion); with
+// Config.SkipMigrate it refuses tables at any other version, or none. Names and keys are byte strings
 // (VARBINARY), compared byte for byte; outboxes are JSON in a LONGBLOB.
 // The DSN's interpolateParams is set, so each statement is one round trip
 // (the driver quotes arguments itself; the connection must use utf8mb4 or

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -17,7 +18,9 @@ var migrationFiles embed.FS
 // ErrSchemaVersion: the database holds a schema newer than this code
 // knows, written by a newer baton. Open refuses it, so that old code never
 // writes to a newer schema.
-var ErrSchemaVersion = errors.New("mysql: schema is newer than this code")
+// With Config.SkipMigrate, Open also refuses tables at an older version,
+// or none.
+var ErrSchemaVersion = errors.New("mysql: schema version does not match this code")
 
 type migration struct {
 	version    int
@@ -127,6 +130,33 @@ func (s *Store) Migrate(ctx context.Context) error {
 		if _, err := conn.ExecContext(ctx, "INSERT INTO "+versions+" (version) VALUES (?)", m.version); err != nil {
 			return fmt.Errorf("mysql: migrate to version %d: %w", m.version, err)
 		}
+	}
+	return nil
+}
+
+// SchemaVersion is the newest schema version recorded in the store's
+// tables: 0 if they do not exist.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v sql.NullInt64
+	err := s.db.QueryRowContext(ctx, "SELECT MAX(version) FROM "+table(s.cfg.Prefix, "schema_migrations")).Scan(&v)
+	if mysqlErrorNumber(err) == errNoSuchTable {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("mysql: schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
+
+// checkSchema refuses tables at another version than this code's, for a
+// store that does not migrate them (Config.SkipMigrate).
+func (s *Store) checkSchema(ctx context.Context) error {
+	v, err := s.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if latest := LatestSchemaVersion(); v != latest {
+		return fmt.Errorf("%w: the tables of prefix %q are at version %d, this code needs %d (Config.SkipMigrate is set: run Migrate first)", ErrSchemaVersion, s.cfg.Prefix, v, latest)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package mysql
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -24,5 +25,32 @@ func TestPrefixesThatLookLikeNumbers(t *testing.T) {
 		}
 		_ = s.dropTables(t.Context())
 		s.Close()
+	}
+}
+
+// TestSkipMigrateChecksTheSchema: with SkipMigrate, Open still refuses
+// tables that are missing or at another version, as postgres does,
+// instead of failing later in every call (or writing to a newer schema).
+func TestSkipMigrateChecksTheSchema(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	prefix := uniquePrefix()
+	s, err := Open(ctx, dsn(t), Config{Prefix: prefix, SkipMigrate: true})
+	if err == nil {
+		s.Close()
+		t.Fatalf("Open with SkipMigrate over no tables succeeded")
+	}
+	if !errors.Is(err, ErrSchemaVersion) {
+		t.Fatalf("Open with SkipMigrate over no tables = %v, want ErrSchemaVersion", err)
+	}
+	migrated := openPrefix(t, dsn(t), prefix)
+	if _, err := migrated.DB().ExecContext(ctx, "INSERT INTO "+table(prefix, "schema_migrations")+" (version) VALUES (?)", LatestSchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(ctx, dsn(t), Config{Prefix: prefix, SkipMigrate: true}); !errors.Is(err, ErrSchemaVersion) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open with SkipMigrate over a newer schema = %v, want ErrSchemaVersion", err)
 	}
 }

@@ -44,7 +44,8 @@ type Config struct {
 	// connections past max_connections). Default DefaultMaxConns.
 	MaxConns int
 	// SkipMigrate leaves the schema alone: a deployment step creates it
-	// with Migrate.
+	// with Migrate. Open then refuses tables at another version than this
+	// code's, or none (ErrSchemaVersion).
 	SkipMigrate bool
 	// Logger receives warnings. Nil discards.
 	Logger *slog.Logger
@@ -94,8 +95,8 @@ var (
 
 // Open connects to the server of dsn (go-sql-driver/mysql's format, for
 // example "user:password@tcp(127.0.0.1:3306)/db"), checks on every new
-// connection that commits are durable, migrates the schema unless
-// cfg.SkipMigrate, and returns the store, which owns its connections.
+// connection that commits are durable, migrates the schema (with
+// cfg.SkipMigrate: checks its version), and returns the store, which owns its connections.
 func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -122,11 +123,13 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("mysql: open: %w", err)
 	}
-	if !cfg.SkipMigrate {
-		if err := s.Migrate(ctx); err != nil {
-			db.Close()
-			return nil, err
-		}
+	migrate := s.Migrate
+	if cfg.SkipMigrate {
+		migrate = s.checkSchema
+	}
+	if err := migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -160,6 +163,7 @@ func (s *Store) usable(ctx context.Context, op string) error {
 // MySQL error numbers the store acts on.
 const (
 	errDuplicateKey    = 1062 // ER_DUP_ENTRY
+	errNoSuchTable     = 1146 // ER_NO_SUCH_TABLE
 	errLockWaitTimeout = 1205 // ER_LOCK_WAIT_TIMEOUT: the statement was rolled back
 	errDeadlock        = 1213 // ER_LOCK_DEADLOCK: the whole transaction was rolled back
 )
