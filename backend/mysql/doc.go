@@ -36,8 +36,10 @@
 // An acknowledged write must survive a crash (docs/protocol.md 3.1), so
 // the server must run with innodb_flush_log_at_trx_commit = 1 (write and
 // flush the redo log at every commit) and, when the binary log is on
-// (log_bin), sync_binlog = 1. Both are global settings that SET GLOBAL can
-// change while the server runs, so the store reads them on every new
+// (log_bin), sync_binlog = 1; it must not skip fsync (innodb_flush_method
+// nosync or littlesync) nor run with the redo log disabled (MySQL 8's
+// ALTER INSTANCE DISABLE INNODB REDO_LOG). These are global settings that
+// SET GLOBAL can change while the server runs, so the store reads them on every new
 // connection, before the pool hands it out, and refuses the connection
 // with an error matching ErrUnsafeDurability, naming the setting.
 // Config.AllowUnsafeDurability uses such connections anyway and logs a

@@ -13,26 +13,42 @@ import (
 // ErrUnsafeDurability: the server may acknowledge a commit before it is on
 // disk. The store refuses such a server, on every new connection, unless
 // Config.AllowUnsafeDurability is set.
-var ErrUnsafeDurability = errors.New("mysql: server may lose acknowledged commits in a crash; it needs innodb_flush_log_at_trx_commit = 1, and sync_binlog = 1 when the binary log is on")
+var ErrUnsafeDurability = errors.New("mysql: server may lose acknowledged commits in a crash; it needs innodb_flush_log_at_trx_commit = 1, sync_binlog = 1 when the binary log is on, fsync (no innodb_flush_method nosync or littlesync) and the redo log enabled")
 
-// durabilityQuery reads the settings that decide whether a commit is on
-// disk when the server acknowledges it. They are global, and may change
-// while the server runs (SET GLOBAL), so every new connection reads them
-// again.
-const durabilityQuery = "SELECT @@GLOBAL.innodb_flush_log_at_trx_commit, @@GLOBAL.sync_binlog, @@GLOBAL.log_bin"
+// durabilityQueries read the settings that decide whether a commit is on
+// disk when the server acknowledges it, as (name, value) rows; a server
+// without one (innodb_flush_method is deprecated in MariaDB 11, the redo
+// log can be switched off only in MySQL 8.0.21 and later) has no row for
+// it. They are global, and may change while the server runs (SET GLOBAL,
+// ALTER INSTANCE), so every new connection reads them again.
+var durabilityQueries = []string{
+	"SHOW GLOBAL VARIABLES WHERE Variable_name IN ('innodb_flush_log_at_trx_commit', 'sync_binlog', 'log_bin', 'innodb_flush_method')",
+	"SHOW GLOBAL STATUS WHERE Variable_name = 'Innodb_redo_log_enabled'",
+}
 
 // durabilityProblem says why settings do not make every acknowledged
 // commit durable, or "" if they do.
-func durabilityProblem(flushLogAtCommit, syncBinlog, logBin string) string {
+func durabilityProblem(settings map[string]string) string {
 	var problems []string
-	if flushLogAtCommit != "1" {
-		problems = append(problems, fmt.Sprintf("innodb_flush_log_at_trx_commit is %s (1 writes and flushes the redo log at every commit)", flushLogAtCommit))
+	if v := settings["innodb_flush_log_at_trx_commit"]; v != "1" {
+		problems = append(problems, fmt.Sprintf("innodb_flush_log_at_trx_commit is %s (1 writes and flushes the redo log at every commit)", v))
 	}
-	if logBin == "1" && syncBinlog != "1" {
-		problems = append(problems, fmt.Sprintf("the binary log is on and sync_binlog is %s (1 syncs it at every commit)", syncBinlog))
+	if on(settings["log_bin"]) && settings["sync_binlog"] != "1" {
+		problems = append(problems, fmt.Sprintf("the binary log is on and sync_binlog is %s (1 syncs it at every commit)", settings["sync_binlog"]))
+	}
+	// nosync and littlesync skip the fsync of data or log files (for
+	// tests only, say both servers' manuals).
+	if v := settings["innodb_flush_method"]; strings.EqualFold(v, "nosync") || strings.EqualFold(v, "littlesync") {
+		problems = append(problems, fmt.Sprintf("innodb_flush_method is %s (it skips fsync; use fsync, O_DSYNC or O_DIRECT)", v))
+	}
+	if v, ok := settings["Innodb_redo_log_enabled"]; ok && !on(v) {
+		problems = append(problems, "the redo log is disabled (ALTER INSTANCE DISABLE INNODB REDO_LOG; enable it again)")
 	}
 	return strings.Join(problems, "; ")
 }
+
+// on reads a boolean setting as SHOW prints it.
+func on(v string) bool { return strings.EqualFold(v, "ON") || v == "1" }
 
 // checkedConnector checks the durability settings on each connection it
 // opens, before the pool hands it out.
@@ -105,7 +121,7 @@ func prepareSession(ctx context.Context, conn driver.Conn) error {
 			}
 			return fmt.Errorf("mysql: read the isolation level: %w", err)
 		}
-		if level := fmt.Sprintf("%s", values[1]); strings.EqualFold(level, "READ-UNCOMMITTED") {
+		if level := text(values[1]); strings.EqualFold(level, "READ-UNCOMMITTED") {
 			return fmt.Errorf("%w; set the server's transaction_isolation (tx_isolation on MariaDB before 11.1), or the DSN's, to READ-COMMITTED or REPEATABLE-READ", ErrUnsafeIsolation)
 		}
 	}
@@ -116,27 +132,45 @@ func readDurability(ctx context.Context, conn driver.Conn) (string, error) {
 	if !ok {
 		return "", errors.New("mysql: the driver's connection cannot run the durability check")
 	}
-	rows, err := q.QueryContext(ctx, durabilityQuery, nil)
+	settings := map[string]string{}
+	for _, query := range durabilityQueries {
+		if err := readSettings(ctx, q, query, settings); err != nil {
+			return "", fmt.Errorf("mysql: durability check: %w", err)
+		}
+	}
+	return durabilityProblem(settings), nil
+}
+
+// readSettings adds the (name, value) rows of a SHOW statement to settings.
+func readSettings(ctx context.Context, q driver.QueryerContext, query string, settings map[string]string) error {
+	rows, err := q.QueryContext(ctx, query, nil)
 	if err != nil {
-		return "", fmt.Errorf("mysql: durability check: %w", err)
+		return err
 	}
 	defer rows.Close()
-	values := make([]driver.Value, 3)
-	if err := rows.Next(values); err != nil {
+	values := make([]driver.Value, len(rows.Columns()))
+	if len(values) != 2 {
+		return fmt.Errorf("%d columns, want 2", len(values))
+	}
+	for {
+		err := rows.Next(values)
 		if errors.Is(err, io.EOF) {
-			err = errors.New("no row")
+			return nil
 		}
-		return "", fmt.Errorf("mysql: durability check: %w", err)
-	}
-	text := func(v driver.Value) string {
-		switch v := v.(type) {
-		case []byte:
-			return string(v)
-		case nil:
-			return ""
-		default:
-			return fmt.Sprint(v)
+		if err != nil {
+			return err
 		}
+		settings[text(values[0])] = text(values[1])
 	}
-	return durabilityProblem(text(values[0]), text(values[1]), text(values[2])), nil
+}
+
+func text(v driver.Value) string {
+	switch v := v.(type) {
+	case []byte:
+		return string(v)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
 }

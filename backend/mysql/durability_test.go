@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -84,19 +85,34 @@ func startMariaDB(t *testing.T, args ...string) string {
 
 func TestDurabilityProblem(t *testing.T) {
 	t.Parallel()
+	safe := map[string]string{"innodb_flush_log_at_trx_commit": "1", "sync_binlog": "0", "log_bin": "OFF", "innodb_flush_method": "O_DIRECT"}
+	with := func(changes ...string) map[string]string {
+		m := maps.Clone(safe)
+		for i := 0; i < len(changes); i += 2 {
+			m[changes[i]] = changes[i+1]
+		}
+		return m
+	}
 	for _, c := range []struct {
-		flush, sync, logBin, want string
+		settings map[string]string
+		want     string
 	}{
-		{"1", "0", "0", ""},
-		{"1", "1", "1", ""},
-		{"2", "0", "0", "innodb_flush_log_at_trx_commit is 2"},
-		{"0", "1", "1", "innodb_flush_log_at_trx_commit is 0"},
-		{"1", "0", "1", "sync_binlog is 0"},
-		{"1", "100", "1", "sync_binlog is 100"},
+		{safe, ""},
+		{with("log_bin", "ON", "sync_binlog", "1"), ""},
+		{with("innodb_flush_method", "fsync"), ""},
+		{with("innodb_flush_method", "O_DIRECT_NO_FSYNC"), ""},
+		{with("Innodb_redo_log_enabled", "ON"), ""},
+		{with("innodb_flush_log_at_trx_commit", "2"), "innodb_flush_log_at_trx_commit is 2"},
+		{with("innodb_flush_log_at_trx_commit", "0", "log_bin", "ON", "sync_binlog", "1"), "innodb_flush_log_at_trx_commit is 0"},
+		{with("log_bin", "ON"), "sync_binlog is 0"},
+		{with("log_bin", "1", "sync_binlog", "100"), "sync_binlog is 100"},
+		{with("innodb_flush_method", "nosync"), "innodb_flush_method is nosync"},
+		{with("innodb_flush_method", "littlesync"), "innodb_flush_method is littlesync"},
+		{with("Innodb_redo_log_enabled", "OFF"), "redo log is disabled"},
 	} {
-		got := durabilityProblem(c.flush, c.sync, c.logBin)
+		got := durabilityProblem(c.settings)
 		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
-			t.Errorf("durabilityProblem(%s, %s, %s) = %q, want %q", c.flush, c.sync, c.logBin, got, c.want)
+			t.Errorf("durabilityProblem(%v) = %q, want %q", c.settings, got, c.want)
 		}
 	}
 }
@@ -113,6 +129,7 @@ func TestRefusesServersThatMayLoseCommits(t *testing.T) {
 	}{
 		{"flush log every second", []string{"--innodb-flush-log-at-trx-commit=2"}, "innodb_flush_log_at_trx_commit is 2"},
 		{"binary log not synced", []string{"--log-bin=binlog", "--sync-binlog=0"}, "sync_binlog is 0"},
+		{"files never synced", []string{"--innodb-flush-method=nosync"}, "innodb_flush_method is nosync"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

@@ -33,8 +33,9 @@ type Config struct {
 	Prefix string
 	// AllowUnsafeDurability opens the store, and uses connections, even
 	// if the server may acknowledge a commit before it is on disk
-	// (innodb_flush_log_at_trx_commit other than 1, or sync_binlog other
-	// than 1 while the binary log is on). A crash may then lose
+	// (innodb_flush_log_at_trx_commit other than 1, sync_binlog other
+	// than 1 while the binary log is on, innodb_flush_method nosync or
+	// littlesync, or the redo log disabled). A crash may then lose
 	// acknowledged tokens: a lost token drops its signal as a duplicate,
 	// a consumed one that comes back lets a duplicate through. The store
 	// logs a warning. Zero value: refuse with ErrUnsafeDurability.
