@@ -91,7 +91,12 @@
 // lock, so two first activities of one entity may both run; the second
 // insert of the entity fails as a conflict, and its handler's writes are
 // rolled back with it. A deadlock in the handler's statements rolls
-// everything back and runs it again. RecordStart writes a start (and, with
+// everything back and runs it again. Unlike PostgreSQL, MySQL leaves a
+// session whose transaction a deadlock rolled back in autocommit, so a
+// handler that ignored that error would have the store's writes commit
+// one by one without its own: CommitTx sets a savepoint before the
+// handler and releases it after, and fails the step if the savepoint is
+// gone (the transaction ended while the handler ran). RecordStart writes a start (and, with
 // the tokens here, its root token) in the caller's *sql.Tx, which must be
 // on the store's database (DB gives the pool).
 //

@@ -166,6 +166,7 @@ const (
 	errDuplicateKey    = 1062 // ER_DUP_ENTRY
 	errNoSuchTable     = 1146 // ER_NO_SUCH_TABLE
 	errLockWaitTimeout = 1205 // ER_LOCK_WAIT_TIMEOUT: the statement was rolled back
+	errNoSuchSavepoint = 1305 // ER_SP_DOES_NOT_EXIST
 	errDeadlock        = 1213 // ER_LOCK_DEADLOCK: the whole transaction was rolled back
 )
 

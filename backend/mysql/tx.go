@@ -63,12 +63,26 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 		if current != step.Version {
 			return fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, step.Key, current, step.Version)
 		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT "+activitySavepoint); err != nil {
+			return err
+		}
 		next, children, err := write(ctx, tx)
 		if err != nil {
 			if retryable(err) {
 				return err // the server rolled it back: run it all again
 			}
 			return errHandler{err}
+		}
+		// The savepoint is gone if the transaction ended while the activity
+		// ran: a deadlock or lock wait timeout rolled it back (and left the
+		// session in autocommit) and the activity went on, or one of its
+		// statements committed implicitly (DDL, LOCK TABLES). The store's
+		// writes would then commit each on its own, without the activity's.
+		if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+activitySavepoint); err != nil {
+			if mysqlErrorNumber(err) == errNoSuchSavepoint {
+				return errTxLost
+			}
+			return err
 		}
 		return s.writeStep(ctx, tx, step, next, children)
 	})
@@ -83,6 +97,13 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 	}
 	return step.Version + 1, true, nil
 }
+
+// activitySavepoint is set before the activity runs and released after.
+const activitySavepoint = "baton_before_activity"
+
+// errTxLost: the transaction ended while the activity ran. Not
+// ErrNotApplied: what the activity wrote after its end was committed.
+var errTxLost = errors.New("mysql: the transaction ended while the activity ran (a deadlock or lock wait timeout rolled it back and the activity went on without returning the error, or one of its statements committed implicitly); nothing of the step was committed, but the activity's statements after that end may have been")
 
 // writeStep writes the entity that write returned and, fused, the
 // transition, in tx, whose locks guarantee the entity's version and the
