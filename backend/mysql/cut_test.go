@@ -1,0 +1,159 @@
+package mysql
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// cuttingProxy forwards connections to a server and, once armed, passes
+// the next COMMIT to the server but drops the connection before the
+// server's answer reaches the client: the commit happened, its
+// acknowledgement was lost.
+type cuttingProxy struct {
+	ln    net.Listener
+	addr  string
+	armed atomic.Bool
+	cut   atomic.Int64
+	wg    sync.WaitGroup
+}
+
+func newCuttingProxy(t *testing.T, target string) *cuttingProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttingProxy{ln: ln, addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	p.wg.Go(func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			p.wg.Go(func() { p.pipe(client, server) })
+		}
+	})
+	return p
+}
+
+func (p *cuttingProxy) pipe(client, server net.Conn) {
+	var answering sync.WaitGroup
+	answering.Go(func() { _, _ = io.Copy(client, server); client.Close() })
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			_, werr := server.Write(buf[:n])
+			// COM_QUERY (3) "COMMIT" right after a packet header.
+			if werr == nil && p.armed.Load() && bytes.Contains(buf[:n], []byte("\x03COMMIT")) && p.armed.CompareAndSwap(true, false) {
+				p.cut.Add(1)
+				client.Close() // the answer is lost
+				time.Sleep(200 * time.Millisecond)
+				server.Close()
+				break
+			}
+			if werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	server.Close()
+	client.Close()
+	answering.Wait()
+}
+
+// TestCommitWhoseAnswerIsLostIsOutcomeUnknown: a connection cut after
+// COMMIT reached the server must come back as an error that is not
+// store.ErrNotApplied (docs/protocol.md 4.3): the write did happen.
+func TestCommitWhoseAnswerIsLostIsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	addr := strings.TrimSuffix(strings.SplitN(strings.SplitN(dsn(t), "tcp(", 2)[1], ")", 2)[0], ")")
+	proxy := newCuttingProxy(t, addr)
+	s := openPrefix(t, strings.Replace(dsn(t), "tcp("+addr+")", "tcp("+proxy.addr+")", 1), uniquePrefix())
+	root := func() baton.Token {
+		tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	entity := func(key string) store.Entity {
+		return store.Entity{Key: key, State: []byte("s"), Outbox: []store.OutboxEntry{{Token: baton.NewTokenID(), CreatedAt: time.Now()}}}
+	}
+	for _, c := range []struct {
+		name string
+		call func() error
+		// applied checks that the call took effect.
+		applied func() bool
+	}{
+		{"Transition", func() error { tok := root(); _, err := s.Transition(ctx, tok.ID, nil); return err }, nil},
+		{"CommitTransition", func() error { _, _, err := s.CommitTransition(ctx, entity("fast"), root().ID, nil); return err }, func() bool {
+			e, err := s.Load(ctx, "fast")
+			return err == nil && e.Version == 1
+		}},
+		{"Commit", func() error { _, err := s.Commit(ctx, entity("plain")); return err }, func() bool {
+			e, err := s.Load(ctx, "plain")
+			return err == nil && e.Version == 1
+		}},
+		{"CommitBatch", func() error {
+			res, err := s.CommitBatch(ctx, []store.Entity{entity("b1"), entity("b2"), entity("b3")})
+			if err == nil && errors.Join(res...) != nil {
+				t.Errorf("CommitBatch results %v", res)
+			}
+			return err
+		}, func() bool {
+			e, err := s.Load(ctx, "b3")
+			return err == nil && e.Version == 1
+		}},
+		{"CommitTransitions", func() error {
+			res, err := s.CommitTransitions(ctx, []store.Transition{{Entity: entity("t1"), Token: root().ID}, {Entity: entity("t2"), Token: root().ID}})
+			if err == nil && errors.Join(res...) != nil {
+				t.Errorf("CommitTransitions results %v", res)
+			}
+			return err
+		}, func() bool {
+			e, err := s.Load(ctx, "t2")
+			return err == nil && e.Version == 1
+		}},
+	} {
+		before := proxy.cut.Load()
+		proxy.armed.Store(true)
+		err := c.call()
+		proxy.armed.Store(false)
+		if proxy.cut.Load() == before {
+			t.Errorf("%s: no COMMIT was cut (err %v)", c.name, err)
+			continue
+		}
+		switch {
+		case err == nil:
+			t.Errorf("%s over a connection cut after COMMIT: no error", c.name)
+		case errors.Is(err, store.ErrNotApplied):
+			t.Errorf("%s over a connection cut after COMMIT = %v, which says not applied", c.name, err)
+		}
+		if c.applied != nil {
+			time.Sleep(300 * time.Millisecond) // the proxy lets the server finish
+			if !c.applied() {
+				t.Logf("%s: the server did not commit (the cut came first)", c.name)
+			}
+		}
+	}
+}
