@@ -15,9 +15,13 @@
 //     duplicate, rolled back), compare-and-set the entity, insert the
 //     children, all or nothing. The token is always locked before the
 //     entity, so the store's own transactions wait for each other in one
-//     direction. CommitBatch is one transaction of conditional updates in
-//     key order, each its own compare-and-set. LoadWithToken is one SELECT:
-//     InnoDB reads both rows from one consistent snapshot.
+//     direction. CommitBatch is one transaction, each entity its own
+//     compare-and-set: it locks the batch's rows in key order and reads
+//     their versions (one SELECT ... FOR UPDATE), then writes those at
+//     their version in one statement and inserts the new ones in another (a
+//     batch of up to four: a conditional statement per entity).
+//     LoadWithToken is one SELECT: InnoDB reads both rows from one
+//     consistent snapshot.
 //   - Linearizable: a DELETE is a locking read of the latest committed
 //     row, at any isolation level, so of concurrent transitions of one
 //     token exactly one deletes it and the others find no row and create
@@ -33,15 +37,15 @@
 //
 // # Required server settings
 //
-// An acknowledged write must survive a crash (docs/protocol.md 3.1), so
-// the server must run with innodb_flush_log_at_trx_commit = 1 (write and
-// flush the redo log at every commit) and, when the binary log is on
-// (log_bin), sync_binlog = 1; it must not skip fsync (innodb_flush_method
-// nosync or littlesync) nor run with the redo log disabled (MySQL 8's
-// ALTER INSTANCE DISABLE INNODB REDO_LOG). These are global settings that
-// SET GLOBAL can change while the server runs, so the store reads them on every new
-// connection, before the pool hands it out, and refuses the connection
-// with an error matching ErrUnsafeDurability, naming the setting.
+// An acknowledged write must survive a crash (docs/protocol.md 3.1), so the
+// server must run with innodb_flush_log_at_trx_commit = 1 (write and flush
+// the redo log at every commit) and, when the binary log is on (log_bin),
+// sync_binlog = 1; it must not skip fsync (innodb_flush_method nosync or
+// littlesync) nor run with the redo log disabled (MySQL 8's ALTER INSTANCE
+// DISABLE INNODB REDO_LOG). These are global settings that SET GLOBAL can
+// change while the server runs, so the store reads them on every new
+// connection, before the pool hands it out, and refuses the connection with
+// an error matching ErrUnsafeDurability, naming the setting.
 // Config.AllowUnsafeDurability uses such connections anyway and logs a
 // warning. Connections opened before a change are not checked again.
 //
@@ -83,37 +87,37 @@
 //
 // # Transactional activities
 //
-// CommitTx begins a transaction on the store's pool, locks the token
-// (fast path) and the entity's row (SELECT ... FOR UPDATE), checks the
-// version, runs the handler with the *sql.Tx, writes the entity with its
-// outbox entry and, on the fast path, the transition, and commits: the
-// handler's own writes share the commit's fate. A new entity has no row to
-// lock, so two first activities of one entity may both run; the second
-// insert of the entity fails as a conflict, and its handler's writes are
-// rolled back with it. A deadlock in the handler's statements rolls
-// everything back and runs it again. Unlike PostgreSQL, MySQL leaves a
-// session whose transaction a deadlock rolled back in autocommit, so a
-// handler that ignored that error would have the store's writes commit
-// one by one without its own: CommitTx sets a savepoint before the
-// handler and releases it after, and fails the step if the savepoint is
-// gone (the transaction ended while the handler ran). RecordStart writes a start (and, with
-// the tokens here, its root token) in the caller's *sql.Tx, which must be
-// on the store's database (DB gives the pool).
+// CommitTx begins a transaction on the store's pool, locks the token (fast
+// path) and the entity's row (SELECT ... FOR UPDATE), checks the version,
+// runs the handler with the *sql.Tx, writes the entity with its outbox entry
+// and, on the fast path, the transition, and commits: the handler's own
+// writes share the commit's fate. A new entity has no row to lock, so two
+// first activities of one entity may both run; the second insert of the
+// entity fails as a conflict, and its handler's writes are rolled back with
+// it. A deadlock in the handler's statements rolls everything back and runs
+// it again. Unlike PostgreSQL, MySQL leaves a session whose transaction a
+// deadlock rolled back in autocommit, so a handler that ignored that error
+// would have the store's writes commit one by one without its own: CommitTx
+// sets a savepoint before the handler and releases it after, and fails the
+// step if the savepoint is gone (the transaction ended while the handler
+// ran). RecordStart writes a start (and, with the tokens here, its root
+// token) in the caller's *sql.Tx, which must be on the store's database (DB
+// gives the pool).
 //
 // # Schema and migrations
 //
-// Config.Prefix (default "baton_") starts the table names: tokens,
-// entities, starts and schema_migrations. Migrate creates them from the
-// SQL files embedded from migrations/ under a named lock (GET_LOCK), so
-// processes that start together wait for each other; MySQL commits every
-// DDL statement on its own, so each statement can run again (IF NOT
-// EXISTS) and a version is recorded once all of its statements ran. Open
-// migrates and refuses tables of a newer version (ErrSchemaVersion); with
-// Config.SkipMigrate it refuses tables at any other version, or none. Names and keys are byte strings
-// (VARBINARY), compared byte for byte; outboxes are JSON in a LONGBLOB.
-// The DSN's interpolateParams is set, so each statement is one round trip
-// (the driver quotes arguments itself; the connection must use utf8mb4 or
-// another charset that interpolation is safe with, as the default is).
+// Config.Prefix (default "baton_") starts the table names: tokens, entities,
+// starts and schema_migrations. Migrate creates them from the SQL files
+// embedded from migrations/ under a named lock (GET_LOCK), so processes that
+// start together wait for each other; MySQL commits every DDL statement on
+// its own, so each statement can run again (IF NOT EXISTS) and a version is
+// recorded once all of its statements ran. Open migrates and refuses tables
+// of a newer version (ErrSchemaVersion); with Config.SkipMigrate it refuses
+// tables at any other version, or none. Names and keys are byte strings
+// (VARBINARY), compared byte for byte; outboxes are JSON in a LONGBLOB. The
+// DSN's interpolateParams is set, so each statement is one round trip (the
+// driver quotes arguments itself; the connection must use utf8mb4 or another
+// charset that interpolation is safe with, as the default is).
 //
 // # Batches
 //

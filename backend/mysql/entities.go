@@ -218,12 +218,26 @@ func (s *Store) CommitTransition(ctx context.Context, e store.Entity, token bato
 // errDuplicate rolls back a fast-path commit whose token is not live.
 var errDuplicate = fmt.Errorf("%w: token not live", store.ErrNotFound)
 
-// CommitBatch implements store.BatchCommitter in one transaction: each
-// entity's conditional update (or insert, at version 0) on its own, so one
-// entity's conflict leaves the others applied (a duplicate key undoes only
-// its own statement); entities in key order, so that concurrent batches
-// lock them in one order.
+// CommitBatch implements store.BatchCommitter in one transaction, each
+// entity its own compare-and-set, so that one entity's conflict leaves the
+// others applied. A batch of more than batchedFrom entities takes four
+// statements whatever its size (more only past maxStatementBytes of
+// values): one SELECT ... FOR UPDATE locks the rows
+// of all its keys in key order (so that concurrent batches lock them in
+// one order) and reads their versions; then, in one statement each, the
+// entities found at their version are written (their rows are locked, so
+// nothing can change them in between) and the new ones whose key is free
+// are inserted (should one be taken meanwhile, under READ COMMITTED, the
+// insert is repeated one entity at a time: a duplicate key undoes only its
+// own statement). A smaller batch runs one conditional statement per
+// entity, in key order.
 func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]error, error) {
+	return s.commitBatch(ctx, entities, len(entities) > batchedFrom)
+}
+
+// commitBatch is CommitBatch, in four statements if batched, else in one
+// per entity.
+func (s *Store) commitBatch(ctx context.Context, entities []store.Entity, batched bool) ([]error, error) {
 	if err := store.ValidateBatch(entities); err != nil {
 		return nil, err
 	}
@@ -240,25 +254,189 @@ func (s *Store) CommitBatch(ctx context.Context, entities []store.Entity) ([]err
 		order[i] = i
 	}
 	sortByKey(order, entities)
+	write := s.commitEach
+	if batched {
+		write = s.commitBatched
+	}
 	var results []error
 	err := s.inTx(ctx, "commit batch", func(tx *sql.Tx) error {
 		results = make([]error, len(entities))
-		for _, i := range order {
-			err := s.writeEntity(ctx, tx, entities[i], rows[i])
-			if errors.Is(err, store.ErrConflict) {
-				results[i] = err
-				continue
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+		return write(ctx, tx, entities, rows, order, results)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return results, nil
+}
+
+// batchedFrom is the largest batch that CommitBatch commits one statement
+// per entity: BenchmarkCommitBatch measured batches of 4 no faster in the
+// four statements of commitBatched (which save two round trips but make
+// the server insert-then-update each row), batches of 16 and 64 1.3 and
+// 1.6 times as fast over a server on tmpfs, 2.6 and 3.2 times over one
+// that syncs to a shared disk.
+const batchedFrom = 4
+
+// commitEach writes the entities of order one conditional statement each.
+func (s *Store) commitEach(ctx context.Context, tx *sql.Tx, entities []store.Entity, rows []entityRow, order []int, results []error) error {
+	for _, i := range order {
+		err := s.writeEntity(ctx, tx, entities[i], rows[i])
+		if errors.Is(err, store.ErrConflict) {
+			results[i] = err
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commitBatched locks the rows of every key in order, then writes the
+// entities at their version in one statement and inserts the new ones in
+// another.
+func (s *Store) commitBatched(ctx context.Context, tx *sql.Tx, entities []store.Entity, rows []entityRow, order []int, results []error) error {
+	keys := make([]string, len(order))
+	for j, i := range order {
+		keys[j] = entities[i].Key
+	}
+	versions, err := s.lockKeys(ctx, tx, keys)
+	if err != nil {
+		return err
+	}
+	var updates, inserts []int
+	for _, i := range order {
+		e := entities[i]
+		current, exists := versions[e.Key]
+		switch {
+		case exists && current == e.Version && e.Version > 0:
+			updates = append(updates, i)
+		case !exists && e.Version == 0:
+			inserts = append(inserts, i)
+		default:
+			results[i] = fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, e.Key, current, e.Version)
+		}
+	}
+	if err := s.writeLocked(ctx, tx, entities, rows, updates); err != nil {
+		return err
+	}
+	return s.insertNew(ctx, tx, entities, rows, inserts, results)
+}
+
+// lockKeys locks the rows of keys (sorted), and the gaps where rows are
+// missing, in key order, and returns the versions of those that exist.
+func (s *Store) lockKeys(ctx context.Context, tx *sql.Tx, keys []string) (map[string]uint64, error) {
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = []byte(k)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT `key`, version FROM "+table(s.cfg.Prefix, "entities")+" WHERE `key` IN "+
+		placeholders(1, len(keys))+" ORDER BY `key` FOR UPDATE", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	versions := make(map[string]uint64, len(keys))
+	for rows.Next() {
+		var key []byte
+		var version uint64
+		if err := rows.Scan(&key, &version); err != nil {
+			return nil, err
+		}
+		versions[string(key)] = version
+	}
+	return versions, rows.Err()
+}
+
+// writeLocked writes the entities of idx, whose rows exist at their
+// versions and are locked by tx, in one statement: each row's update is
+// certain, so an insert that finds the key and updates its row is one.
+func (s *Store) writeLocked(ctx context.Context, tx *sql.Tx, entities []store.Entity, rows []entityRow, idx []int) error {
+	for _, part := range statementParts(entities, rows, idx) {
+		if err := s.upsertLocked(ctx, tx, entities, rows, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxStatementBytes bounds the values of one statement that writes many
+// entities, well under the server's max_allowed_packet (16 MiB by default
+// on MariaDB, 64 MiB on MySQL 8), which a batch of large states would
+// otherwise pass and fail on every retry, where entity by entity it fit.
+const maxStatementBytes = 1 << 20
+
+// statementParts splits idx, in its order, into parts whose values stay
+// within maxStatementBytes (an entity larger than that alone in a part).
+func statementParts(entities []store.Entity, rows []entityRow, idx []int) [][]int {
+	var parts [][]int
+	start, bytes := 0, 0
+	for j, i := range idx {
+		size := len(entities[i].Key) + len(entities[i].State) + len(rows[i].outbox) + 64
+		if j > start && bytes+size > maxStatementBytes {
+			parts = append(parts, idx[start:j])
+			start, bytes = j, 0
+		}
+		bytes += size
+	}
+	if start < len(idx) {
+		parts = append(parts, idx[start:])
+	}
+	return parts
+}
+
+// upsertLocked is one statement of writeLocked.
+func (s *Store) upsertLocked(ctx context.Context, tx *sql.Tx, entities []store.Entity, rows []entityRow, idx []int) error {
+	args := make([]any, 0, 6*len(idx))
+	for _, i := range idx {
+		e, r := entities[i], rows[i]
+		args = append(args, []byte(e.Key), e.Version+1, e.State, r.outbox, r.oldestS, r.oldestNs)
+	}
+	res, err := tx.ExecContext(ctx, s.sql.upsertEntities+placeholders(len(idx), 6)+s.sql.upsertEntitiesUpdate, args...)
+	if err != nil {
+		return err
+	}
+	// An insert that updates its row counts 2 (one that changes nothing
+	// would count 0, but every write raises the version).
+	if n, _ := res.RowsAffected(); n != 2*int64(len(idx)) {
+		return fmt.Errorf("mysql: commit batch: %d rows affected writing %d locked entities, want %d", n, len(idx), 2*len(idx))
+	}
+	return nil
+}
+
+// insertNew inserts the new entities of idx in one statement, or, if a
+// key was taken after lockKeys, one at a time, the taken ones conflicts.
+func (s *Store) insertNew(ctx context.Context, tx *sql.Tx, entities []store.Entity, rows []entityRow, idx []int, results []error) error {
+	for _, part := range statementParts(entities, rows, idx) {
+		if err := s.insertPart(ctx, tx, entities, rows, part, results); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertPart is one statement of insertNew.
+func (s *Store) insertPart(ctx context.Context, tx *sql.Tx, entities []store.Entity, rows []entityRow, idx []int, results []error) error {
+	args := make([]any, 0, 6*len(idx))
+	for _, i := range idx {
+		e, r := entities[i], rows[i]
+		args = append(args, []byte(e.Key), 1, e.State, r.outbox, r.oldestS, r.oldestNs)
+	}
+	_, err := tx.ExecContext(ctx, s.sql.insertEntities+placeholders(len(idx), 6), args...)
+	if mysqlErrorNumber(err) != errDuplicateKey {
+		return err
+	}
+	for _, i := range idx {
+		err := s.writeEntity(ctx, tx, entities[i], rows[i])
+		if errors.Is(err, store.ErrConflict) {
+			results[i] = err
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Stale implements store.EntityStore.

@@ -8,6 +8,7 @@ type statements struct {
 	lockToken, claim, expire                                          string
 	load, loadWithToken, insertEntity, updateEntity, lockEntity       string
 	loadBatch, stale                                                  string
+	upsertEntities, upsertEntitiesUpdate, insertEntities              string
 	insertStart, loadStart, updateStart, deleteStart, pendingStarts   string
 }
 
@@ -42,8 +43,14 @@ func newStatements(prefix string) statements {
 			"LEFT JOIN {entities} AS e ON e.`key` = ? LEFT JOIN {tokens} AS t ON t.id = ?"),
 		insertEntity: r.Replace("INSERT INTO {entities} (`key`, version, state, outbox, oldest_outbox_s, oldest_outbox_ns) VALUES (?, 1, ?, ?, ?, ?)"),
 		updateEntity: r.Replace("UPDATE {entities} SET version = version + 1, state = ?, outbox = ?, oldest_outbox_s = ?, oldest_outbox_ns = ? WHERE `key` = ? AND version = ?"),
-		lockEntity:   r.Replace("SELECT version FROM {entities} WHERE `key` = ? FOR UPDATE"),
-		stale:        r.Replace("SELECT `key` FROM {entities} WHERE oldest_outbox_s IS NOT NULL AND (oldest_outbox_s, oldest_outbox_ns) < (?, ?) ORDER BY oldest_outbox_s, oldest_outbox_ns LIMIT ?"),
+		// CommitBatch appends the rows' placeholders, and to upsertEntities
+		// upsertEntitiesUpdate.
+		upsertEntities: r.Replace("INSERT INTO {entities} (`key`, version, state, outbox, oldest_outbox_s, oldest_outbox_ns) VALUES "),
+		upsertEntitiesUpdate: " ON DUPLICATE KEY UPDATE version = VALUES(version), state = VALUES(state), outbox = VALUES(outbox), " +
+			"oldest_outbox_s = VALUES(oldest_outbox_s), oldest_outbox_ns = VALUES(oldest_outbox_ns)",
+		insertEntities: r.Replace("INSERT INTO {entities} (`key`, version, state, outbox, oldest_outbox_s, oldest_outbox_ns) VALUES "),
+		lockEntity:     r.Replace("SELECT version FROM {entities} WHERE `key` = ? FOR UPDATE"),
+		stale:          r.Replace("SELECT `key` FROM {entities} WHERE oldest_outbox_s IS NOT NULL AND (oldest_outbox_s, oldest_outbox_ns) < (?, ?) ORDER BY oldest_outbox_s, oldest_outbox_ns LIMIT ?"),
 
 		insertStart:   r.Replace("INSERT INTO {starts} ({start_columns}) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		loadStart:     r.Replace("SELECT {start_columns} FROM {starts} WHERE id = ?"),
