@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -138,5 +139,45 @@ func TestCommitBatchOfLargeStates(t *testing.T) {
 		for i := range batch {
 			batch[i].Version++
 		}
+	}
+}
+
+// TestCommitTransitionsOfManyChildren: a batch of transitions whose
+// children together pass the server's max_allowed_packet (each
+// transition within the limits of one) commits: the children's inserts
+// are split by size.
+func TestCommitTransitionsOfManyChildren(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newStore(t)
+	var limit int
+	if err := s.DB().QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&limit); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("d", 200)
+	perChild := 16*3 + 32 + 2*len(long) + 4*20 // ids, digest, names, times as text
+	var transitions []store.Transition
+	for children := 0; children*perChild <= limit; {
+		root, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		create := make([]baton.Token, store.MaxTokensPerTransition)
+		for i := range create {
+			create[i] = baton.Token{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID,
+				Destination: long, Type: long, Digest: baton.DigestOf(nil), CreatedAt: time.Now()}
+		}
+		children += len(create)
+		transitions = append(transitions, store.Transition{Entity: store.Entity{Key: fmt.Sprintf("k%d", len(transitions)),
+			Outbox: []store.OutboxEntry{{Token: root.ID, CreatedAt: time.Now()}}}, Token: root.ID, Create: create})
+	}
+	results, err := s.CommitTransitions(ctx, transitions)
+	if err != nil || errors.Join(results...) != nil {
+		t.Fatalf("CommitTransitions of %d transitions of %d children of about %d bytes (max_allowed_packet %d) = %v",
+			len(transitions), store.MaxTokensPerTransition, perChild, limit, err)
+	}
+	last := transitions[len(transitions)-1].Create
+	if _, err := s.Get(ctx, last[len(last)-1].ID); err != nil {
+		t.Errorf("the last child: %v", err)
 	}
 }

@@ -52,8 +52,26 @@ func tokenArgs(t baton.Token) []any {
 	return []any{t.ID[:], t.Conversation[:], causation, []byte(t.Destination), []byte(t.Type), t.Digest[:], createdS, createdNs, expiresS, expiresNs}
 }
 
-// insertTokens creates tokens in tx: ErrExists if one exists.
+// insertTokens creates tokens in tx: ErrExists if one exists. One
+// statement holds at most maxStatementBytes of tokens (a batch's children
+// may pass max_allowed_packet together).
 func (s *Store) insertTokens(ctx context.Context, tx *sql.Tx, tokens []baton.Token) error {
+	start, size := 0, 0
+	for i, t := range tokens {
+		n := len(t.Destination) + len(t.Type) + 200 // ids, digest, times, quoting
+		if i > start && size+n > maxStatementBytes {
+			if err := s.insertTokenRows(ctx, tx, tokens[start:i]); err != nil {
+				return err
+			}
+			start, size = i, 0
+		}
+		size += n
+	}
+	return s.insertTokenRows(ctx, tx, tokens[start:])
+}
+
+// insertTokenRows is one statement of insertTokens.
+func (s *Store) insertTokenRows(ctx context.Context, tx *sql.Tx, tokens []baton.Token) error {
 	if len(tokens) == 0 {
 		return nil
 	}
