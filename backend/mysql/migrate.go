@@ -73,8 +73,9 @@ func LatestSchemaVersion() int {
 	return ms[len(ms)-1].version
 }
 
-// Migrate creates the store's tables and applies the migrations it lacks,
-// under a named lock (GET_LOCK) so that processes that start together wait
+// Migrate creates the store's tables and applies the migrations it lacks
+// (tables already up to date: it only reads their version), under a named
+// lock (GET_LOCK) so that processes that start together wait
 // for each other. MySQL commits each DDL statement on its own, so every
 // statement is written to be run again (IF NOT EXISTS) and a version is
 // recorded once all of its statements ran.
@@ -82,6 +83,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 	ms, err := loadMigrations(s.cfg.Prefix)
 	if err != nil {
 		return err
+	}
+	// The common case, tables already up to date, needs neither the lock
+	// nor the CREATE privilege (which CREATE TABLE IF NOT EXISTS checks
+	// even where the table exists).
+	if v, err := s.SchemaVersion(ctx); err == nil && v == ms[len(ms)-1].version {
+		return nil
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

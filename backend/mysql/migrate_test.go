@@ -155,3 +155,35 @@ func TestMigratesFromEveryVersion(t *testing.T) {
 	}
 	openPrefix(t, dsn(t), prefix) // drops the tables at the end
 }
+
+// TestOpensAnUpToDateSchemaWithoutDDLPrivileges: a service whose database
+// user may only read and write rows opens tables that a deployment step
+// migrated, without SkipMigrate: Migrate reads the version first and,
+// finding it current, creates nothing (CREATE TABLE IF NOT EXISTS needs
+// the CREATE privilege even where the table exists).
+func TestOpensAnUpToDateSchemaWithoutDDLPrivileges(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rootDSN := startMariaDB(t)
+	admin, err := Open(ctx, rootDSN, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, stmt := range []string{
+		"CREATE USER 'service'@'%' IDENTIFIED BY 'secret'",
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON baton.* TO 'service'@'%'",
+	} {
+		if _, err := admin.DB().ExecContext(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(ctx, strings.Replace(rootDSN, "root@", "service:secret@", 1), Config{})
+	if err != nil {
+		t.Fatalf("Open as a user without DDL privileges over an up-to-date schema: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
