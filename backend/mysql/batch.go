@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -81,9 +80,12 @@ func (s *Store) LoadWithTokens(ctx context.Context, reads []store.TokenRead) ([]
 // CommitTransitions implements store.TransitionBatcher in one transaction:
 // it locks every token (in id order), then every entity (in key order),
 // then applies each transition whose tokens are live and whose entity is at
-// its version, in key order, and inserts the children of those applied in
-// one statement. A refused transition changes nothing; a child that
-// exists refuses the whole batch (store.ErrExists).
+// its version: the entities at their version written in one statement, the
+// new ones inserted in another (one by one if a key was taken meanwhile: a
+// conflict), the tokens of those applied deleted in one, their children
+// inserted in one (each split past maxStatementBytes). A refused transition
+// changes nothing; a child that exists refuses the whole batch
+// (store.ErrExists).
 func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Transition) ([]error, error) {
 	if err := store.ValidateTransitions(transitions); err != nil {
 		return nil, err
@@ -111,35 +113,53 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 		if err != nil {
 			return err
 		}
-		versions, err := s.lockEntities(ctx, tx, transitions)
+		keys := make([]string, len(order))
+		entities := make([]store.Entity, len(transitions))
+		for j, i := range order {
+			keys[j] = transitions[i].Entity.Key
+		}
+		for i, t := range transitions {
+			entities[i] = t.Entity
+		}
+		versions, err := s.lockKeys(ctx, tx, keys)
 		if err != nil {
 			return err
 		}
-		var children []baton.Token
+		var updates, inserts []int
 		for _, i := range order {
 			t := transitions[i]
 			consumes := t.Consumes()
+			current, exists := versions[t.Entity.Key]
 			switch gone := slices.IndexFunc(consumes, func(id baton.TokenID) bool { return !live[id] }); {
 			case gone >= 0:
 				results[i] = fmt.Errorf("%w: token %s", store.ErrNotFound, consumes[gone])
+			case exists && current == t.Entity.Version:
+				updates = append(updates, i)
+			case !exists && t.Entity.Version == 0:
+				inserts = append(inserts, i)
+			default:
+				results[i] = fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, t.Entity.Key, current, t.Entity.Version)
+			}
+		}
+		if err := s.writeLocked(ctx, tx, entities, rows, updates); err != nil {
+			return err
+		}
+		if err := s.insertNew(ctx, tx, entities, rows, inserts, results); err != nil {
+			return err
+		}
+		var consumed [][]byte
+		var children []baton.Token
+		for _, i := range order {
+			if results[i] != nil {
 				continue
-			case versions[t.Entity.Key] != t.Entity.Version:
-				results[i] = fmt.Errorf("%w: entity %q is at version %d, not %d", store.ErrConflict, t.Entity.Key, versions[t.Entity.Key], t.Entity.Version)
-				continue
 			}
-			if err := s.writeEntity(ctx, tx, t.Entity, rows[i]); err != nil {
-				if errors.Is(err, store.ErrConflict) {
-					results[i] = err
-					continue
-				}
-				return err
+			for _, id := range transitions[i].Consumes() {
+				consumed = append(consumed, id[:])
 			}
-			for _, id := range consumes {
-				if _, err := tx.ExecContext(ctx, s.sql.deleteToken, id[:]); err != nil {
-					return err
-				}
-			}
-			children = append(children, t.Create...)
+			children = append(children, transitions[i].Create...)
+		}
+		if err := s.deleteLockedTokens(ctx, tx, consumed); err != nil {
+			return err
 		}
 		return s.insertTokens(ctx, tx, children)
 	})
@@ -147,6 +167,25 @@ func (s *Store) CommitTransitions(ctx context.Context, transitions []store.Trans
 		return nil, err
 	}
 	return results, nil
+}
+
+// deleteLockedTokens deletes tokens that tx locked live, in one statement.
+func (s *Store) deleteLockedTokens(ctx context.Context, tx *sql.Tx, ids [][]byte) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	res, err := tx.ExecContext(ctx, "DELETE FROM "+table(s.cfg.Prefix, "tokens")+" WHERE id IN "+placeholders(1, len(ids)), args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != int64(len(ids)) {
+		return fmt.Errorf("mysql: commit transitions: %d of %d locked tokens deleted", n, len(ids))
+	}
+	return nil
 }
 
 // lockTokens locks the tokens the batch consumes in id order and reports which are
@@ -180,34 +219,4 @@ func (s *Store) lockTokens(ctx context.Context, tx *sql.Tx, transitions []store.
 		live[tid] = true
 	}
 	return live, rows.Err()
-}
-
-// lockEntities locks the batch's entities in key order and returns their
-// versions (absent: 0).
-func (s *Store) lockEntities(ctx context.Context, tx *sql.Tx, transitions []store.Transition) (map[string]uint64, error) {
-	keys := make([]string, len(transitions))
-	for i, t := range transitions {
-		keys[i] = t.Entity.Key
-	}
-	slices.Sort(keys)
-	args := make([]any, len(keys))
-	for i, k := range keys {
-		args[i] = []byte(k)
-	}
-	rows, err := tx.QueryContext(ctx, "SELECT `key`, version FROM "+table(s.cfg.Prefix, "entities")+" WHERE `key` IN ("+
-		strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ")+") ORDER BY `key` FOR UPDATE", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	versions := make(map[string]uint64, len(transitions))
-	for rows.Next() {
-		var key []byte
-		var version uint64
-		if err := rows.Scan(&key, &version); err != nil {
-			return nil, err
-		}
-		versions[string(key)] = version
-	}
-	return versions, rows.Err()
 }

@@ -45,3 +45,46 @@ func BenchmarkCommitBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCommitTransitions commits batches of transitions, each an
+// entity at its version and one token consumed with one child created, as
+// an engine with Config.Batch does.
+func BenchmarkCommitTransitions(b *testing.B) {
+	for _, size := range []int{4, 16, 64} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			ctx := b.Context()
+			s := newStore(b)
+			entities := make([]store.Entity, size)
+			tokens := make([]baton.Token, size)
+			for i := range entities {
+				entities[i] = store.Entity{Key: fmt.Sprintf("account-%03d", i), State: []byte("0")}
+				tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				tokens[i] = tok
+			}
+			for b.Loop() {
+				batch := make([]store.Transition, size)
+				for i := range batch {
+					child := baton.Token{ID: baton.NewTokenID(), Conversation: tokens[i].Conversation, Causation: tokens[i].ID,
+						Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()}
+					entities[i].Outbox = []store.OutboxEntry{{Token: tokens[i].ID, CreatedAt: time.Now()}}
+					batch[i] = store.Transition{Entity: entities[i], Token: tokens[i].ID, Create: []baton.Token{child}}
+					tokens[i] = child
+				}
+				results, err := s.CommitTransitions(ctx, batch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i, err := range results {
+					if err != nil {
+						b.Fatal(err)
+					}
+					entities[i].Version++
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*size), "µs/transition")
+		})
+	}
+}

@@ -124,11 +124,13 @@
 // The store implements store.TransitionBatcher, so an engine with
 // Config.Batch commits many signals in one transaction. LoadWithTokens is
 // one SELECT over a derived table of the reads, so all of them come from
-// one snapshot whatever the isolation level. CommitTransitions locks every
-// token of the batch in id order, then every entity in key order (the
-// order of CommitTransition too), applies each transition whose token is
-// live and whose entity is at its version, in key order, refuses the
-// others on their own (store.ErrNotFound, store.ErrConflict), and inserts
-// the children of those applied in one statement; one transaction, one
-// commit.
+// one snapshot whatever the isolation level (READ UNCOMMITTED is refused).
+// CommitTransitions locks every token of the batch in id order, then every
+// entity in key order (the order of CommitTransition too), refuses on
+// their own the transitions whose token is not live or whose entity is not
+// at its version (store.ErrNotFound, store.ErrConflict), and applies the
+// others in four statements whatever their number: the entities at their
+// version written in one, the new ones inserted in another, the consumed
+// tokens deleted in one, the children inserted in one (a statement is
+// split past 1 MiB of values); one transaction, one commit.
 package mysql
