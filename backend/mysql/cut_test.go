@@ -3,7 +3,6 @@ package mysql
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -25,6 +24,16 @@ type cuttingProxy struct {
 	armed atomic.Bool
 	cut   atomic.Int64
 	wg    sync.WaitGroup
+	// refuse, when armed, passes COMMIT on and answers the client with
+	// this server error in place of the server's OK.
+	refuse atomic.Pointer[mysqlError]
+}
+
+type mysqlError struct {
+	match    string // the statement whose answer is replaced starts so
+	number   uint16
+	message  string
+	replaced atomic.Bool // set once the answer was replaced
 }
 
 func newCuttingProxy(t *testing.T, target string) *cuttingProxy {
@@ -53,11 +62,36 @@ func newCuttingProxy(t *testing.T, target string) *cuttingProxy {
 
 func (p *cuttingProxy) pipe(client, server net.Conn) {
 	var answering sync.WaitGroup
-	answering.Go(func() { _, _ = io.Copy(client, server); client.Close() })
+	var replace atomic.Pointer[mysqlError]
+	answering.Go(func() {
+		defer client.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := server.Read(buf)
+			if n > 0 {
+				out := buf[:n]
+				if e := replace.Swap(nil); e != nil && n >= 5 && out[4] == 0x00 { // an OK packet
+					// An ERR packet with the OK's sequence number.
+					payload := append([]byte{0xff, byte(e.number), byte(e.number >> 8), '#'}, "HY000"+e.message...)
+					out = append([]byte{byte(len(payload)), byte(len(payload) >> 8), byte(len(payload) >> 16), out[3]}, payload...)
+					e.replaced.Store(true)
+				}
+				if _, err := client.Write(out); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := client.Read(buf)
 		if n > 0 {
+			if e := p.refuse.Load(); e != nil && bytes.Contains(buf[:n], []byte("\x03"+e.match)) && p.refuse.CompareAndSwap(e, nil) {
+				replace.Store(e)
+			}
 			_, werr := server.Write(buf[:n])
 			// COM_QUERY (3) "COMMIT" right after a packet header.
 			if werr == nil && p.armed.Load() && bytes.Contains(buf[:n], []byte("\x03COMMIT")) && p.armed.CompareAndSwap(true, false) {
@@ -155,5 +189,63 @@ func TestCommitWhoseAnswerIsLostIsOutcomeUnknown(t *testing.T) {
 				t.Logf("%s: the server did not commit (the cut came first)", c.name)
 			}
 		}
+	}
+}
+
+// TestCommitAnsweredWithAnErrorIsOutcomeUnknown: a server may answer
+// COMMIT with an error although the transaction committed (a session
+// killed while it waits for a semi-synchronous replica's acknowledgement,
+// or shut down then). Only the errors that say the transaction was rolled
+// back (a deadlock, a lock wait timeout) mean not applied; any other must
+// not come back as store.ErrNotApplied.
+func TestCommitAnsweredWithAnErrorIsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	addr := strings.TrimSuffix(strings.SplitN(strings.SplitN(dsn(t), "tcp(", 2)[1], ")", 2)[0], ")")
+	proxy := newCuttingProxy(t, addr)
+	s := openPrefix(t, strings.Replace(dsn(t), "tcp("+addr+")", "tcp("+proxy.addr+")", 1), uniquePrefix())
+	tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal := &mysqlError{match: "COMMIT", number: 1317, message: "Query execution was interrupted"}
+	proxy.refuse.Store(refusal)
+	consumed, err := s.Transition(ctx, tok.ID, nil)
+	if !refusal.replaced.Load() {
+		t.Fatalf("the COMMIT's answer was not replaced (Transition = %v, %v)", consumed, err)
+	}
+	_, gerr := s.Get(ctx, tok.ID)
+	if !errors.Is(gerr, store.ErrNotFound) {
+		t.Fatalf("the server did not commit the transition: Get = %v", gerr)
+	}
+	if err == nil || errors.Is(err, store.ErrNotApplied) {
+		t.Fatalf("Transition whose COMMIT was committed but answered with error 1317 = %v, %v; want an outcome unknown", consumed, err)
+	}
+}
+
+// TestStatementAnsweredWithAnInterruptionIsOutcomeUnknown: a statement
+// outside a transaction commits on its own, so an answer that says it was
+// interrupted (killed, or the server shutting down) may come after its
+// commit: Issue must not report it as store.ErrNotApplied.
+func TestStatementAnsweredWithAnInterruptionIsOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	addr := strings.TrimSuffix(strings.SplitN(strings.SplitN(dsn(t), "tcp(", 2)[1], ")", 2)[0], ")")
+	proxy := newCuttingProxy(t, addr)
+	s := openPrefix(t, strings.Replace(dsn(t), "tcp("+addr+")", "tcp("+proxy.addr+")", 1), uniquePrefix())
+	for _, number := range []uint16{1317, 1927, 1053} {
+		refusal := &mysqlError{match: "INSERT INTO", number: number, message: "interrupted"}
+		proxy.refuse.Store(refusal)
+		_, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+		if !refusal.replaced.Load() {
+			t.Fatalf("the INSERT's answer was not replaced (Issue = %v)", err)
+		}
+		if err == nil || errors.Is(err, store.ErrNotApplied) {
+			t.Errorf("Issue whose INSERT committed but was answered with error %d = %v; want an outcome unknown", number, err)
+		}
+	}
+	toks, err := s.ListByDestination(ctx, "billing", store.Page{})
+	if err != nil || len(toks) != 3 {
+		t.Errorf("%d roots live after three inserts answered with errors, %v; want 3 (they committed)", len(toks), err)
 	}
 }

@@ -75,15 +75,20 @@
 //
 // # Unknown outcomes
 //
-// An error before COMMIT means nothing was applied: the server rolls back
-// a transaction that is not committed, also when the connection is lost,
-// and the store reports store.ErrNotApplied. An error that the server
-// sends in answer to COMMIT means the same. A connection lost while
-// COMMIT is under way leaves the outcome unknown: the error then matches
-// none of the not-applied sentinels, and the engine's retry finds out
-// (the token consumed, or the outbox entry committed). A single statement
-// outside a transaction (Issue, ExpireRoots) answered with a server error
-// did nothing; one whose connection was lost has an unknown outcome.
+// An error before COMMIT means nothing was applied: the server rolls back a
+// transaction that is not committed, also when the connection is lost, and
+// the store reports store.ErrNotApplied. An error that the server sends in
+// answer to COMMIT means the same only if it says the transaction was rolled
+// back (a deadlock, a lock wait timeout): a server may answer COMMIT with
+// another error although it committed (a session killed, or the server shut
+// down, while it waited for a semi-synchronous replica), so any other leaves
+// the outcome unknown, as does a connection lost while COMMIT is under way:
+// the error then matches none of the not-applied sentinels, and the engine's
+// retry finds out (the token consumed, or the outbox entry committed). A
+// single statement outside a transaction (Issue, ExpireRoots) answered with a
+// server error did nothing, unless the error says it was interrupted (killed,
+// timed out, the server shutting down), which may come after its commit; such
+// an error, and a lost connection, leave the outcome unknown.
 //
 // # Transactional activities
 //

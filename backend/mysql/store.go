@@ -199,8 +199,9 @@ const maxTxAttempts = 8
 // rolled it back for a deadlock or a lock wait timeout. An error before
 // COMMIT means nothing was applied: the server rolls back a transaction
 // that is not committed, also when the connection is lost. An error of
-// COMMIT that the server sent means the same; any other (the connection
-// lost while committing) leaves the outcome unknown.
+// COMMIT means the same only if it says the transaction was rolled back
+// (a deadlock or a lock wait timeout); any other, and none (the connection
+// lost while committing), leaves the outcome unknown.
 func (s *Store) inTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
 	if err := s.usable(ctx, op); err != nil {
 		return err
@@ -240,16 +241,21 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		if mysqlErrorNumber(err) != 0 {
-			return err // the server answered: not committed
+		if retryable(err) {
+			return err // the server rolled it back
 		}
+		// Any other answer, or none, leaves the outcome unknown: a server
+		// may answer COMMIT with an error although it committed (a session
+		// killed, or a server shut down, while it waited for a
+		// semi-synchronous replica's acknowledgement).
 		return commitUnknown{err}
 	}
 	return nil
 }
 
 // exec runs one statement on its own (autocommit). A server error means
-// the statement did nothing; a lost connection leaves the outcome unknown.
+// the statement did nothing, but for an interruption (classifyStatement);
+// a lost connection leaves the outcome unknown.
 func (s *Store) exec(ctx context.Context, op, query string, args ...any) (sql.Result, error) {
 	if err := s.usable(ctx, op); err != nil {
 		return nil, err
@@ -261,12 +267,27 @@ func (s *Store) exec(ctx context.Context, op, query string, args ...any) (sql.Re
 	return res, nil
 }
 
-// classifyStatement wraps the error of one autocommit statement.
+// interruptions are the server errors that say a statement was stopped
+// from outside, which may happen after an autocommit statement committed
+// (while it waited for a semi-synchronous replica's acknowledgement).
+var interruptions = map[uint16]bool{
+	1053: true, // ER_SERVER_SHUTDOWN
+	1317: true, // ER_QUERY_INTERRUPTED
+	1927: true, // ER_CONNECTION_KILLED (MariaDB)
+	1969: true, // ER_STATEMENT_TIMEOUT (MariaDB)
+	3169: true, // ER_SESSION_WAS_KILLED (MySQL)
+	4031: true, // ER_CLIENT_INTERACTION_TIMEOUT (MySQL)
+}
+
+// classifyStatement wraps the error of one autocommit statement: a server
+// error means it did nothing, but for an interruption; no answer leaves
+// the outcome unknown.
 func classifyStatement(op string, err error) error {
+	n := mysqlErrorNumber(err)
 	switch {
-	case mysqlErrorNumber(err) == errDuplicateKey:
+	case n == errDuplicateKey:
 		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrExists, err)
-	case mysqlErrorNumber(err) != 0:
+	case n != 0 && !interruptions[n]:
 		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrNotApplied, err)
 	}
 	return fmt.Errorf("mysql: %s: %w", op, err)
