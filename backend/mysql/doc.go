@@ -61,7 +61,9 @@
 // then rolls back would be driven (ghost messages). Every new connection
 // reads its level and refuses READ-UNCOMMITTED (ErrUnsafeIsolation), and
 // adds STRICT_ALL_TABLES to its sql_mode, so that a value too long for its
-// column fails its statement instead of being truncated with a warning.
+// column fails its statement instead of being truncated with a warning,
+// and turns autocommit on, so that a statement outside a transaction
+// (Issue, ExpireRoots) commits when it returns.
 // Under REPEATABLE
 // READ a DELETE or SELECT ... FOR UPDATE of a row that does not exist
 // takes a gap lock, and inserts of children into that gap wait for it;

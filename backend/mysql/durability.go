@@ -90,15 +90,20 @@ var ErrUnsafeIsolation = errors.New("mysql: the session's isolation level is REA
 
 // strictSession makes the session's sql_mode strict for every table: a
 // value longer than its column, or otherwise not storable, fails its
-// statement instead of being truncated or replaced with a warning.
-const strictSession = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')"
+// statement instead of being truncated or replaced with a warning. It
+// turns autocommit on: with it off (a server's default, init_connect or
+// the DSN), a statement outside a transaction (Issue, ExpireRoots) would
+// stay in an implicit transaction that nothing commits, reported done but
+// lost with the connection, and plain reads would keep one snapshot.
+const strictSession = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), autocommit = 1"
 
 // isolationQuery reads the session's isolation level under the name of
 // MySQL 8 (transaction_isolation) or of MariaDB (tx_isolation).
 const isolationQuery = "SHOW SESSION VARIABLES WHERE Variable_name IN ('transaction_isolation', 'tx_isolation')"
 
-// prepareSession makes the session strict and refuses READ UNCOMMITTED,
-// whether the server's defaults or the DSN's parameters set them.
+// prepareSession makes the session strict and autocommit, and refuses READ
+// UNCOMMITTED, whether the server's defaults or the DSN's parameters set
+// them otherwise.
 func prepareSession(ctx context.Context, conn driver.Conn) error {
 	x, okx := conn.(driver.ExecerContext)
 	q, okq := conn.(driver.QueryerContext)

@@ -95,3 +95,37 @@ func TestRefusesTruncation(t *testing.T) {
 		t.Errorf("the store's session runs with sql_mode %q, want STRICT_ALL_TABLES", mode)
 	}
 }
+
+// TestCommitsUnderAutocommitOff: a server (or DSN) with autocommit off
+// leaves every statement outside an explicit transaction in an implicit
+// one that nothing commits: Issue would return a root that no other
+// connection sees and that is lost with the connection, and plain reads
+// would keep one snapshot forever. The store's sessions commit each
+// statement.
+func TestCommitsUnderAutocommitOff(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	base := newStore(t)
+	s, err := Open(ctx, withParams(dsn(t), "autocommit=0"), Config{Prefix: base.Prefix(), SkipMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	root, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := base.Get(ctx, root.ID); err != nil {
+		t.Fatalf("a root that Issue returned, read on another connection: %v", err)
+	}
+	// A commit on another connection is seen by the next read.
+	if _, err := s.Load(ctx, "account"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := base.Commit(ctx, store.Entity{Key: "account", State: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.Load(ctx, "account"); err != nil || e.Version != 1 {
+		t.Fatalf("Load after another connection committed version 1 = version %d, %v", e.Version, err)
+	}
+}
