@@ -52,28 +52,27 @@
 // # Isolation, locks and deadlocks
 //
 // The store runs its transactions at the session's isolation level,
-// REPEATABLE READ by default on both servers; READ COMMITTED and
-// SERIALIZABLE do as well, because every decision is made by a locking
-// statement (DELETE, UPDATE ... WHERE version = ?, SELECT ... FOR UPDATE),
-// which reads the latest committed row whatever the level. READ
-// UNCOMMITTED does not: its plain reads (Load, LoadWithToken) see other
-// transactions' uncommitted writes, and an outbox entry of a commit that
-// then rolls back would be driven (ghost messages). Every new connection
-// reads its level and refuses READ-UNCOMMITTED (ErrUnsafeIsolation), and
-// adds STRICT_ALL_TABLES to its sql_mode, so that a value too long for its
-// column fails its statement instead of being truncated with a warning,
-// and turns autocommit on, so that a statement outside a transaction
-// (Issue, ExpireRoots) commits when it returns.
-// Under REPEATABLE
-// READ a DELETE or SELECT ... FOR UPDATE of a row that does not exist
-// takes a gap lock, and inserts of children into that gap wait for it;
-// two transactions can then deadlock. InnoDB rolls one back with
-// ER_LOCK_DEADLOCK (1213): the whole transaction is undone, nothing of it
-// is applied, and the store runs it again, up to 8 times, as it does after
-// a lock wait timeout (1205, after which it rolls back itself). A
-// transaction that keeps failing so is reported as store.ErrNotApplied.
-// TestConcurrentTransitionsUnderRepeatableRead races 800 transitions, half
-// of them of tokens that never existed, and counts the retries.
+// REPEATABLE READ by default on both servers; READ COMMITTED and SERIALIZABLE
+// do as well, because every decision is made by a locking statement (DELETE,
+// UPDATE ... WHERE version = ?, SELECT ... FOR UPDATE), which reads the
+// latest committed row whatever the level. READ UNCOMMITTED does not: its
+// plain reads (Load, LoadWithToken) see other transactions' uncommitted
+// writes, and an outbox entry of a commit that then rolls back would be
+// driven (ghost messages). Every new connection reads its level and refuses
+// READ-UNCOMMITTED (ErrUnsafeIsolation), and adds STRICT_ALL_TABLES to its
+// sql_mode, so that a value too long for its column fails its statement
+// instead of being truncated with a warning, and turns autocommit on and
+// completion_type's chaining off, so that a statement outside a transaction
+// (Issue, ExpireRoots) commits when it returns. Under REPEATABLE READ a
+// DELETE or SELECT ... FOR UPDATE of a row that does not exist takes a gap
+// lock, and inserts of children into that gap wait for it; two transactions
+// can then deadlock. InnoDB rolls one back with ER_LOCK_DEADLOCK (1213): the
+// whole transaction is undone, nothing of it is applied, and the store runs
+// it again, up to 8 times, as it does after a lock wait timeout (1205, after
+// which it rolls back itself). A transaction that keeps failing so is
+// reported as store.ErrNotApplied.
+// TestConcurrentTransitionsUnderRepeatableRead races 800 transitions, half of
+// them of tokens that never existed, and counts the retries.
 //
 // # Unknown outcomes
 //

@@ -91,11 +91,14 @@ var ErrUnsafeIsolation = errors.New("mysql: the session's isolation level is REA
 // strictSession makes the session's sql_mode strict for every table: a
 // value longer than its column, or otherwise not storable, fails its
 // statement instead of being truncated or replaced with a warning. It
-// turns autocommit on: with it off (a server's default, init_connect or
-// the DSN), a statement outside a transaction (Issue, ExpireRoots) would
-// stay in an implicit transaction that nothing commits, reported done but
-// lost with the connection, and plain reads would keep one snapshot.
-const strictSession = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), autocommit = 1"
+// turns autocommit on and COMMIT's chaining off: with autocommit off (a
+// server's default, init_connect or the DSN), or with completion_type
+// CHAIN, which begins a transaction at every COMMIT, a statement outside
+// the store's transactions (Issue, ExpireRoots) would stay in a
+// transaction that nothing commits, reported done but lost with the
+// connection, and plain reads would keep one snapshot.
+const strictSession = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), " +
+	"autocommit = 1, completion_type = 'NO_CHAIN'"
 
 // isolationQuery reads the session's isolation level under the name of
 // MySQL 8 (transaction_isolation) or of MariaDB (tx_isolation).

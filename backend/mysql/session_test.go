@@ -104,13 +104,30 @@ func TestRefusesTruncation(t *testing.T) {
 // statement.
 func TestCommitsUnderAutocommitOff(t *testing.T) {
 	t.Parallel()
+	for _, params := range []string{"autocommit=0", "completion_type=1"} {
+		t.Run(params, func(t *testing.T) {
+			t.Parallel()
+			testCommitsUnder(t, params)
+		})
+	}
+}
+
+// testCommitsUnder checks that a statement of the store outside its
+// transactions commits when it returns, over sessions set by params.
+// completion_type=1 (CHAIN) begins a transaction at every COMMIT, in
+// which the statements that follow on that connection would stay.
+func testCommitsUnder(t *testing.T, params string) {
 	ctx := t.Context()
 	base := newStore(t)
-	s, err := Open(ctx, withParams(dsn(t), "autocommit=0"), Config{Prefix: base.Prefix(), SkipMigrate: true})
+	s, err := Open(ctx, withParams(dsn(t), params), Config{Prefix: base.Prefix(), SkipMigrate: true, MaxConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// A transaction of the store first, on the one connection.
+	if _, err := s.Commit(ctx, store.Entity{Key: "other", State: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
 	root, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
