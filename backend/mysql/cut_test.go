@@ -249,3 +249,27 @@ func TestStatementAnsweredWithAnInterruptionIsOutcomeUnknown(t *testing.T) {
 		t.Errorf("%d roots live after three inserts answered with errors, %v; want 3 (they committed)", len(toks), err)
 	}
 }
+
+// TestRefusedConnectionIsNotApplied: a call that could not get a
+// connection (the server unreachable, or a new connection refused by the
+// store's checks) sent nothing: store.ErrNotApplied, for the statements
+// outside a transaction (Issue) as for the transactions (Transition).
+func TestRefusedConnectionIsNotApplied(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	addr := strings.TrimSuffix(strings.SplitN(strings.SplitN(dsn(t), "tcp(", 2)[1], ")", 2)[0], ")")
+	proxy := newCuttingProxy(t, addr)
+	s := openPrefix(t, strings.Replace(dsn(t), "tcp("+addr+")", "tcp("+proxy.addr+")", 1), uniquePrefix())
+	s.DB().SetMaxIdleConns(0) // every call opens a connection
+	proxy.ln.Close()          // and none can be opened
+	_, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("Issue without a reachable server = %v, want ErrNotApplied", err)
+	}
+	if _, err := s.Transition(ctx, baton.NewTokenID(), nil); !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("Transition without a reachable server = %v, want ErrNotApplied", err)
+	}
+	if _, err := s.ExpireRoots(ctx, time.Now(), 10); !errors.Is(err, store.ErrNotApplied) {
+		t.Errorf("ExpireRoots without a reachable server = %v, want ErrNotApplied", err)
+	}
+}

@@ -89,7 +89,9 @@
 // single statement outside a transaction (Issue, ExpireRoots) answered with a
 // server error did nothing, unless the error says it was interrupted (killed,
 // timed out, the server shutting down), which may come after its commit; such
-// an error, and a lost connection, leave the outcome unknown.
+// an error, and a lost connection, leave the outcome unknown. A call that
+// could not open a connection (the server unreachable, or the connection
+// refused by the checks above) sent nothing: store.ErrNotApplied.
 //
 // # Transactional activities
 //

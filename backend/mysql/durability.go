@@ -58,7 +58,22 @@ type checkedConnector struct {
 	log         *slog.Logger
 }
 
+// connectError is the error of a connection that could not be opened, or
+// that the store refused: the call that needed it sent nothing.
+type connectError struct{ err error }
+
+func (e connectError) Error() string { return e.err.Error() }
+func (e connectError) Unwrap() error { return e.err }
+
 func (c *checkedConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, connectError{err}
+	}
+	return conn, nil
+}
+
+func (c *checkedConnector) connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err

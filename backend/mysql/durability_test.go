@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/store"
 )
 
 // startMariaDB runs a server of the test's own (mariadbd from Debian's
@@ -164,5 +166,9 @@ func TestChecksEveryNewConnection(t *testing.T) {
 	_, err = s.Load(context.Background(), "k")
 	if !errors.Is(err, ErrUnsafeDurability) {
 		t.Fatalf("Load on a new connection after SET GLOBAL sync_binlog = 0: %v, want ErrUnsafeDurability", err)
+	}
+	_, err = s.Issue(context.Background(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if !errors.Is(err, ErrUnsafeDurability) || !errors.Is(err, store.ErrNotApplied) {
+		t.Fatalf("Issue on a new connection after SET GLOBAL sync_binlog = 0: %v, want ErrUnsafeDurability and ErrNotApplied", err)
 	}
 }

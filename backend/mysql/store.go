@@ -280,11 +280,14 @@ var interruptions = map[uint16]bool{
 }
 
 // classifyStatement wraps the error of one autocommit statement: a server
-// error means it did nothing, but for an interruption; no answer leaves
-// the outcome unknown.
+// error means it did nothing, but for an interruption; so does a
+// connection that could not be opened; no answer leaves the outcome
+// unknown.
 func classifyStatement(op string, err error) error {
 	n := mysqlErrorNumber(err)
 	switch {
+	case errors.As(err, new(connectError)):
+		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrNotApplied, err)
 	case n == errDuplicateKey:
 		return fmt.Errorf("mysql: %s: %w: %w", op, store.ErrExists, err)
 	case n != 0 && !interruptions[n]:
