@@ -12,6 +12,9 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
 )
@@ -78,9 +81,16 @@ type Config struct {
 	// MaxBodyBytes bounds request bodies; larger ones are refused with
 	// 413. Zero selects DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// Logger receives one debug line per request and errors of the store.
-	// Nil discards. Keys and Authorization headers are never logged.
+	// Logger receives one debug line per request, and a line when the
+	// token store stops answering and one when it answers again (not one
+	// per request that meets it; those are debug lines). Nil discards.
+	// Keys and Authorization headers are never logged.
 	Logger *slog.Logger
+	// MeterProvider receives the metrics of the token store's calls:
+	// baton.token_store.duration (seconds, by operation) and
+	// baton.token_store.errors (calls that failed, by operation and
+	// outcome: not_applied or unknown). Nil means otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
 	// Now is the clock that stamps created_at when a request leaves it
 	// out. Nil means time.Now.
 	Now func() time.Time
@@ -111,6 +121,9 @@ func (c *Config) validate() ([]*registered, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = otel.GetMeterProvider()
 	}
 	return registerAll(c.Systems)
 }

@@ -64,8 +64,9 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, tokens: cfg.Tokens, batch: store.BatcherOf(cfg.Tokens), log: cfg.Logger, systems: systems,
-		byName: make(map[string]*registered), mux: http.NewServeMux()}
+	health := newStoreHealth(cfg.Logger, cfg.MeterProvider)
+	s := &server{cfg: cfg, tokens: watchedTokens{cfg.Tokens, health}, batch: watchedBatch{store.BatcherOf(cfg.Tokens), health},
+		log: cfg.Logger, systems: systems, byName: make(map[string]*registered), mux: http.NewServeMux()}
 	for _, sys := range systems {
 		s.byName[sys.Name] = sys
 	}
@@ -402,7 +403,7 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request, _ *registered) 
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, err := s.tokens.Get(ctx, healthProbe); err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Warn("health check: token store does not answer", "err", err)
+		// The store's health logs the outage, once.
 		writeProblem(w, problem(ProblemNotApplied, "the token store does not answer"))
 		return
 	}
@@ -454,10 +455,11 @@ func (s *server) storeProblem(op string, id baton.TokenID, err error) *Problem {
 	case errors.Is(err, store.ErrExpired):
 		p = problem(ProblemExpired, "token %s expired before it was claimed", id)
 	case errors.Is(err, store.ErrNotApplied), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrConflict):
-		s.log.Warn("token store refused an operation", "op", op, "token", id, "err", err)
+		// The store's health logs an outage once, not per request.
+		s.log.Debug("token store refused an operation", "op", op, "token", id, "err", err)
 		p = problem(ProblemNotApplied, "%s: the token store is unavailable; nothing was applied", op)
 	default:
-		s.log.Error("token store failed; outcome unknown", "op", op, "token", id, "err", err)
+		s.log.Debug("token store failed; outcome unknown", "op", op, "token", id, "err", err)
 		p = problem(ProblemOutcomeUnknown, "%s: the token store failed and the outcome is unknown; retrying is safe", op)
 	}
 	if !id.IsZero() {

@@ -17,8 +17,10 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/embedded"
@@ -209,6 +211,7 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	log := slog.New(flagNamesHandler{slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})})
+	quietLibraries(log)
 	systems, err := loadSystems(o.systems)
 	if err != nil {
 		return err
@@ -311,6 +314,26 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	}
 	log.Info("token service stopped")
 	return nil
+}
+
+// quietLibraries sends what the store's client and the metrics SDK print
+// by themselves (go-redis a line per failed dial, OpenTelemetry a line per
+// scrape whose gauge could not read the store) to log at debug level,
+// instead of unstructured lines on the process's stderr: an outage of the
+// store is logged once by the token service, and counted on /metrics
+// (baton_token_store_errors_total).
+func quietLibraries(log *slog.Logger) {
+	goredis.SetLogger(redisLog{log})
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Debug("metrics: " + err.Error())
+	}))
+}
+
+// redisLog is go-redis's logger over slog.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *http.Server {
@@ -445,15 +468,16 @@ func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts 
 			Conversations: o.dashboardConversations, Bytes: int64(o.dashboardMemoryMiB) << 20})
 		apiTokens = conversation.RecordTokens(tokens, h.recorder, nil)
 	}
-	api, err := tokenservice.New(tokenservice.Config{Tokens: apiTokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log})
-	if err != nil {
-		return h, err
-	}
-	destinations := knownDestinations(systems)
 	provider, metrics, err := telemetry.Prometheus()
 	if err != nil {
 		return h, err
 	}
+	api, err := tokenservice.New(tokenservice.Config{Tokens: apiTokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log,
+		MeterProvider: provider})
+	if err != nil {
+		return h, err
+	}
+	destinations := knownDestinations(systems)
 	byDestination, err := parseThresholds("--stuck-after-for", o.stuckAfterFor)
 	if err != nil {
 		return h, err

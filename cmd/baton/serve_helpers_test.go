@@ -71,7 +71,7 @@ func (l *lines) withPrefix(prefix string) (string, bool) {
 type server struct {
 	url    string // the API's address
 	stdout *lines
-	stderr *bytes.Buffer
+	stderr *syncio.Buffer
 	done   chan error
 }
 
@@ -129,9 +129,8 @@ func start(t *testing.T, o serveOptions) *server {
 func tryStart(t *testing.T, o serveOptions) (*server, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{stdout: newLines(), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	stderr := &syncio.Writer{W: s.stderr}
-	go func() { s.done <- runServe(ctx, s.stdout, stderr, o) }()
+	s := &server{stdout: newLines(), stderr: &syncio.Buffer{}, done: make(chan error, 1)}
+	go func() { s.done <- runServe(ctx, s.stdout, s.stderr, o) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

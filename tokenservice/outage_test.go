@@ -1,0 +1,165 @@
+package tokenservice_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+)
+
+// downTokens is a token store that, while down is set, fails every call
+// as a store whose server went away does: refused connections (not
+// applied) or connections cut mid-call (outcome unknown).
+type downTokens struct {
+	store.TokenStore
+	down    atomic.Bool
+	unknown bool
+}
+
+func (d *downTokens) fail(op string) error {
+	if d.unknown {
+		return fmt.Errorf("redis: %s: outcome unknown: EOF", op)
+	}
+	return fmt.Errorf("redis: %s: %w: dial tcp 127.0.0.1:6379: connect: connection refused", op, store.ErrNotApplied)
+}
+
+func (d *downTokens) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	if d.down.Load() {
+		return baton.Token{}, d.fail("issue")
+	}
+	return d.TokenStore.Issue(ctx, root)
+}
+
+func (d *downTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	if d.down.Load() {
+		return baton.Token{}, d.fail("get")
+	}
+	return d.TokenStore.Get(ctx, id)
+}
+
+// records keeps the log records at or above Warn, and every message.
+type records struct {
+	mu       sync.Mutex
+	warnings []slog.Record
+	messages []string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec.Level >= slog.LevelWarn {
+		r.warnings = append(r.warnings, rec)
+	}
+	r.messages = append(r.messages, rec.Message)
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+func (r *records) snapshot() ([]slog.Record, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]slog.Record(nil), r.warnings...), append([]string(nil), r.messages...)
+}
+
+// An outage of the token store is one line in the service's log when it
+// begins and one when it ends, whatever the number of requests that meet
+// it (a line per request floods the log of a busy service exactly when the
+// operator reads it); /metrics counts the failed operations and times
+// every call, so that an operator can alert on both.
+func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
+	t.Parallel()
+	for _, unknown := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unknown=%v", unknown), func(t *testing.T) {
+			t.Parallel()
+			var inner *downTokens
+			logs := &records{}
+			reader := sdkmetric.NewManualReader()
+			f := newFixture(t, func(c *tokenservice.Config) {
+				inner = &downTokens{TokenStore: c.Tokens, unknown: unknown}
+				c.Tokens = inner
+				c.Logger = slog.New(logs)
+				c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			})
+			root := map[string]any{"destination": "billing", "type": "charge"}
+			call(t, "POST", f.url+"/v1/roots", f.orders, root).decode(t, http.StatusCreated, &baton.Token{})
+
+			inner.down.Store(true)
+			const requests = 40
+			want := http.StatusServiceUnavailable
+			if unknown {
+				want = http.StatusInternalServerError
+			}
+			for range requests {
+				if a := call(t, "POST", f.url+"/v1/roots", f.orders, root); a.status != want {
+					t.Fatalf("issue while the store is down: status %d, want %d", a.status, want)
+				}
+			}
+			if a := call(t, "GET", f.url+"/healthz", "", nil); a.status != http.StatusServiceUnavailable {
+				t.Fatalf("healthz while the store is down: %d", a.status)
+			}
+			warnings, _ := logs.snapshot()
+			if len(warnings) != 1 {
+				for _, w := range warnings {
+					t.Logf("%s %s", w.Level, w.Message)
+				}
+				t.Fatalf("%d requests met a store that is down: %d warning or error lines, want 1", requests+1, len(warnings))
+			}
+
+			inner.down.Store(false)
+			call(t, "POST", f.url+"/v1/roots", f.orders, root).decode(t, http.StatusCreated, &baton.Token{})
+			_, messages := logs.snapshot()
+			if n := slices.Index(messages, "token store answers again"); n < 0 {
+				t.Fatalf("after the store came back no line says that it answers again: %q", messages)
+			}
+
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(t.Context(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			failed, timed := int64(0), uint64(0)
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					switch data := m.Data.(type) {
+					case metricdata.Sum[int64]:
+						if m.Name == "baton.token_store.errors" {
+							for _, p := range data.DataPoints {
+								failed += p.Value
+							}
+						}
+					case metricdata.Histogram[float64]:
+						if m.Name == "baton.token_store.duration" {
+							if m.Unit != "s" {
+								t.Errorf("duration unit %q, want s", m.Unit)
+							}
+							for _, p := range data.DataPoints {
+								timed += p.Count
+								if len(p.Bounds) == 0 || p.Bounds[0] > 0.001 {
+									t.Errorf("duration buckets %v: want sub-millisecond resolution for a store call", p.Bounds)
+								}
+							}
+						}
+					}
+				}
+			}
+			if failed != requests+1 {
+				t.Errorf("baton.token_store.errors = %d, want %d", failed, requests+1)
+			}
+			if timed != requests+3 {
+				t.Errorf("baton.token_store.duration counted %d calls, want %d", timed, requests+3)
+			}
+		})
+	}
+}
