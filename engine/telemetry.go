@@ -37,10 +37,14 @@ func (e *Engine) initTelemetry() {
 	}
 	meter := mp.Meter(instrumentation)
 	e.tel.tracer = tp.Tracer(instrumentation)
+	// Bounds in seconds: the SDK's default ones (5, 10, 25, ... 10000) are
+	// for milliseconds and would put every activity under 5s in one bucket.
 	e.tel.handlerDuration, _ = meter.Float64Histogram("baton.activity.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time an activity's handler ran."))
+		metric.WithDescription("Time an activity's handler ran."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 	e.tel.outboxAge, _ = meter.Float64Histogram("baton.outbox.entry_age", metric.WithUnit("s"),
-		metric.WithDescription("Age of outbox entries when they were removed."))
+		metric.WithDescription("Age of outbox entries when they were removed."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
 	e.stats.init(meter, e.cfg.Destination)
 	// Live tokens are the signals in flight to this destination; counting
 	// them on each collection costs as much as there is work in flight.

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -68,6 +69,19 @@ func TestTraceFollowsCausationAndMetricsExport(t *testing.T) {
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			found[m.Name] = true
+			// Histograms in seconds need buckets in seconds: the SDK's
+			// default bounds (5, 10, 25, ... 10000) are for milliseconds,
+			// and put every activity of less than 5s in one bucket.
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if !ok {
+				continue
+			}
+			for _, p := range h.DataPoints {
+				i := slices.IndexFunc(p.Bounds, func(b float64) bool { return b > 0 })
+				if i < 0 || p.Bounds[i] > 0.001 || p.Bounds[len(p.Bounds)-1] < 60 {
+					t.Errorf("%s (%s) has buckets %v: want from a millisecond or less to a minute or more", m.Name, m.Unit, p.Bounds)
+				}
+			}
 		}
 	}
 	for _, name := range []string{"baton.activities.applied", "baton.transitions", "baton.activity.duration", "baton.outbox.entry_age", "baton.tokens.live"} {
