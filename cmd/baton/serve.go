@@ -219,6 +219,9 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 	if o.maxBody <= 0 {
 		return fmt.Errorf("--max-body must be positive, got %d", o.maxBody)
 	}
+	if o.stuckAfter <= 0 {
+		return fmt.Errorf("--stuck-after must be positive, got %s", o.stuckAfter)
+	}
 	if o.dashboardConversations < 0 || o.dashboardMemoryMiB < 0 {
 		return errors.New("--dashboard-conversations and --dashboard-memory-mib must not be negative")
 	}

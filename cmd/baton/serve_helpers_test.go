@@ -24,6 +24,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/syncio"
+	"github.com/batonhq/baton/internal/telemetry"
 	"github.com/batonhq/baton/tokenservice"
 )
 
@@ -110,7 +111,7 @@ func systemsFile(t *testing.T, certOnly bool) (string, keys) {
 // fresh directory, with the systems of systemsFile.
 func options(t *testing.T, systems string) serveOptions {
 	return serveOptions{addr: "127.0.0.1:0", store: "embedded", dataDir: t.TempDir(), systems: systems,
-		maxBody: tokenservice.DefaultMaxBodyBytes, logLevel: "warn", dashboard: true}
+		maxBody: tokenservice.DefaultMaxBodyBytes, logLevel: "warn", dashboard: true, stuckAfter: telemetry.DefaultStuckAfter}
 }
 
 // start runs runServe with o until the test ends, and waits until it

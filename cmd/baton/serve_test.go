@@ -211,3 +211,18 @@ func TestKeygenRefusesInvalidNamesInOneLine(t *testing.T) {
 		}
 	}
 }
+
+// --stuck-after of zero or less is refused at start, naming the flag: it
+// was taken silently for the default of 10m, so an operator who meant
+// "count everything" or mistyped a sign got a threshold they did not set.
+func TestServeRefusesNonPositiveStuckAfter(t *testing.T) {
+	t.Parallel()
+	systems, _ := systemsFile(t, false)
+	for _, d := range []time.Duration{0, -5 * time.Minute} {
+		o := options(t, systems)
+		o.stuckAfter = d
+		if _, err := tryStart(t, o); err == nil || !strings.Contains(err.Error(), "--stuck-after must be positive") {
+			t.Errorf("--stuck-after %s: %v, want a refusal naming the flag", d, err)
+		}
+	}
+}
