@@ -49,6 +49,8 @@ type Engine struct {
 	// checker and the simulation switch it to prove they catch the broken
 	// orderings of protocol.md 3.3.
 	ordering ordering
+	// pause stops Run from receiving while the stores do not answer.
+	pause pause
 }
 
 type ordering int

@@ -64,6 +64,9 @@ func (e *Engine) Run(ctx context.Context) error {
 // ctx ends or sub is closed (false).
 func (e *Engine) receive(ctx context.Context, sub transport.Subscription) (transport.Delivery, bool) {
 	for {
+		if !e.waitForStores(ctx) {
+			return nil, false
+		}
 		d, err := sub.Next(ctx)
 		if err == nil {
 			return d, true
@@ -277,6 +280,9 @@ func (e *Engine) ack(ctx context.Context, ds ...transport.Delivery) {
 func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 	sig := d.Signal()
 	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
+	if storesDown(err) {
+		e.pauseReceiving(err)
+	}
 	switch {
 	case err == nil:
 		e.ack(ctx, d)
@@ -299,8 +305,15 @@ func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 
 func (e *Engine) sweepLoop(ctx, work context.Context) {
 	for e.cfg.Sleep(ctx, e.cfg.SweepInterval) == nil {
+		if e.pause.isPaused() && !e.resumeIfStoresAnswer(work) {
+			continue // the outage was logged once, when it began
+		}
 		if n, err := e.Sweep(work); err != nil {
 			e.stats.add(work, statSweepFailures, 1)
+			if storesDown(err) {
+				e.pauseReceiving(err)
+				continue
+			}
 			e.log.Warn("sweep failed", "err", err, "finished", n)
 		}
 	}

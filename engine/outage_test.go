@@ -1,0 +1,158 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/store"
+	memtransport "github.com/batonhq/baton/transport/memory"
+)
+
+// unavailableTokens fails every read while down is set, as a token store
+// whose server is unreachable does: not applied.
+type unavailableTokens struct {
+	store.TokenStore
+	down atomic.Bool
+}
+
+func (u *unavailableTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	if u.down.Load() {
+		return baton.Token{}, fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+	}
+	return u.TokenStore.Get(ctx, id)
+}
+
+// logLines keeps every log message.
+type logLines struct {
+	mu       sync.Mutex
+	messages []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.messages = append(l.messages, r.Message)
+	return nil
+}
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logLines) WithGroup(string) slog.Handler      { return l }
+
+func (l *logLines) count(prefix string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.messages {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// A token store outage longer than MaxAttempts' redeliveries parks
+// nothing: the engine stops receiving while its stores do not answer (so
+// deliveries do not use up their attempts on an outage), says so once,
+// and resumes by itself when they answer again, when the backlog drains.
+// Parking is for signals that cannot be processed, not for an outage,
+// which would leave every signal in flight for an operator to replay.
+func TestStoreOutageParksNothingAndDrainsAfterwards(t *testing.T) {
+	t.Parallel()
+	tokens := &unavailableTokens{TokenStore: memory.NewTokenStore()}
+	broker := memtransport.New(memtransport.Config{})
+	logs := &logLines{}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
+		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond,
+		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	const signals = 20
+	tokens.down.Store(true)
+	for range signals {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	time.Sleep(time.Second) // hundreds of redelivery delays
+	tokens.down.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for e.Stats().Applied < signals && len(broker.Parked()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if parked := broker.Parked(); len(parked) != 0 {
+		t.Fatalf("%d signals parked by an outage of the token store: %s", len(parked), parked[0].Reason)
+	}
+	if got := e.Stats().Applied; got != signals {
+		t.Fatalf("%d of %d signals applied after the store came back", got, signals)
+	}
+	if n := logs.count("stores do not answer"); n != 1 {
+		t.Errorf("%d lines say that the stores do not answer, want 1", n)
+	}
+	if n := logs.count("stores answer again"); n != 1 {
+		t.Errorf("%d lines say that the stores answer again, want 1", n)
+	}
+	if n := logs.count("sweep failed"); n != 0 {
+		t.Errorf("%d lines say that a sweep failed while receiving was paused, want none", n)
+	}
+}
+
+// unavailableEntities fails Stale and Load while down is set.
+type unavailableEntities struct {
+	store.EntityStore
+	down atomic.Bool
+}
+
+func (u *unavailableEntities) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	if u.down.Load() {
+		return nil, fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+	}
+	return u.EntityStore.Stale(ctx, before, limit)
+}
+
+func (u *unavailableEntities) Load(ctx context.Context, key string) (store.Entity, error) {
+	if u.down.Load() {
+		return store.Entity{}, fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+	}
+	return u.EntityStore.Load(ctx, key)
+}
+
+// An engine that only sweeps (no Source, as the edge of a service) logs an
+// outage of its stores once, not a failed sweep every SweepInterval.
+func TestStoreOutageIsLoggedOnceBySweeper(t *testing.T) {
+	t.Parallel()
+	entities := &unavailableEntities{EntityStore: memory.NewEntityStore()}
+	logs := &logLines{}
+	e, err := engine.New(engine.Config{Destination: "edge", Tokens: memory.NewTokenStore(), Entities: entities,
+		Dispatch: memtransport.New(memtransport.Config{}), SweepInterval: time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	entities.down.Store(true)
+	time.Sleep(300 * time.Millisecond) // hundreds of sweeps
+	entities.down.Store(false)
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	<-done
+	if n := logs.count("sweep failed") + logs.count("stores do not answer"); n != 1 {
+		t.Errorf("%d lines about the outage, want 1", n)
+	}
+	if n := logs.count("stores answer again"); n != 1 {
+		t.Errorf("%d lines say that the stores answer again, want 1", n)
+	}
+}

@@ -1,0 +1,98 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/store"
+)
+
+// storesDown reports whether err means that a store did not answer and
+// applied nothing (store.ErrNotApplied, store.ErrClosed): an outage, not a
+// fault of the signal.
+func storesDown(err error) bool {
+	return err != nil && !IsPermanent(err) && (errors.Is(err, store.ErrNotApplied) || errors.Is(err, store.ErrClosed))
+}
+
+// pause stops Run from receiving while the stores do not answer. Every
+// delivery counts towards MaxAttempts (and the transport's own limit), so
+// receiving on through an outage would park every signal in flight once
+// the outage outlasts their redeliveries (about 25 to 50s with the
+// defaults), for an operator to replay by hand. Paused, the engine
+// receives nothing; the deliveries it holds are retried as usual, and the
+// broker keeps the others. It logs the outage once and its end once.
+type pause struct {
+	mu     sync.Mutex
+	paused bool
+	since  time.Time
+}
+
+func (p *pause) isPaused() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused
+}
+
+// pauseReceiving pauses receiving after a delivery failed with err (storesDown).
+func (e *Engine) pauseReceiving(err error) {
+	e.pause.mu.Lock()
+	defer e.pause.mu.Unlock()
+	if e.pause.paused {
+		return
+	}
+	e.pause.paused, e.pause.since = true, e.cfg.Now()
+	e.log.Warn("stores do not answer: receiving paused until they do; the signals wait in the broker and their tokens stay live",
+		"err", err)
+}
+
+// probeKey and probeToken are an entity key and a token id that
+// probeStores reads; reading them changes nothing.
+const probeKey = "baton.probe"
+
+var probeToken = baton.TokenID{0xba, 0x70, 0x4e, 0x48, 0xea, 0x17, 0x42}
+
+// probeStores reads a token and an entity that need not exist, and
+// returns an error if a store did not answer.
+func (e *Engine) probeStores(ctx context.Context) error {
+	if _, err := e.cfg.Tokens.Get(ctx, probeToken); storesDown(err) {
+		return err
+	}
+	if _, err := e.cfg.Entities.Load(ctx, probeKey); storesDown(err) {
+		return err
+	}
+	return nil
+}
+
+// waitForStores returns at once while receiving is not paused; paused, it
+// probes the stores with a growing delay (RedeliveryDelay up to 64 times
+// it) until they answer, and resumes receiving. It reports false when ctx
+// ended first.
+func (e *Engine) waitForStores(ctx context.Context) bool {
+	delay := e.cfg.RedeliveryDelay
+	for e.pause.isPaused() {
+		if e.cfg.Sleep(ctx, delay) != nil {
+			return false
+		}
+		delay = min(2*delay, 64*e.cfg.RedeliveryDelay)
+		e.resumeIfStoresAnswer(ctx)
+	}
+	return ctx.Err() == nil
+}
+
+// resumeIfStoresAnswer probes the stores and, if they answer, ends the
+// pause (logging it once) and reports true.
+func (e *Engine) resumeIfStoresAnswer(ctx context.Context) bool {
+	if e.probeStores(ctx) != nil {
+		return false
+	}
+	e.pause.mu.Lock()
+	defer e.pause.mu.Unlock()
+	if e.pause.paused {
+		e.pause.paused = false
+		e.log.Info("stores answer again: receiving resumed", "paused_for", e.cfg.Now().Sub(e.pause.since).Round(time.Millisecond).String())
+	}
+	return true
+}
