@@ -52,9 +52,30 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	if t.nc == nil {
+		// The client reconnects by itself and in silence: say once that
+		// the connection is lost, and once that it is back, so that an
+		// outage of the broker is in the log.
+		var lost time.Time
+		var lostMu sync.Mutex
 		opts := append([]nats.Option{
 			nats.Name("baton"),
 			nats.MaxReconnects(-1), // a transport outlives server restarts
+			nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+				if nc.IsClosed() {
+					return // Close, not an outage
+				}
+				lostMu.Lock()
+				lost = time.Now()
+				lostMu.Unlock()
+				t.log.Warn("nats transport: lost the connection to the server; reconnecting: signals are neither received nor published until then, and wait in the stream or their senders' outboxes",
+					"server", redactURL(cfg.URL), "err", err)
+			}),
+			nats.ReconnectHandler(func(nc *nats.Conn) {
+				lostMu.Lock()
+				down := time.Since(lost)
+				lostMu.Unlock()
+				t.log.Info("nats transport: connected again", "server", nc.ConnectedUrlRedacted(), "after", down.Round(time.Millisecond).String())
+			}),
 		}, cfg.ConnectOptions...)
 		nc, err := nats.Connect(cfg.URL, opts...)
 		if err != nil {
