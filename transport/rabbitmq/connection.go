@@ -201,9 +201,14 @@ func (t *Transport) keepConnected(conn *amqp.Connection) {
 	}
 }
 
+// reconnectReportInterval is how often, at most, redial logs that the
+// broker is still unreachable.
+const reconnectReportInterval = time.Minute
+
 // redial connects with backoff; nil means the transport closed.
 func (t *Transport) redial() *amqp.Connection {
 	backoff := backoff{max: 5 * time.Second}
+	started, lastReport, attempts := time.Now(), time.Now(), 0
 	for {
 		timer := time.NewTimer(backoff.next())
 		select {
@@ -215,8 +220,17 @@ func (t *Transport) redial() *amqp.Connection {
 		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 		conn, err := t.dial(ctx)
 		cancel()
+		attempts++
 		if err != nil {
-			t.log.Warn("reconnecting to the broker failed; retrying", "url", redactURL(t.cfg.URL), "err", err)
+			// The loss was logged; a line per attempt (every 5s) would
+			// flood the log for as long as the outage lasts.
+			if time.Since(lastReport) < reconnectReportInterval {
+				t.log.Debug("reconnecting to the broker failed; retrying", "url", redactURL(t.cfg.URL), "err", err)
+				continue
+			}
+			lastReport = time.Now()
+			t.log.Warn("the broker is still unreachable; retrying", "url", redactURL(t.cfg.URL),
+				"since", started.UTC().Format(time.RFC3339), "attempts", attempts, "err", err)
 			continue
 		}
 		if version, err := checkServer(conn); err != nil {
@@ -227,7 +241,8 @@ func (t *Transport) redial() *amqp.Connection {
 			conn.Close()
 			return nil
 		}
-		t.log.Info("reconnected to the broker", "url", redactURL(t.cfg.URL))
+		t.log.Info("reconnected to the broker", "url", redactURL(t.cfg.URL),
+			"after", time.Since(started).Round(time.Millisecond).String(), "attempts", attempts)
 		return conn
 	}
 }

@@ -106,7 +106,9 @@
 // # Reconnecting
 //
 // The transport watches its connection (NotifyClose) and, when it closes,
-// connects again with backoff (50ms doubling to 5s) until Close. Publish
+// connects again with backoff (50ms doubling to 5s) until Close. It logs
+// the loss once, then at most once a minute that the broker is still
+// unreachable, and once that it reconnected. Publish
 // waits for the new connection, up to Config.PublishTimeout; it also waits
 // while the broker blocks publishers (a memory or disk alarm). Each
 // subscription starts a new channel and consumer on the new connection and
