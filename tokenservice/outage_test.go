@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,18 +112,21 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 				t.Fatalf("healthz while the store is down: %d", a.status)
 			}
 			warnings, _ := logs.snapshot()
-			if len(warnings) != 1 {
+			if len(warnings) != 2 {
 				for _, w := range warnings {
 					t.Logf("%s %s", w.Level, w.Message)
 				}
-				t.Fatalf("%d requests met a store that is down: %d warning or error lines, want 1", requests+1, len(warnings))
+				t.Fatalf("%d requests met a store that is down: %d warning or error lines, want 2 (writes and reads)", requests+1, len(warnings))
 			}
 
 			inner.down.Store(false)
 			call(t, "POST", f.url+"/v1/roots", f.orders, root).decode(t, http.StatusCreated, &baton.Token{})
+			call(t, "GET", f.url+"/healthz", "", nil)
 			_, messages := logs.snapshot()
-			if n := slices.Index(messages, "token store answers again"); n < 0 {
-				t.Fatalf("after the store came back no line says that it answers again: %q", messages)
+			for _, kind := range []string{"writes", "reads"} {
+				if n := slices.Index(messages, "token store answers "+kind+" again"); n < 0 {
+					t.Fatalf("after the store came back no line says that it answers %s again: %q", kind, messages)
+				}
 			}
 
 			var rm metricdata.ResourceMetrics
@@ -157,9 +161,41 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 			if failed != requests+1 {
 				t.Errorf("baton.token_store.errors = %d, want %d", failed, requests+1)
 			}
-			if timed != requests+3 {
-				t.Errorf("baton.token_store.duration counted %d calls, want %d", timed, requests+3)
+			if timed != requests+4 {
+				t.Errorf("baton.token_store.duration counted %d calls, want %d", timed, requests+4)
 			}
 		})
+	}
+}
+
+// refusingWrites refuses every write, as a store on a full disk or a
+// read-only replica does, and answers reads.
+type refusingWrites struct{ store.TokenStore }
+
+func (refusingWrites) Issue(context.Context, baton.Token) (baton.Token, error) {
+	return baton.Token{}, fmt.Errorf("redis: issue: %w: NOREPLICAS Not enough good replicas to write.", store.ErrNotApplied)
+}
+
+// A store that answers reads but refuses writes is not declared back by a
+// read (healthz's): writes that keep failing after it are reported.
+func TestStoreRefusingWritesIsNotReportedBackByAReadAlone(t *testing.T) {
+	t.Parallel()
+	logs := &records{}
+	f := newFixture(t, func(c *tokenservice.Config) {
+		c.Tokens = refusingWrites{c.Tokens}
+		c.Logger = slog.New(logs)
+	})
+	root := map[string]any{"destination": "billing", "type": "charge"}
+	call(t, "POST", f.url+"/v1/roots", f.orders, root)
+	call(t, "GET", f.url+"/healthz", "", nil)
+	call(t, "POST", f.url+"/v1/roots", f.orders, root)
+	warnings, messages := logs.snapshot()
+	if len(warnings) != 1 || !strings.Contains(warnings[0].Message, "fails writes") {
+		t.Fatalf("want one line that the store fails writes; got %q", messages)
+	}
+	for _, m := range messages {
+		if strings.Contains(m, "again") {
+			t.Errorf("a read declared the store back while it refuses writes: %q", m)
+		}
 	}
 }

@@ -27,18 +27,29 @@ var storeDurationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 // storeHealth watches the outcome of every call to the token store: it
 // times them and counts the failures (metrics), and logs when the store
 // stops answering and when it answers again, instead of once per request.
+// Reads and writes are watched apart: a store that refuses writes (a full
+// disk, a read-only replica, too few replicas) still answers reads, and a
+// read that works says nothing of writes.
 type storeHealth struct {
 	log      *slog.Logger
 	now      func() time.Time
 	duration metric.Float64Histogram
 	errors   metric.Int64Counter
 
-	mu           sync.Mutex
-	failingSince time.Time // zero while the store answers
-	reported     bool      // the current outage was logged
-	lastReport   time.Time
-	failed       int64 // calls that failed since failingSince
+	mu            sync.Mutex
+	reads, writes outage
 }
+
+// outage is the state of one kind of call (reads or writes).
+type outage struct {
+	since      time.Time // zero while the store answers
+	reported   bool      // the current outage was logged
+	lastReport time.Time
+	failed     int64 // calls that failed since since
+}
+
+// writeOps are the operations that write; the others read.
+var writeOps = map[string]bool{"issue": true, "claim": true, "transition": true, "transition_batch": true, "expire_roots": true}
 
 func newStoreHealth(log *slog.Logger, mp metric.MeterProvider) *storeHealth {
 	meter := mp.Meter("github.com/batonhq/baton/tokenservice")
@@ -78,35 +89,39 @@ func (h *storeHealth) observe(ctx context.Context, op string, started time.Time,
 	} else if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return // the caller went away: says nothing about the store
 	}
+	kind, o := "reads", &h.reads
+	if writeOps[op] {
+		kind, o = "writes", &h.writes
+	}
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !failed {
-		if !h.failingSince.IsZero() {
-			if h.reported {
-				h.log.Info("token store answers again", "down_for", now.Sub(h.failingSince).Round(time.Millisecond).String(),
-					"failed_calls", h.failed)
+		if !o.since.IsZero() {
+			if o.reported {
+				h.log.Info("token store answers "+kind+" again", "down_for", now.Sub(o.since).Round(time.Millisecond).String(),
+					"failed_calls", o.failed)
 			}
-			h.failingSince, h.reported, h.failed = time.Time{}, false, 0
+			*o = outage{lastReport: o.lastReport}
 		}
 		return
 	}
-	if h.failingSince.IsZero() {
-		h.failingSince = now
+	if o.since.IsZero() {
+		o.since = now
 	}
-	h.failed++
-	if now.Sub(h.lastReport) < storeReportInterval {
+	o.failed++
+	if now.Sub(o.lastReport) < storeReportInterval {
 		return
 	}
-	h.lastReport = now
-	if !h.reported {
-		h.reported = true
-		h.log.Error("token store does not answer: requests get 503 (nothing applied) or 500 (outcome unknown, retrying is safe) and /healthz is 503 until it does; check that the store runs, is reachable and accepts writes",
+	o.lastReport = now
+	if !o.reported {
+		o.reported = true
+		h.log.Error("token store fails "+kind+": requests get 503 (nothing applied) or 500 (outcome unknown, retrying is safe) until it answers; check that the store runs, is reachable and accepts writes",
 			"op", op, "err", err)
 		return
 	}
-	h.log.Error("token store still does not answer", "since", h.failingSince.UTC().Format(time.RFC3339),
-		"failed_calls", h.failed, "op", op, "err", err)
+	h.log.Error("token store still fails "+kind, "since", o.since.UTC().Format(time.RFC3339),
+		"failed_calls", o.failed, "op", op, "err", err)
 }
 
 // watchedTokens is the token store as the service calls it: every call

@@ -53,7 +53,7 @@ func TestServeStoreOutage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	issueRoot(t, nil, s.url, k.edge)
-	if !strings.Contains(s.stderr.String(), "token store answers again") {
+	if !strings.Contains(s.stderr.String(), "token store answers") {
 		t.Errorf("no line says that the store answers again:\n%s", s.stderr.String())
 	}
 }
