@@ -41,8 +41,15 @@ func (t *Transport) dial(ctx context.Context) (*amqp.Connection, error) {
 	if cfg.Dial == nil {
 		cfg.Dial = amqp.DefaultDial(timeout)
 	}
+	started := time.Now()
 	conn, err := amqp.DialConfig(t.cfg.URL, cfg)
 	if err != nil {
+		// amqp091 reports any failure after the credentials were sent as
+		// ErrCredentials; one that came with the dial's deadline is a
+		// broker that did not answer in time, not a refused password.
+		if errors.Is(err, amqp.ErrCredentials) && time.Since(started) >= timeout*9/10 {
+			return nil, fmt.Errorf("the broker did not finish the connection handshake within %s: it is overloaded, or a proxy in between holds the connection", timeout.Round(time.Millisecond))
+		}
 		return nil, uriError(err)
 	}
 	return conn, nil

@@ -62,3 +62,26 @@ func TestOutageIsNotALinePerReconnectAttempt(t *testing.T) {
 		t.Errorf("%d lines for failed reconnect attempts in 8s, want at most one: %q", failed, got)
 	}
 }
+
+// A broker too slow to finish the connection handshake within the dial
+// timeout is reported as that, not as refused credentials: amqp091 turns
+// any failure after the credentials were sent into ErrCredentials
+// ("username or password not allowed"), which sent an operator after the
+// password of a broker that was only overloaded.
+func TestSlowHandshakeIsNotReportedAsBadCredentials(t *testing.T) {
+	t.Parallel()
+	url := testenv.Addr(t, testenv.RabbitMQ)
+	p := startProxy(t, url)
+	p.mu.Lock()
+	p.stall = true
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err := New(ctx, testConfig(t, p.url(url)))
+	if err == nil {
+		t.Fatal("New over a stalled handshake returned no error")
+	}
+	if strings.Contains(err.Error(), "username or password") || !strings.Contains(err.Error(), "handshake") {
+		t.Fatalf("New over a stalled handshake: %v; want an error that says the handshake did not finish", err)
+	}
+}

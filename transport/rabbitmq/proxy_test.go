@@ -19,6 +19,11 @@ type proxy struct {
 	conns  map[net.Conn]struct{}
 	refuse bool
 	open   chan struct{} // closed while replies flow
+	// stall makes new connections pass the broker's first reply
+	// (connection.start) and hold the rest until the test ends: a broker
+	// that is too slow to finish the handshake.
+	stall   bool
+	stopped chan struct{} // closed when the test ends
 }
 
 func startProxy(t *testing.T, brokerURL string) *proxy {
@@ -31,10 +36,11 @@ func startProxy(t *testing.T, brokerURL string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}, open: make(chan struct{})}
+	p := &proxy{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}, open: make(chan struct{}), stopped: make(chan struct{})}
 	close(p.open)
 	go p.serve()
 	t.Cleanup(func() {
+		close(p.stopped)
 		ln.Close()
 		p.cut()
 		p.holdReplies(false)
@@ -88,8 +94,15 @@ func (p *proxy) serve() {
 // held.
 func (p *proxy) replies(client, broker net.Conn) {
 	buf := make([]byte, 32<<10)
-	for {
+	p.mu.Lock()
+	stall := p.stall
+	p.mu.Unlock()
+	for sent := 0; ; sent++ {
 		n, err := broker.Read(buf)
+		if stall && sent > 0 {
+			<-p.stopped
+			return
+		}
 		if n > 0 {
 			p.mu.Lock()
 			open := p.open
