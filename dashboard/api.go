@@ -185,13 +185,18 @@ func (d *dashboard) listTokens(ctx context.Context) (*tokensResponse, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenListingTimeout)
 	defer cancel()
 	var all []liveToken
+	var failed []string
+	var firstErr error
+	defer func() { d.tokenFailures.report(d.cfg.Logger, now, failed, firstErr) }()
 	for _, dest := range d.destinations() {
 		stuckAfter := d.stuckAfter(dest)
 		count := destinationCount{Destination: dest, Ages: make([]int, len(ageBuckets)), StuckAfterMS: stuckAfter.Milliseconds()}
 		toks, capped, err := d.listDestination(ctx, dest)
 		if err != nil {
 			count.Error = clip(err.Error())
-			d.cfg.Logger.Warn("dashboard: listing live tokens failed", "destination", dest, "err", err)
+			if failed = append(failed, dest); firstErr == nil {
+				firstErr = err
+			}
 		}
 		count.Count, count.Capped = len(toks), capped
 		for _, t := range toks {

@@ -141,7 +141,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Audit != nil {
 		cfg.Audit = &syncio.Writer{W: cfg.Audit} // concurrent discards append whole lines
 	}
-	d := &dashboard{cfg: cfg}
+	d := &dashboard{cfg: cfg, tokenFailures: failures{what: "listing live tokens"}, parkedFailures: failures{what: "listing parked signals"}}
 	d.liveTokens = cached.Value[*tokensResponse]{Read: d.listTokens, MaxAge: cfg.TokenRefresh, Now: cfg.Now}
 	d.parkedSignals = cached.Value[brokerParkedReading]{Read: d.listParked, MaxAge: parkedRefresh, Now: cfg.Now}
 	mux := http.NewServeMux()
@@ -168,6 +168,10 @@ type dashboard struct {
 	liveTokens cached.Value[*tokensResponse]
 	// parkedSignals is the last listing of the park place, shared alike.
 	parkedSignals cached.Value[brokerParkedReading]
+	// tokenFailures and parkedFailures log failing listings once, not
+	// per refresh.
+	tokenFailures  failures
+	parkedFailures failures
 }
 
 // secureHeaders keeps the page self-contained: the policy forbids loading

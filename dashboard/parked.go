@@ -82,11 +82,16 @@ func (d *dashboard) listParked(ctx context.Context) (brokerParkedReading, error)
 		r.errors = append(r.errors, clip(err.Error()))
 		return r, nil
 	}
+	var failed []string
+	var firstErr error
+	defer func() { d.parkedFailures.report(d.cfg.Logger, d.cfg.Now(), failed, firstErr) }()
 	for _, dest := range d.destinations() {
 		some, err := d.cfg.Parked.ListParked(ctx, dest, MaxParked)
 		if err != nil {
 			r.errors = append(r.errors, clip(fmt.Sprintf("%s: %v", dest, err)))
-			d.cfg.Logger.Warn("dashboard: listing parked signals failed", "destination", dest, "err", err)
+			if failed = append(failed, dest); firstErr == nil {
+				firstErr = err
+			}
 			continue
 		}
 		r.signals = append(r.signals, some...)
