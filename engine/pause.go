@@ -44,7 +44,7 @@ func (e *Engine) pauseReceiving(err error) {
 		return
 	}
 	e.pause.paused, e.pause.since = true, e.cfg.Now()
-	e.log.Warn("stores do not answer: receiving paused until they do; the signals wait in the broker and their tokens stay live",
+	e.log.Warn("stores do not answer: receiving and sweeping paused until they do; the signals wait (in the broker, or in their senders' outboxes) and their tokens stay live",
 		"err", err)
 }
 

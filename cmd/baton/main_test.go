@@ -111,3 +111,22 @@ func TestInspectingCommandsRefuseNegativeValues(t *testing.T) {
 		{[]string{"conversations", "list", "--limit", "0"}, "--limit must be positive"},
 	})
 }
+
+// participant refuses bad flag values at start, naming the flag: a bad
+// --addr or --token-service was refused in the words of a library
+// (listen tcp, base URL) and a --destination that no token service accepts
+// was taken. (--data /proc/nope makes a run without the checks fail at
+// once, without serving.)
+func TestParticipantRefusesBadFlagsNamingThem(t *testing.T) {
+	t.Parallel()
+	base := []string{"participant", "--key", "bk_x", "--data", "/proc/nope"}
+	refusals(t, []refusal{
+		{append(base, "--addr", "127.0.0.1:99999"), "--addr"},
+		{append(base, "--addr", "nohost"), "--addr"},
+		{append(base, "--token-service", "notaurl"), "--token-service"},
+		{append(base, "--token-service", "ftp://tokens"), "--token-service"},
+		{append(base, "--destination", "bad name!"), "--destination"},
+		{append(base, "--forward", "ship ping=http://127.0.0.1:1/signals"), "--forward"},
+		{append(base, "--forward", "shipping=notaurl"), "--forward"},
+	})
+}

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -48,13 +52,50 @@ activity that baton conformance checks with.`,
 			return fmt.Errorf("no API key: pass --key or set BATON_API_KEY, the key of system %q at the token service (create one with: baton serve keygen --system %s)",
 				cfg.Destination, cfg.Destination)
 		}
+		if err := checkListenAddr("--addr", cfg.Addr); err != nil {
+			return err
+		}
+		if !httpURL(cfg.TokenService) {
+			return fmt.Errorf("--token-service %q: want the token service's http:// or https:// URL, such as http://%s", cfg.TokenService, defaultServeAddr)
+		}
+		if err := checkName("--destination", "destination", cfg.Destination); err != nil {
+			return err
+		}
 		if forward != "" {
 			var ok bool
 			if cfg.ForwardTo, cfg.ForwardURL, ok = strings.Cut(forward, "="); !ok {
 				return fmt.Errorf("--forward %q: want DESTINATION=URL", forward)
 			}
+			if err := checkName("--forward", "destination", cfg.ForwardTo); err != nil {
+				return err
+			}
+			if !httpURL(cfg.ForwardURL) {
+				return fmt.Errorf("--forward %q: want DESTINATION=URL with an http:// or https:// URL", forward)
+			}
 		}
 		return nil
 	}
 	return cmd
+}
+
+// checkListenAddr refuses an address to listen on that is not host:port
+// with a port from 0 to 65535, naming the flag.
+func checkListenAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		var n uint64
+		if n, err = strconv.ParseUint(port, 10, 16); err == nil && n > 65535 {
+			err = errors.New("port out of range")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: want HOST:PORT with a port from 0 to 65535 (0 picks a free one)", flag, addr)
+	}
+	return nil
+}
+
+// httpURL reports whether s is an absolute http or https URL with a host.
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
