@@ -89,6 +89,12 @@ func (c *counters) init(meter metric.Meter, destination string) {
 		// An instrument that fails to register only loses its export;
 		// the Stats counter still counts.
 		c.instruments[i], _ = meter.Int64Counter("baton."+s.name, metric.WithDescription(s.help))
+		// Exported at zero from the start: a series that appears at 1
+		// shows no increase to Prometheus, so an alert on the first
+		// parked signal (increase(...) > 0) would never fire.
+		if inst := c.instruments[i]; inst != nil {
+			inst.Add(context.Background(), 0, c.attrs)
+		}
 	}
 }
 

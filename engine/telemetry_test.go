@@ -90,3 +90,33 @@ func TestTraceFollowsCausationAndMetricsExport(t *testing.T) {
 		}
 	}
 }
+
+// Every counter is exported from the start, at zero: an alert on
+// increase(baton_signals_parked_total[15m]) > 0 never fired for the first
+// parked signal of a process, because the series appeared at 1 and
+// Prometheus sees no increase in a series' first sample.
+func TestCountersAreExportedAtZeroFromTheStart(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	broker := memtransport.New(memtransport.Config{})
+	if _, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
+		Dispatch: broker, MeterProvider: mp}); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	must(t, reader.Collect(t.Context(), &rm))
+	zero := map[string]bool{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && len(sum.DataPoints) == 1 && sum.DataPoints[0].Value == 0 {
+				zero[m.Name] = true
+			}
+		}
+	}
+	for _, name := range []string{"baton.signals.parked", "baton.sweeper.failures", "baton.activity.errors", "baton.duplicates.dropped"} {
+		if !zero[name] {
+			t.Errorf("%s is not exported at zero before anything happened", name)
+		}
+	}
+}

@@ -133,12 +133,13 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 			if err := reader.Collect(t.Context(), &rm); err != nil {
 				t.Fatal(err)
 			}
-			failed, timed := int64(0), uint64(0)
+			failed, timed, series := int64(0), uint64(0), 0
 			for _, sm := range rm.ScopeMetrics {
 				for _, m := range sm.Metrics {
 					switch data := m.Data.(type) {
 					case metricdata.Sum[int64]:
 						if m.Name == "baton.token_store.errors" {
+							series = len(data.DataPoints)
 							for _, p := range data.DataPoints {
 								failed += p.Value
 							}
@@ -157,6 +158,9 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 						}
 					}
 				}
+			}
+			if series < 18 {
+				t.Errorf("baton.token_store.errors has %d series; want every operation and outcome from the start, at zero", series)
 			}
 			if failed != requests+1 {
 				t.Errorf("baton.token_store.errors = %d, want %d", failed, requests+1)

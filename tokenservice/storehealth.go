@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,8 +50,11 @@ type outage struct {
 	failed     int64 // calls that failed since since
 }
 
-// writeOps are the operations that write; the others read.
-var writeOps = map[string]bool{"issue": true, "claim": true, "transition": true, "transition_batch": true, "expire_roots": true}
+// writeOps are the operations that write; readOps those that read.
+var (
+	writeOps = map[string]bool{"issue": true, "claim": true, "transition": true, "transition_batch": true, "expire_roots": true}
+	readOps  = []string{"get", "get_batch", "list_conversation", "list_destination"}
+)
 
 func newStoreHealth(log *slog.Logger, mp metric.MeterProvider) *storeHealth {
 	meter := mp.Meter("github.com/batonhq/baton/tokenservice")
@@ -60,6 +65,17 @@ func newStoreHealth(log *slog.Logger, mp metric.MeterProvider) *storeHealth {
 		metric.WithExplicitBucketBoundaries(storeDurationBuckets...))
 	h.errors, _ = meter.Int64Counter("baton.token_store.errors",
 		metric.WithDescription("Calls to the token store that failed, by operation and outcome (not_applied: nothing was written; unknown: the outcome is unknown)."))
+	// Exported at zero from the start: a series that appears at 1 shows
+	// Prometheus no increase, so an alert on the first failure would not
+	// fire.
+	if h.errors != nil {
+		ops := slices.Concat(slices.Collect(maps.Keys(writeOps)), readOps)
+		for _, op := range ops {
+			for _, outcome := range []string{"not_applied", "unknown"} {
+				h.errors.Add(context.Background(), 0, metric.WithAttributes(attribute.String("op", op), attribute.String("outcome", outcome)))
+			}
+		}
+	}
 	return h
 }
 
