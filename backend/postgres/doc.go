@@ -149,8 +149,10 @@
 // store.ErrNotApplied, which wraps a context that ended before the call
 // started, a failure to get a connection, an error pgx proves was raised
 // before the request was sent (pgconn.SafeToRetry), and the server's
-// rollback of the statement for serialization_failure (40001) or
-// deadlock_detected (40P01). Every other error means the outcome is
+// rollback of the statement for serialization_failure (40001),
+// deadlock_detected (40P01) or read_only_sql_transaction (25006: a
+// read-only server, such as a standby, refused a write). Every other
+// error means the outcome is
 // unknown, in particular a connection lost or a context cancelled after
 // the statement was sent (pgx then reports the context's error or the
 // server's query_canceled); retrying is safe because every operation of

@@ -640,6 +640,10 @@ func TestClassify(t *testing.T) {
 		{&pgconn.PgError{Code: "23505"}, store.ErrExists, true},
 		{&pgconn.PgError{Code: "40001"}, store.ErrNotApplied, true},
 		{&pgconn.PgError{Code: "40P01"}, store.ErrNotApplied, true},
+		// A read-only server (a standby after a failover, or
+		// default_transaction_read_only) refuses the first write of a
+		// transaction, which then commits nothing.
+		{&pgconn.PgError{Code: "25006", Severity: "ERROR"}, store.ErrNotApplied, true},
 		{&pgconn.PgError{Code: "57P01", Severity: "FATAL"}, nil, false},
 		{unknown, nil, false},
 		{fmt.Errorf("%w: closed", store.ErrClosed), store.ErrClosed, true},
@@ -697,5 +701,32 @@ func TestTimesRoundTripExactly(t *testing.T) {
 		if _, err := s.Commit(ctx, store.Entity{Key: key, Version: 1}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A server that refuses writes as read-only (a standby promoted late, a
+// database set default_transaction_read_only) applies nothing: its
+// refusal is "not applied", so that callers wait for it instead of
+// counting an unknown outcome (an engine then pauses instead of parking).
+func TestReadOnlyServerIsNotApplied(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	cfg, err := pgxpool.ParseConfig(dsn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	ro, err := New(t.Context(), pool, Config{Schema: s.Schema(), SkipMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ro.Close() })
+	if _, err := ro.Issue(t.Context(), rootTemplate(newToken(baton.TokenID{}, baton.TokenID{}, "orders"))); !errors.Is(err, store.ErrNotApplied) {
+		t.Fatalf("Issue on a read-only server = %v, want store.ErrNotApplied", err)
 	}
 }

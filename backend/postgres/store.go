@@ -177,6 +177,9 @@ func (s *Store) withConn(ctx context.Context, fn func(*pgxpool.Conn) error) erro
 //   - unique_violation (23505): a token id that exists: store.ErrExists.
 //   - serialization_failure (40001), deadlock_detected (40P01): the server
 //     rolled the transaction back: not applied.
+//   - read_only_sql_transaction (25006): a read-only server (a standby, or
+//     default_transaction_read_only) refused a write, which a statement
+//     raises before it runs, never a commit: not applied.
 //   - anything else, including a lost connection or a cancelled context
 //     after the request was sent: outcome unknown.
 //
@@ -190,7 +193,7 @@ func classify(err error) error {
 		switch pgErr.Code {
 		case "23505":
 			return fmt.Errorf("%w: %w", store.ErrExists, err)
-		case "40001", "40P01":
+		case "40001", "40P01", "25006":
 			return fmt.Errorf("%w: %w", store.ErrNotApplied, err)
 		}
 	}
