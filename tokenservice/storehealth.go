@@ -215,3 +215,13 @@ func (w watchedBatch) TransitionTokens(ctx context.Context, transitions []store.
 	w.health.observe(ctx, "transition_batch", started, err)
 	return consumed, errs, err
 }
+
+// GetTokensIn passes the conversations on (store.HintedTokenReader) where
+// the store takes them: a store split by conversation then asks each
+// token's part only.
+func (w watchedBatch) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
+	started := time.Now()
+	tokens, errs, err := store.GetTokensIn(ctx, w.TokenBatcher, lookups)
+	w.health.observe(ctx, "get_batch", started, err)
+	return tokens, errs, err
+}
