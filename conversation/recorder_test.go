@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,6 +106,57 @@ func TestRecordTokensSeesRootsAndTransitions(t *testing.T) {
 	if !ok || len(c.Nodes) != 2 || c.Nodes[0].State != conversation.Done || c.Nodes[1].State != conversation.InFlight {
 		t.Fatalf("conversation = %+v", c)
 	}
+}
+
+// TestRecordTokensInBatches: the recorder keeps the inner store's batch
+// calls (a token service over it serves batches in one store call each)
+// and reports them as the single calls: an applied transition, and a read
+// of a token no longer live as a duplicate.
+func TestRecordTokensInBatches(t *testing.T) {
+	t.Parallel()
+	rec := conversation.NewRecorder(0)
+	var calls atomic.Int64
+	tokens := conversation.RecordTokens(countedBatches{memory.NewTokenStore(), &calls}, rec, nil)
+	batch, ok := tokens.(store.TokenBatcher)
+	if !ok {
+		t.Fatal("the recorder hides the inner store's batch calls")
+	}
+	ctx := t.Context()
+	root, err := tokens.Issue(ctx, baton.Token{Destination: "shop", Type: "order.place", Digest: baton.DigestOf(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := baton.Signal{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID, Destination: "billing", Type: "charge"}
+	consumed, errs, err := batch.TransitionTokens(ctx, []store.TokenTransition{{Consume: root.ID, Create: []baton.Token{child.Token()}}})
+	if err != nil || errs[0] != nil || !consumed[0] {
+		t.Fatalf("TransitionTokens = %v, %v, %v", consumed, errs, err)
+	}
+	if _, errs, err := batch.GetTokens(ctx, []baton.TokenID{root.ID, child.ID}); err != nil || !errors.Is(errs[0], store.ErrNotFound) || errs[1] != nil {
+		t.Fatalf("GetTokens = %v, %v", errs, err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the inner store's batch calls ran %d times, want 2", n)
+	}
+	c, ok := rec.Get(root.ID)
+	if !ok || len(c.Nodes) != 2 || c.Nodes[0].State != conversation.Done || c.Nodes[0].Duplicates != 1 || c.Nodes[1].State != conversation.InFlight {
+		t.Fatalf("conversation = %+v, want the root done with a duplicate and its child in flight", c)
+	}
+}
+
+// countedBatches counts the batch calls of a memory store.
+type countedBatches struct {
+	*memory.TokenStore
+	calls *atomic.Int64
+}
+
+func (c countedBatches) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	c.calls.Add(1)
+	return c.TokenStore.GetTokens(ctx, ids)
+}
+
+func (c countedBatches) TransitionTokens(ctx context.Context, ts []store.TokenTransition) ([]bool, []error, error) {
+	c.calls.Add(1)
+	return c.TokenStore.TransitionTokens(ctx, ts)
 }
 
 // TestRecordTokensCountsDuplicates: a participant reads the token of each
