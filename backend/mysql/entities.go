@@ -426,17 +426,7 @@ func (s *Store) insertPart(ctx context.Context, tx *sql.Tx, entities []store.Ent
 	if mysqlErrorNumber(err) != errDuplicateKey {
 		return err
 	}
-	for _, i := range idx {
-		err := s.writeEntity(ctx, tx, entities[i], rows[i])
-		if errors.Is(err, store.ErrConflict) {
-			results[i] = err
-			continue
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.commitEach(ctx, tx, entities, rows, idx, results)
 }
 
 // Stale implements store.EntityStore.
