@@ -156,3 +156,64 @@ func TestStoreOutageIsLoggedOnceBySweeper(t *testing.T) {
 		t.Errorf("%d lines say that the stores answer again, want 1", n)
 	}
 }
+
+// hangingTokens answers no read while down is set, as a token store
+// behind a cut connection or in the middle of a failover: each read ends
+// when its deadline passes, with an unknown outcome.
+type hangingTokens struct {
+	store.TokenStore
+	down atomic.Bool
+}
+
+func (h *hangingTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	if h.down.Load() {
+		<-ctx.Done()
+		return baton.Token{}, fmt.Errorf("read tcp 127.0.0.1:5432: i/o timeout: %w", ctx.Err())
+	}
+	return h.TokenStore.Get(ctx, id)
+}
+
+// A store that does not answer at all (calls time out: their outcome is
+// unknown, so the error does not say that the store is down) parks
+// nothing either: the failed delivery makes the engine probe its stores,
+// and when the probe does not get an answer within CallTimeout it pauses
+// receiving as for a store that refuses calls.
+func TestHangingStoreParksNothing(t *testing.T) {
+	t.Parallel()
+	tokens := &hangingTokens{TokenStore: memory.NewTokenStore()}
+	broker := memtransport.New(memtransport.Config{})
+	logs := &logLines{}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
+		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond, CallTimeout: 20 * time.Millisecond,
+		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	const signals = 20
+	tokens.down.Store(true)
+	for range signals {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	time.Sleep(time.Second) // 50 call timeouts
+	tokens.down.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for e.Stats().Applied < signals && len(broker.Parked()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if parked := broker.Parked(); len(parked) != 0 {
+		t.Fatalf("%d signals parked by a token store that did not answer: %s", len(parked), parked[0].Reason)
+	}
+	if got := e.Stats().Applied; got != signals {
+		t.Fatalf("%d of %d signals applied after the store answered again", got, signals)
+	}
+	if n := logs.count("stores do not answer"); n != 1 {
+		t.Errorf("%d lines say that the stores do not answer, want 1", n)
+	}
+}

@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -28,6 +30,9 @@ type pause struct {
 	mu     sync.Mutex
 	paused bool
 	since  time.Time
+	// probing is set while a delivery's failure is being checked
+	// (checkStores): one check at a time.
+	probing atomic.Bool
 }
 
 func (p *pause) isPaused() bool {
@@ -54,16 +59,39 @@ const probeKey = "baton.probe"
 
 var probeToken = baton.TokenID{0xba, 0x70, 0x4e, 0x48, 0xea, 0x17, 0x42}
 
-// probeStores reads a token and an entity that need not exist, and
-// returns an error if a store did not answer.
+// probeStores reads a token and an entity that need not exist, each
+// within CallTimeout, and returns an error unless both stores answer (the
+// token absent or found, the entity loaded).
 func (e *Engine) probeStores(ctx context.Context) error {
-	if _, err := e.cfg.Tokens.Get(ctx, probeToken); storesDown(err) {
+	ctx, cancel := e.bounded(ctx)
+	defer cancel()
+	if _, err := e.cfg.Tokens.Get(ctx, probeToken); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	if _, err := e.cfg.Entities.Load(ctx, probeKey); storesDown(err) {
+	if _, err := e.cfg.Entities.Load(ctx, probeKey); err != nil {
 		return err
 	}
 	return nil
+}
+
+// checkStores probes the stores after a delivery failed with an error
+// that does not say whether a store answered (a call that timed out or
+// whose connection was cut, as in a database's failover: its outcome is
+// unknown), and pauses receiving if they do not answer: such an outage
+// would otherwise use up the attempts of every signal in flight, as one
+// that refuses calls would. One check at a time; a failure while one runs
+// is not checked again.
+func (e *Engine) checkStores(ctx context.Context, err error) {
+	if err == nil || IsPermanent(err) || storesDown(err) || ctx.Err() != nil || e.pause.isPaused() {
+		return
+	}
+	if !e.pause.probing.CompareAndSwap(false, true) {
+		return
+	}
+	defer e.pause.probing.Store(false)
+	if perr := e.probeStores(ctx); perr != nil && ctx.Err() == nil {
+		e.pauseReceiving(fmt.Errorf("%w (a delivery failed with: %w)", perr, err))
+	}
 }
 
 // waitForStores returns at once while receiving is not paused; paused, it

@@ -282,6 +282,8 @@ func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
 	if storesDown(err) {
 		e.pauseReceiving(err)
+	} else {
+		e.checkStores(ctx, err)
 	}
 	switch {
 	case err == nil:
