@@ -97,8 +97,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 	defer conn.Close()
 	lock := "baton-migrate/" + s.cfg.Prefix
 	var got int
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 60)", lock).Scan(&got); err != nil || got != 1 {
-		return fmt.Errorf("mysql: migrate: the migration lock %q: %v (got %d)", lock, err, got)
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 60)", lock).Scan(&got); err != nil {
+		return fmt.Errorf("mysql: migrate: take the migration lock %q: %w", lock, err)
+	}
+	if got != 1 {
+		// 0: another session held it for the whole minute (a migration
+		// that hangs, or a session that took the lock and stalled).
+		return fmt.Errorf("mysql: migrate: the migration lock %q is held by another session and was not released within 60s: find it with SELECT IS_USED_LOCK('%s')", lock, lock)
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", lock)
 	versions := table(s.cfg.Prefix, "schema_migrations")
