@@ -1,7 +1,8 @@
 // Package mysql keeps baton's tokens and entities in MySQL or MariaDB
 // (InnoDB), with go-sql-driver/mysql. One *Store implements
 // store.TokenStore, store.EntityStore, store.CommitTransitioner (the fast
-// path), store.TokenLoader, store.BatchCommitter, store.TxCommitter[*sql.Tx]
+// path), store.TokenLoader, store.BatchCommitter, store.TransitionBatcher,
+// store.TokenBatcher, store.TxCommitter[*sql.Tx]
 // and store.Starter[*sql.Tx] over the tables of one prefix; use it as
 // either store alone when the other lives elsewhere. Open connects from a
 // DSN and owns its pool (Config.MaxConns connections, default 16).
@@ -141,4 +142,11 @@
 // version written in one, the new ones inserted in another, the consumed
 // tokens deleted in one, the children inserted in one (a statement is
 // split past 1 MiB of values); one transaction, one commit.
+//
+// As a token store beside another entity store (the engine's plain path),
+// it is a store.TokenBatcher: a batch's tokens are read in one SELECT, and
+// its transitions run as Transition runs them, up to half the pool at once,
+// so that InnoDB flushes their commits in shared groups
+// (BenchmarkTokenBatches: 16 reads and 16 transitions about 2.6 times as
+// fast as one after another).
 package mysql
