@@ -150,6 +150,8 @@ func TestExactlyOnceMatrix(t *testing.T) {
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
 		{name: "split-redis-tokens+pg-entities/nats/3-procs/batches", tokens: "redis", redisParts: 3, entities: "postgres", transport: "nats", batch: 8,
 			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock}}, {serve: []string{Billing, Stock, Shipping}}}},
+		{name: "mysql-tokens+pg-entities/rabbitmq/2-procs/batches", tokens: "mysql", entities: "postgres", transport: "rabbitmq", batch: 8,
+			procs: []proc{{serve: all}, {serve: []string{Order, Billing, Stock, Shipping}}}},
 		{name: "redis-tokens+embedded-entities/rabbitmq/2-procs", tokens: "redis", entities: "embedded", transport: "rabbitmq",
 			procs: []proc{{serve: []string{Order, Billing}, file: "a.db"}, {serve: []string{Stock, Shipping}, file: "b.db"}}},
 	}
