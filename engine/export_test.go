@@ -21,3 +21,7 @@ var BrokenOrderings = []BrokenOrdering{
 
 // SetOrdering switches e to a (possibly broken) ordering of the steps.
 func SetOrdering(e *Engine, o ordering) { e.ordering = o }
+
+// ProbeToken is the token id that the engine reads to probe its token
+// store.
+var ProbeToken = probeToken

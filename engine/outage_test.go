@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,8 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/tokenservice"
+	"github.com/batonhq/baton/tokenservice/client"
 	memtransport "github.com/batonhq/baton/transport/memory"
 )
 
@@ -215,5 +218,78 @@ func TestHangingStoreParksNothing(t *testing.T) {
 	}
 	if n := logs.count("stores do not answer"); n != 1 {
 		t.Errorf("%d lines say that the stores do not answer, want 1", n)
+	}
+}
+
+// serviceFor serves tokens over HTTP as the token service, with systems
+// "shop" (its own destination) and "mallory" (its own, and issuing roots),
+// and returns a client for each.
+func serviceFor(t *testing.T, tokens store.TokenStore) (shop, mallory *client.Client) {
+	t.Helper()
+	shopKey, shopHash := tokenservice.NewAPIKey()
+	malloryKey, malloryHash := tokenservice.NewAPIKey()
+	h, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{
+		{Name: "shop", KeySHA256: shopHash, IssueRoots: true},
+		{Name: "mallory", KeySHA256: malloryHash, IssueRoots: true}}})
+	must(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	shop, err = client.New(srv.URL, shopKey, client.Options{})
+	must(t, err)
+	mallory, err = client.New(srv.URL, malloryKey, client.Options{})
+	must(t, err)
+	t.Cleanup(func() { _ = shop.Close(); _ = mallory.Close() })
+	return shop, mallory
+}
+
+// A probe of the stores is answered by any answer of the token store:
+// over the token service, another system may hold a token with the
+// probe's id (ids of children are the caller's, and the probe's is in the
+// source), which the service refuses to show this one (403, not your
+// token). That refusal is an answer, so the engine neither pauses on it
+// nor stays paused for ever while the stores are up.
+func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
+	t.Parallel()
+	tokens, mallory := serviceFor(t, memory.NewTokenStore())
+	ctx, cancel := context.WithCancel(t.Context())
+	root, err := mallory.Issue(ctx, baton.Token{Destination: "mallory", Type: "x", Digest: baton.DigestOf(nil)})
+	must(t, err)
+	child := baton.Token{ID: engine.ProbeToken, Conversation: root.Conversation, Causation: root.ID, Destination: "mallory", Type: "y", Digest: baton.DigestOf(nil)}
+	if _, err := mallory.Transition(ctx, root.ID, []baton.Token{child}); err != nil {
+		t.Fatal(err)
+	}
+	broker := memtransport.New(memtransport.Config{})
+	logs := &logLines{}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
+		Dispatch: broker, Source: broker, MaxAttempts: 5, RedeliveryDelay: time.Millisecond,
+		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	var failed atomic.Bool
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) {
+			if failed.CompareAndSwap(false, true) {
+				return engine.Effects{}, fmt.Errorf("the warehouse is busy")
+			}
+			return engine.Effects{}, nil
+		}}))
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	const signals = 10
+	for range signals {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Applied < signals && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.Stats().Applied; got != signals {
+		t.Errorf("%d of %d signals applied with the stores up", got, signals)
+	}
+	if n := logs.count("stores do not answer"); n != 0 {
+		t.Errorf("%d lines say that the stores do not answer, want none", n)
 	}
 }

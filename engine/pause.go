@@ -16,7 +16,20 @@ import (
 // applied nothing (store.ErrNotApplied, store.ErrClosed): an outage, not a
 // fault of the signal.
 func storesDown(err error) bool {
-	return err != nil && !IsPermanent(err) && (errors.Is(err, store.ErrNotApplied) || errors.Is(err, store.ErrClosed))
+	return err != nil && !IsPermanent(err) && !storeAnswered(err) &&
+		(errors.Is(err, store.ErrNotApplied) || errors.Is(err, store.ErrClosed))
+}
+
+// storeAnswered reports whether err is a store's answer to the call (the
+// token is absent, another destination's, refused to this system, ...),
+// which says that the store is up whatever else err matches: the token
+// service's client makes its refusals match store.ErrNotApplied too, as
+// they applied nothing.
+func storeAnswered(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExists) ||
+		errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrInvalid) ||
+		errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrNotYours) ||
+		errors.Is(err, store.ErrForbidden)
 }
 
 // pause stops Run from receiving while the stores do not answer. Every
@@ -61,14 +74,16 @@ var probeToken = baton.TokenID{0xba, 0x70, 0x4e, 0x48, 0xea, 0x17, 0x42}
 
 // probeStores reads a token and an entity that need not exist, each
 // within CallTimeout, and returns an error unless both stores answer (the
-// token absent or found, the entity loaded).
+// token absent or found, or refused to this system: the token service
+// does not show another destination's token, and another system may hold
+// one with this id; the entity loaded).
 func (e *Engine) probeStores(ctx context.Context) error {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	if _, err := e.cfg.Tokens.Get(ctx, probeToken); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if _, err := e.cfg.Tokens.Get(ctx, probeToken); err != nil && !storeAnswered(err) {
 		return err
 	}
-	if _, err := e.cfg.Entities.Load(ctx, probeKey); err != nil {
+	if _, err := e.cfg.Entities.Load(ctx, probeKey); err != nil && !storeAnswered(err) {
 		return err
 	}
 	return nil
@@ -82,7 +97,7 @@ func (e *Engine) probeStores(ctx context.Context) error {
 // that refuses calls would. One check at a time; a failure while one runs
 // is not checked again.
 func (e *Engine) checkStores(ctx context.Context, err error) {
-	if err == nil || IsPermanent(err) || storesDown(err) || ctx.Err() != nil || e.pause.isPaused() {
+	if err == nil || IsPermanent(err) || storesDown(err) || storeAnswered(err) || ctx.Err() != nil || e.pause.isPaused() {
 		return
 	}
 	if !e.pause.probing.CompareAndSwap(false, true) {
