@@ -354,7 +354,7 @@ func (e *Engine) runActivity(ctx context.Context, h handler, tx any, sig baton.S
 	e.observeHandler(ctx, started)
 	if err != nil {
 		e.stats.add(ctx, statHandlerErrors, 1)
-		return store.Entity{}, store.OutboxEntry{}, fmt.Errorf("engine: activity %q: %w", sig.Type, err)
+		return store.Entity{}, store.OutboxEntry{}, activityError{fmt.Errorf("engine: activity %q: %w", sig.Type, err)}
 	}
 	children, err := e.children(sig, effects.Emit, e.traceContext(ctx))
 	if err != nil {

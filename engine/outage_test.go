@@ -293,3 +293,41 @@ func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
 		t.Errorf("%d lines say that the stores do not answer, want none", n)
 	}
 }
+
+// An activity's own failure says nothing of the engine's stores, even
+// when it wraps store.ErrNotApplied (an activity that calls a token
+// service or another store): it is retried, and receiving is not paused.
+func TestActivityErrorPausesNothing(t *testing.T) {
+	t.Parallel()
+	broker := memtransport.New(memtransport.Config{})
+	logs := &logLines{}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
+		Dispatch: broker, Source: broker, MaxAttempts: 5, RedeliveryDelay: time.Millisecond,
+		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	var failed atomic.Bool
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) {
+			if failed.CompareAndSwap(false, true) {
+				return engine.Effects{}, fmt.Errorf("reserve stock: %w", store.ErrNotApplied)
+			}
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	must(t, broker.Publish(ctx, sig))
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Applied < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.Stats().Applied; got != 1 {
+		t.Fatalf("%d of 1 signal applied", got)
+	}
+	if n := logs.count("stores do not answer"); n != 0 {
+		t.Errorf("an activity's failure paused receiving (%d lines say that the stores do not answer)", n)
+	}
+}

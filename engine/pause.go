@@ -16,7 +16,7 @@ import (
 // applied nothing (store.ErrNotApplied, store.ErrClosed): an outage, not a
 // fault of the signal.
 func storesDown(err error) bool {
-	return err != nil && !IsPermanent(err) && !storeAnswered(err) &&
+	return err != nil && !IsPermanent(err) && !storeAnswered(err) && !isActivityError(err) &&
 		(errors.Is(err, store.ErrNotApplied) || errors.Is(err, store.ErrClosed))
 }
 
@@ -66,6 +66,20 @@ func (e *Engine) pauseReceiving(err error) {
 		"err", err)
 }
 
+// activityError is an activity's own failure (runActivity): it says
+// nothing of the engine's stores, whatever it wraps (an activity that
+// calls a token service or a store of its own may fail with
+// store.ErrNotApplied), so it neither pauses receiving nor probes them.
+type activityError struct{ err error }
+
+func (a activityError) Error() string { return a.err.Error() }
+func (a activityError) Unwrap() error { return a.err }
+
+func isActivityError(err error) bool {
+	var a activityError
+	return errors.As(err, &a)
+}
+
 // probeKey and probeToken are an entity key and a token id that
 // probeStores reads; reading them changes nothing.
 const probeKey = "baton.probe"
@@ -97,7 +111,8 @@ func (e *Engine) probeStores(ctx context.Context) error {
 // that refuses calls would. One check at a time; a failure while one runs
 // is not checked again.
 func (e *Engine) checkStores(ctx context.Context, err error) {
-	if err == nil || IsPermanent(err) || storesDown(err) || storeAnswered(err) || ctx.Err() != nil || e.pause.isPaused() {
+	if err == nil || IsPermanent(err) || storesDown(err) || storeAnswered(err) || isActivityError(err) ||
+		ctx.Err() != nil || e.pause.isPaused() {
 		return
 	}
 	if !e.pause.probing.CompareAndSwap(false, true) {
