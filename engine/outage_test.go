@@ -331,3 +331,34 @@ func TestActivityErrorPausesNothing(t *testing.T) {
 		t.Errorf("an activity's failure paused receiving (%d lines say that the stores do not answer)", n)
 	}
 }
+
+// A delivery cut short by the end of the shutdown timeout fails with its
+// stores' "not applied: context canceled": that is the engine stopping,
+// not an outage, and logs none.
+func TestShutdownIsNoOutage(t *testing.T) {
+	t.Parallel()
+	broker := memtransport.New(memtransport.Config{})
+	logs := &logLines{}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
+		Dispatch: broker, Source: broker, ShutdownTimeout: 20 * time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	started := make(chan struct{})
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(ctx context.Context, _ baton.Signal, _ *counter) (engine.Effects, error) {
+			close(started)
+			<-ctx.Done() // an activity that finishes anyway
+			return engine.Effects{}, nil
+		}}))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	must(t, broker.Publish(ctx, sig))
+	<-started
+	cancel()
+	<-done
+	if n := logs.count("stores do not answer"); n != 0 {
+		t.Errorf("stopping the engine logged an outage of its stores (%d lines)", n)
+	}
+}

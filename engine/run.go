@@ -280,9 +280,13 @@ func (e *Engine) ack(ctx context.Context, ds ...transport.Delivery) {
 func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 	sig := d.Signal()
 	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
-	if storesDown(err) {
+	switch {
+	case ctx.Err() != nil:
+		// The work context ended (the shutdown timeout): the stores'
+		// "not applied" says so, not that they are down.
+	case storesDown(err):
 		e.pauseReceiving(err)
-	} else {
+	default:
 		e.checkStores(ctx, err)
 	}
 	switch {
