@@ -362,3 +362,65 @@ func TestShutdownIsNoOutage(t *testing.T) {
 		t.Errorf("stopping the engine logged an outage of its stores (%d lines)", n)
 	}
 }
+
+// refusingEntities refuses, applying nothing, the commits of one entity,
+// as a store answers a transaction that it rolled back: MySQL one whose
+// value does not fit its column (strict sql_mode) or that deadlocked past
+// its retries, PostgreSQL a serialization failure.
+type refusingEntities struct {
+	store.EntityStore
+	key string // set before the engine runs
+}
+
+func (r *refusingEntities) Commit(ctx context.Context, ent store.Entity) (uint64, error) {
+	if ent.Key == r.key {
+		return 0, fmt.Errorf("mysql: commit: %w: Error 1406 (22001): Data too long for column 'state' at row 1", store.ErrNotApplied)
+	}
+	return r.EntityStore.Commit(ctx, ent)
+}
+
+// A store that answers one signal's call with "not applied" while it
+// answers every other call is not down: the engine pauses receiving only
+// when a probe of its stores confirms it, so that a signal that a store
+// refuses (an attacker's, crafted so) does not stop the whole engine at
+// each of its attempts.
+func TestRefusedSignalPausesNothing(t *testing.T) {
+	t.Parallel()
+	broker := memtransport.New(memtransport.Config{})
+	logs := &logLines{}
+	entities := &refusingEntities{EntityStore: memory.NewEntityStore()}
+	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: entities,
+		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond,
+		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
+	must(t, err)
+	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
+		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
+	ctx, cancel := context.WithCancel(t.Context())
+	bad, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+	must(t, err)
+	entities.key, _ = byConversation(bad)
+	must(t, broker.Publish(ctx, bad))
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	for deadline := time.Now().Add(5 * time.Second); len(broker.Parked()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if n := logs.count("stores do not answer"); n != 0 {
+		t.Errorf("a signal that the entity store refused paused receiving (%d lines say that the stores do not answer)", n)
+	}
+	const signals = 10
+	for range signals {
+		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
+		must(t, err)
+		must(t, broker.Publish(ctx, sig))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Applied < signals && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.Stats().Applied; got != signals {
+		t.Errorf("%d of %d signals applied", got, signals)
+	}
+}

@@ -12,14 +12,6 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
-// storesDown reports whether err means that a store did not answer and
-// applied nothing (store.ErrNotApplied, store.ErrClosed): an outage, not a
-// fault of the signal.
-func storesDown(err error) bool {
-	return err != nil && !IsPermanent(err) && !storeAnswered(err) && !isActivityError(err) &&
-		(errors.Is(err, store.ErrNotApplied) || errors.Is(err, store.ErrClosed))
-}
-
 // storeAnswered reports whether err is a store's answer to the call (the
 // token is absent, another destination's, refused to this system, ...),
 // which says that the store is up whatever else err matches: the token
@@ -54,7 +46,8 @@ func (p *pause) isPaused() bool {
 	return p.paused
 }
 
-// pauseReceiving pauses receiving after a delivery failed with err (storesDown).
+// pauseReceiving pauses receiving after a call failed with err and a
+// probe of the stores did not get an answer (checkStores).
 func (e *Engine) pauseReceiving(err error) {
 	e.pause.mu.Lock()
 	defer e.pause.mu.Unlock()
@@ -103,15 +96,18 @@ func (e *Engine) probeStores(ctx context.Context) error {
 	return nil
 }
 
-// checkStores probes the stores after a delivery failed with an error
-// that does not say whether a store answered (a call that timed out or
-// whose connection was cut, as in a database's failover: its outcome is
-// unknown), and pauses receiving if they do not answer: such an outage
-// would otherwise use up the attempts of every signal in flight, as one
-// that refuses calls would. One check at a time; a failure while one runs
-// is not checked again.
+// checkStores probes the stores after a delivery or a sweep failed with
+// err, a store's failure (not an answer such as a token not found, nor an
+// activity's own error), and pauses receiving if they do not answer. The
+// failed call alone does not say that they are down: one that timed out or
+// whose connection was cut (as in a database's failover) has an unknown
+// outcome, and a store answers "not applied" to calls that it refused or
+// rolled back while it is up (a deadlock, a value too long for its column,
+// a serialization failure), which an attacker's signal may provoke at will;
+// pausing on those would stop the whole engine for one signal. One check
+// at a time; a failure while one runs is not checked again.
 func (e *Engine) checkStores(ctx context.Context, err error) {
-	if err == nil || IsPermanent(err) || storesDown(err) || storeAnswered(err) || isActivityError(err) ||
+	if err == nil || IsPermanent(err) || storeAnswered(err) || isActivityError(err) ||
 		ctx.Err() != nil || e.pause.isPaused() {
 		return
 	}
@@ -120,7 +116,7 @@ func (e *Engine) checkStores(ctx context.Context, err error) {
 	}
 	defer e.pause.probing.Store(false)
 	if perr := e.probeStores(ctx); perr != nil && ctx.Err() == nil {
-		e.pauseReceiving(fmt.Errorf("%w (a delivery failed with: %w)", perr, err))
+		e.pauseReceiving(fmt.Errorf("%w (a call failed with: %w)", perr, err))
 	}
 }
 

@@ -280,15 +280,9 @@ func (e *Engine) ack(ctx context.Context, ds ...transport.Delivery) {
 func (e *Engine) settle(ctx context.Context, d transport.Delivery, err error) {
 	sig := d.Signal()
 	log := e.log.With("conversation", sig.Conversation, "token", sig.ID, "type", sig.Type, "attempt", d.Attempt())
-	switch {
-	case ctx.Err() != nil:
-		// The work context ended (the shutdown timeout): the stores'
-		// "not applied" says so, not that they are down.
-	case storesDown(err):
-		e.pauseReceiving(err)
-	default:
-		e.checkStores(ctx, err)
-	}
+	// Ended by the work context (the shutdown timeout), the stores'
+	// "not applied" says so, not that they are down: checkStores skips it.
+	e.checkStores(ctx, err)
 	switch {
 	case err == nil:
 		e.ack(ctx, d)
@@ -316,9 +310,8 @@ func (e *Engine) sweepLoop(ctx, work context.Context) {
 		}
 		if n, err := e.Sweep(work); err != nil {
 			e.stats.add(work, statSweepFailures, 1)
-			if storesDown(err) {
-				e.pauseReceiving(err)
-				continue
+			if e.checkStores(work, err); e.pause.isPaused() {
+				continue // the outage was logged once, when it began
 			}
 			e.log.Warn("sweep failed", "err", err, "finished", n)
 		}
