@@ -3,6 +3,7 @@ package tokenservice
 import (
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
@@ -17,10 +18,22 @@ func (s *server) readTokens(w http.ResponseWriter, r *http.Request, caller *regi
 		writeProblem(w, p)
 		return
 	}
-	lookups, err := decodeTokenRead(body)
+	ids, err := decodeTokenRead(body)
 	if err != nil {
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
+	}
+	conversations, err := parseConversations(r.Header, len(ids))
+	if err != nil {
+		writeProblem(w, problem(ProblemInvalid, "%v", err))
+		return
+	}
+	lookups := make([]store.TokenLookup, len(ids))
+	for i, id := range ids {
+		lookups[i].ID = id
+		if conversations != nil {
+			lookups[i].Conversation = conversations[i]
+		}
 	}
 	tokens, errs, err := store.GetTokensIn(r.Context(), s.batch, lookups)
 	if err != nil {
@@ -49,9 +62,17 @@ func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller 
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
+	conversations, err := parseConversations(r.Header, len(transitions))
+	if err != nil {
+		writeProblem(w, problem(ProblemInvalid, "%v", err))
+		return
+	}
 	lookups := make([]store.TokenLookup, len(transitions))
 	for i, t := range transitions {
-		lookups[i] = store.TokenLookup{ID: t.Consume, Conversation: t.Conversation}
+		lookups[i].ID = t.Consume
+		if conversations != nil {
+			lookups[i].Conversation = conversations[i]
+		}
 	}
 	tokens, readErrs, err := store.GetTokensIn(r.Context(), s.batch, lookups)
 	if err != nil {
@@ -87,4 +108,29 @@ func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller 
 		}
 	}
 	writeJSON(w, http.StatusOK, TransitionBatchResponse{Results: results})
+}
+
+// parseConversations reads the ConversationsHeader of a batch of n items:
+// nil without one, else one conversation for each item (zero where the
+// entry is empty).
+func parseConversations(h http.Header, n int) ([]baton.TokenID, error) {
+	values := h.Values(ConversationsHeader)
+	switch {
+	case len(values) == 0:
+		return nil, nil
+	case len(values) > 1:
+		return nil, fmt.Errorf("%w: %s given %d times: give it once, with an entry for each item", store.ErrInvalid, ConversationsHeader, len(values))
+	}
+	entries := strings.Split(values[0], ",")
+	if len(entries) != n {
+		return nil, fmt.Errorf("%w: %s has %d entries for %d items: give one for each (empty where not known)", store.ErrInvalid, ConversationsHeader, len(entries), n)
+	}
+	conversations := make([]baton.TokenID, n)
+	for i, e := range entries {
+		var err error
+		if conversations[i], err = parseID(fmt.Sprintf("%s entry %d", ConversationsHeader, i), strings.TrimSpace(e), false); err != nil {
+			return nil, err
+		}
+	}
+	return conversations, nil
 }

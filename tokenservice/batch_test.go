@@ -3,6 +3,7 @@ package tokenservice_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -454,28 +455,28 @@ func TestBatchHintsReadOnePart(t *testing.T) {
 	for split.PartOf(wrong, parts) == split.PartOf(root.Conversation, parts) {
 		wrong = baton.NewTokenID()
 	}
-	read := func(conversation baton.TokenID) tokenservice.TokenReadRequest {
-		req := tokenservice.TokenReadRequest{}
-		for _, c := range children {
-			req.IDs = append(req.IDs, c.ID.String())
-			if !conversation.IsZero() {
-				req.Conversations = append(req.Conversations, conversation.String())
-			}
+	read := tokenservice.TokenReadRequest{}
+	for _, c := range children {
+		read.IDs = append(read.IDs, c.ID.String())
+	}
+	hints := func(conversation baton.TokenID) http.Header {
+		if conversation.IsZero() {
+			return nil
 		}
-		return req
+		return http.Header{tokenservice.ConversationsHeader: {strings.TrimSuffix(strings.Repeat(conversation.String()+",", len(children)), ",")}}
 	}
 	for _, c := range []struct {
-		name  string
-		body  tokenservice.TokenReadRequest
-		reads int64
+		name   string
+		header http.Header
+		reads  int64
 	}{
-		{"hinted", read(root.Conversation), 1},
-		{"unhinted", read(baton.TokenID{}), 3},
-		{"wrongly hinted", read(wrong), 3},
+		{"hinted", hints(root.Conversation), 1},
+		{"unhinted", nil, 3},
+		{"wrongly hinted", hints(wrong), 3},
 	} {
 		batches.Store(0)
 		var answer tokenservice.TokenReadResponse
-		call(t, "POST", f.url+"/v1/tokens/read", f.billing, c.body).decode(t, 200, &answer)
+		callWithHeader(t, "POST", f.url+"/v1/tokens/read", f.billing, c.header, read).decode(t, 200, &answer)
 		for i, res := range answer.Results {
 			if res.Token == nil || res.Token.ID != children[i].ID.String() {
 				t.Errorf("%s: result %d = %+v, want token %s", c.name, i, res, children[i].ID)
@@ -489,14 +490,12 @@ func TestBatchHintsReadOnePart(t *testing.T) {
 	// A transition batch's hints: one read of one part, one transition call.
 	var leaves []tokenservice.TransitionRequest
 	for _, c := range children {
-		leaf := transitionBody(c.ID)
-		leaf.Conversation = root.Conversation.String()
-		leaves = append(leaves, leaf)
+		leaves = append(leaves, transitionBody(c.ID))
 	}
 	single.Store(0)
 	batches.Store(0)
 	var answer tokenservice.TransitionBatchResponse
-	call(t, "POST", f.url+"/v1/transitions/batch", f.billing, batchBody(leaves...)).decode(t, 200, &answer)
+	callWithHeader(t, "POST", f.url+"/v1/transitions/batch", f.billing, hints(root.Conversation), batchBody(leaves...)).decode(t, 200, &answer)
 	for i, res := range answer.Results {
 		if res.Consumed == nil || !*res.Consumed {
 			t.Errorf("transition %d = %+v, want consumed", i, res)
@@ -506,9 +505,14 @@ func TestBatchHintsReadOnePart(t *testing.T) {
 		t.Errorf("a hinted batch of one conversation's leaves made %d batch and %d single calls, want 2 and 0", batches.Load(), single.Load())
 	}
 
-	bad := read(root.Conversation)
-	bad.Conversations = bad.Conversations[1:]
-	call(t, "POST", f.url+"/v1/tokens/read", f.billing, bad).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	// A header that does not give one entry for each item is refused.
+	for _, header := range []http.Header{
+		{tokenservice.ConversationsHeader: {root.Conversation.String()}},
+		{tokenservice.ConversationsHeader: {"x" + strings.Repeat(",", len(children)-1)}},
+		{tokenservice.ConversationsHeader: {strings.Repeat(",", len(children)-1), strings.Repeat(",", len(children)-1)}},
+	} {
+		callWithHeader(t, "POST", f.url+"/v1/tokens/read", f.billing, header, read).wantProblem(t, 400, tokenservice.ProblemInvalid)
+	}
 }
 
 // A list that is not an array is refused in a line that names what it is,

@@ -38,7 +38,7 @@ func FuzzDecodeTransition(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded transition %s refused: %v", again, err)
 		}
-		if tr2.Consume != tr.Consume || tr2.Conversation != tr.Conversation || !sameTokens(tr.Create, tr2.Create) {
+		if tr2.Consume != tr.Consume || !sameTokens(tr.Create, tr2.Create) {
 			t.Fatalf("round trip changed the transition:\n%+v\n%+v", tr, tr2)
 		}
 	})
@@ -47,7 +47,6 @@ func FuzzDecodeTransition(f *testing.F) {
 func FuzzDecodeTransitionBatch(f *testing.F) {
 	f.Add([]byte(`{"transitions":[{"consume":"0123456789abcdef0123456789abcdef"},{"consume":"0123456789abcdef0123456789abcdee"}]}`))
 	f.Add([]byte(`{"transitions":[{"consume":"0123456789abcdef0123456789abcdef"},{"consume":"0123456789abcdef0123456789abcdef"}]}`))
-	f.Add([]byte(`{"transitions":[{"consume":"0123456789abcdef0123456789abcdef","conversation":"fedcba9876543210fedcba9876543210"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		batch, err := decodeTransitionBatch(body)
 		if err != nil {
@@ -72,7 +71,7 @@ func FuzzDecodeTransitionBatch(f *testing.F) {
 			t.Fatalf("re-encoded batch %s: %d transitions, %v", again, len(batch2), err)
 		}
 		for i := range batch {
-			if batch2[i].Consume != batch[i].Consume || batch2[i].Conversation != batch[i].Conversation || !sameTokens(batch[i].Create, batch2[i].Create) {
+			if batch2[i].Consume != batch[i].Consume || !sameTokens(batch[i].Create, batch2[i].Create) {
 				t.Fatalf("round trip changed transition %d:\n%+v\n%+v", i, batch[i], batch2[i])
 			}
 		}
@@ -81,30 +80,28 @@ func FuzzDecodeTransitionBatch(f *testing.F) {
 
 func FuzzDecodeTokenRead(f *testing.F) {
 	f.Add([]byte(`{"ids":["0123456789abcdef0123456789abcdef","fedcba9876543210fedcba9876543210","fedcba9876543210fedcba9876543210"]}`))
-	f.Add([]byte(`{"ids":["0123456789abcdef0123456789abcdef","fedcba9876543210fedcba9876543210"],"conversations":["","0123456789abcdef0123456789abcdef"]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		lookups, err := decodeTokenRead(body)
+		ids, err := decodeTokenRead(body)
 		if err != nil {
 			if !errors.Is(err, store.ErrInvalid) {
 				t.Fatalf("refusal %v does not wrap store.ErrInvalid", err)
 			}
 			return
 		}
-		req := TokenReadRequest{IDs: []string{}, Conversations: []string{}}
-		for _, l := range lookups {
-			if l.ID.IsZero() {
+		req := TokenReadRequest{IDs: []string{}}
+		for _, id := range ids {
+			if id.IsZero() {
 				t.Fatal("accepted the zero id")
 			}
-			req.IDs = append(req.IDs, l.ID.String())
-			req.Conversations = append(req.Conversations, encodeID(l.Conversation))
+			req.IDs = append(req.IDs, id.String())
 		}
-		if len(lookups) > MaxBatch {
-			t.Fatalf("accepted %d ids", len(lookups))
+		if len(ids) > MaxBatch {
+			t.Fatalf("accepted %d ids", len(ids))
 		}
 		again, _ := json.Marshal(req)
-		lookups2, err := decodeTokenRead(again)
-		if err != nil || !reflect.DeepEqual(lookups, lookups2) {
-			t.Fatalf("round trip of %s: %v, %v", again, lookups2, err)
+		ids2, err := decodeTokenRead(again)
+		if err != nil || !reflect.DeepEqual(ids, ids2) {
+			t.Fatalf("round trip of %s: %v, %v", again, ids2, err)
 		}
 	})
 }
@@ -112,7 +109,7 @@ func FuzzDecodeTokenRead(f *testing.F) {
 // encodeTransition is tr as a request, which it must be valid as.
 func encodeTransition(t *testing.T, tr store.TokenTransition) TransitionRequest {
 	t.Helper()
-	req := TransitionRequest{Consume: tr.Consume.String(), Conversation: encodeID(tr.Conversation)}
+	req := TransitionRequest{Consume: tr.Consume.String()}
 	for _, c := range tr.Create {
 		if !c.ExpiresAt.IsZero() {
 			t.Fatalf("accepted a child that expires: %+v", c)

@@ -103,6 +103,12 @@ func (a answer) decode(t *testing.T, status int, v any) {
 // is sent as it is).
 func call(t *testing.T, method, url, key string, body any) answer {
 	t.Helper()
+	return callWithHeader(t, method, url, key, nil, body)
+}
+
+// callWithHeader is call with header's fields added to the request's.
+func callWithHeader(t *testing.T, method, url, key string, header http.Header, body any) answer {
+	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -126,6 +132,9 @@ func call(t *testing.T, method, url, key string, body any) answer {
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for name, values := range header {
+		req.Header[name] = values
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

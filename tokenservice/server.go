@@ -35,6 +35,14 @@ type server struct {
 // the others only if it does not have the token.
 const ConversationHeader = "Baton-Conversation"
 
+// ConversationsHeader is ConversationHeader for a batch (POST
+// /v1/tokens/read, POST /v1/transitions/batch): the conversations of its
+// items' tokens, comma-separated in the items' order, an entry empty where
+// not known. Hints too: they change no answer. A header, not a field of
+// the body, so that a client may send it to a service that does not know
+// it (which ignores it), where an unknown field would be refused.
+const ConversationsHeader = "Baton-Conversations"
+
 // route is one API route. Public routes need no credentials.
 type route struct {
 	method, path string
@@ -225,7 +233,6 @@ func (s *server) transition(w http.ResponseWriter, r *http.Request, caller *regi
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
-	r = r.WithContext(store.WithConversation(r.Context(), t.Conversation))
 	tok, err := s.tokens.Get(r.Context(), t.Consume)
 	res, decided := s.admitTransition(caller, t, tok, err)
 	if !decided {

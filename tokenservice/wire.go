@@ -45,11 +45,6 @@ type Token struct {
 type TransitionRequest struct {
 	Consume string    `json:"consume"`
 	Create  ChildList `json:"create,omitempty"`
-	// Conversation is the consumed token's conversation where the caller
-	// knows it: a hint, as the Baton-Conversation header, for a store split
-	// by conversation (it asks that part first); answers never depend on
-	// it.
-	Conversation string `json:"conversation,omitempty"`
 }
 
 // TransitionResponse answers a transition: whether it consumed the token.
@@ -80,10 +75,6 @@ type TransitionResult struct {
 // token ids.
 type TokenReadRequest struct {
 	IDs IDList `json:"ids"`
-	// Conversations, if given, has one entry for each of IDs: the token's
-	// conversation where the caller knows it, else "". Hints, as
-	// TransitionRequest.Conversation.
-	Conversations IDList `json:"conversations,omitempty"`
 }
 
 // TokenReadResponse answers a read of tokens: one result for each id, in
@@ -328,10 +319,6 @@ func (req TransitionRequest) decode() (store.TokenTransition, error) {
 	if err != nil {
 		return store.TokenTransition{}, err
 	}
-	conversation, err := parseID("conversation", req.Conversation, false)
-	if err != nil {
-		return store.TokenTransition{}, err
-	}
 	if len(req.Create) > store.MaxTokensPerTransition {
 		return store.TokenTransition{}, fmt.Errorf("%w: %d tokens in one transition, more than %d", store.ErrInvalid, len(req.Create), store.MaxTokensPerTransition)
 	}
@@ -350,12 +337,12 @@ func (req TransitionRequest) decode() (store.TokenTransition, error) {
 	if err := store.ValidateTransition(consume, create); err != nil {
 		return store.TokenTransition{}, err
 	}
-	return store.TokenTransition{Consume: consume, Conversation: conversation, Create: create}, nil
+	return store.TokenTransition{Consume: consume, Create: create}, nil
 }
 
 // decodeTokenRead reads the body of POST /v1/tokens/read. An id may be
 // given more than once.
-func decodeTokenRead(data []byte) ([]store.TokenLookup, error) {
+func decodeTokenRead(data []byte) ([]baton.TokenID, error) {
 	var req TokenReadRequest
 	if err := decodeStrict(data, &req); err != nil {
 		return nil, err
@@ -363,24 +350,15 @@ func decodeTokenRead(data []byte) ([]store.TokenLookup, error) {
 	if err := checkBatch("ids", req.IDs == nil); err != nil {
 		return nil, err
 	}
-	if req.Conversations != nil && len(req.Conversations) != len(req.IDs) {
-		return nil, fmt.Errorf("%w: %d conversations for %d ids: give one for each id (\"\" where not known) or none", store.ErrInvalid, len(req.Conversations), len(req.IDs))
-	}
-	lookups := make([]store.TokenLookup, len(req.IDs))
+	ids := make([]baton.TokenID, len(req.IDs))
 	for i, s := range req.IDs {
 		id, err := parseID(fmt.Sprintf("ids[%d]", i), s, true)
 		if err != nil {
 			return nil, err
 		}
-		lookups[i].ID = id
-		if req.Conversations == nil {
-			continue
-		}
-		if lookups[i].Conversation, err = parseID(fmt.Sprintf("conversations[%d]", i), req.Conversations[i], false); err != nil {
-			return nil, err
-		}
+		ids[i] = id
 	}
-	return lookups, nil
+	return ids, nil
 }
 
 // checkBatch refuses a batch's list of items that is missing.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
@@ -54,17 +55,12 @@ func (c *Client) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) (
 // tokens[i] or errs[i].
 func (c *Client) readTokens(ctx context.Context, lookups []store.TokenLookup, part []int, tokens []baton.Token, errs []error) error {
 	req := tokenservice.TokenReadRequest{IDs: make([]string, len(part))}
+	conversations := make([]baton.TokenID, len(part))
 	for k, i := range part {
-		req.IDs[k] = lookups[i].ID.String()
-		if conversation := lookups[i].Conversation; !conversation.IsZero() {
-			if req.Conversations == nil {
-				req.Conversations = make([]string, len(part))
-			}
-			req.Conversations[k] = conversation.String()
-		}
+		req.IDs[k], conversations[k] = lookups[i].ID.String(), lookups[i].Conversation
 	}
 	var answer tokenservice.TokenReadResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/tokens/read", nil, req, http.StatusOK, &answer); err != nil {
+	if err := c.doWithHeader(ctx, http.MethodPost, "/v1/tokens/read", nil, conversationsHeader(conversations), req, http.StatusOK, &answer); err != nil {
 		return err
 	}
 	if len(answer.Results) != len(part) {
@@ -150,12 +146,12 @@ func (c *Client) transitionParts(ctx context.Context, part []store.TokenTransiti
 // unknown outcome.
 func (c *Client) transitionTokens(ctx context.Context, part []store.TokenTransition, consumed []bool, errs []error) error {
 	req := tokenservice.TransitionBatchRequest{Transitions: make([]tokenservice.TransitionRequest, len(part))}
+	conversations := make([]baton.TokenID, len(part))
 	for k, t := range part {
-		req.Transitions[k] = transitionRequest(t.Consume, t.Create)
-		req.Transitions[k].Conversation = idString(t.Conversation)
+		req.Transitions[k], conversations[k] = transitionRequest(t.Consume, t.Create), t.Conversation
 	}
 	var answer tokenservice.TransitionBatchResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/transitions/batch", nil, req, http.StatusOK, &answer); err != nil {
+	if err := c.doWithHeader(ctx, http.MethodPost, "/v1/transitions/batch", nil, conversationsHeader(conversations), req, http.StatusOK, &answer); err != nil {
 		return err
 	}
 	if len(answer.Results) != len(part) {
@@ -174,4 +170,21 @@ func (c *Client) transitionTokens(ctx context.Context, part []store.TokenTransit
 		}
 	}
 	return nil
+}
+
+// conversationsHeader is the tokenservice.ConversationsHeader of a batch
+// whose items' conversations are these (zero where not known), or nil
+// when none is known.
+func conversationsHeader(conversations []baton.TokenID) http.Header {
+	entries := make([]string, len(conversations))
+	known := false
+	for i, c := range conversations {
+		if !c.IsZero() {
+			entries[i], known = c.String(), true
+		}
+	}
+	if !known {
+		return nil
+	}
+	return http.Header{tokenservice.ConversationsHeader: {strings.Join(entries, ",")}}
 }

@@ -322,36 +322,41 @@ func (r *statusRecorder) WriteHeader(status int) {
 	r.ResponseWriter.WriteHeader(status)
 }
 
-// The client sends the conversations it is given: GetTokensIn's lookups
-// and TransitionTokens' hints reach the service (which passes them to a
-// store split by conversation); without any, the body has none.
+// The client sends the conversations it is given, in the
+// Baton-Conversations header, and bodies of the fields every service
+// knows: a service older than the hints (which refuses unknown fields in a
+// body, and ignores unknown headers) serves its batches as before.
 func TestBatchSendsConversations(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	h, key, tokens := serviceHandler(t)
+	type sent struct{ path, conversations string }
 	var mu sync.Mutex
-	var reads []tokenservice.TokenReadRequest
-	var batches []tokenservice.TransitionBatchRequest
+	var requests []sent
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			t.Error(err)
 		}
-		mu.Lock()
-		switch r.URL.Path {
-		case "/v1/tokens/read":
-			var req tokenservice.TokenReadRequest
-			if err := json.Unmarshal(body, &req); err != nil {
-				t.Error(err)
-			}
-			reads = append(reads, req)
-		case "/v1/transitions/batch":
-			var req tokenservice.TransitionBatchRequest
-			if err := json.Unmarshal(body, &req); err != nil {
-				t.Error(err)
-			}
-			batches = append(batches, req)
+		// The bodies' shapes before the hints, decoded strictly.
+		var shape any = &struct {
+			IDs []string `json:"ids"`
+		}{}
+		if r.URL.Path == "/v1/transitions/batch" {
+			shape = &struct {
+				Transitions []struct {
+					Consume string            `json:"consume"`
+					Create  []json.RawMessage `json:"create"`
+				} `json:"transitions"`
+			}{}
 		}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(shape); err != nil {
+			t.Errorf("%s: a service without the hints would refuse %s: %v", r.URL.Path, body, err)
+		}
+		mu.Lock()
+		requests = append(requests, sent{r.URL.Path, r.Header.Get(tokenservice.ConversationsHeader)})
 		mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h.ServeHTTP(w, r)
@@ -374,22 +379,18 @@ func TestBatchSendsConversations(t *testing.T) {
 	if _, _, err := c.GetTokens(ctx, []baton.TokenID{a.ID}); err != nil {
 		t.Fatal(err)
 	}
-	consumed, errs, err := c.TransitionTokens(ctx, []store.TokenTransition{{Consume: a.ID, Conversation: a.Conversation}, {Consume: b.ID}})
+	consumed, errs, err := c.TransitionTokens(ctx, []store.TokenTransition{{Consume: a.ID}, {Consume: b.ID, Conversation: b.Conversation}})
 	if err != nil || errs[0] != nil || errs[1] != nil || !consumed[0] || !consumed[1] {
 		t.Fatalf("TransitionTokens = %v, %v, %v", consumed, errs, err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(reads) != 2 || len(batches) != 1 {
-		t.Fatalf("%d reads and %d transition batches sent, want 2 and 1", len(reads), len(batches))
+	want := []sent{
+		{"/v1/tokens/read", a.Conversation.String() + ","},
+		{"/v1/tokens/read", ""},
+		{"/v1/transitions/batch", "," + b.Conversation.String()},
 	}
-	if want := []string{a.Conversation.String(), ""}; !slices.Equal(reads[0].Conversations, want) {
-		t.Errorf("hinted read sent conversations %q, want %q", reads[0].Conversations, want)
-	}
-	if reads[1].Conversations != nil {
-		t.Errorf("unhinted read sent conversations %q, want none", reads[1].Conversations)
-	}
-	if got := []string{batches[0].Transitions[0].Conversation, batches[0].Transitions[1].Conversation}; !slices.Equal(got, []string{a.Conversation.String(), ""}) {
-		t.Errorf("transition batch sent conversations %q, want %q", got, []string{a.Conversation.String(), ""})
+	if !slices.Equal(requests, want) {
+		t.Errorf("sent %q, want %q", requests, want)
 	}
 }

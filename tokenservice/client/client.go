@@ -240,6 +240,11 @@ func (c *Client) ExpireRoots(ctx context.Context, before time.Time, limit int) (
 
 // do sends one request and decodes the answer into out (if not nil).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body any, want int, out any) error {
+	return c.doWithHeader(ctx, method, path, query, nil, body, want, out)
+}
+
+// doWithHeader is do with header's fields added to the request's.
+func (c *Client) doWithHeader(ctx context.Context, method, path string, query url.Values, header http.Header, body any, want int, out any) error {
 	select {
 	case <-c.closed:
 		return store.ErrClosed
@@ -277,6 +282,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		// The service's store may be split by conversation: one part then
 		// answers instead of every part.
 		req.Header.Set(tokenservice.ConversationHeader, conversation.String())
+	}
+	for name, values := range header {
+		req.Header[name] = values
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
