@@ -71,10 +71,25 @@ func (l *logLines) count(prefix string) int {
 func TestStoreOutageParksNothingAndDrainsAfterwards(t *testing.T) {
 	t.Parallel()
 	tokens := &unavailableTokens{TokenStore: memory.NewTokenStore()}
+	logs := outageWithoutParking(t, tokens, &tokens.down, 0)
+	if n := logs.count("stores answer again"); n != 1 {
+		t.Errorf("%d lines say that the stores answer again, want 1", n)
+	}
+	if n := logs.count("sweep failed"); n != 0 {
+		t.Errorf("%d lines say that a sweep failed while receiving was paused, want none", n)
+	}
+}
+
+// outageWithoutParking runs an engine over tokens, publishes 20 signals
+// while down is set, clears it a second later, and checks that every
+// signal was applied, none parked, and the outage logged once. It returns
+// the engine's log.
+func outageWithoutParking(t *testing.T, tokens store.TokenStore, down *atomic.Bool, callTimeout time.Duration) *logLines {
+	t.Helper()
 	broker := memtransport.New(memtransport.Config{})
 	logs := &logLines{}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
-		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond,
+		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond, CallTimeout: callTimeout,
 		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
 	must(t, err)
 	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
@@ -85,14 +100,14 @@ func TestStoreOutageParksNothingAndDrainsAfterwards(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	const signals = 20
-	tokens.down.Store(true)
+	down.Store(true)
 	for range signals {
 		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
 		must(t, err)
 		must(t, broker.Publish(ctx, sig))
 	}
 	time.Sleep(time.Second) // hundreds of redelivery delays
-	tokens.down.Store(false)
+	down.Store(false)
 	deadline := time.Now().Add(20 * time.Second)
 	for e.Stats().Applied < signals && len(broker.Parked()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -106,12 +121,7 @@ func TestStoreOutageParksNothingAndDrainsAfterwards(t *testing.T) {
 	if n := logs.count("stores do not answer"); n != 1 {
 		t.Errorf("%d lines say that the stores do not answer, want 1", n)
 	}
-	if n := logs.count("stores answer again"); n != 1 {
-		t.Errorf("%d lines say that the stores answer again, want 1", n)
-	}
-	if n := logs.count("sweep failed"); n != 0 {
-		t.Errorf("%d lines say that a sweep failed while receiving was paused, want none", n)
-	}
+	return logs
 }
 
 // unavailableEntities fails Stale and Load while down is set.
@@ -184,41 +194,7 @@ func (h *hangingTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token,
 func TestHangingStoreParksNothing(t *testing.T) {
 	t.Parallel()
 	tokens := &hangingTokens{TokenStore: memory.NewTokenStore()}
-	broker := memtransport.New(memtransport.Config{})
-	logs := &logLines{}
-	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
-		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond, CallTimeout: 20 * time.Millisecond,
-		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
-	must(t, err)
-	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
-		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-
-	const signals = 20
-	tokens.down.Store(true)
-	for range signals {
-		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
-		must(t, err)
-		must(t, broker.Publish(ctx, sig))
-	}
-	time.Sleep(time.Second) // 50 call timeouts
-	tokens.down.Store(false)
-	deadline := time.Now().Add(20 * time.Second)
-	for e.Stats().Applied < signals && len(broker.Parked()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if parked := broker.Parked(); len(parked) != 0 {
-		t.Fatalf("%d signals parked by a token store that did not answer: %s", len(parked), parked[0].Reason)
-	}
-	if got := e.Stats().Applied; got != signals {
-		t.Fatalf("%d of %d signals applied after the store answered again", got, signals)
-	}
-	if n := logs.count("stores do not answer"); n != 1 {
-		t.Errorf("%d lines say that the stores do not answer, want 1", n)
-	}
+	outageWithoutParking(t, tokens, &tokens.down, 20*time.Millisecond)
 }
 
 // serviceFor serves tokens over HTTP as the token service, with systems
