@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,4 +67,51 @@ func twoSteps(ctx context.Context, s store.TokenStore) error {
 		return fmt.Errorf("leaf transition: %v, %w", ok, err)
 	}
 	return nil
+}
+
+// BenchmarkTokenBatches reads 16 tokens and runs 16 transitions (each
+// creating one child), as the engine's plain path does with Config.Batch:
+// one call after another ("one-by-one", what the engine does over a store
+// without store.TokenBatcher) against the store's batch calls
+// ("batched"), side by side. It reports signals/s; the tokens are issued
+// outside the measured time.
+func BenchmarkTokenBatches(b *testing.B, s interface {
+	store.TokenStore
+	store.TokenBatcher
+}) {
+	const batch = 16
+	for _, c := range []struct {
+		name    string
+		batcher store.TokenBatcher
+	}{
+		{"one-by-one", store.BatcherOf(struct{ store.TokenStore }{s})},
+		{"batched", s},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := b.Context()
+			for b.Loop() {
+				b.StopTimer()
+				ids := make([]baton.TokenID, batch)
+				transitions := make([]store.TokenTransition, batch)
+				for i := range batch {
+					root, err := s.Issue(ctx, baton.Token{Destination: "bench-shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					child := baton.Token{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID,
+						Destination: "bench-billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()}
+					ids[i], transitions[i] = root.ID, store.TokenTransition{Consume: root.ID, Create: []baton.Token{child}}
+				}
+				b.StartTimer()
+				if _, errs, err := c.batcher.GetTokens(ctx, ids); err != nil || errors.Join(errs...) != nil {
+					b.Fatal(err, errors.Join(errs...))
+				}
+				consumed, errs, err := c.batcher.TransitionTokens(ctx, transitions)
+				if err != nil || errors.Join(errs...) != nil || slices.Contains(consumed, false) {
+					b.Fatal(err, errors.Join(errs...), consumed)
+				}
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "signals/s")
+		})
+	}
 }

@@ -1,14 +1,13 @@
 package mysql
 
 import (
-	"errors"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/storetest"
 )
 
 // BenchmarkCommitBatch commits batches of entities at their versions (as
@@ -91,47 +90,11 @@ func BenchmarkCommitTransitions(b *testing.B) {
 	}
 }
 
-// BenchmarkTokenBatches reads 16 tokens and runs 16 transitions (each
-// creating one child), as the engine's plain path does with Config.Batch
-// over MySQL tokens: one call after another (the engine's only way before
-// the store was a store.TokenBatcher) against the store's batch calls.
+// BenchmarkTokenBatches reads 16 tokens and runs 16 transitions, one
+// after another against the store's batch calls
+// (storetest.BenchmarkTokenBatches):
 //
 //	BATON_TEST_MYSQL=... go test -run '^$' -bench TokenBatches -benchtime 100x -count 3 ./backend/mysql
 func BenchmarkTokenBatches(b *testing.B) {
-	const batch = 16
-	s := newStore(b)
-	for _, c := range []struct {
-		name    string
-		batcher store.TokenBatcher
-	}{
-		{"one-by-one", store.BatcherOf(struct{ store.TokenStore }{s})},
-		{"batched", s},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			ctx := b.Context()
-			for b.Loop() {
-				b.StopTimer()
-				ids := make([]baton.TokenID, batch)
-				transitions := make([]store.TokenTransition, batch)
-				for i := range batch {
-					root, err := s.Issue(ctx, baton.Token{Destination: "bench-shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
-					if err != nil {
-						b.Fatal(err)
-					}
-					child := baton.Token{ID: baton.NewTokenID(), Conversation: root.Conversation, Causation: root.ID,
-						Destination: "bench-billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()}
-					ids[i], transitions[i] = root.ID, store.TokenTransition{Consume: root.ID, Create: []baton.Token{child}}
-				}
-				b.StartTimer()
-				if _, errs, err := c.batcher.GetTokens(ctx, ids); err != nil || errors.Join(errs...) != nil {
-					b.Fatal(err, errors.Join(errs...))
-				}
-				consumed, errs, err := c.batcher.TransitionTokens(ctx, transitions)
-				if err != nil || errors.Join(errs...) != nil || slices.Contains(consumed, false) {
-					b.Fatal(err, errors.Join(errs...), consumed)
-				}
-			}
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "signals/s")
-		})
-	}
+	storetest.BenchmarkTokenBatches(b, newStore(b))
 }
