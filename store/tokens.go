@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -154,6 +156,26 @@ func (o oneByOne) TransitionTokens(ctx context.Context, transitions []TokenTrans
 		consumed[i], errs[i] = o.tokens.Transition(ctx, t.Consume, t.Create)
 	}
 	return consumed, errs, nil
+}
+
+// TransitionTogether runs each of transitions through tokens.Transition,
+// up to n at a time, and returns their answers as TransitionTokens does:
+// for a store whose transitions are calls of their own that its server
+// commits in shared groups when they arrive together (etcd's raft rounds,
+// InnoDB's group commit). The caller has validated the batch
+// (ValidateTokenTransitions).
+func TransitionTogether(ctx context.Context, tokens TokenStore, transitions []TokenTransition, n int) ([]bool, []error) {
+	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
+	start := 0
+	for part := range slices.Chunk(transitions, max(1, n)) {
+		var wg sync.WaitGroup
+		for i, t := range part {
+			wg.Go(func() { consumed[start+i], errs[start+i] = tokens.Transition(ctx, t.Consume, t.Create) })
+		}
+		wg.Wait()
+		start += len(part)
+	}
+	return consumed, errs
 }
 
 // ValidateTokenTransitions checks the transitions of

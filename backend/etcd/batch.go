@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -69,15 +68,6 @@ func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenT
 	if err := s.usable(ctx); err != nil {
 		return nil, nil, err
 	}
-	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
-	start := 0
-	for part := range slices.Chunk(transitions, transitionsAtOnce) {
-		var wg sync.WaitGroup
-		for i, t := range part {
-			wg.Go(func() { consumed[start+i], errs[start+i] = s.Transition(ctx, t.Consume, t.Create) })
-		}
-		wg.Wait()
-		start += len(part)
-	}
+	consumed, errs := store.TransitionTogether(ctx, s, transitions, transitionsAtOnce)
 	return consumed, errs, nil
 }

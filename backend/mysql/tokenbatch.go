@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
@@ -73,15 +72,6 @@ func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenT
 	if err := s.usable(ctx, "transition tokens"); err != nil {
 		return nil, nil, err
 	}
-	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
-	start := 0
-	for part := range slices.Chunk(transitions, max(1, s.cfg.MaxConns/2)) {
-		var wg sync.WaitGroup
-		for i, t := range part {
-			wg.Go(func() { consumed[start+i], errs[start+i] = s.Transition(ctx, t.Consume, t.Create) })
-		}
-		wg.Wait()
-		start += len(part)
-	}
+	consumed, errs := store.TransitionTogether(ctx, s, transitions, s.cfg.MaxConns/2)
 	return consumed, errs, nil
 }
