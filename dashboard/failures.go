@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/batonhq/baton/internal/outage"
 )
 
 // failureReportInterval is how often, at most, a failing reading is logged
@@ -17,10 +19,8 @@ const failureReportInterval = time.Minute
 type failures struct {
 	what string // "listing live tokens"
 
-	mu      sync.Mutex
-	since   time.Time // zero while the reading works
-	last    time.Time // the last line
-	dropped int       // failures not logged since last
+	mu    sync.Mutex
+	spell outage.Spell
 }
 
 // report records the outcome of one reading: the destinations that failed
@@ -29,20 +29,15 @@ func (f *failures) report(log *slog.Logger, now time.Time, failed []string, err 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(failed) == 0 {
-		if !f.since.IsZero() {
-			log.Info("dashboard: "+f.what+" works again", "failed_for", now.Sub(f.since).Round(time.Millisecond).String())
-			f.since, f.dropped = time.Time{}, 0
+		if ended := f.spell.End(); ended.Begun() {
+			log.Info("dashboard: "+f.what+" works again", "failed_for", now.Sub(ended.Since()).Round(time.Millisecond).String())
 		}
 		return
 	}
-	if f.since.IsZero() {
-		f.since = now
-	}
-	if !f.last.IsZero() && now.Sub(f.last) < failureReportInterval {
-		f.dropped++
+	line, due := f.spell.Failed(now, failureReportInterval)
+	if !due {
 		return
 	}
-	log.Warn("dashboard: "+f.what+" failed", "destinations", failed, "since", f.since.UTC().Format(time.RFC3339),
-		"failed_readings_not_logged", f.dropped, "err", err)
-	f.last, f.dropped = now, 0
+	log.Warn("dashboard: "+f.what+" failed", "destinations", failed, "since", line.Since.UTC().Format(time.RFC3339),
+		"failed_readings_not_logged", line.Unlogged, "err", err)
 }

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/outage"
 	"github.com/batonhq/baton/store"
 )
 
@@ -39,15 +40,7 @@ type storeHealth struct {
 	errors   metric.Int64Counter
 
 	mu            sync.Mutex
-	reads, writes outage
-}
-
-// outage is the state of one kind of call (reads or writes).
-type outage struct {
-	since      time.Time // zero while the store answers
-	reported   bool      // the current outage was logged
-	lastReport time.Time
-	failed     int64 // calls that failed since since
+	reads, writes outage.Spell
 }
 
 // writeOps are the operations that write; readOps those that read.
@@ -113,31 +106,23 @@ func (h *storeHealth) observe(ctx context.Context, op string, started time.Time,
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !failed {
-		if !o.since.IsZero() {
-			if o.reported {
-				h.log.Info("token store answers "+kind+" again", "down_for", now.Sub(o.since).Round(time.Millisecond).String(),
-					"failed_calls", o.failed)
-			}
-			*o = outage{lastReport: o.lastReport}
+		if ended := o.End(); ended.Logged() {
+			h.log.Info("token store answers "+kind+" again", "down_for", now.Sub(ended.Since()).Round(time.Millisecond).String(),
+				"failed_calls", ended.Failures())
 		}
 		return
 	}
-	if o.since.IsZero() {
-		o.since = now
-	}
-	o.failed++
-	if now.Sub(o.lastReport) < storeReportInterval {
+	line, due := o.Failed(now, storeReportInterval)
+	if !due {
 		return
 	}
-	o.lastReport = now
-	if !o.reported {
-		o.reported = true
+	if line.First {
 		h.log.Error("token store fails "+kind+": requests get 503 (nothing applied) or 500 (outcome unknown, retrying is safe) until it answers; check that the store runs, is reachable and accepts writes",
 			"op", op, "err", err)
 		return
 	}
-	h.log.Error("token store still fails "+kind, "since", o.since.UTC().Format(time.RFC3339),
-		"failed_calls", o.failed, "op", op, "err", err)
+	h.log.Error("token store still fails "+kind, "since", line.Since.UTC().Format(time.RFC3339),
+		"failed_calls", line.Failed, "op", op, "err", err)
 }
 
 // watchedTokens is the token store as the service calls it: every call
