@@ -12,18 +12,6 @@ import (
 	"github.com/batonhq/baton/store"
 )
 
-// storeAnswered reports whether err is a store's answer to the call (the
-// token is absent, another destination's, refused to this system, ...),
-// which says that the store is up whatever else err matches: the token
-// service's client makes its refusals match store.ErrNotApplied too, as
-// they applied nothing.
-func storeAnswered(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExists) ||
-		errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrInvalid) ||
-		errors.Is(err, store.ErrExpired) || errors.Is(err, store.ErrNotYours) ||
-		errors.Is(err, store.ErrForbidden)
-}
-
 // pause stops Run from receiving while the stores do not answer. Every
 // delivery counts towards MaxAttempts (and the transport's own limit), so
 // receiving on through an outage would park every signal in flight once
@@ -87,10 +75,10 @@ var probeToken = baton.TokenID{0xba, 0x70, 0x4e, 0x48, 0xea, 0x17, 0x42}
 func (e *Engine) probeStores(ctx context.Context) error {
 	ctx, cancel := e.bounded(ctx)
 	defer cancel()
-	if _, err := e.cfg.Tokens.Get(ctx, probeToken); err != nil && !storeAnswered(err) {
+	if _, err := e.cfg.Tokens.Get(ctx, probeToken); err != nil && !store.Answered(err) {
 		return err
 	}
-	if _, err := e.cfg.Entities.Load(ctx, probeKey); err != nil && !storeAnswered(err) {
+	if _, err := e.cfg.Entities.Load(ctx, probeKey); err != nil && !store.Answered(err) {
 		return err
 	}
 	return nil
@@ -107,7 +95,7 @@ func (e *Engine) probeStores(ctx context.Context) error {
 // pausing on those would stop the whole engine for one signal. One check
 // at a time; a failure while one runs is not checked again.
 func (e *Engine) checkStores(ctx context.Context, err error) {
-	if err == nil || IsPermanent(err) || storeAnswered(err) || isActivityError(err) ||
+	if err == nil || IsPermanent(err) || store.Answered(err) || isActivityError(err) ||
 		ctx.Err() != nil || e.pause.isPaused() {
 		return
 	}

@@ -41,3 +41,14 @@ func NotApplied(err error) bool {
 		errors.Is(err, ErrInvalid) || errors.Is(err, ErrClosed) || errors.Is(err, ErrExpired) ||
 		errors.Is(err, ErrNotYours) || errors.Is(err, ErrForbidden)
 }
+
+// Answered reports whether err is a store's answer to a call, which says
+// that the store is up whatever else err matches: the token absent or
+// another destination's, the token or entity existing or changed, the call
+// invalid, expired or refused to this caller. (A token service's client
+// makes its refusals match ErrNotApplied too, as they applied nothing.)
+func Answered(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrConflict) ||
+		errors.Is(err, ErrInvalid) || errors.Is(err, ErrExpired) || errors.Is(err, ErrNotYours) ||
+		errors.Is(err, ErrForbidden)
+}

@@ -77,8 +77,7 @@ func newStoreHealth(log *slog.Logger, mp metric.MeterProvider) *storeHealth {
 // request) is not a failure, nor is a request whose caller went away.
 func storeFailure(ctx context.Context, err error) (outcome string, failed bool) {
 	switch {
-	case err == nil, errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExists),
-		errors.Is(err, store.ErrExpired), errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrConflict):
+	case err == nil, store.Answered(err):
 		return "", false
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return "", false
