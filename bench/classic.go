@@ -27,6 +27,11 @@ const (
 	ClassicRetention       = 7 * 24 * time.Hour
 	classicCleanupInterval = time.Minute
 	classicCleanupBatch    = 10000
+	// classic-steady's retention and cleanup interval: a week and an hour
+	// brought down to a benchmark's seconds, so that rows are deleted
+	// while the run is measured and the table stays near its steady size.
+	classicSteadyRetention = 2 * time.Second
+	classicSteadyCleanup   = 250 * time.Millisecond
 	relayBatch             = 200
 	relayPoll              = 100 * time.Millisecond
 	relayParallel          = 16
@@ -36,8 +41,7 @@ const (
 // PostgreSQL schema: the at-least-once ceiling (classic false) and the
 // classic processed-table-plus-outbox approach (classic true).
 type sqlSystem struct {
-	classic       bool
-	batches       bool // classic-batched: deliveries handled in batches
+	sqlOptions
 	w             workload
 	pool          *pgxpool.Pool
 	monitor       *pgxpool.Pool
@@ -109,8 +113,21 @@ CREATE TABLE {outbox} (
 	created_at   timestamptz NOT NULL DEFAULT now()
 );`
 
-func openSQLSystem(ctx context.Context, env *env, classic, batches bool, name string) (system, error) {
-	s := &sqlSystem{classic: classic, batches: batches, w: env.workload, monitor: env.monitor, log: env.log, poke: make(chan struct{}, 1)}
+// sqlOptions choose among the variants without tokens.
+type sqlOptions struct {
+	classic bool // the processed table and outbox; else the ceiling
+	batches bool // classic-batched: deliveries handled in batches
+	// retention is how long processed rows are kept, cleanupEvery how
+	// often the cleanup job runs (zero: ClassicRetention and hourly as
+	// production, scaled to classicCleanupInterval).
+	retention, cleanupEvery time.Duration
+}
+
+func openSQLSystem(ctx context.Context, env *env, opts sqlOptions, name string) (system, error) {
+	if opts.retention == 0 {
+		opts.retention, opts.cleanupEvery = ClassicRetention, classicCleanupInterval
+	}
+	s := &sqlSystem{sqlOptions: opts, w: env.workload, monitor: env.monitor, log: env.log, poke: make(chan struct{}, 1)}
 	s.schema = env.uniqueName(name)
 	s.app = "baton-bench-" + s.schema
 	pool, err := openPool(ctx, env.cfg.PostgresDSN, s.app, env.poolSize())
@@ -433,18 +450,20 @@ func publishAll(ctx context.Context, tr transport.Transport, n int, sig func(int
 }
 
 // cleanupLoop is the classic approach's retention job: it deletes
-// processed-message rows older than ClassicRetention, in batches. No row
-// of a benchmark run is that old, so it deletes nothing and the table
-// grows; it runs so that its cost is part of the measurement.
+// processed-message rows older than the retention, in batches. With
+// ClassicRetention no row of a benchmark run is that old, so it deletes
+// nothing and the table grows; it runs so that its cost is part of the
+// measurement. classic-steady's short retention makes it delete as many
+// rows as the consumers write.
 func (s *sqlSystem) cleanupLoop(ctx context.Context) {
 	for {
 		for ctx.Err() == nil {
-			tag, err := s.pool.Exec(ctx, s.sql.cleanup, ClassicRetention, classicCleanupBatch)
+			tag, err := s.pool.Exec(ctx, s.sql.cleanup, s.retention, classicCleanupBatch)
 			if err != nil || tag.RowsAffected() < classicCleanupBatch {
 				break
 			}
 		}
-		if sleepCtx(ctx, classicCleanupInterval) != nil {
+		if sleepCtx(ctx, s.cleanupEvery) != nil {
 			return
 		}
 	}

@@ -17,6 +17,8 @@
 //     rows and deletes them, and a cleanup job that deletes processed rows
 //     older than ClassicRetention (7 days), as NServiceBus and MassTransit
 //     do. The table grows for the whole run.
+//   - classic-steady: classic with a retention of seconds, so that its
+//     cleanup deletes rows inside the measured time.
 //   - classic-batched: the classic approach with baton-pg's batching, so
 //     that batches are compared with batches.
 //   - baton-pg, baton-pg-single, baton-pg-tx, baton-pg-plain,
