@@ -70,7 +70,10 @@
 // can then deadlock. InnoDB rolls one back with ER_LOCK_DEADLOCK (1213): the
 // whole transaction is undone, nothing of it is applied, and the store runs
 // it again, up to 8 times, as it does after a lock wait timeout (1205, after
-// which it rolls back itself). A transaction that keeps failing so is
+// which it rolls back itself) and after MariaDB's ER_CHECKREAD (1020: with
+// innodb_snapshot_isolation, on by default from MariaDB 11.6.2, a row that a
+// transactional activity read changed before it wrote it; the whole
+// transaction is undone). A transaction that keeps failing so is
 // reported as store.ErrNotApplied.
 // TestConcurrentTransitionsUnderRepeatableRead races 800 transitions, half of
 // them of tokens that never existed, and counts the retries.
@@ -81,7 +84,7 @@
 // transaction that is not committed, also when the connection is lost, and
 // the store reports store.ErrNotApplied. An error that the server sends in
 // answer to COMMIT means the same only if it says the transaction was rolled
-// back (a deadlock, a lock wait timeout): a server may answer COMMIT with
+// back (a deadlock, a lock wait timeout, a changed row): a server may answer COMMIT with
 // another error although it committed (a session killed, or the server shut
 // down, while it waited for a semi-synchronous replica), so any other leaves
 // the outcome unknown, as does a connection lost while COMMIT is under way:

@@ -168,6 +168,10 @@ const (
 	errLockWaitTimeout = 1205 // ER_LOCK_WAIT_TIMEOUT: the statement was rolled back
 	errNoSuchSavepoint = 1305 // ER_SP_DOES_NOT_EXIST
 	errDeadlock        = 1213 // ER_LOCK_DEADLOCK: the whole transaction was rolled back
+	// ER_CHECKREAD: MariaDB's snapshot isolation (innodb_snapshot_isolation,
+	// on by default from 11.6.2) found a row that changed after the
+	// transaction's first read; the whole transaction was rolled back.
+	errRecordChanged = 1020
 )
 
 func mysqlErrorNumber(err error) uint16 {
@@ -179,10 +183,10 @@ func mysqlErrorNumber(err error) uint16 {
 }
 
 // retryable reports a transaction that the server rolled back because of
-// lock contention: running it again is safe and usually succeeds.
+// contention: running it again is safe and usually succeeds.
 func retryable(err error) bool {
 	n := mysqlErrorNumber(err)
-	return n == errDeadlock || n == errLockWaitTimeout
+	return n == errDeadlock || n == errLockWaitTimeout || n == errRecordChanged
 }
 
 // isStoreSentinel reports an error that already says what happened.
@@ -196,7 +200,8 @@ func isStoreSentinel(err error) bool {
 const maxTxAttempts = 8
 
 // inTx runs fn in a transaction and commits it, again when the server
-// rolled it back for a deadlock or a lock wait timeout. An error before
+// rolled it back for a deadlock, a lock wait timeout or a row changed
+// under snapshot isolation. An error before
 // COMMIT means nothing was applied: the server rolls back a transaction
 // that is not committed, also when the connection is lost. An error of
 // COMMIT means the same only if it says the transaction was rolled back

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,5 +64,70 @@ func TestCommitTxNoticesALostTransaction(t *testing.T) {
 		if wrote || e.Version != 0 || errors.Is(terr, store.ErrNotFound) {
 			t.Errorf("fused %v: CommitTx = %v, but the activity's row written: %v, entity at version %d, token live: %v", fused, err, wrote, e.Version, terr == nil)
 		}
+	}
+}
+
+// TestCommitTxRetriesAChangedRow: under MariaDB's snapshot isolation an
+// activity that read a row of the service's own tables and then writes it
+// after another transaction changed it fails with ER_CHECKREAD (1020),
+// and the server rolls the whole transaction back. The store runs the
+// step again, as after a deadlock, and the second run applies it.
+func TestCommitTxRetriesAChangedRow(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	base := newStore(t)
+	var variable string
+	err := base.DB().QueryRowContext(ctx, "SHOW VARIABLES LIKE 'innodb_snapshot_isolation'").Scan(&variable, new(string))
+	if errors.Is(err, sql.ErrNoRows) {
+		t.Skip("the server has no innodb_snapshot_isolation (MySQL, or MariaDB before 10.6.18)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The driver sets the DSN's unknown parameters on each connection.
+	sep := "?"
+	if strings.Contains(dsn(t), "?") {
+		sep = "&"
+	}
+	s := openPrefix(t, dsn(t)+sep+"innodb_snapshot_isolation=ON", base.Prefix())
+	stock := table(s.Prefix(), "stock")
+	if _, err := s.DB().ExecContext(ctx, "CREATE TABLE "+stock+" (k INT PRIMARY KEY, n INT NOT NULL) ENGINE = InnoDB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().ExecContext(ctx, "INSERT INTO "+stock+" VALUES (1, 10)"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	step := store.TxStep{Key: "account", Token: tok.ID, Fused: true}
+	_, consumed, err := s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
+		runs++
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT n FROM "+stock+" WHERE k = 1").Scan(&n); err != nil {
+			return store.Entity{}, nil, err
+		}
+		if runs == 1 {
+			// Another transaction takes one from stock meanwhile.
+			if _, err := s.DB().ExecContext(ctx, "UPDATE "+stock+" SET n = n - 1 WHERE k = 1"); err != nil {
+				return store.Entity{}, nil, err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE "+stock+" SET n = ? WHERE k = 1", n-2); err != nil {
+			return store.Entity{}, nil, err
+		}
+		return store.Entity{Key: step.Key, State: []byte("charged")}, nil, nil
+	})
+	if err != nil || !consumed {
+		t.Fatalf("CommitTx after a changed row = %v, consumed %v; want applied on the second run", err, consumed)
+	}
+	if runs != 2 {
+		t.Errorf("the activity ran %d times, want 2 (once rolled back by ER_CHECKREAD, once applied)", runs)
+	}
+	var n int
+	if err := s.DB().QueryRowContext(ctx, "SELECT n FROM "+stock+" WHERE k = 1").Scan(&n); err != nil || n != 7 {
+		t.Errorf("stock = %d, %v; want 7 (10, one taken by the other transaction, two by the activity's second run)", n, err)
 	}
 }
