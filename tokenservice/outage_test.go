@@ -203,3 +203,82 @@ func TestStoreRefusingWritesIsNotReportedBackByAReadAlone(t *testing.T) {
 		}
 	}
 }
+
+// partDown is a store split in parts of which one is down: its batch
+// calls answer as a whole and fail the items of that part (here, every
+// item of the reads or of the transitions), as backend/split does.
+type partDown struct {
+	store.TokenStore
+	reads bool // the reads fail, else the transitions
+}
+
+func (p partDown) partFailure() error {
+	return fmt.Errorf("split: part 2: redis: %w: dial tcp 127.0.0.1:6380: connect: connection refused", store.ErrNotApplied)
+}
+
+func (p partDown) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(ids)), make([]error, len(ids))
+	for i, id := range ids {
+		if p.reads {
+			errs[i] = p.partFailure()
+		} else {
+			tokens[i], errs[i] = p.Get(ctx, id)
+		}
+	}
+	return tokens, errs, nil
+}
+
+func (p partDown) TransitionTokens(_ context.Context, ts []store.TokenTransition) ([]bool, []error, error) {
+	errs := make([]error, len(ts))
+	for i := range errs {
+		errs[i] = p.partFailure()
+	}
+	return make([]bool, len(ts)), errs, nil
+}
+
+// A part of the store that fails the items of batch calls is an outage
+// of the store, logged and counted as one, although each call answered.
+func TestStorePartDownInBatchesIsReported(t *testing.T) {
+	t.Parallel()
+	for _, reads := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reads=%v", reads), func(t *testing.T) {
+			t.Parallel()
+			logs := &records{}
+			reader := sdkmetric.NewManualReader()
+			f := newFixture(t, func(c *tokenservice.Config) {
+				c.Tokens = partDown{c.Tokens, reads}
+				c.Logger = slog.New(logs)
+				c.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			})
+			op, kind := "transition_batch", "fails writes"
+			if reads {
+				op, kind = "get_batch", "fails reads"
+			}
+			root := issueRoot(t, f.url, f.orders, rootToken("orders"))
+			call(t, "POST", f.url+"/v1/transitions/batch", f.orders, batchBody(transitionBody(root.ID))).decode(t, 200, &tokenservice.TransitionBatchResponse{})
+			warnings, messages := logs.snapshot()
+			if !slices.ContainsFunc(warnings, func(w slog.Record) bool { return strings.Contains(w.Message, kind) }) {
+				t.Errorf("a batch whose items a part of the store failed: no line that the store %s; log %q", kind, messages)
+			}
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(t.Context(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			var counted int64
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					if data, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "baton.token_store.errors" {
+						for _, p := range data.DataPoints {
+							if o, _ := p.Attributes.Value("op"); o.AsString() == op {
+								counted += p.Value
+							}
+						}
+					}
+				}
+			}
+			if counted != 1 {
+				t.Errorf("%s failures counted %d, want 1", op, counted)
+			}
+		})
+	}
+}

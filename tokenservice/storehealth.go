@@ -189,14 +189,14 @@ type watchedBatch struct {
 func (w watchedBatch) GetTokens(ctx context.Context, ids []baton.TokenID) ([]baton.Token, []error, error) {
 	started := time.Now()
 	tokens, errs, err := w.TokenBatcher.GetTokens(ctx, ids)
-	w.health.observe(ctx, "get_batch", started, err)
+	w.health.observe(ctx, "get_batch", started, batchOutcome(ctx, err, errs))
 	return tokens, errs, err
 }
 
 func (w watchedBatch) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
 	started := time.Now()
 	consumed, errs, err := w.TokenBatcher.TransitionTokens(ctx, transitions)
-	w.health.observe(ctx, "transition_batch", started, err)
+	w.health.observe(ctx, "transition_batch", started, batchOutcome(ctx, err, errs))
 	return consumed, errs, err
 }
 
@@ -206,6 +206,22 @@ func (w watchedBatch) TransitionTokens(ctx context.Context, transitions []store.
 func (w watchedBatch) GetTokensIn(ctx context.Context, lookups []store.TokenLookup) ([]baton.Token, []error, error) {
 	started := time.Now()
 	tokens, errs, err := store.GetTokensIn(ctx, w.TokenBatcher, lookups)
-	w.health.observe(ctx, "get_batch", started, err)
+	w.health.observe(ctx, "get_batch", started, batchOutcome(ctx, err, errs))
 	return tokens, errs, err
+}
+
+// batchOutcome is what a batch call says of the store: the call's own
+// error, else the first of its items' errors that is a failure. A store
+// split by conversation answers a batch whole while one of its parts is
+// down and fails only that part's items; those are an outage too.
+func batchOutcome(ctx context.Context, err error, errs []error) error {
+	if err != nil {
+		return err
+	}
+	for _, e := range errs {
+		if _, failed := storeFailure(ctx, e); failed {
+			return e
+		}
+	}
+	return nil
 }
