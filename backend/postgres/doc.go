@@ -80,7 +80,10 @@
 // and, on the fast path, the transition, and commits: the handler's own
 // writes share the commit's fate. The transaction is READ COMMITTED; a
 // deadlock or serialization failure in the handler's statements rolls
-// everything back and the signal is retried. RecordStart (engine.StartTx)
+// everything back and the signal is retried. A handler that sets
+// synchronous_commit off in the transaction has the step refused
+// (ErrUnsafeServer, not applied), as the commit would not be durable.
+// RecordStart (engine.StartTx)
 // writes a start, and with the tokens here its root token, in the caller's
 // pgx.Tx, which must be on this store's database (Pool gives the pool of
 // New's caller or Open's own). docs/adopting.md walks through both.

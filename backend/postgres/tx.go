@@ -140,7 +140,10 @@ func currentVersion(v *int64) uint64 {
 
 // writeStep writes the entity that write returned and, fused, the
 // transition, in tx, whose locks guarantee that the entity is at
-// step.Version and the token live.
+// step.Version and the token live. The same round trip reads
+// synchronous_commit: an activity that turned it off in its transaction
+// (SET or SET LOCAL) would have the step acknowledged before it is
+// durable, so the step is refused (and the rollback undoes the SET).
 func (s *Store) writeStep(ctx context.Context, tx pgx.Tx, step store.TxStep, next store.Entity, children []baton.Token) error {
 	if next.Key != step.Key || next.Version != step.Version {
 		return fmt.Errorf("%w: the activity returned entity %q at version %d for a commit of %q at version %d", store.ErrInvalid, next.Key, next.Version, step.Key, step.Version)
@@ -149,38 +152,49 @@ func (s *Store) writeStep(ctx context.Context, tx pgx.Tx, step store.TxStep, nex
 	if err != nil {
 		return err
 	}
+	var b pgx.Batch
+	var syncCommit string
+	b.Queue(`SELECT current_setting('synchronous_commit')`).QueryRow(func(r pgx.Row) error { return r.Scan(&syncCommit) })
 	if !step.Fused {
 		query, args := s.sql.updateEntity, []any{next.Key, int64(next.Version), next.State, row.outbox, row.oldestAt, row.oldestNs}
 		if next.Version == 0 {
 			query, args = s.sql.insertEntity, []any{next.Key, next.State, row.outbox, row.oldestAt, row.oldestNs}
 		}
-		tag, err := tx.Exec(ctx, query, args...)
-		if err != nil {
+		b.Queue(query, args...).Exec(func(tag pgconn.CommandTag) error {
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, next.Key, next.Version)
+			}
+			return nil
+		})
+	} else {
+		if err := store.ValidateTransition(step.Token, children); err != nil {
 			return err
 		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, next.Key, next.Version)
+		if err := checkTokenText(children...); err != nil {
+			return err
 		}
-		return nil
+		query, args := s.sql.fastPathCall(step.Token, next, row, children)
+		b.Queue(query, args...).QueryRow(func(r pgx.Row) error {
+			var n int
+			err := r.Scan(&n)
+			var pgErr *pgconn.PgError
+			switch {
+			case errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "entity_version_conflict":
+				return fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, next.Key, next.Version)
+			case err != nil:
+				return err
+			case n != 1:
+				// The token is locked by this transaction: it cannot be gone.
+				return fmt.Errorf("postgres: token %s vanished under its lock", step.Token)
+			}
+			return nil
+		})
 	}
-	if err := store.ValidateTransition(step.Token, children); err != nil {
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return err
 	}
-	if err := checkTokenText(children...); err != nil {
-		return err
-	}
-	query, args := s.sql.fastPathCall(step.Token, next, row, children)
-	var n int
-	err = tx.QueryRow(ctx, query, args...).Scan(&n)
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "entity_version_conflict":
-		return fmt.Errorf("%w: entity %q is not at version %d", store.ErrConflict, next.Key, next.Version)
-	case err != nil:
-		return err
-	case n != 1:
-		// The token is locked by this transaction: it cannot be gone.
-		return fmt.Errorf("postgres: token %s vanished under its lock", step.Token)
+	if syncCommit == "off" {
+		return fmt.Errorf("%w: %w: the activity set synchronous_commit off in the step's transaction, so its commit would be acknowledged before it is durable; the step is rolled back", store.ErrNotApplied, ErrUnsafeServer)
 	}
 	return nil
 }

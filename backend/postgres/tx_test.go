@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -147,5 +148,57 @@ func TestLaunchSendsACommittedStartOnce(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, first.ID); err != nil {
 		t.Errorf("the launched root's token: %v; want it live", err)
+	}
+}
+
+// TestCommitTxRefusesAnUndurableCommit: an activity that turns
+// synchronous_commit off in the step's transaction would have the step
+// (its writes, the entity, the token consumed, the children created)
+// acknowledged before it is on disk; a crash then would bring the token
+// back after its signal was acked, and the step would be lost. CommitTx
+// refuses the step instead, and its rollback undoes the SET, so the
+// pooled connection stays durable.
+func TestCommitTxRefusesAnUndurableCommit(t *testing.T) {
+	t.Parallel()
+	for _, set := range []string{"SET synchronous_commit = off", "SET LOCAL synchronous_commit = off"} {
+		for _, fused := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/fused=%v", set, fused), func(t *testing.T) {
+				t.Parallel()
+				ctx := t.Context()
+				pool := newPool(t, 1) // one connection: the next call gets the same session
+				t.Cleanup(pool.Close)
+				s, err := New(ctx, pool, Config{Schema: uniqueSchema(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := txHarness(fused)
+				if _, err := pool.Exec(ctx, "CREATE TABLE "+Config{Schema: s.Schema()}.table("rows")+" (key text PRIMARY KEY, value bytea NOT NULL)"); err != nil {
+					t.Fatal(err)
+				}
+				root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "billing"))
+				step := store.TxStep{Key: "account", Token: root.ID, Fused: fused}
+				_, _, err = s.CommitTx(ctx, step, func(ctx context.Context, tx pgx.Tx) (store.Entity, []baton.Token, error) {
+					if err := h.Put(ctx, s, tx, "charge", []byte("12")); err != nil {
+						return store.Entity{}, nil, err
+					}
+					if _, err := tx.Exec(ctx, set); err != nil {
+						return store.Entity{}, nil, err
+					}
+					return store.Entity{Key: step.Key, State: []byte("charged")}, nil, nil
+				})
+				if !errors.Is(err, ErrUnsafeServer) || !errors.Is(err, store.ErrNotApplied) {
+					t.Fatalf("CommitTx of an activity that set synchronous_commit off = %v, want ErrUnsafeServer and ErrNotApplied", err)
+				}
+				if _, wrote, err := h.Get(ctx, s, "charge"); err != nil || wrote {
+					t.Errorf("the activity's row after the refusal: written %v, %v; want rolled back", wrote, err)
+				}
+				requireVersion(ctx, t, s, step.Key, 0, "")
+				requireTokens(ctx, t, s, true, root)
+				var setting string
+				if err := pool.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting); err != nil || setting == "off" {
+					t.Errorf("synchronous_commit on the pooled connection after the refusal = %q, %v; want the server's durable setting back", setting, err)
+				}
+			})
+		}
 	}
 }
