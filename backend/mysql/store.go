@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -237,12 +238,22 @@ func (e commitUnknown) Error() string { return "commit: outcome unknown: " + e.e
 func (e commitUnknown) Unwrap() error { return e.err }
 
 func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
+		if errors.Is(err, errSessionChanged) {
+			// Its SET outlives the transaction: the pool must not hand
+			// this session out again.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/batonhq/baton"
@@ -84,6 +86,9 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 			}
 			return err
 		}
+		if err := restoreSession(ctx, tx); err != nil {
+			return err
+		}
 		return s.writeStep(ctx, tx, step, next, children)
 	})
 	var handlerErr errHandler
@@ -97,6 +102,42 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 	}
 	return step.Version + 1, true, nil
 }
+
+// sessionQuery reads the session settings that the store's statements
+// rely on (strictSession) and that an activity may have changed with SET
+// SESSION, which outlives its transaction.
+const sessionQuery = "SELECT @@SESSION.autocommit, @@SESSION.completion_type, @@SESSION.sql_mode"
+
+// restoreSession checks, after the activity ran in tx, the settings that
+// prepareSession gave the session. A sql_mode without STRICT_ALL_TABLES
+// (the store's writes that follow would be truncated instead of refused)
+// or a chaining completion_type is set back, inside tx. autocommit off
+// cannot be: turning it on in a transaction commits it, the activity's
+// writes without the store's; the step is refused (errSessionChanged) and
+// the connection discarded, as every statement on it would stay in a
+// transaction that nothing commits.
+func restoreSession(ctx context.Context, tx *sql.Tx) error {
+	var autocommit int
+	var completion, mode string
+	if err := tx.QueryRowContext(ctx, sessionQuery).Scan(&autocommit, &completion, &mode); err != nil {
+		return err
+	}
+	if autocommit != 1 {
+		return errSessionChanged
+	}
+	strict := slices.Contains(strings.Split(mode, ","), "STRICT_ALL_TABLES")
+	if strict && (strings.EqualFold(completion, "NO_CHAIN") || completion == "0") {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, restoreSessionStatement)
+	return err
+}
+
+// restoreSessionStatement is strictSession without autocommit.
+const restoreSessionStatement = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), completion_type = 'NO_CHAIN'"
+
+// errSessionChanged: the activity turned autocommit off.
+var errSessionChanged = fmt.Errorf("%w: the activity turned autocommit off (SET autocommit = 0 or SET SESSION autocommit = 0), which outlives its transaction: the store's statements after it on this connection would never commit; the step is rolled back and the connection closed; an activity must leave autocommit on", store.ErrNotApplied)
 
 // activitySavepoint is set before the activity runs and released after.
 const activitySavepoint = "baton_before_activity"

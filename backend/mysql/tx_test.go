@@ -131,3 +131,78 @@ func TestCommitTxRetriesAChangedRow(t *testing.T) {
 		t.Errorf("stock = %d, %v; want 7 (10, one taken by the other transaction, two by the activity's second run)", n, err)
 	}
 }
+
+// TestCommitTxKeepsTheSessionSafe: a SET SESSION in an activity outlives
+// its transaction and would follow the pooled connection into the store's
+// later statements. A sql_mode without strictness (values truncated
+// instead of refused) or chaining commits is set back, and the step
+// applied; autocommit off (every later autocommit statement on that
+// connection left uncommitted) refuses the step and closes the
+// connection.
+func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		set     string
+		applied bool
+	}{
+		{"SET SESSION sql_mode = ''", true},
+		{"SET SESSION completion_type = 'CHAIN'", true},
+		{"SET SESSION autocommit = 0", false},
+		{"SET autocommit = 0", false},
+	} {
+		t.Run(c.set, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			h := txHarness(true)
+			s := h.New(t).(*Store)
+			s.DB().SetMaxOpenConns(1) // the next call gets the same session, if it is still open
+			tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			step := store.TxStep{Key: "account", Token: tok.ID, Fused: true}
+			_, consumed, err := s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
+				if err := h.Put(ctx, s, tx, "charge", []byte("12")); err != nil {
+					return store.Entity{}, nil, err
+				}
+				if _, err := tx.ExecContext(ctx, c.set); err != nil {
+					return store.Entity{}, nil, err
+				}
+				return store.Entity{Key: step.Key, State: []byte("charged")}, nil, nil
+			})
+			_, wrote, gerr := h.Get(ctx, s, "charge")
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			if c.applied {
+				if err != nil || !consumed || !wrote {
+					t.Fatalf("CommitTx = %v, consumed %v, activity's row written %v; want applied", err, consumed, wrote)
+				}
+			} else {
+				if !errors.Is(err, store.ErrNotApplied) || wrote {
+					t.Fatalf("CommitTx = %v, activity's row written %v; want refused (ErrNotApplied), nothing written", err, wrote)
+				}
+				if _, err := s.Get(ctx, tok.ID); err != nil {
+					t.Errorf("the token after the refusal: %v, want live", err)
+				}
+			}
+			var autocommit int
+			var completion, mode string
+			if err := s.DB().QueryRowContext(ctx, sessionQuery).Scan(&autocommit, &completion, &mode); err != nil {
+				t.Fatal(err)
+			}
+			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") {
+				t.Errorf("the pool's session after the activity: autocommit %d, completion_type %s, sql_mode %q; want 1, NO_CHAIN, strict", autocommit, completion, mode)
+			}
+			// What the store writes on its own still commits.
+			again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := openPrefix(t, dsn(t), s.Prefix())
+			if _, err := other.Get(ctx, again.ID); err != nil {
+				t.Errorf("a root issued after the activity, read from another connection: %v", err)
+			}
+		})
+	}
+}
