@@ -82,7 +82,8 @@
 // deadlock or serialization failure in the handler's statements rolls
 // everything back and the signal is retried. A handler that sets
 // synchronous_commit off in the transaction has the step refused
-// (ErrUnsafeServer, not applied), as the commit would not be durable.
+// (ErrUnsafeServer, not applied, unless Config.AllowUnsafe), as the
+// commit would not be durable.
 // RecordStart (engine.StartTx)
 // writes a start, and with the tokens here its root token, in the caller's
 // pgx.Tx, which must be on this store's database (Pool gives the pool of

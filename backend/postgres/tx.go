@@ -143,7 +143,8 @@ func currentVersion(v *int64) uint64 {
 // step.Version and the token live. The same round trip reads
 // synchronous_commit: an activity that turned it off in its transaction
 // (SET or SET LOCAL) would have the step acknowledged before it is
-// durable, so the step is refused (and the rollback undoes the SET).
+// durable, so the step is refused (and the rollback undoes the SET),
+// unless Config.AllowUnsafe accepts commits that are not durable.
 func (s *Store) writeStep(ctx context.Context, tx pgx.Tx, step store.TxStep, next store.Entity, children []baton.Token) error {
 	if next.Key != step.Key || next.Version != step.Version {
 		return fmt.Errorf("%w: the activity returned entity %q at version %d for a commit of %q at version %d", store.ErrInvalid, next.Key, next.Version, step.Key, step.Version)
@@ -193,7 +194,7 @@ func (s *Store) writeStep(ctx context.Context, tx pgx.Tx, step store.TxStep, nex
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return err
 	}
-	if syncCommit == "off" {
+	if syncCommit == "off" && !s.durability.allowUnsafe {
 		return fmt.Errorf("%w: %w: the activity set synchronous_commit off in the step's transaction, so its commit would be acknowledged before it is durable; the step is rolled back", store.ErrNotApplied, ErrUnsafeServer)
 	}
 	return nil

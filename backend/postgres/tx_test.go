@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/engine"
@@ -200,5 +201,43 @@ func TestCommitTxRefusesAnUndurableCommit(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCommitTxAllowUnsafe: Config.AllowUnsafe accepts a server or role
+// whose synchronous_commit is off, so CommitTx on such a connection
+// applies the step as every other call does, instead of refusing it as if
+// the activity had turned the setting off.
+func TestCommitTxAllowUnsafe(t *testing.T) {
+	t.Parallel()
+	for _, fused := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fused=%v", fused), func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			cfg, err := pgxpool.ParseConfig(dsn(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+			cfg.MaxConns = 1
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			s, err := New(ctx, pool, Config{Schema: uniqueSchema(t), AllowUnsafe: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "billing"))
+			step := store.TxStep{Key: "account", Token: root.ID, Fused: fused}
+			_, _, err = s.CommitTx(ctx, step, func(ctx context.Context, tx pgx.Tx) (store.Entity, []baton.Token, error) {
+				return store.Entity{Key: step.Key, State: []byte("charged")}, nil, nil
+			})
+			if err != nil {
+				t.Fatalf("CommitTx with AllowUnsafe on a connection with synchronous_commit off = %v, want applied", err)
+			}
+			requireVersion(ctx, t, s, step.Key, 1, "charged")
+		})
 	}
 }
