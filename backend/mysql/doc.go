@@ -113,11 +113,12 @@
 // sets a savepoint before the handler and releases it after, and fails the
 // step if the savepoint is gone (the transaction ended while the handler
 // ran). A SET SESSION in the handler outlives the transaction: after the
-// handler CommitTx sets a sql_mode without STRICT_ALL_TABLES and a chaining
-// completion_type back, and refuses the step and closes the connection if
-// the handler turned autocommit off. RecordStart writes a start (and, with
-// the tokens here, its root token) in the caller's *sql.Tx, which must be on the store's database (DB
-// gives the pool).
+// handler, whether it succeeded or failed, CommitTx sets a sql_mode
+// without STRICT_ALL_TABLES and a chaining completion_type back, and
+// closes the connection (refusing the step) if the handler turned
+// autocommit off. RecordStart writes a start (and, with the tokens here,
+// its root token) in the caller's *sql.Tx, which must be on the store's
+// database (DB gives the pool).
 //
 // # Schema and migrations
 //

@@ -249,7 +249,7 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		if errors.Is(err, errSessionChanged) {
+		if errors.As(err, new(sessionUnsafe)) {
 			// Its SET outlives the transaction: the pool must not hand
 			// this session out again.
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })

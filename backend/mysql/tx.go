@@ -68,25 +68,16 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT "+activitySavepoint); err != nil {
 			return err
 		}
-		next, children, err := write(ctx, tx)
+		next, children, err := runActivity(ctx, tx, write)
+		// The activity's SET SESSION outlives the transaction whether
+		// the activity succeeded or not.
+		if serr := restoreSession(ctx, tx); serr != nil {
+			if err == nil {
+				err = serr
+			}
+			return sessionUnsafe{err}
+		}
 		if err != nil {
-			if retryable(err) {
-				return err // the server rolled it back: run it all again
-			}
-			return errHandler{err}
-		}
-		// The savepoint is gone if the transaction ended while the activity
-		// ran: a deadlock or lock wait timeout rolled it back (and left the
-		// session in autocommit) and the activity went on, or one of its
-		// statements committed implicitly (DDL, LOCK TABLES). The store's
-		// writes would then commit each on its own, without the activity's.
-		if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+activitySavepoint); err != nil {
-			if mysqlErrorNumber(err) == errNoSuchSavepoint {
-				return errTxLost
-			}
-			return err
-		}
-		if err := restoreSession(ctx, tx); err != nil {
 			return err
 		}
 		return s.writeStep(ctx, tx, step, next, children)
@@ -102,6 +93,38 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 	}
 	return step.Version + 1, true, nil
 }
+
+// runActivity runs write in tx after the savepoint and releases it.
+func runActivity(ctx context.Context, tx *sql.Tx, write func(context.Context, *sql.Tx) (store.Entity, []baton.Token, error)) (store.Entity, []baton.Token, error) {
+	next, children, err := write(ctx, tx)
+	if err != nil {
+		if retryable(err) {
+			return next, children, err // the server rolled it back: run it all again
+		}
+		return next, children, errHandler{err}
+	}
+	// The savepoint is gone if the transaction ended while the activity
+	// ran: a deadlock or lock wait timeout rolled it back (and left the
+	// session in autocommit) and the activity went on, or one of its
+	// statements committed implicitly (DDL, LOCK TABLES). The store's
+	// writes would then commit each on its own, without the activity's.
+	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT "+activitySavepoint); err != nil {
+		if mysqlErrorNumber(err) == errNoSuchSavepoint {
+			return next, children, errTxLost
+		}
+		return next, children, err
+	}
+	return next, children, nil
+}
+
+// sessionUnsafe marks an error after which the connection's session may
+// keep what an activity set (errSessionChanged, or the session could not
+// be read): tryTx closes the connection instead of returning it to the
+// pool.
+type sessionUnsafe struct{ err error }
+
+func (e sessionUnsafe) Error() string { return e.err.Error() }
+func (e sessionUnsafe) Unwrap() error { return e.err }
 
 // sessionQuery reads the session settings that the store's statements
 // rely on (strictSession) and that an activity may have changed with SET

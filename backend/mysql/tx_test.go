@@ -206,3 +206,51 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitTxKeepsTheSessionSafeWhenTheActivityFails: an activity's SET
+// SESSION outlives its transaction also when the activity then fails (or
+// deadlocks): the session must not go back to the pool with autocommit
+// off, or a root the store issues on it later is never committed.
+func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
+	t.Parallel()
+	for _, set := range []string{"SET SESSION sql_mode = ''", "SET SESSION completion_type = 'CHAIN'", "SET autocommit = 0"} {
+		t.Run(set, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			h := txHarness(true)
+			s := h.New(t).(*Store)
+			s.DB().SetMaxOpenConns(1) // the next call gets the same session, if it is still open
+			tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			declined := errors.New("card declined")
+			step := store.TxStep{Key: "account", Token: tok.ID, Fused: true}
+			_, _, err = s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
+				if _, err := tx.ExecContext(ctx, set); err != nil {
+					return store.Entity{}, nil, err
+				}
+				return store.Entity{}, nil, declined
+			})
+			if !errors.Is(err, declined) {
+				t.Fatalf("CommitTx = %v, want the activity's error", err)
+			}
+			var autocommit int
+			var completion, mode string
+			if err := s.DB().QueryRowContext(ctx, sessionQuery).Scan(&autocommit, &completion, &mode); err != nil {
+				t.Fatal(err)
+			}
+			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") {
+				t.Errorf("the pool's session after the failed activity: autocommit %d, completion_type %s, sql_mode %q; want 1, NO_CHAIN, strict", autocommit, completion, mode)
+			}
+			again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := openPrefix(t, dsn(t), s.Prefix())
+			if _, err := other.Get(ctx, again.ID); err != nil {
+				t.Errorf("a root issued after the failed activity, read from another connection: %v", err)
+			}
+		})
+	}
+}
