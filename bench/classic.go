@@ -118,8 +118,8 @@ type sqlOptions struct {
 	classic bool // the processed table and outbox; else the ceiling
 	batches bool // classic-batched: deliveries handled in batches
 	// retention is how long processed rows are kept, cleanupEvery how
-	// often the cleanup job runs (zero: ClassicRetention and hourly as
-	// production, scaled to classicCleanupInterval).
+	// often the cleanup job runs; zero: ClassicRetention and
+	// classicCleanupInterval.
 	retention, cleanupEvery time.Duration
 }
 

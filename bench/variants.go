@@ -37,7 +37,7 @@ var Variants = []Variant{
 	},
 	{
 		Name: "classic-steady", Label: "classic, retention paid (scaled to 2 s)", postgres: true,
-		Note: "classic-steady: classic with its retention window scaled from 7 days to 2 s and the cleanup job from hourly to every 250 ms, so that it deletes processed rows as fast as the consumers write them, as production does once the first window has passed; classic leaves that cost outside its measured minutes. The rows of a run's last 2 s are deleted after it (about 7% of a 30 s run's). A duplicate that arrives more than 2 s after its original is applied again: the check at the end would show it.",
+		Note: "classic-steady: classic with its retention window scaled from 7 days to 2 s and the cleanup job from hourly to every 250 ms, so that it deletes processed rows as fast as the consumers write them, as production does once the first window has passed; classic leaves that cost outside its measured minutes. The rows of a run's last 2 s are still there when it ends, their deletion not counted (about 7% of a 30 s run's rows). A duplicate that arrives more than 2 s after its original is applied again: the check at the end would show it.",
 		open: func(ctx context.Context, env *env, name string) (system, error) {
 			return openSQLSystem(ctx, env, sqlOptions{classic: true, retention: classicSteadyRetention, cleanupEvery: classicSteadyCleanup}, name)
 		},

@@ -211,17 +211,24 @@ func (w watchedBatch) GetTokensIn(ctx context.Context, lookups []store.TokenLook
 }
 
 // batchOutcome is what a batch call says of the store: the call's own
-// error, else the first of its items' errors that is a failure. A store
-// split by conversation answers a batch whole while one of its parts is
-// down and fails only that part's items; those are an outage too.
+// error, else its items' worst failure (an unknown outcome over a write
+// not applied). A store split by conversation answers a batch whole while
+// one of its parts is down and fails only that part's items; those are an
+// outage too.
 func batchOutcome(ctx context.Context, err error, errs []error) error {
 	if err != nil {
 		return err
 	}
+	var worst error
 	for _, e := range errs {
-		if _, failed := storeFailure(ctx, e); failed {
+		outcome, failed := storeFailure(ctx, e)
+		switch {
+		case !failed:
+		case outcome == "unknown":
 			return e
+		case worst == nil:
+			worst = e
 		}
 	}
-	return nil
+	return worst
 }

@@ -254,3 +254,44 @@ func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitTxOnADeadPooledConnection: a pooled connection that the
+// server closed meanwhile (a restart, wait_timeout, KILL) is replaced
+// before the step's transaction begins (DB.Conn checks a pooled
+// connection and takes another on driver.ErrBadConn, as DB.BeginTx
+// does), and the step goes on.
+func TestCommitTxOnADeadPooledConnection(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	h := txHarness(true)
+	s := h.New(t).(*Store)
+	s.DB().SetMaxOpenConns(1)
+	tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killer, err := sql.Open("mysql", dsn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer killer.Close()
+	if _, err := killer.ExecContext(ctx, "KILL ?", mustConnectionID(t, s)); err != nil {
+		t.Fatal(err)
+	}
+	step := store.TxStep{Key: "account", Token: tok.ID, Fused: true}
+	_, consumed, err := s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
+		return store.Entity{Key: step.Key, State: []byte("charged")}, nil, nil
+	})
+	if err != nil || !consumed {
+		t.Fatalf("CommitTx after the pooled connection was killed = %v, consumed %v; want applied on another connection", err, consumed)
+	}
+}
+
+func mustConnectionID(t *testing.T, s *Store) int64 {
+	t.Helper()
+	var id int64
+	if err := s.DB().QueryRowContext(t.Context(), "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

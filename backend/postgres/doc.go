@@ -101,7 +101,10 @@
 //     ErrUnsafeServer and store.ErrNotApplied, closing it and logging an
 //     error. Config.AllowUnsafe accepts such connections instead and logs
 //     one warning per Store. A SET in a session the store already checked
-//     goes unseen: set them for the database or role, not per session.
+//     goes unseen by its statements (set them for the database or role,
+//     not per session), but for a transactional activity's step, whose
+//     transaction reads synchronous_commit before it commits: off, the
+//     step is refused and the connection closed.
 //     For replicas to hold acknowledged tokens after a failover, use
 //     synchronous replication (synchronous_standby_names with
 //     synchronous_commit on or remote_apply). New logs a warning when the

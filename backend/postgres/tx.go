@@ -66,6 +66,12 @@ WHERE (created_at, created_ns) < ($1, $2) ORDER BY created_at, created_ns, id LI
 	}
 }
 
+// errUndurableStep: synchronous_commit was off in the step's transaction,
+// set by the activity or, before it, on the pooled connection by its
+// other users; CommitTx closes the connection, so that the pool opens a
+// new one, checked anew, instead of refusing every step that lands on it.
+var errUndurableStep = fmt.Errorf("%w: %w: synchronous_commit was off in the step's transaction (an activity's SET or SET LOCAL, or a SET on the pooled connection), so its commit would be acknowledged before it is durable; the step is rolled back and the connection closed", store.ErrNotApplied, ErrUnsafeServer)
+
 // errHandler marks the error of an activity run inside CommitTx, so that it
 // reaches the caller as it is rather than as a database failure.
 type errHandler struct{ err error }
@@ -115,6 +121,10 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 			return errHandler{err}
 		}
 		if err := s.writeStep(ctx, tx, step, next, children); err != nil {
+			if errors.Is(err, errUndurableStep) {
+				_ = tx.Rollback(ctx)
+				_ = conn.Conn().Close(ctx) // the pool drops it on release
+			}
 			return err
 		}
 		return tx.Commit(ctx)
@@ -195,7 +205,7 @@ func (s *Store) writeStep(ctx context.Context, tx pgx.Tx, step store.TxStep, nex
 		return err
 	}
 	if syncCommit == "off" && !s.durability.allowUnsafe {
-		return fmt.Errorf("%w: %w: the activity set synchronous_commit off in the step's transaction, so its commit would be acknowledged before it is durable; the step is rolled back", store.ErrNotApplied, ErrUnsafeServer)
+		return errUndurableStep
 	}
 	return nil
 }

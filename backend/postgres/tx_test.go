@@ -241,3 +241,32 @@ func TestCommitTxAllowUnsafe(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitTxClosesAnUndurableConnection: synchronous_commit set off on
+// a pooled connection by its other users, after the store checked it, is
+// seen by the next step on it, which is refused; the connection is closed,
+// so that the step's retry gets a new one instead of the same refusal.
+func TestCommitTxClosesAnUndurableConnection(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := newPool(t, 1)
+	t.Cleanup(pool.Close)
+	s, err := New(ctx, pool, Config{Schema: uniqueSchema(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := issue(ctx, t, s, newToken(baton.TokenID{}, baton.TokenID{}, "billing"))
+	if _, err := pool.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+		t.Fatal(err)
+	}
+	step := store.TxStep{Key: "account", Token: root.ID, Fused: true}
+	write := func(ctx context.Context, tx pgx.Tx) (store.Entity, []baton.Token, error) {
+		return store.Entity{Key: step.Key, State: []byte("charged")}, nil, nil
+	}
+	if _, _, err := s.CommitTx(ctx, step, write); !errors.Is(err, ErrUnsafeServer) {
+		t.Fatalf("CommitTx on a connection set to synchronous_commit off = %v, want ErrUnsafeServer", err)
+	}
+	if _, consumed, err := s.CommitTx(ctx, step, write); err != nil || !consumed {
+		t.Fatalf("CommitTx again = %v, consumed %v; want applied on a new connection", err, consumed)
+	}
+}
