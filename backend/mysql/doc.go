@@ -116,7 +116,8 @@
 // handler, whether it succeeded or failed, CommitTx sets a sql_mode
 // without STRICT_ALL_TABLES and a chaining completion_type back, and
 // closes the connection (refusing the step) if the handler turned
-// autocommit off. RecordStart writes a start (and, with the tokens here,
+// autocommit off or set the session's isolation level READ UNCOMMITTED.
+// RecordStart writes a start (and, with the tokens here,
 // its root token) in the caller's *sql.Tx, which must be on the store's
 // database (DB gives the pool).
 //

@@ -77,10 +77,13 @@ func (c Config) withDefaults() (Config, error) {
 // store.TransitionBatcher, store.TxCommitter[*sql.Tx] and
 // store.Starter[*sql.Tx].
 type Store struct {
-	db     *sql.DB
-	cfg    Config
-	sql    statements
-	closed atomic.Bool
+	db  *sql.DB
+	cfg Config
+	sql statements
+	// sessionQuery reads the session settings an activity may change
+	// (restoreSession), with the server's name of the isolation level.
+	sessionQuery string
+	closed       atomic.Bool
 	// retried counts transactions that the server rolled back for a
 	// deadlock or a lock wait timeout and that ran again.
 	retried atomic.Int64
@@ -125,6 +128,10 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("mysql: open: %w", err)
 	}
+	if s.sessionQuery, err = newSessionQuery(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("mysql: open: %w", err)
+	}
 	migrate := s.Migrate
 	if cfg.SkipMigrate {
 		migrate = s.checkSchema
@@ -164,11 +171,13 @@ func (s *Store) usable(ctx context.Context, op string) error {
 
 // MySQL error numbers the store acts on.
 const (
-	errDuplicateKey    = 1062 // ER_DUP_ENTRY
-	errNoSuchTable     = 1146 // ER_NO_SUCH_TABLE
-	errLockWaitTimeout = 1205 // ER_LOCK_WAIT_TIMEOUT: the statement was rolled back
-	errNoSuchSavepoint = 1305 // ER_SP_DOES_NOT_EXIST
-	errDeadlock        = 1213 // ER_LOCK_DEADLOCK: the whole transaction was rolled back
+	errDuplicateKey = 1062 // ER_DUP_ENTRY
+	errNoSuchTable  = 1146 // ER_NO_SUCH_TABLE
+	// ER_UNKNOWN_SYSTEM_VARIABLE
+	errUnknownSystemVariable = 1193
+	errLockWaitTimeout       = 1205 // ER_LOCK_WAIT_TIMEOUT: the statement was rolled back
+	errNoSuchSavepoint       = 1305 // ER_SP_DOES_NOT_EXIST
+	errDeadlock              = 1213 // ER_LOCK_DEADLOCK: the whole transaction was rolled back
 	// ER_CHECKREAD: MariaDB's snapshot isolation (innodb_snapshot_isolation,
 	// on by default from 11.6.2) found a row that changed after the
 	// transaction's first read; the whole transaction was rolled back.

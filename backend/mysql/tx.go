@@ -71,7 +71,7 @@ func (s *Store) CommitTx(ctx context.Context, step store.TxStep, write func(cont
 		next, children, err := runActivity(ctx, tx, write)
 		// The activity's SET SESSION outlives the transaction whether
 		// the activity succeeded or not.
-		if serr := restoreSession(ctx, tx); serr != nil {
+		if serr := s.restoreSession(ctx, tx); serr != nil {
 			if err == nil {
 				err = serr
 			}
@@ -126,26 +126,41 @@ type sessionUnsafe struct{ err error }
 func (e sessionUnsafe) Error() string { return e.err.Error() }
 func (e sessionUnsafe) Unwrap() error { return e.err }
 
-// sessionQuery reads the session settings that the store's statements
-// rely on (strictSession) and that an activity may have changed with SET
-// SESSION, which outlives its transaction.
-const sessionQuery = "SELECT @@SESSION.autocommit, @@SESSION.completion_type, @@SESSION.sql_mode"
+// newSessionQuery returns the statement that reads the session settings
+// the store's statements rely on (strictSession, and an isolation level
+// above READ UNCOMMITTED) and that an activity may change with SET
+// SESSION, which outlives its transaction. The isolation level is
+// transaction_isolation on MySQL 8 and MariaDB from 11.1, tx_isolation on
+// MariaDB before.
+func newSessionQuery(ctx context.Context, db *sql.DB) (string, error) {
+	const query = "SELECT @@SESSION.autocommit, @@SESSION.completion_type, @@SESSION.sql_mode, @@SESSION."
+	err := db.QueryRowContext(ctx, "SELECT @@SESSION.transaction_isolation").Scan(new(string))
+	switch {
+	case err == nil:
+		return query + "transaction_isolation", nil
+	case mysqlErrorNumber(err) == errUnknownSystemVariable:
+		return query + "tx_isolation", nil
+	}
+	return "", fmt.Errorf("read the isolation level: %w", err)
+}
 
 // restoreSession checks, after the activity ran in tx, the settings that
 // prepareSession gave the session. A sql_mode without STRICT_ALL_TABLES
 // (the store's writes that follow would be truncated instead of refused)
 // or a chaining completion_type is set back, inside tx. autocommit off
 // cannot be: turning it on in a transaction commits it, the activity's
-// writes without the store's; the step is refused (errSessionChanged) and
-// the connection discarded, as every statement on it would stay in a
-// transaction that nothing commits.
-func restoreSession(ctx context.Context, tx *sql.Tx) error {
+// writes without the store's; nor can READ UNCOMMITTED, as the level the
+// session had is unknown. Either refuses the step (errSessionChanged),
+// and the caller closes the connection: with autocommit off every
+// statement on it would stay in a transaction that nothing commits, and
+// READ UNCOMMITTED would let its reads see uncommitted entities.
+func (s *Store) restoreSession(ctx context.Context, tx *sql.Tx) error {
 	var autocommit int
-	var completion, mode string
-	if err := tx.QueryRowContext(ctx, sessionQuery).Scan(&autocommit, &completion, &mode); err != nil {
+	var completion, mode, isolation string
+	if err := tx.QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
 		return err
 	}
-	if autocommit != 1 {
+	if autocommit != 1 || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
 		return errSessionChanged
 	}
 	strict := slices.Contains(strings.Split(mode, ","), "STRICT_ALL_TABLES")
@@ -159,8 +174,9 @@ func restoreSession(ctx context.Context, tx *sql.Tx) error {
 // restoreSessionStatement is strictSession without autocommit.
 const restoreSessionStatement = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), completion_type = 'NO_CHAIN'"
 
-// errSessionChanged: the activity turned autocommit off.
-var errSessionChanged = fmt.Errorf("%w: the activity turned autocommit off (SET autocommit = 0 or SET SESSION autocommit = 0), which outlives its transaction: the store's statements after it on this connection would never commit; the step is rolled back and the connection closed; an activity must leave autocommit on", store.ErrNotApplied)
+// errSessionChanged: the activity turned autocommit off or set the
+// isolation level READ UNCOMMITTED.
+var errSessionChanged = fmt.Errorf("%w: the activity turned autocommit off or set the isolation level READ UNCOMMITTED for the session, which outlives its transaction: the store's statements after it on this connection would never commit or would read uncommitted rows; the step is rolled back and the connection closed; an activity must leave both as they are", store.ErrNotApplied)
 
 // activitySavepoint is set before the activity runs and released after.
 const activitySavepoint = "baton_before_activity"

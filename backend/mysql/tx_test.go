@@ -149,6 +149,7 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 		{"SET SESSION completion_type = 'CHAIN'", true},
 		{"SET SESSION autocommit = 0", false},
 		{"SET autocommit = 0", false},
+		{"SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED", false},
 	} {
 		t.Run(c.set, func(t *testing.T) {
 			t.Parallel()
@@ -187,12 +188,12 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 				}
 			}
 			var autocommit int
-			var completion, mode string
-			if err := s.DB().QueryRowContext(ctx, sessionQuery).Scan(&autocommit, &completion, &mode); err != nil {
+			var completion, mode, isolation string
+			if err := s.DB().QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
 				t.Fatal(err)
 			}
-			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") {
-				t.Errorf("the pool's session after the activity: autocommit %d, completion_type %s, sql_mode %q; want 1, NO_CHAIN, strict", autocommit, completion, mode)
+			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
+				t.Errorf("the pool's session after the activity: autocommit %d, completion_type %s, sql_mode %q, isolation %s; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED", autocommit, completion, mode, isolation)
 			}
 			// What the store writes on its own still commits.
 			again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
@@ -213,7 +214,7 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 // off, or a root the store issues on it later is never committed.
 func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
 	t.Parallel()
-	for _, set := range []string{"SET SESSION sql_mode = ''", "SET SESSION completion_type = 'CHAIN'", "SET autocommit = 0"} {
+	for _, set := range []string{"SET SESSION sql_mode = ''", "SET SESSION completion_type = 'CHAIN'", "SET autocommit = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"} {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
@@ -236,12 +237,12 @@ func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
 				t.Fatalf("CommitTx = %v, want the activity's error", err)
 			}
 			var autocommit int
-			var completion, mode string
-			if err := s.DB().QueryRowContext(ctx, sessionQuery).Scan(&autocommit, &completion, &mode); err != nil {
+			var completion, mode, isolation string
+			if err := s.DB().QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
 				t.Fatal(err)
 			}
-			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") {
-				t.Errorf("the pool's session after the failed activity: autocommit %d, completion_type %s, sql_mode %q; want 1, NO_CHAIN, strict", autocommit, completion, mode)
+			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
+				t.Errorf("the pool's session after the failed activity: autocommit %d, completion_type %s, sql_mode %q, isolation %s; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED", autocommit, completion, mode, isolation)
 			}
 			again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
 			if err != nil {
