@@ -21,14 +21,14 @@ from .signals import (
     encode_signal,
     new_token_id,
 )
-from .tokens import Token, TokenServiceClient, TokenServiceError
+from .tokens import MAX_BATCH, Token, TokenServiceClient, TokenServiceError
 from .sender import Delivery, Refused, Sender, NotDelivered
 from .entities import Entity, EntityStore, FileEntityStore, MemoryEntityStore, VersionConflict
 from .participant import Answer, Effects, Emit, Participant, Permanent
 
 __all__ = [
     "Answer", "Delivery", "Effects", "Emit", "Entity", "EntityStore", "FileEntityStore",
-    "MAX_NAME_BYTES", "MAX_PAYLOAD_BYTES", "MemoryEntityStore", "NotDelivered", "Outcome",
+    "MAX_BATCH", "MAX_NAME_BYTES", "MAX_PAYLOAD_BYTES", "MemoryEntityStore", "NotDelivered", "Outcome",
     "Participant", "Permanent", "Problem", "ProblemType", "Refused", "Sender", "Signal",
     "SignalError", "Token", "TokenServiceClient", "TokenServiceError", "VersionConflict",
     "decode_signal", "digest_of", "encode_signal", "new_token_id",

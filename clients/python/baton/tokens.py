@@ -8,7 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 _PROBLEM_BASE = "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-"
 
@@ -23,6 +23,9 @@ _OPENER = urllib.request.build_opener(_NoRedirect())
 
 Token = Dict[str, str]
 """A token as the API reads and writes it: id, conversation, causation, destination, type, digest, created_at, expires_at."""
+
+MAX_BATCH = 100
+"""The most items the service takes in one batch request; read_tokens and transition_batch send more in several."""
 
 
 class TokenServiceError(Exception):
@@ -85,6 +88,51 @@ class TokenServiceClient:
                             conversation=conversation)
         return bool(answer.get("consumed"))
 
+    def read_tokens(self, ids: List[str], conversations: Optional[List[str]] = None) -> List[Union[Token, None, TokenServiceError]]:
+        """Reads many tokens, up to MAX_BATCH in one request (POST /v1/tokens/read).
+
+        For each id, in order: the live token, None when it is not live, or
+        the TokenServiceError that get would raise for it alone.
+        conversations, if given, names each token's conversation ('' where
+        not known), as get's conversation does. An error of a whole request
+        is raised.
+        """
+        results: List[Union[Token, None, TokenServiceError]] = []
+        for start in range(0, len(ids), MAX_BATCH):
+            part = list(ids[start:start + MAX_BATCH])
+            hints = None if conversations is None else conversations[start:start + MAX_BATCH]
+            answer = self._call("POST", "/v1/tokens/read", {"ids": part}, want=200, conversations=hints)
+            for result in _results(answer, len(part), "/v1/tokens/read"):
+                if "token" in result:
+                    results.append(result["token"])
+                else:
+                    err = _problem_error("POST", "/v1/tokens/read", result.get("problem"))
+                    results.append(None if err.not_found else err)
+        return results
+
+    def transition_batch(self, transitions: List[dict]) -> List[Union[bool, TokenServiceError]]:
+        """Runs many transitions, up to MAX_BATCH in one request (POST /v1/transitions/batch).
+
+        Each is a dict with consume, create (a list of tokens) and
+        optionally conversation (the consumed token's), and is applied on
+        its own, as transition would apply it. For each, in order: whether
+        it consumed its token, or the TokenServiceError that transition
+        would raise for it alone. An error of a whole request is raised
+        (nothing of that request was applied when it is not_applied).
+        """
+        results: List[Union[bool, TokenServiceError]] = []
+        for start in range(0, len(transitions), MAX_BATCH):
+            part = transitions[start:start + MAX_BATCH]
+            body = {"transitions": [{"consume": t["consume"], "create": list(t.get("create", []))} for t in part]}
+            hints = [t.get("conversation", "") for t in part]
+            answer = self._call("POST", "/v1/transitions/batch", body, want=200, conversations=hints)
+            for result in _results(answer, len(part), "/v1/transitions/batch"):
+                if "consumed" in result:
+                    results.append(bool(result["consumed"]))
+                else:
+                    results.append(_problem_error("POST", "/v1/transitions/batch", result.get("problem")))
+        return results
+
     def list_by_conversation(self, conversation: str, after: str = "", limit: int = 0) -> dict:
         return self._call("GET", "/v1/conversations/" + conversation + "/tokens" + _page(after, limit), None, want=200)
 
@@ -92,7 +140,8 @@ class TokenServiceClient:
         path = "/v1/destinations/" + urllib.parse.quote(destination, safe="") + "/tokens"
         return self._call("GET", path + _page(after, limit), None, want=200)
 
-    def _call(self, method: str, path: str, body: Optional[dict], want: int, conversation: str = "") -> dict:
+    def _call(self, method: str, path: str, body: Optional[dict], want: int, conversation: str = "",
+              conversations: Optional[List[str]] = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url.rstrip("/") + path, data=data, method=method)
         req.add_header("Authorization", "Bearer " + self.api_key)
@@ -100,6 +149,8 @@ class TokenServiceClient:
         req.add_header("Accept", "application/json")
         if conversation:
             req.add_header("Baton-Conversation", conversation)
+        if conversations is not None and any(conversations):
+            req.add_header("Baton-Conversations", ",".join(conversations))
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
@@ -113,18 +164,33 @@ class TokenServiceClient:
             raise TokenServiceError(f"token service {method} {path}: no answer: {err}") from err
         if status == want:
             return json.loads(payload) if payload else {}
-        problem, detail = "", ""
         try:
             doc = json.loads(payload)
-            if isinstance(doc, dict):
-                problem = str(doc.get("type", ""))
-                problem = problem[len(_PROBLEM_BASE):] if problem.startswith(_PROBLEM_BASE) else ""
-                detail = str(doc.get("detail", ""))
         except ValueError:
-            pass
-        not_applied = problem in _REFUSALS if problem else status in (401, 403, 413)
-        raise TokenServiceError(f"token service {method} {path}: {status} {problem} {detail}".strip(),
-                                status=status, problem=problem, not_applied=not_applied)
+            doc = None
+        raise _problem_error(method, path, doc, status)
+
+
+def _problem_error(method: str, path: str, doc, status: int = 0) -> TokenServiceError:
+    """The TokenServiceError of a problem document (an answer's, or one item's of a batch)."""
+    problem, detail = "", ""
+    if isinstance(doc, dict):
+        problem = str(doc.get("type", ""))
+        problem = problem[len(_PROBLEM_BASE):] if problem.startswith(_PROBLEM_BASE) else ""
+        detail = str(doc.get("detail", ""))
+        if isinstance(doc.get("status"), int) and not status:
+            status = doc["status"]
+    not_applied = problem in _REFUSALS if problem else status in (401, 403, 413)
+    return TokenServiceError(f"token service {method} {path}: {status} {problem} {detail}".strip(),
+                             status=status, problem=problem, not_applied=not_applied)
+
+
+def _results(answer: dict, n: int, path: str) -> List[dict]:
+    """The results of a batch answer, one for each of its n items."""
+    results = answer.get("results")
+    if not isinstance(results, list) or len(results) != n or not all(isinstance(r, dict) for r in results):
+        raise TokenServiceError(f"token service POST {path}: the answer has no result for each of {n} items")
+    return results
 
 
 # Problem types whose answer proves that nothing was written (as the Go

@@ -10,7 +10,7 @@ import os
 import threading
 import unittest
 
-from baton import Signal, TokenServiceClient, TokenServiceError, digest_of, new_token_id
+from baton import MAX_BATCH, Signal, TokenServiceClient, TokenServiceError, digest_of, new_token_id
 
 URL = os.environ.get("BATON_TEST_TOKEN_SERVICE", "")
 
@@ -37,6 +37,37 @@ class TokenServiceTest(unittest.TestCase):
         self.assertTrue(caught.exception.not_found)
         listed = self.edge.list_by_conversation(root["conversation"])
         self.assertEqual([t["id"] for t in listed["tokens"]], [child.id])
+
+    def test_batches(self):
+        def root(destination):
+            return self.edge.issue_root({"destination": destination, "type": "charge", "digest": digest_of(b"{}")})
+        first, second, elsewhere = root("billing"), root("billing"), root("shipping")
+        absent = new_token_id()
+        read = self.billing.read_tokens([first["id"], absent, second["id"], elsewhere["id"]],
+                                        [first["conversation"], "", "", ""])
+        self.assertEqual([r["id"] if isinstance(r, dict) else r for r in read[:3]], [first["id"], None, second["id"]])
+        self.assertIsInstance(read[3], TokenServiceError)
+        self.assertEqual((read[3].status, read[3].problem, read[3].not_applied), (403, "not-your-token", True))
+
+        child = Signal(id=new_token_id(), conversation=first["conversation"], causation=first["id"],
+                       destination="shipping", type="ship")
+        done = self.billing.transition_batch([
+            {"consume": first["id"], "create": [child.token()], "conversation": first["conversation"]},
+            {"consume": absent},
+            {"consume": elsewhere["id"]},
+            {"consume": second["id"]},
+        ])
+        self.assertEqual(done[:2], [True, False])
+        self.assertIsInstance(done[2], TokenServiceError)
+        self.assertTrue(done[2].not_applied)
+        self.assertTrue(done[3])
+        self.assertEqual(self.billing.read_tokens([first["id"], second["id"]]), [None, None])
+        self.assertEqual(self.edge.get(child.id)["causation"], first["id"])
+
+    def test_batches_larger_than_one_request(self):
+        ids = [new_token_id() for _ in range(MAX_BATCH * 2 + 1)]
+        self.assertEqual(self.billing.read_tokens(ids), [None] * len(ids))
+        self.assertEqual(self.billing.transition_batch([{"consume": i} for i in ids]), [False] * len(ids))
 
     def test_errors_carry_the_problem(self):
         with self.assertRaises(TokenServiceError) as caught:

@@ -341,6 +341,35 @@ export interface Problem {
   token?: string;
 }
 
+/** The most items the service takes in one batch request; readTokens and transitionBatch send more in several. */
+export const maxBatch = 100;
+
+/** One transition of TokenServiceClient.transitionBatch. */
+export interface BatchTransition {
+  consume: string;
+  create?: Token[];
+  /** The consumed token's conversation, where known: a hint, as transition's. */
+  conversation?: string;
+}
+
+/** The results of a batch answer, one for each of its n items. */
+function batchResults<R>(answer: { results?: R[] }, n: number, path: string): R[] {
+  if (!Array.isArray(answer.results) || answer.results.length !== n) {
+    throw new TokenServiceError(`POST ${path}: the answer has no result for each of ${n} items`, { status: 200, notApplied: false });
+  }
+  return answer.results;
+}
+
+/** The error of one item of a batch, from its problem. */
+function itemError(path: string, problem: Problem | undefined): TokenServiceError {
+  const notApplied = problem?.type !== undefined && notAppliedTypes.has(problem.type);
+  return new TokenServiceError(`POST ${path}: ${problem?.status ?? 0} ${problem?.title ?? "no result"}${problem?.detail ? ": " + problem.detail : ""}`, {
+    status: problem?.status ?? 0,
+    ...(problem === undefined ? {} : { problem }),
+    notApplied,
+  });
+}
+
 /** Types whose problem proves nothing was written. */
 const notAppliedTypes = new Set<string>([
   ProblemTypes.invalid,
@@ -487,6 +516,54 @@ export class TokenServiceClient {
     }
   }
 
+  /**
+   * Reads many tokens, up to maxBatch in one request (POST
+   * /v1/tokens/read). Resolves, for each id in order, to the live token,
+   * undefined when it is not live, or the TokenServiceError that get would
+   * reject with for it alone. `conversations`, if given, names each
+   * token's conversation ("" where not known), as get's `conversation`
+   * does. Rejects with the error of a whole request.
+   */
+  async readTokens(ids: string[], conversations?: string[]): Promise<(Token | undefined | TokenServiceError)[]> {
+    const out: (Token | undefined | TokenServiceError)[] = [];
+    for (let start = 0; start < ids.length; start += maxBatch) {
+      const part = ids.slice(start, start + maxBatch);
+      const hints = conversations?.slice(start, start + maxBatch);
+      const answer = await this.call<{ results: { token?: WireToken; problem?: Problem }[] }>("POST", "/v1/tokens/read", 200, { ids: part }, undefined, hints);
+      for (const r of batchResults(answer, part.length, "/v1/tokens/read")) {
+        if (r.token !== undefined) {
+          out.push(fromWire(r.token));
+          continue;
+        }
+        const err = itemError("/v1/tokens/read", r.problem);
+        out.push(err.type === ProblemTypes.notFound ? undefined : err);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Runs many transitions, up to maxBatch in one request (POST
+   * /v1/transitions/batch), each applied on its own as transition would
+   * apply it. Resolves, for each in order, to whether it consumed its
+   * token, or the TokenServiceError that transition would reject with for
+   * it alone. Rejects with the error of a whole request (nothing of that
+   * request was applied when it is notApplied).
+   */
+  async transitionBatch(transitions: BatchTransition[]): Promise<(boolean | TokenServiceError)[]> {
+    const out: (boolean | TokenServiceError)[] = [];
+    for (let start = 0; start < transitions.length; start += maxBatch) {
+      const part = transitions.slice(start, start + maxBatch);
+      const body = { transitions: part.map((t) => ({ consume: t.consume, create: (t.create ?? []).map(toWire) })) };
+      const hints = part.map((t) => t.conversation ?? "");
+      const answer = await this.call<{ results: { consumed?: boolean; problem?: Problem }[] }>("POST", "/v1/transitions/batch", 200, body, undefined, hints);
+      for (const r of batchResults(answer, part.length, "/v1/transitions/batch")) {
+        out.push(r.consumed !== undefined ? r.consumed === true : itemError("/v1/transitions/batch", r.problem));
+      }
+    }
+    return out;
+  }
+
   /** Lists a conversation's live tokens in ascending id order (the system needs observe). */
   async listByConversation(conversation: string, page: { after?: string; limit?: number } = {}): Promise<TokenPage> {
     return this.list(`/v1/conversations/${encodeURIComponent(conversation)}/tokens`, page);
@@ -508,9 +585,10 @@ export class TokenServiceClient {
     return out;
   }
 
-  private async call<T>(method: string, path: string, want: number, body?: unknown, conversation?: string): Promise<T> {
+  private async call<T>(method: string, path: string, want: number, body?: unknown, conversation?: string, conversations?: string[]): Promise<T> {
     const headers: Record<string, string> = { Authorization: this.auth, Accept: "application/json, application/problem+json" };
     if (conversation !== undefined && conversation !== "") headers["Baton-Conversation"] = conversation;
+    if (conversations !== undefined && conversations.some((c) => c !== "")) headers["Baton-Conversations"] = conversations.join(",");
     const init: RequestInit = { method, headers, signal: AbortSignal.timeout(this.timeoutMs) };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";

@@ -8,6 +8,7 @@ import {
   digestOf,
   formatTime,
   isTokenId,
+  maxBatch,
   newTokenId,
   parseSignal,
   ProblemTypes,
@@ -96,14 +97,14 @@ describe("signal headers", () => {
 describe("TokenServiceClient", () => {
   let server: Server;
   let base: string;
-  const seen: { method: string; url: string; auth: string | undefined; type: string | undefined; conversation: string | undefined; body: string }[] = [];
+  const seen: { method: string; url: string; auth: string | undefined; type: string | undefined; conversation: string | undefined; conversations: string | undefined; body: string }[] = [];
   const problem = (type: string, status: number) => ({ type, title: "t", status, detail: "d" });
 
   before(async () => {
     server = createServer(async (req: IncomingMessage, res) => {
       let body = "";
       for await (const chunk of req) body += chunk;
-      seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, type: req.headers["content-type"], conversation: req.headers["baton-conversation"] as string | undefined, body });
+      seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, type: req.headers["content-type"], conversation: req.headers["baton-conversation"] as string | undefined, conversations: req.headers["baton-conversations"] as string | undefined, body });
       const reply = (status: number, doc: unknown, ct = "application/json") =>
         res.writeHead(status, { "Content-Type": ct }).end(JSON.stringify(doc));
       if (req.url === "/v1/transitions") {
@@ -112,6 +113,23 @@ describe("TokenServiceClient", () => {
         if (parsed.consume === "e".repeat(32)) return reply(500, problem(ProblemTypes.outcomeUnknown, 500), "application/problem+json");
         if (parsed.consume === "9".repeat(32)) return reply(404, problem(ProblemTypes.noRoute, 404), "application/problem+json");
         return reply(200, { consumed: parsed.consume === "a".repeat(32) });
+      }
+      if (req.url === "/v1/tokens/read") {
+        const { ids } = JSON.parse(body) as { ids: string[] };
+        return reply(200, {
+          results: ids.map((id) => {
+            if (id === "a".repeat(32)) return { token: { id, conversation: id, destination: "billing", type: "t", digest: "0".repeat(64), created_at: "2025-01-31T12:00:00.123456Z" } };
+            if (id === "f".repeat(32)) return { problem: problem(ProblemTypes.notYourToken, 403) };
+            return { problem: problem(ProblemTypes.notFound, 404) };
+          }),
+        });
+      }
+      if (req.url === "/v1/transitions/batch") {
+        const { transitions } = JSON.parse(body) as { transitions: { consume: string }[] };
+        return reply(200, {
+          results: transitions.map((t) =>
+            t.consume === "f".repeat(32) ? { problem: problem(ProblemTypes.notYourToken, 403) } : { consumed: t.consume === "a".repeat(32) }),
+        });
       }
       if (req.url?.startsWith("/v1/tokens/")) return reply(404, problem(ProblemTypes.notFound, 404), "application/problem+json");
       if (req.url?.startsWith("/v1/destinations/")) {
@@ -154,6 +172,31 @@ describe("TokenServiceClient", () => {
     // A service without the route ran nothing.
     await assert.rejects(client.transition("9".repeat(32)), (err: unknown) => err instanceof TokenServiceError && err.status === 404 && err.notApplied);
     assert.equal(await client.get("d".repeat(32)), undefined);
+  });
+
+  it("reads and transitions in batches, each item answered on its own", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    const conv = "c".repeat(32);
+    const read = await client.readTokens(["a".repeat(32), "b".repeat(32), "f".repeat(32)], [conv, "", ""]);
+    assert.equal((read[0] as { id: string }).id, "a".repeat(32));
+    assert.equal(read[1], undefined, "a token not live reads as undefined, as get's");
+    assert.ok(read[2] instanceof TokenServiceError && read[2].status === 403 && read[2].notApplied);
+    assert.equal(seen.at(-1)!.conversations, `${conv},,`, "the conversations go as Baton-Conversations, an entry for each id");
+
+    const done = await client.transitionBatch([
+      { consume: "a".repeat(32), conversation: conv },
+      { consume: "b".repeat(32) },
+      { consume: "f".repeat(32) },
+    ]);
+    assert.deepEqual(done.slice(0, 2), [true, false]);
+    assert.ok(done[2] instanceof TokenServiceError && done[2].type === ProblemTypes.notYourToken && done[2].notApplied);
+    assert.deepEqual(JSON.parse(seen.at(-1)!.body), { transitions: [{ consume: "a".repeat(32), create: [] }, { consume: "b".repeat(32), create: [] }, { consume: "f".repeat(32), create: [] }] });
+
+    const before = seen.length;
+    const many = Array.from({ length: maxBatch * 2 + 1 }, () => "b".repeat(32));
+    assert.deepEqual(await client.readTokens(many), many.map(() => undefined));
+    assert.equal(seen.length - before, 3, "more than maxBatch ids go in several requests");
+    assert.equal(seen.at(-1)!.conversations, undefined, "no hints, no header");
   });
 
   it("escapes destinations and reads pages", async () => {
