@@ -10,6 +10,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
+	"github.com/batonhq/baton/storetest"
 )
 
 // TestCommitTxNoticesALostTransaction: MySQL rolls back the whole
@@ -154,13 +155,7 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 		t.Run(c.set, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			h := txHarness(true)
-			s := h.New(t).(*Store)
-			s.DB().SetMaxOpenConns(1) // the next call gets the same session, if it is still open
-			tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
-			if err != nil {
-				t.Fatal(err)
-			}
+			h, s, tok := oneSessionStore(t)
 			step := store.TxStep{Key: "account", Token: tok.ID, Fused: true}
 			_, consumed, err := s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
 				if err := h.Put(ctx, s, tx, "charge", []byte("12")); err != nil {
@@ -187,23 +182,7 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 					t.Errorf("the token after the refusal: %v, want live", err)
 				}
 			}
-			var autocommit int
-			var completion, mode, isolation string
-			if err := s.DB().QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
-				t.Fatal(err)
-			}
-			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
-				t.Errorf("the pool's session after the activity: autocommit %d, completion_type %s, sql_mode %q, isolation %s; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED", autocommit, completion, mode, isolation)
-			}
-			// What the store writes on its own still commits.
-			again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			other := openPrefix(t, dsn(t), s.Prefix())
-			if _, err := other.Get(ctx, again.ID); err != nil {
-				t.Errorf("a root issued after the activity, read from another connection: %v", err)
-			}
+			requireSafeSession(t, s, "the activity")
 		})
 	}
 }
@@ -218,16 +197,10 @@ func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
-			h := txHarness(true)
-			s := h.New(t).(*Store)
-			s.DB().SetMaxOpenConns(1) // the next call gets the same session, if it is still open
-			tok, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, s, tok := oneSessionStore(t)
 			declined := errors.New("card declined")
 			step := store.TxStep{Key: "account", Token: tok.ID, Fused: true}
-			_, _, err = s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
+			_, _, err := s.CommitTx(ctx, step, func(ctx context.Context, tx *sql.Tx) (store.Entity, []baton.Token, error) {
 				if _, err := tx.ExecContext(ctx, set); err != nil {
 					return store.Entity{}, nil, err
 				}
@@ -236,23 +209,47 @@ func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
 			if !errors.Is(err, declined) {
 				t.Fatalf("CommitTx = %v, want the activity's error", err)
 			}
-			var autocommit int
-			var completion, mode, isolation string
-			if err := s.DB().QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
-				t.Fatal(err)
-			}
-			if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
-				t.Errorf("the pool's session after the failed activity: autocommit %d, completion_type %s, sql_mode %q, isolation %s; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED", autocommit, completion, mode, isolation)
-			}
-			again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			other := openPrefix(t, dsn(t), s.Prefix())
-			if _, err := other.Get(ctx, again.ID); err != nil {
-				t.Errorf("a root issued after the failed activity, read from another connection: %v", err)
-			}
+			requireSafeSession(t, s, "the failed activity")
 		})
+	}
+}
+
+// oneSessionStore returns a store of the transactional harness with one
+// connection, so that each call gets the same session while it is open,
+// and a root issued for the step.
+func oneSessionStore(t *testing.T) (storetest.TxHarness[*sql.Tx], *Store, baton.Token) {
+	t.Helper()
+	h := txHarness(true)
+	s := h.New(t).(*Store)
+	s.DB().SetMaxOpenConns(1)
+	tok, err := s.Issue(t.Context(), baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, s, tok
+}
+
+// requireSafeSession checks the session of s's one pooled connection
+// after what: as prepareSession left it, and what the store writes on its
+// own still commits.
+func requireSafeSession(t *testing.T, s *Store, after string) {
+	t.Helper()
+	ctx := t.Context()
+	var autocommit int
+	var completion, mode, isolation string
+	if err := s.DB().QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
+		t.Fatal(err)
+	}
+	if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
+		t.Errorf("the pool's session after %s: autocommit %d, completion_type %s, sql_mode %q, isolation %s; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED", after, autocommit, completion, mode, isolation)
+	}
+	again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := openPrefix(t, dsn(t), s.Prefix())
+	if _, err := other.Get(ctx, again.ID); err != nil {
+		t.Errorf("a root issued after %s, read from another connection: %v", after, err)
 	}
 }
 
