@@ -112,8 +112,7 @@ var ErrUnsafeIsolation = errors.New("mysql: the session's isolation level is REA
 // the store's transactions (Issue, ExpireRoots) would stay in a
 // transaction that nothing commits, reported done but lost with the
 // connection, and plain reads would keep one snapshot.
-const strictSession = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), " +
-	"autocommit = 1, completion_type = 'NO_CHAIN'"
+const strictSession = restoreSessionStatement + ", autocommit = 1"
 
 // isolationQuery reads the session's isolation level under the name of
 // MySQL 8 (transaction_isolation) or of MariaDB (tx_isolation).
