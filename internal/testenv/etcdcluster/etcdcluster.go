@@ -129,8 +129,23 @@ func Start(t testing.TB, n int) *Cluster {
 }
 
 // New starts a cluster of n members with their data under dir, and waits
-// until it has a leader. Close stops it.
+// until it has a leader. Close stops it. A member's ports are free when
+// chosen but may be taken before it binds them (by another test's
+// server): a cluster that does not start is started again, on new ports
+// and in a new directory, up to three times in all.
 func New(dir string, n int) (*Cluster, error) {
+	var errs []error
+	for attempt := range 3 {
+		c, err := newOnce(filepath.Join(dir, fmt.Sprintf("attempt%d", attempt)), n)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func newOnce(dir string, n int) (*Cluster, error) {
 	c := &Cluster{proxies: toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())}
 	var initial []string
 	for i := range n {
