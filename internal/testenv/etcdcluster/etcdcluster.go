@@ -136,7 +136,11 @@ func Start(t testing.TB, n int) *Cluster {
 func New(dir string, n int) (*Cluster, error) {
 	var errs []error
 	for attempt := range 3 {
-		c, err := newOnce(filepath.Join(dir, fmt.Sprintf("attempt%d", attempt)), n)
+		sub := filepath.Join(dir, fmt.Sprintf("attempt%d", attempt))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return nil, err
+		}
+		c, err := newOnce(sub, n)
 		if err == nil {
 			return c, nil
 		}
