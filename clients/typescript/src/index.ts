@@ -547,8 +547,10 @@ export class TokenServiceClient {
    * /v1/transitions/batch), each applied on its own as transition would
    * apply it. Resolves, for each in order, to whether it consumed its
    * token, or the TokenServiceError that transition would reject with for
-   * it alone. Rejects with the error of a whole request (nothing of that
-   * request was applied when it is notApplied).
+   * it alone. Rejects with the error of the first request, which is the
+   * whole call's (nothing of the call was applied when it is notApplied);
+   * the error of a later request, sent after earlier ones were applied,
+   * is each of its transitions' result instead, as in the Go client.
    */
   async transitionBatch(transitions: BatchTransition[]): Promise<(boolean | TokenServiceError)[]> {
     const out: (boolean | TokenServiceError)[] = [];
@@ -556,8 +558,19 @@ export class TokenServiceClient {
       const part = transitions.slice(start, start + maxBatch);
       const body = { transitions: part.map((t) => ({ consume: t.consume, create: (t.create ?? []).map(toWire) })) };
       const hints = part.map((t) => t.conversation ?? "");
-      const answer = await this.call<{ results: { consumed?: boolean; problem?: Problem }[] }>("POST", "/v1/transitions/batch", 200, body, undefined, hints);
-      for (const r of batchResults(answer, part.length, "/v1/transitions/batch")) {
+      let results: { consumed?: boolean; problem?: Problem }[];
+      try {
+        const answer = await this.call<{ results: { consumed?: boolean; problem?: Problem }[] }>("POST", "/v1/transitions/batch", 200, body, undefined, hints);
+        results = batchResults(answer, part.length, "/v1/transitions/batch");
+      } catch (err) {
+        // Rejecting after earlier requests were applied would lose their
+        // results, and a notApplied rejection would say none was.
+        if (start === 0) throw err;
+        const e = err instanceof TokenServiceError ? err : new TokenServiceError(`POST /v1/transitions/batch: outcome unknown: ${String(err)}`, { status: 0, notApplied: false, cause: err });
+        for (let k = 0; k < part.length; k++) out.push(e);
+        continue;
+      }
+      for (const r of results) {
         out.push(r.consumed !== undefined ? r.consumed === true : itemError("/v1/transitions/batch", r.problem));
       }
     }

@@ -126,6 +126,7 @@ describe("TokenServiceClient", () => {
       }
       if (req.url === "/v1/transitions/batch") {
         const { transitions } = JSON.parse(body) as { transitions: { consume: string }[] };
+        if (transitions.some((t) => t.consume === "e".repeat(32))) return reply(503, problem(ProblemTypes.notApplied, 503), "application/problem+json");
         return reply(200, {
           results: transitions.map((t) =>
             t.consume === "f".repeat(32) ? { problem: problem(ProblemTypes.notYourToken, 403) } : { consumed: t.consume === "a".repeat(32) }),
@@ -197,6 +198,16 @@ describe("TokenServiceClient", () => {
     assert.deepEqual(await client.readTokens(many), many.map(() => undefined));
     assert.equal(seen.length - before, 3, "more than maxBatch ids go in several requests");
     assert.equal(seen.at(-1)!.conversations, undefined, "no hints, no header");
+  });
+
+  it("answers a later request's error of a batch for each of its transitions, keeping the earlier requests' results", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    const applied = Array.from({ length: maxBatch }, () => ({ consume: "a".repeat(32) }));
+    const done = await client.transitionBatch([...applied, { consume: "e".repeat(32) }]);
+    assert.deepEqual(done.slice(0, maxBatch), applied.map(() => true), "the first request was applied: its results stay");
+    assert.ok(done[maxBatch] instanceof TokenServiceError && done[maxBatch].type === ProblemTypes.notApplied && done[maxBatch].notApplied);
+    await assert.rejects(client.transitionBatch([{ consume: "e".repeat(32) }, ...applied]), (err) => err instanceof TokenServiceError && err.notApplied,
+      "the first request's error is the whole call's: nothing was applied");
   });
 
   it("escapes destinations and reads pages", async () => {
