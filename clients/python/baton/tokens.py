@@ -117,16 +117,28 @@ class TokenServiceClient:
         optionally conversation (the consumed token's), and is applied on
         its own, as transition would apply it. For each, in order: whether
         it consumed its token, or the TokenServiceError that transition
-        would raise for it alone. An error of a whole request is raised
-        (nothing of that request was applied when it is not_applied).
+        would raise for it alone. The error of the first request is raised:
+        it is the whole call's (nothing of the call was applied when it is
+        not_applied). The error of a later request, sent after earlier ones
+        were applied, is each of its transitions' result instead, as in the
+        Go client.
         """
         results: List[Union[bool, TokenServiceError]] = []
         for start in range(0, len(transitions), MAX_BATCH):
             part = transitions[start:start + MAX_BATCH]
             body = {"transitions": [{"consume": t["consume"], "create": list(t.get("create", []))} for t in part]}
             hints = [t.get("conversation", "") for t in part]
-            answer = self._call("POST", "/v1/transitions/batch", body, want=200, conversations=hints)
-            for result in _results(answer, len(part), "/v1/transitions/batch"):
+            try:
+                answer = self._call("POST", "/v1/transitions/batch", body, want=200, conversations=hints)
+                answered = _results(answer, len(part), "/v1/transitions/batch")
+            except TokenServiceError as err:
+                # Raising after earlier requests were applied would lose
+                # their results, and a not_applied error would say none was.
+                if start == 0:
+                    raise
+                results.extend([err] * len(part))
+                continue
+            for result in answered:
                 if "consumed" in result:
                     results.append(bool(result["consumed"]))
                 else:

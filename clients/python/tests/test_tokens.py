@@ -6,6 +6,7 @@ BATON_TEST_BILLING_KEY (the system "billing"); without them these tests skip.
 """
 
 import http.server
+import json
 import os
 import threading
 import unittest
@@ -121,6 +122,48 @@ class NotAppliedTest(unittest.TestCase):
             with self.assertRaises(TokenServiceError) as caught:
                 client.get(token_id)
             self.assertEqual(caught.exception.not_applied, want, f"{token_id[0]}: {caught.exception}")
+
+
+class _Batches(http.server.BaseHTTPRequestHandler):
+    """Consumes every token of a batch, or answers 503 not-applied for a batch naming "e" * 32."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if any(t["consume"] == "e" * 32 for t in body["transitions"]):
+            status, kind = 503, "application/problem+json"
+            answer = {"type": "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-not-applied",
+                      "status": 503}
+        else:
+            status, kind = 200, "application/json"
+            answer = {"results": [{"consumed": True} for _ in body["transitions"]]}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class BatchRequestsTest(unittest.TestCase):
+    """A batch sent in several requests loses no applied result to a later request's error."""
+
+    def test_later_request_error_is_each_transitions(self):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Batches)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        client = TokenServiceClient(f"http://127.0.0.1:{server.server_address[1]}", "k", timeout=5)
+        applied = [{"consume": new_token_id()} for _ in range(MAX_BATCH)]
+        done = client.transition_batch(applied + [{"consume": "e" * 32}])
+        self.assertEqual(done[:MAX_BATCH], [True] * MAX_BATCH, "the first request was applied: its results stay")
+        self.assertIsInstance(done[MAX_BATCH], TokenServiceError)
+        self.assertEqual((done[MAX_BATCH].status, done[MAX_BATCH].problem), (503, "not-applied"))
+        with self.assertRaises(TokenServiceError) as caught:
+            client.transition_batch([{"consume": "e" * 32}] + applied)
+        self.assertTrue(caught.exception.not_applied, "the first request's error is the whole call's")
 
 
 class _Elsewhere(http.server.BaseHTTPRequestHandler):
