@@ -171,8 +171,9 @@ func (s *Store) restoreSession(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
-// restoreSessionStatement is strictSession without autocommit, which a
-// statement inside a transaction may set.
+// restoreSessionStatement is strictSession without autocommit: what a
+// statement inside a transaction may set back (turning autocommit on
+// would commit the transaction).
 const restoreSessionStatement = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES'), completion_type = 'NO_CHAIN'"
 
 // errSessionChanged: the activity turned autocommit off or set the

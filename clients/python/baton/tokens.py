@@ -97,6 +97,8 @@ class TokenServiceClient:
         not known), as get's conversation does. An error of a whole request
         is raised.
         """
+        if conversations is not None and len(conversations) != len(ids):
+            raise ValueError(f"read_tokens: {len(conversations)} conversations for {len(ids)} ids: give one for each ('' where not known)")
         results: List[Union[Token, None, TokenServiceError]] = []
         for start in range(0, len(ids), MAX_BATCH):
             part = list(ids[start:start + MAX_BATCH])

@@ -65,6 +65,10 @@ class TokenServiceTest(unittest.TestCase):
         self.assertEqual(self.billing.read_tokens([first["id"], second["id"]]), [None, None])
         self.assertEqual(self.edge.get(child.id)["causation"], first["id"])
 
+    def test_a_conversation_for_each_id(self):
+        with self.assertRaises(ValueError):
+            self.billing.read_tokens([new_token_id(), new_token_id()], [new_token_id()])
+
     def test_batches_larger_than_one_request(self):
         ids = [new_token_id() for _ in range(MAX_BATCH * 2 + 1)]
         self.assertEqual(self.billing.read_tokens(ids), [None] * len(ids))

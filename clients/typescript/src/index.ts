@@ -525,6 +525,9 @@ export class TokenServiceClient {
    * does. Rejects with the error of a whole request.
    */
   async readTokens(ids: string[], conversations?: string[]): Promise<(Token | undefined | TokenServiceError)[]> {
+    if (conversations !== undefined && conversations.length !== ids.length) {
+      throw new TypeError(`readTokens: ${conversations.length} conversations for ${ids.length} ids: give one for each ("" where not known)`);
+    }
     const out: (Token | undefined | TokenServiceError)[] = [];
     for (let start = 0; start < ids.length; start += maxBatch) {
       const part = ids.slice(start, start + maxBatch);

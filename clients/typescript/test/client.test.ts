@@ -193,6 +193,8 @@ describe("TokenServiceClient", () => {
     assert.ok(done[2] instanceof TokenServiceError && done[2].type === ProblemTypes.notYourToken && done[2].notApplied);
     assert.deepEqual(JSON.parse(seen.at(-1)!.body), { transitions: [{ consume: "a".repeat(32), create: [] }, { consume: "b".repeat(32), create: [] }, { consume: "f".repeat(32), create: [] }] });
 
+    await assert.rejects(client.readTokens(["a".repeat(32), "b".repeat(32)], [conv]), TypeError);
+
     const before = seen.length;
     const many = Array.from({ length: maxBatch * 2 + 1 }, () => "b".repeat(32));
     assert.deepEqual(await client.readTokens(many), many.map(() => undefined));
