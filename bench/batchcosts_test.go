@@ -12,6 +12,7 @@ import (
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/postgres"
 	"github.com/batonhq/baton/internal/proccpu"
+	"github.com/batonhq/baton/internal/stepcosts"
 	"github.com/batonhq/baton/internal/testenv"
 	"github.com/batonhq/baton/store"
 )
@@ -87,11 +88,7 @@ func BenchmarkBatchStepCosts(b *testing.B) {
 	n := b.N
 	orderKey := func(i int) string { return fmt.Sprintf("order-%d", i) }
 	accountOf := func(i int) (int, string) { return i % accounts, fmt.Sprintf("account-%d", i%accounts) }
-	type stepCost struct {
-		name string
-		cpu  time.Duration
-	}
-	var steps []stepCost
+	var steps []stepcosts.Step
 	// vacuum stands in for the benchmark's vacuuming every 5 seconds (and
 	// autovacuum): without it every phase reads past the dead rows of the
 	// ones before, which a running system does not keep.
@@ -111,7 +108,7 @@ func BenchmarkBatchStepCosts(b *testing.B) {
 		for from := 0; from < n; from += costsBatch {
 			each(from, min(from+costsBatch, n))
 		}
-		steps = append(steps, stepCost{name, used() - start})
+		steps = append(steps, stepcosts.Step{Name: name, CPU: used() - start})
 	}
 	b.ResetTimer()
 
@@ -204,30 +201,19 @@ func BenchmarkBatchStepCosts(b *testing.B) {
 	// items[j] is (message, key, version), and emit says whether each
 	// writes an outbox row for its next message.
 	commit := func(from, to int, msg func(i int) baton.TokenID, key func(i int) (string, int64), emit bool) {
-		var in struct {
-			item                     []int32
-			msg                      [][]byte
-			key                      []string
-			version                  []int64
-			state                    [][]byte
-			outItem                  []int32
-			outID, outConv, outCause [][]byte
-			outDest, outType         []string
-			outPayload               [][]byte
-		}
+		var in classicCommitArgs
 		for i := from; i < to; i++ {
-			id := msg(i)
 			k, v := key(i)
-			in.item, in.msg, in.key, in.version, in.state = append(in.item, int32(i-from)), append(in.msg, id[:]), append(in.key, k), append(in.version, v), append(in.state, state)
+			var child *baton.Signal
 			if emit {
-				in.outItem, in.outID, in.outConv, in.outCause = append(in.outItem, int32(i-from)), append(in.outID, next[i][:]), append(in.outConv, id[:]), append(in.outCause, id[:])
-				in.outDest, in.outType, in.outPayload = append(in.outDest, destBilling), append(in.outType, typeCharge), append(in.outPayload, []byte(`{"amount":4200}`))
+				id := msg(i)
+				child = &baton.Signal{ID: next[i], Conversation: id, Causation: id, Destination: destBilling, Type: typeCharge, Payload: []byte(`{"amount":4200}`)}
 			}
+			in.add(int32(i-from), msg(i), k, v, state, child)
 		}
 		batch := &pgx.Batch{}
 		batch.Queue("BEGIN")
-		batch.Queue(classicBatch.commit, in.item, in.msg, in.key, in.version, in.state,
-			in.outItem, in.outID, in.outConv, in.outCause, in.outDest, in.outType, in.outPayload)
+		batch.Queue(classicBatch.commit, in.args()...)
 		must(conn.SendBatch(ctx, batch).Close())
 		_, err := conn.Exec(ctx, "COMMIT")
 		must(err)
@@ -264,19 +250,5 @@ func BenchmarkBatchStepCosts(b *testing.B) {
 	})
 	b.StopTimer()
 
-	perConversation := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-	var batonTotal, classicTotal time.Duration
-	for i, st := range steps {
-		b.Logf("%-40s %6.1f server-µs/conversation", st.name, perConversation(st.cpu))
-		if i < batonSteps {
-			batonTotal += st.cpu
-		} else {
-			classicTotal += st.cpu
-		}
-	}
-	b.ReportMetric(perConversation(batonTotal), "baton-server-µs/conversation")
-	b.ReportMetric(perConversation(classicTotal), "classic-server-µs/conversation")
-	if classicTotal > 0 {
-		b.ReportMetric(float64(batonTotal)/float64(classicTotal), "baton/classic")
-	}
+	stepcosts.Report(b, steps, batonSteps, n)
 }

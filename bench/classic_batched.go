@@ -79,6 +79,34 @@ SELECT i.item, i.msg IN (SELECT message_id FROM marked), i.item IN (SELECT item 
 	}
 }
 
+// classicCommitArgs are the parameters of batchedStatements.commit, one
+// entry per item and, for an item that emits, one per outbox row.
+type classicCommitArgs struct {
+	item                     []int32
+	msg                      [][]byte
+	key                      []string
+	version                  []int64
+	state                    [][]byte
+	outItem                  []int32
+	outID, outConv, outCause [][]byte
+	outDest, outType         []string
+	outPayload               [][]byte
+}
+
+// add adds item j: message msg writes state to key at version, and child
+// (nil for none) goes to the outbox if the write happens.
+func (a *classicCommitArgs) add(j int32, msg baton.TokenID, key string, version int64, state []byte, child *baton.Signal) {
+	a.item, a.msg, a.key, a.version, a.state = append(a.item, j), append(a.msg, msg[:]), append(a.key, key), append(a.version, version), append(a.state, state)
+	if child != nil {
+		a.outItem, a.outID, a.outConv, a.outCause = append(a.outItem, j), append(a.outID, child.ID[:]), append(a.outConv, child.Conversation[:]), append(a.outCause, child.Causation[:])
+		a.outDest, a.outType, a.outPayload = append(a.outDest, child.Destination), append(a.outType, child.Type), append(a.outPayload, child.Payload)
+	}
+}
+
+func (a *classicCommitArgs) args() []any {
+	return []any{a.item, a.msg, a.key, a.version, a.state, a.outItem, a.outID, a.outConv, a.outCause, a.outDest, a.outType, a.outPayload}
+}
+
 // classicItem is one delivery of a classic batch.
 type classicItem struct {
 	i       int // index in the deliveries
@@ -184,41 +212,20 @@ func (s *sqlSystem) commitClassicBatch(ctx context.Context, items []classicItem,
 		return nil, nil
 	}
 
-	var in struct {
-		item                     []int32
-		msg                      [][]byte
-		key                      []string
-		version                  []int64
-		state                    [][]byte
-		outItem                  []int32
-		outID, outConv, outCause [][]byte
-		outDest, outType         []string
-		outPayload               [][]byte
-	}
+	var in classicCommitArgs
 	for j, it := range ready {
-		in.item = append(in.item, int32(j))
-		in.msg = append(in.msg, it.sig.ID[:])
-		in.key = append(in.key, it.key)
-		in.version = append(in.version, it.version)
-		in.state = append(in.state, it.step.state)
+		var child *baton.Signal
 		if it.step.emit != nil {
-			c := it.child
-			in.outItem = append(in.outItem, int32(j))
-			in.outID = append(in.outID, c.ID[:])
-			in.outConv = append(in.outConv, c.Conversation[:])
-			in.outCause = append(in.outCause, c.Causation[:])
-			in.outDest = append(in.outDest, c.Destination)
-			in.outType = append(in.outType, c.Type)
-			in.outPayload = append(in.outPayload, c.Payload)
+			child = &it.child
 		}
+		in.add(int32(j), it.sig.ID, it.key, it.version, it.step.state, child)
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err = tx.Query(ctx, s.batchSQL.commit, in.item, in.msg, in.key, in.version, in.state,
-		in.outItem, in.outID, in.outConv, in.outCause, in.outDest, in.outType, in.outPayload)
+	rows, err = tx.Query(ctx, s.batchSQL.commit, in.args()...)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/internal/proccpu"
+	"github.com/batonhq/baton/internal/stepcosts"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/storetest"
 )
@@ -337,17 +338,13 @@ func BenchmarkStepCosts(b *testing.B) {
 	orderKey := func(i int) string { return fmt.Sprintf("order-%d", i) }
 	accountOf := func(i int) (int, string) { return i % accounts, fmt.Sprintf("account-%d", i%accounts) }
 
-	type stepCost struct {
-		name string
-		cpu  time.Duration
-	}
-	var steps []stepCost
+	var steps []stepcosts.Step
 	phase := func(name string, each func(i int)) {
 		start := used()
 		for i := range n {
 			each(i)
 		}
-		steps = append(steps, stepCost{name, used() - start})
+		steps = append(steps, stepcosts.Step{Name: name, CPU: used() - start})
 	}
 	b.ResetTimer()
 
@@ -446,21 +443,7 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN ` + table("classic_entities") + ` e ON e.
 	})
 	b.StopTimer()
 
-	perConversation := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-	var batonTotal, classicTotal time.Duration
-	for i, st := range steps {
-		b.Logf("%-38s %6.0f server-µs/conversation", st.name, perConversation(st.cpu))
-		if i < batonSteps {
-			batonTotal += st.cpu
-		} else {
-			classicTotal += st.cpu
-		}
-	}
-	b.ReportMetric(perConversation(batonTotal), "baton-server-µs/conversation")
-	b.ReportMetric(perConversation(classicTotal), "classic-server-µs/conversation")
-	if classicTotal > 0 {
-		b.ReportMetric(float64(batonTotal)/float64(classicTotal), "baton/classic")
-	}
+	stepcosts.Report(b, steps, batonSteps, n)
 }
 
 // singleConnectionStore returns a store over a pool of one connection and
