@@ -114,7 +114,8 @@
 // step if the savepoint is gone (the transaction ended while the handler
 // ran). A SET SESSION in the handler outlives the transaction: after the
 // handler, whether it succeeded or failed, CommitTx sets a sql_mode
-// without STRICT_ALL_TABLES and a chaining completion_type back, and
+// without STRICT_ALL_TABLES, a chaining completion_type and read-only
+// transactions back, and
 // closes the connection (refusing the step) if the handler turned
 // autocommit off or set the session's isolation level READ UNCOMMITTED.
 // RecordStart writes a start (and, with the tokens here,

@@ -80,10 +80,10 @@ type Store struct {
 	db  *sql.DB
 	cfg Config
 	sql statements
-	// sessionQuery reads the session settings an activity may change
-	// (restoreSession), with the server's name of the isolation level.
-	sessionQuery string
-	closed       atomic.Bool
+	// session reads and restores the session settings an activity may
+	// change (restoreSession), with the server's names for them.
+	session sessionStatements
+	closed  atomic.Bool
 	// retried counts transactions that the server rolled back for a
 	// deadlock or a lock wait timeout and that ran again.
 	retried atomic.Int64
@@ -128,7 +128,7 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("mysql: open: %w", err)
 	}
-	if s.sessionQuery, err = newSessionQuery(ctx, db); err != nil {
+	if s.session, err = newSessionStatements(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("mysql: open: %w", err)
 	}

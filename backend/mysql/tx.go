@@ -126,28 +126,39 @@ type sessionUnsafe struct{ err error }
 func (e sessionUnsafe) Error() string { return e.err.Error() }
 func (e sessionUnsafe) Unwrap() error { return e.err }
 
-// newSessionQuery returns the statement that reads the session settings
-// the store's statements rely on (strictSession, and an isolation level
-// above READ UNCOMMITTED) and that an activity may change with SET
-// SESSION, which outlives its transaction. The isolation level is
-// transaction_isolation on MySQL 8 and MariaDB from 11.1, tx_isolation on
-// MariaDB before.
-func newSessionQuery(ctx context.Context, db *sql.DB) (string, error) {
-	const query = "SELECT @@SESSION.autocommit, @@SESSION.completion_type, @@SESSION.sql_mode, @@SESSION."
+// sessionStatements read and set back the session settings that the
+// store's statements rely on (strictSession, an isolation level above
+// READ UNCOMMITTED, read-write transactions) and that an activity may
+// change with SET SESSION, which outlives its transaction.
+type sessionStatements struct {
+	read, restore string
+}
+
+// newSessionStatements names the isolation level and the read-only flag
+// as the server does: transaction_isolation and transaction_read_only on
+// MySQL 8 and MariaDB from 11.1, tx_isolation and tx_read_only on MariaDB
+// before.
+func newSessionStatements(ctx context.Context, db *sql.DB) (sessionStatements, error) {
+	isolation, readOnly := "transaction_isolation", "transaction_read_only"
 	err := db.QueryRowContext(ctx, "SELECT @@SESSION.transaction_isolation").Scan(new(string))
 	switch {
-	case err == nil:
-		return query + "transaction_isolation", nil
 	case mysqlErrorNumber(err) == errUnknownSystemVariable:
-		return query + "tx_isolation", nil
+		isolation, readOnly = "tx_isolation", "tx_read_only"
+	case err != nil:
+		return sessionStatements{}, fmt.Errorf("read the isolation level: %w", err)
 	}
-	return "", fmt.Errorf("read the isolation level: %w", err)
+	return sessionStatements{
+		read: "SELECT @@SESSION.autocommit, @@SESSION.completion_type, @@SESSION.sql_mode, @@SESSION." + isolation +
+			", @@SESSION." + readOnly,
+		restore: restoreSessionStatement + ", " + readOnly + " = 0",
+	}, nil
 }
 
 // restoreSession checks, after the activity ran in tx, the settings that
 // prepareSession gave the session. A sql_mode without STRICT_ALL_TABLES
-// (the store's writes that follow would be truncated instead of refused)
-// or a chaining completion_type is set back, inside tx. autocommit off
+// (the store's writes that follow would be truncated instead of refused),
+// a chaining completion_type or read-only transactions (every later write
+// on the connection would fail) are set back, inside tx. autocommit off
 // cannot be: turning it on in a transaction commits it, the activity's
 // writes without the store's; nor can READ UNCOMMITTED, as the level the
 // session had is unknown. Either refuses the step (errSessionChanged),
@@ -155,19 +166,19 @@ func newSessionQuery(ctx context.Context, db *sql.DB) (string, error) {
 // statement on it would stay in a transaction that nothing commits, and
 // READ UNCOMMITTED would let its reads see uncommitted entities.
 func (s *Store) restoreSession(ctx context.Context, tx *sql.Tx) error {
-	var autocommit int
+	var autocommit, readOnly int
 	var completion, mode, isolation string
-	if err := tx.QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
+	if err := tx.QueryRowContext(ctx, s.session.read).Scan(&autocommit, &completion, &mode, &isolation, &readOnly); err != nil {
 		return err
 	}
 	if autocommit != 1 || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
 		return errSessionChanged
 	}
 	strict := slices.Contains(strings.Split(mode, ","), "STRICT_ALL_TABLES")
-	if strict && (strings.EqualFold(completion, "NO_CHAIN") || completion == "0") {
+	if strict && (strings.EqualFold(completion, "NO_CHAIN") || completion == "0") && readOnly == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, restoreSessionStatement)
+	_, err := tx.ExecContext(ctx, s.session.restore)
 	return err
 }
 

@@ -148,6 +148,7 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 	}{
 		{"SET SESSION sql_mode = ''", true},
 		{"SET SESSION completion_type = 'CHAIN'", true},
+		{"SET SESSION TRANSACTION READ ONLY", true},
 		{"SET SESSION autocommit = 0", false},
 		{"SET autocommit = 0", false},
 		{"SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED", false},
@@ -193,7 +194,7 @@ func TestCommitTxKeepsTheSessionSafe(t *testing.T) {
 // off, or a root the store issues on it later is never committed.
 func TestCommitTxKeepsTheSessionSafeWhenTheActivityFails(t *testing.T) {
 	t.Parallel()
-	for _, set := range []string{"SET SESSION sql_mode = ''", "SET SESSION completion_type = 'CHAIN'", "SET autocommit = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"} {
+	for _, set := range []string{"SET SESSION sql_mode = ''", "SET SESSION completion_type = 'CHAIN'", "SET autocommit = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED", "SET SESSION TRANSACTION READ ONLY"} {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
 			ctx := t.Context()
@@ -235,13 +236,15 @@ func oneSessionStore(t *testing.T) (storetest.TxHarness[*sql.Tx], *Store, baton.
 func requireSafeSession(t *testing.T, s *Store, after string) {
 	t.Helper()
 	ctx := t.Context()
-	var autocommit int
+	var autocommit, readOnly int
 	var completion, mode, isolation string
-	if err := s.DB().QueryRowContext(ctx, s.sessionQuery).Scan(&autocommit, &completion, &mode, &isolation); err != nil {
+	if err := s.DB().QueryRowContext(ctx, s.session.read).Scan(&autocommit, &completion, &mode, &isolation, &readOnly); err != nil {
 		t.Fatal(err)
 	}
-	if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") || strings.EqualFold(isolation, "READ-UNCOMMITTED") {
-		t.Errorf("the pool's session after %s: autocommit %d, completion_type %s, sql_mode %q, isolation %s; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED", after, autocommit, completion, mode, isolation)
+	if autocommit != 1 || !strings.EqualFold(completion, "NO_CHAIN") || !strings.Contains(mode, "STRICT_ALL_TABLES") ||
+		strings.EqualFold(isolation, "READ-UNCOMMITTED") || readOnly != 0 {
+		t.Errorf("the pool's session after %s: autocommit %d, completion_type %s, sql_mode %q, isolation %s, read-only %d; want 1, NO_CHAIN, strict, not READ-UNCOMMITTED, read-write",
+			after, autocommit, completion, mode, isolation, readOnly)
 	}
 	again, err := s.Issue(ctx, baton.Token{Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: time.Now()})
 	if err != nil {
