@@ -115,11 +115,10 @@
 // ran). A SET SESSION in the handler outlives the transaction: after the
 // handler, whether it succeeded or failed, CommitTx sets a sql_mode
 // without STRICT_ALL_TABLES, a chaining completion_type and read-only
-// transactions back, and
-// closes the connection (refusing the step) if the handler turned
-// autocommit off or set the session's isolation level READ UNCOMMITTED.
-// RecordStart writes a start (and, with the tokens here,
-// its root token) in the caller's *sql.Tx, which must be on the store's
+// transactions back, and closes the connection (refusing the step) if the
+// handler turned autocommit off or set the session's isolation level READ
+// UNCOMMITTED. RecordStart writes a start (and, with the tokens here, its
+// root token) in the caller's *sql.Tx, which must be on the store's
 // database (DB gives the pool).
 //
 // # Schema and migrations
