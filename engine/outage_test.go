@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/internal/testlog"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
 	"github.com/batonhq/baton/tokenservice/client"
@@ -34,34 +33,6 @@ func (u *unavailableTokens) Get(ctx context.Context, id baton.TokenID) (baton.To
 	return u.TokenStore.Get(ctx, id)
 }
 
-// logLines keeps every log message.
-type logLines struct {
-	mu       sync.Mutex
-	messages []string
-}
-
-func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logLines) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.messages = append(l.messages, r.Message)
-	return nil
-}
-func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logLines) WithGroup(string) slog.Handler      { return l }
-
-func (l *logLines) count(prefix string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, m := range l.messages {
-		if strings.HasPrefix(m, prefix) {
-			n++
-		}
-	}
-	return n
-}
-
 // A token store outage longer than MaxAttempts' redeliveries parks
 // nothing: the engine stops receiving while its stores do not answer (so
 // deliveries do not use up their attempts on an outage), says so once,
@@ -72,10 +43,10 @@ func TestStoreOutageParksNothingAndDrainsAfterwards(t *testing.T) {
 	t.Parallel()
 	tokens := &unavailableTokens{TokenStore: memory.NewTokenStore()}
 	logs := outageWithoutParking(t, tokens, &tokens.down, 0)
-	if n := logs.count("stores answer again"); n != 1 {
+	if n := logs.Count("stores answer again"); n != 1 {
 		t.Errorf("%d lines say that the stores answer again, want 1", n)
 	}
-	if n := logs.count("sweep failed"); n != 0 {
+	if n := logs.Count("sweep failed"); n != 0 {
 		t.Errorf("%d lines say that a sweep failed while receiving was paused, want none", n)
 	}
 }
@@ -84,10 +55,10 @@ func TestStoreOutageParksNothingAndDrainsAfterwards(t *testing.T) {
 // while down is set, clears it a second later, and checks that every
 // signal was applied, none parked, and the outage logged once. It returns
 // the engine's log.
-func outageWithoutParking(t *testing.T, tokens store.TokenStore, down *atomic.Bool, callTimeout time.Duration) *logLines {
+func outageWithoutParking(t *testing.T, tokens store.TokenStore, down *atomic.Bool, callTimeout time.Duration) *testlog.Recorder {
 	t.Helper()
 	broker := memtransport.New(memtransport.Config{})
-	logs := &logLines{}
+	logs := &testlog.Recorder{}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
 		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond, CallTimeout: callTimeout,
 		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
@@ -118,7 +89,7 @@ func outageWithoutParking(t *testing.T, tokens store.TokenStore, down *atomic.Bo
 	if got := e.Stats().Applied; got != signals {
 		t.Fatalf("%d of %d signals applied after the store came back", got, signals)
 	}
-	if n := logs.count("stores do not answer"); n != 1 {
+	if n := logs.Count("stores do not answer"); n != 1 {
 		t.Errorf("%d lines say that the stores do not answer, want 1", n)
 	}
 	return logs
@@ -149,7 +120,7 @@ func (u *unavailableEntities) Load(ctx context.Context, key string) (store.Entit
 func TestStoreOutageIsLoggedOnceBySweeper(t *testing.T) {
 	t.Parallel()
 	entities := &unavailableEntities{EntityStore: memory.NewEntityStore()}
-	logs := &logLines{}
+	logs := &testlog.Recorder{}
 	e, err := engine.New(engine.Config{Destination: "edge", Tokens: memory.NewTokenStore(), Entities: entities,
 		Dispatch: memtransport.New(memtransport.Config{}), SweepInterval: time.Millisecond, Logger: slog.New(logs)})
 	must(t, err)
@@ -162,10 +133,10 @@ func TestStoreOutageIsLoggedOnceBySweeper(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	<-done
-	if n := logs.count("sweep failed") + logs.count("stores do not answer"); n != 1 {
+	if n := logs.Count("sweep failed") + logs.Count("stores do not answer"); n != 1 {
 		t.Errorf("%d lines about the outage, want 1", n)
 	}
-	if n := logs.count("stores answer again"); n != 1 {
+	if n := logs.Count("stores answer again"); n != 1 {
 		t.Errorf("%d lines say that the stores answer again, want 1", n)
 	}
 }
@@ -235,7 +206,7 @@ func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	broker := memtransport.New(memtransport.Config{})
-	logs := &logLines{}
+	logs := &testlog.Recorder{}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: tokens, Entities: memory.NewEntityStore(),
 		Dispatch: broker, Source: broker, MaxAttempts: 5, RedeliveryDelay: time.Millisecond,
 		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
@@ -265,7 +236,7 @@ func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
 	if got := e.Stats().Applied; got != signals {
 		t.Errorf("%d of %d signals applied with the stores up", got, signals)
 	}
-	if n := logs.count("stores do not answer"); n != 0 {
+	if n := logs.Count("stores do not answer"); n != 0 {
 		t.Errorf("%d lines say that the stores do not answer, want none", n)
 	}
 }
@@ -276,7 +247,7 @@ func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
 func TestActivityErrorPausesNothing(t *testing.T) {
 	t.Parallel()
 	broker := memtransport.New(memtransport.Config{})
-	logs := &logLines{}
+	logs := &testlog.Recorder{}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
 		Dispatch: broker, Source: broker, MaxAttempts: 5, RedeliveryDelay: time.Millisecond,
 		SweepInterval: 10 * time.Millisecond, Logger: slog.New(logs)})
@@ -303,7 +274,7 @@ func TestActivityErrorPausesNothing(t *testing.T) {
 	if got := e.Stats().Applied; got != 1 {
 		t.Fatalf("%d of 1 signal applied", got)
 	}
-	if n := logs.count("stores do not answer"); n != 0 {
+	if n := logs.Count("stores do not answer"); n != 0 {
 		t.Errorf("an activity's failure paused receiving (%d lines say that the stores do not answer)", n)
 	}
 }
@@ -314,7 +285,7 @@ func TestActivityErrorPausesNothing(t *testing.T) {
 func TestShutdownIsNoOutage(t *testing.T) {
 	t.Parallel()
 	broker := memtransport.New(memtransport.Config{})
-	logs := &logLines{}
+	logs := &testlog.Recorder{}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: memory.NewEntityStore(),
 		Dispatch: broker, Source: broker, ShutdownTimeout: 20 * time.Millisecond, Logger: slog.New(logs)})
 	must(t, err)
@@ -334,7 +305,7 @@ func TestShutdownIsNoOutage(t *testing.T) {
 	<-started
 	cancel()
 	<-done
-	if n := logs.count("stores do not answer"); n != 0 {
+	if n := logs.Count("stores do not answer"); n != 0 {
 		t.Errorf("stopping the engine logged an outage of its stores (%d lines)", n)
 	}
 }
@@ -363,7 +334,7 @@ func (r *refusingEntities) Commit(ctx context.Context, ent store.Entity) (uint64
 func TestRefusedSignalPausesNothing(t *testing.T) {
 	t.Parallel()
 	broker := memtransport.New(memtransport.Config{})
-	logs := &logLines{}
+	logs := &testlog.Recorder{}
 	entities := &refusingEntities{EntityStore: memory.NewEntityStore()}
 	e, err := engine.New(engine.Config{Destination: "shop", Tokens: memory.NewTokenStore(), Entities: entities,
 		Dispatch: broker, Source: broker, MaxAttempts: 3, RedeliveryDelay: time.Millisecond,
@@ -383,7 +354,7 @@ func TestRefusedSignalPausesNothing(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); len(broker.Parked()) == 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	if n := logs.count("stores do not answer"); n != 0 {
+	if n := logs.Count("stores do not answer"); n != 0 {
 		t.Errorf("a signal that the entity store refused paused receiving (%d lines say that the stores do not answer)", n)
 	}
 	const signals = 10

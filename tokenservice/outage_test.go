@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -15,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/testlog"
 	"github.com/batonhq/baton/store"
 	"github.com/batonhq/baton/tokenservice"
 )
@@ -49,32 +49,6 @@ func (d *downTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token, er
 	return d.TokenStore.Get(ctx, id)
 }
 
-// records keeps the log records at or above Warn, and every message.
-type records struct {
-	mu       sync.Mutex
-	warnings []slog.Record
-	messages []string
-}
-
-func (r *records) Enabled(context.Context, slog.Level) bool { return true }
-func (r *records) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if rec.Level >= slog.LevelWarn {
-		r.warnings = append(r.warnings, rec)
-	}
-	r.messages = append(r.messages, rec.Message)
-	return nil
-}
-func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
-func (r *records) WithGroup(string) slog.Handler      { return r }
-
-func (r *records) snapshot() ([]slog.Record, []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]slog.Record(nil), r.warnings...), append([]string(nil), r.messages...)
-}
-
 // An outage of the token store is one line in the service's log when it
 // begins and one when it ends, whatever the number of requests that meet
 // it (a line per request floods the log of a busy service exactly when the
@@ -86,7 +60,7 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 		t.Run(fmt.Sprintf("unknown=%v", unknown), func(t *testing.T) {
 			t.Parallel()
 			var inner *downTokens
-			logs := &records{}
+			logs := &testlog.Recorder{}
 			reader := sdkmetric.NewManualReader()
 			f := newFixture(t, func(c *tokenservice.Config) {
 				inner = &downTokens{TokenStore: c.Tokens, unknown: unknown}
@@ -111,7 +85,7 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 			if a := call(t, "GET", f.url+"/healthz", "", nil); a.status != http.StatusServiceUnavailable {
 				t.Fatalf("healthz while the store is down: %d", a.status)
 			}
-			warnings, _ := logs.snapshot()
+			warnings := logs.Records(slog.LevelWarn)
 			if len(warnings) != 2 {
 				for _, w := range warnings {
 					t.Logf("%s %s", w.Level, w.Message)
@@ -122,7 +96,7 @@ func TestStoreOutageIsLoggedOnceAndCounted(t *testing.T) {
 			inner.down.Store(false)
 			call(t, "POST", f.url+"/v1/roots", f.orders, root).decode(t, http.StatusCreated, &baton.Token{})
 			call(t, "GET", f.url+"/healthz", "", nil)
-			_, messages := logs.snapshot()
+			messages := logs.Messages(testlog.All)
 			for _, kind := range []string{"writes", "reads"} {
 				if n := slices.Index(messages, "token store answers "+kind+" again"); n < 0 {
 					t.Fatalf("after the store came back no line says that it answers %s again: %q", kind, messages)
@@ -184,7 +158,7 @@ func (refusingWrites) Issue(context.Context, baton.Token) (baton.Token, error) {
 // read (healthz's): writes that keep failing after it are reported.
 func TestStoreRefusingWritesIsNotReportedBackByAReadAlone(t *testing.T) {
 	t.Parallel()
-	logs := &records{}
+	logs := &testlog.Recorder{}
 	f := newFixture(t, func(c *tokenservice.Config) {
 		c.Tokens = refusingWrites{c.Tokens}
 		c.Logger = slog.New(logs)
@@ -193,7 +167,7 @@ func TestStoreRefusingWritesIsNotReportedBackByAReadAlone(t *testing.T) {
 	call(t, "POST", f.url+"/v1/roots", f.orders, root)
 	call(t, "GET", f.url+"/healthz", "", nil)
 	call(t, "POST", f.url+"/v1/roots", f.orders, root)
-	warnings, messages := logs.snapshot()
+	warnings, messages := logs.Records(slog.LevelWarn), logs.Messages(testlog.All)
 	if len(warnings) != 1 || !strings.Contains(warnings[0].Message, "fails writes") {
 		t.Fatalf("want one line that the store fails writes; got %q", messages)
 	}
@@ -243,7 +217,7 @@ func TestStorePartDownInBatchesIsReported(t *testing.T) {
 	for _, reads := range []bool{true, false} {
 		t.Run(fmt.Sprintf("reads=%v", reads), func(t *testing.T) {
 			t.Parallel()
-			logs := &records{}
+			logs := &testlog.Recorder{}
 			reader := sdkmetric.NewManualReader()
 			f := newFixture(t, func(c *tokenservice.Config) {
 				c.Tokens = partDown{c.Tokens, reads}
@@ -256,7 +230,7 @@ func TestStorePartDownInBatchesIsReported(t *testing.T) {
 			}
 			root := issueRoot(t, f.url, f.orders, rootToken("orders"))
 			call(t, "POST", f.url+"/v1/transitions/batch", f.orders, batchBody(transitionBody(root.ID))).decode(t, 200, &tokenservice.TransitionBatchResponse{})
-			warnings, messages := logs.snapshot()
+			warnings, messages := logs.Records(slog.LevelWarn), logs.Messages(testlog.All)
 			if !slices.ContainsFunc(warnings, func(w slog.Record) bool { return strings.Contains(w.Message, kind) }) {
 				t.Errorf("a batch whose items a part of the store failed: no line that the store %s; log %q", kind, messages)
 			}

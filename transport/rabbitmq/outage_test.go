@@ -4,36 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton/internal/testenv"
+	"github.com/batonhq/baton/internal/testlog"
 )
-
-// warnings keeps the messages of log records at Warn and above.
-type warnings struct {
-	mu  sync.Mutex
-	all []string
-}
-
-func (w *warnings) Enabled(context.Context, slog.Level) bool { return true }
-func (w *warnings) Handle(_ context.Context, r slog.Record) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if r.Level >= slog.LevelWarn {
-		w.all = append(w.all, r.Message)
-	}
-	return nil
-}
-func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
-func (w *warnings) WithGroup(string) slog.Handler      { return w }
-
-func (w *warnings) snapshot() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.all...)
-}
 
 // An outage of the broker is a line when the connection is lost, not
 // also a line for every failed attempt to reconnect (one every 5s for as
@@ -43,7 +19,7 @@ func TestOutageIsNotALinePerReconnectAttempt(t *testing.T) {
 	url := testenv.Addr(t, testenv.RabbitMQ)
 	p := startProxy(t, url)
 	cfg := testConfig(t, p.url(url))
-	logs := &warnings{}
+	logs := &testlog.Recorder{}
 	cfg.Logger = slog.New(logs)
 	newTestTransport(t, cfg)
 
@@ -51,7 +27,7 @@ func TestOutageIsNotALinePerReconnectAttempt(t *testing.T) {
 	p.cut()
 	time.Sleep(8 * time.Second) // attempts after 50ms, 100ms, ... 3.2s, 5s
 	p.setRefuse(false)
-	got := logs.snapshot()
+	got := logs.Messages(slog.LevelWarn)
 	failed := 0
 	for _, m := range got {
 		if strings.HasPrefix(m, "reconnecting to the broker failed") {
