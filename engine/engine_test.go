@@ -189,6 +189,15 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	}
 }
 
+// running runs e in a context of the test's until stop cancels it; stop
+// waits until Run returned and may be called more than once.
+func running(t *testing.T, e *engine.Engine) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	return ctx, func() { cancel(); <-done }
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

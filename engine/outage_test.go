@@ -65,10 +65,8 @@ func outageWithoutParking(t *testing.T, tokens store.TokenStore, down *atomic.Bo
 	must(t, err)
 	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
 		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx, stop := running(t, e)
+	defer stop()
 
 	const signals = 20
 	down.Store(true)
@@ -124,15 +122,12 @@ func TestStoreOutageIsLoggedOnceBySweeper(t *testing.T) {
 	e, err := engine.New(engine.Config{Destination: "edge", Tokens: memory.NewTokenStore(), Entities: entities,
 		Dispatch: memtransport.New(memtransport.Config{}), SweepInterval: time.Millisecond, Logger: slog.New(logs)})
 	must(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
+	_, stop := running(t, e)
 	entities.down.Store(true)
 	time.Sleep(300 * time.Millisecond) // hundreds of sweeps
 	entities.down.Store(false)
 	time.Sleep(100 * time.Millisecond)
-	cancel()
-	<-done
+	stop()
 	if n := logs.Count("sweep failed") + logs.Count("stores do not answer"); n != 1 {
 		t.Errorf("%d lines about the outage, want 1", n)
 	}
@@ -198,7 +193,7 @@ func serviceFor(t *testing.T, tokens store.TokenStore) (shop, mallory *client.Cl
 func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
 	t.Parallel()
 	tokens, mallory := serviceFor(t, memory.NewTokenStore())
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx := t.Context()
 	root, err := mallory.Issue(ctx, baton.Token{Destination: "mallory", Type: "x", Digest: baton.DigestOf(nil)})
 	must(t, err)
 	child := baton.Token{ID: engine.ProbeToken, Conversation: root.Conversation, Causation: root.ID, Destination: "mallory", Type: "y", Digest: baton.DigestOf(nil)}
@@ -219,9 +214,8 @@ func TestProbeAnsweredByTokenOfAnotherSystem(t *testing.T) {
 			}
 			return engine.Effects{}, nil
 		}}))
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	_, stop := running(t, e)
+	defer stop()
 
 	const signals = 10
 	for range signals {
@@ -260,10 +254,8 @@ func TestActivityErrorPausesNothing(t *testing.T) {
 			}
 			return engine.Effects{}, nil
 		}}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx, stop := running(t, e)
+	defer stop()
 	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
 	must(t, err)
 	must(t, broker.Publish(ctx, sig))
@@ -296,15 +288,12 @@ func TestShutdownIsNoOutage(t *testing.T) {
 			<-ctx.Done() // an activity that finishes anyway
 			return engine.Effects{}, nil
 		}}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
+	ctx, stop := running(t, e)
 	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
 	must(t, err)
 	must(t, broker.Publish(ctx, sig))
 	<-started
-	cancel()
-	<-done
+	stop()
 	if n := logs.Count("stores do not answer"); n != 0 {
 		t.Errorf("stopping the engine logged an outage of its stores (%d lines)", n)
 	}
@@ -342,14 +331,13 @@ func TestRefusedSignalPausesNothing(t *testing.T) {
 	must(t, err)
 	must(t, engine.Register(e, engine.Activity[counter]{Type: "order", Entity: byConversation,
 		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) { return engine.Effects{}, nil }}))
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx := t.Context()
 	bad, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
 	must(t, err)
 	entities.key, _ = byConversation(bad)
 	must(t, broker.Publish(ctx, bad))
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	_, stop := running(t, e)
+	defer stop()
 
 	for deadline := time.Now().Add(5 * time.Second); len(broker.Parked()) == 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)

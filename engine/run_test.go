@@ -32,9 +32,7 @@ func TestPoisonSignalIsParkedWithItsTokenLive(t *testing.T) {
 				}
 				return engine.Effects{}, err
 			}}))
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { _ = e.Run(ctx); close(done) }()
+		ctx, stop := running(t, e)
 		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
 		must(t, err)
 		must(t, broker.Publish(ctx, sig))
@@ -42,8 +40,7 @@ func TestPoisonSignalIsParkedWithItsTokenLive(t *testing.T) {
 		for len(broker.Parked()) == 0 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
-		cancel()
-		<-done
+		stop()
 		parked := broker.Parked()
 		if len(parked) != 1 || parked[0].Signal.ID != sig.ID {
 			t.Fatalf("permanent=%v: parked %v, want the signal", permanent, parked)
@@ -115,9 +112,7 @@ func TestDeferredRemovalsLeaveNoEntry(t *testing.T) {
 			c.Applied[sig.ID.String()]++
 			return engine.Effects{}, nil
 		}}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ctx) }()
+	ctx, stop := running(t, e)
 	const orders = 40
 	for range orders {
 		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
@@ -128,8 +123,7 @@ func TestDeferredRemovalsLeaveNoEntry(t *testing.T) {
 	for (tokens.Len() > 0 || e.Stats().EntriesRemoved < orders) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	cancel()
-	<-done
+	stop()
 	st := e.Stats()
 	if tokens.Len() != 0 || st.Applied != orders || st.EntriesRemoved != orders {
 		t.Fatalf("live tokens %d, applied %d, entries removed %d; want 0, %d, %d", tokens.Len(), st.Applied, st.EntriesRemoved, orders, orders)
@@ -161,21 +155,19 @@ func TestWorkersDoNotRaceForAnEntity(t *testing.T) {
 			time.Sleep(time.Millisecond) // a handler that takes a while widens any race
 			return engine.Effects{}, nil
 		}}))
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx := t.Context()
 	const charges = 60
 	for i := range charges {
 		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte{byte('a' + i%2)}}, 0)
 		must(t, err)
 		must(t, broker.Publish(ctx, sig))
 	}
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
+	_, stop := running(t, e)
 	deadline := time.Now().Add(20 * time.Second)
 	for tokens.Len() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	cancel()
-	<-done
+	stop()
 	if n := tokens.Len(); n != 0 {
 		t.Fatalf("%d tokens still live", n)
 	}
@@ -211,10 +203,8 @@ func TestSlowEntityHoldsBackOnlyItself(t *testing.T) {
 			s.record(sig)
 			return engine.Effects{}, nil
 		}}))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx, stop := running(t, e)
+	defer stop()
 	defer close(release)
 	publish := func(account string) {
 		sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "billing", Type: "charge", Payload: []byte(account)}, 0)

@@ -86,14 +86,12 @@ func TestRunCountsSweepFailures(t *testing.T) {
 		Handle: func(context.Context, baton.Signal, *counter) (engine.Effects, error) {
 			return engine.Effects{Emit: []baton.Emit{{Destination: "rejecting", Type: "next"}}}, nil
 		}}))
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	ctx := t.Context()
 	sig, err := e.IssueRoot(ctx, baton.Emit{Destination: "shop", Type: "order"}, 0)
 	must(t, err)
 	_, _ = e.Process(ctx, sig) // committed; its dispatch is refused, the entry stays
-	done := make(chan struct{})
-	go func() { _ = e.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	_, stop := running(t, e)
+	defer stop()
 	for deadline := time.Now().Add(10 * time.Second); e.Stats().SweepFailures == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no sweeper failure counted")
