@@ -133,6 +133,13 @@ func TestCommitWhoseAnswerIsLostIsOutcomeUnknown(t *testing.T) {
 	entity := func(key string) store.Entity {
 		return store.Entity{Key: key, State: []byte("s"), Outbox: []store.OutboxEntry{{Token: baton.NewTokenID(), CreatedAt: time.Now()}}}
 	}
+	// committed reports whether the entity key was written (version 1).
+	committed := func(key string) func() bool {
+		return func() bool {
+			e, err := s.Load(ctx, key)
+			return err == nil && e.Version == 1
+		}
+	}
 	for _, c := range []struct {
 		name string
 		call func() error
@@ -140,34 +147,22 @@ func TestCommitWhoseAnswerIsLostIsOutcomeUnknown(t *testing.T) {
 		applied func() bool
 	}{
 		{"Transition", func() error { tok := root(); _, err := s.Transition(ctx, tok.ID, nil); return err }, nil},
-		{"CommitTransition", func() error { _, _, err := s.CommitTransition(ctx, entity("fast"), root().ID, nil); return err }, func() bool {
-			e, err := s.Load(ctx, "fast")
-			return err == nil && e.Version == 1
-		}},
-		{"Commit", func() error { _, err := s.Commit(ctx, entity("plain")); return err }, func() bool {
-			e, err := s.Load(ctx, "plain")
-			return err == nil && e.Version == 1
-		}},
+		{"CommitTransition", func() error { _, _, err := s.CommitTransition(ctx, entity("fast"), root().ID, nil); return err }, committed("fast")},
+		{"Commit", func() error { _, err := s.Commit(ctx, entity("plain")); return err }, committed("plain")},
 		{"CommitBatch", func() error {
 			res, err := s.CommitBatch(ctx, []store.Entity{entity("b1"), entity("b2"), entity("b3")})
 			if err == nil && errors.Join(res...) != nil {
 				t.Errorf("CommitBatch results %v", res)
 			}
 			return err
-		}, func() bool {
-			e, err := s.Load(ctx, "b3")
-			return err == nil && e.Version == 1
-		}},
+		}, committed("b3")},
 		{"CommitTransitions", func() error {
 			res, err := s.CommitTransitions(ctx, []store.Transition{{Entity: entity("t1"), Token: root().ID}, {Entity: entity("t2"), Token: root().ID}})
 			if err == nil && errors.Join(res...) != nil {
 				t.Errorf("CommitTransitions results %v", res)
 			}
 			return err
-		}, func() bool {
-			e, err := s.Load(ctx, "t2")
-			return err == nil && e.Version == 1
-		}},
+		}, committed("t2")},
 	} {
 		before := proxy.cut.Load()
 		proxy.armed.Store(true)
