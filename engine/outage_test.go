@@ -19,6 +19,9 @@ import (
 	memtransport "github.com/batonhq/baton/transport/memory"
 )
 
+// errRefused is what a store that is down answers: nothing applied.
+var errRefused = fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+
 // unavailableTokens fails every read while down is set, as a token store
 // whose server is unreachable does: not applied.
 type unavailableTokens struct {
@@ -28,7 +31,7 @@ type unavailableTokens struct {
 
 func (u *unavailableTokens) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
 	if u.down.Load() {
-		return baton.Token{}, fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+		return baton.Token{}, errRefused
 	}
 	return u.TokenStore.Get(ctx, id)
 }
@@ -101,14 +104,14 @@ type unavailableEntities struct {
 
 func (u *unavailableEntities) Stale(ctx context.Context, before time.Time, limit int) ([]string, error) {
 	if u.down.Load() {
-		return nil, fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+		return nil, errRefused
 	}
 	return u.EntityStore.Stale(ctx, before, limit)
 }
 
 func (u *unavailableEntities) Load(ctx context.Context, key string) (store.Entity, error) {
 	if u.down.Load() {
-		return store.Entity{}, fmt.Errorf("%w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrNotApplied)
+		return store.Entity{}, errRefused
 	}
 	return u.EntityStore.Load(ctx, key)
 }
