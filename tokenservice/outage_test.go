@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -254,5 +255,68 @@ func TestStorePartDownInBatchesIsReported(t *testing.T) {
 				t.Errorf("%s failures counted %d, want 1", op, counted)
 			}
 		})
+	}
+}
+
+// switchedWrites refuses the writes of Issue while refuse is set, as a
+// store at its memory limit or a read-only replica does, and counts the
+// calls of Issue.
+type switchedWrites struct {
+	store.TokenStore
+	refuse atomic.Bool
+	issues atomic.Int32
+}
+
+func (s *switchedWrites) Issue(ctx context.Context, root baton.Token) (baton.Token, error) {
+	s.issues.Add(1)
+	if s.refuse.Load() {
+		return baton.Token{}, fmt.Errorf("redis: issue: %w: OOM command not allowed when used memory > 'maxmemory'.", store.ErrNotApplied)
+	}
+	return s.TokenStore.Issue(ctx, root)
+}
+
+// /healthz answers 503 while the store refuses writes, though it answers
+// reads: it writes a token and removes it when no write of the service's
+// own traffic vouches for the store, at most once a second, and answers
+// 200 again once a write works.
+func TestHealthzSeesAStoreThatRefusesWrites(t *testing.T) {
+	t.Parallel()
+	tokens := &switchedWrites{}
+	var elapsed atomic.Int64
+	start := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
+	logs := &testlog.Recorder{}
+	f := newFixture(t, func(c *tokenservice.Config) {
+		tokens.TokenStore = c.Tokens
+		c.Tokens = tokens
+		c.Now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
+		c.Logger = slog.New(logs)
+	})
+	healthz := func() answer { return call(t, "GET", f.url+"/healthz", "", nil) }
+
+	if a := healthz(); a.status != http.StatusOK || tokens.issues.Load() != 1 {
+		t.Fatalf("healthz with no write yet: %d %s after %d writes; want 200 after a probe", a.status, a.body, tokens.issues.Load())
+	}
+	if f.tokens.Len() != 0 {
+		t.Errorf("the probe left %d tokens; want it removed", f.tokens.Len())
+	}
+	if a := healthz(); a.status != http.StatusOK || tokens.issues.Load() != 1 {
+		t.Fatalf("healthz after a write worked: %d after %d writes; want 200 without a probe", a.status, tokens.issues.Load())
+	}
+
+	tokens.refuse.Store(true)
+	call(t, "POST", f.url+"/v1/roots", f.orders, rootBody(rootToken("orders"))).wantProblem(t, 503, tokenservice.ProblemNotApplied)
+	healthz().wantProblem(t, 503, tokenservice.ProblemNotApplied)
+	healthz().wantProblem(t, 503, tokenservice.ProblemNotApplied)
+	if n := tokens.issues.Load(); n != 3 {
+		t.Errorf("%d writes after a refused root and two healthz within a second; want 3 (one probe)", n)
+	}
+
+	tokens.refuse.Store(false)
+	elapsed.Store(int64(2 * time.Second))
+	if a := healthz(); a.status != http.StatusOK {
+		t.Fatalf("healthz after the store takes writes again: %d %s", a.status, a.body)
+	}
+	if messages := logs.Messages(testlog.All); !slices.ContainsFunc(messages, func(m string) bool { return strings.Contains(m, "answers writes again") }) {
+		t.Errorf("the probe that worked did not end the outage of writes: %q", messages)
 	}
 }

@@ -41,6 +41,7 @@ type storeHealth struct {
 
 	mu            sync.Mutex
 	reads, writes outage.Spell
+	wrote         time.Time // when a write last succeeded
 }
 
 // writeOps are the operations that write; readOps those that read.
@@ -105,6 +106,9 @@ func (h *storeHealth) observe(ctx context.Context, op string, started time.Time,
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !failed {
+		if writeOps[op] {
+			h.wrote = now
+		}
 		if ended := o.End(); ended.Logged() {
 			h.log.Info("token store answers "+kind+" again", "down_for", now.Sub(ended.Since()).Round(time.Millisecond).String(),
 				"failed_calls", ended.Failures())
@@ -122,6 +126,15 @@ func (h *storeHealth) observe(ctx context.Context, op string, started time.Time,
 	}
 	h.log.Error("token store still fails "+kind, "since", line.Since.UTC().Format(time.RFC3339),
 		"failed_calls", line.Failed, "op", op, "err", err)
+}
+
+// writesProven reports whether a write succeeded within fresh and none
+// failed after it.
+func (h *storeHealth) writesProven(fresh time.Duration) bool {
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.writes.Begun() && !h.wrote.IsZero() && now.Sub(h.wrote) < fresh
 }
 
 // watchedTokens is the token store as the service calls it: every call
