@@ -78,6 +78,10 @@ func (p *writeProbe) write(ctx context.Context, s *server) error {
 	if p.err != nil && now.Sub(p.failed) < probeReuse {
 		return p.err
 	}
+	// The probe answers every caller waiting for it: its own time, not
+	// the time left to the one that runs it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthTimeout)
+	defer cancel()
 	at := s.now()
 	probe := baton.Token{Destination: probeDestination, Type: "probe", Digest: baton.DigestOf(nil),
 		CreatedAt: at, ExpiresAt: at.Add(probeTTL)}
@@ -86,6 +90,8 @@ func (p *writeProbe) write(ctx context.Context, s *server) error {
 		// A token that stays expires: its removal is not the check.
 		_, _ = s.tokens.Transition(ctx, tok.ID, nil)
 	}
-	p.failed, p.err = now, err
+	// From the probe's end: calls that waited for a slow one take its
+	// outcome instead of waiting as long again.
+	p.failed, p.err = s.cfg.Now(), err
 	return err
 }
