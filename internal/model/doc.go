@@ -44,7 +44,14 @@
 // DeferredRemoval is a second correct ordering, the one of
 // engine.Config.DeferRemovals: the worker acks before it removes the outbox
 // entry, and a crash after the ack is not redelivered; it must hold every
-// invariant too.
+// invariant too. FastPath is the fast path of protocol.md 3.7 (tokens and
+// entities in one store): the entity and the token read in one snapshot,
+// and one atomic commit that writes the entity only if its version is
+// current and the token live, consumes the token and creates the children;
+// FastPathDeferredRemoval is the same with the ack before the removal.
+// Both must hold every invariant, and two fast-path mutants must not: a
+// commit whose failed compare-and-set still consumes the token (the guard
+// left out), and one that commits although the token is gone.
 //
 // Abstracted away: payloads, handler logic and the entity's business state
 // (only how often each activity was applied matters). The commit action is
@@ -58,9 +65,9 @@
 // different id, as a fresh random id would); the transport (a dispatched
 // child may be delivered any number of times; delivering a copy whose token
 // is gone changes nothing, so it is not an action); destination and digest
-// checks, fan-out to several children, replies, and the fused store calls
-// of the fast path (one-snapshot reads, commit with transition, batches,
-// batched removals), which the simulation covers. The stores are
+// checks, fan-out to several children, replies, and the fast path's
+// batches (many signals in one read and one commit) and batched removals,
+// which the simulation covers. The stores are
 // linearizable and durable, as R1 and R2 require; what happens when they
 // are not is for the simulation and the suites.
 package model

@@ -27,19 +27,23 @@ func TestProtocolModel(t *testing.T) {
 	})
 
 	// Acking before the removal (engine.Config.DeferRemovals) is correct
-	// too: a crash after the ack leaves the entry to the sweeper.
-	t.Run("DeferredRemoval", func(t *testing.T) {
-		t.Parallel()
-		start := time.Now()
-		res := Check(DeferredRemoval, Options{})
-		t.Logf("explored %d states in %v", res.States, time.Since(start).Round(time.Millisecond))
-		if res.Violation != nil {
-			t.Fatalf("deferred removal violates an invariant:\n%s", res.Violation)
-		}
-		if !res.Complete || res.States < 1_000_000 {
-			t.Fatalf("explored %d states (complete %t), want a complete search of at least 1,000,000", res.States, res.Complete)
-		}
-	})
+	// too: a crash after the ack leaves the entry to the sweeper. So is
+	// the fast path (one snapshot read, one atomic commit with the
+	// transition), with either order of ack and removal.
+	for _, v := range []Variant{DeferredRemoval, FastPath, FastPathDeferredRemoval} {
+		t.Run(v.String(), func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			res := Check(v, Options{})
+			t.Logf("explored %d states in %v", res.States, time.Since(start).Round(time.Millisecond))
+			if res.Violation != nil {
+				t.Fatalf("%v violates an invariant:\n%s", v, res.Violation)
+			}
+			if !res.Complete || res.States < 1_000_000 {
+				t.Fatalf("explored %d states (complete %t), want a complete search of at least 1,000,000", res.States, res.Complete)
+			}
+		})
+	}
 
 	// Each broken variant must fail for the reason protocol.md 3.3 gives.
 	broken := []struct {
@@ -83,21 +87,29 @@ func TestMaxStates(t *testing.T) {
 func TestCheckerCatchesMutants(t *testing.T) {
 	t.Parallel()
 	mutants := []struct {
-		name   string
-		mutate func(p *program)
-		want   string
+		name    string
+		variant Variant
+		mutate  func(p *program)
+		want    string
 	}{
-		{"NoDispatch", func(p *program) { p.next[stepTransition] = stepRemove }, "never dispatched"},
+		{"NoDispatch", Correct, func(p *program) { p.next[stepTransition] = stepRemove }, "never dispatched"},
 		// Workers ack without removing and the sweeper, finishing the same
 		// block, never removes either: it picks the entry forever.
-		{"NoRemoval", func(p *program) { p.next[stepDispatch] = stepAck }, "livelock"},
+		{"NoRemoval", Correct, func(p *program) { p.next[stepDispatch] = stepAck }, "livelock"},
 		// A worker that waits until the entity's outbox is empty before it
 		// commits (as a serialised outbox would) is blocked by an entry
 		// that only another actor can finish.
-		{"WaitForEmptyOutbox", func(p *program) { p.waitForEmptyOutbox = true }, "blocked"},
+		{"WaitForEmptyOutbox", Correct, func(p *program) { p.waitForEmptyOutbox = true }, "blocked"},
+		// The fast path's commit without its guard: a failed
+		// compare-and-set still consumes the token, and the retry finds
+		// it gone and drops its own signal.
+		{"FastPathConsumeOnConflict", FastPath, func(p *program) { p.consumeOnConflict = true }, "consumed but no child token created"},
+		// The fast path's commit not conditional on the token: a copy
+		// whose token is gone (consumed, or expired away) commits anyway.
+		{"FastPathCommitWithoutToken", FastPath, func(p *program) { p.commitWithoutToken = true }, "after S1's activity was committed"},
 	}
 	for _, m := range mutants {
-		p := programFor(Correct)
+		p := programFor(m.variant)
 		m.mutate(&p)
 		res := check(p, Options{})
 		if res.Violation == nil {

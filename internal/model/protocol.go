@@ -28,11 +28,22 @@ const (
 	// before ClaimRoot): expiry can then delete the root between the
 	// commit and the transition, and the children are never created.
 	ExpiryWithoutClaim
+	// FastPath is the protocol where tokens and entities are in one store
+	// (protocol.md 3.7): steps 1 and 3 are one snapshot read, and steps 4
+	// and 5 one atomic write that commits the entity only if its version
+	// is current and the token live, and consumes the token only if the
+	// entity commits. An expiring root is not claimed: its consumption
+	// is part of the commit.
+	FastPath
+	// FastPathDeferredRemoval is FastPath with the ack before the removal,
+	// as DeferredRemoval.
+	FastPathDeferredRemoval
 )
 
 // Variants lists every variant, the correct one first.
 func Variants() []Variant {
-	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume, DeferredRemoval, ExpiryWithoutClaim}
+	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume, DeferredRemoval, ExpiryWithoutClaim,
+		FastPath, FastPathDeferredRemoval}
 }
 
 func (v Variant) String() string {
@@ -49,6 +60,10 @@ func (v Variant) String() string {
 		return "DeferredRemoval"
 	case ExpiryWithoutClaim:
 		return "ExpiryWithoutClaim"
+	case FastPath:
+		return "FastPath"
+	case FastPathDeferredRemoval:
+		return "FastPathDeferredRemoval"
 	}
 	return fmt.Sprintf("Variant(%d)", int(v))
 }
@@ -57,22 +72,24 @@ func (v Variant) String() string {
 type step uint8
 
 const (
-	stepLoad            step = iota // load entity: version and outbox snapshot
-	stepCheckOutbox                 // outbox entry for t? then finish it
-	stepReadToken                   // token t live? absent means duplicate, expired means refused
-	stepClaim                       // claim t1, the expiring root: it stops expiring
-	stepCommit                      // run handler, CAS commit state + outbox[t]
-	stepTransition                  // atomic: consume t, create children
-	stepCheckParent                 // SplitTransition: is t live?
-	stepCreateChildren              // SplitTransition: create children
-	stepDeleteParent                // SplitTransition: delete t
-	stepDispatch                    // send the children signals
-	stepRemove                      // CAS remove outbox[t]
-	stepReloadForRemove             // after a failed removal CAS
-	stepAck                         // ack the signal to the transport
-	stepAckEarly                    // DeferredRemoval: ack, then go on to remove
-	stepDone                        // worker finished (acked)
-	stepIdle                        // sweeper looking for an entry to finish
+	stepLoad             step = iota // load entity: version and outbox snapshot
+	stepCheckOutbox                  // outbox entry for t? then finish it
+	stepReadToken                    // token t live? absent means duplicate, expired means refused
+	stepClaim                        // claim t1, the expiring root: it stops expiring
+	stepCommit                       // run handler, CAS commit state + outbox[t]
+	stepTransition                   // atomic: consume t, create children
+	stepCheckParent                  // SplitTransition: is t live?
+	stepCreateChildren               // SplitTransition: create children
+	stepDeleteParent                 // SplitTransition: delete t
+	stepDispatch                     // send the children signals
+	stepRemove                       // CAS remove outbox[t]
+	stepReloadForRemove              // after a failed removal CAS
+	stepAck                          // ack the signal to the transport
+	stepAckEarly                     // DeferredRemoval: ack, then go on to remove
+	stepDone                         // worker finished (acked)
+	stepIdle                         // sweeper looking for an entry to finish
+	stepLoadWithToken                // fast path: entity and token t in one snapshot
+	stepCommitTransition             // fast path, atomic: CAS commit state + outbox[t] and consume t, create children
 	numSteps
 )
 
@@ -87,6 +104,10 @@ type program struct {
 	// waitForEmptyOutbox: a mutant in which a worker commits only when no
 	// other signal's outbox entry is pending on the entity.
 	waitForEmptyOutbox bool
+	// Fast-path mutants: the token is consumed although the entity's
+	// compare-and-set failed (no guard), or the entity is committed
+	// although the token was not live.
+	consumeOnConflict, commitWithoutToken bool
 }
 
 func programFor(v Variant) program {
@@ -104,15 +125,25 @@ func programFor(v Variant) program {
 		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepClaim, stepCommit, stepRemove, stepTransition, stepDispatch, stepAck}
 	case DeferredRemoval:
 		seq = []step{stepLoad, stepCheckOutbox, stepReadToken, stepClaim, stepCommit, stepTransition, stepDispatch, stepAckEarly, stepRemove, stepDone}
+	case FastPath:
+		seq = []step{stepLoadWithToken, stepCommitTransition, stepDispatch, stepRemove, stepAck}
+	case FastPathDeferredRemoval:
+		seq = []step{stepLoadWithToken, stepCommitTransition, stepDispatch, stepAckEarly, stepRemove, stepDone}
 	default:
 		panic(fmt.Sprintf("model: unknown variant %d", int(v)))
 	}
-	p := program{start: seq[0], ackedBeforeRemove: v == DeferredRemoval}
+	p := program{start: seq[0], ackedBeforeRemove: v == DeferredRemoval || v == FastPathDeferredRemoval}
 	for i := 0; i+1 < len(seq); i++ {
 		p.next[seq[i]] = seq[i+1]
 		if seq[i] == stepCommit {
 			p.finish = seq[i+1]
 		}
+	}
+	if v == FastPath || v == FastPathDeferredRemoval {
+		// An entry found at load, or picked by the sweeper, is finished
+		// as on the plain path: the transition, then the rest.
+		p.finish = stepTransition
+		p.next[stepTransition] = stepDispatch
 	}
 	p.next[stepAck] = stepDone
 	return p
@@ -210,7 +241,7 @@ func b2u(b bool) uint64 {
 // Field widths. Counters saturate well above 1, the largest legal value.
 const (
 	wCount = 2
-	wStep  = 4
+	wStep  = 5
 )
 
 func (s *state) encode() key {
@@ -505,6 +536,64 @@ func (s *state) step(p program, id int, describe bool) string {
 				msg = fmt.Sprintf("load entity (no outbox entry for %s)", t)
 			} else {
 				msg = fmt.Sprintf("load entity (outbox[%s]={%s})", t, childName(int(sig), a.gen))
+			}
+		}
+	case stepLoadWithToken:
+		// One snapshot: what follows are local decisions on it.
+		a.gen = s.outbox[sig]
+		a.fresh = true
+		switch {
+		case a.gen != 0:
+			a.pc = p.finish
+			if describe {
+				msg = fmt.Sprintf("load entity with token %s: outbox[%s]={%s} exists -> finish it", t, t, childName(int(sig), a.gen))
+			}
+		case !s.parentLive[sig]:
+			a.pc = stepAck
+			if describe {
+				msg = fmt.Sprintf("load entity with token %s: no entry, token absent (duplicate, drop)", t)
+			}
+		case s.expiredNow(sig):
+			a.pc = stepAck
+			if describe {
+				msg = fmt.Sprintf("load entity with token %s: no entry, token live but expired (refuse, park)", t)
+			}
+		default:
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("load entity with token %s: no entry, token live", t)
+			}
+		}
+	case stepCommitTransition:
+		switch {
+		case !a.fresh:
+			if p.consumeOnConflict && s.parentLive[sig] {
+				s.parentLive[sig] = false
+			}
+			a.pc = p.start
+			a.gen = 0
+			if describe {
+				msg = "run handler, commit entity with transition -> version conflict, nothing written, back to step 1"
+			}
+		case !s.parentLive[sig] && !p.commitWithoutToken:
+			a.pc = stepAck
+			if describe {
+				msg = fmt.Sprintf("run handler, commit entity with transition -> %s absent, nothing written (duplicate, drop)", t)
+			}
+		default:
+			s.applied[sig]++
+			gen := s.applied[sig]
+			s.outbox[sig] = gen
+			a.gen = gen
+			s.entityCommitted(id)
+			if s.parentLive[sig] {
+				s.parentLive[sig] = false
+				s.createChild(sig, gen)
+			}
+			s.advance(p, id, pc)
+			if describe {
+				msg = fmt.Sprintf("run handler, commit entity with outbox[%s]={%s}, consume %s, create %s -> ok (%s applied %dx)",
+					t, childName(int(sig), gen), t, childName(int(sig), gen), signalName(sig), gen)
 			}
 		}
 	case stepCheckOutbox:
