@@ -1487,8 +1487,9 @@ func TestRootAnswersFollowTheSpec(t *testing.T) {
 	newFixture := func(t *testing.T) fixture {
 		b := newBilling(t)
 		roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{
-			Tokens:   b.tokens,
-			Identify: httpsignal.APIKeys("X-Api-Key", map[string]string{"key-a": "client-a", "key-greedy": "client-greedy"}),
+			Tokens:       b.tokens,
+			Destinations: map[string][]string{"billing": nil, "vault": nil},
+			Identify:     httpsignal.APIKeys("X-Api-Key", map[string]string{"key-a": "client-a", "key-greedy": "client-greedy"}),
 			Authorize: func(client string, req httpsignal.RootRequest) error {
 				if req.Destination == "vault" {
 					return errors.New("client may not start vault")

@@ -31,9 +31,10 @@ func FuzzRootRequest(f *testing.F) {
 	f.Add([]byte(`{"destination":"","type":"x","extra":1}`), "text/plain")
 	tokens := memory.NewTokenStore()
 	roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{
-		Tokens:   tokens,
-		Identify: httpsignal.APIKeys("X-Api-Key", map[string]string{"key": "client"}),
-		MaxTTL:   time.Hour,
+		Tokens:       tokens,
+		Destinations: map[string][]string{"billing": nil},
+		Identify:     httpsignal.APIKeys("X-Api-Key", map[string]string{"key": "client"}),
+		MaxTTL:       time.Hour,
 	})
 	if err != nil {
 		f.Fatal(err)

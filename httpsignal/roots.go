@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -286,12 +287,19 @@ type Limiter interface {
 type RootsConfig struct {
 	// Tokens is the shared token store. Required.
 	Tokens store.TokenStore
+	// Destinations are the destinations whose conversations clients may
+	// start here, each with the signal types allowed (none listed: any
+	// type). Required: the token store is shared and a root token admits
+	// its signal at its destination, so an endpoint that issued roots for
+	// any destination would let its clients start any system's work.
+	// Others are answered 403.
+	Destinations map[string][]string
 	// Identify names the client of a request, for the rate limit and
 	// Authorize. An error answers 401. Nil: RemoteHost.
 	Identify func(r *http.Request) (string, error)
 	// Authorize says whether a client may start a conversation with this
-	// destination and type; an error answers 403. Nil allows every request,
-	// which is right only behind an authenticating proxy.
+	// destination and type, one of Destinations; an error answers 403.
+	// Nil allows every client what Destinations allows.
 	Authorize func(client string, req RootRequest) error
 	// Limiter rate-limits clients. Nil: NewRateLimiter(10, 20).
 	Limiter Limiter
@@ -324,6 +332,8 @@ func NewRoots(cfg RootsConfig) (*Roots, error) {
 	switch {
 	case cfg.Tokens == nil:
 		return nil, errors.New("httpsignal: roots config: Tokens is required")
+	case len(cfg.Destinations) == 0:
+		return nil, errors.New("httpsignal: roots config: Destinations is required: the destinations (and their types) whose conversations clients may start here")
 	case cfg.DefaultTTL < 0 || cfg.MaxTTL < 0 || cfg.RetryAfter < 0:
 		return nil, errors.New("httpsignal: roots config: durations must not be negative")
 	}
@@ -433,6 +443,10 @@ func (rt *Roots) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, &Problem{Type: ProblemMalformed, Title: "Malformed Request", Status: http.StatusBadRequest, Detail: err.Error()}, 0)
 		return
 	}
+	if err := rt.served(req); err != nil {
+		writeProblem(w, &Problem{Type: ProblemForbidden, Title: "Forbidden", Status: http.StatusForbidden, Detail: err.Error()}, 0)
+		return
+	}
 	if rt.cfg.Authorize != nil {
 		if err := rt.cfg.Authorize(client, req); err != nil {
 			writeProblem(w, &Problem{Type: ProblemForbidden, Title: "Forbidden", Status: http.StatusForbidden, Detail: err.Error()}, 0)
@@ -457,6 +471,18 @@ func (rt *Roots) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// served says whether req names a destination and type of Destinations.
+func (rt *Roots) served(req RootRequest) error {
+	types, ok := rt.cfg.Destinations[req.Destination]
+	switch {
+	case !ok:
+		return fmt.Errorf("conversations with %q are not started here", req.Destination)
+	case len(types) > 0 && !slices.Contains(types, req.Type):
+		return fmt.Errorf("%q signals of %q are not started here", req.Type, req.Destination)
+	}
+	return nil
 }
 
 func (rt *Roots) decode(w http.ResponseWriter, r *http.Request) (RootRequest, baton.Digest, time.Duration, error) {

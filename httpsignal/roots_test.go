@@ -20,6 +20,7 @@ import (
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
 	"github.com/batonhq/baton/internal/testclock"
+	"github.com/batonhq/baton/store"
 )
 
 // order is the state of a shop's order entity, keyed by conversation.
@@ -336,11 +337,12 @@ func newRootsSite(t *testing.T, limiter httpsignal.Limiter) *rootsSite {
 	t.Helper()
 	b := newBilling(t, httpsignal.Options{})
 	roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{
-		Tokens:   b.tokens,
-		Identify: httpsignal.APIKeys("X-Api-Key", map[string]string{"key-a": "client-a", "key-b": "client-b"}),
-		Limiter:  limiter,
-		Now:      b.clock.Now,
-		MaxTTL:   time.Hour,
+		Tokens:       b.tokens,
+		Destinations: map[string][]string{"billing": {"charge"}},
+		Identify:     httpsignal.APIKeys("X-Api-Key", map[string]string{"key-a": "client-a", "key-b": "client-b"}),
+		Limiter:      limiter,
+		Now:          b.clock.Now,
+		MaxTTL:       time.Hour,
 	})
 	must(t, err)
 	srv := httptest.NewServer(roots)
@@ -405,6 +407,29 @@ func TestRootTokenForAPIClients(t *testing.T) {
 	}
 	resp, body = s.ask(t, "stolen", `{"destination":"billing","type":"charge"}`)
 	wantProblem(t, resp, body, http.StatusUnauthorized, httpsignal.ProblemUnauthorized)
+}
+
+// The endpoint issues roots only for the destinations and types it is
+// configured for: the token store is shared, and a root admits its signal
+// at its destination, so an endpoint open to every destination would let
+// its clients start any system's work.
+func TestRootTokensOnlyForTheDestinationsServed(t *testing.T) {
+	t.Parallel()
+	s := newRootsSite(t, nil)
+	for _, other := range []string{
+		`{"destination":"payments","type":"refund"}`,
+		`{"destination":"billing","type":"refund"}`,
+	} {
+		resp, body := s.ask(t, "key-a", other)
+		wantProblem(t, resp, body, http.StatusForbidden, httpsignal.ProblemForbidden)
+	}
+	if live, err := s.tokens.ListByDestination(t.Context(), "payments", store.Page{}); err != nil || len(live) != 0 {
+		t.Errorf("a refused request left tokens: %v %v", live, err)
+	}
+	_, err := httpsignal.NewRoots(httpsignal.RootsConfig{Tokens: s.tokens})
+	if err == nil || !strings.Contains(err.Error(), "Destinations is required") {
+		t.Errorf("NewRoots without Destinations: %v, want an error that asks for them", err)
+	}
 }
 
 func TestRootTokensAreRateLimitedPerClient(t *testing.T) {
