@@ -352,6 +352,27 @@ export interface BatchTransition {
   conversation?: string;
 }
 
+/**
+ * Throws a TypeError if a token appears twice in a batch of transitions: to
+ * consume, or to create, across all its requests. The service checks this
+ * within one request only; checked before any is sent, a bad batch is
+ * refused whole, as the Go client refuses it.
+ */
+function checkDistinctTokens(transitions: BatchTransition[]): void {
+  const seen = new Map<string, number>(); // token id: the transition that names it
+  const check = (id: string, k: number) => {
+    const first = seen.get(id);
+    if (first !== undefined) {
+      throw new TypeError(`transitionBatch: token ${id} appears twice in the batch (transitions ${first} and ${k}); nothing was sent`);
+    }
+    seen.set(id, k);
+  };
+  transitions.forEach((t, k) => {
+    check(t.consume, k);
+    for (const child of t.create ?? []) check(child.id, k);
+  });
+}
+
 /** The results of a batch answer, one for each of its n items. */
 function batchResults<R>(answer: { results?: R[] }, n: number, path: string): R[] {
   if (!Array.isArray(answer.results) || answer.results.length !== n) {
@@ -554,8 +575,12 @@ export class TokenServiceClient {
    * whole call's (nothing of the call was applied when it is notApplied);
    * the error of a later request, sent after earlier ones were applied,
    * is each of its transitions' result instead, as in the Go client.
+   * Rejects with a TypeError, before any request is sent, if a token
+   * appears twice in the batch: consumed twice, or created with the id
+   * of a token another transition (or the same) consumes or creates.
    */
   async transitionBatch(transitions: BatchTransition[]): Promise<(boolean | TokenServiceError)[]> {
+    checkDistinctTokens(transitions);
     const out: (boolean | TokenServiceError)[] = [];
     for (let start = 0; start < transitions.length; start += maxBatch) {
       const part = transitions.slice(start, start + maxBatch);

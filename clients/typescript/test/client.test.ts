@@ -18,6 +18,7 @@ import {
   tokenFor,
   TokenServiceClient,
   TokenServiceError,
+  type Token,
 } from "../src/index.js";
 
 describe("token ids and digests", () => {
@@ -94,6 +95,9 @@ describe("signal headers", () => {
   });
 });
 
+/** A distinct token id for each i, starting with prefix (one hex digit). */
+const idOf = (prefix: string, i: number) => prefix + i.toString(16).padStart(31, "0");
+
 describe("TokenServiceClient", () => {
   let server: Server;
   let base: string;
@@ -129,7 +133,7 @@ describe("TokenServiceClient", () => {
         if (transitions.some((t) => t.consume === "e".repeat(32))) return reply(503, problem(ProblemTypes.notApplied, 503), "application/problem+json");
         return reply(200, {
           results: transitions.map((t) =>
-            t.consume === "f".repeat(32) ? { problem: problem(ProblemTypes.notYourToken, 403) } : { consumed: t.consume === "a".repeat(32) }),
+            t.consume === "f".repeat(32) ? { problem: problem(ProblemTypes.notYourToken, 403) } : { consumed: t.consume.startsWith("a") }),
         });
       }
       if (req.url?.startsWith("/v1/tokens/")) return reply(404, problem(ProblemTypes.notFound, 404), "application/problem+json");
@@ -204,7 +208,7 @@ describe("TokenServiceClient", () => {
 
   it("answers a later request's error of a batch for each of its transitions, keeping the earlier requests' results", async () => {
     const client = new TokenServiceClient(base, "bk_test");
-    const applied = Array.from({ length: maxBatch }, () => ({ consume: "a".repeat(32) }));
+    const applied = Array.from({ length: maxBatch }, (_, i) => ({ consume: idOf("a", i) }));
     const done = await client.transitionBatch([...applied, { consume: "e".repeat(32) }]);
     assert.deepEqual(done.slice(0, maxBatch), applied.map(() => true), "the first request was applied: its results stay");
     assert.ok(done[maxBatch] instanceof TokenServiceError && done[maxBatch].type === ProblemTypes.notApplied && done[maxBatch].notApplied);
@@ -227,5 +231,48 @@ describe("TokenServiceClient", () => {
     await new Promise<void>((r) => closed.close(() => r()));
     const client = new TokenServiceClient(`http://127.0.0.1:${port}`, "bk_test");
     await assert.rejects(client.transition("a".repeat(32)), (err: unknown) => err instanceof TokenServiceError && err.notApplied);
+  });
+});
+
+describe("transitionBatch", () => {
+  let server: Server;
+  let base: string;
+  const requests: { consume: string; create: unknown[] }[][] = [];
+  const tooLarge = { type: ProblemTypes.tooLarge, title: "Payload Too Large", status: 413, detail: "the body exceeds --max-body" };
+  const child = (id: string): Token => ({ id, conversation: "c".repeat(32), causation: "c".repeat(32), destination: "shipping", type: "t", digest: "0".repeat(64) });
+
+  before(async () => {
+    // Takes at most two transitions in a request, and at most three
+    // children in a transition, as a service whose --max-body they exceed.
+    server = createServer(async (req, res) => {
+      let body = "";
+      for await (const chunk of req) body += chunk;
+      const { transitions } = JSON.parse(body) as { transitions: { consume: string; create: unknown[] }[] };
+      requests.push(transitions);
+      if (transitions.length > 2 || transitions.some((t) => t.create.length > 3)) {
+        return res.writeHead(413, { "Content-Type": "application/problem+json" }).end(JSON.stringify(tooLarge));
+      }
+      res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ results: transitions.map((t) => ({ consumed: t.consume.startsWith("a") })) }));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())));
+
+  it("refuses a batch that names a token twice across its requests before sending any", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    requests.length = 0;
+    const many = Array.from({ length: 150 }, (_, i) => ({ consume: idOf("a", i) }));
+    many[120] = { consume: idOf("a", 3) };
+    await assert.rejects(client.transitionBatch(many), TypeError, "a token consumed twice, at 3 and 120");
+    assert.equal(requests.length, 0, "nothing was sent");
+  });
+
+  it("refuses a batch that creates a token another transition consumes", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    requests.length = 0;
+    const batch = [{ consume: idOf("a", 1) }, { consume: idOf("a", 2), create: [child(idOf("a", 1))] }];
+    await assert.rejects(client.transitionBatch(batch), TypeError);
+    assert.equal(requests.length, 0, "nothing was sent");
   });
 });
