@@ -391,6 +391,12 @@ function itemError(path: string, problem: Problem | undefined): TokenServiceErro
   });
 }
 
+/** A failed request's error as the result of each of its transitions. */
+function transitionError(err: unknown): TokenServiceError {
+  if (err instanceof TokenServiceError) return err;
+  return new TokenServiceError(`POST /v1/transitions/batch: outcome unknown: ${String(err)}`, { status: 0, notApplied: false, cause: err });
+}
+
 /** Types whose problem proves nothing was written. */
 const notAppliedTypes = new Set<string>([
   ProblemTypes.invalid,
@@ -574,35 +580,67 @@ export class TokenServiceClient {
    * it alone. Rejects with the error of the first request, which is the
    * whole call's (nothing of the call was applied when it is notApplied);
    * the error of a later request, sent after earlier ones were applied,
-   * is each of its transitions' result instead, as in the Go client.
-   * Rejects with a TypeError, before any request is sent, if a token
-   * appears twice in the batch: consumed twice, or created with the id
-   * of a token another transition (or the same) consumes or creates.
+   * is each of its transitions' result instead, as in the Go client. A
+   * request the service finds too large (413: it ran nothing) is sent
+   * again in halves, down to single transitions; after such a split, a
+   * half's error is each of its transitions' result, and a transition
+   * too large alone keeps its 413. Rejects with a TypeError, before any
+   * request is sent, if a token appears twice in the batch: consumed
+   * twice, or created with the id of a token another transition (or the
+   * same) consumes or creates.
    */
   async transitionBatch(transitions: BatchTransition[]): Promise<(boolean | TokenServiceError)[]> {
     checkDistinctTokens(transitions);
     const out: (boolean | TokenServiceError)[] = [];
     for (let start = 0; start < transitions.length; start += maxBatch) {
       const part = transitions.slice(start, start + maxBatch);
-      const body = { transitions: part.map((t) => ({ consume: t.consume, create: (t.create ?? []).map(toWire) })) };
-      const hints = part.map((t) => t.conversation ?? "");
-      let results: { consumed?: boolean; problem?: Problem }[];
       try {
-        const answer = await this.call<{ results: { consumed?: boolean; problem?: Problem }[] }>("POST", "/v1/transitions/batch", 200, body, undefined, hints);
-        results = batchResults(answer, part.length, "/v1/transitions/batch");
+        out.push(...(await this.transitionParts(part)));
       } catch (err) {
         // Rejecting after earlier requests were applied would lose their
         // results, and a notApplied rejection would say none was.
         if (start === 0) throw err;
-        const e = err instanceof TokenServiceError ? err : new TokenServiceError(`POST /v1/transitions/batch: outcome unknown: ${String(err)}`, { status: 0, notApplied: false, cause: err });
+        const e = transitionError(err);
         for (let k = 0; k < part.length; k++) out.push(e);
-        continue;
-      }
-      for (const r of results) {
-        out.push(r.consumed !== undefined ? r.consumed === true : itemError("/v1/transitions/batch", r.problem));
       }
     }
     return out;
+  }
+
+  /**
+   * Runs part in one request, or, when the service finds that request too
+   * large (413: it ran nothing), in two halves, each the same way: a batch
+   * of transitions with many children can exceed the service's --max-body
+   * where each transition alone fits. Rejects with the error of part's
+   * request; after a split, a half's error is each of its transitions'
+   * result instead, as in the Go client.
+   */
+  private async transitionParts(part: BatchTransition[]): Promise<(boolean | TokenServiceError)[]> {
+    try {
+      return await this.transitionRequest(part);
+    } catch (err) {
+      if (part.length < 2 || !(err instanceof TokenServiceError) || err.status !== 413) throw err;
+    }
+    const out: (boolean | TokenServiceError)[] = [];
+    const middle = Math.floor(part.length / 2);
+    for (const half of [part.slice(0, middle), part.slice(middle)]) {
+      try {
+        out.push(...(await this.transitionParts(half)));
+      } catch (err) {
+        const e = transitionError(err);
+        for (let k = 0; k < half.length; k++) out.push(e);
+      }
+    }
+    return out;
+  }
+
+  /** Runs part in one request; rejects with the request's error. */
+  private async transitionRequest(part: BatchTransition[]): Promise<(boolean | TokenServiceError)[]> {
+    const body = { transitions: part.map((t) => ({ consume: t.consume, create: (t.create ?? []).map(toWire) })) };
+    const hints = part.map((t) => t.conversation ?? "");
+    const answer = await this.call<{ results: { consumed?: boolean; problem?: Problem }[] }>("POST", "/v1/transitions/batch", 200, body, undefined, hints);
+    return batchResults(answer, part.length, "/v1/transitions/batch").map((r) =>
+      r.consumed !== undefined ? r.consumed === true : itemError("/v1/transitions/batch", r.problem));
   }
 
   /** Lists a conversation's live tokens in ascending id order (the system needs observe). */

@@ -259,6 +259,32 @@ describe("transitionBatch", () => {
   });
   after(() => new Promise<void>((r) => server.close(() => r())));
 
+  it("sends a request the service finds too large again in halves", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    requests.length = 0;
+    const done = await client.transitionBatch([{ consume: idOf("a", 1) }, { consume: idOf("b", 2) }, { consume: idOf("a", 3) }, { consume: idOf("a", 4) }]);
+    assert.deepEqual(done, [true, false, true, true]);
+    assert.deepEqual(requests.map((r) => r.map((t) => t.consume)), [
+      [idOf("a", 1), idOf("b", 2), idOf("a", 3), idOf("a", 4)],
+      [idOf("a", 1), idOf("b", 2)],
+      [idOf("a", 3), idOf("a", 4)],
+    ]);
+  });
+
+  it("answers a transition too large alone with its 413, and runs the others", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    requests.length = 0;
+    const big = { consume: idOf("a", 1), create: [1, 2, 3, 4].map((i) => child(idOf("d", i))) };
+    const done = await client.transitionBatch([big, { consume: idOf("a", 2) }]);
+    assert.ok(done[0] instanceof TokenServiceError && done[0].status === 413 && done[0].type === ProblemTypes.tooLarge && done[0].notApplied,
+      "after a split, the 413 of a transition alone is its own result");
+    assert.equal(done[1], true);
+    assert.deepEqual(requests.map((r) => r.length), [2, 1, 1]);
+
+    // Unsplit, the first request's error is the whole call's, as any other.
+    await assert.rejects(client.transitionBatch([big]), (err) => err instanceof TokenServiceError && err.status === 413 && err.notApplied);
+  });
+
   it("refuses a batch that names a token twice across its requests before sending any", async () => {
     const client = new TokenServiceClient(base, "bk_test");
     requests.length = 0;
