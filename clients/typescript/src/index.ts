@@ -391,6 +391,16 @@ function itemError(path: string, problem: Problem | undefined): TokenServiceErro
   });
 }
 
+/** The error of readTokens for an id that is malformed: the service's answer to get for it, made without asking. */
+function malformedIdError(id: unknown): TokenServiceError {
+  const detail = `${JSON.stringify(id)} is not a token id (32 lowercase hex digits)`;
+  return new TokenServiceError(`POST /v1/tokens/read: 400 invalid request: ${detail}; not sent`, {
+    status: 400,
+    problem: { type: ProblemTypes.invalid, title: "Bad Request", status: 400, detail },
+    notApplied: true,
+  });
+}
+
 /** A failed request's error as the result of each of its transitions. */
 function transitionError(err: unknown): TokenServiceError {
   if (err instanceof TokenServiceError) return err;
@@ -533,8 +543,13 @@ export class TokenServiceClient {
     return answer.consumed === true;
   }
 
-  /** Reads a live token; resolves to undefined if it is not live. */
+  /**
+   * Reads a live token; resolves to undefined if it is not live. The zero
+   * id, which no token has, is answered so without asking the service (as
+   * the Go client answers it), which would refuse it as malformed.
+   */
   async get(id: string, conversation?: string): Promise<Token | undefined> {
+    if (id === zeroId) return undefined;
     try {
       return fromWire(await this.call<WireToken>("GET", `/v1/tokens/${encodeURIComponent(id)}`, 200, undefined, conversation));
     } catch (err) {
@@ -550,24 +565,36 @@ export class TokenServiceClient {
    * reject with for it alone. `conversations`, if given, names each
    * token's conversation ("" where not known), as get's `conversation`
    * does. Rejects with the error of a whole request.
+   *
+   * Only well-formed ids are sent: the service refuses a whole request
+   * that names a malformed one, every other id of it with it. The zero id
+   * resolves to undefined, as get's; an id that is not 32 lowercase hex
+   * digits to the error get gets for it, 400 invalid-request (notApplied).
    */
   async readTokens(ids: string[], conversations?: string[]): Promise<(Token | undefined | TokenServiceError)[]> {
     if (conversations !== undefined && conversations.length !== ids.length) {
       throw new TypeError(`readTokens: ${conversations.length} conversations for ${ids.length} ids: give one for each ("" where not known)`);
     }
-    const out: (Token | undefined | TokenServiceError)[] = [];
-    for (let start = 0; start < ids.length; start += maxBatch) {
-      const part = ids.slice(start, start + maxBatch);
-      const hints = conversations?.slice(start, start + maxBatch);
-      const answer = await this.call<{ results: { token?: WireToken; problem?: Problem }[] }>("POST", "/v1/tokens/read", 200, { ids: part }, undefined, hints);
-      for (const r of batchResults(answer, part.length, "/v1/tokens/read")) {
+    const out: (Token | undefined | TokenServiceError)[] = ids.map(() => undefined);
+    const send: number[] = []; // indexes into ids
+    ids.forEach((id, i) => {
+      if (isTokenId(id)) send.push(i);
+      else if (id !== zeroId) out[i] = malformedIdError(id);
+    });
+    for (let start = 0; start < send.length; start += maxBatch) {
+      const part = send.slice(start, start + maxBatch);
+      const hints = conversations === undefined ? undefined : part.map((i) => conversations[i] ?? "");
+      const body = { ids: part.map((i) => ids[i]) };
+      const answer = await this.call<{ results: { token?: WireToken; problem?: Problem }[] }>("POST", "/v1/tokens/read", 200, body, undefined, hints);
+      batchResults(answer, part.length, "/v1/tokens/read").forEach((r, k) => {
+        const i = part[k]!;
         if (r.token !== undefined) {
-          out.push(fromWire(r.token));
-          continue;
+          out[i] = fromWire(r.token);
+          return;
         }
         const err = itemError("/v1/tokens/read", r.problem);
-        out.push(err.type === ProblemTypes.notFound ? undefined : err);
-      }
+        out[i] = err.type === ProblemTypes.notFound ? undefined : err;
+      });
     }
     return out;
   }

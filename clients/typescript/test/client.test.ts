@@ -120,6 +120,8 @@ describe("TokenServiceClient", () => {
       }
       if (req.url === "/v1/tokens/read") {
         const { ids } = JSON.parse(body) as { ids: string[] };
+        // As the service: a malformed id fails the whole request.
+        if (!ids.every(isTokenId)) return reply(400, problem(ProblemTypes.invalid, 400), "application/problem+json");
         return reply(200, {
           results: ids.map((id) => {
             if (id === "a".repeat(32)) return { token: { id, conversation: id, destination: "billing", type: "t", digest: "0".repeat(64), created_at: "2025-01-31T12:00:00.123456Z" } };
@@ -204,6 +206,24 @@ describe("TokenServiceClient", () => {
     assert.deepEqual(await client.readTokens(many), many.map(() => undefined));
     assert.equal(seen.length - before, 3, "more than maxBatch ids go in several requests");
     assert.equal(seen.at(-1)!.conversations, undefined, "no hints, no header");
+  });
+
+  it("reads a zero or malformed id as get does, without sending it", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    const conv = "c".repeat(32);
+    const before = seen.length;
+    assert.equal(await client.get("0".repeat(32)), undefined, "the zero id is no token's");
+    assert.equal(seen.length, before, "get sent nothing for the zero id");
+
+    const read = await client.readTokens(["a".repeat(32), "0".repeat(32), "A".repeat(32), "b".repeat(32)], [conv, conv, conv, ""]);
+    assert.equal((read[0] as { id: string }).id, "a".repeat(32));
+    assert.equal(read[1], undefined, "the zero id reads as a token not live");
+    assert.ok(read[2] instanceof TokenServiceError && read[2].status === 400 && read[2].type === ProblemTypes.invalid && read[2].notApplied,
+      "a malformed id is its own error, as get's 400");
+    assert.equal(read[3], undefined);
+    assert.equal(seen.length - before, 1);
+    assert.deepEqual(JSON.parse(seen.at(-1)!.body), { ids: ["a".repeat(32), "b".repeat(32)] }, "only the well-formed ids are sent");
+    assert.equal(seen.at(-1)!.conversations, `${conv},`, "with their conversations");
   });
 
   it("answers a later request's error of a batch for each of its transitions, keeping the earlier requests' results", async () => {
