@@ -373,12 +373,17 @@ function checkDistinctTokens(transitions: BatchTransition[]): void {
   });
 }
 
-/** The results of a batch answer, one for each of its n items. */
-function batchResults<R>(answer: { results?: R[] }, n: number, path: string): R[] {
-  if (!Array.isArray(answer.results) || answer.results.length !== n) {
-    throw new TokenServiceError(`POST ${path}: the answer has no result for each of ${n} items`, { status: 200, notApplied: false });
+/**
+ * The results of a batch answer, one for each of its n items. An answer
+ * without them is unreadable: whatever the request did, its outcome is
+ * unknown (notApplied false), as for a body that is not JSON.
+ */
+function batchResults<R>(answer: { results?: R[] } | null, n: number, path: string): R[] {
+  const results: unknown = typeof answer === "object" && answer !== null ? answer.results : undefined;
+  if (!Array.isArray(results) || results.length !== n || !results.every((r) => typeof r === "object" && r !== null)) {
+    throw new TokenServiceError(`POST ${path}: unreadable answer: no result for each of ${n} items`, { status: 200, notApplied: false });
   }
-  return answer.results;
+  return results as R[];
 }
 
 /** The error of one item of a batch, from its problem. */

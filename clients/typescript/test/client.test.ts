@@ -322,3 +322,27 @@ describe("transitionBatch", () => {
     assert.equal(requests.length, 0, "nothing was sent");
   });
 });
+
+describe("unreadable batch answers", () => {
+  let server: Server;
+  let base: string;
+  let answer = "";
+
+  before(async () => {
+    server = createServer(async (req, res) => {
+      for await (const _ of req);
+      res.writeHead(200, { "Content-Type": "application/json" }).end(answer);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())));
+
+  it("rejects with a TokenServiceError of unknown outcome for a 200 that is no batch answer", async () => {
+    const client = new TokenServiceClient(base, "bk_test");
+    for (answer of ["<html>", "null", "[]", '{"results":[null]}']) {
+      await assert.rejects(client.transitionBatch([{ consume: "a".repeat(32) }]), (err) => err instanceof TokenServiceError && !err.notApplied, `transitionBatch, answered ${answer}`);
+      await assert.rejects(client.readTokens(["a".repeat(32)]), (err) => err instanceof TokenServiceError && !err.notApplied, `readTokens, answered ${answer}`);
+    }
+  });
+});
