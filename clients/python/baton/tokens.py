@@ -123,8 +123,11 @@ class TokenServiceClient:
         it is the whole call's (nothing of the call was applied when it is
         not_applied). The error of a later request, sent after earlier ones
         were applied, is each of its transitions' result instead, as in the
-        Go client.
+        Go client. ValueError, before any request is sent, if a token
+        appears twice in the batch: consumed twice, or created with the id
+        of a token another transition (or the same) consumes or creates.
         """
+        _check_distinct_tokens(transitions)
         results: List[Union[bool, TokenServiceError]] = []
         for start in range(0, len(transitions), MAX_BATCH):
             part = transitions[start:start + MAX_BATCH]
@@ -197,6 +200,24 @@ def _problem_error(method: str, path: str, doc, status: int = 0) -> TokenService
     not_applied = problem in _REFUSALS if problem else status in (401, 403, 413)
     return TokenServiceError(f"token service {method} {path}: {status} {problem} {detail}".strip(),
                              status=status, problem=problem, not_applied=not_applied)
+
+
+def _check_distinct_tokens(transitions: List[dict]) -> None:
+    """Raises ValueError if a token appears twice in a batch of transitions, to consume or to create.
+
+    The service checks this within one request only; checked across all
+    requests before any is sent, a bad batch is refused whole, as the Go
+    client refuses it.
+    """
+    seen: Dict[str, int] = {}  # token id: the transition that names it
+    for k, t in enumerate(transitions):
+        for token_id in [t["consume"]] + [child.get("id") for child in t.get("create", [])]:
+            if token_id is None:
+                continue  # a child without an id: the service refuses its transition alone
+            if token_id in seen:
+                raise ValueError(f"transition_batch: token {token_id} appears twice in the batch "
+                                 f"(transitions {seen[token_id]} and {k}); nothing was sent")
+            seen[token_id] = k
 
 
 def _results(answer: dict, n: int, path: str) -> List[dict]:

@@ -170,6 +170,74 @@ class BatchRequestsTest(unittest.TestCase):
         self.assertTrue(caught.exception.not_applied, "the first request's error is the whole call's")
 
 
+def _id_of(prefix: str, i: int) -> str:
+    """A distinct token id for each i, starting with prefix (one hex digit)."""
+    return prefix + format(i, "031x")
+
+
+def _serve(test: unittest.TestCase, handler) -> TokenServiceClient:
+    """Starts a server of handler for the test; a client of it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    test.addCleanup(server.server_close)
+    test.addCleanup(server.shutdown)
+    test.server = server
+    return TokenServiceClient(f"http://127.0.0.1:{server.server_address[1]}", "k", timeout=5)
+
+
+class _TooLarge(http.server.BaseHTTPRequestHandler):
+    """Records each batch request's transitions; takes at most two in a request, and three children in each.
+
+    As a service whose --max-body they exceed, it answers larger requests
+    413 body-too-large. It consumes the tokens whose ids start with "a".
+    """
+
+    def do_POST(self):
+        transitions = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["transitions"]
+        self.server.requests.append(transitions)
+        if len(transitions) > 2 or any(len(t["create"]) > 3 for t in transitions):
+            status, kind = 413, "application/problem+json"
+            answer = {"type": "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-body-too-large",
+                      "status": 413}
+        else:
+            status, kind = 200, "application/json"
+            answer = {"results": [{"consumed": t["consume"].startswith("a")} for t in transitions]}
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def _child(token_id: str) -> dict:
+    return {"id": token_id, "conversation": "c" * 32, "causation": "c" * 32, "destination": "shipping", "type": "t",
+            "digest": "0" * 64}
+
+
+class TransitionBatchTest(unittest.TestCase):
+    """transition_batch as the Go client's TransitionTokens: checked whole, and split where too large."""
+
+    def test_refuses_a_token_consumed_twice_across_requests(self):
+        client = _serve(self, _TooLarge)
+        batch = [{"consume": _id_of("a", i)} for i in range(150)]
+        batch[120] = {"consume": _id_of("a", 3)}
+        with self.assertRaises(ValueError):
+            client.transition_batch(batch)
+        self.assertEqual(self.server.requests, [], "nothing was sent")
+
+    def test_refuses_a_child_with_the_id_of_a_consumed_token(self):
+        client = _serve(self, _TooLarge)
+        with self.assertRaises(ValueError):
+            client.transition_batch([{"consume": _id_of("a", 1)},
+                                     {"consume": _id_of("a", 2), "create": [_child(_id_of("a", 1))]}])
+        self.assertEqual(self.server.requests, [], "nothing was sent")
+
+
 class _Elsewhere(http.server.BaseHTTPRequestHandler):
     """Records the Authorization header of every request it gets."""
 
