@@ -123,7 +123,11 @@ class TokenServiceClient:
         it is the whole call's (nothing of the call was applied when it is
         not_applied). The error of a later request, sent after earlier ones
         were applied, is each of its transitions' result instead, as in the
-        Go client. ValueError, before any request is sent, if a token
+        Go client. A request the service finds too large (413: it ran
+        nothing) is sent again in halves, down to single transitions; after
+        such a split, a half's error is each of its transitions' result,
+        and a transition too large alone keeps its 413. ValueError, before
+        any request is sent, if a token
         appears twice in the batch: consumed twice, or created with the id
         of a token another transition (or the same) consumes or creates.
         """
@@ -131,24 +135,47 @@ class TokenServiceClient:
         results: List[Union[bool, TokenServiceError]] = []
         for start in range(0, len(transitions), MAX_BATCH):
             part = transitions[start:start + MAX_BATCH]
-            body = {"transitions": [{"consume": t["consume"], "create": list(t.get("create", []))} for t in part]}
-            hints = [t.get("conversation", "") for t in part]
             try:
-                answer = self._call("POST", "/v1/transitions/batch", body, want=200, conversations=hints)
-                answered = _results(answer, len(part), "/v1/transitions/batch")
+                results.extend(self._transition_parts(part))
             except TokenServiceError as err:
                 # Raising after earlier requests were applied would lose
                 # their results, and a not_applied error would say none was.
                 if start == 0:
                     raise
                 results.extend([err] * len(part))
-                continue
-            for result in answered:
-                if "consumed" in result:
-                    results.append(bool(result["consumed"]))
-                else:
-                    results.append(_problem_error("POST", "/v1/transitions/batch", result.get("problem")))
         return results
+
+    def _transition_parts(self, part: List[dict]) -> List[Union[bool, TokenServiceError]]:
+        """Runs part in one request, or, when the service finds it too large (413: it ran nothing), in two halves.
+
+        Each half the same way: a batch of transitions with many children
+        can exceed the service's --max-body where each transition alone
+        fits. Raises the error of part's request; after a split, a half's
+        error is each of its transitions' result instead, as in the Go
+        client.
+        """
+        try:
+            return self._transition_request(part)
+        except TokenServiceError as err:
+            if len(part) < 2 or err.status != 413:
+                raise
+        results: List[Union[bool, TokenServiceError]] = []
+        middle = len(part) // 2
+        for half in (part[:middle], part[middle:]):
+            try:
+                results.extend(self._transition_parts(half))
+            except TokenServiceError as err:
+                results.extend([err] * len(half))
+        return results
+
+    def _transition_request(self, part: List[dict]) -> List[Union[bool, TokenServiceError]]:
+        """Runs part in one request; raises the request's error."""
+        body = {"transitions": [{"consume": t["consume"], "create": list(t.get("create", []))} for t in part]}
+        hints = [t.get("conversation", "") for t in part]
+        answer = self._call("POST", "/v1/transitions/batch", body, want=200, conversations=hints)
+        return [bool(result["consumed"]) if "consumed" in result
+                else _problem_error("POST", "/v1/transitions/batch", result.get("problem"))
+                for result in _results(answer, len(part), "/v1/transitions/batch")]
 
     def list_by_conversation(self, conversation: str, after: str = "", limit: int = 0) -> dict:
         return self._call("GET", "/v1/conversations/" + conversation + "/tokens" + _page(after, limit), None, want=200)

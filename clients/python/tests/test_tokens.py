@@ -222,6 +222,24 @@ def _child(token_id: str) -> dict:
 class TransitionBatchTest(unittest.TestCase):
     """transition_batch as the Go client's TransitionTokens: checked whole, and split where too large."""
 
+    def test_sends_a_request_too_large_again_in_halves(self):
+        client = _serve(self, _TooLarge)
+        ids = [_id_of("a", 1), _id_of("b", 2), _id_of("a", 3), _id_of("a", 4)]
+        self.assertEqual(client.transition_batch([{"consume": i} for i in ids]), [True, False, True, True])
+        self.assertEqual([[t["consume"] for t in r] for r in self.server.requests], [ids, ids[:2], ids[2:]])
+
+    def test_a_transition_too_large_alone_keeps_its_413(self):
+        client = _serve(self, _TooLarge)
+        big = {"consume": _id_of("a", 1), "create": [_child(_id_of("d", i)) for i in range(4)]}
+        done = client.transition_batch([big, {"consume": _id_of("a", 2)}])
+        self.assertIsInstance(done[0], TokenServiceError, "after a split, the 413 of a transition alone is its own result")
+        self.assertEqual((done[0].status, done[0].problem, done[0].not_applied), (413, "body-too-large", True))
+        self.assertIs(done[1], True)
+        self.assertEqual([len(r) for r in self.server.requests], [2, 1, 1])
+        with self.assertRaises(TokenServiceError) as caught:
+            client.transition_batch([big])
+        self.assertEqual(caught.exception.status, 413, "unsplit, the first request's error is the whole call's")
+
     def test_refuses_a_token_consumed_twice_across_requests(self):
         client = _serve(self, _TooLarge)
         batch = [{"consume": _id_of("a", i)} for i in range(150)]
