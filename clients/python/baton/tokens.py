@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
 
+from .signals import ZERO_ID, is_token_id
+
 _PROBLEM_BASE = "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-"
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -75,7 +77,15 @@ class TokenServiceClient:
     # service whose token store is split by conversation then asks one part.
 
     def get(self, token_id: str, conversation: str = "") -> Token:
-        """The live token; TokenServiceError with status 404 when it is not live."""
+        """The live token; TokenServiceError with status 404 when it is not live.
+
+        The zero id, which no token has, is answered so without asking the
+        service (as the Go client answers it), which would refuse it as
+        malformed.
+        """
+        if token_id == ZERO_ID:
+            raise TokenServiceError(f"token service GET /v1/tokens/{token_id}: 404 not-found the zero id is no token's; not sent",
+                                    status=404, problem="not-found", not_applied=True)
         return self._call("GET", "/v1/tokens/" + token_id, None, want=200, conversation=conversation)
 
     def claim(self, token_id: str, conversation: str = "") -> Token:
@@ -96,20 +106,36 @@ class TokenServiceClient:
         conversations, if given, names each token's conversation ('' where
         not known), as get's conversation does. An error of a whole request
         is raised.
+
+        Only well-formed ids are sent: the service refuses a whole request
+        that names a malformed one, every other id of it with it. The zero
+        id reads as None, as get answers it; an id that is not 32 lowercase
+        hex digits as the error get gets for it, 400 invalid-request
+        (not_applied).
         """
         if conversations is not None and len(conversations) != len(ids):
             raise ValueError(f"read_tokens: {len(conversations)} conversations for {len(ids)} ids: give one for each ('' where not known)")
-        results: List[Union[Token, None, TokenServiceError]] = []
-        for start in range(0, len(ids), MAX_BATCH):
-            part = list(ids[start:start + MAX_BATCH])
-            hints = None if conversations is None else conversations[start:start + MAX_BATCH]
-            answer = self._call("POST", "/v1/tokens/read", {"ids": part}, want=200, conversations=hints)
-            for result in _results(answer, len(part), "/v1/tokens/read"):
+        results: List[Union[Token, None, TokenServiceError]] = [None] * len(ids)
+        send = []  # indexes into ids
+        for i, token_id in enumerate(ids):
+            if token_id == ZERO_ID:
+                continue
+            if is_token_id(token_id):
+                send.append(i)
+            else:
+                results[i] = TokenServiceError(
+                    f"token service POST /v1/tokens/read: 400 invalid-request {token_id!r} is not a token id "
+                    "(32 lowercase hex digits); not sent", status=400, problem="invalid-request", not_applied=True)
+        for start in range(0, len(send), MAX_BATCH):
+            part = send[start:start + MAX_BATCH]
+            hints = None if conversations is None else [conversations[i] for i in part]
+            answer = self._call("POST", "/v1/tokens/read", {"ids": [ids[i] for i in part]}, want=200, conversations=hints)
+            for i, result in zip(part, _results(answer, len(part), "/v1/tokens/read")):
                 if "token" in result:
-                    results.append(result["token"])
+                    results[i] = result["token"]
                 else:
                     err = _problem_error("POST", "/v1/tokens/read", result.get("problem"))
-                    results.append(None if err.not_found else err)
+                    results[i] = None if err.not_found else err
         return results
 
     def transition_batch(self, transitions: List[dict]) -> List[Union[bool, TokenServiceError]]:

@@ -8,12 +8,14 @@ BATON_TEST_BILLING_KEY (the system "billing"); without them these tests skip.
 import http.server
 import json
 import os
+import re
 import threading
 import unittest
 
 from baton import MAX_BATCH, Signal, TokenServiceClient, TokenServiceError, digest_of, new_token_id
 
 URL = os.environ.get("BATON_TEST_TOKEN_SERVICE", "")
+_PROBLEM = "https://github.com/batonhq/baton/blob/main/docs/token-service.md#problem-"
 
 
 @unittest.skipUnless(URL, "BATON_TEST_TOKEN_SERVICE is not set (the Go test in clients/python sets it)")
@@ -64,6 +66,17 @@ class TokenServiceTest(unittest.TestCase):
         self.assertTrue(done[3])
         self.assertEqual(self.billing.read_tokens([first["id"], second["id"]]), [None, None])
         self.assertEqual(self.edge.get(child.id)["causation"], first["id"])
+
+    def test_reads_zero_and_malformed_ids_as_get(self):
+        tok = self.edge.issue_root({"destination": "billing", "type": "charge", "digest": digest_of(b"{}")})
+        with self.assertRaises(TokenServiceError) as caught:
+            self.billing.get("nope")
+        refused = caught.exception
+        read = self.billing.read_tokens([tok["id"], "0" * 32, "nope"])
+        self.assertEqual([read[0]["id"], read[1]], [tok["id"], None])
+        self.assertIsInstance(read[2], TokenServiceError)
+        self.assertEqual((read[2].status, read[2].problem, read[2].not_applied),
+                         (refused.status, refused.problem, refused.not_applied))
 
     def test_a_conversation_for_each_id(self):
         with self.assertRaises(ValueError):
@@ -254,6 +267,59 @@ class TransitionBatchTest(unittest.TestCase):
             client.transition_batch([{"consume": _id_of("a", 1)},
                                      {"consume": _id_of("a", 2), "create": [_child(_id_of("a", 1))]}])
         self.assertEqual(self.server.requests, [], "nothing was sent")
+
+
+class _Reads(http.server.BaseHTTPRequestHandler):
+    """Records each read request; answers a token for the ids that start with "a", not-found for the others.
+
+    As the service, it refuses a request that names a malformed id, or the
+    zero id, whole with 400; so it answers a GET of any token.
+    """
+
+    def do_POST(self):
+        ids = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["ids"]
+        self.server.requests.append((ids, self.headers.get("Baton-Conversations")))
+        if not all(i != "0" * 32 and re.fullmatch("[0-9a-f]{32}", i) for i in ids):
+            self._answer(400, {"type": _PROBLEM + "invalid-request", "status": 400})
+            return
+        self._answer(200, {"results": [{"token": {"id": i}} if i.startswith("a") else
+                                       {"problem": {"type": _PROBLEM + "not-found", "status": 404}} for i in ids]})
+
+    def do_GET(self):
+        self.server.requests.append((self.path, None))
+        self._answer(400, {"type": _PROBLEM + "invalid-request", "status": 400})
+
+    def _answer(self, status, doc):
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if status == 200 else "application/problem+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class ReadTokensTest(unittest.TestCase):
+    """read_tokens answers an id the service would refuse as get does, without sending it."""
+
+    def test_zero_and_malformed_ids(self):
+        client = _serve(self, _Reads)
+        with self.assertRaises(TokenServiceError) as caught:
+            client.get("0" * 32)
+        self.assertTrue(caught.exception.not_found, "the zero id is no token's")
+        self.assertEqual(self.server.requests, [], "get sent nothing for the zero id")
+
+        conv = "c" * 32
+        read = client.read_tokens([_id_of("a", 1), "0" * 32, "A" * 32, _id_of("b", 2)], [conv, conv, conv, ""])
+        self.assertEqual(read[0], {"id": _id_of("a", 1)})
+        self.assertIsNone(read[1], "the zero id reads as a token not live")
+        self.assertIsInstance(read[2], TokenServiceError, "a malformed id is its own error, as get's 400")
+        self.assertEqual((read[2].status, read[2].problem, read[2].not_applied), (400, "invalid-request", True))
+        self.assertIsNone(read[3])
+        self.assertEqual(self.server.requests, [([_id_of("a", 1), _id_of("b", 2)], conv + ",")],
+                         "only the well-formed ids are sent, with their conversations")
 
 
 class _Elsewhere(http.server.BaseHTTPRequestHandler):
