@@ -105,7 +105,7 @@ def new_token_id() -> str:
 
 
 def is_token_id(s: object) -> bool:
-    return isinstance(s, str) and _ID.match(s) is not None
+    return isinstance(s, str) and _ID.fullmatch(s) is not None
 
 
 def digest_of(payload: bytes) -> str:

@@ -12,7 +12,8 @@ class TokenIDs(unittest.TestCase):
     def test_examples_of_the_protocol(self):
         for text, ok in [("5b2a0c8d6e9f4a1b8c7d6e5f4a3b2c1d", True), ("00000000000000000000000000000001", True),
                          ("5B2A0C8D6E9F4A1B8C7D6E5F4A3B2C1D", False), ("5b2a0c8d6e9f4a1b8c7d6e5f4a3b2c1", False),
-                         ("5b2a0c8d-6e9f-4a1b-8c7d-6e5f4a3b2c1d", False), ("5b2a0c8d6e9f4a1b8c7d6e5f4a3b2c1g", False)]:
+                         ("5b2a0c8d-6e9f-4a1b-8c7d-6e5f4a3b2c1d", False), ("5b2a0c8d6e9f4a1b8c7d6e5f4a3b2c1g", False),
+                         ("5b2a0c8d6e9f4a1b8c7d6e5f4a3b2c1d\n", False)]:
             self.assertEqual(is_token_id(text), ok, text)
 
     def test_new_ids_are_fresh_and_well_formed(self):
