@@ -37,7 +37,9 @@ class TokenServiceError(Exception):
     is True when the answer proves nothing was written: a problem type of
     a refusal, or, for an answer that is not a problem document (a proxy's
     page), 401, 403 or 413. Otherwise (500, a 502 from a proxy, a lost
-    connection) the outcome is unknown. Retrying is safe either way.
+    connection, an answer the client cannot read) the outcome is unknown.
+    Retrying is safe either way. status is 0 when there is no answer, or
+    none the client can read.
     """
 
     def __init__(self, message: str, status: int = 0, problem: str = "", not_applied: bool = False):
@@ -52,7 +54,7 @@ class TokenServiceError(Exception):
 
     @property
     def unavailable(self) -> bool:
-        """Worth retrying later: no answer, a 5xx, or credentials or a request the operator must fix."""
+        """Worth retrying later: no (readable) answer, a 5xx, or credentials or a request the operator must fix."""
         return self.status == 0 or self.status >= 500 or self.status in (400, 401)
 
 
@@ -233,7 +235,10 @@ class TokenServiceClient:
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             raise TokenServiceError(f"token service {method} {path}: no answer: {err}") from err
         if status == want:
-            return json.loads(payload) if payload else {}
+            try:
+                return json.loads(payload) if payload else {}
+            except ValueError as err:
+                raise _unreadable(method, path, f"{len(payload)} bytes that are not JSON") from err
         try:
             doc = json.loads(payload)
         except ValueError:
@@ -273,12 +278,22 @@ def _check_distinct_tokens(transitions: List[dict]) -> None:
             seen[token_id] = k
 
 
-def _results(answer: dict, n: int, path: str) -> List[dict]:
+def _results(answer, n: int, path: str) -> List[dict]:
     """The results of a batch answer, one for each of its n items."""
-    results = answer.get("results")
+    results = answer.get("results") if isinstance(answer, dict) else None
     if not isinstance(results, list) or len(results) != n or not all(isinstance(r, dict) for r in results):
-        raise TokenServiceError(f"token service POST {path}: the answer has no result for each of {n} items")
+        raise _unreadable("POST", path, f"no result for each of {n} items")
     return results
+
+
+def _unreadable(method: str, path: str, why: str) -> TokenServiceError:
+    """The error of an answer the client cannot read.
+
+    Whatever the call did, a transition's included, its outcome is unknown
+    (not_applied False); its status is 0, as for no answer, so that it is
+    unavailable: worth retrying.
+    """
+    return TokenServiceError(f"token service {method} {path}: unreadable answer: {why}")
 
 
 # Problem types whose answer proves that nothing was written (as the Go

@@ -322,6 +322,48 @@ class ReadTokensTest(unittest.TestCase):
                          "only the well-formed ids are sent, with their conversations")
 
 
+class _Unreadable(http.server.BaseHTTPRequestHandler):
+    """Answers every request 200 with the server's answer, and every request but the first if it has later."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append(self.path)
+        data = self.server.answer if len(self.server.requests) == 1 or not hasattr(self.server, "later") else self.server.later
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class UnreadableAnswerTest(unittest.TestCase):
+    """A 200 that is no batch answer is an error of unknown outcome, as the rest of the client's."""
+
+    def test_unreadable_answers(self):
+        for answer in (b"<html>", b"null", b"[]", b'{"results":[null]}'):
+            client = _serve(self, _Unreadable)
+            self.server.answer = answer
+            with self.assertRaises(TokenServiceError) as caught:
+                client.transition_batch([{"consume": new_token_id()}])
+            self.assertFalse(caught.exception.not_applied, f"transition_batch, answered {answer!r}: the outcome is unknown")
+            self.assertTrue(caught.exception.unavailable, "worth retrying")
+            with self.assertRaises(TokenServiceError) as caught:
+                client.read_tokens([new_token_id()])
+            self.assertFalse(caught.exception.not_applied, f"read_tokens, answered {answer!r}")
+
+    def test_a_later_requests_unreadable_answer_is_each_transitions(self):
+        client = _serve(self, _Unreadable)
+        self.server.answer = json.dumps({"results": [{"consumed": True}] * MAX_BATCH}).encode()
+        self.server.later = b"<html>"
+        done = client.transition_batch([{"consume": new_token_id()} for _ in range(MAX_BATCH + 1)])
+        self.assertEqual(done[:MAX_BATCH], [True] * MAX_BATCH)
+        self.assertIsInstance(done[MAX_BATCH], TokenServiceError)
+        self.assertFalse(done[MAX_BATCH].not_applied)
+
+
 class _Elsewhere(http.server.BaseHTTPRequestHandler):
     """Records the Authorization header of every request it gets."""
 
