@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,13 +37,15 @@ func requirePython(t *testing.T) string {
 }
 
 // TestPythonUnitTests runs the package's unit tests, with a token service
-// for the client's tests against the real API.
+// for the client's tests against the real API. Its small body limit lets
+// a test send a batch the service finds too large (413).
 func TestPythonUnitTests(t *testing.T) {
 	t.Parallel()
 	python := requirePython(t)
 	edgeKey, edgeHash := tokenservice.NewAPIKey()
 	billingKey, billingHash := tokenservice.NewAPIKey()
-	api, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{
+	const maxBody = 64 << 10
+	api, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), MaxBodyBytes: maxBody, Systems: []tokenservice.System{
 		{Name: "edge", KeySHA256: edgeHash, IssueRoots: true, Observe: true},
 		{Name: "billing", KeySHA256: billingHash},
 	}})
@@ -53,7 +56,7 @@ func TestPythonUnitTests(t *testing.T) {
 	t.Cleanup(srv.Close)
 	cmd := exec.Command(python, "-W", "error::ResourceWarning", "-m", "unittest", "discover", "-s", "tests", "-t", ".", "-v")
 	cmd.Env = append(os.Environ(), "BATON_TEST_TOKEN_SERVICE="+srv.URL, "BATON_TEST_EDGE_KEY="+edgeKey,
-		"BATON_TEST_BILLING_KEY="+billingKey, "PYTHONDONTWRITEBYTECODE=1")
+		"BATON_TEST_BILLING_KEY="+billingKey, "BATON_TEST_MAX_BODY="+strconv.Itoa(maxBody), "PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("python3 -m unittest:\n%s", out)
 	if err != nil {

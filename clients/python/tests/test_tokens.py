@@ -1,8 +1,9 @@
 """The token service client against a real token service.
 
 The Go test in clients/python starts one and sets BATON_TEST_TOKEN_SERVICE,
-BATON_TEST_EDGE_KEY (a system "edge" that may issue roots and observe) and
-BATON_TEST_BILLING_KEY (the system "billing"); without them these tests skip.
+BATON_TEST_EDGE_KEY (a system "edge" that may issue roots and observe),
+BATON_TEST_BILLING_KEY (the system "billing") and BATON_TEST_MAX_BODY (the
+service's body limit); without them these tests skip.
 """
 
 import http.server
@@ -77,6 +78,30 @@ class TokenServiceTest(unittest.TestCase):
         self.assertIsInstance(read[2], TokenServiceError)
         self.assertEqual((read[2].status, read[2].problem, read[2].not_applied),
                          (refused.status, refused.problem, refused.not_applied))
+
+    def test_a_batch_too_large_is_sent_in_halves(self):
+        max_body = int(os.environ["BATON_TEST_MAX_BODY"])
+        roots = [self.edge.issue_root({"destination": "billing", "type": "charge", "digest": digest_of(b"{}")})
+                 for _ in range(4)]
+
+        def children(root):
+            kid = Signal(id=new_token_id(), conversation=root["conversation"], causation=root["id"],
+                         destination="shipping", type="ship").token()
+            # Each transition a third of the limit: two fit in a request, four do not.
+            return [dict(kid, id=new_token_id()) for _ in range(max_body // 3 // len(json.dumps(kid)))]
+        batch = [{"consume": r["id"], "create": children(r)} for r in roots]
+        self.assertGreater(len(json.dumps({"transitions": batch})), max_body, "the batch is too large for one request")
+        self.assertEqual(self.billing.transition_batch(batch), [True] * 4)
+        kids = [c["id"] for t in batch for c in t["create"]]
+        self.assertEqual([t["id"] for t in self.edge.read_tokens(kids)], kids)
+
+    def test_refuses_a_token_twice_before_sending(self):
+        first = self.edge.issue_root({"destination": "billing", "type": "charge", "digest": digest_of(b"{}")})
+        batch = [{"consume": first["id"]}] + [{"consume": new_token_id()} for _ in range(MAX_BATCH)]
+        batch.append({"consume": first["id"]})
+        with self.assertRaises(ValueError):
+            self.billing.transition_batch(batch)
+        self.assertEqual(self.billing.get(first["id"])["id"], first["id"], "nothing was sent: the token is live")
 
     def test_a_conversation_for_each_id(self):
         with self.assertRaises(ValueError):
