@@ -155,9 +155,9 @@ class TokenServiceClient:
         nothing) is sent again in halves, down to single transitions; after
         such a split, a half's error is each of its transitions' result,
         and a transition too large alone keeps its 413. ValueError, before
-        any request is sent, if a token
-        appears twice in the batch: consumed twice, or created with the id
-        of a token another transition (or the same) consumes or creates.
+        any request is sent, if a token appears twice in the batch:
+        consumed twice, or created with the id of a token another
+        transition (or the same) consumes or creates.
         """
         _check_distinct_tokens(transitions)
         results: List[Union[bool, TokenServiceError]] = []
