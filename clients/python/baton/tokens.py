@@ -88,11 +88,11 @@ class TokenServiceClient:
         if token_id == ZERO_ID:
             raise TokenServiceError(f"token service GET /v1/tokens/{token_id}: 404 not-found the zero id is no token's; not sent",
                                     status=404, problem="not-found", not_applied=True)
-        return self._call("GET", "/v1/tokens/" + token_id, None, want=200, conversation=conversation)
+        return self._call("GET", "/v1/tokens/" + _segment(token_id), None, want=200, conversation=conversation)
 
     def claim(self, token_id: str, conversation: str = "") -> Token:
         """Claims an expiring root so that it no longer expires (404 gone, 410 expired)."""
-        return self._call("POST", f"/v1/tokens/{token_id}/claim", None, want=200, conversation=conversation)
+        return self._call("POST", f"/v1/tokens/{_segment(token_id)}/claim", None, want=200, conversation=conversation)
 
     def transition(self, consume: str, create: List[Token], conversation: str = "") -> bool:
         """Consumes a token and creates its children in one step; False if it was not live."""
@@ -206,10 +206,10 @@ class TokenServiceClient:
                 for result in _results(answer, len(part), "/v1/transitions/batch")]
 
     def list_by_conversation(self, conversation: str, after: str = "", limit: int = 0) -> dict:
-        return self._call("GET", "/v1/conversations/" + conversation + "/tokens" + _page(after, limit), None, want=200)
+        return self._call("GET", "/v1/conversations/" + _segment(conversation) + "/tokens" + _page(after, limit), None, want=200)
 
     def list_by_destination(self, destination: str, after: str = "", limit: int = 0) -> dict:
-        path = "/v1/destinations/" + urllib.parse.quote(destination, safe="") + "/tokens"
+        path = "/v1/destinations/" + _segment(destination) + "/tokens"
         return self._call("GET", path + _page(after, limit), None, want=200)
 
     def _call(self, method: str, path: str, body: Optional[dict], want: int, conversation: str = "",
@@ -303,6 +303,11 @@ _REFUSALS = frozenset({
     "token-exists", "expired", "body-too-large", "unsupported-media-type", "not-applied",
     "no-such-route", "method-not-allowed",
 })
+
+
+def _segment(value: str) -> str:
+    """One path segment: an id from a signal's header must not reach another route ("x/claim", "..")."""
+    return urllib.parse.quote(value, safe="")
 
 
 def _page(after: str, limit: int) -> str:

@@ -347,6 +347,18 @@ class ReadTokensTest(unittest.TestCase):
                          "only the well-formed ids are sent, with their conversations")
 
 
+class PathTest(unittest.TestCase):
+    """An id or name goes into the path as one segment: it cannot name another route."""
+
+    def test_ids_are_one_segment(self):
+        client = _serve(self, _Reads)
+        for call in (lambda: client.get("x/claim"), lambda: client.list_by_conversation("../destinations/billing")):
+            with self.assertRaises(TokenServiceError):
+                call()
+        self.assertEqual([path for path, _ in self.server.requests],
+                         ["/v1/tokens/x%2Fclaim", "/v1/conversations/..%2Fdestinations%2Fbilling/tokens"])
+
+
 class _Unreadable(http.server.BaseHTTPRequestHandler):
     """Answers every request 200 with the server's answer, and every request but the first if it has later."""
 
