@@ -48,10 +48,15 @@
 // entities in one store): the entity and the token read in one snapshot,
 // and one atomic commit that writes the entity only if its version is
 // current and the token live, consumes the token and creates the children;
-// FastPathDeferredRemoval is the same with the ack before the removal.
-// Both must hold every invariant, and two fast-path mutants must not: a
-// commit whose failed compare-and-set still consumes the token (the guard
-// left out), and one that commits although the token is gone.
+// FastPathDeferredRemoval is the same with the ack before the removal;
+// FastPathChain has W2 take its copy of S1 and S2 in one batch, a chain
+// (one commit of the entity with both activities and outbox entries,
+// consuming both tokens, or nothing; one removal of both entries), and
+// otherwise process them one after the other. All three must hold every
+// invariant, and four mutants must not: a commit whose failed
+// compare-and-set still consumes the token (the guard left out), one that
+// commits although the token is gone, a chain committed while one of its
+// tokens is gone, and a chain that records S1's outbox entry only.
 //
 // Abstracted away: payloads, handler logic and the entity's business state
 // (only how often each activity was applied matters). The commit action is
@@ -65,9 +70,9 @@
 // different id, as a fresh random id would); the transport (a dispatched
 // child may be delivered any number of times; delivering a copy whose token
 // is gone changes nothing, so it is not an action); destination and digest
-// checks, fan-out to several children, replies, and the fast path's
-// batches (many signals in one read and one commit) and batched removals,
-// which the simulation covers. The stores are
+// checks, fan-out to several children, replies, and batches of signals
+// for different entities (each entity's commit applied or refused on its
+// own) and batched removals, which the simulation covers. The stores are
 // linearizable and durable, as R1 and R2 require; what happens when they
 // are not is for the simulation and the suites.
 package model

@@ -29,8 +29,9 @@ func TestProtocolModel(t *testing.T) {
 	// Acking before the removal (engine.Config.DeferRemovals) is correct
 	// too: a crash after the ack leaves the entry to the sweeper. So is
 	// the fast path (one snapshot read, one atomic commit with the
-	// transition), with either order of ack and removal.
-	for _, v := range []Variant{DeferredRemoval, FastPath, FastPathDeferredRemoval} {
+	// transition), with either order of ack and removal, and with a
+	// worker that takes both signals as a chain in one commit.
+	for _, v := range []Variant{DeferredRemoval, FastPath, FastPathDeferredRemoval, FastPathChain} {
 		t.Run(v.String(), func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
@@ -107,6 +108,13 @@ func TestCheckerCatchesMutants(t *testing.T) {
 		// The fast path's commit not conditional on the token: a copy
 		// whose token is gone (consumed, or expired away) commits anyway.
 		{"FastPathCommitWithoutToken", FastPath, func(p *program) { p.commitWithoutToken = true }, "after S1's activity was committed"},
+		// A chain is all or nothing: committed while one of its tokens
+		// is gone (here t1, expired away), that signal's activity is
+		// applied without its token, and its child never created.
+		{"ChainWithATokenGone", FastPathChain, func(p *program) { p.chainWithATokenGone = true }, "expired away after S1's activity was committed"},
+		// Each signal of a chain keeps its own outbox entry: without
+		// S2's, a crash before its child is sent loses that child.
+		{"ChainOneEntry", FastPathChain, func(p *program) { p.chainOneEntry = true }, "never dispatched"},
 	}
 	for _, m := range mutants {
 		p := programFor(m.variant)

@@ -38,12 +38,21 @@ const (
 	// FastPathDeferredRemoval is FastPath with the ack before the removal,
 	// as DeferredRemoval.
 	FastPathDeferredRemoval
+	// FastPathChain is FastPath where W2 takes its copy of S1 and S2
+	// together, in one batch (protocol.md 3.2, chains): when its snapshot
+	// finds no entry for either and both tokens live, it commits the
+	// entity once with both outbox entries, consuming both tokens and
+	// creating both children, or, if the entity moved or a token went,
+	// nothing; then it dispatches both children, removes both entries in
+	// one compare-and-set and acks both. A batch that is no chain, or a
+	// refused one, it processes one signal after the other as FastPath.
+	FastPathChain
 )
 
 // Variants lists every variant, the correct one first.
 func Variants() []Variant {
 	return []Variant{Correct, TokenBeforeEntity, SplitTransition, RemoveBeforeConsume, DeferredRemoval, ExpiryWithoutClaim,
-		FastPath, FastPathDeferredRemoval}
+		FastPath, FastPathDeferredRemoval, FastPathChain}
 }
 
 func (v Variant) String() string {
@@ -64,6 +73,8 @@ func (v Variant) String() string {
 		return "FastPath"
 	case FastPathDeferredRemoval:
 		return "FastPathDeferredRemoval"
+	case FastPathChain:
+		return "FastPathChain"
 	}
 	return fmt.Sprintf("Variant(%d)", int(v))
 }
@@ -90,6 +101,12 @@ const (
 	stepIdle                         // sweeper looking for an entry to finish
 	stepLoadWithToken                // fast path: entity and token t in one snapshot
 	stepCommitTransition             // fast path, atomic: CAS commit state + outbox[t] and consume t, create children
+	stepLoadBatch                    // chain: entity and both tokens in one snapshot
+	stepCommitChain                  // chain, atomic: CAS commit both activities and entries, consume both tokens, create both children
+	stepDispatchChain1               // chain: send S1's child
+	stepDispatchChain2               // chain: send S2's child
+	stepRemoveChain                  // chain: CAS remove both outbox entries
+	stepAckChain                     // chain: ack both signals
 	numSteps
 )
 
@@ -108,6 +125,24 @@ type program struct {
 	// compare-and-set failed (no guard), or the entity is committed
 	// although the token was not live.
 	consumeOnConflict, commitWithoutToken bool
+	// chain: W2 (batchWorker) takes S1 and S2 in one batch.
+	chain bool
+	// Chain mutants: the chain commits while one of its tokens is gone
+	// (and consumes the other), or records the outbox entry of S1 only.
+	chainWithATokenGone, chainOneEntry bool
+}
+
+// batchWorker is the worker that takes S1 and S2 together when the
+// program has chains; its actor state then also says which signal it
+// processes alone and whether S2 is still to come.
+const batchWorker = 1
+
+// startOf is where worker id begins a delivery.
+func (p program) startOf(id int) step {
+	if p.chain && id == batchWorker {
+		return stepLoadBatch
+	}
+	return p.start
 }
 
 func programFor(v Variant) program {
@@ -129,17 +164,21 @@ func programFor(v Variant) program {
 		seq = []step{stepLoadWithToken, stepCommitTransition, stepDispatch, stepRemove, stepAck}
 	case FastPathDeferredRemoval:
 		seq = []step{stepLoadWithToken, stepCommitTransition, stepDispatch, stepAckEarly, stepRemove, stepDone}
+	case FastPathChain:
+		// The program of a signal processed alone; the chain's steps are
+		// the batch worker's own.
+		seq = []step{stepLoadWithToken, stepCommitTransition, stepDispatch, stepRemove, stepAck}
 	default:
 		panic(fmt.Sprintf("model: unknown variant %d", int(v)))
 	}
-	p := program{start: seq[0], ackedBeforeRemove: v == DeferredRemoval || v == FastPathDeferredRemoval}
+	p := program{start: seq[0], ackedBeforeRemove: v == DeferredRemoval || v == FastPathDeferredRemoval, chain: v == FastPathChain}
 	for i := 0; i+1 < len(seq); i++ {
 		p.next[seq[i]] = seq[i+1]
 		if seq[i] == stepCommit {
 			p.finish = seq[i+1]
 		}
 	}
-	if v == FastPath || v == FastPathDeferredRemoval {
+	if v == FastPath || v == FastPathDeferredRemoval || v == FastPathChain {
 		// An entry found at load, or picked by the sweeper, is finished
 		// as on the plain path: the transition, then the rest.
 		p.finish = stepTransition
@@ -182,8 +221,10 @@ type childToken struct {
 // actor is the local state of a worker or the sweeper. A crash wipes it.
 type actor struct {
 	pc      step
-	sig     uint8 // sweeper: the entry being finished; workers: fixed, not used
+	sig     uint8 // sweeper: the entry being finished; batch worker: the signal it processes alone; other workers: fixed
 	gen     uint8 // outbox entry snapshot for the signal: 0 none, else its generation
+	gen2    uint8 // batch worker in a chain: S2's generation (gen is S1's)
+	pending bool  // batch worker processing S1 alone: S2 comes next
 	fresh   bool  // the loaded entity version is still the current one
 	crashed bool  // used its one crash
 }
@@ -265,8 +306,12 @@ func (s *state) encode() key {
 		p.put(uint64(a.gen), wCount)
 		p.put(b2u(a.fresh), 1)
 		p.put(b2u(a.crashed), 1)
-		if i == sweeperID {
+		if i == sweeperID || i == batchWorker {
 			p.put(uint64(a.sig), 1)
+		}
+		if i == batchWorker {
+			p.put(uint64(a.gen2), wCount)
+			p.put(b2u(a.pending), 1)
 		}
 	}
 	p.put(b2u(s.expired), 1)
@@ -300,10 +345,14 @@ func decode(k key) state {
 		a.gen = uint8(p.get(wCount))
 		a.fresh = p.get(1) == 1
 		a.crashed = p.get(1) == 1
-		if i == sweeperID {
+		if i == sweeperID || i == batchWorker {
 			a.sig = uint8(p.get(1))
 		} else {
 			a.sig = workerSignal[i]
+		}
+		if i == batchWorker {
+			a.gen2 = uint8(p.get(wCount))
+			a.pending = p.get(1) == 1
 		}
 	}
 	s.expired = p.get(1) == 1
@@ -318,7 +367,7 @@ func initialState(p program) state {
 		s.parentLive[i] = true
 	}
 	for i := range numWorkers {
-		s.actors[i] = actor{pc: p.start, sig: workerSignal[i]}
+		s.actors[i] = actor{pc: p.startOf(i), sig: workerSignal[i]}
 	}
 	s.actors[sweeperID] = actor{pc: stepIdle}
 	return s
@@ -349,7 +398,7 @@ func (s *state) enabled(p program, buf []action) []action {
 		}
 		buf = append(buf, mkAction(i, kindStep, 0))
 		// A crash at the first step with nothing loaded changes nothing.
-		if !a.crashed && a.pc != p.start {
+		if !a.crashed && a.pc != p.startOf(i) {
 			buf = append(buf, mkAction(i, kindCrash, 0))
 		}
 	}
@@ -456,7 +505,14 @@ func (s *state) apply(p program, act action, describe bool) string {
 	case kindCrash:
 		what := "redelivery restarts it"
 		acked := p.ackedBeforeRemove && (a.pc == stepRemove || a.pc == stepReloadForRemove)
-		*a = actor{pc: p.start, sig: a.sig, crashed: true}
+		restart, sig := p.startOf(id), a.sig
+		switch {
+		case restart == stepLoadBatch && sig == 1 && !a.pending:
+			restart = p.start // S1 was acked alone: only S2 is redelivered
+		case restart == stepLoadBatch:
+			sig = 0
+		}
+		*a = actor{pc: restart, sig: sig, crashed: true}
 		switch {
 		case id == sweeperID:
 			*a = actor{pc: stepIdle, crashed: true}
@@ -596,6 +652,8 @@ func (s *state) step(p program, id int, describe bool) string {
 					t, childName(int(sig), gen), t, childName(int(sig), gen), signalName(sig), gen)
 			}
 		}
+	case stepLoadBatch, stepCommitChain, stepDispatchChain1, stepDispatchChain2, stepRemoveChain, stepAckChain:
+		msg = s.chainStep(p, id, describe)
 	case stepCheckOutbox:
 		if a.gen != 0 {
 			a.pc = p.finish
@@ -755,6 +813,13 @@ func (s *state) step(p program, id int, describe bool) string {
 			msg = fmt.Sprintf("ack %s (the outbox entry is removed next)", signalName(sig))
 		}
 	case stepAck:
+		if a.pending {
+			*a = actor{pc: p.start, sig: 1, crashed: a.crashed}
+			if describe {
+				msg = fmt.Sprintf("ack %s; now %s alone", signalName(sig), signalName(1))
+			}
+			break
+		}
 		// Nothing local matters once acked: clear it so that equal
 		// situations share one state.
 		*a = actor{pc: stepDone, sig: a.sig}
@@ -768,4 +833,75 @@ func (s *state) step(p program, id int, describe bool) string {
 		return actorName(id) + ": " + msg
 	}
 	return ""
+}
+
+// chainStep is a step of the batch worker on a chain of S1 and S2.
+func (s *state) chainStep(p program, id int, describe bool) string {
+	a := &s.actors[id]
+	alone := func(why string) string {
+		*a = actor{pc: p.start, sig: 0, pending: true, crashed: a.crashed}
+		return why + ": S1, then S2, alone"
+	}
+	var msg string
+	switch a.pc {
+	case stepLoadBatch:
+		admitted := func(sig uint8) bool { return s.outbox[sig] == 0 && s.parentLive[sig] && !s.expiredNow(sig) }
+		if admitted(0) && admitted(1) {
+			a.fresh = true
+			a.pc = stepCommitChain
+			msg = "load entity with t1 and t2: no entries, both live -> a chain"
+		} else {
+			msg = alone("load entity with t1 and t2: not a chain")
+		}
+	case stepCommitChain:
+		tokensLive := s.parentLive[0] && s.parentLive[1]
+		if p.chainWithATokenGone {
+			tokensLive = s.parentLive[0] || s.parentLive[1]
+		}
+		if !a.fresh || !tokensLive {
+			msg = alone("run both handlers, commit the chain -> refused (entity moved or a token gone), nothing written")
+			break
+		}
+		for sig := range uint8(numSignals) {
+			s.applied[sig]++
+			if sig == 0 || !p.chainOneEntry {
+				s.outbox[sig] = s.applied[sig]
+			}
+			if s.parentLive[sig] {
+				s.parentLive[sig] = false
+				s.createChild(sig, s.applied[sig])
+			}
+		}
+		a.gen, a.gen2 = s.applied[0], s.applied[1]
+		s.entityCommitted(id)
+		a.pc = stepDispatchChain1
+		if describe {
+			msg = fmt.Sprintf("run both handlers, commit entity with outbox[t1]={%s} and outbox[t2]={%s}, consume t1 and t2, create both -> ok",
+				childName(0, a.gen), childName(1, a.gen2))
+		}
+	case stepDispatchChain1:
+		s.child[0][a.gen-1].dispatched = true
+		a.pc = stepDispatchChain2
+		msg = "dispatch " + childName(0, a.gen)
+	case stepDispatchChain2:
+		s.child[1][a.gen2-1].dispatched = true
+		a.pc = stepRemoveChain
+		msg = "dispatch " + childName(1, a.gen2)
+	case stepRemoveChain:
+		if !a.fresh {
+			msg = alone("remove outbox[t1] and outbox[t2] -> version conflict")
+			break
+		}
+		s.outbox[0], s.outbox[1] = 0, 0
+		s.entityCommitted(id)
+		a.pc = stepAckChain
+		msg = "remove outbox[t1] and outbox[t2] -> ok"
+	case stepAckChain:
+		*a = actor{pc: stepDone, sig: a.sig}
+		msg = "ack S1 and S2"
+	}
+	if !describe {
+		return ""
+	}
+	return msg
 }
