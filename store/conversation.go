@@ -31,6 +31,27 @@ func ConversationFrom(ctx context.Context) (baton.TokenID, bool) {
 	return conversation, ok
 }
 
+type boundKey struct{}
+
+// BindConversations marks ctx so that the conversations a call names
+// (WithConversation, TokenTransition.Conversation) are taken as the
+// tokens' own, which the caller read there: a store split by conversation
+// then consumes or claims a token only in that conversation's part, where
+// otherwise, if that part does not have it, it asks the others. Ids are
+// unique within a part, not across parts, so a caller may plant a copy of
+// another destination's live token id in a conversation of its own; a
+// service that authorized the token it read binds its write so, and the
+// write lands on that very token, never on the other copy.
+func BindConversations(ctx context.Context) context.Context {
+	return context.WithValue(ctx, boundKey{}, true)
+}
+
+// ConversationsBound reports whether BindConversations marked ctx.
+func ConversationsBound(ctx context.Context) bool {
+	bound, _ := ctx.Value(boundKey{}).(bool)
+	return bound
+}
+
 // TokenLookup is one token of GetTokensIn: its id, and the conversation it
 // belongs to where the caller knows it (zero where not), a hint as
 // WithConversation is for one call.

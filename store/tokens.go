@@ -153,9 +153,19 @@ func (o oneByOne) TransitionTokens(ctx context.Context, transitions []TokenTrans
 	}
 	consumed, errs := make([]bool, len(transitions)), make([]error, len(transitions))
 	for i, t := range transitions {
-		consumed[i], errs[i] = o.tokens.Transition(ctx, t.Consume, t.Create)
+		consumed[i], errs[i] = o.tokens.Transition(WithConversation(ctx, t.Conversation), t.Consume, t.Create)
 	}
 	return consumed, errs, nil
+}
+
+// GetTokensIn implements HintedTokenReader: each read with its
+// conversation, as Get takes it (WithConversation).
+func (o oneByOne) GetTokensIn(ctx context.Context, lookups []TokenLookup) ([]baton.Token, []error, error) {
+	tokens, errs := make([]baton.Token, len(lookups)), make([]error, len(lookups))
+	for i, l := range lookups {
+		tokens[i], errs[i] = o.tokens.Get(WithConversation(ctx, l.Conversation), l.ID)
+	}
+	return tokens, errs, nil
 }
 
 // TransitionTogether runs each of transitions through tokens.Transition,
@@ -170,7 +180,9 @@ func TransitionTogether(ctx context.Context, tokens TokenStore, transitions []To
 	for part := range slices.Chunk(transitions, max(1, n)) {
 		var wg sync.WaitGroup
 		for i, t := range part {
-			wg.Go(func() { consumed[start+i], errs[start+i] = tokens.Transition(ctx, t.Consume, t.Create) })
+			wg.Go(func() {
+				consumed[start+i], errs[start+i] = tokens.Transition(WithConversation(ctx, t.Conversation), t.Consume, t.Create)
+			})
 		}
 		wg.Wait()
 		start += len(part)

@@ -97,7 +97,9 @@ func (s *server) transitionBatch(w http.ResponseWriter, r *http.Request, caller 
 		admitted, admittedAt = append(admitted, t), append(admittedAt, i)
 	}
 	if len(admitted) > 0 {
-		consumed, errs, err := s.batch.TransitionTokens(r.Context(), admitted)
+		// Each admitted transition names its token's conversation, read
+		// above: bound, each writes the token it was authorized for.
+		consumed, errs, err := s.batch.TransitionTokens(store.BindConversations(r.Context()), admitted)
 		if err != nil {
 			// Nothing ran (store.TokenBatcher): the batch is refused whole.
 			s.writeStoreError(w, "transition batch", baton.TokenID{}, err)

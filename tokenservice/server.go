@@ -1,6 +1,7 @@
 package tokenservice
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -211,7 +212,7 @@ func (s *server) claimRoot(w http.ResponseWriter, r *http.Request, caller *regis
 		writeProblem(w, withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not claim it", id, tok.Destination, caller.Name), id))
 		return
 	}
-	claimed, err := s.tokens.ClaimRoot(r.Context(), id, s.now())
+	claimed, err := s.tokens.ClaimRoot(boundTo(r.Context(), tok), id, s.now())
 	if err != nil {
 		s.writeStoreError(w, "claim", id, err)
 		return
@@ -238,7 +239,7 @@ func (s *server) transition(w http.ResponseWriter, r *http.Request, caller *regi
 	res, decided := s.admitTransition(caller, t, tok, err)
 	if !decided {
 		stampCreation(t.Create, s.now())
-		consumed, err := s.tokens.Transition(r.Context(), t.Consume, t.Create)
+		consumed, err := s.tokens.Transition(boundTo(r.Context(), tok), t.Consume, t.Create)
 		res = s.transitionResult(t.Consume, consumed, err)
 	}
 	if res.Problem != nil {
@@ -246,6 +247,14 @@ func (s *server) transition(w http.ResponseWriter, r *http.Request, caller *regi
 		return
 	}
 	writeJSON(w, http.StatusOK, TransitionResponse{Consumed: *res.Consumed})
+}
+
+// boundTo is ctx for the write of tok, which the caller was authorized
+// for: a store split by conversation writes it in its conversation's part
+// only, where a copy of its id that a caller planted in another part
+// (ids are unique within a part) cannot be reached instead.
+func boundTo(ctx context.Context, tok baton.Token) context.Context {
+	return store.BindConversations(store.WithConversation(ctx, tok.Conversation))
 }
 
 // admitTransition checks t before it runs, given the read of the token it

@@ -115,7 +115,8 @@ func (s *Store) readParts(ctx context.Context, byPart [][]int, lookups []store.T
 // transitions of its conversations in one call (where it is a
 // store.TokenBatcher). A transition's part is its children's conversation's,
 // or the hinted one's (TokenTransition.Conversation); one with neither, or
-// whose hinted part did not have the token, goes through Transition, which
+// whose hinted part did not have the token (unless the caller bound the
+// conversations, store.BindConversations), goes through Transition, which
 // finds the token in whichever part has it.
 func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenTransition) ([]bool, []error, error) {
 	if err := store.ValidateTokenTransitions(transitions); err != nil {
@@ -167,8 +168,8 @@ func (s *Store) TransitionTokens(ctx context.Context, transitions []store.TokenT
 	for _, indexes := range byPart {
 		for _, i := range indexes {
 			// A hint that named another conversation than the token's: the
-			// token may be in another part.
-			if len(transitions[i].Create) == 0 && !consumed[i] && errs[i] == nil {
+			// token may be in another part, unless the caller bound it.
+			if len(transitions[i].Create) == 0 && !consumed[i] && errs[i] == nil && !store.ConversationsBound(ctx) {
 				unrouted = append(unrouted, i)
 			}
 		}

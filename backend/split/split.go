@@ -18,7 +18,12 @@
 // conversation the caller names with store.WithConversation, which the
 // engine and the token service's client do for every signal; without it,
 // or when that part does not have the token, they ask the other parts, and
-// a token is found in the one that has it. So the name only saves reads:
+// a token is found in the one that has it. Ids are unique within a part
+// only: a caller that chooses a child's id can plant a copy of a live id
+// of another part. So a caller that authorized a token it read (the token
+// service) binds its write to that token's conversation
+// (store.BindConversations), and the consumption or claim then asks that
+// part only. So the name only saves reads:
 // a signal that names another conversation than its token's finds its
 // token all the same, and is refused for the mismatch as on one store,
 // and the price of a duplicate (a token found nowhere) is a read of every
@@ -165,7 +170,7 @@ func (s *Store) Transition(ctx context.Context, consume baton.TokenID, create []
 	hinted, ok := s.hinted(ctx)
 	if ok {
 		consumed, err := hinted.Transition(ctx, consume, nil)
-		if consumed || err != nil {
+		if consumed || err != nil || store.ConversationsBound(ctx) {
 			return consumed, err
 		}
 	}
@@ -212,7 +217,7 @@ func (s *Store) ClaimRoot(ctx context.Context, id baton.TokenID, now time.Time) 
 	hinted, ok := s.hinted(ctx)
 	if ok {
 		t, err := hinted.ClaimRoot(ctx, id, now)
-		if !errors.Is(err, store.ErrNotFound) {
+		if !errors.Is(err, store.ErrNotFound) || store.ConversationsBound(ctx) {
 			return t, err
 		}
 	}

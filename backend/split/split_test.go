@@ -534,3 +534,120 @@ func TestShortPartAnswers(t *testing.T) {
 		}
 	}
 }
+
+// plantedCopy makes, in a split store of two parts, a live token addressed
+// to "orders" (the original) and a copy of its id planted by "billing" in
+// a conversation of the other part, as a caller that chooses a child's id
+// can: ids are unique within a part only. It returns both.
+func plantedCopy(t *testing.T, s store.TokenStore) (original, copied baton.Token) {
+	t.Helper()
+	ctx := t.Context()
+	now := time.Now()
+	original, err := s.Issue(ctx, baton.Token{Destination: "orders", Type: "place", Digest: baton.DigestOf(nil), CreatedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := baton.NewTokenID()
+	for split.PartOf(other, 2) == split.PartOf(original.Conversation, 2) {
+		other = baton.NewTokenID()
+	}
+	billing, err := s.Issue(ctx, baton.Token{Conversation: other, Destination: "billing", Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied = baton.Token{ID: original.ID, Conversation: other, Causation: billing.ID, Destination: "billing", Type: "t",
+		Digest: baton.DigestOf(nil), CreatedAt: now}
+	if ok, err := s.Transition(ctx, billing.ID, []baton.Token{copied}); !ok || err != nil {
+		t.Fatalf("planting the copy: %v, %v", ok, err)
+	}
+	return original, copied
+}
+
+// A write bound to the conversation the caller read its token in
+// (store.BindConversations) consumes or claims in that part only: once the
+// planted copy is gone, it does not go on to the original in the other
+// part, as an unbound call would.
+func TestBoundWritesStayInTheirPart(t *testing.T) {
+	t.Parallel()
+	s, _ := newSplit(t, 2, nil)
+	ctx := t.Context()
+	original, copied := plantedCopy(t, s)
+	bound := store.BindConversations(store.WithConversation(ctx, copied.Conversation))
+	if ok, err := s.Transition(bound, copied.ID, nil); !ok || err != nil {
+		t.Fatalf("consuming the copy: %v, %v", ok, err)
+	}
+	if ok, err := s.Transition(bound, copied.ID, nil); ok || err != nil {
+		t.Errorf("a second bound transition = %v, %v; want not consumed", ok, err)
+	}
+	if _, err := s.ClaimRoot(bound, copied.ID, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a bound claim = %v; want not found", err)
+	}
+	consumed, errs, err := s.TransitionTokens(store.BindConversations(ctx), []store.TokenTransition{{Consume: copied.ID, Conversation: copied.Conversation}})
+	if err != nil || consumed[0] || errs[0] != nil {
+		t.Errorf("a bound batch transition = %v, %v, %v; want not consumed", consumed, errs, err)
+	}
+	if tok, err := s.Get(store.WithConversation(ctx, original.Conversation), original.ID); err != nil || tok.Destination != "orders" {
+		t.Fatalf("the original after bound writes on the copy: %+v, %v; want it live", tok, err)
+	}
+}
+
+// raceAfterRead consumes a token of billing's that it reads, in its own
+// conversation, right after the read: a concurrent request of billing's
+// that consumed it between the token service's read (its authorization)
+// and its write.
+type raceAfterRead struct{ store.TokenStore }
+
+func (r raceAfterRead) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
+	tok, err := r.TokenStore.Get(ctx, id)
+	if err == nil && tok.Destination == "billing" {
+		_, _ = r.TokenStore.Transition(store.BindConversations(store.WithConversation(ctx, tok.Conversation)), id, nil)
+	}
+	return tok, err
+}
+
+// Through the token service, billing cannot consume orders' token by
+// planting a copy of its id in a conversation of the other part and
+// consuming the copy twice at once: the service writes the token it
+// authorized, in its part only (a review found the second consumption
+// landing on the original).
+func TestTheServiceWritesTheTokenItAuthorized(t *testing.T) {
+	t.Parallel()
+	s, _ := newSplit(t, 2, nil)
+	key, hash := tokenservice.NewAPIKey()
+	api, err := tokenservice.New(tokenservice.Config{Tokens: raceAfterRead{s}, Systems: []tokenservice.System{
+		{Name: "billing", KeySHA256: hash}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	c, err := client.New(srv.URL, key, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	consumeOnce := map[string]func(copied baton.Token) (bool, error){
+		"transition": func(copied baton.Token) (bool, error) {
+			return c.Transition(store.WithConversation(t.Context(), copied.Conversation), copied.ID, nil)
+		},
+		"transition batch": func(copied baton.Token) (bool, error) {
+			consumed, errs, err := c.TransitionTokens(t.Context(), []store.TokenTransition{{Consume: copied.ID, Conversation: copied.Conversation}})
+			if err != nil {
+				return false, err
+			}
+			return consumed[0], errs[0]
+		},
+	}
+	for name, consume := range consumeOnce {
+		original, copied := plantedCopy(t, s)
+		// Unhinted, the read may find either copy: billing's (consumed
+		// meanwhile) or orders' (403).
+		var refused *client.ProblemError
+		if ok, err := consume(copied); ok || err != nil && !(errors.As(err, &refused) && refused.Status == http.StatusForbidden) {
+			t.Errorf("%s of billing's copy, consumed by another request meanwhile = %v, %v; want not consumed, or 403", name, ok, err)
+		}
+		if tok, err := s.Get(store.WithConversation(t.Context(), original.Conversation), original.ID); err != nil || tok.Destination != "orders" {
+			t.Errorf("%s: orders' token after billing's: %+v, %v; want it live", name, tok, err)
+		}
+	}
+}
