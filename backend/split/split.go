@@ -318,6 +318,8 @@ func (s *Store) ListByDestination(ctx context.Context, destination string, page 
 }
 
 // ExpireRoots implements store.TokenStore in every part, up to limit in all.
+// A part that fails after others deleted roots makes the call's error one
+// of unknown outcome, never "not applied", with the roots deleted so far.
 func (s *Store) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
 	total := 0
 	for i, p := range s.parts {
@@ -326,7 +328,11 @@ func (s *Store) ExpireRoots(ctx context.Context, before time.Time, limit int) (i
 		}
 		n, err := p.ExpireRoots(ctx, before, limit-total)
 		total += n
-		if err != nil {
+		switch {
+		case err != nil && total > 0:
+			// Some were deleted: "not applied" would be false of the call.
+			return total, fmt.Errorf("split: part %d: %d roots expired in other parts, then: %v", i+1, total, err)
+		case err != nil:
 			return total, fmt.Errorf("split: part %d: %w", i+1, err)
 		}
 	}

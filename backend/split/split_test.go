@@ -3,6 +3,7 @@ package split_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -238,6 +239,44 @@ func (f failingPart) Transition(ctx context.Context, consume baton.TokenID, crea
 		return false, errDown
 	}
 	return f.Part.Transition(ctx, consume, create)
+}
+
+func (f failingPart) ExpireRoots(ctx context.Context, before time.Time, limit int) (int, error) {
+	if f.down.Load() {
+		return 0, fmt.Errorf("%w: %w", store.ErrNotApplied, errDown)
+	}
+	return f.Part.ExpireRoots(ctx, before, limit)
+}
+
+// A part down after another expired roots: the call says how many were
+// deleted and that its outcome is unknown, never "not applied" (a review
+// found the token service answering 503 "nothing was applied" then).
+func TestExpiryWithAPartDownIsNotNotApplied(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	s, _ := newSplit(t, 2, func(i int, p split.Part) store.TokenStore {
+		if i == 1 {
+			return failingPart{p, &down}
+		}
+		return p
+	})
+	ctx := t.Context()
+	past := time.Now().Add(-time.Hour)
+	inFirst := 0
+	for inFirst < 3 {
+		root, err := s.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil), CreatedAt: past, ExpiresAt: past.Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if split.PartOf(root.Conversation, 2) == 0 {
+			inFirst++
+		}
+	}
+	down.Store(true)
+	n, err := s.ExpireRoots(ctx, time.Now(), 100)
+	if n != inFirst || err == nil || store.NotApplied(err) {
+		t.Errorf("ExpireRoots with the second part down = %d, %v; want %d and an error of unknown outcome", n, err, inFirst)
+	}
 }
 
 // Through the token service: the client names the signal's conversation
