@@ -75,6 +75,11 @@ func (s *System) mayConsume(destination string) bool {
 type Config struct {
 	// Tokens is the token store the service serves. Required.
 	Tokens store.TokenStore
+	// ProbeTokens is the store that /healthz writes its probe tokens to,
+	// where Tokens wraps it in something that must not see them (the
+	// dashboard's recorder would list every probe as a conversation).
+	// Nil means Tokens.
+	ProbeTokens store.TokenStore
 	// Systems is the registry of calling systems. At least one is
 	// required; names and keys must be distinct.
 	Systems []System

@@ -85,10 +85,10 @@ func (p *writeProbe) write(ctx context.Context, s *server) error {
 	at := s.now()
 	probe := baton.Token{Destination: probeDestination, Type: "probe", Digest: baton.DigestOf(nil),
 		CreatedAt: at, ExpiresAt: at.Add(probeTTL)}
-	tok, err := s.tokens.Issue(ctx, probe)
+	tok, err := s.probeTokens.Issue(ctx, probe)
 	if err == nil {
 		// A token that stays expires: its removal is not the check.
-		_, _ = s.tokens.Transition(ctx, tok.ID, nil)
+		_, _ = s.probeTokens.Transition(store.WithConversation(ctx, tok.Conversation), tok.ID, nil)
 	}
 	// From the probe's end: calls that waited for a slow one take its
 	// outcome instead of waiting as long again.

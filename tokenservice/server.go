@@ -28,6 +28,8 @@ type server struct {
 	mux     *http.ServeMux
 	health  *storeHealth
 	probe   writeProbe
+	// probeTokens is Config.ProbeTokens, watched as tokens is.
+	probeTokens store.TokenStore
 }
 
 // ConversationHeader names the conversation of the token a request names
@@ -76,7 +78,11 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	health := newStoreHealth(cfg.Logger, cfg.MeterProvider)
 	s := &server{cfg: cfg, tokens: watchedTokens{cfg.Tokens, health}, batch: watchedBatch{store.BatcherOf(cfg.Tokens), health},
-		log: cfg.Logger, systems: systems, byName: make(map[string]*registered), mux: http.NewServeMux(), health: health}
+		log: cfg.Logger, systems: systems, byName: make(map[string]*registered), mux: http.NewServeMux(), health: health,
+		probeTokens: watchedTokens{cfg.ProbeTokens, health}}
+	if cfg.ProbeTokens == nil {
+		s.probeTokens = s.tokens
+	}
 	for _, sys := range systems {
 		s.byName[sys.Name] = sys
 	}

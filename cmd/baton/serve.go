@@ -475,7 +475,7 @@ func serveHandler(tokens store.TokenStore, systems []tokenservice.System, hosts 
 	if err != nil {
 		return h, err
 	}
-	api, err := tokenservice.New(tokenservice.Config{Tokens: apiTokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log,
+	api, err := tokenservice.New(tokenservice.Config{Tokens: apiTokens, ProbeTokens: tokens, Systems: systems, MaxBodyBytes: o.maxBody, Logger: log,
 		MeterProvider: provider})
 	if err != nil {
 		return h, err

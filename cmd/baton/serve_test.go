@@ -49,6 +49,21 @@ func TestServeDashboardAndMetricsNeedObserve(t *testing.T) {
 	}
 }
 
+// /healthz's probe tokens (written when no write of the service's traffic
+// vouches for the store) do not reach the dashboard: recorded, an idle
+// service's probes would push real conversations out of it (review).
+func TestServeHealthProbesAreNotConversations(t *testing.T) {
+	t.Parallel()
+	systems, k := systemsFile(t, false)
+	s := start(t, options(t, systems))
+	if r := request(t, nil, "GET", s.url+"/healthz", "", "", nil); r.status != http.StatusOK {
+		t.Fatalf("/healthz: %d %s", r.status, r.body)
+	}
+	if r := request(t, nil, "GET", s.url+"/api/conversations", k.ops, "", nil); r.status != http.StatusOK || strings.Contains(r.body, "baton.healthz") {
+		t.Errorf("the dashboard after a health probe: %d %s; want no probe in it", r.status, r.body)
+	}
+}
+
 // Client certificates authenticate for the dashboard and the metrics as
 // they do for the API: a certificate of an observe system is let in, one
 // of another system is forbidden, and no certificate is no credential.
