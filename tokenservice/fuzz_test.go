@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/store"
@@ -19,6 +20,8 @@ import (
 
 func FuzzDecodeTransition(f *testing.F) {
 	f.Add([]byte(`{"consume":"0123456789abcdef0123456789abcdef"}`))
+	f.Add([]byte(`{"consume":"0123456789abcdef0123456789abcdef","create":[{"id":"0123456789abcdef0123456789abcdee","conversation":"0123456789abcdef0123456789abcdef","causation":"0123456789abcdef0123456789abcdef","destination":"billing","Destination":"orders","type":"t","digest":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}]}`))
+	f.Add([]byte(`{"consume":"0123456789abcdef0123456789abcdee","consume":"0123456789abcdef0123456789abcdef"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		tr, err := decodeTransition(body)
 		if err != nil {
@@ -122,6 +125,9 @@ func encodeTransition(t *testing.T, tr store.TokenTransition) TransitionRequest 
 func FuzzDecodeRoot(f *testing.F) {
 	f.Add([]byte(`{"id":"0123456789abcdef0123456789abcdef"}`))
 	f.Add([]byte(`{"destination":"orders","type":"order.place","expires_at":"2030-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"destination":"orders","type":"order.place","Destination":"billing"}`))
+	f.Add([]byte(`{"destination":"orders","type":"order.place","type":"refund"}`))
+	f.Add([]byte("{\"destination\":\"bill\xffing\",\"type\":\"\\ud800\"}"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		root, err := decodeRoot(body)
 		if err != nil {
@@ -129,6 +135,11 @@ func FuzzDecodeRoot(f *testing.F) {
 				t.Fatalf("refusal %v does not wrap store.ErrInvalid", err)
 			}
 			return
+		}
+		// A reader that matches keys exactly, as a proxy may, reads the same.
+		var exact map[string]any
+		if !utf8.Valid(body) || json.Unmarshal(body, &exact) != nil || exact["destination"] != root.Destination || exact["type"] != root.Type {
+			t.Fatalf("accepted %q as a root of %q, %q, which a reader of exact keys reads otherwise", body, root.Destination, root.Type)
 		}
 		if _, err := store.NewRoot(root, rand.Reader); err != nil || !root.ID.IsZero() {
 			t.Fatalf("accepted an invalid root %+v: %v", root, err)

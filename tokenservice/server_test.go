@@ -2,16 +2,19 @@ package tokenservice_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
+	"github.com/batonhq/baton/internal/strictjson"
 	"github.com/batonhq/baton/tokenservice"
 )
 
@@ -278,6 +281,76 @@ func TestMalformedRequests(t *testing.T) {
 	}
 }
 
+// A body whose keys encoding/json alone would match loosely is refused: a
+// key in another case (or with a KELVIN SIGN or a long s, which fold to k
+// and s), or a key twice, of which encoding/json keeps the last value
+// while a proxy or firewall may read the first. Nested objects too.
+func TestBodyKeysAreExactAndOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	root := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	id := root.ID.String()
+	billing := childOf(root, "billing")
+	child := tokenservice.EncodeToken(billing)
+	childJSON := `{"id":"` + child.ID + `","conversation":"` + child.Conversation + `","causation":"` + id +
+		`","destination":"billing","type":"t","digest":"` + child.Digest + `"}`
+	withChild := func(child string) string { return `{"consume":"` + id + `","create":[` + child + `]}` }
+	inBatch := func(transition string) string { return `{"transitions":[` + transition + `]}` }
+	rootJSON := `{"destination":"orders","type":"t"`
+	for _, c := range []struct{ name, path, key, body, says string }{
+		{"a key twice", "/v1/transitions", f.orders, `{"consume":"` + baton.NewTokenID().String() + `","consume":"` + id + `"}`, `key "consume" at line 1, column 47 appears twice`},
+		{"a key in another case", "/v1/transitions", f.orders, `{"Consume":"` + id + `"}`, `key "Consume" at line 1, column 2 is not a field name`},
+		{"a key in capitals", "/v1/transitions", f.orders, `{"CONSUME":"` + id + `"}`, `key "CONSUME"`},
+		{"a long s", "/v1/transitions", f.orders, "{\"con\u017fume\":\"" + id + `"}`, `key "con\u017fume"`},
+		{"a child's key twice", "/v1/transitions", f.orders, withChild(strings.Replace(childJSON, `"type":"t"`, `"type":"t","destination":"orders"`, 1)), `key "destination"`},
+		{"a child's key in another case", "/v1/transitions", f.orders, withChild(strings.Replace(childJSON, `"type":"t"`, `"type":"t","Destination":"orders"`, 1)), `key "Destination"`},
+		{"a child's long s", "/v1/transitions", f.orders, withChild(strings.Replace(childJSON, `"destination"`, "\"de\u017ftination\"", 1)), `key "de\u017ftination"`},
+		{"a batch's key twice", "/v1/transitions/batch", f.orders, `{"transitions":[],"transitions":[{"consume":"` + id + `"}]}`, `key "transitions"`},
+		{"a batched child's key in another case", "/v1/transitions/batch", f.orders, inBatch(withChild(strings.Replace(childJSON, `"type"`, `"TYPE"`, 1))), `key "TYPE"`},
+		{"a batched child's key twice", "/v1/transitions/batch", f.orders, inBatch(withChild(strings.Replace(childJSON, `"type":"t"`, `"type":"t","type":"u"`, 1))), `key "type"`},
+		{"a root's destination twice", "/v1/roots", f.orders, rootJSON + `,"destination":"billing"}`, `key "destination"`},
+		{"a root's destination in another case", "/v1/roots", f.orders, rootJSON + `,"Destination":"billing"}`, `key "Destination"`},
+		{"a read's ids twice", "/v1/tokens/read", f.orders, `{"ids":[],"ids":["` + id + `"]}`, `key "ids"`},
+		{"a read's ids in capitals", "/v1/tokens/read", f.orders, `{"IDS":["` + id + `"]}`, `key "IDS"`},
+		{"an expiration's limit twice", "/v1/expirations", f.ops, `{"before":"2030-01-01T00:00:00Z","limit":0,"limit":100}`, `key "limit"`},
+		{"not UTF-8", "/v1/transitions", f.orders, withChild(strings.Replace(childJSON, "billing", "bill\xffing", 1)), `not UTF-8 at line 1, column `},
+	} {
+		p := call(t, "POST", f.url+c.path, c.key, c.body).wantProblem(t, 400, tokenservice.ProblemInvalid)
+		if !strings.Contains(p.Detail, c.says) {
+			t.Errorf("%s: the refusal says %q, want it to say %q", c.name, p.Detail, c.says)
+		}
+	}
+	if _, err := f.tokens.Get(t.Context(), root.ID); err != nil || f.tokens.Len() != 1 {
+		t.Fatalf("refused bodies changed the store: %v, %d tokens", err, f.tokens.Len())
+	}
+	// The same bodies with exact keys, once each, are taken; so is a key
+	// written with an escape, which every JSON parser reads alike.
+	var consumed tokenservice.TransitionResponse
+	call(t, "POST", f.url+"/v1/transitions", f.orders, strings.Replace(withChild(childJSON), `"consume"`, `"\u0063onsume"`, 1)).decode(t, 200, &consumed)
+	if !consumed.Consumed {
+		t.Error("a transition with exact keys did not consume its token")
+	}
+	if got, err := f.tokens.Get(t.Context(), billing.ID); err != nil || got.Destination != "billing" {
+		t.Errorf("the child %+v, %v: want it live at billing", got, err)
+	}
+}
+
+// Every key of a request body and of a systems file is a struct field's
+// name, which strictjson.Check can hold to the exact snake_case form: no
+// map keyed by user data (such as destination names) is among them.
+func TestDecodedTypesHaveOnlyWireNames(t *testing.T) {
+	t.Parallel()
+	for _, v := range []any{
+		tokenservice.SystemsFile{}, tokenservice.System{}, tokenservice.Token{},
+		tokenservice.TransitionRequest{}, tokenservice.TransitionBatchRequest{},
+		tokenservice.TokenReadRequest{}, tokenservice.ExpirationRequest{},
+	} {
+		if err := strictjson.Fits(reflect.TypeOf(v)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // Listings page by id, and destinations with any characters round-trip
 // through the path.
 func TestListing(t *testing.T) {
@@ -372,6 +445,41 @@ func TestLoadSystems(t *testing.T) {
 	}
 	if _, err := tokenservice.ParseSystem([]byte(`{"name":"ops","key":"bk_x"}`)); !errors.Is(err, tokenservice.ErrInvalidConfig) {
 		t.Errorf("ParseSystem with a plaintext key field = %v", err)
+	}
+}
+
+// A systems file whose keys encoding/json alone would match loosely is an
+// error at startup, as a misspelt permission is: a key in another case (or
+// with a KELVIN SIGN, which folds to k), or a key twice. The error names
+// the key and where it is.
+func TestSystemsFileKeysAreExactAndOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, hash := tokenservice.NewAPIKey()
+	for i, c := range []struct{ file, says string }{
+		{`{"systems":[{"name":"x","Key_SHA256":"` + hash + `","OBSERVE":true}]}`, `key "Key_SHA256" at line 1, column 25 is not a field name`},
+		{"{\"systems\":[{\"name\":\"x\",\"\u212aey_sha256\":\"" + hash + `"}]}`, `key "\u212aey_sha256" at line 1, column 25`},
+		{`{"systems":[{"name":"x","observe":false,"observe":true}]}`, `key "observe" at line 1, column 41 appears twice`},
+		{`{"systems":[{"name":"x"}],"systems":[{"name":"y","observe":true}]}`, `key "systems" at line 1, column 27 appears twice`},
+		{"{\"systems\": [\n  {\"name\": \"ops\",\n   \"destinations\": [\"*\"],\n   \"Observe\": true}\n]}\n", `key "Observe" at line 4, column 4`},
+		{"{\"systems\":[{\"name\":\"bill\xffing\"}]}", `not UTF-8 at line 1, column 26`},
+	} {
+		path := filepath.Join(dir, fmt.Sprintf("systems-%d.json", i))
+		if err := os.WriteFile(path, []byte(c.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := tokenservice.LoadSystems(path)
+		if !errors.Is(err, tokenservice.ErrInvalidConfig) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("LoadSystems(%q) = %v, want ErrInvalidConfig that names the file and says %q", c.file, err, c.says)
+		}
+	}
+	for _, c := range []struct{ system, says string }{
+		{`{"name":"ops","ISSUE_ROOTS":true}`, `key "ISSUE_ROOTS"`},
+		{`{"name":"ops","name":"billing"}`, `key "name" at line 1, column 15 appears twice`},
+	} {
+		if _, err := tokenservice.ParseSystem([]byte(c.system)); !errors.Is(err, tokenservice.ErrInvalidConfig) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("ParseSystem(%s) = %v, want ErrInvalidConfig that says %q", c.system, err, c.says)
+		}
 	}
 }
 

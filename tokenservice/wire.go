@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton"
+	"github.com/batonhq/baton/internal/strictjson"
 	"github.com/batonhq/baton/store"
 )
 
@@ -225,8 +226,13 @@ func decodeStrict(data []byte, v any) error {
 }
 
 // decodeJSON decodes exactly one JSON value into v, refusing unknown
-// fields and trailing data.
+// fields and trailing data, and first what encoding/json would read more
+// leniently than other parsers (strictjson.Check): a key that is not
+// exactly a field's name, a key given twice, bytes that are not UTF-8.
 func decodeJSON(data []byte, v any) error {
+	if err := strictjson.Check(data); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
