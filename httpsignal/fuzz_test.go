@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/backend/memory"
@@ -29,6 +30,9 @@ func FuzzRootRequest(f *testing.F) {
 	f.Add([]byte(`{"destination":"billing","type":"charge","payload_digest":"`+strings.Repeat("ab", 32)+`","ttl_seconds":60}`), "application/json")
 	f.Add([]byte(`{"destination":"billing","type":"charge"} {}`), "application/json")
 	f.Add([]byte(`{"destination":"","type":"x","extra":1}`), "text/plain")
+	f.Add([]byte(`{"destination":"payments","type":"charge","Destination":"billing"}`), "application/json")
+	f.Add([]byte(`{"DESTINATION":"billing","type":"charge","type":"refund"}`), "application/json")
+	f.Add([]byte("{\"destination\":\"billing\",\"type\":\"ch\xffarge\"}"), "application/json")
 	tokens := memory.NewTokenStore()
 	roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{
 		Tokens:       tokens,
@@ -53,6 +57,13 @@ func FuzzRootRequest(f *testing.F) {
 			}
 			if _, err := tokens.Get(context.Background(), resp.Token); err != nil {
 				t.Fatalf("201 for token %s, which is not live: %v", resp.Token, err)
+			}
+			// A reader that matches keys exactly, as a proxy may, reads the
+			// destination and type that were issued.
+			var exact map[string]any
+			if !utf8.Valid(body) || json.Unmarshal(body, &exact) != nil ||
+				exact["destination"] != resp.Destination || exact["type"] != resp.Type {
+				t.Fatalf("201 for %q, %q to %q, which a reader of exact keys reads otherwise", resp.Destination, resp.Type, body)
 			}
 		case rec.Code >= 400 && rec.Code < 500:
 		default:

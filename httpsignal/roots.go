@@ -1,6 +1,7 @@
 package httpsignal
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/batonhq/baton"
 	"github.com/batonhq/baton/engine"
+	"github.com/batonhq/baton/internal/strictjson"
 	"github.com/batonhq/baton/store"
 )
 
@@ -487,7 +489,16 @@ func (rt *Roots) served(req RootRequest) error {
 
 func (rt *Roots) decode(w http.ResponseWriter, r *http.Request) (RootRequest, baton.Digest, time.Duration, error) {
 	var req RootRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRootRequestBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRootRequestBytes))
+	if err != nil {
+		return req, baton.Digest{}, 0, fmt.Errorf("body: %w", err)
+	}
+	// Keys exactly as named and once each: a proxy that reads the first
+	// "destination", or only the lowercase one, must see what is issued.
+	if err := strictjson.Check(body); err != nil {
+		return req, baton.Digest{}, 0, fmt.Errorf("body: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return req, baton.Digest{}, 0, fmt.Errorf("body: %w", err)

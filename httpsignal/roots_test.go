@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/strictjson"
 	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/store"
 )
@@ -407,6 +409,36 @@ func TestRootTokenForAPIClients(t *testing.T) {
 	}
 	resp, body = s.ask(t, "stolen", `{"destination":"billing","type":"charge"}`)
 	wantProblem(t, resp, body, http.StatusUnauthorized, httpsignal.ProblemUnauthorized)
+}
+
+// A root request whose keys encoding/json alone would match loosely is
+// refused: a key in another case (or with a long s, which folds to s), or
+// a key twice, of which encoding/json keeps the last value. A proxy or
+// firewall that reads the first "destination", or only the lowercase one,
+// would otherwise approve one destination while a root for another is
+// issued.
+func TestRootRequestKeysAreExactAndOnce(t *testing.T) {
+	t.Parallel()
+	s := newRootsSite(t, nil)
+	for _, c := range []struct{ body, says string }{
+		{`{"destination":"payments","type":"charge","Destination":"billing"}`, `key "Destination" at line 1, column 43 is not a field name`},
+		{`{"DESTINATION":"billing","type":"charge"}`, `key "DESTINATION"`},
+		{`{"destination":"billing","type":"refund","type":"charge"}`, `key "type" at line 1, column 42 appears twice`},
+		{"{\"destination\":\"billing\",\"type\":\"charge\",\"ttl_\u017feconds\":60}", `key "ttl_\u017feconds"`},
+		{"{\"destination\":\"bill\xffing\",\"type\":\"charge\"}", `not UTF-8 at line 1, column 21`},
+	} {
+		resp, body := s.ask(t, "key-a", c.body)
+		p := wantProblem(t, resp, body, http.StatusBadRequest, httpsignal.ProblemMalformed)
+		if !strings.Contains(p.Detail, c.says) {
+			t.Errorf("%q: the refusal says %q, want it to say %q", c.body, p.Detail, c.says)
+		}
+	}
+	if live, err := s.tokens.ListByDestination(t.Context(), "billing", store.Page{}); err != nil || len(live) != 0 {
+		t.Errorf("refused requests issued roots: %v %v", live, err)
+	}
+	if err := strictjson.Fits(reflect.TypeFor[httpsignal.RootRequest]()); err != nil {
+		t.Errorf("RootRequest has a key that Check would refuse: %v", err)
+	}
 }
 
 // The endpoint issues roots only for the destinations and types it is
