@@ -151,6 +151,12 @@ func validateName(what, name string) error {
 		if r <= ' ' || r == 0x7f {
 			return fmt.Errorf("%w: %s %q contains a space or control character", ErrInvalidSignal, what, name)
 		}
+		if r == utf8.RuneError {
+			// What a decoder puts in place of bytes that were not UTF-8, or
+			// of a lone surrogate escaped in JSON ("\ud800"): the sender
+			// meant another name, which is lost.
+			return fmt.Errorf("%w: %s %q contains U+FFFD, the replacement character", ErrInvalidSignal, what, name)
+		}
 	}
 	return nil
 }

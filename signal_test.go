@@ -24,6 +24,8 @@ func TestNames(t *testing.T) {
 		"bill\xffing":               false, // not UTF-8
 		"bill\xc3":                  false, // a cut sequence
 		"\xed\xa0\x80surrogate":     false,
+		"bill\ufffding":             false, // what a decoder made of bytes that were not UTF-8
+		"\ufffd":                    false,
 	} {
 		sig := baton.Signal{ID: baton.NewTokenID(), Conversation: baton.NewTokenID(), Destination: name, Type: "t"}
 		if err := sig.Validate(); (err == nil) != valid {

@@ -33,6 +33,7 @@ func FuzzRootRequest(f *testing.F) {
 	f.Add([]byte(`{"destination":"payments","type":"charge","Destination":"billing"}`), "application/json")
 	f.Add([]byte(`{"DESTINATION":"billing","type":"charge","type":"refund"}`), "application/json")
 	f.Add([]byte("{\"destination\":\"billing\",\"type\":\"ch\xffarge\"}"), "application/json")
+	f.Add([]byte(`{"destination":"billing","type":"\ud800"}`), "application/json")
 	tokens := memory.NewTokenStore()
 	roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{
 		Tokens:       tokens,
@@ -64,6 +65,9 @@ func FuzzRootRequest(f *testing.F) {
 			if !utf8.Valid(body) || json.Unmarshal(body, &exact) != nil ||
 				exact["destination"] != resp.Destination || exact["type"] != resp.Type {
 				t.Fatalf("201 for %q, %q to %q, which a reader of exact keys reads otherwise", resp.Destination, resp.Type, body)
+			}
+			if strings.ContainsRune(resp.Destination+resp.Type, utf8.RuneError) {
+				t.Fatalf("201 for %q, %q: a name with U+FFFD", resp.Destination, resp.Type)
 			}
 		case rec.Code >= 400 && rec.Code < 500:
 		default:

@@ -49,6 +49,7 @@ func TestDecodeRefusesOrDrops(t *testing.T) {
 		"zero causation":      {func(r *http.Request) { r.Header.Set(httpsignal.HeaderCausation, strings.Repeat("0", 32)) }, httpsignal.ErrMalformed},
 		"bare key differs":    {func(r *http.Request) { r.Header.Set(httpsignal.HeaderIdempotencyKey, "abc") }, httpsignal.ErrMalformed},
 		"space in type":       {func(r *http.Request) { r.Header.Set(httpsignal.HeaderType, "a b") }, httpsignal.ErrMalformed},
+		"U+FFFD in type":      {func(r *http.Request) { r.Header.Set(httpsignal.HeaderType, "ch\ufffdarge") }, httpsignal.ErrMalformed},
 		"PUT":                 {func(r *http.Request) { r.Method = http.MethodPut }, httpsignal.ErrMalformed},
 		"too long, announced": {func(r *http.Request) { r.ContentLength = 6 }, httpsignal.ErrTooLarge},
 		"too long, chunked": {func(r *http.Request) {

@@ -441,6 +441,34 @@ func TestRootRequestKeysAreExactAndOnce(t *testing.T) {
 	}
 }
 
+// A name in a root request that decodes to U+FFFD is refused: an escaped
+// lone surrogate ("\ud800") reads as U+FFFD, and a root for a name its
+// client never wrote would be issued.
+func TestRootRequestNamesWithReplacementCharacterAreRefused(t *testing.T) {
+	t.Parallel()
+	tokens := memory.NewTokenStore()
+	roots, err := httpsignal.NewRoots(httpsignal.RootsConfig{Tokens: tokens, Destinations: map[string][]string{"billing": nil}})
+	must(t, err)
+	for _, body := range []string{
+		`{"destination":"billing","type":"\ud800"}`,
+		`{"destination":"billing","type":"ch\udc00arge"}`,
+		`{"destination":"billing","type":"ch\ufffdarge"}`,
+		"{\"destination\":\"billing\",\"type\":\"ch\ufffdarge\"}",
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/roots", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		roots.ServeHTTP(rec, req)
+		p := wantProblem(t, rec.Result(), rec.Body.Bytes(), http.StatusBadRequest, httpsignal.ProblemMalformed)
+		if !strings.Contains(p.Detail, "U+FFFD") {
+			t.Errorf("%s: the refusal says %q, want it to name U+FFFD", body, p.Detail)
+		}
+	}
+	if live, err := tokens.ListByDestination(t.Context(), "billing", store.Page{}); err != nil || len(live) != 0 {
+		t.Errorf("refused requests issued roots: %v %v", live, err)
+	}
+}
+
 // The endpoint issues roots only for the destinations and types it is
 // configured for: the token store is shared, and a root admits its signal
 // at its destination, so an endpoint open to every destination would let

@@ -335,6 +335,40 @@ func TestBodyKeysAreExactAndOnce(t *testing.T) {
 	}
 }
 
+// A name that decodes to U+FFFD is refused wherever names come in: an
+// escaped lone surrogate ("\ud800") reads as U+FFFD, and a token for a name
+// its sender never wrote would be stored.
+func TestNamesWithReplacementCharacterAreRefused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	root := issueRoot(t, f.url, f.orders, rootToken("orders"))
+	id := root.ID.String()
+	child := tokenservice.EncodeToken(childOf(root, "billing"))
+	childJSON := `{"id":"` + child.ID + `","conversation":"` + child.Conversation + `","causation":"` + id +
+		`","destination":"billing","type":"t","digest":"` + child.Digest + `"}`
+	for _, c := range []struct{ path, body string }{
+		{"/v1/roots", `{"destination":"orders","type":"\ud800"}`},
+		{"/v1/roots", `{"destination":"orders","type":"order.\udc00place"}`},
+		{"/v1/roots", `{"destination":"orders","type":"order.\ufffdplace"}`},
+		{"/v1/transitions", `{"consume":"` + id + `","create":[` + strings.Replace(childJSON, `"billing"`, `"bill\ud800ing"`, 1) + `]}`},
+		{"/v1/transitions/batch", `{"transitions":[{"consume":"` + id + `","create":[` + strings.Replace(childJSON, `"type":"t"`, `"type":"\ud83d"`, 1) + `]}]}`},
+	} {
+		p := call(t, "POST", f.url+c.path, f.orders, c.body).wantProblem(t, 400, tokenservice.ProblemInvalid)
+		if !strings.Contains(p.Detail, "U+FFFD") {
+			t.Errorf("%s %s: the refusal says %q, want it to name U+FFFD", c.path, c.body, p.Detail)
+		}
+	}
+	if _, err := f.tokens.Get(t.Context(), root.ID); err != nil || f.tokens.Len() != 1 {
+		t.Errorf("refused bodies changed the store: %v, %d tokens", err, f.tokens.Len())
+	}
+	if _, err := tokenservice.ParseSystem([]byte(`{"name":"bill\ud800ing"}`)); !errors.Is(err, tokenservice.ErrInvalidConfig) || !strings.Contains(err.Error(), "U+FFFD") {
+		t.Errorf("ParseSystem of a name with a lone surrogate = %v, want ErrInvalidConfig that names U+FFFD", err)
+	}
+	if _, err := tokenservice.ParseSystem([]byte(`{"name":"ops","destinations":["\ud800"]}`)); !errors.Is(err, tokenservice.ErrInvalidConfig) || !strings.Contains(err.Error(), "U+FFFD") {
+		t.Errorf("ParseSystem of a destination with a lone surrogate = %v, want ErrInvalidConfig that names U+FFFD", err)
+	}
+}
+
 // Every key of a request body and of a systems file is a struct field's
 // name, which strictjson.Check can hold to the exact snake_case form: no
 // map keyed by user data (such as destination names) is among them.

@@ -836,7 +836,7 @@ the key, so give it to the system now; it cannot be shown again.`,
 // that says what a name may be.
 func checkName(flag, what, name string) error {
 	if (baton.Emit{Destination: name, Type: "system"}).Validate() != nil {
-		return fmt.Errorf("%s %q: invalid %s: a name has 1 to %d bytes of UTF-8 and no space or control character, such as billing or order-service",
+		return fmt.Errorf("%s %q: invalid %s: a name has 1 to %d bytes of UTF-8 and no space, control character or U+FFFD, such as billing or order-service",
 			flag, name, what, baton.MaxNameBytes)
 	}
 	return nil

@@ -215,7 +215,7 @@ func TestServeRecorderIsBoundedAndOffWithoutDashboard(t *testing.T) {
 func TestKeygenRefusesInvalidNamesInOneLine(t *testing.T) {
 	t.Parallel()
 	cases := []refusal{
-		{[]string{"serve", "keygen", "--system", "bad name!"}, `--system "bad name!": invalid system name: a name has 1 to 200 bytes of UTF-8 and no space or control character`},
+		{[]string{"serve", "keygen", "--system", "bad name!"}, `--system "bad name!": invalid system name: a name has 1 to 200 bytes of UTF-8 and no space, control character or U+FFFD`},
 		{[]string{"serve", "keygen", "--system", strings.Repeat("x", 201)}, "invalid system name"},
 		{[]string{"serve", "keygen", "--system", "billing", "--destination", "a b"}, `--destination "a b": invalid destination`},
 	}
