@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -9,8 +10,22 @@ import (
 	"github.com/batonhq/baton/internal/testenv/etcdcluster"
 )
 
+// asBatonEnv makes this test binary run as baton with the arguments it is
+// given, with the variable's value as shutdownGrace: a test that needs a
+// process of its own (signals, exit status) starts it so.
+const asBatonEnv = "BATON_TEST_AS_BATON_SHUTDOWN_GRACE"
+
 func TestMain(m *testing.M) {
 	etcdcluster.MemberMain() // the etcd members of TestServeOnEtcd run in processes of this binary
+	if grace := os.Getenv(asBatonEnv); grace != "" {
+		var err error
+		if shutdownGrace, err = time.ParseDuration(grace); err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%q: %v\n", asBatonEnv, grace, err)
+			os.Exit(2)
+		}
+		main()
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -292,7 +293,7 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 			served <- srv.Serve(l)
 		}
 	}()
-	servers := []*http.Server{srv}
+	servers := []*trackedServer{srv}
 	if local != nil {
 		localSrv := newHTTPServer(baseCtx, handlers.local, log)
 		servers = append(servers, localSrv)
@@ -304,19 +305,59 @@ func runServe(ctx context.Context, stdout, stderr io.Writer, o serveOptions) err
 		serveErr = fmt.Errorf("serve: %v", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing requests in flight")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.Shutdown(shutdownCtx); err != nil && serveErr == nil {
-			serveErr = fmt.Errorf("shutdown: %v", err)
-		}
+	log.Info("shutting down: finishing requests in flight", "grace", shutdownGrace)
+	if err := stopServers(servers, shutdownGrace, log); err != nil && serveErr == nil {
+		serveErr = fmt.Errorf("shutdown: %v", err)
 	}
 	if serveErr != nil {
 		return serveErr
 	}
 	log.Info("token service stopped")
 	return nil
+}
+
+// shutdownGrace is how long a stopping serve lets requests in flight
+// finish before it closes their connections; a variable for tests.
+var shutdownGrace = 15 * time.Second
+
+// stopServers shuts the servers down together, letting requests in flight
+// finish within grace, and then closes the connections still open: a
+// client that stalls mid-request must not turn a SIGTERM into a failed
+// exit or keep the store from being closed. A warning says how many
+// connections were cut.
+func stopServers(servers []*trackedServer, grace time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var (
+		wg                    sync.WaitGroup
+		mu                    sync.Mutex
+		connections, requests int
+		firstErr              error
+	)
+	for _, s := range servers {
+		wg.Go(func() {
+			err := s.Shutdown(ctx)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			open, active := s.openConnections()
+			s.Close()
+			mu.Lock()
+			connections, requests = connections+open, requests+active
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if connections > 0 {
+		log.Warn("shutdown: grace period over, closed the connections still open",
+			"grace", grace, "connections", connections, "requests", requests)
+	}
+	return firstErr
 }
 
 // quietLibraries sends what the store's client and the metrics SDK print
@@ -339,8 +380,9 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
-func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
+func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *trackedServer {
+	s := &trackedServer{conns: map[net.Conn]http.ConnState{}}
+	s.Server = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
@@ -349,7 +391,43 @@ func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *http
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnState:         s.track,
 	}
+	return s
+}
+
+// trackedServer is an http.Server that knows the state of each of its
+// connections, so that a forced stop can say how many it cut.
+type trackedServer struct {
+	*http.Server
+	mu    sync.Mutex
+	conns map[net.Conn]http.ConnState
+}
+
+func (s *trackedServer) track(c net.Conn, state http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if state == http.StateClosed || state == http.StateHijacked {
+		delete(s.conns, c)
+	} else {
+		s.conns[c] = state
+	}
+}
+
+// openConnections counts the connections that are not idle, and of them
+// those reading or answering a request.
+func (s *trackedServer) openConnections() (open, active int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, state := range s.conns {
+		if state != http.StateIdle {
+			open++
+		}
+		if state == http.StateActive {
+			active++
+		}
+	}
+	return open, active
 }
 
 func auditLogOf(ops parkedOps, o serveOptions) string {
