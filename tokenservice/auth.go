@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,7 +39,11 @@ func (s callers) authenticate(r *http.Request) (*registered, *Problem) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		// VerifiedChains is set only when the TLS server verified the
 		// certificate against its client CAs.
-		cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
+		cert := r.TLS.VerifiedChains[0][0]
+		if n := commonNames(cert); n > 1 {
+			return nil, problem(ProblemUnauthorized, "the client certificate's subject has %d common names; it must have one, the system's name", n)
+		}
+		cn := cert.Subject.CommonName
 		byCert = s.byName[cn]
 		if byCert == nil {
 			return nil, problem(ProblemUnauthorized, "the client certificate's common name %q names no registered system", cn)
@@ -68,6 +73,22 @@ func (s callers) authenticate(r *http.Request) (*registered, *Problem) {
 	return nil, problem(ProblemUnauthorized, "no credentials: send \"Authorization: Bearer <api key>\" or a client certificate")
 }
 
+// oidCommonName is the X.509 attribute type of a common name (CN).
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// commonNames counts the common names in cert's subject. More than one
+// is refused: pkix.Name.CommonName keeps the last, so a CA that vetted
+// only the first would let "CN=nobody, CN=billing" authenticate as billing.
+func commonNames(cert *x509.Certificate) int {
+	n := 0
+	for _, attr := range cert.Subject.Names {
+		if attr.Type.Equal(oidCommonName) {
+			n++
+		}
+	}
+	return n
+}
+
 // byKey returns the system whose key hash matches key's. It compares with
 // every registered hash in constant time and without an early exit, so the
 // time taken says nothing about how close a guess came.
@@ -84,8 +105,8 @@ func (s callers) byKey(key string) *registered {
 
 // TLSConfig returns the server TLS configuration of `baton serve --tls-cert
 // --tls-key [--client-ca]`. With a client CA file, clients may present a
-// certificate signed by one of its CAs; its subject common name then names
-// the calling system. Clients without a certificate still connect and
+// certificate signed by one of its CAs; its subject's one common name then
+// names the calling system. Clients without a certificate still connect and
 // authenticate with an API key.
 func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -54,13 +55,19 @@ func newAuthority(t *testing.T, name string) *authority {
 // issue signs a certificate for cn; a server certificate is for 127.0.0.1.
 func (a *authority) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return a.issueFor(t, pkix.Name{CommonName: cn}, server)
+}
+
+// issueFor signs a certificate for subject.
+func (a *authority) issueFor(t *testing.T, subject pkix.Name, server bool) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		SerialNumber: serial, Subject: subject,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -184,6 +191,63 @@ func TestMutualTLS(t *testing.T) {
 	}
 	if _, err := tokens.Get(ctx, forBilling.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("billing's root is still live: %v", err)
+	}
+}
+
+// A client certificate whose subject has several common names is refused,
+// whichever of them a system has: pkix.Name keeps the last, so
+// "CN=nobody, CN=billing" authenticated as billing, an identity that a CA
+// checking the first name never vetted (found in review).
+func TestMutualTLSRefusesSeveralCommonNames(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := newAuthority(t, "baton test CA")
+	serverCert, serverKey := ca.issue(t, "token service", true)
+	tlsCfg, err := tokenservice.TLSConfig(writeFile(t, dir, "server.pem", serverCert), writeFile(t, dir, "server.key", serverKey),
+		writeFile(t, dir, "ca.pem", ca.pem))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{{Name: "billing"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = tlsCfg
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	get := func(certPEM, keyPEM []byte) int {
+		t.Helper()
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}}}
+		resp, err := hc.Get(srv.URL + "/v1/tokens/" + baton.NewTokenID().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	commonName := asn1.ObjectIdentifier{2, 5, 4, 3}
+	names := func(cns ...string) pkix.Name {
+		var n pkix.Name
+		for _, cn := range cns {
+			n.ExtraNames = append(n.ExtraNames, pkix.AttributeTypeAndValue{Type: commonName, Value: cn})
+		}
+		return n
+	}
+
+	if status := get(ca.issueFor(t, names("billing"), false)); status != http.StatusNotFound {
+		t.Errorf("billing's certificate: %d, want 404 (authenticated, no such token)", status)
+	}
+	for _, cns := range [][]string{{"nobody", "billing"}, {"billing", "nobody"}, {"billing", "billing"}} {
+		if status := get(ca.issueFor(t, names(cns...), false)); status != http.StatusUnauthorized {
+			t.Errorf("certificate with the common names %q, in this order: %d, want 401", cns, status)
+		}
 	}
 }
 
