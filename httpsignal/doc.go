@@ -34,6 +34,11 @@
 //	422 rejected           any other permanent refusal
 //	503 unavailable        store unavailable, or applied but unfinished; Retry-After
 //
+// A refusal's detail is a fixed text per problem type (400 and 413 say
+// what is wrong with the request): the error behind it, which may hold an
+// activity's own words, entity keys or the token's real type and
+// conversation, is logged at info level with the token id (Options.Logger).
+//
 // # Guarantees and failure semantics
 //
 // Deduplication is the engine's (the token), so it holds across processes

@@ -313,19 +313,32 @@ func (s *Server) answer(sig baton.Signal, res engine.Result, err error, shared b
 		a.retryAfter = s.opts.RetryAfter
 		return a
 	}
+	// The full error goes to the log only: it may name the engine's entity
+	// keys, the live token's type and conversation, or whatever the
+	// activity's error says, none of it the sender's to know.
 	log.Info("signal refused", "err", err)
-	detail := err.Error()
-	switch {
-	case errors.Is(err, engine.ErrMisaddressed):
-		return problemAnswer(http.StatusForbidden, ProblemMisaddressed, "Misaddressed", detail, token)
-	case errors.Is(err, engine.ErrExpired):
-		return problemAnswer(http.StatusGone, ProblemExpired, "Expired", detail, token)
-	case errors.Is(err, engine.ErrDigestMismatch):
-		return problemAnswer(http.StatusUnprocessableEntity, ProblemDigestMismatch, "Digest Mismatch", detail, token)
-	case errors.Is(err, engine.ErrUnknownType):
-		return problemAnswer(http.StatusNotFound, ProblemUnknownType, "Unknown Type", detail, token)
-	case errors.Is(err, engine.ErrUnroutable):
-		return problemAnswer(http.StatusUnprocessableEntity, ProblemUnroutable, "Unroutable", detail, token)
+	for _, r := range refusals {
+		if errors.Is(err, r.err) {
+			return problemAnswer(r.status, r.typ, r.title, r.detail, token)
+		}
 	}
-	return problemAnswer(http.StatusUnprocessableEntity, ProblemRejected, "Rejected", detail, token)
+	return problemAnswer(http.StatusUnprocessableEntity, ProblemRejected, "Rejected",
+		"the signal was refused for good: it does not match its token, or its activity refused it", token)
+}
+
+// refusals answer the permanent errors of Process that have a problem type
+// of their own, each with a fixed detail; any other is rejected.
+var refusals = []struct {
+	err                error
+	status             int
+	typ, title, detail string
+}{
+	{engine.ErrMisaddressed, http.StatusForbidden, ProblemMisaddressed, "Misaddressed",
+		"the signal or its token is addressed to another destination"},
+	{engine.ErrExpired, http.StatusGone, ProblemExpired, "Expired", "the root token expired unused"},
+	{engine.ErrDigestMismatch, http.StatusUnprocessableEntity, ProblemDigestMismatch, "Digest Mismatch",
+		"the payload does not match the token's digest"},
+	{engine.ErrUnknownType, http.StatusNotFound, ProblemUnknownType, "Unknown Type",
+		"this destination has no activity for the signal's type"},
+	{engine.ErrUnroutable, http.StatusUnprocessableEntity, ProblemUnroutable, "Unroutable", "the signal maps to no entity"},
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/batonhq/baton/backend/memory"
 	"github.com/batonhq/baton/engine"
 	"github.com/batonhq/baton/httpsignal"
+	"github.com/batonhq/baton/internal/syncio"
 	"github.com/batonhq/baton/internal/testclock"
 	"github.com/batonhq/baton/store"
 )
@@ -148,6 +150,59 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("Allow %q", resp.Header.Get("Allow"))
 		}
 	})
+}
+
+// A refusal tells the sender its problem type and a fixed detail, and the
+// receiver's log the whole error with the token id. The detail was the
+// error's text: an activity's own words (here a password) and the engine's
+// entity key, or, for a signal that does not match its token, the live
+// token's type and conversation (found in review).
+func TestRefusalsKeepTheErrorFromTheSender(t *testing.T) {
+	t.Parallel()
+	var log syncio.Buffer
+	b := newBilling(t, httpsignal.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	must(t, engine.Register(b.e, engine.Activity[ledger]{Type: "fail",
+		Entity: func(sig baton.Signal) (string, error) { return "acct-" + sig.Conversation.String(), nil },
+		Handle: func(context.Context, baton.Signal, *ledger) (engine.Effects, error) {
+			return engine.Effects{}, engine.Permanent(errors.New("db password=hunter2 refused"))
+		}}))
+	failing := b.root(t, "billing", "fail", "", 0)
+	// A live child token, and a request that knows only its id.
+	parent := b.root(t, "billing", "charge", "", 0)
+	child := baton.Token{ID: baton.NewTokenID(), Conversation: parent.ID, Causation: parent.ID, Destination: "billing",
+		Type: "charge", Digest: baton.DigestOf(nil), CreatedAt: b.clock.Now()}
+	_, err := b.tokens.Transition(t.Context(), parent.ID, []baton.Token{child})
+	must(t, err)
+	guess := baton.Signal{ID: child.ID, Conversation: baton.NewTokenID(), Causation: baton.NewTokenID(), Destination: "billing", Type: "fail"}
+
+	for _, c := range []struct {
+		name    string
+		sig     baton.Signal
+		secrets []string // in the log, never in the answer
+	}{
+		{"an activity failing for good", failing, []string{"hunter2", "acct-" + failing.Conversation.String()}},
+		{"a signal that does not match its token", guess, []string{parent.ID.String(), "charge"}},
+	} {
+		resp, body := send(t, b.url, c.sig, nil)
+		p := wantProblem(t, resp, body, http.StatusUnprocessableEntity, httpsignal.ProblemRejected)
+		if p.Token != c.sig.ID.String() || p.Detail == "" {
+			t.Errorf("%s: problem %+v, want the token id and a detail", c.name, p)
+		}
+		var logged string
+		for line := range strings.Lines(log.String()) {
+			if strings.Contains(line, "token="+c.sig.ID.String()) {
+				logged = line
+			}
+		}
+		for _, secret := range c.secrets {
+			if strings.Contains(string(body), secret) {
+				t.Errorf("%s: the answer tells the sender %s: %s", c.name, secret, body)
+			}
+			if !strings.Contains(logged, secret) {
+				t.Errorf("%s: the log line of the token lacks %s: %q", c.name, secret, logged)
+			}
+		}
+	}
 }
 
 func withPayload(sig baton.Signal, payload string) baton.Signal {
