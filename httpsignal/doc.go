@@ -38,6 +38,8 @@
 // what is wrong with the request): the error behind it, which may hold an
 // activity's own words, entity keys or the token's real type and
 // conversation, is logged at info level with the token id (Options.Logger).
+// An activity that means its reason for the sender (a form's "quantity
+// must be 1 to 10") returns Refuse(reason): that reason is the detail.
 //
 // # Guarantees and failure semantics
 //

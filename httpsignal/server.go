@@ -322,12 +322,30 @@ func (s *Server) answer(sig baton.Signal, res engine.Result, err error, shared b
 			return problemAnswer(r.status, r.typ, r.title, r.detail, token)
 		}
 	}
+	if refusal, ok := errors.AsType[*Refusal](err); ok {
+		return problemAnswer(http.StatusUnprocessableEntity, ProblemRejected, "Rejected", refusal.Reason, token)
+	}
 	return problemAnswer(http.StatusUnprocessableEntity, ProblemRejected, "Rejected",
 		"the signal was refused for good: it does not match its token, or its activity refused it", token)
 }
 
 // refusals answer the permanent errors of Process that have a problem type
 // of their own, each with a fixed detail; any other is rejected.
+// Refusal is an activity's refusal whose reason is meant for the sender
+// (a form's "quantity must be 1 to 10"): the 422 answer's detail is
+// Reason. Every other error of an activity stays in the receiver's log,
+// as it may name what the sender must not see. Refuse makes one.
+type Refusal struct{ Reason string }
+
+func (r *Refusal) Error() string { return r.Reason }
+
+// Refuse returns a permanent error (engine.Permanent) whose reason, as
+// fmt.Sprintf formats it, the sender reads in the 422 answer. Put nothing
+// in it that the sender may not know.
+func Refuse(format string, args ...any) error {
+	return engine.Permanent(&Refusal{Reason: fmt.Sprintf(format, args...)})
+}
+
 var refusals = []struct {
 	err                error
 	status             int

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -202,6 +203,25 @@ func TestRefusalsKeepTheErrorFromTheSender(t *testing.T) {
 				t.Errorf("%s: the log line of the token lacks %s: %q", c.name, secret, logged)
 			}
 		}
+	}
+}
+
+// A refusal the activity means for the sender (Refuse) is the answer's
+// detail, wrapped however the activity wrapped it; nothing else of the
+// error is.
+func TestARefusalForTheSenderIsTheDetail(t *testing.T) {
+	t.Parallel()
+	b := newBilling(t, httpsignal.Options{})
+	must(t, engine.Register(b.e, engine.Activity[ledger]{Type: "order",
+		Entity: func(sig baton.Signal) (string, error) { return "acct-" + sig.Conversation.String(), nil },
+		Handle: func(context.Context, baton.Signal, *ledger) (engine.Effects, error) {
+			return engine.Effects{}, fmt.Errorf("table orders: %w", httpsignal.Refuse("quantity must be 1 to %d", 10))
+		}}))
+	sig := b.root(t, "billing", "order", "", 0)
+	resp, body := send(t, b.url, sig, nil)
+	p := wantProblem(t, resp, body, http.StatusUnprocessableEntity, httpsignal.ProblemRejected)
+	if p.Detail != "quantity must be 1 to 10" {
+		t.Errorf("detail %q; want the refusal's reason alone", p.Detail)
 	}
 }
 

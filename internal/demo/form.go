@@ -15,19 +15,20 @@ import (
 
 // orderFromForm reads what the person chose. The form's values are not in
 // the token's digest (the token was issued before the person typed), so
-// they are checked here as any input from outside is.
+// they are checked here as any input from outside is, and a refusal says
+// why to the person (httpsignal.Refuse).
 func orderFromForm(sig baton.Signal, v url.Values) (order, error) {
 	o := order{Order: sig.Conversation.String(), Customer: v.Get("customer"), Product: v.Get("product")}
 	if !slices.Contains(customers, o.Customer) {
-		return order{}, fmt.Errorf("unknown customer %q", o.Customer)
+		return order{}, httpsignal.Refuse("unknown customer %q", o.Customer)
 	}
 	price, ok := prices[o.Product]
 	if !ok {
-		return order{}, fmt.Errorf("unknown product %q", o.Product)
+		return order{}, httpsignal.Refuse("unknown product %q", o.Product)
 	}
 	qty, err := strconv.Atoi(v.Get("quantity"))
 	if err != nil || qty < 1 || qty > 10 {
-		return order{}, fmt.Errorf("quantity must be 1 to 10, got %q", v.Get("quantity"))
+		return order{}, httpsignal.Refuse("quantity must be 1 to 10, got %q", v.Get("quantity"))
 	}
 	o.Quantity, o.Amount = qty, qty*price
 	return o, nil
