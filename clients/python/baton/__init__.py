@@ -24,12 +24,12 @@ from .signals import (
 from .tokens import MAX_BATCH, Token, TokenServiceClient, TokenServiceError
 from .sender import Delivery, Refused, Sender, NotDelivered
 from .entities import Entity, EntityStore, FileEntityStore, MemoryEntityStore, VersionConflict
-from .participant import Answer, Effects, Emit, Participant, Permanent
+from .participant import Answer, Effects, Emit, Participant, Permanent, Refusal
 
 __all__ = [
     "Answer", "Delivery", "Effects", "Emit", "Entity", "EntityStore", "FileEntityStore",
     "MAX_BATCH", "MAX_NAME_BYTES", "MAX_PAYLOAD_BYTES", "MemoryEntityStore", "NotDelivered", "Outcome",
-    "Participant", "Permanent", "Problem", "ProblemType", "Refused", "Sender", "Signal",
+    "Participant", "Permanent", "Problem", "ProblemType", "Refusal", "Refused", "Sender", "Signal",
     "SignalError", "Token", "TokenServiceClient", "TokenServiceError", "VersionConflict",
     "decode_signal", "digest_of", "encode_signal", "new_token_id",
 ]

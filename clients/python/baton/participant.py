@@ -57,7 +57,15 @@ class Effects:
 
 
 class Permanent(Exception):
-    """Raised by an activity that can never succeed for this signal: it is refused (422 rejected)."""
+    """Raised by an activity that can never succeed for this signal: it is refused (422 rejected).
+
+    Its message stays in the participant's log: it may name what the sender
+    must not see. Raise Refusal for a reason meant for the sender.
+    """
+
+
+class Refusal(Permanent):
+    """A Permanent whose message is for the sender: the 422 answer's detail (a form's "quantity must be 1 to 10")."""
 
 
 @dataclass
@@ -167,8 +175,11 @@ class Participant:
         state = copy.deepcopy(ent.state)  # step 4
         try:
             effects = act.handle(sig, state) or Effects()
+        except Refusal as err:
+            return _problem(422, ProblemType.REJECTED, "Rejected", str(err), sig.id)
         except Permanent as err:
-            return _problem(422, ProblemType.REJECTED, "Rejected", f"the activity failed for good: {err}", sig.id)
+            self.log.info("activity %s refused signal %s for good: %s", sig.type, sig.id, err)
+            return _problem(422, ProblemType.REJECTED, "Rejected", "the activity refused the signal for good", sig.id)
         except Exception as err:
             self.log.warning("activity %s failed; the signal will be retried: %s", sig.type, err)
             return _unavailable(sig.id, "the activity failed for now")

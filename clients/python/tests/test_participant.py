@@ -3,7 +3,7 @@ import tempfile
 import threading
 import unittest
 
-from baton import (Effects, Emit, FileEntityStore, MemoryEntityStore, NotDelivered, Participant, Permanent, Refused,
+from baton import (Effects, Emit, FileEntityStore, MemoryEntityStore, NotDelivered, Participant, Permanent, Refusal, Refused,
                    Signal, TokenServiceError, VersionConflict, encode_signal, new_token_id)
 from baton.entities import Entity
 
@@ -138,10 +138,17 @@ class ParticipantTest(unittest.TestCase):
         self.assertEqual(self.count("a"), 1)
 
     def test_permanent_failure_is_rejected(self):
-        self.p.activity("count", lambda s: "e/x", lambda s, st: (_ for _ in ()).throw(Permanent("never")))
+        self.p.activity("count", lambda s: "e/x", lambda s, st: (_ for _ in ()).throw(Permanent("db password=hunter2")))
         sig = self.signal()
-        self.assertEqual(self.post(sig).status, 422)
+        answer = self.post(sig)
+        self.assertEqual(answer.status, 422)
+        self.assertNotIn(b"hunter2", answer.body, "a Permanent's message stays in the participant")
         self.assertIn(sig.id, self.tokens.live)
+
+    def test_refusal_tells_the_sender(self):
+        self.p.activity("count", lambda s: "e/x", lambda s, st: (_ for _ in ()).throw(Refusal("quantity must be 1 to 10")))
+        answer = self.post(self.signal())
+        self.assertEqual((answer.status, json.loads(answer.body)["detail"]), (422, "quantity must be 1 to 10"))
 
     def test_bad_requests(self):
         self.assertEqual(self.p.handle("GET", {}, lambda n: b"", 0).headers["Allow"], "POST")

@@ -34,6 +34,11 @@ export class Permanent extends Error {
   override name = "Permanent";
 }
 
+/** A Permanent whose message is for the sender: the 422 answer's detail (a form's "quantity must be 1 to 10"). A plain Permanent's message is not sent: it may name what the sender must not see. */
+export class Refusal extends Permanent {
+  override name = "Refusal";
+}
+
 /** An answer to a signal request. */
 export interface Answer {
   status: number;
@@ -156,7 +161,8 @@ export class Participant {
     try {
       effects = (await act.handle(sig, state)) ?? {};
     } catch (err) {
-      if (err instanceof Permanent) return problem(422, "rejected", "Rejected", `the activity failed for good: ${err.message}`, sig.id);
+      if (err instanceof Refusal) return problem(422, "rejected", "Rejected", err.message, sig.id);
+      if (err instanceof Permanent) return problem(422, "rejected", "Rejected", "the activity refused the signal for good", sig.id);
       return unavailable(sig.id, "the activity failed for now");
     }
     const newEntry: OutboxEntry = {

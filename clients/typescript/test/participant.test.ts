@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 
 import { FileEntityStore, MemoryEntityStore, VersionConflict } from "../src/entities.js";
 import { newTokenId, signalHeaders, TokenServiceError, tokenFor, type Signal, type Token, TokenServiceClient } from "../src/index.js";
-import { Participant, Permanent, type Effects } from "../src/participant.js";
+import { Participant, Permanent, Refusal, type Effects } from "../src/participant.js";
 import { NotDelivered, type Sender } from "../src/sender.js";
 
 /** A token service of one destination, in memory, with switchable failures. */
@@ -150,10 +150,20 @@ describe("participant", () => {
 
   it("refuses a signal whose activity fails for good", async () => {
     const t = setup();
-    t.p.activity("count", () => "e/x", () => { throw new Permanent("never"); });
+    t.p.activity("count", () => "e/x", () => { throw new Permanent("db password=hunter2"); });
     const sig = t.signal();
-    assert.equal((await t.post(sig)).status, 422);
+    const answer = await t.post(sig);
+    assert.equal(answer.status, 422);
+    assert.equal(new TextDecoder().decode(answer.body).includes("hunter2"), false, "a Permanent's message stays in the participant");
     assert.equal(t.tokens.live.has(sig.id), true);
+  });
+
+  it("tells the sender a Refusal's reason", async () => {
+    const t = setup();
+    t.p.activity("count", () => "e/x", () => { throw new Refusal("quantity must be 1 to 10"); });
+    const answer = await t.post(t.signal());
+    assert.equal(answer.status, 422);
+    assert.equal(JSON.parse(new TextDecoder().decode(answer.body)).detail, "quantity must be 1 to 10");
   });
 
   it("answers requests that carry no signal", async () => {
