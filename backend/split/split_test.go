@@ -151,12 +151,7 @@ func TestRoutesByConversation(t *testing.T) {
 func TestFailingPartIsNotAbsence(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
-	s, _ := newSplit(t, 3, func(i int, p split.Part) store.TokenStore {
-		if i == 1 {
-			return failingPart{p, &down}
-		}
-		return p
-	})
+	s := withPartDown(t, 3, &down)
 	ctx := t.Context()
 	down.Store(true)
 	missing := baton.NewTokenID()
@@ -220,6 +215,18 @@ type failingPart struct {
 
 var errDown = errors.New("part unreachable")
 
+// withPartDown returns a store split over n parts whose second part fails
+// every call while down is set.
+func withPartDown(t *testing.T, n int, down *atomic.Bool) *split.Store {
+	s, _ := newSplit(t, n, func(i int, p split.Part) store.TokenStore {
+		if i == 1 {
+			return failingPart{p, down}
+		}
+		return p
+	})
+	return s
+}
+
 func (f failingPart) Get(ctx context.Context, id baton.TokenID) (baton.Token, error) {
 	if f.down.Load() {
 		return baton.Token{}, errDown
@@ -254,12 +261,7 @@ func (f failingPart) ExpireRoots(ctx context.Context, before time.Time, limit in
 func TestExpiryWithAPartDownIsNotNotApplied(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
-	s, _ := newSplit(t, 2, func(i int, p split.Part) store.TokenStore {
-		if i == 1 {
-			return failingPart{p, &down}
-		}
-		return p
-	})
+	s := withPartDown(t, 2, &down)
 	ctx := t.Context()
 	past := time.Now().Add(-time.Hour)
 	inFirst := 0

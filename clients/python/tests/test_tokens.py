@@ -128,7 +128,21 @@ class TokenServiceTest(unittest.TestCase):
         self.assertEqual(caught.exception.status, 0)
 
 
-class _Answers(http.server.BaseHTTPRequestHandler):
+class _Fake(http.server.BaseHTTPRequestHandler):
+    """A fake token service's handler: reply answers, and nothing is logged."""
+
+    def reply(self, status: int, kind: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Answers(_Fake):
     """Answers every request with the status and body its path names."""
 
     answers = {
@@ -141,15 +155,7 @@ class _Answers(http.server.BaseHTTPRequestHandler):
     }
 
     def do_GET(self):
-        status, kind, body = self.answers[self.path]
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(*self.answers[self.path])
 
 
 class NotAppliedTest(unittest.TestCase):
@@ -166,7 +172,7 @@ class NotAppliedTest(unittest.TestCase):
             self.assertEqual(caught.exception.not_applied, want, f"{token_id[0]}: {caught.exception}")
 
 
-class _Batches(http.server.BaseHTTPRequestHandler):
+class _Batches(_Fake):
     """Consumes every token of a batch, or answers 503 not-applied for a batch naming "e" * 32."""
 
     def do_POST(self):
@@ -178,15 +184,7 @@ class _Batches(http.server.BaseHTTPRequestHandler):
         else:
             status, kind = 200, "application/json"
             answer = {"results": [{"consumed": True} for _ in body["transitions"]]}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(status, kind, json.dumps(answer).encode())
 
 
 class BatchRequestsTest(unittest.TestCase):
@@ -224,7 +222,7 @@ def _serve(test: unittest.TestCase, handler) -> TokenServiceClient:
     return TokenServiceClient(f"http://127.0.0.1:{server.server_address[1]}", "k", timeout=5)
 
 
-class _TooLarge(http.server.BaseHTTPRequestHandler):
+class _TooLarge(_Fake):
     """Records each batch request's transitions; takes at most two in a request, and three children in each.
 
     As a service whose --max-body they exceed, it answers larger requests
@@ -241,15 +239,7 @@ class _TooLarge(http.server.BaseHTTPRequestHandler):
         else:
             status, kind = 200, "application/json"
             answer = {"results": [{"consumed": t["consume"].startswith("a")} for t in transitions]}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(status, kind, json.dumps(answer).encode())
 
 
 def _child(token_id: str) -> dict:
@@ -294,7 +284,7 @@ class TransitionBatchTest(unittest.TestCase):
         self.assertEqual(self.server.requests, [], "nothing was sent")
 
 
-class _Reads(http.server.BaseHTTPRequestHandler):
+class _Reads(_Fake):
     """Records each read request; answers a token for the ids that start with "a", not-found for the others.
 
     As the service, it refuses a request that names a malformed id, or the
@@ -315,15 +305,7 @@ class _Reads(http.server.BaseHTTPRequestHandler):
         self._answer(400, {"type": _PROBLEM + "invalid-request", "status": 400})
 
     def _answer(self, status, doc):
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if status == 200 else "application/problem+json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(status, "application/json" if status == 200 else "application/problem+json", json.dumps(doc).encode())
 
 
 class ReadTokensTest(unittest.TestCase):
@@ -359,21 +341,14 @@ class PathTest(unittest.TestCase):
                          ["/v1/tokens/x%2Fclaim", "/v1/conversations/..%2Fdestinations%2Fbilling/tokens"])
 
 
-class _Unreadable(http.server.BaseHTTPRequestHandler):
+class _Unreadable(_Fake):
     """Answers every request 200 with the server's answer, and every request but the first if it has later."""
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.server.requests.append(self.path)
         data = self.server.answer if len(self.server.requests) == 1 or not hasattr(self.server, "later") else self.server.later
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.reply(200, "application/json", data)
 
 
 class UnreadableAnswerTest(unittest.TestCase):
