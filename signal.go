@@ -86,10 +86,10 @@ func (s Signal) Validate() error {
 	if s.Conversation.IsZero() {
 		return fmt.Errorf("%w: missing conversation id", ErrInvalidSignal)
 	}
-	if err := validateName("destination", s.Destination); err != nil {
+	if err := ValidateName("destination", s.Destination); err != nil {
 		return err
 	}
-	if err := validateName("type", s.Type); err != nil {
+	if err := ValidateName("type", s.Type); err != nil {
 		return err
 	}
 	if len(s.Payload) > MaxPayloadBytes {
@@ -118,15 +118,15 @@ func (e Emit) Validate() error {
 	case e.Destination != "" && e.Topic != "":
 		return fmt.Errorf("%w: emit %q names both a destination and a topic", ErrInvalidSignal, e.Type)
 	case e.Destination != "":
-		if err := validateName("destination", e.Destination); err != nil {
+		if err := ValidateName("destination", e.Destination); err != nil {
 			return err
 		}
 	default:
-		if err := validateName("topic", e.Topic); err != nil {
+		if err := ValidateName("topic", e.Topic); err != nil {
 			return err
 		}
 	}
-	if err := validateName("type", e.Type); err != nil {
+	if err := ValidateName("type", e.Type); err != nil {
 		return err
 	}
 	if len(e.Payload) > MaxPayloadBytes {
@@ -135,7 +135,12 @@ func (e Emit) Validate() error {
 	return nil
 }
 
-func validateName(what, name string) error {
+// ValidateName checks a destination, topic, type or system name: 1 to
+// MaxNameBytes bytes of UTF-8, without spaces, control characters or
+// U+FFFD. what names it in the error (ErrInvalidSignal). Every component
+// that takes a name checks it so, so that none accepts what another
+// refuses.
+func ValidateName(what, name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: missing %s", ErrInvalidSignal, what)
 	}

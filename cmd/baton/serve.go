@@ -913,7 +913,7 @@ the key, so give it to the system now; it cannot be shown again.`,
 // a destination (it checks them as a signal's destination), in one line
 // that says what a name may be.
 func checkName(flag, what, name string) error {
-	if (baton.Emit{Destination: name, Type: "system"}).Validate() != nil {
+	if baton.ValidateName(what, name) != nil {
 		return fmt.Errorf("%s %q: invalid %s: a name has 1 to %d bytes of UTF-8 and no space, control character or U+FFFD, such as billing or order-service",
 			flag, name, what, baton.MaxNameBytes)
 	}

@@ -101,16 +101,5 @@ func validStreamName(name string) error {
 // validDestination applies baton's rules for destination names (as
 // baton.Signal.Validate does), so Subscribe refuses what Publish would.
 func validDestination(destination string) error {
-	if destination == "" {
-		return fmt.Errorf("%w: missing destination", baton.ErrInvalidSignal)
-	}
-	if len(destination) > baton.MaxNameBytes {
-		return fmt.Errorf("%w: destination longer than %d bytes", baton.ErrInvalidSignal, baton.MaxNameBytes)
-	}
-	for _, r := range destination {
-		if r <= ' ' || r == 0x7f {
-			return fmt.Errorf("%w: destination %q contains a space or control character", baton.ErrInvalidSignal, destination)
-		}
-	}
-	return nil
+	return baton.ValidateName("destination", destination)
 }
