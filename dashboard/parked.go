@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonhq/baton/internal/strictjson"
 	"github.com/batonhq/baton/parked"
 	"github.com/batonhq/baton/transport"
 )
@@ -183,9 +184,15 @@ func (d *dashboard) authorizeAction(w http.ResponseWriter, r *http.Request) (ope
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", maxActionBody))
 		return "", body
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil || body.ID == "" {
+	// Strict as the token service's bodies: a key in another case or twice
+	// is refused, not read one way here and another by a proxy.
+	err = strictjson.Check(data)
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(&body)
+	}
+	if err != nil || body.ID == "" {
 		msg := "body must be a JSON object like {\"id\": \"<parked id>\", \"why\": \"...\"}"
 		if err != nil {
 			msg += ": " + clip(err.Error())

@@ -143,6 +143,8 @@ func TestParkedActionsAreRefusedWithoutAnOperator(t *testing.T) {
 		{"a discard without a reason", "discard", operator, fmt.Sprintf(`{"id": %q, "why": "  "}`, id), http.StatusBadRequest},
 		{"no id", "replay", operator, `{}`, http.StatusBadRequest},
 		{"an unknown field", "replay", operator, fmt.Sprintf(`{"id": %q, "force": true}`, id), http.StatusBadRequest},
+		{"a key in another case", "replay", operator, fmt.Sprintf(`{"ID": %q}`, id), http.StatusBadRequest},
+		{"a key twice", "discard", operator, fmt.Sprintf(`{"id": %q, "why": "  ", "why": "test"}`, id), http.StatusBadRequest},
 		{"a body over the limit", "discard", operator, fmt.Sprintf(`{"id": %q, "why": %q}`, id, strings.Repeat("x", 9000)), http.StatusRequestEntityTooLarge},
 		{"an id that is not parked", "replay", operator, `{"id": "no-such-signal"}`, http.StatusNotFound},
 	}
