@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -49,6 +50,11 @@ type System struct {
 	Destinations []string `json:"destinations,omitempty"`
 	// IssueRoots lets the system issue root tokens (the edge of a process).
 	IssueRoots bool `json:"issue_roots,omitempty"`
+	// RootDestinations, with IssueRoots, are the destinations of the roots
+	// the system may issue: a root admits its signal at its destination,
+	// so an edge's key could otherwise start any system's work. Empty
+	// means any; AnyDestination, explicitly, too.
+	RootDestinations []string `json:"root_destinations,omitempty"`
 	// Observe lets the system read any token and list any conversation or
 	// destination (a dashboard).
 	Observe bool `json:"observe,omitempty"`
@@ -59,6 +65,14 @@ type System struct {
 	// ExpireRoots lets the system delete expired root tokens (a sweeper).
 	// The request names the cutoff, so only a trusted system may send it.
 	ExpireRoots bool `json:"expire_roots,omitempty"`
+}
+
+// mayIssueRootFor reports whether s may issue a root addressed to
+// destination.
+func (s *System) mayIssueRootFor(destination string) bool {
+	return s.IssueRoots && (len(s.RootDestinations) == 0 || slices.ContainsFunc(s.RootDestinations, func(d string) bool {
+		return d == destination || d == AnyDestination
+	}))
 }
 
 // mayConsume reports whether s may consume tokens addressed to destination.
@@ -179,6 +193,17 @@ func register(s System) (*registered, error) {
 		}
 		if err := (baton.Emit{Destination: d, Type: "system"}).Validate(); err != nil {
 			return nil, fmt.Errorf("%w: system %q: destination %q: %w", ErrInvalidConfig, s.Name, d, err)
+		}
+	}
+	if len(s.RootDestinations) > 0 && !s.IssueRoots {
+		return nil, fmt.Errorf("%w: system %q: root_destinations without issue_roots: it may issue no roots", ErrInvalidConfig, s.Name)
+	}
+	for _, d := range s.RootDestinations {
+		if d == AnyDestination {
+			continue
+		}
+		if err := baton.ValidateName("destination", d); err != nil {
+			return nil, fmt.Errorf("%w: system %q: root destination %q: %w", ErrInvalidConfig, s.Name, d, err)
 		}
 	}
 	if s.KeySHA256 != "" {

@@ -179,6 +179,10 @@ func (s *server) issueRoot(w http.ResponseWriter, r *http.Request, caller *regis
 		writeProblem(w, problem(ProblemInvalid, "%v", err))
 		return
 	}
+	if !caller.mayIssueRootFor(root.Destination) {
+		writeProblem(w, problem(ProblemForbidden, "system %q may not issue roots for %q (root_destinations)", caller.Name, root.Destination))
+		return
+	}
 	root.CreatedAt = s.now()
 	tok, err := s.tokens.Issue(r.Context(), root)
 	if err != nil {

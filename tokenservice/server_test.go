@@ -433,6 +433,25 @@ func TestListing(t *testing.T) {
 	}
 }
 
+// root_destinations bounds the roots an edge may issue: a root admits its
+// signal at its destination, so an edge's key could otherwise start any
+// system's work.
+func TestRootDestinationsBoundTheRootsASystemIssues(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *tokenservice.Config) {
+		for i := range c.Systems {
+			if c.Systems[i].Name == "orders" {
+				c.Systems[i].RootDestinations = []string{"orders"}
+			}
+		}
+	})
+	issueRoot(t, f.url, f.orders, rootToken("orders"))
+	call(t, "POST", f.url+"/v1/roots", f.orders, rootBody(rootToken("billing"))).wantProblem(t, 403, tokenservice.ProblemForbidden)
+	if n := f.tokens.Len(); n != 1 {
+		t.Errorf("%d tokens after a root for orders and a refused one for billing; want 1", n)
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	t.Parallel()
 	_, hash := tokenservice.NewAPIKey()
@@ -446,8 +465,10 @@ func TestConfigValidation(t *testing.T) {
 		"same key":        {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", KeySHA256: hash}, {Name: "b", KeySHA256: hash}}},
 		"bad destination": {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", Destinations: []string{""}}}},
 		// Its default destination, its own name, would be every one.
-		"named *":          {Tokens: tokens, Systems: []tokenservice.System{{Name: tokenservice.AnyDestination, KeySHA256: hash}}},
-		"negative maxbody": {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}}, MaxBodyBytes: -1},
+		"named *":                               {Tokens: tokens, Systems: []tokenservice.System{{Name: tokenservice.AnyDestination, KeySHA256: hash}}},
+		"negative maxbody":                      {Tokens: tokens, Systems: []tokenservice.System{{Name: "a"}}, MaxBodyBytes: -1},
+		"root destinations without issue_roots": {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", RootDestinations: []string{"a"}}}},
+		"bad root destination":                  {Tokens: tokens, Systems: []tokenservice.System{{Name: "a", IssueRoots: true, RootDestinations: []string{"a b"}}}},
 	} {
 		if _, err := tokenservice.New(cfg); !errors.Is(err, tokenservice.ErrInvalidConfig) {
 			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)

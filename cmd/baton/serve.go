@@ -869,7 +869,7 @@ func newKeygenCommand() *cobra.Command {
 		Long: `keygen prints a new random API key (256 bits) and the entry to add to the
 systems file. The entry holds only the key's SHA-256: the service never stores
 the key, so give it to the system now; it cannot be shown again.`,
-		Example: "  baton serve keygen --system billing\n  baton serve keygen --system shop --issue-roots",
+		Example: "  baton serve keygen --system billing\n  baton serve keygen --system shop --issue-roots --root-destination shop",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if entry.Name == "" {
@@ -881,6 +881,13 @@ the key, so give it to the system now; it cannot be shown again.`,
 			for _, d := range destinations {
 				if d != tokenservice.AnyDestination {
 					if err := checkName("--destination", "destination", d); err != nil {
+						return err
+					}
+				}
+			}
+			for _, d := range entry.RootDestinations {
+				if d != tokenservice.AnyDestination {
+					if err := checkName("--root-destination", "destination", d); err != nil {
 						return err
 					}
 				}
@@ -903,6 +910,7 @@ the key, so give it to the system now; it cannot be shown again.`,
 	f.StringVar(&entry.Name, "system", "", "name of the system (required)")
 	f.StringSliceVar(&destinations, "destination", nil, "destinations it may consume (default: its own name; * for all)")
 	f.BoolVar(&entry.IssueRoots, "issue-roots", false, "it may issue root tokens")
+	f.StringSliceVar(&entry.RootDestinations, "root-destination", nil, "with --issue-roots, a destination it may issue roots for (default: any; list them)")
 	f.BoolVar(&entry.Observe, "observe", false, "it may read and list every token")
 	f.BoolVar(&entry.ExpireRoots, "expire-roots", false, "it may delete expired root tokens")
 	f.BoolVar(&entry.Operate, "operate", false, "it may replay and discard parked signals on the dashboard (an operator)")
