@@ -95,9 +95,10 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	return path
 }
 
-// Mutual TLS: a client certificate's common name names the system.
-func TestMutualTLS(t *testing.T) {
-	t.Parallel()
+// mutualTLS returns a test CA and the service's TLS config: a server
+// certificate of that CA, and client certificates required of it.
+func mutualTLS(t *testing.T) (*authority, *tls.Config) {
+	t.Helper()
 	dir := t.TempDir()
 	ca := newAuthority(t, "baton test CA")
 	serverCert, serverKey := ca.issue(t, "token service", true)
@@ -106,6 +107,13 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, tlsCfg
+}
+
+// Mutual TLS: a client certificate's common name names the system.
+func TestMutualTLS(t *testing.T) {
+	t.Parallel()
+	ca, tlsCfg := mutualTLS(t)
 	ordersKey, ordersHash := tokenservice.NewAPIKey()
 	tokens := memory.NewTokenStore()
 	h, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{
@@ -200,14 +208,7 @@ func TestMutualTLS(t *testing.T) {
 // checking the first name never vetted (found in review).
 func TestMutualTLSRefusesSeveralCommonNames(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ca := newAuthority(t, "baton test CA")
-	serverCert, serverKey := ca.issue(t, "token service", true)
-	tlsCfg, err := tokenservice.TLSConfig(writeFile(t, dir, "server.pem", serverCert), writeFile(t, dir, "server.key", serverKey),
-		writeFile(t, dir, "ca.pem", ca.pem))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, tlsCfg := mutualTLS(t)
 	h, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{{Name: "billing"}}})
 	if err != nil {
 		t.Fatal(err)

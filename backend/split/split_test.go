@@ -281,25 +281,33 @@ func TestExpiryWithAPartDownIsNotNotApplied(t *testing.T) {
 	}
 }
 
+// serviceClient serves tokens through a token service with sys as its one
+// system, and returns a client of sys, the service's URL and sys's key.
+func serviceClient(t *testing.T, tokens store.TokenStore, sys tokenservice.System) (*client.Client, string, string) {
+	t.Helper()
+	key, hash := tokenservice.NewAPIKey()
+	sys.KeySHA256 = hash
+	api, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{sys}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, key, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, srv.URL, key
+}
+
 // Through the token service: the client names the signal's conversation
 // (Baton-Conversation), so a service over a split store asks one part.
 func TestThroughTheTokenService(t *testing.T) {
 	t.Parallel()
 	var calls [3]atomic.Int64
 	s, _ := newSplit(t, 3, func(i int, p split.Part) store.TokenStore { return countingPart{p, &calls[i]} })
-	key, hash := tokenservice.NewAPIKey()
-	api, err := tokenservice.New(tokenservice.Config{Tokens: s, Systems: []tokenservice.System{
-		{Name: "shop", KeySHA256: hash, IssueRoots: true, Destinations: []string{"shop"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	c, err := client.New(srv.URL, key, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, srvURL, key := serviceClient(t, s, tokenservice.System{Name: "shop", IssueRoots: true, Destinations: []string{"shop"}})
 	ctx := t.Context()
 	root, err := c.Issue(ctx, baton.Token{Destination: "shop", Type: "order", Digest: baton.DigestOf(nil)})
 	if err != nil {
@@ -318,7 +326,7 @@ func TestThroughTheTokenService(t *testing.T) {
 	if n := calls[0].Load() + calls[1].Load() + calls[2].Load() - before; n != 3 {
 		t.Errorf("%d calls to the parts for a get and a transition naming the conversation; want 3", n)
 	}
-	req, _ := http.NewRequest("GET", srv.URL+"/v1/tokens/"+root.ID.String(), nil)
+	req, _ := http.NewRequest("GET", srvURL+"/v1/tokens/"+root.ID.String(), nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set(tokenservice.ConversationHeader, "not-an-id")
 	res, err := http.DefaultClient.Do(req)
@@ -654,19 +662,7 @@ func (r raceAfterRead) Get(ctx context.Context, id baton.TokenID) (baton.Token, 
 func TestTheServiceWritesTheTokenItAuthorized(t *testing.T) {
 	t.Parallel()
 	s, _ := newSplit(t, 2, nil)
-	key, hash := tokenservice.NewAPIKey()
-	api, err := tokenservice.New(tokenservice.Config{Tokens: raceAfterRead{s}, Systems: []tokenservice.System{
-		{Name: "billing", KeySHA256: hash}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	c, err := client.New(srv.URL, key, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _, _ := serviceClient(t, raceAfterRead{s}, tokenservice.System{Name: "billing"})
 	consumeOnce := map[string]func(copied baton.Token) (bool, error){
 		"transition": func(copied baton.Token) (bool, error) {
 			return c.Transition(store.WithConversation(t.Context(), copied.Conversation), copied.ID, nil)
