@@ -184,6 +184,15 @@ func (s *server) issueRoot(w http.ResponseWriter, r *http.Request, caller *regis
 		return
 	}
 	root.CreatedAt = s.now()
+	switch {
+	case root.Destination == AnyDestination:
+		writeProblem(w, problem(ProblemInvalid, "destination %q is the wildcard of systems' destinations, no system's own", AnyDestination))
+		return
+	case !root.ExpiresAt.IsZero() && !root.ExpiresAt.After(root.CreatedAt):
+		writeProblem(w, problem(ProblemInvalid, "expires_at %s is not after the service's now, %s: the root would be issued expired",
+			root.ExpiresAt.Format(time.RFC3339Nano), root.CreatedAt.Format(time.RFC3339Nano)))
+		return
+	}
 	tok, err := s.tokens.Issue(r.Context(), root)
 	if err != nil {
 		s.writeStoreError(w, "issue", baton.TokenID{}, err)
@@ -284,6 +293,9 @@ func (s *server) admitTransition(caller *registered, t store.TokenTransition, to
 		return TransitionResult{Problem: withToken(problem(ProblemNotYourToken, "token %s is addressed to %q; system %q may not consume it", t.Consume, tok.Destination, caller.Name), t.Consume)}, true
 	}
 	for i, c := range t.Create {
+		if c.Destination == AnyDestination {
+			return TransitionResult{Problem: withToken(problem(ProblemInvalid, "create[%d] (token %s): destination %q is the wildcard of systems' destinations, no system's own", i, c.ID, AnyDestination), t.Consume)}, true
+		}
 		if c.Conversation != tok.Conversation || c.Causation != tok.ID {
 			return TransitionResult{Problem: withToken(problem(ProblemNotAChild, "create[%d] (token %s) must have conversation %s and causation %s, the consumed token's", i, c.ID, tok.Conversation, tok.ID), t.Consume)}, true
 		}
