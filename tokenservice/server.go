@@ -184,13 +184,8 @@ func (s *server) issueRoot(w http.ResponseWriter, r *http.Request, caller *regis
 		return
 	}
 	root.CreatedAt = s.now()
-	switch {
-	case root.Destination == AnyDestination:
+	if root.Destination == AnyDestination {
 		writeProblem(w, problem(ProblemInvalid, "destination %q is the wildcard of systems' destinations, no system's own", AnyDestination))
-		return
-	case !root.ExpiresAt.IsZero() && !root.ExpiresAt.After(root.CreatedAt):
-		writeProblem(w, problem(ProblemInvalid, "expires_at %s is not after the service's now, %s: the root would be issued expired",
-			root.ExpiresAt.Format(time.RFC3339Nano), root.CreatedAt.Format(time.RFC3339Nano)))
 		return
 	}
 	tok, err := s.tokens.Issue(r.Context(), root)
