@@ -95,9 +95,10 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	return path
 }
 
-// mutualTLS returns a test CA and the service's TLS config: a server
-// certificate of that CA, and client certificates required of it.
-func mutualTLS(t *testing.T) (*authority, *tls.Config) {
+// serveMutualTLS serves cfg's token service over TLS that requires client
+// certificates of a test CA, and returns the CA, the server and a pool
+// that trusts the server's certificate.
+func serveMutualTLS(t *testing.T, cfg tokenservice.Config) (*authority, *httptest.Server, *x509.CertPool) {
 	t.Helper()
 	dir := t.TempDir()
 	ca := newAuthority(t, "baton test CA")
@@ -107,19 +108,7 @@ func mutualTLS(t *testing.T) (*authority, *tls.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca, tlsCfg
-}
-
-// Mutual TLS: a client certificate's common name names the system.
-func TestMutualTLS(t *testing.T) {
-	t.Parallel()
-	ca, tlsCfg := mutualTLS(t)
-	ordersKey, ordersHash := tokenservice.NewAPIKey()
-	tokens := memory.NewTokenStore()
-	h, err := tokenservice.New(tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{
-		{Name: "orders", KeySHA256: ordersHash, IssueRoots: true},
-		{Name: "billing"}, // certificate only
-	}})
+	h, err := tokenservice.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +116,21 @@ func TestMutualTLS(t *testing.T) {
 	srv.TLS = tlsCfg
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
+	return ca, srv, roots
+}
+
+// Mutual TLS: a client certificate's common name names the system.
+func TestMutualTLS(t *testing.T) {
+	t.Parallel()
+	ordersKey, ordersHash := tokenservice.NewAPIKey()
+	tokens := memory.NewTokenStore()
+	ca, srv, roots := serveMutualTLS(t, tokenservice.Config{Tokens: tokens, Systems: []tokenservice.System{
+		{Name: "orders", KeySHA256: ordersHash, IssueRoots: true},
+		{Name: "billing"}, // certificate only
+	}})
+
 	httpClient := func(certPEM, keyPEM []byte) *http.Client {
 		cfg := &tls.Config{RootCAs: roots}
 		if certPEM != nil {
@@ -208,17 +209,7 @@ func TestMutualTLS(t *testing.T) {
 // checking the first name never vetted (found in review).
 func TestMutualTLSRefusesSeveralCommonNames(t *testing.T) {
 	t.Parallel()
-	ca, tlsCfg := mutualTLS(t)
-	h, err := tokenservice.New(tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{{Name: "billing"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = tlsCfg
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	ca, srv, roots := serveMutualTLS(t, tokenservice.Config{Tokens: memory.NewTokenStore(), Systems: []tokenservice.System{{Name: "billing"}}})
 	get := func(certPEM, keyPEM []byte) int {
 		t.Helper()
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
